@@ -1,0 +1,631 @@
+//! Configuration: every setting has one environment name (the reference's names where it had
+//! one), an optional TOML file may hold the same settings, and the environment wins. Loading
+//! validates everything before any port is bound and reports every problem at once, each as
+//! one line naming the variable and what would be valid.
+
+pub mod source;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use http::HeaderName;
+
+use crate::flows::FlowSettings;
+use crate::flows::xlb_mtls::{LbSecret, XlbSettings};
+use crate::http::IssuerSource;
+use crate::telemetry::LogFormat;
+use source::{Origin, Values};
+
+/// One documented setting.
+#[derive(Debug, Clone, Copy)]
+pub struct Setting {
+    /// Environment variable name.
+    pub name: &'static str,
+    /// Default, as text ("" when unset by default).
+    pub default: &'static str,
+    /// What it does.
+    pub help: &'static str,
+    /// Whether its value must never be shown.
+    pub secret: bool,
+}
+
+const fn s(name: &'static str, default: &'static str, help: &'static str) -> Setting {
+    Setting {
+        name,
+        default,
+        help,
+        secret: false,
+    }
+}
+
+/// Every setting, in the order `--help` and `check-config` show them.
+pub const SETTINGS: &[Setting] = &[
+    s("PORT", "8080", "TCP port to listen on (Cloud Run sets it)"),
+    s(
+        "BIND_ADDRESS",
+        "127.0.0.1; 0.0.0.0 when K_SERVICE is set",
+        "IP address to listen on",
+    ),
+    s(
+        "AUTH_FLOWS",
+        "xlb-mtls-client-credentials",
+        "Comma-separated list of enabled flows, tried in order",
+    ),
+    s(
+        "TOKEN_ISSUER",
+        "https:// + Host header",
+        "Issuer URL (iss); http:// only for local development",
+    ),
+    s(
+        "TOKEN_AUDIENCE",
+        "the workload identity pool provider URL",
+        "Audience (aud) of ID tokens",
+    ),
+    s(
+        "WORKLOAD_IDENTITY_PROJECT_NUMBER",
+        "",
+        "Project number of the workload identity pool (also spelled WORKLOAD_IDENITY_*)",
+    ),
+    s("WORKLOAD_IDENTITY_POOL_ID", "", "Workload identity pool ID"),
+    s(
+        "WORKLOAD_IDENTITY_PROVIDER_ID",
+        "",
+        "Workload identity pool provider ID",
+    ),
+    s(
+        "WORKLOAD_IDENITY_PROJECT_NUMBER",
+        "",
+        "Reference spelling of WORKLOAD_IDENTITY_PROJECT_NUMBER",
+    ),
+    s(
+        "WORKLOAD_IDENITY_POOL_ID",
+        "",
+        "Reference spelling of WORKLOAD_IDENTITY_POOL_ID",
+    ),
+    s(
+        "WORKLOAD_IDENITY_PROVIDER_ID",
+        "",
+        "Reference spelling of WORKLOAD_IDENTITY_PROVIDER_ID",
+    ),
+    s(
+        "TOKEN_VALIDITY",
+        "5",
+        "ID token lifetime in minutes, 1 to 60",
+    ),
+    s(
+        "SIGNER",
+        "local; iam when K_SERVICE is set",
+        "Signer: local",
+    ),
+    s(
+        "SIGNING_KEY_FILE",
+        "generated into DATA_DIR",
+        "PEM file of PKCS#8 keys (RSA >= 2048 bits, EC P-256); the first signs, all are published",
+    ),
+    s(
+        "DATA_DIR",
+        "./.token-service",
+        "Directory for the generated development key",
+    ),
+    s(
+        "JWKS_URI",
+        "issuer + /.well-known/jwks.json",
+        "jwks_uri published in discovery",
+    ),
+    s(
+        "MTLS_HEADER_CLIENT_ID",
+        "X-Client-Cert-Spiffe",
+        "Header that identifies the client: the SPIFFE, DNS-SAN, URI-SAN or SHA-256 header",
+    ),
+    s(
+        "MTLS_HEADER_CLIENT_CERT_PRESENT",
+        "X-Client-Cert-Present",
+        "Load balancer header: certificate presented",
+    ),
+    s(
+        "MTLS_HEADER_CLIENT_CERT_CHAIN_VERIFIED",
+        "X-Client-Cert-Chain-Verified",
+        "Load balancer header: chain verified",
+    ),
+    s(
+        "MTLS_HEADER_CLIENT_CERT_ERROR",
+        "X-Client-Cert-Error",
+        "Load balancer header: verification error",
+    ),
+    s(
+        "MTLS_HEADER_CLIENT_CERT_SHA256_FINGERPRINT",
+        "X-Client-Cert-Hash",
+        "Load balancer header: SHA-256 fingerprint",
+    ),
+    s(
+        "MTLS_HEADER_CLIENT_CERT_SPIFFE_ID",
+        "X-Client-Cert-Spiffe",
+        "Load balancer header: SPIFFE ID",
+    ),
+    s(
+        "MTLS_HEADER_CLIENT_CERT_URI_SANS",
+        "X-Client-Cert-URI-SANs",
+        "Load balancer header: URI SANs (base64)",
+    ),
+    s(
+        "MTLS_HEADER_CLIENT_CERT_DNSNAME_SANS",
+        "X-Client-Cert-DNSName-SANs",
+        "Load balancer header: DNS SANs (base64)",
+    ),
+    s(
+        "MTLS_HEADER_CLIENT_CERT_SERIAL_NUMBER",
+        "X-Client-Cert-Serial-Number",
+        "Load balancer header: serial number",
+    ),
+    s(
+        "MTLS_HEADER_CLIENT_CERT_VALID_NOT_BEFORE",
+        "X-Client-Cert-Valid-Not-Before",
+        "Load balancer header: start of validity (RFC 3339)",
+    ),
+    s(
+        "MTLS_HEADER_CLIENT_CERT_VALID_NOT_AFTER",
+        "X-Client-Cert-Valid-Not-After",
+        "Load balancer header: end of validity (RFC 3339)",
+    ),
+    s(
+        "MTLS_LB_SECRET_HEADER",
+        "X-Token-Service-LB-Secret",
+        "Header carrying MTLS_LB_SECRET",
+    ),
+    Setting {
+        name: "MTLS_LB_SECRET",
+        default: "",
+        help: "Secret the load balancer adds as a custom header; requests without it are refused",
+        secret: true,
+    },
+    s("LOG_FORMAT", "json", "json (Cloud Logging) or text"),
+    s("LOG_LEVEL", "info", "error, warn, info, debug or trace"),
+    s("GOOGLE_CLOUD_PROJECT", "", "Project for trace IDs in logs"),
+    s(
+        "K_SERVICE",
+        "",
+        "Set by Cloud Run; changes the BIND_ADDRESS and SIGNER defaults",
+    ),
+];
+
+/// Names of the known flows, given by the caller so that registered custom flows count.
+pub struct KnownFlows<'a>(pub &'a [&'a str]);
+
+/// The signer to build.
+#[derive(Debug, Clone)]
+pub enum SignerConfig {
+    /// Local keys.
+    Local {
+        /// `SIGNING_KEY_FILE`.
+        key_file: Option<PathBuf>,
+        /// `DATA_DIR`.
+        data_dir: PathBuf,
+    },
+}
+
+/// A workload identity pool provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkloadIdentityPool {
+    /// Project number.
+    pub project_number: String,
+    /// Pool ID.
+    pub pool_id: String,
+    /// Provider ID.
+    pub provider_id: String,
+}
+
+impl WorkloadIdentityPool {
+    /// The provider's resource name without scheme: `iam.googleapis.com/projects/...`.
+    pub fn resource(&self) -> String {
+        format!(
+            "iam.googleapis.com/projects/{}/locations/global/workloadIdentityPools/{}/providers/{}",
+            self.project_number, self.pool_id, self.provider_id
+        )
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Listen address.
+    pub bind_address: IpAddr,
+    /// Listen port.
+    pub port: u16,
+    /// Enabled flows, in order.
+    pub flows: Vec<String>,
+    /// Settings of the built-in flows.
+    pub flow_settings: FlowSettings,
+    /// Issuer source.
+    pub issuer: IssuerSource,
+    /// `aud` of ID tokens.
+    pub audience: String,
+    /// The pool, when configured.
+    pub pool: Option<WorkloadIdentityPool>,
+    /// Token lifetime in seconds.
+    pub validity_seconds: i64,
+    /// `JWKS_URI`.
+    pub jwks_uri: Option<String>,
+    /// Signer.
+    pub signer: SignerConfig,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Log filter.
+    pub log_level: String,
+    /// Project for trace IDs.
+    pub trace_project: Option<String>,
+    /// Things worth a warning at startup.
+    pub warnings: Vec<String>,
+    /// The raw values, for `check-config`.
+    pub values: Values,
+}
+
+struct Reader<'a> {
+    values: &'a Values,
+    errors: Vec<String>,
+}
+
+impl Reader<'_> {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.values
+            .get(name)
+            .map(|(v, _)| v.trim())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn fail(&mut self, message: String) {
+        self.errors.push(message);
+    }
+
+    fn header(&mut self, name: &str, default: &'static str) -> HeaderName {
+        let fallback = HeaderName::from_static(default);
+        let Some(v) = self.get(name).map(str::to_owned) else {
+            return fallback;
+        };
+        HeaderName::from_bytes(v.as_bytes()).unwrap_or_else(|_| {
+            self.fail(format!(
+                "{name}: '{v}' is not a valid HTTP header name (letters, digits and '-')"
+            ));
+            fallback
+        })
+    }
+
+    fn url(&mut self, name: &str) -> Option<String> {
+        let v = self.get(name)?.trim_end_matches('/').to_owned();
+        match v.parse::<http::Uri>() {
+            Ok(uri)
+                if matches!(uri.scheme_str(), Some("https" | "http"))
+                    && uri.host().is_some_and(|h| !h.is_empty())
+                    && uri.query().is_none()
+                    && !v.contains('#') =>
+            {
+                Some(v)
+            }
+            _ => {
+                self.fail(format!("{name}: '{v}' is not valid; expected an https:// URL without query or fragment, e.g. https://tokens.example.com"));
+                None
+            }
+        }
+    }
+
+    /// A pool setting under either spelling; both set to different values is an error.
+    fn pool_part(&mut self, part: &str) -> Option<String> {
+        let right = format!("WORKLOAD_IDENTITY_{part}");
+        let typo = format!("WORKLOAD_IDENITY_{part}");
+        match (
+            self.get(&right).map(str::to_owned),
+            self.get(&typo).map(str::to_owned),
+        ) {
+            (Some(a), Some(b)) if a != b => {
+                self.fail(format!("{right} ('{a}') and {typo} ('{b}') are both set, to different values; set only one of them"));
+                None
+            }
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// Validates the values and builds the configuration, or returns every problem found.
+pub fn load(values: Values, known: KnownFlows<'_>) -> Result<Config, Vec<String>> {
+    let mut r = Reader {
+        values: &values,
+        errors: Vec::new(),
+    };
+    let mut warnings = Vec::new();
+    let on_cloud_run = r.get("K_SERVICE").is_some();
+
+    let port = match r.get("PORT").map(str::parse::<u16>) {
+        None => 8080,
+        Some(Ok(p)) => p,
+        Some(Err(_)) => {
+            let v = r.get("PORT").unwrap_or_default().to_owned();
+            r.fail(format!(
+                "PORT: '{v}' is not valid; expected a port number from 0 to 65535"
+            ));
+            8080
+        }
+    };
+    let default_bind: IpAddr = if on_cloud_run {
+        [0, 0, 0, 0].into()
+    } else {
+        [127, 0, 0, 1].into()
+    };
+    let bind_address = match r
+        .get("BIND_ADDRESS")
+        .map(|v| (v.to_owned(), v.parse::<IpAddr>()))
+    {
+        None => default_bind,
+        Some((_, Ok(ip))) => ip,
+        Some((v, Err(_))) => {
+            r.fail(format!("BIND_ADDRESS: '{v}' is not valid; expected an IP address such as 0.0.0.0 or 127.0.0.1"));
+            default_bind
+        }
+    };
+
+    let flows = read_flows(&mut r, &known);
+
+    let xlb = read_xlb(&mut r);
+    if flows.iter().any(|f| f == crate::flows::xlb_mtls::NAME)
+        && let Err(e) = xlb.validate()
+    {
+        r.fail(e);
+    }
+
+    let issuer = match r.url("TOKEN_ISSUER") {
+        Some(iss) => {
+            if iss.starts_with("http://") {
+                warnings.push(format!("TOKEN_ISSUER '{iss}' uses http://: fine for local development, but cloud verifiers require https"));
+            }
+            IssuerSource::Fixed(iss)
+        }
+        None => {
+            warnings.push("TOKEN_ISSUER is not set: the issuer is derived per request as https:// + the Host header; set TOKEN_ISSUER to pin it".into());
+            IssuerSource::FromHost
+        }
+    };
+
+    let (audience, pool) = read_audience(&mut r);
+
+    let validity_seconds = match r.get("TOKEN_VALIDITY") {
+        None => 300,
+        Some(v) => match v.parse::<i64>() {
+            Ok(m) if (1..=60).contains(&m) => m * 60,
+            _ => {
+                let v = v.to_owned();
+                r.fail(format!(
+                    "TOKEN_VALIDITY: '{v}' is not valid; expected whole minutes from 1 to 60"
+                ));
+                300
+            }
+        },
+    };
+    let jwks_uri = r.url("JWKS_URI");
+    let signer = read_signer(&mut r, on_cloud_run);
+
+    let log_format = match r.get("LOG_FORMAT").map(str::to_ascii_lowercase).as_deref() {
+        None | Some("json") => LogFormat::Json,
+        Some("text") => LogFormat::Text,
+        Some(other) => {
+            r.fail(format!(
+                "LOG_FORMAT: '{other}' is not valid; expected json or text"
+            ));
+            LogFormat::Json
+        }
+    };
+    let log_level = match r.get("LOG_LEVEL").map(str::to_ascii_lowercase) {
+        None => "info".to_owned(),
+        Some(l) if ["error", "warn", "info", "debug", "trace"].contains(&l.as_str()) => l,
+        Some(other) => {
+            r.fail(format!(
+                "LOG_LEVEL: '{other}' is not valid; expected error, warn, info, debug or trace"
+            ));
+            "info".to_owned()
+        }
+    };
+    let trace_project = r.get("GOOGLE_CLOUD_PROJECT").map(str::to_owned);
+
+    if !r.errors.is_empty() {
+        return Err(r.errors);
+    }
+    Ok(Config {
+        bind_address,
+        port,
+        flows,
+        flow_settings: FlowSettings { xlb },
+        issuer,
+        audience,
+        pool,
+        validity_seconds,
+        jwks_uri,
+        signer,
+        log_format,
+        log_level,
+        trace_project,
+        warnings,
+        values,
+    })
+}
+
+fn read_flows(r: &mut Reader<'_>, known: &KnownFlows<'_>) -> Vec<String> {
+    let raw = r
+        .get("AUTH_FLOWS")
+        .unwrap_or(crate::flows::xlb_mtls::NAME)
+        .to_owned();
+    let names: Vec<String> = raw
+        .split(',')
+        .map(|n| n.trim().to_owned())
+        .filter(|n| !n.is_empty())
+        .collect();
+    let listing = known.0.join(", ");
+    if names.is_empty() {
+        r.fail(format!(
+            "AUTH_FLOWS: the list is empty; enable one or more of: {listing}"
+        ));
+    }
+    let mut seen: Vec<String> = Vec::new();
+    for name in &names {
+        if !known.0.contains(&name.as_str()) {
+            r.fail(format!(
+                "AUTH_FLOWS: unknown flow '{name}'; known flows: {listing}"
+            ));
+        } else if seen.contains(name) {
+            r.fail(format!("AUTH_FLOWS: flow '{name}' is listed twice"));
+        }
+        seen.push(name.clone());
+    }
+    names
+}
+
+fn read_xlb(r: &mut Reader<'_>) -> XlbSettings {
+    let d = XlbSettings::default();
+    let lb_secret = r
+        .get("MTLS_LB_SECRET")
+        .map(str::to_owned)
+        .map(|value| LbSecret {
+            header: r.header("MTLS_LB_SECRET_HEADER", "x-token-service-lb-secret"),
+            value,
+        });
+    if lb_secret.is_none() && r.get("MTLS_LB_SECRET_HEADER").is_some() {
+        r.fail("MTLS_LB_SECRET_HEADER is set but MTLS_LB_SECRET is not; set the secret value too, or neither".into());
+    }
+    XlbSettings {
+        client_id: r.header("MTLS_HEADER_CLIENT_ID", "x-client-cert-spiffe"),
+        present: r.header("MTLS_HEADER_CLIENT_CERT_PRESENT", "x-client-cert-present"),
+        chain_verified: r.header(
+            "MTLS_HEADER_CLIENT_CERT_CHAIN_VERIFIED",
+            "x-client-cert-chain-verified",
+        ),
+        error: r.header("MTLS_HEADER_CLIENT_CERT_ERROR", "x-client-cert-error"),
+        sha256: r.header(
+            "MTLS_HEADER_CLIENT_CERT_SHA256_FINGERPRINT",
+            "x-client-cert-hash",
+        ),
+        spiffe: r.header("MTLS_HEADER_CLIENT_CERT_SPIFFE_ID", "x-client-cert-spiffe"),
+        uri_sans: r.header("MTLS_HEADER_CLIENT_CERT_URI_SANS", "x-client-cert-uri-sans"),
+        dns_sans: r.header(
+            "MTLS_HEADER_CLIENT_CERT_DNSNAME_SANS",
+            "x-client-cert-dnsname-sans",
+        ),
+        serial: r.header(
+            "MTLS_HEADER_CLIENT_CERT_SERIAL_NUMBER",
+            "x-client-cert-serial-number",
+        ),
+        not_before: r.header(
+            "MTLS_HEADER_CLIENT_CERT_VALID_NOT_BEFORE",
+            "x-client-cert-valid-not-before",
+        ),
+        not_after: r.header(
+            "MTLS_HEADER_CLIENT_CERT_VALID_NOT_AFTER",
+            "x-client-cert-valid-not-after",
+        ),
+        lb_secret,
+        clock: d.clock,
+    }
+}
+
+fn read_audience(r: &mut Reader<'_>) -> (String, Option<WorkloadIdentityPool>) {
+    let parts = [
+        ("PROJECT_NUMBER", r.pool_part("PROJECT_NUMBER")),
+        ("POOL_ID", r.pool_part("POOL_ID")),
+        ("PROVIDER_ID", r.pool_part("PROVIDER_ID")),
+    ];
+    let missing: Vec<String> = parts
+        .iter()
+        .filter(|(_, v)| v.is_none())
+        .map(|(p, _)| format!("WORKLOAD_IDENTITY_{p}"))
+        .collect();
+    let pool = match &parts {
+        [(_, Some(n)), (_, Some(p)), (_, Some(v))] => {
+            if !n.bytes().all(|b| b.is_ascii_digit()) {
+                r.fail(format!("WORKLOAD_IDENTITY_PROJECT_NUMBER: '{n}' is not valid; expected the numeric project number, not the project ID"));
+            }
+            for (name, id) in [("POOL_ID", p), ("PROVIDER_ID", v)] {
+                if !id
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                {
+                    r.fail(format!("WORKLOAD_IDENTITY_{name}: '{id}' is not valid; expected lowercase letters, digits and '-'"));
+                }
+            }
+            Some(WorkloadIdentityPool {
+                project_number: n.clone(),
+                pool_id: p.clone(),
+                provider_id: v.clone(),
+            })
+        }
+        _ => {
+            if missing.len() < 3 {
+                r.fail(format!(
+                    "the workload identity pool settings are incomplete: {} not set",
+                    missing.join(", ")
+                ));
+            }
+            None
+        }
+    };
+    let audience = match (r.get("TOKEN_AUDIENCE"), &pool) {
+        (Some(aud), _) => aud.to_owned(),
+        (None, Some(pool)) => format!("https://{}", pool.resource()),
+        (None, None) => {
+            if missing.len() == 3 {
+                r.fail("TOKEN_AUDIENCE is not set and no workload identity pool is configured: set TOKEN_AUDIENCE, or WORKLOAD_IDENTITY_PROJECT_NUMBER, WORKLOAD_IDENTITY_POOL_ID and WORKLOAD_IDENTITY_PROVIDER_ID (the reference's spelling WORKLOAD_IDENITY_* works too)".into());
+            }
+            String::new()
+        }
+    };
+    (audience, pool)
+}
+
+fn read_signer(r: &mut Reader<'_>, on_cloud_run: bool) -> SignerConfig {
+    let data_dir = PathBuf::from(r.get("DATA_DIR").unwrap_or("./.token-service"));
+    let key_file = r.get("SIGNING_KEY_FILE").map(PathBuf::from);
+    let local = SignerConfig::Local { key_file, data_dir };
+    match r.get("SIGNER").map(str::to_ascii_lowercase).as_deref() {
+        Some("local") => local,
+        None if !on_cloud_run => local,
+        Some("iam") | None => {
+            r.fail("SIGNER: 'iam' (the default on Cloud Run) is not available in this build yet; set SIGNER=local with SIGNING_KEY_FILE".into());
+            local
+        }
+        Some(other) => {
+            r.fail(format!("SIGNER: '{other}' is not valid; expected local"));
+            local
+        }
+    }
+}
+
+impl Config {
+    /// The effective settings, one per line, secrets redacted.
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        for setting in SETTINGS {
+            let (value, origin) = match self.values.get(setting.name) {
+                Some((_, _)) if setting.secret => {
+                    ("<redacted>".to_owned(), self.origin(setting.name))
+                }
+                Some((v, _)) => (v.clone(), self.origin(setting.name)),
+                None if setting.default.is_empty() => continue,
+                None => (setting.default.to_owned(), "default"),
+            };
+            out.push_str(&format!("{:<42} {value}   ({origin})\n", setting.name));
+        }
+        out.push_str(&format!("{:<42} {}\n", "effective audience", self.audience));
+        out.push_str(&format!(
+            "{:<42} {}\n",
+            "effective flows",
+            self.flows.join(", ")
+        ));
+        out
+    }
+
+    fn origin(&self, name: &str) -> &'static str {
+        match self.values.get(name).map(|(_, o)| *o) {
+            Some(Origin::Env) => "environment",
+            Some(Origin::File) => "config file",
+            Some(Origin::Command) => "command default",
+            None => "default",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,118 @@
+//! Authentication flows: the trait every flow implements and the registry of known flows.
+//!
+//! A flow decides whether it can handle a token request (for example: the load balancer says a
+//! client certificate was presented) and, if so, authenticates the client from it. Flows use
+//! `model` only; they know nothing of HTTP responses, signing or configuration loading.
+//!
+//! Adding a flow takes one new module under `flows/` and one `register` line in
+//! [`FlowRegistry::builtin`]; applications embedding the library can also register their own.
+
+pub mod xlb_mtls;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::model::{AuthenticatedClient, TokenRequest};
+
+/// The token-endpoint authentication method of flows that rely on a client certificate
+/// (RFC 8705 §2.1).
+pub const TLS_CLIENT_AUTH: &str = "tls_client_auth";
+
+/// Why a flow refused to authenticate a client.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FlowError {
+    /// The request is malformed (e.g. a header that cannot be decoded). Maps to 400.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// The client presented something, but it is not acceptable. Maps to 403
+    /// `unauthorized_client`.
+    #[error("{0}")]
+    Unauthorized(String),
+}
+
+/// An authentication flow. Implementations must be cheap to call concurrently.
+#[async_trait]
+pub trait Flow: Send + Sync {
+    /// The flow's name as used in `AUTH_FLOWS` and in the `amr` claim.
+    fn name(&self) -> &str;
+    /// The OAuth grant type this flow serves.
+    fn grant_type(&self) -> &str;
+    /// The token-endpoint authentication method, as published in discovery.
+    fn auth_method(&self) -> &str;
+    /// Whether this flow can handle the request. Must not fail: a request it cannot handle is
+    /// left to the next flow.
+    fn can_handle(&self, request: &TokenRequest) -> bool;
+    /// Authenticates the client.
+    async fn authenticate(&self, request: &TokenRequest) -> Result<AuthenticatedClient, FlowError>;
+}
+
+/// Settings of the built-in flows, filled in by `config`.
+#[derive(Debug, Clone, Default)]
+pub struct FlowSettings {
+    /// Settings of `xlb-mtls-client-credentials`.
+    pub xlb: xlb_mtls::XlbSettings,
+}
+
+/// Builds a flow from the settings; fails with a message naming the setting at fault.
+pub type FlowFactory = Box<dyn Fn(&FlowSettings) -> Result<Arc<dyn Flow>, String> + Send + Sync>;
+
+/// The known flows, by name.
+pub struct FlowRegistry {
+    factories: BTreeMap<String, FlowFactory>,
+}
+
+impl FlowRegistry {
+    /// An empty registry.
+    pub fn empty() -> Self {
+        Self {
+            factories: BTreeMap::new(),
+        }
+    }
+
+    /// The flows that ship with Token Service.
+    pub fn builtin() -> Self {
+        let mut registry = Self::empty();
+        registry.register(xlb_mtls::NAME, |s| {
+            Ok(Arc::new(xlb_mtls::XlbMtlsFlow::new(s.xlb.clone())?))
+        });
+        registry
+    }
+
+    /// Registers a flow under `name`, replacing any flow of that name.
+    pub fn register<F>(&mut self, name: &str, factory: F)
+    where
+        F: Fn(&FlowSettings) -> Result<Arc<dyn Flow>, String> + Send + Sync + 'static,
+    {
+        self.factories.insert(name.to_owned(), Box::new(factory));
+    }
+
+    /// Names of the known flows, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        self.factories.keys().map(String::as_str).collect()
+    }
+
+    /// Whether a flow of that name is known.
+    pub fn contains(&self, name: &str) -> bool {
+        self.factories.contains_key(name)
+    }
+
+    /// Builds the enabled flows in the given order.
+    pub fn build(
+        &self,
+        enabled: &[String],
+        settings: &FlowSettings,
+    ) -> Result<Vec<Arc<dyn Flow>>, String> {
+        enabled
+            .iter()
+            .map(|name| match self.factories.get(name) {
+                Some(factory) => factory(settings),
+                None => Err(format!(
+                    "AUTH_FLOWS: unknown flow '{name}'; known flows: {}",
+                    self.names().join(", ")
+                )),
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,288 @@
+//! The shared client-credentials path every flow reuses: pick the flow, authenticate the
+//! client, apply the client policy, issue the ID token, then (when asked and configured) obtain
+//! an access token. Knows nothing of HTTP; errors come out as [`GrantError`], which the HTTP edge
+//! maps to OAuth JSON once.
+
+use std::sync::Arc;
+
+use crate::access::{AccessError, AccessTokenBackend};
+use crate::flows::{Flow, FlowError};
+use crate::issuer::{FlowSummary, IdTokenIssuer};
+use crate::model::{IssuedTokens, TokenRequest};
+use crate::policy::{ClientPolicy, PolicyError, Requested};
+use crate::signer::SignError;
+
+/// Why a token request failed, in OAuth terms.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum GrantError {
+    /// 400 `invalid_request`.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// 400 `unsupported_grant_type`.
+    #[error("{0}")]
+    UnsupportedGrantType(String),
+    /// 403 `unauthorized_client`.
+    #[error("{0}")]
+    UnauthorizedClient(String),
+    /// 403 `access_denied`.
+    #[error("{0}")]
+    AccessDenied(String),
+    /// 500 `server_error`.
+    #[error("{0}")]
+    Server(String),
+    /// 503 `temporarily_unavailable`.
+    #[error("{message}")]
+    Unavailable {
+        /// What happened.
+        message: String,
+        /// Seconds the client should wait.
+        retry_after: u64,
+    },
+}
+
+impl GrantError {
+    /// The OAuth error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidRequest(_) => "invalid_request",
+            Self::UnsupportedGrantType(_) => "unsupported_grant_type",
+            Self::UnauthorizedClient(_) => "unauthorized_client",
+            Self::AccessDenied(_) => "access_denied",
+            Self::Server(_) => "server_error",
+            Self::Unavailable { .. } => "temporarily_unavailable",
+        }
+    }
+}
+
+impl From<FlowError> for GrantError {
+    fn from(e: FlowError) -> Self {
+        match e {
+            FlowError::InvalidRequest(m) => Self::InvalidRequest(m),
+            FlowError::Unauthorized(m) => Self::UnauthorizedClient(m),
+        }
+    }
+}
+
+impl From<SignError> for GrantError {
+    fn from(e: SignError) -> Self {
+        match e {
+            SignError::Unavailable {
+                message,
+                retry_after,
+            } => Self::Unavailable {
+                message,
+                retry_after,
+            },
+            SignError::Denied(m) => Self::AccessDenied(m),
+            SignError::Failed(m) => Self::Server(m),
+        }
+    }
+}
+
+impl From<AccessError> for GrantError {
+    fn from(e: AccessError) -> Self {
+        match e {
+            AccessError::InvalidRequest(m) => Self::InvalidRequest(m),
+            AccessError::AccessDenied(m) => Self::AccessDenied(m),
+            AccessError::Unavailable {
+                message,
+                retry_after,
+            } => Self::Unavailable {
+                message,
+                retry_after,
+            },
+            AccessError::Server(m) => Self::Server(m),
+        }
+    }
+}
+
+/// The client-credentials grant over the enabled flows.
+pub struct ClientCredentials {
+    flows: Vec<Arc<dyn Flow>>,
+    policy: Arc<dyn ClientPolicy>,
+    issuer: IdTokenIssuer,
+    access: Option<Arc<dyn AccessTokenBackend>>,
+}
+
+impl ClientCredentials {
+    /// Wires the grant.
+    pub fn new(
+        flows: Vec<Arc<dyn Flow>>,
+        policy: Arc<dyn ClientPolicy>,
+        issuer: IdTokenIssuer,
+        access: Option<Arc<dyn AccessTokenBackend>>,
+    ) -> Self {
+        Self {
+            flows,
+            policy,
+            issuer,
+            access,
+        }
+    }
+
+    /// The ID-token issuer.
+    pub fn issuer(&self) -> &IdTokenIssuer {
+        &self.issuer
+    }
+
+    /// Distinct grant types and authentication methods of the enabled flows, for discovery.
+    pub fn summary(&self) -> FlowSummary {
+        let mut summary = FlowSummary::default();
+        for flow in &self.flows {
+            push_distinct(&mut summary.grant_types, flow.grant_type());
+            push_distinct(&mut summary.auth_methods, flow.auth_method());
+        }
+        summary
+    }
+
+    /// Selects the flow for a request: the first enabled flow with the request's grant type
+    /// that can handle it.
+    pub fn select(&self, request: &TokenRequest) -> Result<&Arc<dyn Flow>, GrantError> {
+        let grant = request.grant_type.as_str();
+        if grant.is_empty() {
+            return Err(GrantError::InvalidRequest(
+                "The parameter 'grant_type' is required".into(),
+            ));
+        }
+        let mut candidates = self
+            .flows
+            .iter()
+            .filter(|f| f.grant_type() == grant)
+            .peekable();
+        if candidates.peek().is_none() {
+            return Err(GrantError::UnsupportedGrantType(format!(
+                "Grant type '{}' is not supported; supported: {}",
+                crate::flows::xlb_mtls::truncate(grant, 64),
+                self.summary().grant_types.join(", ")
+            )));
+        }
+        candidates.find(|f| f.can_handle(request)).ok_or_else(|| {
+            GrantError::InvalidRequest(format!("No suitable flow found for grant type '{grant}'"))
+        })
+    }
+
+    /// Runs the grant for a request whose issuer is `iss`. Logs one line per attempt.
+    pub async fn exchange(
+        &self,
+        request: &TokenRequest,
+        iss: &str,
+    ) -> Result<IssuedTokens, GrantError> {
+        let flow = match self.select(request) {
+            Ok(flow) => flow,
+            Err(e) => {
+                tracing::warn!(event = "token_request_rejected", outcome = e.code(), reason = %e, "token request rejected: {e}");
+                return Err(e);
+            }
+        };
+        let result = self.run(flow.as_ref(), request, iss).await;
+        match &result {
+            Ok((client_id, tokens)) => tracing::info!(
+                event = "token_issued",
+                outcome = "issued",
+                flow = flow.name(),
+                client_id = %client_id,
+                jti = %tokens.jti,
+                access_token = tokens.access_token.is_some(),
+                "issued a token to client '{client_id}' through {}", flow.name()
+            ),
+            Err((client_id, e, detail)) => tracing::warn!(
+                event = "authentication_failed",
+                outcome = e.code(),
+                flow = flow.name(),
+                client_id = client_id.as_deref().unwrap_or(""),
+                reason = %detail,
+                "{} refused the request: {detail}", flow.name()
+            ),
+        }
+        result.map(|(_, tokens)| tokens).map_err(|(_, e, _)| e)
+    }
+
+    /// The grant for one flow; on failure returns the client ID (if known), the error the client
+    /// sees and the reason for the log (which may say more than the client is told).
+    async fn run(
+        &self,
+        flow: &dyn Flow,
+        request: &TokenRequest,
+        iss: &str,
+    ) -> Result<(String, IssuedTokens), (Option<String>, GrantError, String)> {
+        let plain = |e: GrantError| {
+            let detail = e.to_string();
+            (None, e, detail)
+        };
+        let scope = request.scope.as_deref().filter(|s| !s.trim().is_empty());
+        let service_account = request
+            .service_account
+            .as_deref()
+            .filter(|s| !s.trim().is_empty());
+        if self.access.is_none() && (scope.is_some() || service_account.is_some()) {
+            return Err(plain(GrantError::InvalidRequest(
+                "Access tokens are not configured on this service: remove 'scope' and 'service_account' to get an ID token"
+                    .into(),
+            )));
+        }
+        if service_account.is_some() && scope.is_none() {
+            return Err(plain(GrantError::InvalidRequest(
+                "The parameter 'scope' is required when 'service_account' is given".into(),
+            )));
+        }
+        let authenticated = flow
+            .authenticate(request)
+            .await
+            .map_err(|e| plain(e.into()))?;
+        let id = Some(authenticated.client_id.clone());
+        let client = self
+            .policy
+            .authorize(
+                &authenticated,
+                Requested {
+                    scope,
+                    service_account,
+                },
+            )
+            .map_err(|e| match e {
+                PolicyError::ClientDenied { reason } => (
+                    id.clone(),
+                    GrantError::UnauthorizedClient(
+                        "The client is not authorized to obtain tokens".into(),
+                    ),
+                    reason,
+                ),
+                PolicyError::AccessDenied(m) => {
+                    (id.clone(), GrantError::AccessDenied(m.clone()), m)
+                }
+            })?;
+        let with_id = |e: GrantError| {
+            let detail = e.to_string();
+            (id.clone(), e, detail)
+        };
+        let id_token = self
+            .issuer
+            .issue(iss, &client)
+            .await
+            .map_err(|e| with_id(e.into()))?;
+        let access_token = match (&self.access, scope) {
+            (Some(backend), Some(scope)) => Some(
+                backend
+                    .access_token(&client, &id_token.token, scope, service_account)
+                    .await
+                    .map_err(|e| with_id(e.into()))?,
+            ),
+            _ => None,
+        };
+        Ok((
+            client.client_id,
+            IssuedTokens {
+                id_token: id_token.token,
+                id_token_expires_at: id_token.expires_at,
+                jti: id_token.jti,
+                access_token,
+            },
+        ))
+    }
+}
+
+fn push_distinct(list: &mut Vec<String>, value: &str) {
+    if !list.iter().any(|v| v == value) {
+        list.push(value.to_owned());
+    }
+}

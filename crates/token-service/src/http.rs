@@ -1,0 +1,154 @@
+//! The HTTP edge: routes, request parsing, issuer derivation and the one mapping of errors to
+//! OAuth JSON. Uses `model`, `grant`, `issuer`; never `config` or concrete flows and signers.
+
+mod discovery;
+pub mod error;
+pub mod form;
+mod token;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use http::HeaderMap;
+use tracing::Instrument as _;
+
+use crate::grant::ClientCredentials;
+use crate::issuer::{FlowSummary, JWKS_PATH, TOKEN_PATH};
+
+/// Largest accepted `/token` body.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// Where the issuer URL comes from.
+#[derive(Debug, Clone)]
+pub enum IssuerSource {
+    /// `TOKEN_ISSUER`, already without a trailing slash.
+    Fixed(String),
+    /// `https://` + the request's Host header, as behind a TLS-terminating load balancer.
+    FromHost,
+}
+
+/// Everything a handler needs.
+pub struct AppState {
+    /// The client-credentials grant.
+    pub grant: ClientCredentials,
+    /// Where the issuer comes from.
+    pub issuer: IssuerSource,
+    /// Google Cloud project for trace IDs in logs, when known.
+    pub trace_project: Option<String>,
+    summary: FlowSummary,
+}
+
+impl AppState {
+    /// Bundles the state; the discovery summary of the flows is computed once here.
+    pub fn new(
+        grant: ClientCredentials,
+        issuer: IssuerSource,
+        trace_project: Option<String>,
+    ) -> Self {
+        let summary = grant.summary();
+        Self {
+            grant,
+            issuer,
+            trace_project,
+            summary,
+        }
+    }
+}
+
+/// The service's routes.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route(
+            TOKEN_PATH,
+            post(token::token)
+                .fallback(token::method_not_allowed)
+                .layer(middleware::map_response(token::no_store)),
+        )
+        .route(
+            "/.well-known/openid-configuration",
+            get(discovery::discovery),
+        )
+        .route("/.well-known/openid-metadata", get(discovery::discovery))
+        .route(JWKS_PATH, get(discovery::jwks))
+        .route("/", get(discovery::root))
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), request_span))
+        .with_state(state)
+}
+
+/// Runs each request inside a span that carries its trace, so every log line of the request is
+/// correlated in Cloud Logging.
+async fn request_span(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let trace = trace_id(request.headers()).map(|id| match &state.trace_project {
+        Some(project) => format!("projects/{project}/traces/{id}"),
+        None => id,
+    });
+    let span = tracing::info_span!(
+        "request",
+        trace = trace.as_deref().unwrap_or(""),
+        method = %request.method(),
+        path = %request.uri().path(),
+    );
+    next.run(request).instrument(span).await
+}
+
+/// The trace ID of `X-Cloud-Trace-Context` (`TRACE_ID/SPAN_ID;o=1`) or of W3C `traceparent`
+/// (`00-TRACE_ID-SPAN_ID-FLAGS`). Only hex IDs are accepted, so nothing odd reaches the logs.
+pub fn trace_id(headers: &HeaderMap) -> Option<String> {
+    let is_hex_id =
+        |s: &str| (1..=32).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_hexdigit());
+    if let Some(v) = headers
+        .get("x-cloud-trace-context")
+        .and_then(|v| v.to_str().ok())
+    {
+        let id = v.split(['/', ';']).next().unwrap_or("").trim();
+        if is_hex_id(id) {
+            return Some(id.to_ascii_lowercase());
+        }
+    }
+    let v = headers.get("traceparent")?.to_str().ok()?;
+    let mut parts = v.trim().split('-');
+    let (_version, id) = (parts.next()?, parts.next()?);
+    (id.len() == 32 && is_hex_id(id) && id.bytes().any(|b| b != b'0'))
+        .then(|| id.to_ascii_lowercase())
+}
+
+/// The issuer for a request: the configured one, or `https://` + Host.
+pub fn request_issuer(
+    source: &IssuerSource,
+    headers: &HeaderMap,
+    uri: &http::Uri,
+) -> Result<String, error::HttpError> {
+    match source {
+        IssuerSource::Fixed(iss) => Ok(iss.clone()),
+        IssuerSource::FromHost => {
+            let mut hosts = headers.get_all(http::header::HOST).iter();
+            let host = match (hosts.next(), hosts.next()) {
+                (Some(h), None) => h.to_str().ok().map(str::to_owned),
+                (None, _) => uri.authority().map(|a| a.as_str().to_owned()),
+                _ => None,
+            };
+            let valid = host.filter(|h| {
+                !h.is_empty()
+                    && h.len() <= 255
+                    && !h.contains('@')
+                    && h.parse::<http::uri::Authority>().is_ok()
+            });
+            match valid {
+                Some(h) => Ok(format!("https://{}", h.to_ascii_lowercase())),
+                None => Err(error::HttpError::bad_request(
+                    "The Host header is missing or invalid, so the issuer cannot be derived; send a valid Host header (or configure TOKEN_ISSUER)",
+                )),
+            }
+        }
+    }
+}

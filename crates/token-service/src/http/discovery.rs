@@ -1,0 +1,59 @@
+//! OIDC discovery, the JWK Set and the root redirect.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::{IntoResponse, Redirect, Response};
+use http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+
+use super::error::HttpError;
+use super::{AppState, IssuerSource, request_issuer};
+use crate::issuer::discovery_document;
+
+/// Verifiers may cache discovery and keys for five minutes: short enough that a key added to
+/// the set is seen well before it starts signing (see the rotation notes in the README).
+const CACHE: HeaderValue = HeaderValue::from_static("public, max-age=300");
+
+/// `GET /.well-known/openid-configuration` (and the alias `openid-metadata`).
+pub async fn discovery(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    let iss = match request_issuer(&state.issuer, &headers, &uri) {
+        Ok(iss) => iss,
+        Err(e) => return e.into_response(),
+    };
+    let doc = discovery_document(&iss, state.grant.issuer(), &state.summary);
+    let mut response = Json(doc).into_response();
+    response.headers_mut().insert(header::CACHE_CONTROL, CACHE);
+    if matches!(state.issuer, IssuerSource::FromHost) {
+        response
+            .headers_mut()
+            .insert(header::VARY, HeaderValue::from_static("host"));
+    }
+    response
+}
+
+/// The JWK Set, when the signer's keys are local.
+pub async fn jwks(State(state): State<Arc<AppState>>) -> Response {
+    match state.grant.issuer().jwks() {
+        Some(set) => {
+            let mut response = Json(set.clone()).into_response();
+            response.headers_mut().insert(header::CACHE_CONTROL, CACHE);
+            response
+        }
+        None => HttpError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "The signing keys are not published here; see jwks_uri in /.well-known/openid-configuration",
+        )
+        .into_response(),
+    }
+}
+
+/// `GET /`: points at the discovery document.
+pub async fn root() -> Redirect {
+    Redirect::temporary("/.well-known/openid-configuration")
+}

@@ -1,0 +1,162 @@
+//! ID-token issuance: builds the claims for an admitted client and has the signer sign them;
+//! also builds the OIDC discovery document. Uses `model`, `clock` and the `signer` trait.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value, json};
+
+use crate::clock::Clock;
+use crate::model::Client;
+use crate::signer::{Publication, SignError, Signer};
+
+/// Path where this service serves its JWK Set (local signer).
+pub const JWKS_PATH: &str = "/.well-known/jwks.json";
+/// Path of the token endpoint.
+pub const TOKEN_PATH: &str = "/token";
+
+/// Settings of the issuer.
+#[derive(Debug, Clone)]
+pub struct IssuerSettings {
+    /// `aud` of every ID token.
+    pub audience: String,
+    /// Token lifetime in seconds (`TOKEN_VALIDITY` minutes).
+    pub validity_seconds: i64,
+    /// Published `jwks_uri` when it overrides what the signer says (`JWKS_URI`).
+    pub jwks_uri: Option<String>,
+}
+
+/// A signed ID token and the facts worth logging about it.
+#[derive(Debug, Clone)]
+pub struct IdToken {
+    /// Compact JWT. Never logged.
+    pub token: String,
+    /// `exp`, seconds since the epoch.
+    pub expires_at: i64,
+    /// `jti`.
+    pub jti: String,
+}
+
+/// Issues ID tokens.
+pub struct IdTokenIssuer {
+    settings: IssuerSettings,
+    signer: Arc<dyn Signer>,
+    clock: Clock,
+}
+
+impl IdTokenIssuer {
+    /// Creates an issuer.
+    pub fn new(settings: IssuerSettings, signer: Arc<dyn Signer>, clock: Clock) -> Self {
+        Self {
+            settings,
+            signer,
+            clock,
+        }
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &IssuerSettings {
+        &self.settings
+    }
+
+    /// The signer.
+    pub fn signer(&self) -> &Arc<dyn Signer> {
+        &self.signer
+    }
+
+    /// Token lifetime for this client, in seconds.
+    pub fn lifetime(&self, client: &Client) -> i64 {
+        client
+            .lifetime_seconds
+            .unwrap_or(self.settings.validity_seconds)
+    }
+
+    /// Builds the claims of an ID token for `client`, issued by `iss` at `now`.
+    pub fn claims(&self, iss: &str, client: &Client, now: i64, jti: &str) -> Map<String, Value> {
+        let facts = &client.facts;
+        let first = |v: &[String]| v.first().cloned().unwrap_or_default();
+        let mut claims = Map::new();
+        // Extra claims first, so that a policy can never override the registered ones.
+        for (k, v) in &client.extra_claims {
+            claims.insert(k.clone(), v.clone());
+        }
+        let fixed = json!({
+            "iss": iss,
+            "sub": client.client_id,
+            "aud": self.settings.audience,
+            "iat": now,
+            "exp": now + self.lifetime(client),
+            "jti": jti,
+            "amr": [client.flow],
+            "client_id": client.client_id,
+            "client": {
+                "x5_spiffe": facts.spiffe_id.clone().unwrap_or_default(),
+                "x5_dnssan": first(&facts.dns_sans),
+                "x5_urisan": first(&facts.uri_sans),
+                "x5_sha256": facts.sha256_fingerprint.clone().unwrap_or_default(),
+                "x5_serial": facts.serial_number.clone().unwrap_or_default(),
+            },
+        });
+        if let Value::Object(fixed) = fixed {
+            claims.extend(fixed);
+        }
+        claims
+    }
+
+    /// Issues and signs an ID token.
+    pub async fn issue(&self, iss: &str, client: &Client) -> Result<IdToken, SignError> {
+        let now = self.clock.now();
+        let jti = uuid::Uuid::new_v4().to_string();
+        let claims = self.claims(iss, client, now, &jti);
+        let token = self.signer.sign(&claims).await?;
+        Ok(IdToken {
+            token,
+            expires_at: now + self.lifetime(client),
+            jti,
+        })
+    }
+
+    /// The `jwks_uri` to publish for issuer `iss`.
+    pub fn jwks_uri(&self, iss: &str) -> String {
+        if let Some(uri) = &self.settings.jwks_uri {
+            return uri.clone();
+        }
+        match self.signer.publication() {
+            Publication::Uri(uri) => uri.clone(),
+            Publication::Jwks(_) => format!("{iss}{JWKS_PATH}"),
+        }
+    }
+
+    /// The JWK Set this service serves, when the signer's keys are local.
+    pub fn jwks(&self) -> Option<&Value> {
+        match self.signer.publication() {
+            Publication::Jwks(set) => Some(set),
+            Publication::Uri(_) => None,
+        }
+    }
+}
+
+/// What discovery needs to know about the enabled flows.
+#[derive(Debug, Clone, Default)]
+pub struct FlowSummary {
+    /// Distinct grant types, in flow order.
+    pub grant_types: Vec<String>,
+    /// Distinct token-endpoint authentication methods, in flow order.
+    pub auth_methods: Vec<String>,
+}
+
+/// Builds the OIDC discovery document for issuer `iss`.
+pub fn discovery_document(iss: &str, issuer: &IdTokenIssuer, flows: &FlowSummary) -> Value {
+    let token_endpoint = format!("{iss}{TOKEN_PATH}");
+    json!({
+        "issuer": iss,
+        "authorization_endpoint": token_endpoint,
+        "token_endpoint": token_endpoint,
+        "jwks_uri": issuer.jwks_uri(iss),
+        "response_types_supported": ["none"],
+        "grant_types_supported": flows.grant_types,
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": [issuer.signer().algorithm()],
+        "token_endpoint_auth_methods_supported": flows.auth_methods,
+        "claims_supported": ["iss", "sub", "aud", "iat", "exp", "jti", "amr", "client_id", "client"],
+    })
+}

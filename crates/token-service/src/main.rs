@@ -1,0 +1,5 @@
+//! `token-service`: see `lib.rs` for the architecture map.
+
+fn main() -> std::process::ExitCode {
+    token_service::cli::main()
+}

@@ -1,0 +1,102 @@
+//! Domain types that travel between the layers: the token request as the HTTP edge parsed it,
+//! the certificate facts a flow established, and the client a policy admitted. Plain data only;
+//! this module depends on nothing else of ours.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+/// The OAuth client-credentials grant type (RFC 6749 §4.4).
+pub const CLIENT_CREDENTIALS: &str = "client_credentials";
+
+/// A token request as received at `POST /token`, after form parsing.
+#[derive(Debug, Clone, Default)]
+pub struct TokenRequest {
+    /// `grant_type`, empty when the client sent none.
+    pub grant_type: String,
+    /// `scope`, when the client asked for an access token.
+    pub scope: Option<String>,
+    /// `service_account`, when the client asked to impersonate a service account.
+    pub service_account: Option<String>,
+    /// Every other form parameter, for the flow to use as it sees fit.
+    pub params: BTreeMap<String, String>,
+    /// Request headers (certificate facts from a load balancer arrive here).
+    pub headers: http::HeaderMap,
+    /// Address of the TCP peer (a proxy or load balancer when one is in front).
+    pub remote_addr: Option<SocketAddr>,
+    /// DER certificates the TLS peer presented, leaf first, when TLS ended here.
+    pub peer_certificates: Option<Arc<Vec<Vec<u8>>>>,
+}
+
+/// What is known about a client certificate once a flow has verified (or trusted a verifier of)
+/// it. Strings keep the encodings Google's load balancer uses, so claims do not depend on where
+/// TLS ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CertificateFacts {
+    /// SPIFFE ID (the URI SAN with scheme `spiffe`).
+    pub spiffe_id: Option<String>,
+    /// DNS subject alternative names, in certificate order.
+    pub dns_sans: Vec<String>,
+    /// URI subject alternative names, in certificate order.
+    pub uri_sans: Vec<String>,
+    /// Base64 (standard alphabet) SHA-256 fingerprint of the DER certificate.
+    pub sha256_fingerprint: Option<String>,
+    /// Serial number as the verifier reported it.
+    pub serial_number: Option<String>,
+    /// Start of the validity period, seconds since the epoch.
+    pub not_before: Option<i64>,
+    /// End of the validity period, seconds since the epoch.
+    pub not_after: Option<i64>,
+}
+
+/// A client that a flow has authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthenticatedClient {
+    /// Name of the flow that authenticated it (goes into `amr`).
+    pub flow: String,
+    /// Client ID the flow derived from the certificate.
+    pub client_id: String,
+    /// The certificate facts behind that decision.
+    pub facts: CertificateFacts,
+}
+
+/// A client the policy admitted, with what it may receive.
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// Name of the flow that authenticated it.
+    pub flow: String,
+    /// Client ID: becomes `sub` and `client_id` of the ID token.
+    pub client_id: String,
+    /// The certificate facts, for the `client` claim.
+    pub facts: CertificateFacts,
+    /// Claims the policy adds to the ID token.
+    pub extra_claims: Map<String, Value>,
+    /// Token lifetime in seconds when the policy overrides the global one.
+    pub lifetime_seconds: Option<i64>,
+}
+
+/// An issued access token.
+#[derive(Debug, Clone)]
+pub struct AccessToken {
+    /// The bearer token itself. Never logged.
+    pub token: String,
+    /// Seconds until it expires.
+    pub expires_in: i64,
+    /// Scopes it carries (space-separated).
+    pub scope: String,
+}
+
+/// What the shared client-credentials path returns on success.
+#[derive(Debug, Clone)]
+pub struct IssuedTokens {
+    /// The signed ID token. Never logged.
+    pub id_token: String,
+    /// Its `exp`, seconds since the epoch.
+    pub id_token_expires_at: i64,
+    /// Its `jti`, which may be logged.
+    pub jti: String,
+    /// The access token, when the request asked for one.
+    pub access_token: Option<AccessToken>,
+}

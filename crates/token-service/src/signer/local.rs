@@ -1,0 +1,286 @@
+//! Signing with local private keys: a PEM file of PKCS#8 keys (RSA ≥ 2048 bits → RS256, EC
+//! P-256 → ES256), or a development key generated on first start. The first key signs; all are
+//! published, so rotation is "add the new key, let caches see it, move it first, drop the old
+//! one a token lifetime later".
+//!
+//! Keys are parsed once into aws-lc-rs key pairs: re-parsing per token (as a generic JWT
+//! library does) costs more than the signature itself.
+
+use std::fs;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::rsa::{KeySize, PublicKeyComponents};
+use aws_lc_rs::signature::{
+    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _, RSA_PKCS1_SHA256, RsaKeyPair,
+};
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use rustls_pki_types::pem::SectionKind;
+use serde_json::{Map, Value, json};
+
+use super::{Publication, SignError, Signer};
+
+/// File name of the generated development key inside `DATA_DIR`.
+pub const GENERATED_KEY_FILE: &str = "signing-key.pem";
+
+enum KeyPair {
+    Rsa(RsaKeyPair),
+    Ec(EcdsaKeyPair),
+}
+
+struct SigningKey {
+    pair: KeyPair,
+    alg: &'static str,
+    kid: String,
+    /// base64url of the JOSE header, computed once.
+    header_b64: String,
+}
+
+/// Signs with the first of a list of local keys and publishes all of them.
+pub struct LocalSigner {
+    signing: SigningKey,
+    publication: Publication,
+    rng: SystemRandom,
+}
+
+impl std::fmt::Debug for LocalSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "LocalSigner {{ alg: {}, kid: {} }}",
+            self.signing.alg, self.signing.kid
+        )
+    }
+}
+
+impl LocalSigner {
+    /// Loads every PKCS#8 private key of a PEM document. `origin` names the source in errors.
+    pub fn from_pem(pem: &[u8], origin: &str) -> Result<Self, String> {
+        let mut reader = pem;
+        let mut keys = Vec::new();
+        let mut block = 0;
+        loop {
+            let section = rustls_pki_types::pem::from_buf(&mut reader)
+                .map_err(|e| format!("{origin}: not a readable PEM file ({e})"))?;
+            let Some((kind, der)) = section else { break };
+            block += 1;
+            match kind {
+                SectionKind::PrivateKey => {
+                    keys.push(parse_pkcs8(&der).map_err(|e| format!("{origin}: key {block}: {e}"))?)
+                }
+                SectionKind::RsaPrivateKey | SectionKind::EcPrivateKey => {
+                    return Err(format!(
+                        "{origin}: PEM block {block} is a PKCS#1/SEC1 key; convert it to PKCS#8 with `openssl pkcs8 -topk8 -nocrypt -in OLD -out NEW`"
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Self::from_keys(keys).ok_or_else(|| {
+            format!("{origin}: no 'PRIVATE KEY' (PKCS#8) block found; expected RSA ≥ 2048 bits or EC P-256 keys")
+        })
+    }
+
+    /// Reads a key file.
+    pub fn from_file(path: &Path, setting: &str) -> Result<Self, String> {
+        let pem = fs::read(path)
+            .map_err(|e| format!("{setting}: cannot read '{}': {e}", path.display()))?;
+        Self::from_pem(&pem, &format!("{setting} '{}'", path.display()))
+    }
+
+    /// Loads the development key from `data_dir`, generating an RSA-2048 key there (mode 0600)
+    /// on first start. Returns the signer and the key's path.
+    pub fn load_or_generate(data_dir: &Path) -> Result<(Self, PathBuf, bool), String> {
+        let path = data_dir.join(GENERATED_KEY_FILE);
+        if path.exists() {
+            return Ok((Self::from_file(&path, "DATA_DIR")?, path, false));
+        }
+        let pem = generate_rsa_pem()?;
+        write_private(data_dir, &path, pem.as_bytes())?;
+        Ok((Self::from_pem(pem.as_bytes(), "generated key")?, path, true))
+    }
+
+    fn from_keys(keys: Vec<SigningKey>) -> Option<Self> {
+        let jwks: Vec<Value> = keys.iter().map(public_jwk).collect::<Vec<_>>();
+        let signing = keys.into_iter().next()?;
+        Some(Self {
+            signing,
+            publication: Publication::Jwks(json!({ "keys": jwks })),
+            rng: SystemRandom::new(),
+        })
+    }
+}
+
+#[async_trait]
+impl Signer for LocalSigner {
+    fn algorithm(&self) -> &str {
+        self.signing.alg
+    }
+
+    fn key_id(&self) -> Option<&str> {
+        Some(&self.signing.kid)
+    }
+
+    fn publication(&self) -> &Publication {
+        &self.publication
+    }
+
+    async fn sign(&self, claims: &Map<String, Value>) -> Result<String, SignError> {
+        let payload = serde_json::to_vec(claims).map_err(|e| SignError::Failed(e.to_string()))?;
+        let key = &self.signing;
+        let mut jwt = String::with_capacity(key.header_b64.len() + payload.len() * 4 / 3 + 400);
+        jwt.push_str(&key.header_b64);
+        jwt.push('.');
+        URL_SAFE_NO_PAD.encode_string(&payload, &mut jwt);
+        let signature = match &key.pair {
+            KeyPair::Rsa(pair) => {
+                let mut sig = vec![0; pair.public_modulus_len()];
+                pair.sign(&RSA_PKCS1_SHA256, &self.rng, jwt.as_bytes(), &mut sig)
+                    .map_err(|_| SignError::Failed("RSA signing failed".into()))?;
+                sig
+            }
+            KeyPair::Ec(pair) => pair
+                .sign(&self.rng, jwt.as_bytes())
+                .map_err(|_| SignError::Failed("ECDSA signing failed".into()))?
+                .as_ref()
+                .to_vec(),
+        };
+        jwt.push('.');
+        URL_SAFE_NO_PAD.encode_string(&signature, &mut jwt);
+        Ok(jwt)
+    }
+}
+
+fn parse_pkcs8(der: &[u8]) -> Result<SigningKey, String> {
+    let pair = match RsaKeyPair::from_pkcs8(der) {
+        Ok(rsa) if rsa.public_modulus_len() * 8 >= 2048 => KeyPair::Rsa(rsa),
+        Ok(rsa) => {
+            return Err(format!(
+                "RSA key of {} bits is too short; at least 2048 bits are required",
+                rsa.public_modulus_len() * 8
+            ));
+        }
+        Err(_) => match EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der) {
+            Ok(ec) => KeyPair::Ec(ec),
+            Err(_) => {
+                return Err("neither an RSA (≥ 2048 bits) nor an EC P-256 private key".into());
+            }
+        },
+    };
+    let alg = match pair {
+        KeyPair::Rsa(_) => "RS256",
+        KeyPair::Ec(_) => "ES256",
+    };
+    let kid = thumbprint(&pair);
+    let header = json!({ "alg": alg, "kid": kid, "typ": "JWT" }).to_string();
+    Ok(SigningKey {
+        pair,
+        alg,
+        kid,
+        header_b64: URL_SAFE_NO_PAD.encode(header),
+    })
+}
+
+/// The public members of a key, in the lexical order RFC 7638 needs for thumbprints.
+fn members(pair: &KeyPair) -> Vec<(&'static str, String)> {
+    match pair {
+        KeyPair::Rsa(rsa) => {
+            let c = PublicKeyComponents::<Vec<u8>>::from(rsa.public_key());
+            vec![
+                ("e", URL_SAFE_NO_PAD.encode(strip_zeros(&c.e))),
+                ("kty", "RSA".into()),
+                ("n", URL_SAFE_NO_PAD.encode(strip_zeros(&c.n))),
+            ]
+        }
+        KeyPair::Ec(ec) => {
+            // Uncompressed point: 0x04 || x (32 bytes) || y (32 bytes).
+            let point = ec.public_key().as_ref();
+            let (x, y) = point
+                .get(1..)
+                .unwrap_or_default()
+                .split_at(point.len().saturating_sub(1) / 2);
+            vec![
+                ("crv", "P-256".into()),
+                ("kty", "EC".into()),
+                ("x", URL_SAFE_NO_PAD.encode(x)),
+                ("y", URL_SAFE_NO_PAD.encode(y)),
+            ]
+        }
+    }
+}
+
+/// RFC 7638 JWK thumbprint (SHA-256, base64url), used as `kid`.
+fn thumbprint(pair: &KeyPair) -> String {
+    let mut canonical = Map::new();
+    for (k, v) in members(pair) {
+        canonical.insert(k.to_owned(), Value::String(v));
+    }
+    // serde_json's Map is ordered by key, which is exactly the canonical order.
+    let text = Value::Object(canonical).to_string();
+    URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        text.as_bytes(),
+    ))
+}
+
+fn public_jwk(key: &SigningKey) -> Value {
+    let mut jwk = Map::new();
+    for (k, v) in members(&key.pair) {
+        jwk.insert(k.to_owned(), Value::String(v));
+    }
+    jwk.insert("kid".into(), Value::String(key.kid.clone()));
+    jwk.insert("alg".into(), Value::String(key.alg.into()));
+    jwk.insert("use".into(), Value::String("sig".into()));
+    Value::Object(jwk)
+}
+
+fn strip_zeros(bytes: &[u8]) -> &[u8] {
+    let start = bytes
+        .iter()
+        .position(|b| *b != 0)
+        .unwrap_or(bytes.len().saturating_sub(1));
+    &bytes[start..]
+}
+
+fn generate_rsa_pem() -> Result<String, String> {
+    let pair = RsaKeyPair::generate(KeySize::Rsa2048)
+        .map_err(|_| "RSA key generation failed".to_owned())?;
+    let der = pair
+        .as_der()
+        .map_err(|_| "encoding the generated key failed".to_owned())?;
+    let b64 = STANDARD.encode(der.as_ref());
+    let mut pem = String::from("-----BEGIN PRIVATE KEY-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        pem.push_str(&String::from_utf8_lossy(line));
+        pem.push('\n');
+    }
+    pem.push_str("-----END PRIVATE KEY-----\n");
+    Ok(pem)
+}
+
+fn write_private(dir: &Path, path: &Path, contents: &[u8]) -> Result<(), String> {
+    let fail =
+        |what: &str, e: std::io::Error| format!("DATA_DIR: cannot {what} '{}': {e}", dir.display());
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).map_err(|e| fail("create", e))?;
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .map_err(|e| fail("write a key into", e))?;
+    file.write_all(contents)
+        .map_err(|e| fail("write a key into", e))?;
+    file.sync_all().map_err(|e| fail("write a key into", e))
+}
+
+#[cfg(test)]
+mod tests;
