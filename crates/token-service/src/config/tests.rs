@@ -1,1 +1,219 @@
+use std::io::Write as _;
 
+use super::source::{Origin, Values, read_file};
+use super::*;
+
+const KNOWN: &[&str] = &["xlb-mtls-client-credentials", "other-flow"];
+
+fn values(pairs: &[(&str, &str)]) -> Values {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), ((*v).to_owned(), Origin::Env)))
+        .collect()
+}
+
+fn ok(pairs: &[(&str, &str)]) -> Config {
+    load(values(pairs), KnownFlows(KNOWN)).unwrap()
+}
+
+fn errors(pairs: &[(&str, &str)]) -> Vec<String> {
+    load(values(pairs), KnownFlows(KNOWN)).unwrap_err()
+}
+
+const AUD: (&str, &str) = ("TOKEN_AUDIENCE", "https://aud.example");
+
+#[test]
+fn defaults_need_only_an_audience() {
+    let c = ok(&[AUD]);
+    assert_eq!(c.port, 8080);
+    assert_eq!(c.bind_address.to_string(), "127.0.0.1");
+    assert_eq!(c.flows, vec!["xlb-mtls-client-credentials"]);
+    assert_eq!(c.validity_seconds, 300);
+    assert!(matches!(c.issuer, IssuerSource::FromHost));
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.contains("TOKEN_ISSUER is not set"))
+    );
+    assert!(matches!(
+        c.signer,
+        SignerConfig::Local { key_file: None, .. }
+    ));
+}
+
+#[test]
+fn cloud_run_binds_all_interfaces_and_wants_the_iam_signer() {
+    let e = errors(&[AUD, ("K_SERVICE", "svc")]);
+    assert!(e.iter().any(|e| e.starts_with("SIGNER:")), "{e:?}");
+    let c = ok(&[AUD, ("K_SERVICE", "svc"), ("SIGNER", "local")]);
+    assert_eq!(c.bind_address.to_string(), "0.0.0.0");
+}
+
+#[test]
+fn auth_flows_ignores_whitespace_and_refuses_unknown_or_empty_lists() {
+    let c = ok(&[
+        AUD,
+        ("AUTH_FLOWS", " other-flow , xlb-mtls-client-credentials "),
+    ]);
+    assert_eq!(c.flows, vec!["other-flow", "xlb-mtls-client-credentials"]);
+    let e = errors(&[AUD, ("AUTH_FLOWS", "xlb-mtls-client-credentials,nope")]);
+    assert_eq!(
+        e,
+        vec![
+            "AUTH_FLOWS: unknown flow 'nope'; known flows: xlb-mtls-client-credentials, other-flow"
+        ]
+    );
+    let e = errors(&[AUD, ("AUTH_FLOWS", " , ")]);
+    assert!(
+        e[0].starts_with("AUTH_FLOWS: the list is empty") && e[0].contains("other-flow"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn token_validity_must_be_minutes_from_1_to_60() {
+    assert_eq!(ok(&[AUD, ("TOKEN_VALIDITY", "60")]).validity_seconds, 3600);
+    assert_eq!(ok(&[AUD, ("TOKEN_VALIDITY", "1")]).validity_seconds, 60);
+    for bad in ["0", "61", "5m", "-1", "2.5"] {
+        let e = errors(&[AUD, ("TOKEN_VALIDITY", bad)]);
+        assert_eq!(
+            e,
+            vec![format!(
+                "TOKEN_VALIDITY: '{bad}' is not valid; expected whole minutes from 1 to 60"
+            )]
+        );
+    }
+}
+
+#[test]
+fn issuer_loses_trailing_slash_and_http_gets_a_warning() {
+    let c = ok(&[AUD, ("TOKEN_ISSUER", "https://tokens.example.com/")]);
+    assert!(matches!(&c.issuer, IssuerSource::Fixed(i) if i == "https://tokens.example.com"));
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    let c = ok(&[AUD, ("TOKEN_ISSUER", "http://localhost:8080")]);
+    assert!(c.warnings.iter().any(|w| w.contains("http://")));
+    for bad in ["tokens.example.com", "ftp://x", "https://x?a=b", "https://"] {
+        let e = errors(&[AUD, ("TOKEN_ISSUER", bad)]);
+        assert!(e[0].starts_with("TOKEN_ISSUER:"), "{bad}: {e:?}");
+    }
+}
+
+#[test]
+fn audience_comes_from_either_pool_spelling() {
+    let pool = [
+        ("PROJECT_NUMBER", "123456"),
+        ("POOL_ID", "my-pool"),
+        ("PROVIDER_ID", "my-provider"),
+    ];
+    for prefix in ["WORKLOAD_IDENITY_", "WORKLOAD_IDENTITY_"] {
+        let names: Vec<(String, &str)> = pool
+            .iter()
+            .map(|(k, v)| (format!("{prefix}{k}"), *v))
+            .collect();
+        let pairs: Vec<(&str, &str)> = names.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        let c = ok(&pairs);
+        assert_eq!(
+            c.audience,
+            "https://iam.googleapis.com/projects/123456/locations/global/workloadIdentityPools/my-pool/providers/my-provider"
+        );
+    }
+    let c = ok(&[
+        AUD,
+        ("WORKLOAD_IDENITY_PROJECT_NUMBER", "1"),
+        ("WORKLOAD_IDENTITY_POOL_ID", "p"),
+        ("WORKLOAD_IDENTITY_PROVIDER_ID", "v"),
+    ]);
+    assert_eq!(c.audience, "https://aud.example");
+    assert!(c.pool.is_some());
+}
+
+#[test]
+fn both_spellings_with_different_values_stop_startup() {
+    let e = errors(&[
+        AUD,
+        ("WORKLOAD_IDENITY_POOL_ID", "a"),
+        ("WORKLOAD_IDENTITY_POOL_ID", "b"),
+    ]);
+    assert!(
+        e.iter()
+            .any(|e| e
+                .contains("WORKLOAD_IDENTITY_POOL_ID ('b') and WORKLOAD_IDENITY_POOL_ID ('a')")),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn missing_audience_names_both_options() {
+    let e = errors(&[]);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].contains("TOKEN_AUDIENCE")
+            && e[0].contains("WORKLOAD_IDENTITY_POOL_ID")
+            && e[0].contains("WORKLOAD_IDENITY_")
+    );
+    let e = errors(&[("WORKLOAD_IDENTITY_POOL_ID", "p")]);
+    assert!(
+        e[0].contains("incomplete") && e[0].contains("WORKLOAD_IDENTITY_PROJECT_NUMBER"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let e = errors(&[
+        ("PORT", "eighty"),
+        ("TOKEN_VALIDITY", "0"),
+        ("LOG_FORMAT", "xml"),
+        ("MTLS_HEADER_CLIENT_ID", "x-client-cert-serial-number"),
+    ]);
+    let starts: Vec<&str> = e.iter().map(|l| l.split(':').next().unwrap()).collect();
+    for name in [
+        "PORT",
+        "TOKEN_VALIDITY",
+        "LOG_FORMAT",
+        "MTLS_HEADER_CLIENT_ID",
+        "TOKEN_AUDIENCE is not set and no workload identity pool is configured",
+    ] {
+        assert!(starts.contains(&name), "{name} missing in {e:?}");
+    }
+}
+
+#[test]
+fn header_settings_are_validated_and_used() {
+    let c = ok(&[AUD, ("MTLS_HEADER_CLIENT_CERT_PRESENT", "X-Mtls-Present")]);
+    assert_eq!(c.flow_settings.xlb.present.as_str(), "x-mtls-present");
+    let e = errors(&[
+        AUD,
+        ("MTLS_HEADER_CLIENT_CERT_HASH", "x"),
+        ("MTLS_HEADER_CLIENT_CERT_ERROR", "bad header"),
+    ]);
+    assert!(e[0].starts_with("MTLS_HEADER_CLIENT_CERT_ERROR:"), "{e:?}");
+}
+
+#[test]
+fn lb_secret_is_redacted_in_the_description() {
+    let c = ok(&[AUD, ("MTLS_LB_SECRET", "hunter2")]);
+    let d = c.describe();
+    assert!(
+        d.contains("MTLS_LB_SECRET") && d.contains("<redacted>") && !d.contains("hunter2"),
+        "{d}"
+    );
+    let e = errors(&[AUD, ("MTLS_LB_SECRET_HEADER", "x-secret")]);
+    assert!(e[0].starts_with("MTLS_LB_SECRET_HEADER"), "{e:?}");
+}
+
+#[test]
+fn config_file_accepts_known_settings_in_any_case_and_refuses_unknown_ones() {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    writeln!(f, "token_audience = \"https://file.example\"\nTOKEN_VALIDITY = 10\nAUTH_FLOWS = [\"other-flow\"]").unwrap();
+    let v = read_file(f.path()).unwrap();
+    assert_eq!(v["TOKEN_VALIDITY"], ("10".to_owned(), Origin::File));
+    assert_eq!(v["AUTH_FLOWS"].0, "other-flow");
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    writeln!(f, "TOKEN_VALIDTY = 10").unwrap();
+    let e = read_file(f.path()).unwrap_err();
+    assert!(e[0].contains("unknown setting 'TOKEN_VALIDTY'"), "{e:?}");
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    writeln!(f, "TOKEN_VALIDITY = ").unwrap();
+    assert!(read_file(f.path()).unwrap_err()[0].starts_with("--config"));
+}

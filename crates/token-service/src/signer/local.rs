@@ -215,8 +215,12 @@ fn members(pair: &KeyPair) -> Vec<(&'static str, String)> {
 
 /// RFC 7638 JWK thumbprint (SHA-256, base64url), used as `kid`.
 fn thumbprint(pair: &KeyPair) -> String {
+    thumbprint_of(members(pair))
+}
+
+fn thumbprint_of(members: Vec<(&'static str, String)>) -> String {
     let mut canonical = Map::new();
-    for (k, v) in members(pair) {
+    for (k, v) in members {
         canonical.insert(k.to_owned(), Value::String(v));
     }
     // serde_json's Map is ordered by key, which is exactly the canonical order.
