@@ -446,10 +446,11 @@ pub fn load(values: Values, known: KnownFlows<'_>) -> Result<Config, Vec<String>
 }
 
 fn read_flows(r: &mut Reader<'_>, known: &KnownFlows<'_>) -> Vec<String> {
-    let raw = r
-        .get("AUTH_FLOWS")
-        .unwrap_or(crate::flows::xlb_mtls::NAME)
-        .to_owned();
+    // Set but blank is an empty list (an error), not "unset".
+    let raw = match r.values.get("AUTH_FLOWS") {
+        Some((v, _)) => v.clone(),
+        None => crate::flows::xlb_mtls::NAME.to_owned(),
+    };
     let names: Vec<String> = raw
         .split(',')
         .map(|n| n.trim().to_owned())

@@ -19,6 +19,10 @@ use crate::model::{AuthenticatedClient, CLIENT_CREDENTIALS, CertificateFacts, To
 /// Name of this flow in `AUTH_FLOWS` and `amr`.
 pub const NAME: &str = "xlb-mtls-client-credentials";
 
+/// Largest accepted certificate header value. Google's load balancer caps SAN lists at 512
+/// bytes and all mTLS headers together at 16 KiB; anything larger did not come from it.
+const MAX_HEADER_BYTES: usize = 8 * 1024;
+
 /// Base64 that accepts values with or without padding, as load balancers differ.
 const BASE64: GeneralPurpose = GeneralPurpose::new(
     &base64::alphabet::STANDARD,
@@ -332,6 +336,12 @@ fn header<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<Option<&'a st
     if values.next().is_some() {
         return Err(FlowError::InvalidRequest(format!(
             "Header {name} appears more than once"
+        )));
+    }
+    if value.len() > MAX_HEADER_BYTES {
+        return Err(FlowError::InvalidRequest(format!(
+            "Header {name} exceeds {} KiB",
+            MAX_HEADER_BYTES / 1024
         )));
     }
     value

@@ -1,0 +1,214 @@
+//! The command line as a user meets it: help, configuration errors, check-config, the config
+//! file, and the README's quick start driven with the real `curl` binary.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::*;
+use serde_json::Value;
+
+/// Runs the binary; `timeout` guards against a case that unexpectedly starts serving.
+fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new("timeout")
+        .arg("20")
+        .arg(BIN)
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn help_lists_every_setting() {
+    let out = run(&["--help"], &[]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for name in token_service::config::SETTINGS.iter().map(|s| s.name) {
+        assert!(text.contains(name), "--help does not list {name}");
+    }
+    for command in ["serve", "demo", "check-config", "--config"] {
+        assert!(text.contains(command), "--help does not mention {command}");
+    }
+}
+
+#[test]
+fn configuration_errors_name_the_variable_and_exit_nonzero_without_panic() {
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (
+            &[],
+            "TOKEN_AUDIENCE is not set and no workload identity pool is configured",
+        ),
+        (
+            &[("TOKEN_AUDIENCE", "a"), ("AUTH_FLOWS", "nope")],
+            "AUTH_FLOWS: unknown flow 'nope'; known flows: xlb-mtls-client-credentials",
+        ),
+        (
+            &[("TOKEN_AUDIENCE", "a"), ("AUTH_FLOWS", " ")],
+            "AUTH_FLOWS: the list is empty",
+        ),
+        (
+            &[("TOKEN_AUDIENCE", "a"), ("TOKEN_VALIDITY", "90")],
+            "TOKEN_VALIDITY: '90' is not valid; expected whole minutes from 1 to 60",
+        ),
+        (
+            &[
+                ("TOKEN_AUDIENCE", "a"),
+                ("MTLS_HEADER_CLIENT_ID", "X-Client-Cert-Serial-Number"),
+            ],
+            "MTLS_HEADER_CLIENT_ID",
+        ),
+        (
+            &[
+                ("WORKLOAD_IDENITY_PROJECT_NUMBER", "1"),
+                ("WORKLOAD_IDENTITY_PROJECT_NUMBER", "2"),
+                ("WORKLOAD_IDENTITY_POOL_ID", "p"),
+                ("WORKLOAD_IDENTITY_PROVIDER_ID", "v"),
+            ],
+            "both set, to different values",
+        ),
+        (
+            &[
+                ("TOKEN_AUDIENCE", "a"),
+                ("SIGNING_KEY_FILE", "/nonexistent/key.pem"),
+            ],
+            "SIGNING_KEY_FILE: cannot read '/nonexistent/key.pem'",
+        ),
+        (
+            &[("TOKEN_AUDIENCE", "a"), ("PORT", "http")],
+            "PORT: 'http' is not valid",
+        ),
+    ];
+    for (env, expected) in cases {
+        let mut env = env.to_vec();
+        if !env.iter().any(|(k, _)| *k == "PORT") {
+            env.push(("PORT", "0"));
+        }
+        let out = run(&["serve"], &env);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{env:?}: {err}");
+        assert!(
+            err.contains(expected),
+            "{env:?}: expected {expected:?} in {err}"
+        );
+        assert!(
+            !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn check_config_prints_effective_settings_with_secrets_redacted() {
+    let out = run(
+        &["check-config"],
+        &[
+            ("TOKEN_AUDIENCE", "https://aud"),
+            ("MTLS_LB_SECRET", "s3cr3t-value"),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("TOKEN_AUDIENCE") && text.contains("https://aud"),
+        "{text}"
+    );
+    assert!(
+        text.contains("MTLS_LB_SECRET") && text.contains("<redacted>"),
+        "{text}"
+    );
+    assert!(!text.contains("s3cr3t-value"), "{text}");
+    assert!(
+        text.contains("TOKEN_VALIDITY") && text.contains("(default)"),
+        "{text}"
+    );
+    let bad = run(&["check-config"], &[("TOKEN_VALIDITY", "0")]);
+    assert_eq!(bad.status.code(), Some(2));
+}
+
+#[test]
+fn config_file_holds_settings_and_the_environment_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = temp_file(
+        &dir,
+        "ts.toml",
+        "TOKEN_AUDIENCE = \"https://from-file\"\nTOKEN_VALIDITY = 10\n",
+    );
+    let file = file.to_str().unwrap();
+    let out = run(
+        &["--config", file, "check-config"],
+        &[("TOKEN_VALIDITY", "20")],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        text.contains("https://from-file") && text.contains("(config file)"),
+        "{text}"
+    );
+    let validity = text
+        .lines()
+        .find(|l| l.starts_with("TOKEN_VALIDITY"))
+        .unwrap();
+    assert!(
+        validity.contains("20") && validity.contains("(environment)"),
+        "{validity}"
+    );
+    let bad = temp_file(&dir, "bad.toml", "TOKEN_AUDIENCES = \"x\"\n");
+    let out = run(&["check-config", "--config", bad.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("unknown setting 'TOKEN_AUDIENCES'"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[tokio::test]
+async fn readme_quick_start_with_curl_gets_a_verifiable_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let server = Server::spawn(
+        &["demo"],
+        vec![("PORT".into(), port.to_string())],
+        dir,
+        port,
+    );
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    // The README's curl line, run with the real curl binary against this port.
+    let block = readme
+        .split("```")
+        .find(|b| b.contains("curl") && b.contains("/token"))
+        .expect("README has a curl example for /token");
+    let command = block
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("curl"))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"));
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(&command)
+        .output()
+        .expect("bash and curl");
+    assert!(
+        out.status.success(),
+        "{command}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let body: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stdout)));
+    let claims = verify(
+        body["id_token"].as_str().unwrap(),
+        &server.base,
+        "token-service-demo",
+    )
+    .await;
+    assert!(claims["sub"].as_str().unwrap().starts_with("spiffe://"));
+}
