@@ -13,7 +13,7 @@ use crate::policy::{ClientPolicy, PolicyError, Requested};
 use crate::signer::SignError;
 
 /// Why a token request failed, in OAuth terms.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum GrantError {
     /// 400 `invalid_request`.
     #[error("{0}")]

@@ -123,3 +123,51 @@ pub async fn method_not_allowed(method: http::Method, uri: http::Uri) -> HttpErr
         ),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grant_errors_map_to_oauth_statuses_and_codes() {
+        let cases = [
+            (
+                GrantError::InvalidRequest("a".into()),
+                400,
+                "invalid_request",
+            ),
+            (
+                GrantError::UnsupportedGrantType("b".into()),
+                400,
+                "unsupported_grant_type",
+            ),
+            (
+                GrantError::UnauthorizedClient("c".into()),
+                403,
+                "unauthorized_client",
+            ),
+            (GrantError::AccessDenied("d".into()), 403, "access_denied"),
+            (GrantError::Server("e".into()), 500, "server_error"),
+        ];
+        for (error, status, code) in cases {
+            let e = HttpError::from(error);
+            assert_eq!(
+                (e.status.as_u16(), e.code, e.retry_after),
+                (status, code, None)
+            );
+        }
+    }
+
+    #[test]
+    fn unavailable_is_503_with_retry_after_in_both_formats() {
+        let error = GrantError::Unavailable {
+            message: "upstream busy".into(),
+            retry_after: 7,
+        };
+        for format in [Format::OAuth, Format::ExternalCredential] {
+            let response = HttpError::from(error.clone()).into_response_as(format);
+            assert_eq!(response.status(), 503);
+            assert_eq!(response.headers()[header::RETRY_AFTER], "7");
+        }
+    }
+}
