@@ -1,12 +1,14 @@
 //! Optional access tokens, obtained after the ID token is issued (the Google backend issue
 //! implements this: STS exchange, then service-account impersonation). Uses `model` only.
 
+pub mod google;
+
 use async_trait::async_trait;
 
 use crate::model::{AccessToken, Client};
 
 /// Why an access token could not be obtained.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum AccessError {
     /// The upstream refused the request as malformed. 400 `invalid_request`.
     #[error("{0}")]

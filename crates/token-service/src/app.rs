@@ -3,36 +3,50 @@
 //! SIGTERM or Ctrl-C.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use anyhow::Context as _;
 use axum::Router;
 use tokio::net::TcpListener;
 
+use crate::access::AccessTokenBackend;
+use crate::access::google::{GoogleAccess, GoogleAccessSettings};
 use crate::clock::Clock;
 use crate::config::{Config, SignerConfig};
 use crate::flows::FlowRegistry;
+use crate::google::Upstream;
+use crate::google::credentials::{Credentials, TokenSource};
+use crate::google::iam_credentials::IamCredentialsClient;
+use crate::google::metadata::MetadataClient;
+use crate::google::sts::StsClient;
 use crate::grant::ClientCredentials;
 use crate::http::{AppState, router};
 use crate::issuer::{IdTokenIssuer, IssuerSettings};
 use crate::policy::CertificateFactsPolicy;
 use crate::signer::Signer;
+use crate::signer::iam::IamSigner;
 use crate::signer::local::LocalSigner;
 
 /// Builds the router from a validated configuration. Fails with one message per problem
-/// (unreadable key file, flow that refuses its settings...).
+/// (unreadable key file, flow that refuses its settings...). Must run inside a Tokio runtime:
+/// the IAM signer checks its identity in the background.
 pub fn build(config: &Config, registry: &FlowRegistry) -> Result<Router, Vec<String>> {
     let flows = registry
         .build(&config.flows, &config.flow_settings)
         .map_err(|e| vec![e])?;
-    let signer = build_signer(&config.signer).map_err(|e| vec![e])?;
+    let upstream = Upstream::new(config.google.timeout).map_err(|e| vec![e])?;
+    let trace_project = Arc::new(OnceLock::new());
+    if let Some(project) = &config.trace_project {
+        let _ = trace_project.set(project.clone());
+    }
+    let signer = build_signer(config, &upstream, &trace_project).map_err(|e| vec![e])?;
     tracing::info!(
         event = "signer_ready",
         algorithm = signer.algorithm(),
         kid = signer.key_id().unwrap_or(""),
         "signing ID tokens with {} key {}",
         signer.algorithm(),
-        signer.key_id().unwrap_or("")
+        signer.key_id().unwrap_or("managed by Google")
     );
     let issuer = IdTokenIssuer::new(
         IssuerSettings {
@@ -43,13 +57,31 @@ pub fn build(config: &Config, registry: &FlowRegistry) -> Result<Router, Vec<Str
         signer,
         Clock::system(),
     );
-    let grant = ClientCredentials::new(flows, Arc::new(CertificateFactsPolicy), issuer, None);
-    let state = AppState::new(grant, config.issuer.clone(), config.trace_project.clone());
+    let access = config.pool.as_ref().map(|pool| {
+        let endpoints = &config.google.endpoints;
+        let backend = GoogleAccess::new(
+            GoogleAccessSettings {
+                audience: format!("//{}", pool.resource()),
+                lifetime_seconds: config.validity_seconds,
+                cache: config.google.cache,
+            },
+            StsClient::new(endpoints.sts.clone(), upstream.clone()),
+            IamCredentialsClient::new(endpoints.iam_credentials.clone(), upstream.clone()),
+            upstream.clone(),
+        );
+        Arc::new(backend) as Arc<dyn AccessTokenBackend>
+    });
+    let grant = ClientCredentials::new(flows, Arc::new(CertificateFactsPolicy), issuer, access);
+    let state = AppState::new(grant, config.issuer.clone(), trace_project);
     Ok(router(Arc::new(state)))
 }
 
-fn build_signer(config: &SignerConfig) -> Result<Arc<dyn Signer>, String> {
-    match config {
+fn build_signer(
+    config: &Config,
+    upstream: &Upstream,
+    trace_project: &Arc<OnceLock<String>>,
+) -> Result<Arc<dyn Signer>, String> {
+    match &config.signer {
         SignerConfig::Local {
             key_file: Some(path),
             ..
@@ -71,6 +103,40 @@ fn build_signer(config: &SignerConfig) -> Result<Arc<dyn Signer>, String> {
                 path.display()
             );
             Ok(Arc::new(signer))
+        }
+        SignerConfig::Iam { service_account } => {
+            let endpoints = &config.google.endpoints;
+            let (credentials, metadata) = match &config.google.application_credentials {
+                Some(path) => (Credentials::from_adc_file(path)?, None),
+                None => {
+                    let metadata =
+                        MetadataClient::new(endpoints.metadata.clone(), upstream.clone());
+                    (Credentials::Metadata(metadata.clone()), Some(metadata))
+                }
+            };
+            let email = service_account
+                .clone()
+                .or_else(|| credentials.email().map(str::to_owned));
+            if email.is_none() && metadata.is_none() {
+                return Err("SERVICE_ACCOUNT: required when GOOGLE_APPLICATION_CREDENTIALS holds user credentials; name the service account to sign as".into());
+            }
+            tracing::info!(event = "google_credentials", credentials = ?credentials, "Google credentials: {credentials:?}");
+            let tokens = Arc::new(TokenSource::new(credentials, upstream.clone()));
+            let iam =
+                IamCredentialsClient::new(endpoints.iam_credentials.clone(), upstream.clone());
+            let signer = Arc::new(IamSigner::new(email, tokens, iam, upstream.clone()));
+            signer.start(metadata.clone());
+            if trace_project.get().is_none()
+                && let Some(metadata) = metadata
+            {
+                let (trace_project, upstream) = (trace_project.clone(), upstream.clone());
+                tokio::spawn(async move {
+                    if let Ok(project) = metadata.project_id(upstream.deadline()).await {
+                        let _ = trace_project.set(project);
+                    }
+                });
+            }
+            Ok(signer)
         }
     }
 }

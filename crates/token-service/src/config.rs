@@ -95,7 +95,42 @@ pub const SETTINGS: &[Setting] = &[
     s(
         "SIGNER",
         "local; iam when K_SERVICE is set",
-        "Signer: local",
+        "Signer: local (keys in SIGNING_KEY_FILE) or iam (keyless, IAM Credentials signJwt)",
+    ),
+    s(
+        "SERVICE_ACCOUNT",
+        "the metadata server's default account",
+        "Service account whose signJwt signs ID tokens (SIGNER=iam)",
+    ),
+    s(
+        "GOOGLE_APPLICATION_CREDENTIALS",
+        "",
+        "Application-default credentials file for development outside Google Cloud (service_account or authorized_user)",
+    ),
+    s(
+        "GCE_METADATA_HOST",
+        "metadata.google.internal",
+        "Metadata server host[:port]",
+    ),
+    s(
+        "IAM_CREDENTIALS_ENDPOINT",
+        "https://iamcredentials.googleapis.com",
+        "IAM Credentials API base URL",
+    ),
+    s(
+        "STS_ENDPOINT",
+        "https://sts.googleapis.com",
+        "Security Token Service base URL",
+    ),
+    s(
+        "UPSTREAM_TIMEOUT",
+        "10",
+        "Seconds one token request may spend on Google API calls, retries included (1 to 120)",
+    ),
+    s(
+        "ACCESS_TOKEN_CACHE",
+        "on",
+        "Cache access tokens per client, scope and service account: on or off",
     ),
     s(
         "SIGNING_KEY_FILE",
@@ -194,6 +229,11 @@ pub struct KnownFlows<'a>(pub &'a [&'a str]);
 /// The signer to build.
 #[derive(Debug, Clone)]
 pub enum SignerConfig {
+    /// IAM Credentials signJwt.
+    Iam {
+        /// `SERVICE_ACCOUNT`, when set.
+        service_account: Option<String>,
+    },
     /// Local keys.
     Local {
         /// `SIGNING_KEY_FILE`.
@@ -224,6 +264,19 @@ impl WorkloadIdentityPool {
     }
 }
 
+/// How Token Service reaches Google.
+#[derive(Debug, Clone)]
+pub struct GoogleConfig {
+    /// API base URLs.
+    pub endpoints: crate::google::Endpoints,
+    /// `UPSTREAM_TIMEOUT`.
+    pub timeout: std::time::Duration,
+    /// `GOOGLE_APPLICATION_CREDENTIALS`.
+    pub application_credentials: Option<PathBuf>,
+    /// `ACCESS_TOKEN_CACHE`.
+    pub cache: bool,
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -247,6 +300,8 @@ pub struct Config {
     pub jwks_uri: Option<String>,
     /// Signer.
     pub signer: SignerConfig,
+    /// Google APIs.
+    pub google: GoogleConfig,
     /// Log format.
     pub log_format: LogFormat,
     /// Log filter.
@@ -400,6 +455,7 @@ pub fn load(values: Values, known: KnownFlows<'_>) -> Result<Config, Vec<String>
     };
     let jwks_uri = r.url("JWKS_URI");
     let signer = read_signer(&mut r, on_cloud_run);
+    let google = read_google(&mut r);
 
     let log_format = match r.get("LOG_FORMAT").map(str::to_ascii_lowercase).as_deref() {
         None | Some("json") => LogFormat::Json,
@@ -437,6 +493,7 @@ pub fn load(values: Values, known: KnownFlows<'_>) -> Result<Config, Vec<String>
         validity_seconds,
         jwks_uri,
         signer,
+        google,
         log_format,
         log_level,
         trace_project,
@@ -580,17 +637,77 @@ fn read_signer(r: &mut Reader<'_>, on_cloud_run: bool) -> SignerConfig {
     let data_dir = PathBuf::from(r.get("DATA_DIR").unwrap_or("./.token-service"));
     let key_file = r.get("SIGNING_KEY_FILE").map(PathBuf::from);
     let local = SignerConfig::Local { key_file, data_dir };
+    let service_account = r.get("SERVICE_ACCOUNT").map(str::to_owned);
+    if let Some(sa) = &service_account
+        && (!sa.contains('@') || sa.contains('/') || sa.contains(char::is_whitespace))
+    {
+        r.fail(format!(
+            "SERVICE_ACCOUNT: '{sa}' is not a service account email"
+        ));
+    }
     match r.get("SIGNER").map(str::to_ascii_lowercase).as_deref() {
         Some("local") => local,
         None if !on_cloud_run => local,
-        Some("iam") | None => {
-            r.fail("SIGNER: 'iam' (the default on Cloud Run) is not available in this build yet; set SIGNER=local with SIGNING_KEY_FILE".into());
-            local
-        }
+        Some("iam") | None => SignerConfig::Iam { service_account },
         Some(other) => {
-            r.fail(format!("SIGNER: '{other}' is not valid; expected local"));
+            r.fail(format!(
+                "SIGNER: '{other}' is not valid; expected local or iam"
+            ));
             local
         }
+    }
+}
+
+fn read_google(r: &mut Reader<'_>) -> GoogleConfig {
+    let metadata_host = r
+        .get("GCE_METADATA_HOST")
+        .unwrap_or("metadata.google.internal")
+        .to_owned();
+    if metadata_host.parse::<http::uri::Authority>().is_err() || metadata_host.contains('@') {
+        r.fail(format!("GCE_METADATA_HOST: '{metadata_host}' is not valid; expected host[:port], e.g. 127.0.0.1:9090"));
+    }
+    let iam_credentials = r
+        .url("IAM_CREDENTIALS_ENDPOINT")
+        .unwrap_or_else(|| "https://iamcredentials.googleapis.com".into());
+    let sts = r
+        .url("STS_ENDPOINT")
+        .unwrap_or_else(|| "https://sts.googleapis.com".into());
+    let timeout = match r.get("UPSTREAM_TIMEOUT") {
+        None => 10,
+        Some(v) => match v.trim_end_matches('s').parse::<u64>() {
+            Ok(n) if (1..=120).contains(&n) => n,
+            _ => {
+                let v = v.to_owned();
+                r.fail(format!(
+                    "UPSTREAM_TIMEOUT: '{v}' is not valid; expected whole seconds from 1 to 120"
+                ));
+                10
+            }
+        },
+    };
+    let cache = match r
+        .get("ACCESS_TOKEN_CACHE")
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None | Some("on" | "true" | "1" | "yes") => true,
+        Some("off" | "false" | "0" | "no") => false,
+        Some(other) => {
+            r.fail(format!(
+                "ACCESS_TOKEN_CACHE: '{other}' is not valid; expected on or off"
+            ));
+            true
+        }
+    };
+    GoogleConfig {
+        endpoints: crate::google::Endpoints {
+            metadata: format!("http://{metadata_host}"),
+            iam_credentials,
+            sts,
+        },
+        timeout: std::time::Duration::from_secs(timeout),
+        application_credentials: r.get("GOOGLE_APPLICATION_CREDENTIALS").map(PathBuf::from),
+        cache,
     }
 }
 

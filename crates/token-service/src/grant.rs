@@ -74,6 +74,7 @@ impl From<SignError> for GrantError {
                 retry_after,
             },
             SignError::Denied(m) => Self::AccessDenied(m),
+            SignError::Rejected(m) => Self::InvalidRequest(m),
             SignError::Failed(m) => Self::Server(m),
         }
     }

@@ -4,9 +4,10 @@
 mod discovery;
 pub mod error;
 pub mod form;
+mod health;
 mod token;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -37,8 +38,8 @@ pub struct AppState {
     pub grant: ClientCredentials,
     /// Where the issuer comes from.
     pub issuer: IssuerSource,
-    /// Google Cloud project for trace IDs in logs, when known.
-    pub trace_project: Option<String>,
+    /// Google Cloud project for trace IDs in logs, once known.
+    pub trace_project: Arc<OnceLock<String>>,
     summary: FlowSummary,
 }
 
@@ -47,7 +48,7 @@ impl AppState {
     pub fn new(
         grant: ClientCredentials,
         issuer: IssuerSource,
-        trace_project: Option<String>,
+        trace_project: Arc<OnceLock<String>>,
     ) -> Self {
         let summary = grant.summary();
         Self {
@@ -75,6 +76,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/.well-known/openid-metadata", get(discovery::discovery))
         .route(JWKS_PATH, get(discovery::jwks))
         .route("/", get(discovery::root))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), request_span))
@@ -88,7 +91,7 @@ async fn request_span(
     request: Request,
     next: Next,
 ) -> Response {
-    let trace = trace_id(request.headers()).map(|id| match &state.trace_project {
+    let trace = trace_id(request.headers()).map(|id| match state.trace_project.get() {
         Some(project) => format!("projects/{project}/traces/{id}"),
         None => id,
     });

@@ -115,20 +115,20 @@ impl IdTokenIssuer {
         })
     }
 
-    /// The `jwks_uri` to publish for issuer `iss`.
-    pub fn jwks_uri(&self, iss: &str) -> String {
+    /// The `jwks_uri` to publish for issuer `iss`; `None` while the signer does not know yet.
+    pub fn jwks_uri(&self, iss: &str) -> Option<String> {
         if let Some(uri) = &self.settings.jwks_uri {
-            return uri.clone();
+            return Some(uri.clone());
         }
-        match self.signer.publication() {
-            Publication::Uri(uri) => uri.clone(),
-            Publication::Jwks(_) => format!("{iss}{JWKS_PATH}"),
+        match self.signer.publication()? {
+            Publication::Uri(uri) => Some(uri.clone()),
+            Publication::Jwks(_) => Some(format!("{iss}{JWKS_PATH}")),
         }
     }
 
     /// The JWK Set this service serves, when the signer's keys are local.
     pub fn jwks(&self) -> Option<&Value> {
-        match self.signer.publication() {
+        match self.signer.publication()? {
             Publication::Jwks(set) => Some(set),
             Publication::Uri(_) => None,
         }
@@ -144,19 +144,31 @@ pub struct FlowSummary {
     pub auth_methods: Vec<String>,
 }
 
-/// Builds the OIDC discovery document for issuer `iss`.
-pub fn discovery_document(iss: &str, issuer: &IdTokenIssuer, flows: &FlowSummary) -> Value {
+/// Builds the OIDC discovery document for issuer `iss`; fails with the signer's readiness
+/// problem while the signing keys cannot be named.
+pub fn discovery_document(
+    iss: &str,
+    issuer: &IdTokenIssuer,
+    flows: &FlowSummary,
+) -> Result<Value, String> {
     let token_endpoint = format!("{iss}{TOKEN_PATH}");
-    json!({
+    let Some(jwks_uri) = issuer.jwks_uri(iss) else {
+        return Err(issuer
+            .signer()
+            .readiness()
+            .err()
+            .unwrap_or_else(|| "the signing keys are not known yet".into()));
+    };
+    Ok(json!({
         "issuer": iss,
         "authorization_endpoint": token_endpoint,
         "token_endpoint": token_endpoint,
-        "jwks_uri": issuer.jwks_uri(iss),
+        "jwks_uri": jwks_uri,
         "response_types_supported": ["none"],
         "grant_types_supported": flows.grant_types,
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": [issuer.signer().algorithm()],
         "token_endpoint_auth_methods_supported": flows.auth_methods,
         "claims_supported": ["iss", "sub", "aud", "iat", "exp", "jti", "amr", "client_id", "client"],
-    })
+    }))
 }

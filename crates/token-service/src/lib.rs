@@ -23,6 +23,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod flows;
+pub mod google;
 pub mod grant;
 pub mod http;
 pub mod issuer;

@@ -2,6 +2,7 @@
 //! local keys (`signer/local.rs`) and keyless signing through Google's IAM `signJwt` (next
 //! issue). Depends on nothing of ours.
 
+pub mod iam;
 pub mod local;
 
 use async_trait::async_trait;
@@ -30,6 +31,9 @@ pub enum SignError {
     /// The backend refused to sign.
     #[error("{0}")]
     Denied(String),
+    /// The backend found the request invalid.
+    #[error("{0}")]
+    Rejected(String),
     /// Anything else.
     #[error("{0}")]
     Failed(String),
@@ -42,8 +46,13 @@ pub trait Signer: Send + Sync {
     fn algorithm(&self) -> &str;
     /// Key ID of the signing key, when known up front.
     fn key_id(&self) -> Option<&str>;
-    /// How verifiers find the public keys.
-    fn publication(&self) -> &Publication;
+    /// How verifiers find the public keys; `None` while that is not known yet (the signer is
+    /// not ready, see [`Signer::readiness`]).
+    fn publication(&self) -> Option<&Publication>;
+    /// Whether the signer can sign now, and if not, why.
+    fn readiness(&self) -> Result<(), String> {
+        Ok(())
+    }
     /// Signs the claims and returns the compact JWT.
     async fn sign(&self, claims: &Map<String, Value>) -> Result<String, SignError>;
 }

@@ -42,9 +42,25 @@ fn defaults_need_only_an_audience() {
 }
 
 #[test]
-fn cloud_run_binds_all_interfaces_and_wants_the_iam_signer() {
-    let e = errors(&[AUD, ("K_SERVICE", "svc")]);
-    assert!(e.iter().any(|e| e.starts_with("SIGNER:")), "{e:?}");
+fn cloud_run_binds_all_interfaces_and_defaults_to_the_iam_signer() {
+    let c = ok(&[AUD, ("K_SERVICE", "svc")]);
+    assert!(matches!(
+        c.signer,
+        SignerConfig::Iam {
+            service_account: None
+        }
+    ));
+    assert_eq!(
+        c.google.endpoints.metadata,
+        "http://metadata.google.internal"
+    );
+    assert_eq!(c.google.endpoints.sts, "https://sts.googleapis.com");
+    assert_eq!(
+        c.google.endpoints.iam_credentials,
+        "https://iamcredentials.googleapis.com"
+    );
+    assert_eq!(c.google.timeout.as_secs(), 10);
+    assert!(c.google.cache);
     let c = ok(&[AUD, ("K_SERVICE", "svc"), ("SIGNER", "local")]);
     assert_eq!(c.bind_address.to_string(), "0.0.0.0");
 }
@@ -218,4 +234,44 @@ fn config_file_accepts_known_settings_in_any_case_and_refuses_unknown_ones() {
     let mut f = tempfile::NamedTempFile::new().unwrap();
     writeln!(f, "TOKEN_VALIDITY = ").unwrap();
     assert!(read_file(f.path()).unwrap_err()[0].starts_with("--config"));
+}
+
+#[test]
+fn google_settings_are_validated() {
+    let c = ok(&[
+        AUD,
+        ("SIGNER", "iam"),
+        ("SERVICE_ACCOUNT", "ts@p.iam.gserviceaccount.com"),
+        ("GCE_METADATA_HOST", "127.0.0.1:9090"),
+        ("UPSTREAM_TIMEOUT", "3s"),
+        ("ACCESS_TOKEN_CACHE", "off"),
+        ("STS_ENDPOINT", "http://127.0.0.1:9090/"),
+    ]);
+    assert!(
+        matches!(&c.signer, SignerConfig::Iam { service_account: Some(sa) } if sa == "ts@p.iam.gserviceaccount.com")
+    );
+    assert_eq!(c.google.endpoints.metadata, "http://127.0.0.1:9090");
+    assert_eq!(c.google.endpoints.sts, "http://127.0.0.1:9090");
+    assert_eq!(c.google.timeout.as_secs(), 3);
+    assert!(!c.google.cache);
+    let e = errors(&[
+        AUD,
+        ("SIGNER", "kms"),
+        ("UPSTREAM_TIMEOUT", "0"),
+        ("ACCESS_TOKEN_CACHE", "maybe"),
+        ("SERVICE_ACCOUNT", "not-an-email"),
+        ("GCE_METADATA_HOST", "http://x/y"),
+    ]);
+    for name in [
+        "SIGNER",
+        "UPSTREAM_TIMEOUT",
+        "ACCESS_TOKEN_CACHE",
+        "SERVICE_ACCOUNT",
+        "GCE_METADATA_HOST",
+    ] {
+        assert!(
+            e.iter().any(|l| l.starts_with(&format!("{name}:"))),
+            "{name} in {e:?}"
+        );
+    }
 }

@@ -25,7 +25,18 @@ pub async fn discovery(
         Ok(iss) => iss,
         Err(e) => return e.into_response(),
     };
-    let doc = discovery_document(&iss, state.grant.issuer(), &state.summary);
+    let doc = match discovery_document(&iss, state.grant.issuer(), &state.summary) {
+        Ok(doc) => doc,
+        Err(reason) => {
+            let mut e = HttpError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                format!("The signing keys are not available yet: {reason}"),
+            );
+            e.retry_after = Some(5);
+            return e.into_response();
+        }
+    };
     let mut response = Json(doc).into_response();
     response.headers_mut().insert(header::CACHE_CONTROL, CACHE);
     if matches!(state.issuer, IssuerSource::FromHost) {

@@ -125,8 +125,8 @@ impl Signer for LocalSigner {
         Some(&self.signing.kid)
     }
 
-    fn publication(&self) -> &Publication {
-        &self.publication
+    fn publication(&self) -> Option<&Publication> {
+        Some(&self.publication)
     }
 
     async fn sign(&self, claims: &Map<String, Value>) -> Result<String, SignError> {

@@ -34,7 +34,7 @@ fn rsa_pem() -> String {
 }
 
 fn keys(signer: &LocalSigner) -> Vec<Value> {
-    match signer.publication() {
+    match signer.publication().unwrap() {
         Publication::Jwks(set) => set["keys"].as_array().unwrap().clone(),
         Publication::Uri(_) => panic!("local signer publishes a JWK Set"),
     }

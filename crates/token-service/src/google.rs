@@ -1,0 +1,287 @@
+//! Clients for the Google APIs Token Service calls: the metadata server, OAuth token endpoint
+//! (application-default credentials), IAM Credentials (`signJwt`, `generateAccessToken`) and
+//! STS. Concrete clients over one `reqwest` client, base URLs overridable (the emulator in
+//! `crates/gcp-emulator` stands in for Google in tests). Transient failures are retried with
+//! jittered backoff inside a deadline. Uses nothing of ours but `model`-free plain data.
+
+pub mod credentials;
+pub mod iam_credentials;
+pub mod metadata;
+pub mod sts;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Base URLs of the Google APIs.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    /// Metadata server, e.g. `http://metadata.google.internal`.
+    pub metadata: String,
+    /// IAM Credentials API, e.g. `https://iamcredentials.googleapis.com`.
+    pub iam_credentials: String,
+    /// Security Token Service, e.g. `https://sts.googleapis.com`.
+    pub sts: String,
+}
+
+/// A failed call to a Google API. Messages never contain tokens.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum UpstreamError {
+    /// The API answered with an error status.
+    #[error("{api} answered HTTP {status}: {message}")]
+    Status {
+        /// Which API.
+        api: &'static str,
+        /// HTTP status.
+        status: u16,
+        /// The API's own error message.
+        message: String,
+        /// The API's `Retry-After`, in seconds.
+        retry_after: Option<u64>,
+    },
+    /// The API could not be reached or did not answer in time.
+    #[error("{api} could not be reached: {message}")]
+    Unreachable {
+        /// Which API.
+        api: &'static str,
+        /// What happened.
+        message: String,
+    },
+    /// The API answered 2xx with a body we cannot use.
+    #[error("{api} answered with an unexpected body: {message}")]
+    Malformed {
+        /// Which API.
+        api: &'static str,
+        /// What was wrong.
+        message: String,
+    },
+}
+
+impl UpstreamError {
+    /// Whether a retry may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Status { status, .. } => matches!(status, 429 | 500 | 502 | 503 | 504),
+            Self::Unreachable { .. } => true,
+            Self::Malformed { .. } => false,
+        }
+    }
+
+    /// Whether the failure means "try again later" to our client (429, 503, unreachable).
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Self::Status { status, .. } => matches!(status, 429 | 503),
+            Self::Unreachable { .. } => true,
+            Self::Malformed { .. } => false,
+        }
+    }
+
+    /// Seconds a client should wait before retrying.
+    pub fn retry_after(&self) -> u64 {
+        match self {
+            Self::Status {
+                retry_after: Some(s),
+                ..
+            } => (*s).clamp(1, 60),
+            _ => 2,
+        }
+    }
+
+    /// The upstream's own message (or what went wrong).
+    pub fn message(&self) -> &str {
+        match self {
+            Self::Status { message, .. }
+            | Self::Unreachable { message, .. }
+            | Self::Malformed { message, .. } => message,
+        }
+    }
+
+    /// The HTTP status, when the API answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// How a failed upstream call looks to our client (the one mapping of upstream errors).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Upstream 400: `invalid_request`.
+    Invalid,
+    /// Upstream 401, 403 (and 404 for a service account): `access_denied`.
+    Denied,
+    /// Upstream 429, 503, unreachable or too slow: `temporarily_unavailable`, retry after N s.
+    Unavailable(u64),
+    /// Anything else: `server_error`.
+    Server,
+}
+
+impl UpstreamError {
+    /// Classifies the failure for our client.
+    pub fn outcome(&self) -> Outcome {
+        match self.status() {
+            _ if self.is_unavailable() => Outcome::Unavailable(self.retry_after()),
+            Some(400) => Outcome::Invalid,
+            Some(401 | 403) => Outcome::Denied,
+            _ => Outcome::Server,
+        }
+    }
+}
+
+/// Shared HTTP client and per-request deadline.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    http: reqwest::Client,
+    /// Overall budget of one token request for Google API calls (`UPSTREAM_TIMEOUT`).
+    pub timeout: Duration,
+}
+
+impl Upstream {
+    /// Builds the client.
+    pub fn new(timeout: Duration) -> Result<Self, String> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3).min(timeout))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .user_agent(concat!("token-service/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Ok(Self { http, timeout })
+    }
+
+    /// The HTTP client.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// A deadline `timeout` from now.
+    pub fn deadline(&self) -> Instant {
+        Instant::now() + self.timeout
+    }
+
+    /// Runs `attempt` until it succeeds, fails for good, or the deadline leaves no room for
+    /// another try. Each attempt gets the remaining time as its own timeout.
+    pub async fn retry<T, F, Fut>(
+        &self,
+        api: &'static str,
+        deadline: Instant,
+        mut attempt: F,
+    ) -> Result<T, UpstreamError>
+    where
+        F: FnMut(Duration) -> Fut,
+        Fut: Future<Output = Result<T, UpstreamError>>,
+    {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(UpstreamError::Unreachable {
+                    api,
+                    message: format!(
+                        "no answer within UPSTREAM_TIMEOUT ({} s)",
+                        self.timeout.as_secs()
+                    ),
+                });
+            }
+            let error = match attempt(remaining).await {
+                Ok(v) => return Ok(v),
+                Err(e) if !e.is_transient() => return Err(e),
+                Err(e) => e,
+            };
+            let pause = jitter(backoff);
+            if Instant::now() + pause >= deadline {
+                return Err(error);
+            }
+            tracing::warn!(event = "upstream_retry", api, reason = %error, "retrying {api} in {} ms: {error}", pause.as_millis());
+            tokio::time::sleep(pause).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+        }
+    }
+}
+
+/// "Full jitter": a random pause between half and all of `max`.
+fn jitter(max: Duration) -> Duration {
+    let mut byte = [0u8; 1];
+    let _ = aws_lc_rs::rand::fill(&mut byte);
+    max / 2 + max / 2 * u32::from(byte[0]) / 255
+}
+
+/// Sends a request and returns the JSON body of a 2xx answer, or the error in the API's own
+/// words (Google JSON errors `{"error": {"message"}}`, OAuth errors `{"error_description"}`,
+/// or plain text).
+pub async fn send_json(
+    api: &'static str,
+    request: reqwest::RequestBuilder,
+    timeout: Duration,
+) -> Result<Value, UpstreamError> {
+    let text = send_text(api, request, timeout).await?;
+    serde_json::from_str(&text).map_err(|_| UpstreamError::Malformed {
+        api,
+        message: "the body is not JSON".into(),
+    })
+}
+
+/// Like [`send_json`], for plain-text answers (metadata server).
+pub async fn send_text(
+    api: &'static str,
+    request: reqwest::RequestBuilder,
+    timeout: Duration,
+) -> Result<String, UpstreamError> {
+    let response =
+        request
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| UpstreamError::Unreachable {
+                api,
+                message: describe_transport(&e),
+            })?;
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let body = response
+        .text()
+        .await
+        .map_err(|e| UpstreamError::Unreachable {
+            api,
+            message: describe_transport(&e),
+        })?;
+    if status.is_success() {
+        return Ok(body);
+    }
+    Err(UpstreamError::Status {
+        api,
+        status: status.as_u16(),
+        message: error_message(&body),
+        retry_after,
+    })
+}
+
+fn describe_transport(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "timed out".into()
+    } else if e.is_connect() {
+        "connection failed".into()
+    } else {
+        "the connection broke".into()
+    }
+}
+
+/// The message of a Google or OAuth error body, shortened.
+fn error_message(body: &str) -> String {
+    let message = match serde_json::from_str::<Value>(body) {
+        Ok(v) => v["error"]["message"]
+            .as_str()
+            .or_else(|| v["error_description"].as_str())
+            .or_else(|| v["error"].as_str())
+            .unwrap_or("no error message")
+            .to_owned(),
+        Err(_) => body.trim().to_owned(),
+    };
+    crate::flows::xlb_mtls::truncate(&message, 512)
+}

@@ -1,0 +1,34 @@
+//! Health endpoints: `/healthz` (the process answers) and `/readyz` (it can issue tokens: the
+//! signer has its keys or its Google identity).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+use serde_json::json;
+
+use super::AppState;
+use super::error::HttpError;
+
+/// Always 200 while the process serves.
+pub async fn healthz() -> Response {
+    Json(json!({ "status": "ok" })).into_response()
+}
+
+/// 200 when tokens can be issued, else 503 with the reason.
+pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    match state.grant.issuer().signer().readiness() {
+        Ok(()) => Json(json!({ "status": "ready" })).into_response(),
+        Err(reason) => {
+            let mut e = HttpError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                format!("Not ready: {reason}"),
+            );
+            e.retry_after = Some(5);
+            e.into_response()
+        }
+    }
+}
