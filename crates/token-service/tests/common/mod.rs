@@ -69,10 +69,14 @@ impl Server {
     /// Starts the service with a fixed http issuer on a free port, an EC key file and the given
     /// extra settings (which win).
     pub fn start(extra: &[(&str, &str)]) -> Server {
+        Self::start_on(free_port(), extra)
+    }
+
+    /// Like [`Server::start`] on a given port.
+    pub fn start_on(port: u16, extra: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("key.pem");
         std::fs::write(&key, ec_key_pem()).unwrap();
-        let port = free_port();
         let mut env: Vec<(String, String)> = vec![
             ("PORT".into(), port.to_string()),
             ("TOKEN_ISSUER".into(), format!("http://127.0.0.1:{port}")),
@@ -214,6 +218,15 @@ pub fn lb_headers(spiffe: &str) -> Vec<(String, String)> {
 /// POSTs a form to /token with load-balancer headers, overriding or removing (empty value)
 /// some of them.
 pub async fn token(server: &Server, body: &str, overrides: &[(&str, &str)]) -> reqwest::Response {
+    token_request(server, body, overrides).send().await.unwrap()
+}
+
+/// The request [`token`] sends, owned, for spawning concurrent requests.
+pub fn token_request(
+    server: &Server,
+    body: &str,
+    overrides: &[(&str, &str)],
+) -> reqwest::RequestBuilder {
     let mut headers = lb_headers(SPIFFE);
     for (k, v) in overrides {
         headers.retain(|(name, _)| !name.eq_ignore_ascii_case(k));
@@ -228,7 +241,7 @@ pub async fn token(server: &Server, body: &str, overrides: &[(&str, &str)]) -> r
     for (k, v) in headers {
         request = request.header(k, v);
     }
-    request.send().await.unwrap()
+    request
 }
 
 /// Verifies an ID token as a relying party would: discovery at `{iss}/.well-known/...`, keys

@@ -1,0 +1,602 @@
+//! Token Service against the Google API emulator over real sockets: keyless signing with
+//! signJwt, STS exchange, impersonation, error mapping, retries, deadline, caches and the
+//! refresh of the service's own credentials.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use gcp_emulator::{Config as EmulatorConfig, Emulator, Fault, Provider};
+use serde_json::Value;
+
+const PROJECT_NUMBER: &str = "123456789012";
+const POOL: &str = "devices";
+const PROVIDER: &str = "token-service";
+const SELF_SA: &str = "token-service@demo-project.iam.gserviceaccount.com";
+const TARGET_SA: &str = "storage-reader@demo-project.iam.gserviceaccount.com";
+const OTHER_SA: &str = "admin@demo-project.iam.gserviceaccount.com";
+const SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
+const GRANT: &str = "grant_type=client_credentials";
+
+fn pool_audience() -> String {
+    format!(
+        "https://iam.googleapis.com/projects/{PROJECT_NUMBER}/locations/global/workloadIdentityPools/{POOL}/providers/{PROVIDER}"
+    )
+}
+
+struct Setup {
+    emulator: Emulator,
+    server: Server,
+}
+
+async fn emulator_for(port: u16, tweak: impl FnOnce(&mut EmulatorConfig)) -> Emulator {
+    let mut config = EmulatorConfig {
+        project_number: PROJECT_NUMBER.into(),
+        service_account: SELF_SA.into(),
+        extra_service_accounts: vec![TARGET_SA.into(), OTHER_SA.into()],
+        providers: vec![Provider {
+            project_number: PROJECT_NUMBER.into(),
+            pool_id: POOL.into(),
+            provider_id: PROVIDER.into(),
+            issuer_uri: format!("http://127.0.0.1:{port}"),
+            allowed_audiences: vec![],
+        }],
+        impersonation: vec![(
+            TARGET_SA.into(),
+            format!(
+                "principalSet://iam.googleapis.com/projects/{PROJECT_NUMBER}/locations/global/workloadIdentityPools/{POOL}/*"
+            ),
+        )],
+        ..EmulatorConfig::default()
+    };
+    tweak(&mut config);
+    Emulator::start(config, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+}
+
+fn google_env(emulator: &Emulator) -> Vec<(&'static str, String)> {
+    let base = emulator.base_url();
+    vec![
+        ("SIGNER", "iam".into()),
+        ("SIGNING_KEY_FILE", String::new()),
+        ("TOKEN_AUDIENCE", String::new()),
+        (
+            "GCE_METADATA_HOST",
+            base.trim_start_matches("http://").into(),
+        ),
+        ("IAM_CREDENTIALS_ENDPOINT", base.clone()),
+        ("STS_ENDPOINT", base.clone()),
+        (
+            "JWKS_URI",
+            format!("{base}/service_accounts/v1/metadata/jwk/{SELF_SA}"),
+        ),
+        ("WORKLOAD_IDENTITY_PROJECT_NUMBER", PROJECT_NUMBER.into()),
+        ("WORKLOAD_IDENTITY_POOL_ID", POOL.into()),
+        ("WORKLOAD_IDENTITY_PROVIDER_ID", PROVIDER.into()),
+    ]
+}
+
+/// Starts the emulator and Token Service (SIGNER=iam, pool configured) and waits until ready.
+async fn setup(extra: &[(&str, &str)], tweak: impl FnOnce(&mut EmulatorConfig)) -> Setup {
+    let port = free_port();
+    let emulator = emulator_for(port, tweak).await;
+    let mut env: Vec<(String, String)> = google_env(&emulator)
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+    for (k, v) in extra {
+        env.retain(|(name, _)| name != k);
+        env.push(((*k).to_owned(), (*v).to_owned()));
+    }
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let server = Server::start_on(port, &env);
+    wait_ready(&server).await;
+    Setup { emulator, server }
+}
+
+async fn wait_ready(server: &Server) {
+    for _ in 0..100 {
+        if let Ok(r) = client().get(server.url("/readyz")).send().await
+            && r.status() == 200
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("not ready:\n{}", server.logs());
+}
+
+async fn body(response: reqwest::Response) -> (u16, Value, Option<String>) {
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (status, response.json().await.unwrap(), retry_after)
+}
+
+fn form(scope: Option<&str>, sa: Option<&str>) -> String {
+    let mut f = GRANT.to_owned();
+    if let Some(s) = scope {
+        f.push_str(&format!(
+            "&scope={}",
+            s.replace(':', "%3A").replace('/', "%2F")
+        ));
+    }
+    if let Some(sa) = sa {
+        f.push_str(&format!("&service_account={sa}"));
+    }
+    f
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iam_signer_tokens_verify_through_the_published_service_account_keys() {
+    let s = setup(&[], |_| {}).await;
+    let (status, json, _) = body(token(&s.server, GRANT, &[]).await).await;
+    assert_eq!(status, 200, "{json}");
+    let claims = verify(
+        json["id_token"].as_str().unwrap(),
+        &s.server.base,
+        &pool_audience(),
+    )
+    .await;
+    assert_eq!(claims["sub"], SPIFFE);
+    assert_eq!(s.emulator.calls("iam.signJwt"), 1);
+    let doc: Value = client()
+        .get(s.server.url("/.well-known/openid-configuration"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        doc["id_token_signing_alg_values_supported"],
+        serde_json::json!(["RS256"])
+    );
+    assert!(
+        s.server.logs().contains(SELF_SA),
+        "logs the identity it runs as"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_jwks_uri_discovery_points_at_googles_service_account_keys() {
+    let s = setup(&[("JWKS_URI", "")], |_| {}).await;
+    let doc: Value = client()
+        .get(s.server.url("/.well-known/openid-configuration"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        doc["jwks_uri"],
+        format!("https://www.googleapis.com/service_accounts/v1/metadata/jwk/{SELF_SA}")
+    );
+    let local = client()
+        .get(s.server.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(local.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scope_yields_an_sts_token_and_service_account_an_impersonated_one() {
+    let s = setup(&[], |_| {}).await;
+    let (status, json, _) = body(token(&s.server, &form(Some(SCOPE), None), &[]).await).await;
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(json["token_type"], "Bearer");
+    assert_eq!(json["scope"], SCOPE);
+    assert!(json["expires_in"].as_i64().unwrap() > 0);
+    let principal = s
+        .emulator
+        .token_principal(json["access_token"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(
+        principal,
+        format!(
+            "principal://iam.googleapis.com/projects/{PROJECT_NUMBER}/locations/global/workloadIdentityPools/{POOL}/subject/{SPIFFE}"
+        )
+    );
+    assert!(json["id_token"].is_string());
+
+    let (status, json, _) =
+        body(token(&s.server, &form(Some(SCOPE), Some(TARGET_SA)), &[]).await).await;
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(
+        s.emulator
+            .token_principal(json["access_token"].as_str().unwrap())
+            .unwrap(),
+        TARGET_SA
+    );
+    assert!(
+        json["expires_in"].as_i64().unwrap() > 250 && json["expires_in"].as_i64().unwrap() <= 300,
+        "{json}"
+    );
+    assert_eq!(s.emulator.calls("iam.generateAccessToken"), 1);
+
+    let logs = s.server.logs();
+    for t in [
+        json["access_token"].as_str().unwrap(),
+        json["id_token"].as_str().unwrap(),
+    ] {
+        assert!(!logs.contains(t), "a token reached the log");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_account_without_scope_is_an_invalid_request() {
+    let s = setup(&[], |_| {}).await;
+    let (status, json, _) = body(token(&s.server, &form(None, Some(TARGET_SA)), &[]).await).await;
+    assert_eq!(status, 400);
+    assert_eq!(json["error"], "invalid_request");
+    assert!(
+        json["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("'scope' is required")
+    );
+    let (status, json, _) =
+        body(token(&s.server, &form(Some(SCOPE), Some("../../x")), &[]).await).await;
+    assert_eq!(status, 400, "{json}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_errors_map_to_oauth_errors_with_the_upstreams_message() {
+    let s = setup(
+        &[("UPSTREAM_TIMEOUT", "2"), ("ACCESS_TOKEN_CACHE", "off")],
+        |_| {},
+    )
+    .await;
+    // Not granted: 403 from generateAccessToken.
+    let (status, json, _) =
+        body(token(&s.server, &form(Some(SCOPE), Some(OTHER_SA)), &[]).await).await;
+    assert_eq!(
+        (status, json["error"].as_str().unwrap()),
+        (403, "access_denied"),
+        "{json}"
+    );
+    let description = json["error_description"].as_str().unwrap();
+    assert!(
+        description.contains(&format!(
+            "Access to service account '{OTHER_SA}' was denied"
+        )),
+        "{description}"
+    );
+    assert!(
+        description.contains("iam.serviceAccounts.getAccessToken"),
+        "upstream message kept: {description}"
+    );
+
+    let cases: &[(&str, u16, u16, &str)] = &[
+        ("sts.token", 400, 400, "invalid_request"),
+        ("sts.token", 403, 403, "access_denied"),
+        ("sts.token", 429, 503, "temporarily_unavailable"),
+        ("sts.token", 503, 503, "temporarily_unavailable"),
+        ("sts.token", 502, 500, "server_error"),
+        ("iam.signJwt", 401, 403, "access_denied"),
+        ("iam.signJwt", 500, 500, "server_error"),
+        (
+            "iam.generateAccessToken",
+            503,
+            503,
+            "temporarily_unavailable",
+        ),
+    ];
+    for (endpoint, upstream, status, error) in cases {
+        s.emulator.clear_faults();
+        s.emulator.inject(
+            endpoint,
+            Fault {
+                status: Some(*upstream),
+                latency_ms: 0,
+                times: None,
+                message: Some(format!("injected {upstream}")),
+            },
+        );
+        let (got, json, retry_after) =
+            body(token(&s.server, &form(Some(SCOPE), Some(TARGET_SA)), &[]).await).await;
+        assert_eq!(
+            (got, json["error"].as_str().unwrap()),
+            (*status, *error),
+            "{endpoint} {upstream}: {json}"
+        );
+        assert!(
+            json["error_description"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("injected {upstream}")),
+            "{json}"
+        );
+        assert_eq!(
+            retry_after.is_some(),
+            *status == 503,
+            "{endpoint} {upstream}"
+        );
+    }
+    s.emulator.clear_faults();
+    let ok = token(&s.server, &form(Some(SCOPE), Some(TARGET_SA)), &[]).await;
+    assert_eq!(ok.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_failures_are_retried_until_success() {
+    let s = setup(&[], |_| {}).await;
+    s.emulator.reset();
+    s.emulator.inject(
+        "iam.signJwt",
+        Fault {
+            status: Some(503),
+            latency_ms: 0,
+            times: Some(2),
+            message: None,
+        },
+    );
+    s.emulator.inject(
+        "sts.token",
+        Fault {
+            status: Some(429),
+            latency_ms: 0,
+            times: Some(1),
+            message: None,
+        },
+    );
+    let (status, json, _) = body(token(&s.server, &form(Some(SCOPE), None), &[]).await).await;
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(s.emulator.calls("iam.signJwt"), 3);
+    assert_eq!(s.emulator.calls("sts.token"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upstream_deadline_bounds_the_wait() {
+    let s = setup(&[("UPSTREAM_TIMEOUT", "1")], |_| {}).await;
+    s.emulator.inject(
+        "sts.token",
+        Fault {
+            status: None,
+            latency_ms: 5_000,
+            times: None,
+            message: None,
+        },
+    );
+    let started = Instant::now();
+    let (status, json, retry_after) =
+        body(token(&s.server, &form(Some(SCOPE), None), &[]).await).await;
+    let waited = started.elapsed();
+    assert_eq!(
+        (status, json["error"].as_str().unwrap()),
+        (503, "temporarily_unavailable"),
+        "{json}"
+    );
+    assert!(retry_after.is_some());
+    // The injected latency is 5 s; the answer must come from the 1 s deadline, not from it.
+    assert!(waited < Duration::from_millis(4_000), "waited {waited:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_tokens_are_cached_per_client_scope_and_service_account() {
+    let s = setup(&[], |_| {}).await;
+    let a = body(token(&s.server, &form(Some(SCOPE), Some(TARGET_SA)), &[]).await)
+        .await
+        .1;
+    let b = body(token(&s.server, &form(Some(SCOPE), Some(TARGET_SA)), &[]).await)
+        .await
+        .1;
+    assert_eq!(a["access_token"], b["access_token"]);
+    assert_ne!(
+        a["id_token"], b["id_token"],
+        "ID tokens are fresh per request"
+    );
+    assert_eq!(s.emulator.calls("sts.token"), 1);
+    assert_eq!(s.emulator.calls("iam.generateAccessToken"), 1);
+    // Another scope, another service account (none) or another client: a new exchange.
+    token(
+        &s.server,
+        &form(
+            Some("https://www.googleapis.com/auth/devstorage.read_only"),
+            Some(TARGET_SA),
+        ),
+        &[],
+    )
+    .await;
+    token(&s.server, &form(Some(SCOPE), None), &[]).await;
+    token(
+        &s.server,
+        &form(Some(SCOPE), Some(TARGET_SA)),
+        &[("X-Client-Cert-Spiffe", "spiffe://example.org/other")],
+    )
+    .await;
+    assert_eq!(s.emulator.calls("sts.token"), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_identical_requests_share_one_exchange() {
+    let s = setup(&[], |_| {}).await;
+    s.emulator.inject(
+        "sts.token",
+        Fault {
+            status: None,
+            latency_ms: 300,
+            times: None,
+            message: None,
+        },
+    );
+    let requests = (0..6).map(|_| token_request(&s.server, &form(Some(SCOPE), None), &[]).send());
+    let responses = futures_join(requests).await;
+    let mut tokens = std::collections::BTreeSet::new();
+    for r in responses {
+        let (status, json, _) = body(r.unwrap()).await;
+        assert_eq!(status, 200, "{json}");
+        tokens.insert(json["access_token"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(tokens.len(), 1);
+    assert_eq!(s.emulator.calls("sts.token"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_can_be_turned_off() {
+    let s = setup(&[("ACCESS_TOKEN_CACHE", "off")], |_| {}).await;
+    token(&s.server, &form(Some(SCOPE), None), &[]).await;
+    token(&s.server, &form(Some(SCOPE), None), &[]).await;
+    assert_eq!(s.emulator.calls("sts.token"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_services_own_token_is_cached_and_refreshed_ahead_of_expiry() {
+    let s = setup(&[], |c| c.metadata_token_lifetime_secs = 2).await;
+    let before = s.emulator.calls("metadata.token");
+    assert!(before >= 1);
+    assert_eq!(token(&s.server, GRANT, &[]).await.status(), 200);
+    assert_eq!(
+        s.emulator.calls("metadata.token"),
+        before,
+        "cached token reused"
+    );
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let requests = (0..5).map(|_| token_request(&s.server, GRANT, &[]).send());
+    for r in futures_join(requests).await {
+        assert_eq!(r.unwrap().status(), 200);
+    }
+    assert_eq!(
+        s.emulator.calls("metadata.token"),
+        before + 1,
+        "one refresh for many waiting requests"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_fails_clearly_while_the_metadata_server_is_unreachable() {
+    let port = free_port();
+    let dead = free_port();
+    let emulator = emulator_for(port, |_| {}).await;
+    let mut env: Vec<(String, String)> = google_env(&emulator)
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+    env.retain(|(k, _)| k != "GCE_METADATA_HOST");
+    env.push(("GCE_METADATA_HOST".into(), format!("127.0.0.1:{dead}")));
+    env.push(("UPSTREAM_TIMEOUT".into(), "1".into()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let server = Server::start_on(port, &env);
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let (status, json, _) = body(client().get(server.url("/readyz")).send().await.unwrap()).await;
+    assert_eq!(status, 503);
+    assert!(
+        json["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("metadata server"),
+        "{json}"
+    );
+    assert_eq!(
+        client()
+            .get(server.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let (status, json, _) = body(token(&server, GRANT, &[]).await).await;
+    assert_eq!(
+        (status, json["error"].as_str().unwrap()),
+        (503, "temporarily_unavailable"),
+        "{json}"
+    );
+    assert!(server.logs().contains("google_identity_unavailable"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn application_default_credentials_from_a_service_account_key_sign_tokens() {
+    let port = free_port();
+    let emulator = emulator_for(port, |_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = temp_file(
+        &dir,
+        "adc.json",
+        &emulator.service_account_key_json(SELF_SA).unwrap(),
+    );
+    let mut env: Vec<(String, String)> = google_env(&emulator)
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+    env.retain(|(k, _)| k != "GCE_METADATA_HOST");
+    env.push((
+        "GCE_METADATA_HOST".into(),
+        format!("127.0.0.1:{}", free_port()),
+    ));
+    env.push((
+        "GOOGLE_APPLICATION_CREDENTIALS".into(),
+        key.display().to_string(),
+    ));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let server = Server::start_on(port, &env);
+    wait_ready(&server).await;
+    let (status, json, _) = body(token(&server, GRANT, &[]).await).await;
+    assert_eq!(status, 200, "{json}");
+    verify(
+        json["id_token"].as_str().unwrap(),
+        &server.base,
+        &pool_audience(),
+    )
+    .await;
+    assert_eq!(emulator.calls("oauth.token"), 1);
+    assert_eq!(emulator.calls("metadata.token"), 0);
+    let logs = server.logs();
+    assert!(
+        !logs.contains("PRIVATE KEY") && !logs.contains("ya29."),
+        "no secret in logs"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn application_default_credentials_of_a_user_need_a_service_account() {
+    let port = free_port();
+    let user = "developer@example.com";
+    let emulator = emulator_for(port, |c| {
+        c.token_creators.push((SELF_SA.into(), user.into()))
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let adc = temp_file(&dir, "adc.json", &emulator.authorized_user_json(user));
+    let mut env: Vec<(String, String)> = google_env(&emulator)
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+    env.push((
+        "GOOGLE_APPLICATION_CREDENTIALS".into(),
+        adc.display().to_string(),
+    ));
+    env.push(("SERVICE_ACCOUNT".into(), SELF_SA.into()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let server = Server::start_on(port, &env);
+    wait_ready(&server).await;
+    let (status, json, _) = body(token(&server, GRANT, &[]).await).await;
+    assert_eq!(status, 200, "{json}");
+    verify(
+        json["id_token"].as_str().unwrap(),
+        &server.base,
+        &pool_audience(),
+    )
+    .await;
+}
+
+/// Joins futures without another dependency.
+async fn futures_join<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F: Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
