@@ -1,0 +1,125 @@
+//! The `gcp-emulator` binary: help text, the listening line, serving, SIGTERM.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_gcp-emulator");
+
+#[tokio::test]
+async fn help_documents_flags_endpoints_and_admin_api() {
+    let out = Command::new(BIN).arg("--help").output().await.unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for needle in [
+        "--port",
+        "--bind",
+        "--project-id",
+        "--project-number",
+        "--service-account",
+        "--extra-service-account",
+        "--provider",
+        "--allow-impersonation",
+        "--metadata-token-lifetime",
+        "--max-impersonation-lifetime",
+        "/computeMetadata/v1/",
+        ":signJwt",
+        ":generateAccessToken",
+        "/v1/token",
+        "/service_accounts/v1/metadata/jwk/",
+        "/emulator/faults",
+        "/emulator/calls",
+        "/emulator/reset",
+    ] {
+        assert!(help.contains(needle), "--help lacks {needle}");
+    }
+    let bad = Command::new(BIN)
+        .args(["--provider", "no-slash=https://x"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!bad.status.success());
+}
+
+#[tokio::test]
+async fn binary_prints_its_listening_line_and_serves_until_sigterm() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut child = Command::new(BIN)
+        .args([
+            "--port", &port.to_string(),
+            "--project-id", "cli-project",
+            "--extra-service-account", "deployer@cli-project.iam.gserviceaccount.com",
+            "--provider", "pool/prov=https://issuer.example",
+            "--allow-impersonation", "deployer@cli-project.iam.gserviceaccount.com=token-service@demo-project.iam.gserviceaccount.com",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    assert_eq!(line, format!("gcp-emulator listening on {base}"));
+
+    let client = reqwest::Client::new();
+    let project = client
+        .get(format!("{base}/computeMetadata/v1/project/project-id"))
+        .header("Metadata-Flavor", "Google")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(project, "cli-project");
+    let token: serde_json::Value = client
+        .get(format!(
+            "{base}/computeMetadata/v1/instance/service-accounts/default/token"
+        ))
+        .header("Metadata-Flavor", "Google")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let resp = client
+        .post(format!("{base}/v1/projects/-/serviceAccounts/deployer@cli-project.iam.gserviceaccount.com:generateAccessToken"))
+        .bearer_auth(token["access_token"].as_str().unwrap())
+        .json(&serde_json::json!({"scope": ["https://www.googleapis.com/auth/cloud-platform"]}))
+        .send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let calls: serde_json::Value = client
+        .get(format!("{base}/emulator/calls"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(calls["iam.generateAccessToken"], 1);
+
+    let pid = child.id().unwrap().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "exit after SIGTERM: {status:?}");
+}
