@@ -73,7 +73,11 @@ pub fn build(config: &Config, registry: &FlowRegistry) -> Result<Router, Vec<Str
     });
     let grant = ClientCredentials::new(flows, Arc::new(CertificateFactsPolicy), issuer, access);
     let state = AppState::new(grant, config.issuer.clone(), trace_project);
-    Ok(router(Arc::new(state)))
+    let timeout = config.google.timeout;
+    let deadline = move |request: axum::extract::Request, next: axum::middleware::Next| {
+        crate::google::with_request_deadline(timeout, next.run(request))
+    };
+    Ok(router(Arc::new(state)).layer(axum::middleware::from_fn(deadline)))
 }
 
 fn build_signer(

@@ -156,9 +156,12 @@ impl Upstream {
         &self.http
     }
 
-    /// A deadline `timeout` from now.
+    /// The deadline of the current token request (see [`with_request_deadline`]), or
+    /// `timeout` from now outside of one.
     pub fn deadline(&self) -> Instant {
-        Instant::now() + self.timeout
+        REQUEST_DEADLINE
+            .try_with(|d| *d)
+            .unwrap_or_else(|_| Instant::now() + self.timeout)
     }
 
     /// Runs `attempt` until it succeeds, fails for good, or the deadline leaves no room for
@@ -199,6 +202,18 @@ impl Upstream {
             backoff = (backoff * 2).min(Duration::from_secs(1));
         }
     }
+}
+
+tokio::task_local! {
+    static REQUEST_DEADLINE: Instant;
+}
+
+/// Runs `request` with one deadline, `timeout` from now, shared by every Google API call it
+/// makes (signJwt, STS, generateAccessToken), so a client never waits longer than that in all.
+pub async fn with_request_deadline<F: Future>(timeout: Duration, request: F) -> F::Output {
+    REQUEST_DEADLINE
+        .scope(Instant::now() + timeout, request)
+        .await
 }
 
 /// "Full jitter": a random pause between half and all of `max`.

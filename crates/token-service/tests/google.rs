@@ -380,6 +380,54 @@ async fn the_upstream_deadline_bounds_the_wait() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_deadline_covers_every_upstream_call_of_a_request() {
+    let s = setup(
+        &[("UPSTREAM_TIMEOUT", "1"), ("ACCESS_TOKEN_CACHE", "off")],
+        |_| {},
+    )
+    .await;
+    // Each call alone fits in the 1 s budget; together they do not.
+    s.emulator.inject(
+        "iam.signJwt",
+        Fault {
+            status: None,
+            latency_ms: 600,
+            times: None,
+            message: None,
+        },
+    );
+    s.emulator.inject(
+        "sts.token",
+        Fault {
+            status: None,
+            latency_ms: 600,
+            times: None,
+            message: None,
+        },
+    );
+    let started = Instant::now();
+    let (status, json, _) = body(token(&s.server, &form(Some(SCOPE), None), &[]).await).await;
+    assert_eq!(
+        (status, json["error"].as_str().unwrap()),
+        (503, "temporarily_unavailable"),
+        "{json}"
+    );
+    // Without one shared deadline both calls would fit their own budgets and this would be 200.
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "waited {:?}",
+        started.elapsed()
+    );
+    s.emulator.clear_faults();
+    assert_eq!(
+        token(&s.server, &form(Some(SCOPE), None), &[])
+            .await
+            .status(),
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_tokens_are_cached_per_client_scope_and_service_account() {
     let s = setup(&[], |_| {}).await;
     let a = body(token(&s.server, &form(Some(SCOPE), Some(TARGET_SA)), &[]).await)
