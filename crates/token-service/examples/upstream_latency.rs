@@ -210,4 +210,5 @@ async fn main() {
         a50.saturating_sub(b50)
     );
     let _ = child.kill();
+    let _ = child.wait();
 }
