@@ -26,13 +26,35 @@ use crate::policy::CertificateFactsPolicy;
 use crate::signer::Signer;
 use crate::signer::iam::IamSigner;
 use crate::signer::local::LocalSigner;
+use crate::tls::TlsServer;
+use crate::x509::Trust;
 
 /// Builds the router from a validated configuration. Fails with one message per problem
 /// (unreadable key file, flow that refuses its settings...). Must run inside a Tokio runtime:
 /// the IAM signer checks its identity in the background.
-pub fn build(config: &Config, registry: &FlowRegistry) -> Result<Router, Vec<String>> {
+pub fn build(config: &Config, registry: &FlowRegistry) -> Result<App, Vec<String>> {
+    let trust = match &config.trust {
+        Some(settings) => {
+            let trust = Trust::load(settings.clone()).map_err(|e| vec![e])?;
+            tracing::info!(
+                event = "client_ca_loaded",
+                "client trust material: {}",
+                trust.current().summary
+            );
+            Some(Arc::new(trust))
+        }
+        None => None,
+    };
+    let tls = match &config.tls {
+        Some(settings) => Some(Arc::new(
+            TlsServer::load(settings.clone(), trust.clone()).map_err(|e| vec![e])?,
+        )),
+        None => None,
+    };
+    let mut flow_settings = config.flow_settings.clone();
+    flow_settings.trust = trust;
     let flows = registry
-        .build(&config.flows, &config.flow_settings)
+        .build(&config.flows, &flow_settings)
         .map_err(|e| vec![e])?;
     let upstream = Upstream::new(config.google.timeout).map_err(|e| vec![e])?;
     let trace_project = Arc::new(OnceLock::new());
@@ -77,7 +99,16 @@ pub fn build(config: &Config, registry: &FlowRegistry) -> Result<Router, Vec<Str
     let deadline = move |request: axum::extract::Request, next: axum::middleware::Next| {
         crate::google::with_request_deadline(timeout, next.run(request))
     };
-    Ok(router(Arc::new(state)).layer(axum::middleware::from_fn(deadline)))
+    let router = router(Arc::new(state)).layer(axum::middleware::from_fn(deadline));
+    Ok(App { router, tls })
+}
+
+/// The built application: its routes and, when TLS ends here, the reloadable TLS material.
+pub struct App {
+    /// The routes.
+    pub router: Router,
+    /// The TLS server configuration, when `TLS_CERT_FILE` is set.
+    pub tls: Option<Arc<TlsServer>>,
 }
 
 fn build_signer(
@@ -153,9 +184,19 @@ pub async fn bind(config: &Config) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("cannot listen on {address} (set PORT or BIND_ADDRESS)"))
 }
 
-/// Serves `router` on `listener` until SIGTERM or Ctrl-C.
-pub async fn serve(listener: TcpListener, router: Router) -> anyhow::Result<()> {
+/// Serves the application on `listener` until SIGTERM or Ctrl-C.
+pub async fn serve(listener: TcpListener, app: App) -> anyhow::Result<()> {
     let address = listener.local_addr()?;
+    let App { router, tls } = app;
+    if let Some(tls) = tls {
+        tracing::info!(event = "listening", address = %address, "listening on https://{address}");
+        tls.watch();
+        crate::tls::serve(listener, router, tls, shutdown_signal())
+            .await
+            .context("the server stopped")?;
+        tracing::info!(event = "stopped", "stopped");
+        return Ok(());
+    }
     tracing::info!(event = "listening", address = %address, "listening on http://{address}");
     axum::serve(
         listener,

@@ -9,6 +9,7 @@ use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use crate::config::source::{self, Origin, Values};
 use crate::config::{self, Config, KnownFlows, SETTINGS};
 use crate::flows::FlowRegistry;
+use crate::pki::DevPki;
 
 /// Token Service: verified client certificate in, signed OIDC ID token out.
 #[derive(Debug, Parser)]
@@ -27,9 +28,15 @@ pub struct Cli {
 pub enum Command {
     /// Run the service.
     Serve,
-    /// Run the service with development defaults: issuer http://127.0.0.1:PORT, audience
-    /// `token-service-demo`, a generated signing key. Any setting can still be overridden.
+    /// Run the service with development defaults and real mutual TLS: creates (once, under
+    /// DATA_DIR/pki) a development CA, a server certificate for localhost/127.0.0.1 and a client
+    /// certificate, serves https://127.0.0.1:8443 with the mtls-client-credentials flow and a
+    /// generated signing key, and prints the curl line that gets a token. Any setting can still
+    /// be overridden.
     Demo,
+    /// Development PKI (the CA that `demo` creates).
+    #[command(subcommand)]
+    Pki(PkiCommand),
     /// Validate the configuration and print the effective settings (secrets redacted).
     CheckConfig,
 }
@@ -49,6 +56,26 @@ fn settings_help() -> String {
     text
 }
 
+/// `pki` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum PkiCommand {
+    /// Issue a client certificate from the development CA: DATA_DIR/pki/NAME.pem and NAME.key.
+    Client {
+        /// File name and common name.
+        #[arg(long)]
+        name: String,
+        /// SPIFFE ID (URI SAN), e.g. spiffe://token-service.local/ns/demo/sa/device-2.
+        #[arg(long)]
+        spiffe_id: Option<String>,
+        /// DNS SAN (repeatable).
+        #[arg(long)]
+        dns: Vec<String>,
+        /// Days of validity.
+        #[arg(long, default_value_t = 365)]
+        days: i64,
+    },
+}
+
 /// Parses the command line and runs it.
 pub fn main() -> ExitCode {
     let command = Cli::command().after_help(settings_help());
@@ -58,6 +85,9 @@ pub fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     let registry = FlowRegistry::builtin();
+    if let Command::Pki(pki) = &cli.command {
+        return run_pki(&cli, pki);
+    }
     let config = match load(&cli, &registry) {
         Ok(config) => config,
         Err(errors) => {
@@ -67,6 +97,9 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Command::Demo = cli.command {
+        print_demo_hint(&config);
+    }
     if let Command::CheckConfig = cli.command {
         print!("{}", config.describe());
         println!("configuration is valid");
@@ -109,22 +142,97 @@ fn load(cli: &Cli, registry: &FlowRegistry) -> Result<Config, Vec<String>> {
     };
     values.extend(source::process_env());
     if let Command::Demo = cli.command {
-        demo_defaults(&mut values);
+        demo_defaults(&mut values).map_err(|e| vec![e])?;
     }
     config::load(values, KnownFlows(&registry.names()))
 }
 
-fn demo_defaults(values: &mut Values) {
+fn data_dir(values: &Values) -> PathBuf {
+    PathBuf::from(
+        values
+            .get("DATA_DIR")
+            .map(|(v, _)| v.trim())
+            .filter(|v| !v.is_empty())
+            .unwrap_or("./.token-service"),
+    )
+}
+
+fn demo_defaults(values: &mut Values) -> Result<(), String> {
+    let pki = DevPki::new(&data_dir(values));
+    let (server, _client) = pki.ensure()?;
     let port = values
         .get("PORT")
         .map(|(v, _)| v.trim().to_owned())
-        .unwrap_or_else(|| "8080".into());
+        .unwrap_or_else(|| "8443".into());
     let mut default = |name: &str, value: String| {
         values
             .entry(name.to_owned())
             .or_insert((value, Origin::Command));
     };
-    default("TOKEN_ISSUER", format!("http://127.0.0.1:{port}"));
+    default("PORT", port.clone());
+    default("TOKEN_ISSUER", format!("https://127.0.0.1:{port}"));
     default("TOKEN_AUDIENCE", "token-service-demo".into());
     default("LOG_FORMAT", "text".into());
+    default("AUTH_FLOWS", crate::flows::mtls::NAME.into());
+    default("TLS_CERT_FILE", server.cert.display().to_string());
+    default("TLS_KEY_FILE", server.key.display().to_string());
+    default("TLS_CLIENT_CA_FILE", pki.ca_cert().display().to_string());
+    Ok(())
+}
+
+fn curl_line(pki: &DevPki, client: &str, port: u16) -> String {
+    let dir = pki.dir.display();
+    format!(
+        "curl --cert {dir}/{client}.pem --key {dir}/{client}.key --cacert {dir}/ca.pem -d grant_type=client_credentials https://127.0.0.1:{port}/token"
+    )
+}
+
+fn print_demo_hint(config: &Config) {
+    let pki = DevPki::new(&data_dir(&config.values));
+    println!(
+        "Development PKI in {}. Get a token with:\n\n  {}\n",
+        pki.dir.display(),
+        curl_line(&pki, "client", config.port)
+    );
+}
+
+fn run_pki(cli: &Cli, command: &PkiCommand) -> ExitCode {
+    let PkiCommand::Client {
+        name,
+        spiffe_id,
+        dns,
+        days,
+    } = command;
+    let mut values: Values = match &cli.config {
+        Some(path) => match source::read_file(path) {
+            Ok(v) => v,
+            Err(errors) => {
+                for e in errors {
+                    eprintln!("error: {e}");
+                }
+                return ExitCode::from(2);
+            }
+        },
+        None => Values::new(),
+    };
+    values.extend(source::process_env());
+    let pki = DevPki::new(&data_dir(&values));
+    let issued = pki
+        .ensure()
+        .and_then(|_| pki.issue_client(name, spiffe_id.as_deref(), dns, *days));
+    match issued {
+        Ok(issued) => {
+            println!(
+                "Issued {} and {}. With `token-service demo` running:\n\n  {}\n",
+                issued.cert.display(),
+                issued.key.display(),
+                curl_line(&pki, name, 8443)
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
 }

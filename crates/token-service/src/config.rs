@@ -221,6 +221,48 @@ pub const SETTINGS: &[Setting] = &[
         "",
         "Set by Cloud Run; changes the BIND_ADDRESS and SIGNER defaults",
     ),
+    s(
+        "TLS_CERT_FILE",
+        "",
+        "PEM server certificate chain; with TLS_KEY_FILE the listener speaks TLS",
+    ),
+    s("TLS_KEY_FILE", "", "PEM server private key"),
+    s(
+        "TLS_CLIENT_CA_FILE",
+        "",
+        "PEM bundle of the CAs that issue client certificates (mtls and forwarded-cert flows)",
+    ),
+    s("TLS_CLIENT_CRL_FILE", "", "PEM or DER CRLs of those CAs"),
+    s(
+        "TLS_RELOAD_INTERVAL",
+        "5",
+        "Seconds between checks of the TLS and CA files for changes",
+    ),
+    s(
+        "MTLS_CLIENT_ID_ATTRIBUTE",
+        "spiffe",
+        "Client ID of certificate-verifying flows: spiffe, dns_san, uri_san or sha256",
+    ),
+    s(
+        "FORWARDED_CERT_FORMAT",
+        "rfc9440",
+        "Header format of forwarded certificates: rfc9440, xfcc, nginx, haproxy or traefik",
+    ),
+    s(
+        "FORWARDED_CERT_HEADER",
+        "per format: Client-Cert, X-Forwarded-Client-Cert, X-SSL-Client-Cert, X-SSL-Client-DER, X-Forwarded-Tls-Client-Cert",
+        "Header carrying the forwarded client certificate",
+    ),
+    s(
+        "FORWARDED_CERT_CHAIN_HEADER",
+        "per format: Client-Cert-Chain, X-SSL-Client-Chain-DER",
+        "Header carrying the forwarded intermediates",
+    ),
+    s(
+        "TRUSTED_PROXIES",
+        "",
+        "Comma-separated CIDRs of the proxies allowed to forward certificates, e.g. 10.0.0.0/8,127.0.0.1/32",
+    ),
 ];
 
 /// Names of the known flows, given by the caller so that registered custom flows count.
@@ -308,6 +350,10 @@ pub struct Config {
     pub log_level: String,
     /// Project for trace IDs.
     pub trace_project: Option<String>,
+    /// TLS listener, when `TLS_CERT_FILE` and `TLS_KEY_FILE` are set.
+    pub tls: Option<crate::tls::TlsSettings>,
+    /// Client trust material, when `TLS_CLIENT_CA_FILE` is set.
+    pub trust: Option<crate::x509::TrustSettings>,
     /// Things worth a warning at startup.
     pub warnings: Vec<String>,
     /// The raw values, for `check-config`.
@@ -419,6 +465,7 @@ pub fn load(values: Values, known: KnownFlows<'_>) -> Result<Config, Vec<String>
     let flows = read_flows(&mut r, &known);
 
     let xlb = read_xlb(&mut r);
+    let (tls, trust, client_id) = read_tls(&mut r, &flows);
     if flows.iter().any(|f| f == crate::flows::xlb_mtls::NAME)
         && let Err(e) = xlb.validate()
     {
@@ -486,7 +533,13 @@ pub fn load(values: Values, known: KnownFlows<'_>) -> Result<Config, Vec<String>
         bind_address,
         port,
         flows,
-        flow_settings: FlowSettings { xlb },
+        flow_settings: FlowSettings {
+            xlb,
+            client_id,
+            trust: None,
+        },
+        tls,
+        trust,
         issuer,
         audience,
         pool,
@@ -656,6 +709,78 @@ fn read_signer(r: &mut Reader<'_>, on_cloud_run: bool) -> SignerConfig {
             local
         }
     }
+}
+
+fn read_tls(
+    r: &mut Reader<'_>,
+    flows: &[String],
+) -> (
+    Option<crate::tls::TlsSettings>,
+    Option<crate::x509::TrustSettings>,
+    crate::x509::ClientIdAttribute,
+) {
+    let path = |r: &Reader<'_>, name: &str| r.get(name).map(PathBuf::from);
+    let interval = match r.get("TLS_RELOAD_INTERVAL") {
+        None => 5,
+        Some(v) => {
+            match v.trim_end_matches('s').parse::<u64>() {
+                Ok(n) if (1..=3600).contains(&n) => n,
+                _ => {
+                    let v = v.to_owned();
+                    r.fail(format!("TLS_RELOAD_INTERVAL: '{v}' is not valid; expected whole seconds from 1 to 3600"));
+                    5
+                }
+            }
+        }
+    };
+    let tls = match (path(r, "TLS_CERT_FILE"), path(r, "TLS_KEY_FILE")) {
+        (Some(cert_file), Some(key_file)) => Some(crate::tls::TlsSettings {
+            cert_file,
+            key_file,
+            reload_interval: std::time::Duration::from_secs(interval),
+        }),
+        (None, None) => None,
+        (Some(_), None) => {
+            r.fail(
+                "TLS_KEY_FILE: required with TLS_CERT_FILE; set both, or neither for plain HTTP"
+                    .into(),
+            );
+            None
+        }
+        (None, Some(_)) => {
+            r.fail(
+                "TLS_CERT_FILE: required with TLS_KEY_FILE; set both, or neither for plain HTTP"
+                    .into(),
+            );
+            None
+        }
+    };
+    let trust = path(r, "TLS_CLIENT_CA_FILE").map(|ca_file| crate::x509::TrustSettings {
+        ca_file,
+        crl_file: path(r, "TLS_CLIENT_CRL_FILE"),
+    });
+    if trust.is_none() && r.get("TLS_CLIENT_CRL_FILE").is_some() {
+        r.fail(
+            "TLS_CLIENT_CRL_FILE: needs TLS_CLIENT_CA_FILE, the CAs whose CRLs these are".into(),
+        );
+    }
+    let mtls = crate::flows::mtls::NAME;
+    if flows.iter().any(|f| f == mtls) {
+        if tls.is_none() {
+            r.fail(format!("TLS_CERT_FILE: required by the flow {mtls}, which needs Token Service to terminate TLS; set TLS_CERT_FILE and TLS_KEY_FILE"));
+        }
+        if trust.is_none() {
+            r.fail(format!("TLS_CLIENT_CA_FILE: required by the flow {mtls}; set it to a PEM bundle of the client CAs"));
+        }
+    }
+    let client_id = match r.get("MTLS_CLIENT_ID_ATTRIBUTE").map(str::to_owned) {
+        None => crate::x509::ClientIdAttribute::Spiffe,
+        Some(v) => crate::x509::ClientIdAttribute::parse(&v).unwrap_or_else(|| {
+            r.fail(format!("MTLS_CLIENT_ID_ATTRIBUTE: '{v}' is not valid; expected spiffe, dns_san, uri_san or sha256"));
+            crate::x509::ClientIdAttribute::Spiffe
+        }),
+    };
+    (tls, trust, client_id)
 }
 
 fn read_google(r: &mut Reader<'_>) -> GoogleConfig {

@@ -7,6 +7,7 @@
 //! Adding a flow takes one new module under `flows/` and one `register` line in
 //! [`FlowRegistry::builtin`]; applications embedding the library can also register their own.
 
+pub mod mtls;
 pub mod xlb_mtls;
 
 use std::collections::BTreeMap;
@@ -48,11 +49,24 @@ pub trait Flow: Send + Sync {
     async fn authenticate(&self, request: &TokenRequest) -> Result<AuthenticatedClient, FlowError>;
 }
 
-/// Settings of the built-in flows, filled in by `config`.
+/// Settings of the built-in flows, filled in by `config` (and the loaded trust material by
+/// `app`).
 #[derive(Debug, Clone, Default)]
 pub struct FlowSettings {
     /// Settings of `xlb-mtls-client-credentials`.
     pub xlb: xlb_mtls::XlbSettings,
+    /// Client ID attribute of the certificate-verifying flows (`MTLS_CLIENT_ID_ATTRIBUTE`).
+    pub client_id: crate::x509::ClientIdAttribute,
+    /// Client CA bundle and CRLs, loaded; required by the certificate-verifying flows.
+    pub trust: Option<Arc<crate::x509::Trust>>,
+}
+
+impl FlowSettings {
+    fn trust(&self, flow: &str) -> Result<Arc<crate::x509::Trust>, String> {
+        self.trust
+            .clone()
+            .ok_or_else(|| format!("TLS_CLIENT_CA_FILE: required by the flow {flow}; set it to a PEM bundle of the client CAs"))
+    }
 }
 
 /// Builds a flow from the settings; fails with a message naming the setting at fault.
@@ -76,6 +90,13 @@ impl FlowRegistry {
         let mut registry = Self::empty();
         registry.register(xlb_mtls::NAME, |s| {
             Ok(Arc::new(xlb_mtls::XlbMtlsFlow::new(s.xlb.clone())?))
+        });
+        registry.register(mtls::NAME, |s| {
+            Ok(Arc::new(mtls::MtlsFlow::new(
+                s.client_id,
+                s.trust(mtls::NAME)?,
+                s.xlb.clock,
+            )))
         });
         registry
     }

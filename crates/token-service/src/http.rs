@@ -7,6 +7,8 @@ pub mod form;
 mod health;
 mod token;
 
+pub use token::PeerCertificates;
+
 use std::sync::{Arc, OnceLock};
 
 use axum::Router;

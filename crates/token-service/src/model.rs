@@ -49,6 +49,10 @@ pub struct CertificateFacts {
     pub not_before: Option<i64>,
     /// End of the validity period, seconds since the epoch.
     pub not_after: Option<i64>,
+    /// Subject distinguished name, when the certificate itself was seen.
+    pub subject_dn: Option<String>,
+    /// Issuer distinguished name, when the certificate itself was seen.
+    pub issuer_dn: Option<String>,
 }
 
 /// A client that a flow has authenticated.

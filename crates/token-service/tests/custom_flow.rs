@@ -85,7 +85,9 @@ async fn start() -> String {
     .map(|(k, v)| (k.to_owned(), (v.to_owned(), Origin::Env)))
     .collect();
     let config = load(values, KnownFlows(&registry.names())).unwrap();
-    let router = token_service::app::build(&config, &registry).unwrap();
+    let router = token_service::app::build(&config, &registry)
+        .unwrap()
+        .router;
     tokio::spawn(async move {
         std::mem::forget(dir);
         axum::serve(

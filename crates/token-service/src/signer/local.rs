@@ -266,7 +266,7 @@ fn generate_rsa_pem() -> Result<String, String> {
     Ok(pem)
 }
 
-fn write_private(dir: &Path, path: &Path, contents: &[u8]) -> Result<(), String> {
+pub(crate) fn write_private(dir: &Path, path: &Path, contents: &[u8]) -> Result<(), String> {
     let fail =
         |what: &str, e: std::io::Error| format!("DATA_DIR: cannot {what} '{}': {e}", dir.display());
     let mut builder = fs::DirBuilder::new();

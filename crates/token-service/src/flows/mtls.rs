@@ -1,0 +1,117 @@
+//! Flow `mtls-client-credentials`: TLS ends at Token Service and the client presents its
+//! certificate in the handshake (which proves possession of the key). The chain is verified on
+//! every request against the CA bundle and CRLs in force at that moment.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rustls_pki_types::UnixTime;
+use serde_json::json;
+
+use super::{Flow, FlowError, TLS_CLIENT_AUTH};
+use crate::clock::Clock;
+use crate::model::{AuthenticatedClient, CLIENT_CREDENTIALS, TokenRequest};
+use crate::x509::{ClientIdAttribute, Trust, facts};
+
+/// Name of this flow in `AUTH_FLOWS` and `amr`.
+pub const NAME: &str = "mtls-client-credentials";
+
+/// Verifies a chain (DER, leaf first) and derives the client: shared by every flow that sees
+/// the whole certificate. Rejections are logged with the certificate's facts.
+pub(crate) fn authenticate_chain(
+    flow: &str,
+    trust: &Trust,
+    clock: &Clock,
+    attribute: ClientIdAttribute,
+    chain: &[Vec<u8>],
+) -> Result<AuthenticatedClient, FlowError> {
+    let leaf = chain
+        .first()
+        .ok_or_else(|| FlowError::Unauthorized("No client certificate was presented".into()))?;
+    let facts = facts(leaf).map_err(FlowError::Unauthorized)?;
+    let now =
+        UnixTime::since_unix_epoch(Duration::from_secs(u64::try_from(clock.now()).unwrap_or(0)));
+    let labels = || {
+        json!({
+            "cert/subject": facts.subject_dn.clone().unwrap_or_default(),
+            "cert/issuer": facts.issuer_dn.clone().unwrap_or_default(),
+            "cert/serial": facts.serial_number.clone().unwrap_or_default(),
+            "cert/sha256": facts.sha256_fingerprint.clone().unwrap_or_default(),
+            "cert/spiffe": facts.spiffe_id.clone().unwrap_or_default(),
+            "cert/not_after": facts.not_after.unwrap_or_default().to_string(),
+        })
+    };
+    if let Err(reason) = trust.verify(chain, now) {
+        tracing::warn!(event = "client_certificate_rejected", flow, labels = %labels(), reason = %reason, "{reason}");
+        return Err(FlowError::Unauthorized(reason));
+    }
+    let Some(client_id) = attribute.client_id(&facts) else {
+        let what = match attribute {
+            ClientIdAttribute::Spiffe => "no SPIFFE ID (URI SAN with scheme spiffe)",
+            ClientIdAttribute::DnsSan => "no DNS SAN",
+            ClientIdAttribute::UriSan => "no URI SAN",
+            ClientIdAttribute::Sha256 => "no fingerprint",
+        };
+        let reason = format!(
+            "The client certificate has {what}, which MTLS_CLIENT_ID_ATTRIBUTE={} requires",
+            attribute.name()
+        );
+        tracing::warn!(event = "client_certificate_rejected", flow, labels = %labels(), reason = %reason, "{reason}");
+        return Err(FlowError::Unauthorized(reason));
+    };
+    Ok(AuthenticatedClient {
+        flow: flow.to_owned(),
+        client_id,
+        facts,
+    })
+}
+
+/// The direct mTLS flow.
+pub struct MtlsFlow {
+    attribute: ClientIdAttribute,
+    trust: Arc<Trust>,
+    clock: Clock,
+}
+
+impl MtlsFlow {
+    /// Builds the flow over the shared trust material.
+    pub fn new(attribute: ClientIdAttribute, trust: Arc<Trust>, clock: Clock) -> Self {
+        Self {
+            attribute,
+            trust,
+            clock,
+        }
+    }
+}
+
+#[async_trait]
+impl Flow for MtlsFlow {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn grant_type(&self) -> &str {
+        CLIENT_CREDENTIALS
+    }
+
+    fn auth_method(&self) -> &str {
+        TLS_CLIENT_AUTH
+    }
+
+    fn can_handle(&self, request: &TokenRequest) -> bool {
+        request
+            .peer_certificates
+            .as_ref()
+            .is_some_and(|c| !c.is_empty())
+    }
+
+    async fn authenticate(&self, request: &TokenRequest) -> Result<AuthenticatedClient, FlowError> {
+        let chain = request
+            .peer_certificates
+            .as_deref()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        authenticate_chain(NAME, &self.trust, &self.clock, self.attribute, chain)
+    }
+}

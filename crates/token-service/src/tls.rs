@@ -1,0 +1,297 @@
+//! The TLS listener: rustls (TLS 1.2 and 1.3, ALPN h2 and http/1.1) with client certificates
+//! requested but optional, so verifiers can read discovery and JWKS without one. The handshake
+//! checks only proof of possession of the client's key; the chain itself is verified on every
+//! `/token` request by the flow (see `x509`), which can then answer with a precise reason
+//! instead of a bare handshake failure. Server certificate, CA bundle and CRLs are re-read when
+//! their files change, without dropping open connections; a broken new file is refused and the
+//! old material stays in use.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DistinguishedName, ServerConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use tokio::net::TcpListener;
+use tower::ServiceExt as _;
+
+use crate::http::PeerCertificates;
+use crate::x509::Trust;
+
+/// TLS listener settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// `TLS_CERT_FILE`: PEM chain, leaf first.
+    pub cert_file: PathBuf,
+    /// `TLS_KEY_FILE`: PEM private key.
+    pub key_file: PathBuf,
+    /// How often the files are checked for changes.
+    pub reload_interval: Duration,
+}
+
+/// Accepts any client certificate at the TLS layer but checks the handshake signature made
+/// with its key (proof of possession). Chain, validity, EKU and revocation are checked per
+/// request against the current trust material.
+#[derive(Debug)]
+struct PossessionVerifier {
+    trust: Option<Arc<Trust>>,
+    hints: Vec<DistinguishedName>,
+}
+
+impl ClientCertVerifier for PossessionVerifier {
+    fn offer_client_auth(&self) -> bool {
+        self.trust.is_some()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &self.hints
+    }
+
+    fn verify_client_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        match &self.trust {
+            Some(trust) => trust.verify_signature(false, message, cert, dss),
+            None => Err(rustls::Error::General(
+                "client certificates are not accepted".into(),
+            )),
+        }
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        match &self.trust {
+            Some(trust) => trust.verify_signature(true, message, cert, dss),
+            None => Err(rustls::Error::General(
+                "client certificates are not accepted".into(),
+            )),
+        }
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.trust
+            .as_ref()
+            .map(|t| t.supported_schemes())
+            .unwrap_or_default()
+    }
+}
+
+/// The server TLS configuration in force, reloadable.
+pub struct TlsServer {
+    settings: TlsSettings,
+    trust: Option<Arc<Trust>>,
+    config: ArcSwap<ServerConfig>,
+}
+
+impl TlsServer {
+    /// Loads the server certificate and key.
+    pub fn load(settings: TlsSettings, trust: Option<Arc<Trust>>) -> Result<Self, String> {
+        let config = build_config(&settings, trust.as_ref())?;
+        Ok(Self {
+            settings,
+            trust,
+            config: ArcSwap::from_pointee(config),
+        })
+    }
+
+    /// Rebuilds from the files (trust first), swapping only when everything loads.
+    fn reload(&self) -> Result<String, String> {
+        let trust = match &self.trust {
+            Some(trust) => trust.reload()?,
+            None => "no client CA".into(),
+        };
+        let config = build_config(&self.settings, self.trust.as_ref())?;
+        self.config.store(Arc::new(config));
+        Ok(trust)
+    }
+
+    fn files(&self) -> Vec<PathBuf> {
+        let mut files = vec![
+            self.settings.cert_file.clone(),
+            self.settings.key_file.clone(),
+        ];
+        if let Some(trust) = &self.trust {
+            files.push(trust.settings().ca_file.clone());
+            files.extend(trust.settings().crl_file.clone());
+        }
+        files
+    }
+
+    /// Watches the files and reloads when they change.
+    pub fn watch(self: &Arc<Self>) {
+        let server = self.clone();
+        tokio::spawn(async move {
+            let mut seen = stamps(&server.files());
+            loop {
+                tokio::time::sleep(server.settings.reload_interval).await;
+                let now = stamps(&server.files());
+                if now == seen {
+                    continue;
+                }
+                seen = now;
+                match server.reload() {
+                    Ok(summary) => {
+                        tracing::info!(event = "tls_reloaded", "reloaded TLS material: {summary}")
+                    }
+                    Err(e) => {
+                        tracing::error!(event = "tls_reload_failed", reason = %e, "refused new TLS material, keeping the old: {e}")
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Modification time and length of each file (following symlinks, as Kubernetes swaps them).
+fn stamps(files: &[PathBuf]) -> Vec<Option<(SystemTime, u64)>> {
+    files
+        .iter()
+        .map(|f| {
+            std::fs::metadata(f)
+                .ok()
+                .and_then(|m| Some((m.modified().ok()?, m.len())))
+        })
+        .collect()
+}
+
+fn build_config(
+    settings: &TlsSettings,
+    trust: Option<&Arc<Trust>>,
+) -> Result<ServerConfig, String> {
+    let chain_pem = std::fs::read(&settings.cert_file).map_err(|e| {
+        format!(
+            "TLS_CERT_FILE: cannot read '{}': {e}",
+            settings.cert_file.display()
+        )
+    })?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&chain_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("TLS_CERT_FILE: '{}': {e}", settings.cert_file.display()))?;
+    if chain.is_empty() {
+        return Err(format!(
+            "TLS_CERT_FILE: '{}' holds no PEM certificate",
+            settings.cert_file.display()
+        ));
+    }
+    let key_pem = std::fs::read(&settings.key_file).map_err(|e| {
+        format!(
+            "TLS_KEY_FILE: cannot read '{}': {e}",
+            settings.key_file.display()
+        )
+    })?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
+        format!(
+            "TLS_KEY_FILE: '{}' holds no usable PEM private key: {e}",
+            settings.key_file.display()
+        )
+    })?;
+    let verifier = PossessionVerifier {
+        trust: trust.cloned(),
+        hints: trust
+            .map(|t| t.current().ca_subjects.clone())
+            .unwrap_or_default(),
+    };
+    let mut config = ServerConfig::builder_with_provider(crate::x509::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_client_cert_verifier(Arc::new(verifier))
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("TLS_CERT_FILE / TLS_KEY_FILE: the key does not fit the certificate or is unsupported: {e}"))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// Serves `router` over TLS until `shutdown` resolves; in-flight connections finish.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    server: Arc<TlsServer>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10));
+    let builder = Arc::new(builder);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(event = "accept_failed", "accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = tokio_rustls::TlsAcceptor::from(server.config.load_full());
+        let (router, builder) = (router.clone(), builder.clone());
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
+                .await
+            {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(event = "tls_handshake_failed", peer = %peer, "TLS handshake with {peer} failed: {e}");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let certs = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .map(|c| PeerCertificates(Arc::new(c.iter().map(|c| c.to_vec()).collect())));
+            let service = hyper::service::service_fn(
+                move |mut request: hyper::Request<hyper::body::Incoming>| {
+                    request.extensions_mut().insert(ConnectInfo(peer));
+                    if let Some(certs) = &certs {
+                        request.extensions_mut().insert(certs.clone());
+                    }
+                    router.clone().oneshot(request.map(axum::body::Body::new))
+                },
+            );
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+            let _ = watcher.watch(connection.into_owned()).await;
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {},
+        () = tokio::time::sleep(Duration::from_secs(10)) => {},
+    }
+    Ok(())
+}

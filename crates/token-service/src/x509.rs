@@ -1,0 +1,332 @@
+//! Client-certificate verification and facts, shared by every flow that sees the certificate
+//! itself (TLS terminated here, or forwarded whole by a proxy): the chain is verified against
+//! the client CA bundle and CRLs (`TLS_CLIENT_CA_FILE`, `TLS_CLIENT_CRL_FILE`), its validity and
+//! the clientAuth extended key usage, on every request and against the trust material current at
+//! that moment, so a newly loaded CRL bites at once even on resumed TLS sessions.
+//!
+//! Facts use the encodings of Google's load balancer, so claims do not depend on where TLS
+//! ended. Uses `model`; knows nothing of listeners or HTTP.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD_NO_PAD;
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::CryptoProvider;
+use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::ClientCertVerifier;
+use rustls::{CertificateError, DistinguishedName, RootCertStore};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
+use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+
+use crate::model::CertificateFacts;
+
+/// Where the client trust material comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustSettings {
+    /// PEM bundle of CA certificates (`TLS_CLIENT_CA_FILE`).
+    pub ca_file: PathBuf,
+    /// PEM or DER CRLs (`TLS_CLIENT_CRL_FILE`).
+    pub crl_file: Option<PathBuf>,
+}
+
+/// One loaded version of the trust material.
+pub struct TrustMaterial {
+    verifier: Arc<dyn ClientCertVerifier>,
+    /// Subjects of the CAs, sent as hints in the TLS CertificateRequest.
+    pub ca_subjects: Vec<DistinguishedName>,
+    /// Number of CAs and CRLs, for logs.
+    pub summary: String,
+}
+
+/// The current trust material; swapped atomically on reload.
+pub struct Trust {
+    settings: TrustSettings,
+    provider: Arc<CryptoProvider>,
+    current: ArcSwap<TrustMaterial>,
+}
+
+impl std::fmt::Debug for Trust {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Trust({:?})", self.settings)
+    }
+}
+
+/// The crypto provider used for TLS and verification.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+fn read(path: &Path, setting: &str) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("{setting}: cannot read '{}': {e}", path.display()))
+}
+
+impl Trust {
+    /// Loads the trust material; fails with a message naming the setting and the problem.
+    pub fn load(settings: TrustSettings) -> Result<Self, String> {
+        let provider = provider();
+        let material = Self::build(&settings, &provider)?;
+        Ok(Self {
+            settings,
+            provider,
+            current: ArcSwap::from_pointee(material),
+        })
+    }
+
+    /// Re-reads the files; on success swaps the new material in, else keeps the old one.
+    pub fn reload(&self) -> Result<String, String> {
+        let material = Self::build(&self.settings, &self.provider)?;
+        let summary = material.summary.clone();
+        self.current.store(Arc::new(material));
+        Ok(summary)
+    }
+
+    /// The files behind the material.
+    pub fn settings(&self) -> &TrustSettings {
+        &self.settings
+    }
+
+    /// The material in force now.
+    pub fn current(&self) -> Arc<TrustMaterial> {
+        self.current.load_full()
+    }
+
+    fn build(
+        settings: &TrustSettings,
+        provider: &Arc<CryptoProvider>,
+    ) -> Result<TrustMaterial, String> {
+        let setting = "TLS_CLIENT_CA_FILE";
+        let pem = read(&settings.ca_file, setting)?;
+        let mut roots = RootCertStore::empty();
+        for (i, cert) in CertificateDer::pem_slice_iter(&pem).enumerate() {
+            let cert = cert.map_err(|e| {
+                format!(
+                    "{setting}: '{}': certificate {}: {e}",
+                    settings.ca_file.display(),
+                    i + 1
+                )
+            })?;
+            roots.add(cert).map_err(|e| {
+                format!(
+                    "{setting}: '{}': certificate {} is not a usable CA: {e}",
+                    settings.ca_file.display(),
+                    i + 1
+                )
+            })?;
+        }
+        if roots.is_empty() {
+            return Err(format!(
+                "{setting}: '{}' holds no PEM certificate",
+                settings.ca_file.display()
+            ));
+        }
+        let ca_subjects = roots.subjects();
+        let ca_count = roots.len();
+        let mut builder =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+        let mut crl_count = 0;
+        if let Some(path) = &settings.crl_file {
+            let crls = read_crls(path)?;
+            crl_count = crls.len();
+            builder = builder
+                .with_crls(crls)
+                .only_check_end_entity_revocation()
+                .allow_unknown_revocation_status();
+        }
+        let verifier = builder.build().map_err(|e| {
+            format!("TLS_CLIENT_CRL_FILE / TLS_CLIENT_CA_FILE: cannot build the verifier: {e}")
+        })?;
+        Ok(TrustMaterial {
+            verifier,
+            ca_subjects,
+            summary: format!("{ca_count} CA certificate(s), {crl_count} CRL(s)"),
+        })
+    }
+
+    /// Verifies a client chain (DER, leaf first) against the current material at `now`.
+    pub fn verify(&self, chain: &[Vec<u8>], now: UnixTime) -> Result<(), String> {
+        let Some((leaf, intermediates)) = chain.split_first() else {
+            return Err("No client certificate was presented".into());
+        };
+        let leaf = CertificateDer::from(leaf.as_slice());
+        let intermediates: Vec<CertificateDer<'_>> = intermediates
+            .iter()
+            .map(|c| CertificateDer::from(c.as_slice()))
+            .collect();
+        self.current()
+            .verifier
+            .verify_client_cert(&leaf, &intermediates, now)
+            .map(|_| ())
+            .map_err(|e| describe(&e))
+    }
+
+    /// Checks proof of possession: the handshake signature with the leaf's key.
+    pub fn verify_signature(
+        &self,
+        tls13: bool,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let algorithms = &self.provider.signature_verification_algorithms;
+        if tls13 {
+            rustls::crypto::verify_tls13_signature(message, cert, dss, algorithms)
+        } else {
+            rustls::crypto::verify_tls12_signature(message, cert, dss, algorithms)
+        }
+    }
+
+    /// Signature schemes accepted in the handshake.
+    pub fn supported_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+fn read_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
+    let setting = "TLS_CLIENT_CRL_FILE";
+    let bytes = read(path, setting)?;
+    let crls: Vec<_> =
+        if bytes.starts_with(b"-----") || bytes.trim_ascii_start().starts_with(b"-----") {
+            CertificateRevocationListDer::pem_slice_iter(&bytes)
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("{setting}: '{}': {e}", path.display()))?
+        } else {
+            vec![CertificateRevocationListDer::from(bytes)]
+        };
+    if crls.is_empty() {
+        return Err(format!("{setting}: '{}' holds no CRL", path.display()));
+    }
+    Ok(crls)
+}
+
+/// A precise, client-facing reason for a rejected certificate.
+fn describe(e: &rustls::Error) -> String {
+    let what = match e {
+        rustls::Error::InvalidCertificate(c) => match c {
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+                "has expired".to_owned()
+            }
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                "is not valid yet".to_owned()
+            }
+            CertificateError::UnknownIssuer => {
+                "was not issued by a CA in TLS_CLIENT_CA_FILE (unknown issuer)".to_owned()
+            }
+            CertificateError::Revoked => "has been revoked".to_owned(),
+            CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
+                "is not valid for client authentication (no clientAuth extended key usage)"
+                    .to_owned()
+            }
+            CertificateError::BadSignature => "has an invalid signature".to_owned(),
+            CertificateError::BadEncoding => "cannot be parsed".to_owned(),
+            CertificateError::UnknownRevocationStatus => {
+                "has an unknown revocation status".to_owned()
+            }
+            CertificateError::ExpiredRevocationList
+            | CertificateError::ExpiredRevocationListContext { .. } => {
+                "cannot be checked: the CRL has expired".to_owned()
+            }
+            other => format!("was rejected: {other:?}"),
+        },
+        other => format!("was rejected: {other}"),
+    };
+    format!("The client certificate {what}")
+}
+
+/// Client ID attribute of certificate-verifying flows (`MTLS_CLIENT_ID_ATTRIBUTE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClientIdAttribute {
+    /// The SPIFFE ID.
+    #[default]
+    Spiffe,
+    /// The first DNS SAN.
+    DnsSan,
+    /// The first URI SAN (other than the SPIFFE ID).
+    UriSan,
+    /// The SHA-256 fingerprint.
+    Sha256,
+}
+
+impl ClientIdAttribute {
+    /// Parses the setting's value.
+    pub fn parse(value: &str) -> Option<Self> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "spiffe" => Some(Self::Spiffe),
+            "dns_san" => Some(Self::DnsSan),
+            "uri_san" => Some(Self::UriSan),
+            "sha256" => Some(Self::Sha256),
+            _ => None,
+        }
+    }
+
+    /// The setting's value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Spiffe => "spiffe",
+            Self::DnsSan => "dns_san",
+            Self::UriSan => "uri_san",
+            Self::Sha256 => "sha256",
+        }
+    }
+
+    /// The client ID from the facts, if the certificate has the attribute.
+    pub fn client_id(self, facts: &CertificateFacts) -> Option<String> {
+        match self {
+            Self::Spiffe => facts.spiffe_id.clone(),
+            Self::DnsSan => facts.dns_sans.first().cloned(),
+            Self::UriSan => facts.uri_sans.first().cloned(),
+            Self::Sha256 => facts.sha256_fingerprint.clone(),
+        }
+    }
+}
+
+/// Extracts the facts of a DER certificate, encoded as Google's load balancer does: SHA-256
+/// fingerprint in base64 (standard alphabet, no padding), serial as colon-separated lowercase
+/// hex of the DER serial bytes, the SPIFFE ID apart from the other URI SANs.
+pub fn facts(der: &[u8]) -> Result<CertificateFacts, String> {
+    let (_, cert) = X509Certificate::from_der(der)
+        .map_err(|_| "The client certificate cannot be parsed".to_owned())?;
+    let mut facts = CertificateFacts {
+        sha256_fingerprint: Some(
+            STANDARD_NO_PAD.encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der)),
+        ),
+        serial_number: Some(
+            cert.raw_serial()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(":"),
+        ),
+        not_before: Some(cert.validity().not_before.timestamp()),
+        not_after: Some(cert.validity().not_after.timestamp()),
+        subject_dn: Some(cert.subject().to_string()),
+        issuer_dn: Some(cert.issuer().to_string()),
+        ..CertificateFacts::default()
+    };
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                GeneralName::DNSName(dns) => facts.dns_sans.push((*dns).to_owned()),
+                GeneralName::URI(uri)
+                    if uri
+                        .get(..9)
+                        .is_some_and(|s| s.eq_ignore_ascii_case("spiffe://"))
+                        && facts.spiffe_id.is_none() =>
+                {
+                    facts.spiffe_id = Some((*uri).to_owned());
+                }
+                GeneralName::URI(uri) => facts.uri_sans.push((*uri).to_owned()),
+                _ => {}
+            }
+        }
+    }
+    Ok(facts)
+}
+
+#[cfg(test)]
+mod tests;
