@@ -47,7 +47,7 @@ fn configuration_errors_name_the_variable_and_exit_nonzero_without_panic() {
         ),
         (
             &[("TOKEN_AUDIENCE", "a"), ("AUTH_FLOWS", "nope")],
-            "AUTH_FLOWS: unknown flow 'nope'; known flows: xlb-mtls-client-credentials",
+            "AUTH_FLOWS: unknown flow 'nope'; known flows: mtls-client-credentials, xlb-mtls-client-credentials",
         ),
         (
             &[("TOKEN_AUDIENCE", "a"), ("AUTH_FLOWS", " ")],
@@ -169,8 +169,8 @@ fn config_file_holds_settings_and_the_environment_wins() {
     );
 }
 
-#[tokio::test]
-async fn readme_quick_start_with_curl_gets_a_verifiable_token() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readme_quick_start_demo_and_its_curl_line_get_a_verifiable_token() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let server = Server::spawn(
@@ -181,34 +181,91 @@ async fn readme_quick_start_with_curl_gets_a_verifiable_token() {
     );
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
-    // The README's curl line, run with the real curl binary against this port.
-    let block = readme
-        .split("```")
-        .find(|b| b.contains("curl") && b.contains("/token"))
-        .expect("README has a curl example for /token");
-    let command = block
+    assert!(
+        readme.contains("cargo run --release -- demo"),
+        "the README runs the demo"
+    );
+    // The README's curl line, which is also what `demo` prints, with the real curl binary.
+    let line = readme
         .lines()
-        .skip_while(|l| !l.trim_start().starts_with("curl"))
-        .collect::<Vec<_>>()
-        .join("\n")
-        .replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"));
+        .find(|l| l.starts_with("curl --cert ./.token-service/pki/client.pem"))
+        .expect("README has the demo's curl line")
+        .replace("127.0.0.1:8443", &format!("127.0.0.1:{port}"));
+    assert!(
+        server.logs().contains(&line),
+        "demo prints the README's line:\n{}",
+        server.logs()
+    );
     let out = Command::new("bash")
         .arg("-c")
-        .arg(&command)
+        .arg(&line)
+        .current_dir(server.dir.path())
         .output()
         .expect("bash and curl");
     assert!(
         out.status.success(),
-        "{command}\n{}",
+        "{line}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     let body: Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stdout)));
-    let claims = verify(
+    let ca = std::fs::read(server.dir.path().join(".token-service/pki/ca.pem")).unwrap();
+    let https = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(&ca).unwrap()])
+        .build()
+        .unwrap();
+    let claims = verify_with(
+        &https,
         body["id_token"].as_str().unwrap(),
-        &server.base,
+        &format!("https://127.0.0.1:{port}"),
         "token-service-demo",
     )
     .await;
-    assert!(claims["sub"].as_str().unwrap().starts_with("spiffe://"));
+    assert_eq!(
+        claims["sub"],
+        "spiffe://token-service.local/ns/demo/sa/device-1"
+    );
+    assert_eq!(claims["amr"][0], "mtls-client-credentials");
+    // Without the client certificate: discovery works, /token says no flow applies.
+    let no_cert = Command::new("curl")
+        .args([
+            "-s",
+            "--cacert",
+            ".token-service/pki/ca.pem",
+            "-d",
+            "grant_type=client_credentials",
+            &format!("https://127.0.0.1:{port}/token"),
+        ])
+        .current_dir(server.dir.path())
+        .output()
+        .unwrap();
+    let body: Value = serde_json::from_slice(&no_cert.stdout).unwrap();
+    assert_eq!(body["error"], "invalid_request");
+}
+
+#[test]
+fn pki_client_issues_a_certificate_from_the_development_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let out = run(
+        &[
+            "pki",
+            "client",
+            "--name",
+            "device-9",
+            "--dns",
+            "device-9.example.org",
+        ],
+        &[("DATA_DIR", data)],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let pem = std::fs::read_to_string(format!("{data}/pki/device-9.pem")).unwrap();
+    assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"));
+    let again = run(
+        &["pki", "client", "--name", "device-9"],
+        &[("DATA_DIR", data)],
+    );
+    assert_eq!(again.status.code(), Some(2));
+    assert!(stderr(&again).contains("exists already"));
 }

@@ -247,7 +247,16 @@ pub fn token_request(
 /// Verifies an ID token as a relying party would: discovery at `{iss}/.well-known/...`, keys
 /// from `jwks_uri`, signature, `iss`, `aud`, `exp`. Returns the claims.
 pub async fn verify(token: &str, issuer: &str, audience: &str) -> Value {
-    let http = client();
+    verify_with(&client(), token, issuer, audience).await
+}
+
+/// [`verify`] with a given HTTP client (e.g. one that trusts a test CA for an https issuer).
+pub async fn verify_with(
+    http: &reqwest::Client,
+    token: &str,
+    issuer: &str,
+    audience: &str,
+) -> Value {
     let discovery: Value = http
         .get(format!("{issuer}/.well-known/openid-configuration"))
         .send()
