@@ -1,0 +1,434 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! Black-box tests of the TLS listener and the `mtls-client-credentials` flow: the real binary
+//! terminating TLS with a test PKI, spoken to by reqwest, a raw rustls client and the system
+//! curl; reloads of the CA bundle and CRL files while clients stay connected.
+
+mod common;
+mod tls_support;
+
+use rustls::HandshakeKind;
+use serde_json::{Value, json};
+use tls_support::*;
+
+/// Requests a token with `leaf` and checks the claims against facts computed here from the DER.
+async fn assert_token_with_facts_from_der(service: &TlsService, pki: &Pki, leaf: &Leaf) -> Value {
+    let client = https_client(&pki.root.pem, Some(leaf));
+    let (status, body) = post_token(&client, service).await;
+    let token = id_token(status, &body);
+    let verifier = https_client(&pki.root.pem, None);
+    let claims = common::verify_with(&verifier, &token, &service.base, common::AUDIENCE).await;
+    let spiffe = leaf.spec.spiffe.clone().unwrap();
+    assert_eq!(claims["iss"], service.base);
+    assert_eq!(claims["sub"], spiffe);
+    assert_eq!(claims["client_id"], spiffe);
+    assert_eq!(claims["amr"], json!([FLOW]));
+    assert_eq!(
+        claims["client"],
+        json!({
+            "x5_spiffe": spiffe,
+            "x5_dnssan": leaf.spec.dns.clone().unwrap(),
+            "x5_urisan": leaf.spec.uri.clone().unwrap(),
+            "x5_sha256": sha256_b64(&leaf.der),
+            "x5_serial": colon_hex(&der_serial(&leaf.der)),
+        })
+    );
+    claims
+}
+
+#[tokio::test]
+async fn bad_client_certificates_get_403_with_precise_reason_and_rejection_log_with_serial() {
+    let pki = Pki::new();
+    let crl = pki.root.crl_pem(&[&pki.revoked]);
+    let service = TlsService::start(&pki, &pki.root.pem, Some(&crl), &[]);
+    // (leaf, description, whether the description is exact or only must contain the text)
+    let cases: [(&Leaf, &str, bool); 7] = [
+        (&pki.expired, EXPIRED, true),
+        (&pki.not_yet_valid, NOT_YET_VALID, true),
+        (&pki.other_ca, UNKNOWN_ISSUER, true),
+        (&pki.revoked, REVOKED, true),
+        (&pki.server_auth_only, NO_CLIENT_AUTH, true),
+        (&pki.self_signed, UNKNOWN_ISSUER, true),
+        (&pki.no_spiffe, "MTLS_CLIENT_ID_ATTRIBUTE=spiffe", false),
+    ];
+    for (leaf, description, exact) in &cases {
+        let client = https_client(&pki.root.pem, Some(leaf));
+        let (status, body) = post_token(&client, &service).await;
+        let name = &leaf.spec.name;
+        if *exact {
+            assert_refused(status, &body, description);
+        } else {
+            assert_eq!(status, 403, "{name}: {body}");
+            assert!(body.get("id_token").is_none(), "{name}: {body}");
+            assert_eq!(body["error"], "unauthorized_client", "{name}: {body}");
+            assert!(
+                body["error_description"]
+                    .as_str()
+                    .unwrap()
+                    .contains(description),
+                "{name}: {body}"
+            );
+        }
+    }
+    let rejected = service.events("client_certificate_rejected");
+    for (leaf, description, _) in &cases {
+        let name = &leaf.spec.name;
+        let serial = colon_hex(&der_serial(&leaf.der));
+        assert_eq!(serial, colon_hex(&leaf.spec.serial), "{name}");
+        let line = rejected
+            .iter()
+            .find(|l| l["cert/serial"] == serial)
+            .unwrap_or_else(|| {
+                panic!("{name}: no rejection logged with serial {serial}: {rejected:#?}")
+            });
+        assert!(
+            line["reason"].as_str().unwrap().contains(description),
+            "{name}: {line}"
+        );
+        assert_eq!(line["flow"], FLOW, "{name}: {line}");
+        assert_eq!(line["cert/sha256"], sha256_b64(&leaf.der), "{name}: {line}");
+        assert!(
+            line["cert/subject"]
+                .as_str()
+                .unwrap()
+                .contains(name.as_str()),
+            "{name}: {line}"
+        );
+        assert!(
+            !line["cert/issuer"].as_str().unwrap().is_empty(),
+            "{name}: {line}"
+        );
+    }
+    assert_eq!(rejected.len(), cases.len(), "{rejected:#?}");
+    assert!(service.events("token_issued").is_empty());
+}
+
+#[tokio::test]
+async fn without_client_certificate_discovery_works_over_tls_and_token_is_400() {
+    let pki = Pki::new();
+    let service = TlsService::start(&pki, &pki.root.pem, None, &[]);
+    let client = https_client(&pki.root.pem, None);
+    let response = client
+        .get(service.url("/.well-known/openid-configuration"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let discovery: Value = response.json().await.unwrap();
+    assert_eq!(discovery["issuer"], service.base);
+    let jwks_uri = discovery["jwks_uri"].as_str().unwrap();
+    assert!(jwks_uri.starts_with(&service.base), "{jwks_uri}");
+    let jwks = client.get(jwks_uri).send().await.unwrap();
+    assert_eq!(jwks.status(), 200);
+    let (status, body) = post_token(&client, &service).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.get("id_token").is_none(), "{body}");
+    assert_eq!(body["error"], "invalid_request");
+    assert_eq!(
+        body["error_description"],
+        "No suitable flow found for grant type 'client_credentials'"
+    );
+}
+
+#[tokio::test]
+async fn valid_client_certificate_gets_verifiable_token_with_client_facts_equal_to_der() {
+    let pki = Pki::new();
+    let service = TlsService::start(&pki, &pki.root.pem, None, &[]);
+    let claims = assert_token_with_facts_from_der(&service, &pki, &pki.valid).await;
+    assert_eq!(claims["client"]["x5_serial"], "10:01");
+    assert_eq!(
+        claims["client"]["x5_urisan"],
+        "https://valid.example.org/id"
+    );
+}
+
+#[tokio::test]
+async fn leaf_sent_with_its_intermediate_gets_token_when_bundle_holds_only_root() {
+    let pki = Pki::new();
+    assert!(!pki.root.pem.contains(&pki.intermediate.pem));
+    let service = TlsService::start(&pki, &pki.root.pem, None, &[]);
+    let claims = assert_token_with_facts_from_der(&service, &pki, &pki.via_intermediate).await;
+    // Serial 80:02:ab has its high bit set: the DER integer carries a leading 00 byte.
+    assert_eq!(claims["client"]["x5_serial"], "00:80:02:ab");
+    // Without the intermediate the chain cannot be built.
+    let alone = Leaf {
+        chain_pem: pki.via_intermediate.pem.clone(),
+        chain_der: vec![pki.via_intermediate.der.clone()],
+        ..pki.via_intermediate.clone()
+    };
+    let client = https_client(&pki.root.pem, Some(&alone));
+    let (status, body) = post_token(&client, &service).await;
+    assert_refused(status, &body, UNKNOWN_ISSUER);
+}
+
+#[tokio::test]
+async fn dns_san_client_id_attribute_makes_first_dns_san_the_subject_and_refuses_cert_without_one()
+{
+    let pki = Pki::new();
+    let service = TlsService::start(
+        &pki,
+        &pki.root.pem,
+        None,
+        &[("MTLS_CLIENT_ID_ATTRIBUTE", "dns_san")],
+    );
+    let client = https_client(&pki.root.pem, Some(&pki.valid));
+    let (status, body) = post_token(&client, &service).await;
+    let token = id_token(status, &body);
+    let claims = common::verify_with(
+        &https_client(&pki.root.pem, None),
+        &token,
+        &service.base,
+        common::AUDIENCE,
+    )
+    .await;
+    assert_eq!(claims["sub"], "valid.example.org");
+    assert_eq!(claims["client_id"], "valid.example.org");
+    assert_eq!(claims["client"]["x5_dnssan"], "valid.example.org");
+    assert_eq!(claims["client"]["x5_spiffe"], pki.valid.spiffe());
+
+    let client = https_client(&pki.root.pem, Some(&pki.no_dns));
+    let (status, body) = post_token(&client, &service).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.get("id_token").is_none(), "{body}");
+    assert_eq!(body["error"], "unauthorized_client");
+    let description = body["error_description"].as_str().unwrap();
+    assert!(
+        description.contains("MTLS_CLIENT_ID_ATTRIBUTE=dns_san"),
+        "{description}"
+    );
+    let rejected = service.events("client_certificate_rejected");
+    assert!(
+        rejected.iter().any(|l| l["cert/serial"] == "20:08"),
+        "{rejected:#?}"
+    );
+}
+
+#[tokio::test]
+async fn crl_written_while_connected_revokes_at_once_even_on_kept_alive_connections() {
+    let pki = Pki::new();
+    let empty_crl = pki.root.crl_pem(&[]);
+    let service = TlsService::start(
+        &pki,
+        &pki.root.pem,
+        Some(&empty_crl),
+        &[("TLS_RELOAD_INTERVAL", "1")],
+    );
+    // One reqwest client (its pool keeps the connection alive) ...
+    let client = https_client(&pki.root.pem, Some(&pki.valid));
+    let (status, body) = post_token(&client, &service).await;
+    id_token(status, &body);
+    // ... and one raw TLS connection that certainly stays the same.
+    let config = rustls_config(
+        &pki.root.der,
+        &pki.valid.chain_der,
+        &pki.valid.key_der,
+        &rustls::version::TLS13,
+    );
+    let mut stream = connect(&service, config).await.unwrap();
+    let (status, body) = http1(&mut stream, "POST", "/token", Some(GRANT))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+
+    let before = service.events("tls_reloaded").len();
+    write_atomic(
+        &service.crl_file,
+        pki.root.crl_pem(&[&pki.valid]).as_bytes(),
+    );
+    service.wait_for_event("tls_reloaded", before).await;
+
+    let (status, body) = post_token(&client, &service).await;
+    assert_refused(status, &body, REVOKED);
+    let (status, body) = http1(&mut stream, "POST", "/token", Some(GRANT))
+        .await
+        .expect("the kept-alive connection stays open after a reload");
+    assert_refused(status, &serde_json::from_str(&body).unwrap(), REVOKED);
+    let rejected = service.events("client_certificate_rejected");
+    assert!(
+        rejected
+            .iter()
+            .any(|l| l["cert/serial"] == "10:01" && l["reason"] == REVOKED),
+        "{rejected:#?}"
+    );
+    // Another certificate of the same CA is unaffected.
+    let other = https_client(&pki.root.pem, Some(&pki.no_dns));
+    let (status, body) = post_token(&other, &service).await;
+    id_token(status, &body);
+}
+
+#[tokio::test]
+async fn ca_bundle_replaced_while_running_trusts_the_new_ca_and_no_longer_the_old() {
+    let pki = Pki::new();
+    let service = TlsService::start(&pki, &pki.root.pem, None, &[("TLS_RELOAD_INTERVAL", "1")]);
+    let old_kept_alive = https_client(&pki.root.pem, Some(&pki.valid));
+    let (status, body) = post_token(&old_kept_alive, &service).await;
+    id_token(status, &body);
+
+    let new_ca = Ca::root("New Root CA");
+    let new_leaf = new_ca.issue(Spec::client("new-ca-client", &[0x30, 0x01]));
+    let before = service.events("tls_reloaded").len();
+    write_atomic(&service.ca_file, new_ca.pem.as_bytes());
+    service.wait_for_event("tls_reloaded", before).await;
+
+    let new_client = https_client(&pki.root.pem, Some(&new_leaf));
+    let (status, body) = post_token(&new_client, &service).await;
+    let token = id_token(status, &body);
+    let claims = common::verify_with(
+        &https_client(&pki.root.pem, None),
+        &token,
+        &service.base,
+        common::AUDIENCE,
+    )
+    .await;
+    assert_eq!(claims["sub"], new_leaf.spiffe());
+    assert_eq!(claims["client"]["x5_serial"], "30:01");
+
+    let old_new_connection = https_client(&pki.root.pem, Some(&pki.valid));
+    let (status, body) = post_token(&old_new_connection, &service).await;
+    assert_refused(status, &body, UNKNOWN_ISSUER);
+    let (status, body) = post_token(&old_kept_alive, &service).await;
+    assert_refused(status, &body, UNKNOWN_ISSUER);
+}
+
+#[tokio::test]
+async fn broken_new_ca_bundle_is_refused_with_log_and_old_material_keeps_issuing() {
+    let pki = Pki::new();
+    let service = TlsService::start(&pki, &pki.root.pem, None, &[("TLS_RELOAD_INTERVAL", "1")]);
+    let client = https_client(&pki.root.pem, Some(&pki.valid));
+    let (status, body) = post_token(&client, &service).await;
+    id_token(status, &body);
+
+    let broken: [&[u8]; 2] = [
+        b"this is not a PEM bundle\n",
+        b"-----BEGIN CERTIFICATE-----\nAAAAAAAA\n-----END CERTIFICATE-----\n",
+    ];
+    for garbage in broken {
+        let before = service.events("tls_reload_failed").len();
+        write_atomic(&service.ca_file, garbage);
+        let failed = service.wait_for_event("tls_reload_failed", before).await;
+        assert!(
+            failed["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("TLS_CLIENT_CA_FILE"),
+            "{failed}"
+        );
+        // Old material: the kept-alive client, a new connection, and the old CA's verdicts.
+        let (status, body) = post_token(&client, &service).await;
+        id_token(status, &body);
+        let fresh = https_client(&pki.root.pem, Some(&pki.valid));
+        let (status, body) = post_token(&fresh, &service).await;
+        id_token(status, &body);
+        let stranger = https_client(&pki.root.pem, Some(&pki.other_ca));
+        let (status, body) = post_token(&stranger, &service).await;
+        assert_refused(status, &body, UNKNOWN_ISSUER);
+    }
+    assert!(service.events("tls_reloaded").is_empty());
+}
+
+#[tokio::test]
+async fn client_signing_handshake_with_another_key_than_its_certificate_gets_no_response() {
+    let pki = Pki::new();
+    let service = TlsService::start(&pki, &pki.root.pem, None, &[]);
+    let impostor_key = rcgen::KeyPair::generate().unwrap().serialize_der();
+    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        // The same client code with the right key gets a token.
+        let honest = rustls_config(
+            &pki.root.der,
+            &pki.valid.chain_der,
+            &pki.valid.key_der,
+            version,
+        );
+        let mut stream = connect(&service, honest).await.unwrap();
+        let (status, body) = http1(&mut stream, "POST", "/token", Some(GRANT))
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{version:?}: {body}");
+
+        let impostor = rustls_config(&pki.root.der, &pki.valid.chain_der, &impostor_key, version);
+        let outcome = match connect(&service, impostor).await {
+            Err(e) => Err(e),
+            // With TLS 1.3 the client finishes its side first; the refusal shows on reading.
+            Ok(mut stream) => http1(&mut stream, "POST", "/token", Some(GRANT)).await,
+        };
+        // The server refuses the CertificateVerify signature with a decrypt_error alert.
+        let error = outcome.expect_err(&format!("{version:?}: the impostor got an answer"));
+        assert!(
+            format!("{error:?}").contains("DecryptError"),
+            "{version:?}: {error:?}"
+        );
+    }
+    assert_eq!(service.events("token_issued").len(), 2);
+    assert!(service.events("client_certificate_rejected").is_empty());
+}
+
+#[tokio::test]
+async fn system_curl_gets_verifiable_token_over_h2_http1_and_tls12_but_not_tls11() {
+    let pki = Pki::new();
+    let service = TlsService::start(&pki, &pki.root.pem, None, &[]);
+    let verifier = https_client(&pki.root.pem, None);
+    let runs: [(&[&str], &str, &str); 3] = [
+        (&[], "2", "TLSv1.3"),
+        (&["--http1.1"], "1.1", "TLSv1.3"),
+        (&["--tlsv1.2", "--tls-max", "1.2"], "2", "TLSv1.2"),
+    ];
+    for (args, http_version, tls_version) in runs {
+        let run = curl_token(&service, &pki.root.pem, &pki.valid, args);
+        assert!(run.success, "{args:?}: {:?}\n{}", run.code, run.stderr);
+        assert_eq!(run.http_code, "200", "{args:?}: {}", run.body);
+        assert_eq!(run.http_version, http_version, "{args:?}");
+        assert!(
+            run.stderr
+                .contains(&format!("SSL connection using {tls_version}")),
+            "{args:?}: {}",
+            run.stderr
+        );
+        let body: Value = serde_json::from_str(&run.body).unwrap();
+        let token = body["id_token"].as_str().unwrap();
+        let claims = common::verify_with(&verifier, token, &service.base, common::AUDIENCE).await;
+        assert_eq!(claims["sub"], pki.valid.spiffe());
+        assert_eq!(claims["client"]["x5_sha256"], sha256_b64(&pki.valid.der));
+    }
+    let run = curl_token(&service, &pki.root.pem, &pki.valid, &["--tls-max", "1.1"]);
+    assert!(!run.success, "TLS 1.1 must fail: {}", run.body);
+    assert!(!run.body.contains("id_token"), "{}", run.body);
+}
+
+#[tokio::test]
+async fn certificate_revoked_at_startup_is_refused_on_full_and_resumed_tls_sessions() {
+    let pki = Pki::new();
+    let crl = pki.root.crl_pem(&[&pki.revoked]);
+    let service = TlsService::start(&pki, &pki.root.pem, Some(&crl), &[]);
+    // reqwest: two requests on one client.
+    let client = https_client(&pki.root.pem, Some(&pki.revoked));
+    for _ in 0..2 {
+        let (status, body) = post_token(&client, &service).await;
+        assert_refused(status, &body, REVOKED);
+    }
+    // A raw rustls client: a full handshake, then a resumption of that session.
+    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        for (leaf, expect) in [(&pki.revoked, Some(REVOKED)), (&pki.valid, None)] {
+            let config = rustls_config(&pki.root.der, &leaf.chain_der, &leaf.key_der, version);
+            for attempt in ["full", "resumed"] {
+                let mut stream = connect(&service, config.clone()).await.unwrap();
+                let (status, body) = http1(&mut stream, "POST", "/token", Some(GRANT))
+                    .await
+                    .unwrap();
+                let kind = stream.get_ref().1.handshake_kind();
+                let what = format!("{version:?} {} {attempt}: {kind:?}", leaf.spec.name);
+                if attempt == "full" {
+                    assert_ne!(kind, Some(HandshakeKind::Resumed), "{what}");
+                } else {
+                    assert_eq!(kind, Some(HandshakeKind::Resumed), "{what}");
+                }
+                let body: Value = serde_json::from_str(&body).unwrap();
+                match expect {
+                    Some(description) => assert_refused(status, &body, description),
+                    None => {
+                        // The resumed session still carries the certificate.
+                        id_token(status, &body);
+                    }
+                }
+            }
+        }
+    }
+}
