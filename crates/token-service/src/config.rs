@@ -466,6 +466,7 @@ pub fn load(values: Values, known: KnownFlows<'_>) -> Result<Config, Vec<String>
 
     let xlb = read_xlb(&mut r);
     let (tls, trust, client_id) = read_tls(&mut r, &flows);
+    let forwarded = read_forwarded(&mut r, &flows, trust.is_some());
     if flows.iter().any(|f| f == crate::flows::xlb_mtls::NAME)
         && let Err(e) = xlb.validate()
     {
@@ -536,6 +537,7 @@ pub fn load(values: Values, known: KnownFlows<'_>) -> Result<Config, Vec<String>
         flow_settings: FlowSettings {
             xlb,
             client_id,
+            forwarded,
             trust: None,
         },
         tls,
@@ -781,6 +783,57 @@ fn read_tls(
         }),
     };
     (tls, trust, client_id)
+}
+
+fn read_forwarded(
+    r: &mut Reader<'_>,
+    flows: &[String],
+    has_trust: bool,
+) -> crate::flows::forwarded_cert::ForwardedSettings {
+    use crate::flows::forwarded_cert::{ForwardedSettings, NAME, parse::ForwardedFormat};
+    let format = match r.get("FORWARDED_CERT_FORMAT").map(str::to_owned) {
+        None => ForwardedFormat::Rfc9440,
+        Some(v) => ForwardedFormat::parse(&v).unwrap_or_else(|| {
+            r.fail(format!("FORWARDED_CERT_FORMAT: '{v}' is not valid; expected rfc9440, xfcc, nginx, haproxy or traefik"));
+            ForwardedFormat::Rfc9440
+        }),
+    };
+    let header = r.header("FORWARDED_CERT_HEADER", format.default_header());
+    let chain_header = match (
+        r.get("FORWARDED_CERT_CHAIN_HEADER").is_some(),
+        format.default_chain_header(),
+    ) {
+        (false, None) => None,
+        (_, default) => Some(r.header(
+            "FORWARDED_CERT_CHAIN_HEADER",
+            default.unwrap_or("client-cert-chain"),
+        )),
+    };
+    let mut trusted_proxies = Vec::new();
+    let listed = r.get("TRUSTED_PROXIES").unwrap_or("").to_owned();
+    for item in listed.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let parsed = item
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| item.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+        match parsed {
+            Ok(net) => trusted_proxies.push(net),
+            Err(_) => r.fail(format!("TRUSTED_PROXIES: '{item}' is not valid; expected IP addresses or CIDRs such as 10.0.0.0/8")),
+        }
+    }
+    if flows.iter().any(|f| f == NAME) {
+        if trusted_proxies.is_empty() {
+            r.fail(format!("TRUSTED_PROXIES: required by the flow {NAME}; list the proxies that forward certificates (CIDR)"));
+        }
+        if !has_trust {
+            r.fail(format!("TLS_CLIENT_CA_FILE: required by the flow {NAME}; set it to a PEM bundle of the client CAs"));
+        }
+    }
+    ForwardedSettings {
+        format,
+        header,
+        chain_header,
+        trusted_proxies,
+    }
 }
 
 fn read_google(r: &mut Reader<'_>) -> GoogleConfig {

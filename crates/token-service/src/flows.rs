@@ -7,6 +7,7 @@
 //! Adding a flow takes one new module under `flows/` and one `register` line in
 //! [`FlowRegistry::builtin`]; applications embedding the library can also register their own.
 
+pub mod forwarded_cert;
 pub mod mtls;
 pub mod xlb_mtls;
 
@@ -57,6 +58,8 @@ pub struct FlowSettings {
     pub xlb: xlb_mtls::XlbSettings,
     /// Client ID attribute of the certificate-verifying flows (`MTLS_CLIENT_ID_ATTRIBUTE`).
     pub client_id: crate::x509::ClientIdAttribute,
+    /// Settings of `forwarded-cert-client-credentials`.
+    pub forwarded: forwarded_cert::ForwardedSettings,
     /// Client CA bundle and CRLs, loaded; required by the certificate-verifying flows.
     pub trust: Option<Arc<crate::x509::Trust>>,
 }
@@ -90,6 +93,15 @@ impl FlowRegistry {
         let mut registry = Self::empty();
         registry.register(xlb_mtls::NAME, |s| {
             Ok(Arc::new(xlb_mtls::XlbMtlsFlow::new(s.xlb.clone())?))
+        });
+        registry.register(forwarded_cert::NAME, |s| {
+            let trust = s.trust(forwarded_cert::NAME)?;
+            Ok(Arc::new(forwarded_cert::ForwardedCertFlow::new(
+                s.forwarded.clone(),
+                s.client_id,
+                trust,
+                s.xlb.clock,
+            )?))
         });
         registry.register(mtls::NAME, |s| {
             Ok(Arc::new(mtls::MtlsFlow::new(

@@ -47,7 +47,7 @@ fn configuration_errors_name_the_variable_and_exit_nonzero_without_panic() {
         ),
         (
             &[("TOKEN_AUDIENCE", "a"), ("AUTH_FLOWS", "nope")],
-            "AUTH_FLOWS: unknown flow 'nope'; known flows: mtls-client-credentials, xlb-mtls-client-credentials",
+            "AUTH_FLOWS: unknown flow 'nope'; known flows: forwarded-cert-client-credentials, mtls-client-credentials, xlb-mtls-client-credentials",
         ),
         (
             &[("TOKEN_AUDIENCE", "a"), ("AUTH_FLOWS", " ")],

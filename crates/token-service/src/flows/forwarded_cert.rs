@@ -1,0 +1,158 @@
+//! Flow `forwarded-cert-client-credentials`: a proxy (Envoy/Istio, nginx, HAProxy, Traefik,
+//! Google's load balancer) terminates TLS and forwards the whole client certificate in a
+//! header; Token Service re-verifies it against its own CA bundle and CRLs instead of trusting a
+//! proxy's verdict. The header is accepted only from trusted proxy addresses.
+
+pub mod parse;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use http::HeaderName;
+use ipnet::IpNet;
+
+use super::mtls::authenticate_chain;
+use super::{Flow, FlowError, TLS_CLIENT_AUTH};
+use crate::clock::Clock;
+use crate::model::{AuthenticatedClient, CLIENT_CREDENTIALS, TokenRequest};
+use crate::x509::{ClientIdAttribute, Trust};
+use parse::{ForwardedFormat, parse_forwarded};
+
+/// Name of this flow in `AUTH_FLOWS` and `amr`.
+pub const NAME: &str = "forwarded-cert-client-credentials";
+
+/// Settings of the flow.
+#[derive(Debug, Clone)]
+pub struct ForwardedSettings {
+    /// Header encoding (`FORWARDED_CERT_FORMAT`).
+    pub format: ForwardedFormat,
+    /// Leaf header (`FORWARDED_CERT_HEADER`).
+    pub header: HeaderName,
+    /// Chain header (`FORWARDED_CERT_CHAIN_HEADER`), when the format has one.
+    pub chain_header: Option<HeaderName>,
+    /// Proxies allowed to forward certificates (`TRUSTED_PROXIES`).
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+impl Default for ForwardedSettings {
+    fn default() -> Self {
+        let format = ForwardedFormat::Rfc9440;
+        Self {
+            format,
+            header: HeaderName::from_static(format.default_header()),
+            chain_header: format.default_chain_header().map(HeaderName::from_static),
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+/// The forwarded-certificate flow.
+pub struct ForwardedCertFlow {
+    settings: ForwardedSettings,
+    attribute: ClientIdAttribute,
+    trust: Arc<Trust>,
+    clock: Clock,
+}
+
+impl ForwardedCertFlow {
+    /// Builds the flow; fails without trusted proxies.
+    pub fn new(
+        settings: ForwardedSettings,
+        attribute: ClientIdAttribute,
+        trust: Arc<Trust>,
+        clock: Clock,
+    ) -> Result<Self, String> {
+        if settings.trusted_proxies.is_empty() {
+            return Err(format!(
+                "TRUSTED_PROXIES: required by the flow {NAME}; list the addresses of the proxies that forward certificates (CIDR, e.g. 10.0.0.0/8)"
+            ));
+        }
+        Ok(Self {
+            settings,
+            attribute,
+            trust,
+            clock,
+        })
+    }
+
+    fn header<'a>(
+        &self,
+        request: &'a TokenRequest,
+        name: &HeaderName,
+    ) -> Result<Option<&'a str>, FlowError> {
+        let mut values = request.headers.get_all(name).iter();
+        let Some(value) = values.next() else {
+            return Ok(None);
+        };
+        if values.next().is_some() {
+            return Err(FlowError::InvalidRequest(format!(
+                "Header {name} appears more than once: the proxy must overwrite it, not append to it"
+            )));
+        }
+        value
+            .to_str()
+            .map(Some)
+            .map_err(|_| FlowError::InvalidRequest(format!("Header {name} is not printable ASCII")))
+    }
+}
+
+#[async_trait]
+impl Flow for ForwardedCertFlow {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn grant_type(&self) -> &str {
+        CLIENT_CREDENTIALS
+    }
+
+    fn auth_method(&self) -> &str {
+        TLS_CLIENT_AUTH
+    }
+
+    fn can_handle(&self, request: &TokenRequest) -> bool {
+        request.headers.contains_key(&self.settings.header)
+    }
+
+    async fn authenticate(&self, request: &TokenRequest) -> Result<AuthenticatedClient, FlowError> {
+        let peer = request.remote_addr.map(|a| a.ip());
+        let trusted = peer.is_some_and(|ip| {
+            self.settings
+                .trusted_proxies
+                .iter()
+                .any(|net| net.contains(&ip))
+        });
+        if !trusted {
+            let from = peer
+                .map(|ip| ip.to_string())
+                .unwrap_or_else(|| "an unknown address".into());
+            tracing::warn!(
+                event = "forwarded_cert_untrusted_proxy",
+                flow = NAME,
+                peer = %from,
+                "refused a forwarded client certificate from {from}, which is not in TRUSTED_PROXIES"
+            );
+            return Err(FlowError::Unauthorized(format!(
+                "Forwarded client certificates are accepted only from trusted proxies; {from} is not one"
+            )));
+        }
+        let leaf = self.header(request, &self.settings.header)?.unwrap_or("");
+        let chain = match &self.settings.chain_header {
+            Some(name) => self.header(request, name)?,
+            None => None,
+        };
+        let forwarded = parse_forwarded(self.settings.format, leaf, chain).map_err(|e| {
+            FlowError::InvalidRequest(format!("Header {}: {e}", self.settings.header))
+        })?;
+        let mut certificates = Vec::with_capacity(1 + forwarded.chain.len());
+        certificates.push(forwarded.leaf);
+        certificates.extend(forwarded.chain);
+        authenticate_chain(
+            NAME,
+            &self.trust,
+            &self.clock,
+            self.attribute,
+            &certificates,
+        )
+    }
+}

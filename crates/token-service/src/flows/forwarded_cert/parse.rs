@@ -1,0 +1,906 @@
+//! Turns the header value a TLS-terminating proxy forwards into DER certificates.
+//!
+//! Proxies that terminate mutual TLS (Envoy/Istio, nginx, HAProxy, Traefik, Google's load
+//! balancer) pass the client certificate on in a request header, each in its own encoding. This
+//! module only decodes those encodings: it checks that every certificate is a single DER
+//! SEQUENCE and verifies nothing else. The caller re-verifies the certificates.
+//!
+//! The input is untrusted network data, so nothing here may panic: there is no indexing, no
+//! unchecked arithmetic and no `unwrap`, every value is bounded by [`MAX_HEADER_LEN`], and a
+//! client's chain by ten certificates (leaf included).
+
+#![deny(
+    clippy::indexing_slicing,
+    clippy::string_slice,
+    clippy::arithmetic_side_effects
+)]
+
+use std::fmt::Write as _;
+
+use base64::Engine as _;
+use base64::alphabet;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use rustls_pki_types::pem::{self, SectionKind};
+
+/// Maximum accepted header value length: 64 KiB (longer → [`ParseError::TooLong`]).
+pub const MAX_HEADER_LEN: usize = 65536;
+
+/// Most certificates accepted for one client, leaf included.
+const MAX_CERTIFICATES: usize = 10;
+
+/// Longest snippet of input echoed in an error message, in characters.
+const MAX_ECHO: usize = 64;
+
+/// Longest PEM label looked for when rebuilding the lines of a flattened PEM value.
+const MAX_PEM_LABEL: usize = 64;
+
+/// Standard-alphabet base64. RFC 8941 asks parsers not to fail on missing padding or non-zero
+/// pad bits; the DER check that follows every decode catches any corruption.
+const BASE64: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new()
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+        .with_decode_allow_trailing_bits(true),
+);
+
+/// Where a value came from, as named in error messages.
+mod source {
+    pub(super) const CLIENT_CERT: &str = "Client-Cert header";
+    pub(super) const CLIENT_CERT_CHAIN: &str = "Client-Cert-Chain header";
+    pub(super) const XFCC: &str = "X-Forwarded-Client-Cert header";
+    pub(super) const XFCC_CERT: &str = "X-Forwarded-Client-Cert Cert field";
+    pub(super) const XFCC_CHAIN: &str = "X-Forwarded-Client-Cert Chain field";
+    pub(super) const NGINX: &str = "nginx $ssl_client_escaped_cert header";
+    pub(super) const HAPROXY: &str = "HAProxy ssl_c_der header";
+    pub(super) const HAPROXY_CHAIN: &str = "HAProxy ssl_c_chain_der header";
+    pub(super) const TRAEFIK: &str = "Traefik X-Forwarded-Tls-Client-Cert header";
+}
+
+/// Header encodings of forwarded client certificates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardedFormat {
+    /// RFC 9440 `Client-Cert` / `Client-Cert-Chain` (structured-field byte sequences); also
+    /// Google's load balancer `{client_cert_leaf}` / `{client_cert_chain}`.
+    Rfc9440,
+    /// Envoy's (and Istio's) `x-forwarded-client-cert`.
+    Xfcc,
+    /// nginx `$ssl_client_escaped_cert` (URL-encoded PEM of the leaf).
+    Nginx,
+    /// HAProxy `ssl_c_der,base64` and `ssl_c_chain_der,base64`.
+    Haproxy,
+    /// Traefik `passTLSClientCert` with `pem: true`.
+    Traefik,
+}
+
+impl ForwardedFormat {
+    /// Every format.
+    pub const ALL: [ForwardedFormat; 5] = [
+        ForwardedFormat::Rfc9440,
+        ForwardedFormat::Xfcc,
+        ForwardedFormat::Nginx,
+        ForwardedFormat::Haproxy,
+        ForwardedFormat::Traefik,
+    ];
+
+    /// Parses a format name, case-insensitively: `rfc9440`, `xfcc` (also `envoy`, `istio`),
+    /// `nginx`, `haproxy` or `traefik`.
+    pub fn parse(name: &str) -> Option<Self> {
+        const NAMES: [(&str, ForwardedFormat); 7] = [
+            ("rfc9440", ForwardedFormat::Rfc9440),
+            ("xfcc", ForwardedFormat::Xfcc),
+            ("envoy", ForwardedFormat::Xfcc),
+            ("istio", ForwardedFormat::Xfcc),
+            ("nginx", ForwardedFormat::Nginx),
+            ("haproxy", ForwardedFormat::Haproxy),
+            ("traefik", ForwardedFormat::Traefik),
+        ];
+        NAMES
+            .iter()
+            .find(|(known, _)| known.eq_ignore_ascii_case(name))
+            .map(|&(_, format)| format)
+    }
+
+    /// Canonical lowercase name.
+    pub fn name(self) -> &'static str {
+        match self {
+            ForwardedFormat::Rfc9440 => "rfc9440",
+            ForwardedFormat::Xfcc => "xfcc",
+            ForwardedFormat::Nginx => "nginx",
+            ForwardedFormat::Haproxy => "haproxy",
+            ForwardedFormat::Traefik => "traefik",
+        }
+    }
+
+    /// Header that carries the leaf certificate by default (lowercase).
+    pub fn default_header(self) -> &'static str {
+        match self {
+            ForwardedFormat::Rfc9440 => "client-cert",
+            ForwardedFormat::Xfcc => "x-forwarded-client-cert",
+            ForwardedFormat::Nginx => "x-ssl-client-cert",
+            ForwardedFormat::Haproxy => "x-ssl-client-der",
+            ForwardedFormat::Traefik => "x-forwarded-tls-client-cert",
+        }
+    }
+
+    /// Header that carries the intermediates by default, for formats that use a separate one.
+    /// XFCC and Traefik carry the chain in the leaf header; nginx cannot forward it.
+    pub fn default_chain_header(self) -> Option<&'static str> {
+        match self {
+            ForwardedFormat::Rfc9440 => Some("client-cert-chain"),
+            ForwardedFormat::Haproxy => Some("x-ssl-client-chain-der"),
+            ForwardedFormat::Xfcc | ForwardedFormat::Nginx | ForwardedFormat::Traefik => None,
+        }
+    }
+}
+
+/// A forwarded certificate: the leaf and any intermediates the proxy sent (leaf excluded), DER.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardedCertificate {
+    /// DER of the client (leaf) certificate.
+    pub leaf: Vec<u8>,
+    /// DER of the intermediates, in the order the proxy sent them; never starts with the leaf.
+    pub chain: Vec<Vec<u8>>,
+    /// The XFCC element the certificate came from ([`ForwardedFormat::Xfcc`] only).
+    pub xfcc: Option<XfccElement>,
+}
+
+/// One XFCC element (the fields Envoy documents), values unquoted/unescaped as Envoy defines.
+///
+/// `Cert` and `Chain` stay URL-encoded, as Envoy sent them. Keys other than these are ignored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct XfccElement {
+    /// `By`: URI SANs of the proxy that added the element (repeatable).
+    pub by: Vec<String>,
+    /// `Hash`: lowercase hex SHA-256 of the client certificate's DER.
+    pub hash: Option<String>,
+    /// `Cert`: URL-encoded PEM of the client (leaf) certificate.
+    pub cert: Option<String>,
+    /// `Chain`: URL-encoded PEM of the client's whole chain, leaf first.
+    pub chain: Option<String>,
+    /// `Subject`: subject DN of the client certificate.
+    pub subject: Option<String>,
+    /// `URI`: URI SANs of the client certificate (repeatable).
+    pub uri: Vec<String>,
+    /// `DNS`: DNS SANs of the client certificate (repeatable).
+    pub dns: Vec<String>,
+}
+
+/// Why a forwarded-certificate header value was rejected. Messages never echo more than 64
+/// characters of input.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// The value is empty or only whitespace.
+    #[error("the {input} is empty")]
+    Empty {
+        /// Which header or field the value came from.
+        input: &'static str,
+    },
+    /// The value is longer than [`MAX_HEADER_LEN`].
+    #[error("the {input} is {len} bytes long; at most {MAX_HEADER_LEN} bytes are accepted")]
+    TooLong {
+        /// Which header or field the value came from.
+        input: &'static str,
+        /// Length of the value in bytes.
+        len: usize,
+    },
+    /// An RFC 9440 `Client-Cert` value is not `:base64:`.
+    #[error("the {input} is not an RFC 9440 byte sequence (:base64:); found {found:?}")]
+    NotByteSequence {
+        /// Which header or field the value came from.
+        input: &'static str,
+        /// The start of the offending value.
+        found: String,
+    },
+    /// An RFC 9440 `Client-Cert-Chain` value is not a list of `:base64:` separated by commas.
+    #[error(
+        "the {input} is not an RFC 9440 list of byte sequences (:base64:, :base64:, ...); \
+         member {member} is {found:?}"
+    )]
+    NotByteSequenceList {
+        /// Which header or field the value came from.
+        input: &'static str,
+        /// 1-based position of the offending list member.
+        member: usize,
+        /// The start of the offending member.
+        found: String,
+    },
+    /// Base64 that does not decode.
+    #[error("the {input} is not valid base64: {detail}")]
+    InvalidBase64 {
+        /// Which header or field the value came from.
+        input: &'static str,
+        /// What the decoder found.
+        detail: String,
+    },
+    /// A PEM block that cannot be read.
+    #[error("the {input} is not valid PEM: {detail}")]
+    InvalidPem {
+        /// Which header or field the value came from.
+        input: &'static str,
+        /// What is wrong.
+        detail: &'static str,
+    },
+    /// The value holds no certificate (PEM blocks other than `CERTIFICATE` are ignored).
+    #[error("the {input} contains no certificate")]
+    NoCertificate {
+        /// Which header or field the value came from.
+        input: &'static str,
+    },
+    /// A value that holds the leaf only carries more than one certificate.
+    #[error("the {input} carries more than one certificate; only the client's leaf belongs there")]
+    ExtraCertificates {
+        /// Which header or field the value came from.
+        input: &'static str,
+    },
+    /// More than ten certificates, leaf included.
+    #[error(
+        "the {input} makes a chain of more than {MAX_CERTIFICATES} certificates (leaf included)"
+    )]
+    TooManyCertificates {
+        /// Which header or field the value came from.
+        input: &'static str,
+    },
+    /// A decoded certificate is not exactly one DER SEQUENCE.
+    #[error("a certificate in the {input} is not DER: {reason}")]
+    NotDer {
+        /// Which header or field the value came from.
+        input: &'static str,
+        /// What is wrong with the encoding.
+        reason: &'static str,
+    },
+    /// The `x-forwarded-client-cert` value does not follow Envoy's syntax.
+    #[error("the X-Forwarded-Client-Cert header is malformed at byte {position}: {reason}")]
+    XfccSyntax {
+        /// Byte offset in the header value.
+        position: usize,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// An XFCC element repeats a key that Envoy writes at most once.
+    #[error("an X-Forwarded-Client-Cert element has more than one {key} key")]
+    XfccDuplicateKey {
+        /// The repeated key.
+        key: &'static str,
+    },
+    /// The last XFCC element has neither `Cert` nor `Chain`.
+    #[error(
+        "the last X-Forwarded-Client-Cert element carries neither Cert nor Chain: Envoy must \
+         forward the certificate (forward_client_cert_details: SANITIZE_SET or APPEND_FORWARD, \
+         with set_current_client_cert_details: {{ cert: true, chain: true }})"
+    )]
+    XfccMissingCertificate,
+    /// The XFCC `Hash` is not the lowercase hex SHA-256 of the forwarded leaf.
+    #[error(
+        "the X-Forwarded-Client-Cert Hash is not the lowercase hex SHA-256 of the forwarded \
+         certificate"
+    )]
+    HashMismatch,
+}
+
+/// Parses the leaf header value and the optional chain header value in the given format.
+///
+/// `chain` is read only by formats with a separate chain header ([`ForwardedFormat::Rfc9440`],
+/// [`ForwardedFormat::Haproxy`]); an empty or blank chain value means no intermediates. XFCC
+/// and Traefik carry the chain in `leaf`, nginx cannot forward it. A chain that starts with a
+/// copy of the leaf has that copy dropped.
+pub fn parse_forwarded(
+    format: ForwardedFormat,
+    leaf: &str,
+    chain: Option<&str>,
+) -> Result<ForwardedCertificate, ParseError> {
+    match format {
+        ForwardedFormat::Rfc9440 => parse_rfc9440(leaf, chain),
+        ForwardedFormat::Xfcc => parse_xfcc_certificate(leaf),
+        ForwardedFormat::Nginx => parse_nginx(leaf),
+        ForwardedFormat::Haproxy => parse_haproxy(leaf, chain),
+        ForwardedFormat::Traefik => parse_traefik(leaf),
+    }
+}
+
+/// Parses a whole XFCC header into elements (several elements, one per proxy hop,
+/// comma-separated; quoting).
+///
+/// The last element was added by the proxy directly in front of this service.
+pub fn parse_xfcc(value: &str) -> Result<Vec<XfccElement>, ParseError> {
+    let trimmed = trimmed(source::XFCC, value)?;
+    let offset = value.len().saturating_sub(value.trim_ascii_start().len());
+    XfccParser {
+        text: trimmed,
+        pos: 0,
+        offset,
+    }
+    .elements()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Formats
+
+/// RFC 9440: `Client-Cert: :base64:` and `Client-Cert-Chain: :base64:, :base64:`.
+fn parse_rfc9440(leaf: &str, chain: Option<&str>) -> Result<ForwardedCertificate, ParseError> {
+    let value = trimmed(source::CLIENT_CERT, leaf)?;
+    let inner = sf_binary(value).ok_or_else(|| ParseError::NotByteSequence {
+        input: source::CLIENT_CERT,
+        found: echo(value),
+    })?;
+    let leaf = decode_der(source::CLIENT_CERT, inner)?;
+
+    let mut intermediates = Vec::new();
+    if let Some(value) = optional(source::CLIENT_CERT_CHAIN, chain)? {
+        // The whole list's syntax first, then the certificates.
+        let members = value
+            .split(',')
+            .enumerate()
+            .map(|(index, member)| {
+                let member = member.trim_matches([' ', '\t']);
+                sf_binary(member).ok_or_else(|| ParseError::NotByteSequenceList {
+                    input: source::CLIENT_CERT_CHAIN,
+                    member: index.saturating_add(1),
+                    found: echo(member),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if members.len() > MAX_CERTIFICATES {
+            return Err(ParseError::TooManyCertificates {
+                input: source::CLIENT_CERT_CHAIN,
+            });
+        }
+        for inner in members {
+            intermediates.push(decode_der(source::CLIENT_CERT_CHAIN, inner)?);
+        }
+    }
+    finish(source::CLIENT_CERT_CHAIN, leaf, intermediates, None)
+}
+
+/// nginx `$ssl_client_escaped_cert`, or a PEM whose newlines became spaces or tabs.
+fn parse_nginx(leaf: &str) -> Result<ForwardedCertificate, ParseError> {
+    let value = trimmed(source::NGINX, leaf)?;
+    let leaf = single_pem(source::NGINX, &percent_decoded(value))?;
+    Ok(ForwardedCertificate {
+        leaf,
+        chain: Vec::new(),
+        xfcc: None,
+    })
+}
+
+/// HAProxy `ssl_c_der,base64` and `ssl_c_chain_der,base64` (concatenated DER).
+fn parse_haproxy(leaf: &str, chain: Option<&str>) -> Result<ForwardedCertificate, ParseError> {
+    let value = trimmed(source::HAPROXY, leaf)?;
+    let leaf = decode_der(source::HAPROXY, value)?;
+
+    let mut intermediates = Vec::new();
+    if let Some(value) = optional(source::HAPROXY_CHAIN, chain)? {
+        let bytes = decode_base64(source::HAPROXY_CHAIN, value)?;
+        let mut rest = bytes.as_slice();
+        while !rest.is_empty() {
+            if intermediates.len() >= MAX_CERTIFICATES {
+                return Err(ParseError::TooManyCertificates {
+                    input: source::HAPROXY_CHAIN,
+                });
+            }
+            let len = der_sequence_len(rest).map_err(|reason| ParseError::NotDer {
+                input: source::HAPROXY_CHAIN,
+                reason,
+            })?;
+            let (cert, tail) = rest.split_at_checked(len).ok_or(ParseError::NotDer {
+                input: source::HAPROXY_CHAIN,
+                reason: "the length runs past the end of the value",
+            })?;
+            intermediates.push(cert.to_vec());
+            rest = tail;
+        }
+    }
+    finish(source::HAPROXY_CHAIN, leaf, intermediates, None)
+}
+
+/// Traefik `passTLSClientCert` with `pem: true`: base64 PEM bodies separated by `,`, the whole
+/// possibly URL-escaped; the first is the leaf.
+fn parse_traefik(leaf: &str) -> Result<ForwardedCertificate, ParseError> {
+    let value = trimmed(source::TRAEFIK, leaf)?;
+    let decoded = percent_decoded(value);
+    let mut certs = Vec::new();
+    for item in decoded.split(|&b| b == b',') {
+        if certs.len() >= MAX_CERTIFICATES {
+            return Err(ParseError::TooManyCertificates {
+                input: source::TRAEFIK,
+            });
+        }
+        certs.push(decode_der(source::TRAEFIK, item.trim_ascii())?);
+    }
+    let mut certs = certs.into_iter();
+    let leaf = certs.next().ok_or(ParseError::NoCertificate {
+        input: source::TRAEFIK,
+    })?;
+    finish(source::TRAEFIK, leaf, certs.collect(), None)
+}
+
+/// Envoy XFCC: the certificate of the last element.
+fn parse_xfcc_certificate(value: &str) -> Result<ForwardedCertificate, ParseError> {
+    let mut elements = parse_xfcc(value)?;
+    let element = elements.pop().ok_or(ParseError::Empty {
+        input: source::XFCC,
+    })?;
+    let cert = element.cert.as_deref().filter(|v| !v.is_empty());
+    let chain = element.chain.as_deref().filter(|v| !v.is_empty());
+
+    let chain = match chain {
+        Some(chain) => pem_certificates(source::XFCC_CHAIN, &percent_decoded(chain))?,
+        None => Vec::new(),
+    };
+    if chain.len() > MAX_CERTIFICATES {
+        return Err(ParseError::TooManyCertificates {
+            input: source::XFCC_CHAIN,
+        });
+    }
+    let (leaf, intermediates) = match cert {
+        // `finish` drops the first chain certificate when it is the leaf.
+        Some(cert) => (
+            single_pem(source::XFCC_CERT, &percent_decoded(cert))?,
+            chain,
+        ),
+        None => {
+            let mut chain = chain.into_iter();
+            let leaf = chain.next().ok_or(ParseError::XfccMissingCertificate)?;
+            (leaf, chain.collect())
+        }
+    };
+
+    if let Some(hash) = &element.hash
+        && *hash != sha256_hex(&leaf)
+    {
+        return Err(ParseError::HashMismatch);
+    }
+    finish(source::XFCC_CHAIN, leaf, intermediates, Some(element))
+}
+
+/// Drops a copy of the leaf at the start of the chain and enforces `MAX_CERTIFICATES`.
+fn finish(
+    chain_source: &'static str,
+    leaf: Vec<u8>,
+    mut chain: Vec<Vec<u8>>,
+    xfcc: Option<XfccElement>,
+) -> Result<ForwardedCertificate, ParseError> {
+    if chain.first() == Some(&leaf) {
+        chain.remove(0);
+    }
+    if chain.len() >= MAX_CERTIFICATES {
+        return Err(ParseError::TooManyCertificates {
+            input: chain_source,
+        });
+    }
+    Ok(ForwardedCertificate { leaf, chain, xfcc })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared pieces
+
+/// Checks the length, strips surrounding whitespace and rejects an empty value.
+fn trimmed<'a>(source: &'static str, value: &'a str) -> Result<&'a str, ParseError> {
+    if value.len() > MAX_HEADER_LEN {
+        return Err(ParseError::TooLong {
+            input: source,
+            len: value.len(),
+        });
+    }
+    let value = value.trim_ascii();
+    if value.is_empty() {
+        return Err(ParseError::Empty { input: source });
+    }
+    Ok(value)
+}
+
+/// Like [`trimmed`] for an optional header, where absent, empty and blank all mean "none".
+fn optional<'a>(
+    source: &'static str,
+    value: Option<&'a str>,
+) -> Result<Option<&'a str>, ParseError> {
+    match value.map(|v| trimmed(source, v)) {
+        None | Some(Err(ParseError::Empty { .. })) => Ok(None),
+        Some(Err(e)) => Err(e),
+        Some(Ok(v)) => Ok(Some(v)),
+    }
+}
+
+/// The base64 inside an RFC 8941 byte sequence `:base64:`, if `value` is one.
+fn sf_binary(value: &str) -> Option<&str> {
+    let inner = value.strip_prefix(':')?.strip_suffix(':')?;
+    inner
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
+        .then_some(inner)
+}
+
+fn decode_base64(source: &'static str, value: impl AsRef<[u8]>) -> Result<Vec<u8>, ParseError> {
+    BASE64.decode(value).map_err(|e| ParseError::InvalidBase64 {
+        input: source,
+        detail: e.to_string(),
+    })
+}
+
+/// Base64 of exactly one DER certificate.
+fn decode_der(source: &'static str, value: impl AsRef<[u8]>) -> Result<Vec<u8>, ParseError> {
+    let der = decode_base64(source, value)?;
+    check_der(source, &der)?;
+    Ok(der)
+}
+
+/// Percent-decodes a value. Invalid escapes are kept as they are; `+` stays `+`.
+fn percent_decoded(value: &str) -> Vec<u8> {
+    percent_encoding::percent_decode_str(value).collect()
+}
+
+/// Exactly one PEM certificate.
+fn single_pem(source: &'static str, bytes: &[u8]) -> Result<Vec<u8>, ParseError> {
+    let mut certs = pem_certificates(source, bytes)?.into_iter();
+    match (certs.next(), certs.next()) {
+        (Some(leaf), None) => Ok(leaf),
+        (Some(_), Some(_)) => Err(ParseError::ExtraCertificates { input: source }),
+        (None, _) => Err(ParseError::NoCertificate { input: source }),
+    }
+}
+
+/// The `CERTIFICATE` blocks of a PEM text, each checked to be DER. Other blocks are ignored.
+/// Stops after `MAX_CERTIFICATES + 1` certificates, so callers can tell when there are too many.
+fn pem_certificates(source: &'static str, bytes: &[u8]) -> Result<Vec<Vec<u8>>, ParseError> {
+    let text = rebuild_pem_lines(bytes);
+    let mut reader = text.as_slice();
+    let mut certs = Vec::new();
+    while certs.len() <= MAX_CERTIFICATES {
+        match pem::from_buf(&mut reader) {
+            Ok(Some((SectionKind::Certificate, der))) => {
+                check_der(source, &der)?;
+                certs.push(der);
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => break,
+            Err(e) => {
+                let detail = match e {
+                    pem::Error::MissingSectionEnd { .. } => "a BEGIN line has no matching END line",
+                    pem::Error::IllegalSectionStart { .. } => "malformed BEGIN line",
+                    pem::Error::Base64Decode(_) => "a PEM block is not valid base64",
+                    _ => "unreadable PEM",
+                };
+                return Err(ParseError::InvalidPem {
+                    input: source,
+                    detail,
+                });
+            }
+        }
+    }
+    if certs.is_empty() {
+        return Err(ParseError::NoCertificate { input: source });
+    }
+    Ok(certs)
+}
+
+/// Puts PEM `-----BEGIN …-----` and `-----END …-----` markers on lines of their own and turns
+/// all other whitespace into line breaks, so PEM flattened onto one line (newlines replaced by
+/// spaces or tabs, as `$ssl_client_cert` is often passed on) reads like the original.
+fn rebuild_pem_lines(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len().saturating_add(64));
+    let mut rest = bytes;
+    while let Some((&byte, tail)) = rest.split_first() {
+        if let Some(len) = pem_marker_len(rest)
+            && let Some((marker, after)) = rest.split_at_checked(len)
+        {
+            out.push(b'\n');
+            out.extend_from_slice(marker);
+            out.push(b'\n');
+            rest = after;
+            continue;
+        }
+        out.push(if byte.is_ascii_whitespace() {
+            b'\n'
+        } else {
+            byte
+        });
+        rest = tail;
+    }
+    out
+}
+
+/// Length of the PEM marker (`-----BEGIN label-----` or `-----END label-----`) that `bytes`
+/// starts with, if it does; the label must close within [`MAX_PEM_LABEL`] bytes on the line.
+fn pem_marker_len(bytes: &[u8]) -> Option<usize> {
+    const DASHES: &[u8] = b"-----";
+    let after = bytes
+        .strip_prefix(b"-----BEGIN ".as_slice())
+        .or_else(|| bytes.strip_prefix(b"-----END ".as_slice()))?;
+    let prefix_len = bytes.len().checked_sub(after.len())?;
+    let window = after.get(..after.len().min(MAX_PEM_LABEL.saturating_add(DASHES.len())))?;
+    let label_len = window
+        .windows(DASHES.len())
+        .take_while(|w| !w.iter().any(|&b| b == b'\n' || b == b'\r'))
+        .position(|w| w == DASHES)?;
+    prefix_len.checked_add(label_len)?.checked_add(DASHES.len())
+}
+
+/// Checks that `der` is exactly one DER SEQUENCE.
+fn check_der(source: &'static str, der: &[u8]) -> Result<(), ParseError> {
+    let len = der_sequence_len(der).map_err(|reason| ParseError::NotDer {
+        input: source,
+        reason,
+    })?;
+    if len != der.len() {
+        return Err(ParseError::NotDer {
+            input: source,
+            reason: "bytes follow the end of the certificate",
+        });
+    }
+    Ok(())
+}
+
+/// Encoded length (tag, length and contents) of the DER SEQUENCE `bytes` starts with. Rejects
+/// other tags, indefinite and non-minimal lengths, and contents that run past the end of
+/// `bytes`. Trailing bytes are allowed; the caller decides what they mean.
+fn der_sequence_len(bytes: &[u8]) -> Result<usize, &'static str> {
+    let (&tag, rest) = bytes.split_first().ok_or("it is empty")?;
+    if tag != 0x30 {
+        return Err("it does not start with a SEQUENCE (0x30)");
+    }
+    let (&first, rest) = rest.split_first().ok_or("it ends before its length")?;
+    let (header_len, content_len) = if first < 0x80 {
+        (2usize, usize::from(first))
+    } else if first == 0x80 {
+        return Err("it uses an indefinite length, which DER forbids");
+    } else {
+        let count = usize::from(first & 0x7f);
+        if count > 4 {
+            return Err("its length is too large");
+        }
+        let octets = rest.get(..count).ok_or("it ends inside its length")?;
+        if octets.first() == Some(&0) {
+            return Err("its length is not minimally encoded");
+        }
+        let mut len = 0usize;
+        for &octet in octets {
+            len = len
+                .checked_mul(256)
+                .and_then(|l| l.checked_add(usize::from(octet)))
+                .ok_or("its length is too large")?;
+        }
+        if len < 0x80 {
+            return Err("its length is not minimally encoded");
+        }
+        (count.saturating_add(2), len)
+    };
+    let total = header_len
+        .checked_add(content_len)
+        .ok_or("its length is too large")?;
+    if total > bytes.len() {
+        return Err("it is truncated");
+    }
+    Ok(total)
+}
+
+/// Lowercase hex SHA-256.
+fn sha256_hex(der: &[u8]) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der);
+    let mut hex = String::with_capacity(64);
+    for byte in digest.as_ref() {
+        // Writing to a String cannot fail.
+        let _ = write!(hex, "{byte:02x}");
+    }
+    hex
+}
+
+/// At most [`MAX_ECHO`] characters of input, for error messages.
+fn echo(value: &str) -> String {
+    value.chars().take(MAX_ECHO).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// XFCC
+
+/// Envoy's XFCC syntax: elements separated by `,`, `key=value` pairs separated by `;`, values
+/// containing `,` `;` or `=` double-quoted with `\"` and `\\` escapes inside.
+struct XfccParser<'a> {
+    text: &'a str,
+    /// Byte offset into `text`; always on a character boundary.
+    pos: usize,
+    /// Offset of `text` in the header value, for error positions.
+    offset: usize,
+}
+
+/// A parsed XFCC key.
+#[derive(Clone, Copy)]
+enum XfccKey {
+    By,
+    Hash,
+    Cert,
+    Chain,
+    Subject,
+    Uri,
+    Dns,
+    Unknown,
+}
+
+impl XfccKey {
+    fn from_name(name: &str) -> Self {
+        const KEYS: [(&str, XfccKey); 7] = [
+            ("by", XfccKey::By),
+            ("hash", XfccKey::Hash),
+            ("cert", XfccKey::Cert),
+            ("chain", XfccKey::Chain),
+            ("subject", XfccKey::Subject),
+            ("uri", XfccKey::Uri),
+            ("dns", XfccKey::Dns),
+        ];
+        KEYS.iter()
+            .find(|(known, _)| known.eq_ignore_ascii_case(name))
+            .map_or(XfccKey::Unknown, |&(_, key)| key)
+    }
+}
+
+impl XfccParser<'_> {
+    fn peek(&self) -> Option<char> {
+        self.text
+            .get(self.pos..)
+            .and_then(|rest| rest.chars().next())
+    }
+
+    fn bump(&mut self, c: char) {
+        self.pos = self.pos.saturating_add(c.len_utf8());
+    }
+
+    fn skip_ows(&mut self) {
+        while let Some(c @ (' ' | '\t')) = self.peek() {
+            self.bump(c);
+        }
+    }
+
+    fn error(&self, position: usize, reason: &'static str) -> ParseError {
+        ParseError::XfccSyntax {
+            position: self.offset.saturating_add(position),
+            reason,
+        }
+    }
+
+    fn elements(mut self) -> Result<Vec<XfccElement>, ParseError> {
+        let mut elements = Vec::new();
+        loop {
+            elements.push(self.element()?);
+            match self.peek() {
+                Some(c @ ',') => self.bump(c),
+                None => return Ok(elements),
+                Some(_) => return Err(self.error(self.pos, "expected ',' between elements")),
+            }
+        }
+    }
+
+    /// One element, up to (not including) the `,` that ends it.
+    fn element(&mut self) -> Result<XfccElement, ParseError> {
+        let start = self.pos;
+        let mut element = XfccElement::default();
+        let mut pairs = 0usize;
+        loop {
+            self.skip_ows();
+            match self.peek() {
+                None | Some(',') => break,
+                Some(c @ ';') => {
+                    self.bump(c);
+                    continue;
+                }
+                Some(_) => {}
+            }
+            let key = self.key()?;
+            self.skip_ows();
+            let value = if let Some(c @ '"') = self.peek() {
+                self.bump(c);
+                self.quoted()?
+            } else {
+                self.unquoted()?
+            };
+            self.skip_ows();
+            match self.peek() {
+                None | Some(',') => {}
+                Some(c @ ';') => self.bump(c),
+                Some(_) => {
+                    return Err(self.error(self.pos, "expected ';' or ',' after a quoted value"));
+                }
+            }
+            assign(&mut element, key, value)?;
+            pairs = pairs.saturating_add(1);
+        }
+        if pairs == 0 {
+            return Err(self.error(start, "empty element"));
+        }
+        Ok(element)
+    }
+
+    /// A key and the `=` after it.
+    fn key(&mut self) -> Result<XfccKey, ParseError> {
+        let start = self.pos;
+        while let Some(c) = self.peek() {
+            if matches!(c, '=' | ';' | ',' | '"') {
+                break;
+            }
+            self.bump(c);
+        }
+        let name = self
+            .text
+            .get(start..self.pos)
+            .unwrap_or_default()
+            .trim_ascii();
+        match self.peek() {
+            Some(c @ '=') if !name.is_empty() => {
+                self.bump(c);
+                Ok(XfccKey::from_name(name))
+            }
+            Some('=') => Err(self.error(start, "empty key")),
+            _ => Err(self.error(start, "key without '='")),
+        }
+    }
+
+    /// A quoted value; the opening quote has been consumed.
+    fn quoted(&mut self) -> Result<String, ParseError> {
+        let start = self.pos.saturating_sub(1);
+        let mut value = String::new();
+        loop {
+            let c = self
+                .peek()
+                .ok_or_else(|| self.error(start, "unterminated quoted value"))?;
+            self.bump(c);
+            match c {
+                '"' => return Ok(value),
+                '\\' => match self.peek() {
+                    Some(e @ ('"' | '\\')) => {
+                        self.bump(e);
+                        value.push(e);
+                    }
+                    // Other backslashes (such as RFC 4514 escapes in Subject) are kept.
+                    Some(_) => value.push('\\'),
+                    None => return Err(self.error(start, "unterminated quoted value")),
+                },
+                c => value.push(c),
+            }
+        }
+    }
+
+    /// An unquoted value, up to `;`, `,` or the end, without trailing whitespace.
+    fn unquoted(&mut self) -> Result<String, ParseError> {
+        let start = self.pos;
+        while let Some(c) = self.peek() {
+            match c {
+                ';' | ',' => break,
+                '"' => return Err(self.error(self.pos, "'\"' inside an unquoted value")),
+                c => self.bump(c),
+            }
+        }
+        Ok(self
+            .text
+            .get(start..self.pos)
+            .unwrap_or_default()
+            .trim_end_matches([' ', '\t'])
+            .to_owned())
+    }
+}
+
+fn assign(element: &mut XfccElement, key: XfccKey, value: String) -> Result<(), ParseError> {
+    let (slot, name) = match key {
+        XfccKey::By => {
+            element.by.push(value);
+            return Ok(());
+        }
+        XfccKey::Uri => {
+            element.uri.push(value);
+            return Ok(());
+        }
+        XfccKey::Dns => {
+            element.dns.push(value);
+            return Ok(());
+        }
+        XfccKey::Unknown => return Ok(()),
+        XfccKey::Hash => (&mut element.hash, "Hash"),
+        XfccKey::Cert => (&mut element.cert, "Cert"),
+        XfccKey::Chain => (&mut element.chain, "Chain"),
+        XfccKey::Subject => (&mut element.subject, "Subject"),
+    };
+    if slot.is_some() {
+        return Err(ParseError::XfccDuplicateKey { key: name });
+    }
+    *slot = Some(value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
