@@ -298,5 +298,5 @@ fn error_message(body: &str) -> String {
             .to_owned(),
         Err(_) => body.trim().to_owned(),
     };
-    crate::flows::xlb_mtls::truncate(&message, 512)
+    crate::model::truncate(&message, 512)
 }

@@ -153,7 +153,7 @@ impl ClientCredentials {
         if candidates.peek().is_none() {
             return Err(GrantError::UnsupportedGrantType(format!(
                 "Grant type '{}' is not supported; supported: {}",
-                crate::flows::xlb_mtls::truncate(grant, 64),
+                crate::model::truncate(grant, 64),
                 self.summary().grant_types.join(", ")
             )));
         }

@@ -104,3 +104,15 @@ pub struct IssuedTokens {
     /// The access token, when the request asked for one.
     pub access_token: Option<AccessToken>,
 }
+
+/// Cuts untrusted text for logs and messages, on a character boundary.
+pub fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}

@@ -174,7 +174,7 @@ impl AccessTokenBackend for GoogleAccess {
         {
             return Err(AccessError::InvalidRequest(format!(
                 "service_account '{}' is not a service account email",
-                crate::flows::xlb_mtls::truncate(account, 64)
+                crate::model::truncate(account, 64)
             )));
         }
         let mut scopes: Vec<&str> = scope.split_whitespace().collect();

@@ -14,7 +14,9 @@ use time::format_description::well_known::Rfc3339;
 
 use super::{FlowError, TLS_CLIENT_AUTH};
 use crate::clock::Clock;
-use crate::model::{AuthenticatedClient, CLIENT_CREDENTIALS, CertificateFacts, TokenRequest};
+use crate::model::{
+    AuthenticatedClient, CLIENT_CREDENTIALS, CertificateFacts, TokenRequest, truncate,
+};
 
 /// Name of this flow in `AUTH_FLOWS` and `amr`.
 pub const NAME: &str = "xlb-mtls-client-credentials";
@@ -408,18 +410,6 @@ fn format_time(unix: i64) -> String {
         .ok()
         .and_then(|t| t.format(&Rfc3339).ok())
         .unwrap_or_else(|| unix.to_string())
-}
-
-/// Cuts untrusted text for logs and messages, on a character boundary.
-pub(crate) fn truncate(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
 }
 
 #[cfg(test)]

@@ -107,7 +107,7 @@ pub async fn not_found(uri: http::Uri) -> HttpError {
         "not_found",
         format!(
             "No endpoint at '{}'; see /.well-known/openid-configuration",
-            crate::flows::xlb_mtls::truncate(uri.path(), 128)
+            crate::model::truncate(uri.path(), 128)
         ),
     )
 }
@@ -119,7 +119,7 @@ pub async fn method_not_allowed(method: http::Method, uri: http::Uri) -> HttpErr
         "method_not_allowed",
         format!(
             "{method} is not allowed on '{}'; use GET",
-            crate::flows::xlb_mtls::truncate(uri.path(), 128)
+            crate::model::truncate(uri.path(), 128)
         ),
     )
 }

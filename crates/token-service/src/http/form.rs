@@ -20,7 +20,7 @@ pub fn parse_form(body: &[u8]) -> Result<BTreeMap<String, String>, String> {
         if params.contains_key(&name) {
             return Err(format!(
                 "The parameter '{}' is given more than once",
-                crate::flows::xlb_mtls::truncate(&name, 64)
+                crate::model::truncate(&name, 64)
             ));
         }
         params.insert(name, value);

@@ -60,7 +60,7 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, (Format,
         Some(other) => {
             return Err(oauth(HttpError::bad_request(format!(
                 "Unknown format '{}'; the only format is 'external_credential'",
-                crate::flows::xlb_mtls::truncate(other, 64)
+                crate::model::truncate(other, 64)
             ))));
         }
     };
