@@ -22,7 +22,8 @@ use crate::google::sts::StsClient;
 use crate::grant::ClientCredentials;
 use crate::http::{AppState, router};
 use crate::issuer::{IdTokenIssuer, IssuerSettings};
-use crate::policy::CertificateFactsPolicy;
+use crate::policy::engine::RulesPolicy;
+use crate::policy::{CertificateFactsPolicy, ClientPolicy};
 use crate::signer::Signer;
 use crate::signer::iam::IamSigner;
 use crate::signer::local::LocalSigner;
@@ -51,6 +52,9 @@ pub fn build(config: &Config, registry: &FlowRegistry) -> Result<App, Vec<String
         )),
         None => None,
     };
+    if let (None, Some(trust)) = (&tls, &trust) {
+        trust.watch();
+    }
     let mut flow_settings = config.flow_settings.clone();
     flow_settings.trust = trust;
     let flows = registry
@@ -93,7 +97,23 @@ pub fn build(config: &Config, registry: &FlowRegistry) -> Result<App, Vec<String
         );
         Arc::new(backend) as Arc<dyn AccessTokenBackend>
     });
-    let grant = ClientCredentials::new(flows, Arc::new(CertificateFactsPolicy), issuer, access);
+    let policy: Arc<dyn ClientPolicy> = match &config.policy {
+        Some(settings) => {
+            let policy = Arc::new(
+                RulesPolicy::load(&settings.file).map_err(|e| vec![format!("POLICY_FILE: {e}")])?,
+            );
+            tracing::info!(
+                event = "policy_loaded",
+                "client policy {}: {}",
+                settings.file.display(),
+                policy.current().summary()
+            );
+            policy.watch(settings.reload_interval);
+            policy
+        }
+        None => Arc::new(CertificateFactsPolicy),
+    };
+    let grant = ClientCredentials::new(flows, policy, issuer, access);
     let state = AppState::new(grant, config.issuer.clone(), trace_project);
     let timeout = config.google.timeout;
     let deadline = move |request: axum::extract::Request, next: axum::middleware::Next| {

@@ -263,7 +263,26 @@ pub const SETTINGS: &[Setting] = &[
         "",
         "Comma-separated CIDRs of the proxies allowed to forward certificates, e.g. 10.0.0.0/8,127.0.0.1/32",
     ),
+    s(
+        "POLICY_FILE",
+        "",
+        "TOML client policy (rules, deny lists); unset: every verified certificate is admitted",
+    ),
+    s(
+        "POLICY_RELOAD_INTERVAL",
+        "5",
+        "Seconds between checks of the policy and deny-list files for changes",
+    ),
 ];
+
+/// The client policy file and how often to look for changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicySettings {
+    /// `POLICY_FILE`.
+    pub file: PathBuf,
+    /// `POLICY_RELOAD_INTERVAL`.
+    pub reload_interval: std::time::Duration,
+}
 
 /// Names of the known flows, given by the caller so that registered custom flows count.
 pub struct KnownFlows<'a>(pub &'a [&'a str]);
@@ -354,6 +373,8 @@ pub struct Config {
     pub tls: Option<crate::tls::TlsSettings>,
     /// Client trust material, when `TLS_CLIENT_CA_FILE` is set.
     pub trust: Option<crate::x509::TrustSettings>,
+    /// Client policy, when `POLICY_FILE` is set.
+    pub policy: Option<PolicySettings>,
     /// Things worth a warning at startup.
     pub warnings: Vec<String>,
     /// The raw values, for `check-config`.
@@ -375,6 +396,24 @@ impl Reader<'_> {
 
     fn fail(&mut self, message: String) {
         self.errors.push(message);
+    }
+
+    /// Whole seconds (an `s` suffix is allowed) within `range`.
+    fn seconds(&mut self, name: &str, default: u64, range: std::ops::RangeInclusive<u64>) -> u64 {
+        let Some(v) = self.get(name).map(str::to_owned) else {
+            return default;
+        };
+        match v.trim_end_matches('s').parse::<u64>() {
+            Ok(n) if range.contains(&n) => n,
+            _ => {
+                self.fail(format!(
+                    "{name}: '{v}' is not valid; expected whole seconds from {} to {}",
+                    range.start(),
+                    range.end()
+                ));
+                default
+            }
+        }
     }
 
     fn header(&mut self, name: &str, default: &'static str) -> HeaderName {
@@ -526,6 +565,11 @@ pub fn load(values: Values, known: KnownFlows<'_>) -> Result<Config, Vec<String>
         }
     };
     let trace_project = r.get("GOOGLE_CLOUD_PROJECT").map(str::to_owned);
+    let policy_interval = r.seconds("POLICY_RELOAD_INTERVAL", 5, 1..=3600);
+    let policy = r.get("POLICY_FILE").map(|file| PolicySettings {
+        file: PathBuf::from(file),
+        reload_interval: std::time::Duration::from_secs(policy_interval),
+    });
 
     if !r.errors.is_empty() {
         return Err(r.errors);
@@ -552,6 +596,7 @@ pub fn load(values: Values, known: KnownFlows<'_>) -> Result<Config, Vec<String>
         log_format,
         log_level,
         trace_project,
+        policy,
         warnings,
         values,
     })
@@ -722,19 +767,7 @@ fn read_tls(
     crate::x509::ClientIdAttribute,
 ) {
     let path = |r: &Reader<'_>, name: &str| r.get(name).map(PathBuf::from);
-    let interval = match r.get("TLS_RELOAD_INTERVAL") {
-        None => 5,
-        Some(v) => {
-            match v.trim_end_matches('s').parse::<u64>() {
-                Ok(n) if (1..=3600).contains(&n) => n,
-                _ => {
-                    let v = v.to_owned();
-                    r.fail(format!("TLS_RELOAD_INTERVAL: '{v}' is not valid; expected whole seconds from 1 to 3600"));
-                    5
-                }
-            }
-        }
-    };
+    let interval = r.seconds("TLS_RELOAD_INTERVAL", 5, 1..=3600);
     let tls = match (path(r, "TLS_CERT_FILE"), path(r, "TLS_KEY_FILE")) {
         (Some(cert_file), Some(key_file)) => Some(crate::tls::TlsSettings {
             cert_file,
@@ -760,6 +793,7 @@ fn read_tls(
     let trust = path(r, "TLS_CLIENT_CA_FILE").map(|ca_file| crate::x509::TrustSettings {
         ca_file,
         crl_file: path(r, "TLS_CLIENT_CRL_FILE"),
+        reload_interval: std::time::Duration::from_secs(interval),
     });
     if trust.is_none() && r.get("TLS_CLIENT_CRL_FILE").is_some() {
         r.fail(

@@ -33,4 +33,5 @@ pub mod policy;
 pub mod signer;
 pub mod telemetry;
 pub mod tls;
+pub mod watch;
 pub mod x509;

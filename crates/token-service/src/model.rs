@@ -53,6 +53,12 @@ pub struct CertificateFacts {
     pub subject_dn: Option<String>,
     /// Issuer distinguished name, when the certificate itself was seen.
     pub issuer_dn: Option<String>,
+    /// Subject DN attributes as (short name such as `CN`, value), when the certificate was seen.
+    pub subject: Vec<(String, String)>,
+    /// Issuer DN attributes, likewise.
+    pub issuer: Vec<(String, String)>,
+    /// Base64 SHA-256 fingerprint of the CA certificate that issued the leaf, when known.
+    pub issuer_ca_sha256: Option<String>,
 }
 
 /// A client that a flow has authenticated.

@@ -4,6 +4,11 @@
 //! claims come from its facts. The policy-engine issue replaces [`CertificateFactsPolicy`]
 //! behind the same trait, without touching flows. Uses `model` only.
 
+pub mod deny_list;
+pub mod engine;
+pub mod rules;
+pub mod template;
+
 use serde_json::Map;
 
 use crate::model::{AuthenticatedClient, Client};

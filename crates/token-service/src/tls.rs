@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use axum::Router;
@@ -138,47 +138,27 @@ impl TlsServer {
             self.settings.key_file.clone(),
         ];
         if let Some(trust) = &self.trust {
-            files.push(trust.settings().ca_file.clone());
-            files.extend(trust.settings().crl_file.clone());
+            files.extend(trust.files());
         }
         files
     }
 
     /// Watches the files and reloads when they change.
     pub fn watch(self: &Arc<Self>) {
-        let server = self.clone();
-        tokio::spawn(async move {
-            let mut seen = stamps(&server.files());
-            loop {
-                tokio::time::sleep(server.settings.reload_interval).await;
-                let now = stamps(&server.files());
-                if now == seen {
-                    continue;
+        let (files, server) = (self.clone(), self.clone());
+        crate::watch::spawn(
+            self.settings.reload_interval,
+            move || files.files(),
+            move || match server.reload() {
+                Ok(summary) => {
+                    tracing::info!(event = "tls_reloaded", "reloaded TLS material: {summary}")
                 }
-                seen = now;
-                match server.reload() {
-                    Ok(summary) => {
-                        tracing::info!(event = "tls_reloaded", "reloaded TLS material: {summary}")
-                    }
-                    Err(e) => {
-                        tracing::error!(event = "tls_reload_failed", reason = %e, "refused new TLS material, keeping the old: {e}")
-                    }
+                Err(e) => {
+                    tracing::error!(event = "tls_reload_failed", reason = %e, "refused new TLS material, keeping the old: {e}")
                 }
-            }
-        });
+            },
+        );
     }
-}
-
-/// Modification time and length of each file (following symlinks, as Kubernetes swaps them).
-fn stamps(files: &[PathBuf]) -> Vec<Option<(SystemTime, u64)>> {
-    files
-        .iter()
-        .map(|f| {
-            std::fs::metadata(f)
-                .ok()
-                .and_then(|m| Some((m.modified().ok()?, m.len())))
-        })
-        .collect()
 }
 
 fn build_config(

@@ -20,7 +20,9 @@ use rustls::server::danger::ClientCertVerifier;
 use rustls::{CertificateError, DistinguishedName, RootCertStore};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
-use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+use x509_parser::extensions::ParsedExtension;
+use x509_parser::objects::{oid_registry, oid2abbrev};
+use x509_parser::prelude::{FromDer, GeneralName, X509Certificate, X509Name};
 
 use crate::model::CertificateFacts;
 
@@ -31,6 +33,8 @@ pub struct TrustSettings {
     pub ca_file: PathBuf,
     /// PEM or DER CRLs (`TLS_CLIENT_CRL_FILE`).
     pub crl_file: Option<PathBuf>,
+    /// How often to look for changes (`TLS_RELOAD_INTERVAL`).
+    pub reload_interval: std::time::Duration,
 }
 
 /// One loaded version of the trust material.
@@ -40,6 +44,62 @@ pub struct TrustMaterial {
     pub ca_subjects: Vec<DistinguishedName>,
     /// Number of CAs and CRLs, for logs.
     pub summary: String,
+    /// The CA certificates of the bundle, to name the issuer of a verified leaf.
+    cas: Vec<CaCert>,
+}
+
+/// What identifies a CA certificate as the issuer of a leaf.
+struct CaCert {
+    subject: Vec<u8>,
+    key_id: Option<Vec<u8>>,
+    sha256: String,
+}
+
+impl CaCert {
+    fn of(cert: &X509Certificate<'_>, der: &[u8]) -> Self {
+        Self {
+            subject: cert.subject().as_raw().to_vec(),
+            key_id: subject_key_id(cert).map(<[u8]>::to_vec),
+            sha256: fingerprint(der),
+        }
+    }
+
+    fn issued(&self, leaf: &X509Certificate<'_>) -> bool {
+        self.subject == leaf.issuer().as_raw()
+            && match (authority_key_id(leaf), &self.key_id) {
+                (Some(a), Some(s)) => a == s.as_slice(),
+                _ => true,
+            }
+    }
+}
+
+fn subject_key_id<'a>(cert: &X509Certificate<'a>) -> Option<&'a [u8]> {
+    cert.extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            ParsedExtension::SubjectKeyIdentifier(k) => Some(k.0),
+            _ => None,
+        })
+}
+
+fn authority_key_id<'a>(cert: &X509Certificate<'a>) -> Option<&'a [u8]> {
+    cert.extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            ParsedExtension::AuthorityKeyIdentifier(k) => k.key_identifier.as_ref().map(|k| k.0),
+            _ => None,
+        })
+}
+
+/// The single distinct value of `values`, if there is exactly one.
+fn unique<'a>(mut values: impl Iterator<Item = &'a str>) -> Option<String> {
+    let first = values.next()?;
+    values.all(|v| v == first).then(|| first.to_owned())
+}
+
+/// Base64 (standard alphabet, no padding) SHA-256 of DER bytes.
+pub fn fingerprint(der: &[u8]) -> String {
+    STANDARD_NO_PAD.encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der))
 }
 
 /// The current trust material; swapped atomically on reload.
@@ -89,6 +149,34 @@ impl Trust {
         &self.settings
     }
 
+    /// The CA and CRL files, for change detection.
+    pub fn files(&self) -> Vec<PathBuf> {
+        let mut files = vec![self.settings.ca_file.clone()];
+        files.extend(self.settings.crl_file.clone());
+        files
+    }
+
+    /// Re-reads the CA bundle and CRLs whenever they change. Only needed without a TLS
+    /// listener (forwarded certificates): the listener reloads them with its own files.
+    pub fn watch(self: &Arc<Self>) {
+        let (files, trust) = (self.clone(), self.clone());
+        crate::watch::spawn(
+            self.settings.reload_interval,
+            move || files.files(),
+            move || match trust.reload() {
+                Ok(summary) => {
+                    tracing::info!(
+                        event = "client_ca_reloaded",
+                        "reloaded client trust material: {summary}"
+                    )
+                }
+                Err(e) => {
+                    tracing::error!(event = "client_ca_reload_failed", reason = %e, "refused new client trust material, keeping the old: {e}")
+                }
+            },
+        );
+    }
+
     /// The material in force now.
     pub fn current(&self) -> Arc<TrustMaterial> {
         self.current.load_full()
@@ -101,6 +189,7 @@ impl Trust {
         let setting = "TLS_CLIENT_CA_FILE";
         let pem = read(&settings.ca_file, setting)?;
         let mut roots = RootCertStore::empty();
+        let mut cas = Vec::new();
         for (i, cert) in CertificateDer::pem_slice_iter(&pem).enumerate() {
             let cert = cert.map_err(|e| {
                 format!(
@@ -109,6 +198,9 @@ impl Trust {
                     i + 1
                 )
             })?;
+            if let Ok((_, parsed)) = X509Certificate::from_der(&cert) {
+                cas.push(CaCert::of(&parsed, &cert));
+            }
             roots.add(cert).map_err(|e| {
                 format!(
                     "{setting}: '{}': certificate {} is not a usable CA: {e}",
@@ -143,6 +235,7 @@ impl Trust {
             verifier,
             ca_subjects,
             summary: format!("{ca_count} CA certificate(s), {crl_count} CRL(s)"),
+            cas,
         })
     }
 
@@ -161,6 +254,30 @@ impl Trust {
             .verify_client_cert(&leaf, &intermediates, now)
             .map(|_| ())
             .map_err(|e| describe(&e))
+    }
+
+    /// SHA-256 fingerprint of the CA certificate that issued the leaf of an already verified
+    /// chain: the one CA certificate (of the bundle, else of the intermediates the client sent)
+    /// whose subject is the leaf's issuer and whose key identifier matches the leaf's authority
+    /// key identifier. `None` when that is not unique, so conditions on it fail closed.
+    pub fn issuer_fingerprint(&self, chain: &[Vec<u8>]) -> Option<String> {
+        let (_, leaf) = X509Certificate::from_der(chain.first()?).ok()?;
+        let material = self.current();
+        let from_bundle: Vec<&CaCert> = material.cas.iter().filter(|c| c.issued(&leaf)).collect();
+        let from_chain: Vec<CaCert> = chain
+            .iter()
+            .skip(1)
+            .filter_map(|der| {
+                let (_, cert) = X509Certificate::from_der(der).ok()?;
+                Some(CaCert::of(&cert, der))
+            })
+            .filter(|c| c.issued(&leaf))
+            .collect();
+        if from_bundle.is_empty() {
+            unique(from_chain.iter().map(|c| c.sha256.as_str()))
+        } else {
+            unique(from_bundle.iter().map(|c| c.sha256.as_str()))
+        }
     }
 
     /// Checks proof of possession: the handshake signature with the leaf's key.
@@ -292,9 +409,7 @@ pub fn facts(der: &[u8]) -> Result<CertificateFacts, String> {
     let (_, cert) = X509Certificate::from_der(der)
         .map_err(|_| "The client certificate cannot be parsed".to_owned())?;
     let mut facts = CertificateFacts {
-        sha256_fingerprint: Some(
-            STANDARD_NO_PAD.encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der)),
-        ),
+        sha256_fingerprint: Some(fingerprint(der)),
         serial_number: Some(
             cert.raw_serial()
                 .iter()
@@ -306,6 +421,8 @@ pub fn facts(der: &[u8]) -> Result<CertificateFacts, String> {
         not_after: Some(cert.validity().not_after.timestamp()),
         subject_dn: Some(cert.subject().to_string()),
         issuer_dn: Some(cert.issuer().to_string()),
+        subject: attributes(cert.subject()),
+        issuer: attributes(cert.issuer()),
         ..CertificateFacts::default()
     };
     if let Ok(Some(san)) = cert.subject_alternative_name() {
@@ -326,6 +443,20 @@ pub fn facts(der: &[u8]) -> Result<CertificateFacts, String> {
         }
     }
     Ok(facts)
+}
+
+/// The attributes of a distinguished name as (short name, value) pairs, in certificate order;
+/// attributes without a well-known short name keep their dotted OID.
+fn attributes(name: &X509Name<'_>) -> Vec<(String, String)> {
+    name.iter_attributes()
+        .filter_map(|a| {
+            let value = a.as_str().ok()?.to_owned();
+            let key = oid2abbrev(a.attr_type(), oid_registry())
+                .map(str::to_owned)
+                .unwrap_or_else(|_| a.attr_type().to_id_string());
+            Some((key, value))
+        })
+        .collect()
 }
 
 #[cfg(test)]

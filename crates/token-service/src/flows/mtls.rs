@@ -29,7 +29,7 @@ pub(crate) fn authenticate_chain(
     let leaf = chain
         .first()
         .ok_or_else(|| FlowError::Unauthorized("No client certificate was presented".into()))?;
-    let facts = facts(leaf).map_err(FlowError::Unauthorized)?;
+    let mut facts = facts(leaf).map_err(FlowError::Unauthorized)?;
     let now =
         UnixTime::since_unix_epoch(Duration::from_secs(u64::try_from(clock.now()).unwrap_or(0)));
     let labels = || {
@@ -46,6 +46,7 @@ pub(crate) fn authenticate_chain(
         tracing::warn!(event = "client_certificate_rejected", flow, labels = %labels(), reason = %reason, "{reason}");
         return Err(FlowError::Unauthorized(reason));
     }
+    facts.issuer_ca_sha256 = trust.issuer_fingerprint(chain);
     let Some(client_id) = attribute.client_id(&facts) else {
         let what = match attribute {
             ClientIdAttribute::Spiffe => "no SPIFFE ID (URI SAN with scheme spiffe)",

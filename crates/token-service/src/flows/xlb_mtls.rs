@@ -323,8 +323,7 @@ impl super::Flow for XlbMtlsFlow {
                 serial_number: text(&s.serial)?,
                 not_before,
                 not_after,
-                subject_dn: None,
-                issuer_dn: None,
+                ..CertificateFacts::default()
             },
         })
     }

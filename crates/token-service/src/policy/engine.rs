@@ -1,0 +1,126 @@
+//! The rule-based client policy (`POLICY_FILE`): decides with the policy loaded last, logs every
+//! decision with its rule and facts, and swaps in a new version of the files atomically when they
+//! change and compile; a broken version is refused with an error log naming the line.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use super::rules::{Outcome, Policy};
+use super::{ClientPolicy, PolicyError, Requested};
+use crate::model::{AuthenticatedClient, Client};
+
+/// The policy in force, reloadable.
+pub struct RulesPolicy {
+    path: PathBuf,
+    current: ArcSwap<Policy>,
+}
+
+impl RulesPolicy {
+    /// Loads the policy file; the error names the file, line and problem.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let policy = Policy::load(path)?;
+        Ok(Self {
+            path: path.to_owned(),
+            current: ArcSwap::from_pointee(policy),
+        })
+    }
+
+    /// The policy in force now.
+    pub fn current(&self) -> Arc<Policy> {
+        self.current.load_full()
+    }
+
+    /// Re-reads the files: swaps the new version in if it compiles, else keeps the old one.
+    pub fn reload(&self) -> Result<String, String> {
+        let policy = Policy::load(&self.path)?;
+        let summary = policy.summary();
+        self.current.store(Arc::new(policy));
+        Ok(summary)
+    }
+
+    /// Re-reads the policy and its deny lists whenever one of them changes.
+    pub fn watch(self: &Arc<Self>, interval: Duration) {
+        let (files, policy) = (self.clone(), self.clone());
+        crate::watch::spawn(
+            interval,
+            move || files.current().files(),
+            move || match policy.reload() {
+                Ok(summary) => {
+                    tracing::info!(event = "policy_reloaded", "reloaded the policy: {summary}")
+                }
+                Err(e) => {
+                    tracing::error!(event = "policy_reload_failed", reason = %e, "refused the new policy, keeping the old one: {e}")
+                }
+            },
+        );
+    }
+}
+
+impl ClientPolicy for RulesPolicy {
+    fn authorize(
+        &self,
+        client: &AuthenticatedClient,
+        requested: Requested<'_>,
+    ) -> Result<Client, PolicyError> {
+        let policy = self.current.load();
+        let verdict = policy.decide(client, requested);
+        let matched = verdict.matched.join("; ");
+        match verdict.outcome {
+            Outcome::Allow(admitted) => {
+                tracing::info!(
+                    event = "policy_decision",
+                    decision = "allow",
+                    rule = %verdict.rule,
+                    flow = %client.flow,
+                    client_id = %admitted.client_id,
+                    matched = %matched,
+                    "rule '{}' allowed client '{}' ({matched})",
+                    verdict.rule,
+                    admitted.client_id
+                );
+                Ok(admitted)
+            }
+            Outcome::DenyClient(reason) => {
+                tracing::warn!(
+                    event = "policy_decision",
+                    decision = "deny",
+                    rule = %verdict.rule,
+                    flow = %client.flow,
+                    client_id = %client.client_id,
+                    matched = %matched,
+                    reason = %reason,
+                    "{} denied client '{}': {reason}",
+                    describe(&verdict.rule),
+                    client.client_id
+                );
+                Err(PolicyError::ClientDenied { reason })
+            }
+            Outcome::DenyAccess { log, message } => {
+                tracing::warn!(
+                    event = "policy_decision",
+                    decision = "deny_access",
+                    rule = %verdict.rule,
+                    flow = %client.flow,
+                    client_id = %client.client_id,
+                    matched = %matched,
+                    reason = %log,
+                    "{} refused what client '{}' asked for: {log}",
+                    describe(&verdict.rule),
+                    client.client_id
+                );
+                Err(PolicyError::AccessDenied(message))
+            }
+        }
+    }
+}
+
+fn describe(rule: &str) -> String {
+    if rule.starts_with('(') || rule.starts_with("deny_lists.") {
+        rule.to_owned()
+    } else {
+        format!("rule '{rule}'")
+    }
+}
