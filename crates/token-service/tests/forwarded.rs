@@ -80,8 +80,14 @@ impl Proxied {
 
     /// [`Proxied::post`] with header values that need not be visible ASCII.
     async fn post_raw(&self, headers: Vec<(&str, HeaderValue)>) -> (u16, Value) {
+        self.post_via("127.0.0.1", headers).await
+    }
+
+    /// [`Proxied::post_raw`] connecting to `host` (`127.0.0.1` or `[::1]`).
+    async fn post_via(&self, host: &str, headers: Vec<(&str, HeaderValue)>) -> (u16, Value) {
+        let url = format!("http://{host}:{}/token", self.server.port);
         let mut request = common::client()
-            .post(self.server.url("/token"))
+            .post(url)
             .header("content-type", "application/x-www-form-urlencoded")
             .body(GRANT);
         for (name, value) in headers {
@@ -615,6 +621,42 @@ async fn spoofed_header_from_an_address_outside_trusted_proxies_is_refused_and_l
     }
 }
 
+/// A dual-stack listener (`BIND_ADDRESS=::`) sees IPv4 peers as IPv4-mapped IPv6 addresses
+/// (`::ffff:127.0.0.1`); they must still match IPv4 entries of TRUSTED_PROXIES.
+#[tokio::test]
+async fn ipv4_proxy_is_trusted_on_a_dual_stack_listener() {
+    let pki = Pki::new();
+    let service = Proxied::start(&pki, None, &[("BIND_ADDRESS", "::")]);
+    let cert = sf_binary(&pki.valid.der);
+    service
+        .assert_token_for(service.post(&[("Client-Cert", &cert)]).await, &pki.valid)
+        .await;
+
+    // An IPv6 proxy is matched by an IPv6 entry, and an untrusted IPv4 peer is reported as
+    // such, not as an IPv6 address.
+    let service = Proxied::start(
+        &pki,
+        None,
+        &[
+            ("BIND_ADDRESS", "::"),
+            ("TRUSTED_PROXIES", "10.0.0.0/8,::1"),
+        ],
+    );
+    let header = || vec![("Client-Cert", HeaderValue::from_str(&cert).unwrap())];
+    service
+        .assert_token_for(service.post_via("[::1]", header()).await, &pki.valid)
+        .await;
+    let (status, body) = service.post_raw(header()).await;
+    assert_refused(
+        status,
+        &body,
+        "Forwarded client certificates are accepted only from trusted proxies; 127.0.0.1 is not one",
+    );
+    let refused = service.events("forwarded_cert_untrusted_proxy");
+    assert_eq!(refused.len(), 1, "{refused:#?}");
+    assert_eq!(refused[0]["peer"], "127.0.0.1");
+}
+
 // ---------------------------------------------------------------------------------------------
 // 3. Repeated and malformed headers
 // ---------------------------------------------------------------------------------------------
@@ -816,8 +858,22 @@ async fn malformed_headers_get_4xx_json_never_500_and_the_service_stays_up() {
         let logs = service.server.logs();
         assert!(!logs.contains("panicked"), "{format}: {logs}");
     }
-    // A valid header after all that still gets a token.
+    // Beyond what the HTTP server reads at all (1 MiB of headers), hyper itself answers 431
+    // (without an OAuth body: the request never reaches /token); never a 500.
     let service = Proxied::start(&pki, None, &[]);
+    let response = common::client()
+        .post(service.server.url("/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("Client-Cert", format!(":{}:", "A".repeat(1024 * 1024)))
+        .body(GRANT)
+        .send()
+        .await;
+    match response {
+        Ok(response) => assert_eq!(response.status(), 431),
+        // The server may close the connection while the client still writes.
+        Err(e) => assert!(!e.is_timeout(), "{e:?}"),
+    }
+    // A valid header after all that still gets a token.
     let _ = service.post(&[("Client-Cert", ":A:")]).await;
     service
         .assert_token_for(
