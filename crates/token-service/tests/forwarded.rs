@@ -155,9 +155,9 @@ fn sf_binary(der: &[u8]) -> String {
 }
 
 /// RFC 9440 `Client-Cert-Chain`: a list of byte sequences.
-fn sf_list(ders: &[Vec<u8>]) -> String {
+fn sf_list<D: AsRef<[u8]>>(ders: &[D]) -> String {
     ders.iter()
-        .map(|der| sf_binary(der))
+        .map(|der| sf_binary(der.as_ref()))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -256,7 +256,7 @@ async fn rfc9440_client_cert_gets_token_with_facts_of_the_der_with_and_without_c
     let leaf = &pki.via_intermediate;
     assert!(!pki.root.pem.contains(&pki.intermediate.pem));
     let cert = sf_binary(&leaf.der);
-    let chain = sf_list(&[pki.intermediate.der.clone()]);
+    let chain = sf_list(&[&pki.intermediate.der]);
     let claims = service
         .assert_token_for(
             service
@@ -271,7 +271,7 @@ async fn rfc9440_client_cert_gets_token_with_facts_of_the_der_with_and_without_c
     // A chain that repeats the leaf first, and one that goes up to the root, work too.
     for chain in [
         sf_list(&leaf.chain_der),
-        sf_list(&[pki.intermediate.der.clone(), pki.root.der.clone()]),
+        sf_list(&[&pki.intermediate.der, &pki.root.der]),
     ] {
         service
             .assert_token_for(
@@ -501,7 +501,7 @@ async fn custom_header_names_replace_the_format_defaults() {
     );
     let leaf = &pki.via_intermediate;
     let cert = sf_binary(&leaf.der);
-    let chain = sf_list(&[pki.intermediate.der.clone()]);
+    let chain = sf_list(&[&pki.intermediate.der]);
     service
         .assert_token_for(
             service
@@ -667,7 +667,7 @@ async fn header_sent_twice_is_refused_with_400() {
     let service = Proxied::start(&pki, None, &[]);
     let valid = sf_binary(&pki.valid.der);
     let leaf = sf_binary(&pki.via_intermediate.der);
-    let chain = sf_list(&[pki.intermediate.der.clone()]);
+    let chain = sf_list(&[&pki.intermediate.der]);
     // The proxy appended its header to the client's own: both values are valid certificates.
     let answer = service
         .post(&[("Client-Cert", &valid), ("Client-Cert", &leaf)])
@@ -907,7 +907,8 @@ async fn forwarded_certificates_are_reverified_with_precise_reasons_and_no_token
         (&pki.server_auth_only, NO_CLIENT_AUTH),
     ];
     // The same verdicts whatever the proxy's encoding.
-    let formats: [(&str, &str, fn(&Leaf) -> String); 5] = [
+    type Encode = fn(&Leaf) -> String;
+    let formats: [(&str, &str, Encode); 5] = [
         ("rfc9440", "Client-Cert", |l| sf_binary(&l.der)),
         ("xfcc", "X-Forwarded-Client-Cert", |l| {
             xfcc_element(EDGE_ENVOY, l)
@@ -958,7 +959,7 @@ async fn forwarded_certificates_are_reverified_with_precise_reasons_and_no_token
 async fn request_without_the_header_is_400_like_any_request_without_credentials() {
     let pki = Pki::new();
     let service = Proxied::start(&pki, None, &[]);
-    let chain = sf_list(&[pki.intermediate.der.clone()]);
+    let chain = sf_list(&[&pki.intermediate.der]);
     let cases: [&[(&str, &str)]; 3] = [
         &[],
         // A chain alone is no credential.

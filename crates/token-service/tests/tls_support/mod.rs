@@ -474,11 +474,6 @@ impl TlsService {
         format!("{}{path}", self.base)
     }
 
-    /// The JSON log lines so far (other lines are skipped).
-    pub fn log_lines(&self) -> Vec<Value> {
-        log_lines(&self.server)
-    }
-
     /// The labels of the log lines with this event.
     pub fn events(&self, event: &str) -> Vec<Value> {
         events(&self.server, event)
