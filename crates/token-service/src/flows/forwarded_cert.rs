@@ -115,7 +115,9 @@ impl Flow for ForwardedCertFlow {
     }
 
     async fn authenticate(&self, request: &TokenRequest) -> Result<AuthenticatedClient, FlowError> {
-        let peer = request.remote_addr.map(|a| a.ip());
+        // A dual-stack listener (`BIND_ADDRESS=::`) sees IPv4 peers as IPv4-mapped IPv6
+        // addresses (`::ffff:10.0.0.1`), which IPv4 CIDRs do not contain: compare the IPv4 form.
+        let peer = request.remote_addr.map(|a| a.ip().to_canonical());
         let trusted = peer.is_some_and(|ip| {
             self.settings
                 .trusted_proxies

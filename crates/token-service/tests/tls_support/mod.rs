@@ -397,6 +397,24 @@ pub fn write_atomic(path: &Path, contents: &[u8]) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
+/// The JSON log lines `server` printed so far (other lines are skipped).
+pub fn log_lines(server: &Server) -> Vec<Value> {
+    server
+        .logs()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .collect()
+}
+
+/// The labels of the log lines of `server` with this event.
+pub fn events(server: &Server, event: &str) -> Vec<Value> {
+    log_lines(server)
+        .into_iter()
+        .map(|l| l["logging.googleapis.com/labels"].clone())
+        .filter(|labels| labels["event"] == event)
+        .collect()
+}
+
 /// The service with TLS and `mtls-client-credentials`.
 pub struct TlsService {
     pub server: Server,
@@ -456,22 +474,9 @@ impl TlsService {
         format!("{}{path}", self.base)
     }
 
-    /// The JSON log lines so far (other lines are skipped).
-    pub fn log_lines(&self) -> Vec<Value> {
-        self.server
-            .logs()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .collect()
-    }
-
     /// The labels of the log lines with this event.
     pub fn events(&self, event: &str) -> Vec<Value> {
-        self.log_lines()
-            .into_iter()
-            .map(|l| l["logging.googleapis.com/labels"].clone())
-            .filter(|labels| labels["event"] == event)
-            .collect()
+        events(&self.server, event)
     }
 
     /// Waits until more than `before` log lines carry `event`; returns the newest one's labels.
