@@ -11,6 +11,8 @@ use crate::config::{self, Config, KnownFlows, SETTINGS};
 use crate::flows::FlowRegistry;
 use crate::pki::DevPki;
 
+mod policy;
+
 /// Token Service: verified client certificate in, signed OIDC ID token out.
 #[derive(Debug, Parser)]
 #[command(name = "token-service", version, about)]
@@ -39,6 +41,9 @@ pub enum Command {
     Pki(PkiCommand),
     /// Validate the configuration and print the effective settings (secrets redacted).
     CheckConfig,
+    /// Client policy offline: validate a policy file, or explain its decision for a certificate.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
 }
 
 fn settings_help() -> String {
@@ -88,6 +93,12 @@ pub fn main() -> ExitCode {
     if let Command::Pki(pki) = &cli.command {
         return run_pki(&cli, pki);
     }
+    if let Command::Policy(command) = &cli.command {
+        return match settings(&cli) {
+            Ok(values) => policy::run(command, &values),
+            Err(code) => code,
+        };
+    }
     let config = match load(&cli, &registry) {
         Ok(config) => config,
         Err(errors) => {
@@ -102,6 +113,15 @@ pub fn main() -> ExitCode {
     }
     if let Command::CheckConfig = cli.command {
         print!("{}", config.describe());
+        if let Some(settings) = &config.policy {
+            match crate::policy::rules::Policy::load(&settings.file) {
+                Ok(policy) => println!("client policy: {}", policy.summary()),
+                Err(e) => {
+                    eprintln!("error: POLICY_FILE: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
         println!("configuration is valid");
         return ExitCode::SUCCESS;
     }
@@ -196,13 +216,8 @@ fn print_demo_hint(config: &Config) {
     );
 }
 
-fn run_pki(cli: &Cli, command: &PkiCommand) -> ExitCode {
-    let PkiCommand::Client {
-        name,
-        spiffe_id,
-        dns,
-        days,
-    } = command;
+/// The settings from `--config` and the environment, for the offline subcommands.
+fn settings(cli: &Cli) -> Result<Values, ExitCode> {
     let mut values: Values = match &cli.config {
         Some(path) => match source::read_file(path) {
             Ok(v) => v,
@@ -210,12 +225,26 @@ fn run_pki(cli: &Cli, command: &PkiCommand) -> ExitCode {
                 for e in errors {
                     eprintln!("error: {e}");
                 }
-                return ExitCode::from(2);
+                return Err(ExitCode::from(2));
             }
         },
         None => Values::new(),
     };
     values.extend(source::process_env());
+    Ok(values)
+}
+
+fn run_pki(cli: &Cli, command: &PkiCommand) -> ExitCode {
+    let PkiCommand::Client {
+        name,
+        spiffe_id,
+        dns,
+        days,
+    } = command;
+    let values = match settings(cli) {
+        Ok(values) => values,
+        Err(code) => return code,
+    };
     let pki = DevPki::new(&data_dir(&values));
     let issued = pki
         .ensure()

@@ -68,3 +68,16 @@ impl ClientPolicy for CertificateFactsPolicy {
         })
     }
 }
+
+/// How logs and `policy explain` name what decided: `rule 'NAME'`, a deny list, or
+/// `(no rule matched)`.
+pub fn describe_rule(rule: &str) -> String {
+    if rule.starts_with('(') || rule.starts_with("deny_lists.") {
+        rule.to_owned()
+    } else {
+        format!("rule '{rule}'")
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 
 use super::rules::{Outcome, Policy};
-use super::{ClientPolicy, PolicyError, Requested};
+use super::{ClientPolicy, PolicyError, Requested, describe_rule};
 use crate::model::{AuthenticatedClient, Client};
 
 /// The policy in force, reloadable.
@@ -81,7 +81,7 @@ impl ClientPolicy for RulesPolicy {
                     verdict.rule,
                     admitted.client_id
                 );
-                Ok(admitted)
+                Ok(*admitted)
             }
             Outcome::DenyClient(reason) => {
                 tracing::warn!(
@@ -93,7 +93,7 @@ impl ClientPolicy for RulesPolicy {
                     matched = %matched,
                     reason = %reason,
                     "{} denied client '{}': {reason}",
-                    describe(&verdict.rule),
+                    describe_rule(&verdict.rule),
                     client.client_id
                 );
                 Err(PolicyError::ClientDenied { reason })
@@ -108,19 +108,11 @@ impl ClientPolicy for RulesPolicy {
                     matched = %matched,
                     reason = %log,
                     "{} refused what client '{}' asked for: {log}",
-                    describe(&verdict.rule),
+                    describe_rule(&verdict.rule),
                     client.client_id
                 );
                 Err(PolicyError::AccessDenied(message))
             }
         }
-    }
-}
-
-fn describe(rule: &str) -> String {
-    if rule.starts_with('(') || rule.starts_with("deny_lists.") {
-        rule.to_owned()
-    } else {
-        format!("rule '{rule}'")
     }
 }

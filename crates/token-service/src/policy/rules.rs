@@ -227,7 +227,7 @@ impl Condition {
         };
         match self {
             Self::Flow(names) => {
-                if names.iter().any(|n| *n == client.flow) {
+                if names.contains(&client.flow) {
                     Ok(format!("flow '{}' is listed", client.flow))
                 } else {
                     Err(format!(
@@ -302,6 +302,13 @@ pub struct Rule {
     decision: Decision,
 }
 
+impl Rule {
+    /// Whether the rule admits the clients it matches.
+    pub fn allows(&self) -> bool {
+        matches!(self.decision, Decision::Allow(_))
+    }
+}
+
 /// A loaded policy: rules in order and deny lists.
 #[derive(Debug, Clone)]
 pub struct Policy {
@@ -314,7 +321,7 @@ pub struct Policy {
 #[derive(Debug, Clone)]
 pub enum Outcome {
     /// Admitted, with what the client gets.
-    Allow(Client),
+    Allow(Box<Client>),
     /// The client gets no token; the reason is for the logs only.
     DenyClient(String),
     /// The client may get tokens, but not what it asked for: `log` for the logs, `message`
@@ -559,52 +566,51 @@ impl Allowance {
             };
             extra_claims.insert(name.clone(), value);
         }
-        if let (Some(allowed), Some(sa)) = (&self.service_accounts, requested.service_account) {
-            if first_match(allowed, sa).is_none() {
-                return Outcome::DenyAccess {
-                    log: format!(
-                        "rule '{rule}': service account '{sa}' matches none of {}",
-                        if allowed.is_empty() {
-                            "(none allowed)".to_owned()
-                        } else {
-                            sources(allowed)
-                        }
-                    ),
-                    message: format!(
-                        "This client may not obtain tokens for the service account '{}'",
-                        crate::model::truncate(sa, 200)
-                    ),
-                };
-            }
+        if let (Some(allowed), Some(sa)) = (&self.service_accounts, requested.service_account)
+            && first_match(allowed, sa).is_none()
+        {
+            return Outcome::DenyAccess {
+                log: format!(
+                    "rule '{rule}': service account '{sa}' matches none of {}",
+                    if allowed.is_empty() {
+                        "(none allowed)".to_owned()
+                    } else {
+                        sources(allowed)
+                    }
+                ),
+                message: format!(
+                    "This client may not obtain tokens for the service account '{}'",
+                    crate::model::truncate(sa, 200)
+                ),
+            };
         }
-        if let (Some(allowed), Some(scope)) = (&self.scopes, requested.scope) {
-            if let Some(s) = scope
+        if let (Some(allowed), Some(scope)) = (&self.scopes, requested.scope)
+            && let Some(s) = scope
                 .split_ascii_whitespace()
                 .find(|s| first_match(allowed, s).is_none())
-            {
-                return Outcome::DenyAccess {
-                    log: format!(
-                        "rule '{rule}': scope '{s}' matches none of {}",
-                        if allowed.is_empty() {
-                            "(none allowed)".to_owned()
-                        } else {
-                            sources(allowed)
-                        }
-                    ),
-                    message: format!(
-                        "This client may not obtain the scope '{}'",
-                        crate::model::truncate(s, 200)
-                    ),
-                };
-            }
+        {
+            return Outcome::DenyAccess {
+                log: format!(
+                    "rule '{rule}': scope '{s}' matches none of {}",
+                    if allowed.is_empty() {
+                        "(none allowed)".to_owned()
+                    } else {
+                        sources(allowed)
+                    }
+                ),
+                message: format!(
+                    "This client may not obtain the scope '{}'",
+                    crate::model::truncate(s, 200)
+                ),
+            };
         }
-        Outcome::Allow(Client {
+        Outcome::Allow(Box::new(Client {
             flow: client.flow.clone(),
             client_id,
             facts: client.facts.clone(),
             extra_claims,
             lifetime_seconds: self.lifetime,
-        })
+        }))
     }
 }
 

@@ -1,0 +1,319 @@
+//! `token-service policy check|explain`: the client policy offline, without a server.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject as _;
+
+use crate::config::source::Values;
+use crate::model::AuthenticatedClient;
+use crate::policy::Requested;
+use crate::policy::rules::{Outcome, Policy};
+use crate::x509::{ClientIdAttribute, Trust, TrustSettings};
+
+/// `policy` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Validate a policy file and its deny lists. Exit status 0 when valid, 1 when not (the
+    /// message names the file, line and reason).
+    Check {
+        /// The policy file.
+        file: PathBuf,
+    },
+    /// Show which rule would decide for a certificate, and why, without running the server.
+    /// Exit status 0 when the client would be allowed, 1 when denied, 2 on unusable input.
+    Explain {
+        /// PEM client certificate, leaf first; intermediates may follow.
+        #[arg(long, value_name = "PEM")]
+        cert: PathBuf,
+        /// Policy file [default: POLICY_FILE].
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
+        /// Service account the client would ask to impersonate.
+        #[arg(long, value_name = "EMAIL")]
+        service_account: Option<String>,
+        /// Scope(s) the client would ask for (space-separated, or repeat the option).
+        #[arg(long)]
+        scope: Vec<String>,
+        /// Flow that would authenticate the client.
+        #[arg(long, default_value = "mtls-client-credentials")]
+        flow: String,
+        /// CA bundle to verify the certificate and name its issuing CA [default:
+        /// TLS_CLIENT_CA_FILE].
+        #[arg(long, value_name = "PEM")]
+        ca: Option<PathBuf>,
+    },
+}
+
+/// Runs a `policy` subcommand; `values` are the settings (environment and `--config`).
+pub fn run(command: &PolicyCommand, values: &Values) -> ExitCode {
+    match command {
+        PolicyCommand::Check { file } => match Policy::load(file) {
+            Ok(policy) => {
+                println!("{}: valid: {}", file.display(), policy.summary());
+                for rule in policy.rules() {
+                    println!(
+                        "  line {:<4} rule '{}': {}",
+                        rule.line,
+                        rule.name,
+                        if rule.allows() { "allow" } else { "deny" }
+                    );
+                }
+                if policy.rules().is_empty() {
+                    println!("  no rules: every client would be denied");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        PolicyCommand::Explain {
+            cert,
+            policy,
+            service_account,
+            scope,
+            flow,
+            ca,
+        } => {
+            let setting = |name: &str| {
+                values
+                    .get(name)
+                    .map(|(v, _)| v.trim().to_owned())
+                    .filter(|v| !v.is_empty())
+            };
+            let Some(policy_path) = policy
+                .clone()
+                .or_else(|| setting("POLICY_FILE").map(PathBuf::from))
+            else {
+                eprintln!("error: no policy: pass --policy FILE or set POLICY_FILE");
+                return ExitCode::from(2);
+            };
+            let attribute = match setting("MTLS_CLIENT_ID_ATTRIBUTE") {
+                None => ClientIdAttribute::default(),
+                Some(v) => match ClientIdAttribute::parse(&v) {
+                    Some(a) => a,
+                    None => {
+                        eprintln!(
+                            "error: MTLS_CLIENT_ID_ATTRIBUTE: '{v}' is not valid; expected spiffe, dns_san, uri_san or sha256"
+                        );
+                        return ExitCode::from(2);
+                    }
+                },
+            };
+            let ca = ca
+                .clone()
+                .or_else(|| setting("TLS_CLIENT_CA_FILE").map(PathBuf::from));
+            let scope = scope.join(" ");
+            let request = Request {
+                cert,
+                policy: &policy_path,
+                ca: ca.as_deref(),
+                flow,
+                attribute,
+                requested: Requested {
+                    scope: Some(scope.as_str()).filter(|s| !s.trim().is_empty()),
+                    service_account: service_account.as_deref(),
+                },
+            };
+            match explain(&request) {
+                Ok((text, allowed)) => {
+                    print!("{text}");
+                    if allowed {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+    }
+}
+
+struct Request<'a> {
+    cert: &'a Path,
+    policy: &'a Path,
+    ca: Option<&'a Path>,
+    flow: &'a str,
+    attribute: ClientIdAttribute,
+    requested: Requested<'a>,
+}
+
+/// The explanation as text, and whether the client would be allowed.
+fn explain(request: &Request<'_>) -> Result<(String, bool), String> {
+    use std::fmt::Write as _;
+    let policy = Policy::load(request.policy)?;
+    let pem = std::fs::read(request.cert)
+        .map_err(|e| format!("--cert: cannot read '{}': {e}", request.cert.display()))?;
+    let chain: Vec<Vec<u8>> = CertificateDer::pem_slice_iter(&pem)
+        .map(|c| c.map(|c| c.to_vec()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("--cert: '{}': {e}", request.cert.display()))?;
+    let leaf = chain.first().ok_or_else(|| {
+        format!(
+            "--cert: '{}' holds no PEM certificate",
+            request.cert.display()
+        )
+    })?;
+    let mut facts = crate::x509::facts(leaf)?;
+    let mut out = String::new();
+    let dash = |v: Option<&str>| v.unwrap_or("-").to_owned();
+    let list = |v: &[String]| {
+        if v.is_empty() {
+            "-".to_owned()
+        } else {
+            v.join(", ")
+        }
+    };
+    let verification = match request.ca {
+        Some(ca) => {
+            let trust = Trust::load(TrustSettings {
+                ca_file: ca.to_owned(),
+                crl_file: None,
+                reload_interval: std::time::Duration::from_secs(5),
+            })?;
+            facts.issuer_ca_sha256 = trust.issuer_fingerprint(&chain);
+            let now = rustls_pki_types::UnixTime::now();
+            match trust.verify(&chain, now) {
+                Ok(()) => format!("verifies against {}", ca.display()),
+                Err(e) => format!("REFUSED against {}: {e}", ca.display()),
+            }
+        }
+        None => "not checked (pass --ca or set TLS_CLIENT_CA_FILE)".to_owned(),
+    };
+    field(&mut out, "subject", &dash(facts.subject_dn.as_deref()));
+    field(&mut out, "issuer", &dash(facts.issuer_dn.as_deref()));
+    field(&mut out, "spiffe_id", &dash(facts.spiffe_id.as_deref()));
+    field(&mut out, "dns_san", &list(&facts.dns_sans));
+    field(&mut out, "uri_san", &list(&facts.uri_sans));
+    field(
+        &mut out,
+        "sha256",
+        &dash(facts.sha256_fingerprint.as_deref()),
+    );
+    field(&mut out, "serial", &dash(facts.serial_number.as_deref()));
+    field(
+        &mut out,
+        "issuer_ca_sha256",
+        &dash(facts.issuer_ca_sha256.as_deref()),
+    );
+    field(&mut out, "verification", &verification);
+    let Some(client_id) = request.attribute.client_id(&facts) else {
+        let _ = writeln!(
+            out,
+            "\nDecision: DENY before the policy: the certificate lacks the attribute MTLS_CLIENT_ID_ATTRIBUTE={} names, so the flow refuses it",
+            request.attribute.name()
+        );
+        return Ok((
+            format!("Certificate {}\n{out}", request.cert.display()),
+            false,
+        ));
+    };
+    field(
+        &mut out,
+        "client_id (flow)",
+        &format!(
+            "{client_id} (MTLS_CLIENT_ID_ATTRIBUTE={})",
+            request.attribute.name()
+        ),
+    );
+    let client = AuthenticatedClient {
+        flow: request.flow.to_owned(),
+        client_id,
+        facts,
+    };
+    let (trace, verdict) = policy.explain(&client, request.requested);
+    let _ = writeln!(
+        out,
+        "\nPolicy {}: {}",
+        request.policy.display(),
+        policy.summary()
+    );
+    for t in &trace {
+        match &t.result {
+            Ok(matched) if matched.is_empty() => {
+                let _ = writeln!(
+                    out,
+                    "  rule '{}' (line {}): matches (no conditions)",
+                    t.name, t.line
+                );
+            }
+            Ok(matched) => {
+                let _ = writeln!(
+                    out,
+                    "  rule '{}' (line {}): matches: {}",
+                    t.name,
+                    t.line,
+                    matched.join("; ")
+                );
+            }
+            Err(why) => {
+                let _ = writeln!(
+                    out,
+                    "  rule '{}' (line {}): no match: {why}",
+                    t.name, t.line
+                );
+            }
+        }
+    }
+    let allowed = match &verdict.outcome {
+        Outcome::Allow(admitted) => {
+            let _ = writeln!(out, "\nDecision: ALLOW by rule '{}'", verdict.rule);
+            let _ = writeln!(out, "  client_id            {}", admitted.client_id);
+            if !admitted.extra_claims.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "  extra claims         {}",
+                    serde_json::Value::Object(admitted.extra_claims.clone())
+                );
+            }
+            if let Some(l) = admitted.lifetime_seconds {
+                let _ = writeln!(out, "  token lifetime       {l} s");
+            }
+            if let Some(sa) = request.requested.service_account {
+                let _ = writeln!(out, "  service account      {sa}: allowed");
+            }
+            if let Some(scope) = request.requested.scope {
+                let _ = writeln!(out, "  scope                {scope}: allowed");
+            }
+            true
+        }
+        Outcome::DenyClient(reason) => {
+            let _ = writeln!(
+                out,
+                "\nDecision: DENY by {}: {reason}",
+                crate::policy::describe_rule(&verdict.rule)
+            );
+            let _ = writeln!(out, "  the client would get 403 unauthorized_client");
+            false
+        }
+        Outcome::DenyAccess { log, .. } => {
+            let _ = writeln!(
+                out,
+                "\nDecision: DENY what was asked for, by rule '{}': {log}",
+                verdict.rule
+            );
+            let _ = writeln!(
+                out,
+                "  the client would get 403 access_denied (an ID token alone would be allowed)"
+            );
+            false
+        }
+    };
+    Ok((
+        format!("Certificate {}\n{out}", request.cert.display()),
+        allowed,
+    ))
+}
+
+fn field(out: &mut String, key: &str, value: &str) {
+    use std::fmt::Write as _;
+    let _ = writeln!(out, "  {key:<20} {value}");
+}
