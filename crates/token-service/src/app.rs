@@ -66,6 +66,7 @@ pub fn build(config: &Config, registry: &FlowRegistry) -> Result<App, Vec<String
         let _ = trace_project.set(project.clone());
     }
     let signer = build_signer(config, &upstream, &trace_project).map_err(|e| vec![e])?;
+    crate::metrics::metrics().signing_key(signer.key_id().unwrap_or("google-managed"), signer.algorithm());
     tracing::info!(
         event = "signer_ready",
         algorithm = signer.algorithm(),

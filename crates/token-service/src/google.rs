@@ -244,16 +244,16 @@ pub async fn send_text(
     request: reqwest::RequestBuilder,
     timeout: Duration,
 ) -> Result<String, UpstreamError> {
-    let response =
-        request
-            .timeout(timeout)
-            .send()
-            .await
-            .map_err(|e| UpstreamError::Unreachable {
-                api,
-                message: describe_transport(&e),
-            })?;
+    let started = std::time::Instant::now();
+    let response = request.timeout(timeout).send().await.map_err(|e| {
+        crate::metrics::metrics().upstream(api, "unreachable", started.elapsed());
+        UpstreamError::Unreachable {
+            api,
+            message: describe_transport(&e),
+        }
+    })?;
     let status = response.status();
+    crate::metrics::metrics().upstream(api, status.as_str(), started.elapsed());
     let retry_after = response
         .headers()
         .get(reqwest::header::RETRY_AFTER)

@@ -168,14 +168,21 @@ impl ClientCredentials {
         request: &TokenRequest,
         iss: &str,
     ) -> Result<IssuedTokens, GrantError> {
+        let started = std::time::Instant::now();
         let flow = match self.select(request) {
             Ok(flow) => flow,
             Err(e) => {
+                crate::metrics::metrics().token_request("none", e.code(), started.elapsed());
                 tracing::warn!(event = "token_request_rejected", outcome = e.code(), reason = %e, "token request rejected: {e}");
                 return Err(e);
             }
         };
         let result = self.run(flow.as_ref(), request, iss).await;
+        let outcome = match &result {
+            Ok(_) => "issued",
+            Err((_, e, _)) => e.code(),
+        };
+        crate::metrics::metrics().token_request(flow.name(), outcome, started.elapsed());
         match &result {
             Ok((client_id, tokens)) => tracing::info!(
                 event = "token_issued",

@@ -27,6 +27,8 @@ pub mod google;
 pub mod grant;
 pub mod http;
 pub mod issuer;
+pub mod limits;
+pub mod metrics;
 pub mod model;
 pub mod pki;
 pub mod policy;

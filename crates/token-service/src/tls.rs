@@ -151,9 +151,11 @@ impl TlsServer {
             move || files.files(),
             move || match server.reload() {
                 Ok(summary) => {
+                    crate::metrics::metrics().reload("tls", true);
                     tracing::info!(event = "tls_reloaded", "reloaded TLS material: {summary}")
                 }
                 Err(e) => {
+                    crate::metrics::metrics().reload("tls", false);
                     tracing::error!(event = "tls_reload_failed", reason = %e, "refused new TLS material, keeping the old: {e}")
                 }
             },

@@ -165,12 +165,14 @@ impl Trust {
             move || files.files(),
             move || match trust.reload() {
                 Ok(summary) => {
+                    crate::metrics::metrics().reload("client_ca", true);
                     tracing::info!(
                         event = "client_ca_reloaded",
                         "reloaded client trust material: {summary}"
                     )
                 }
                 Err(e) => {
+                    crate::metrics::metrics().reload("client_ca", false);
                     tracing::error!(event = "client_ca_reload_failed", reason = %e, "refused new client trust material, keeping the old: {e}")
                 }
             },

@@ -197,6 +197,7 @@ impl AccessTokenBackend for GoogleAccess {
             && now < *refresh_at
         {
             tracing::debug!(event = "access_token_cache_hit", client_id = %client.client_id, "reusing a cached access token");
+            crate::metrics::metrics().cache(true);
             let remaining = expires_at.saturating_duration_since(now).as_secs();
             return Ok(AccessToken {
                 expires_in: i64::try_from(remaining).unwrap_or(0),
@@ -209,6 +210,7 @@ impl AccessTokenBackend for GoogleAccess {
         {
             return Err(error.clone());
         }
+        crate::metrics::metrics().cache(false);
         match self.fetch(client, id_token, &scope, service_account).await {
             Ok(token) => {
                 let lifetime = Duration::from_secs(u64::try_from(token.expires_in).unwrap_or(0));

@@ -49,9 +49,11 @@ impl RulesPolicy {
             move || files.current().files(),
             move || match policy.reload() {
                 Ok(summary) => {
+                    crate::metrics::metrics().reload("policy", true);
                     tracing::info!(event = "policy_reloaded", "reloaded the policy: {summary}")
                 }
                 Err(e) => {
+                    crate::metrics::metrics().reload("policy", false);
                     tracing::error!(event = "policy_reload_failed", reason = %e, "refused the new policy, keeping the old one: {e}")
                 }
             },
@@ -70,6 +72,7 @@ impl ClientPolicy for RulesPolicy {
         let matched = verdict.matched.join("; ");
         match verdict.outcome {
             Outcome::Allow(admitted) => {
+                crate::metrics::metrics().policy_decision("allow");
                 tracing::info!(
                     event = "policy_decision",
                     decision = "allow",
@@ -84,6 +87,7 @@ impl ClientPolicy for RulesPolicy {
                 Ok(*admitted)
             }
             Outcome::DenyClient(reason) => {
+                crate::metrics::metrics().policy_decision("deny");
                 tracing::warn!(
                     event = "policy_decision",
                     decision = "deny",
@@ -99,6 +103,7 @@ impl ClientPolicy for RulesPolicy {
                 Err(PolicyError::ClientDenied { reason })
             }
             Outcome::DenyAccess { log, message } => {
+                crate::metrics::metrics().policy_decision("deny_access");
                 tracing::warn!(
                     event = "policy_decision",
                     decision = "deny_access",
