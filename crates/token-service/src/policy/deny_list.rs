@@ -143,7 +143,7 @@ pub fn parse_serial(text: &str) -> Option<Vec<u8>> {
     if digits.is_empty() {
         return None;
     }
-    let padded = if digits.len() % 2 == 1 {
+    let padded = if !digits.len().is_multiple_of(2) {
         format!("0{digits}")
     } else {
         digits
@@ -154,7 +154,7 @@ pub fn parse_serial(text: &str) -> Option<Vec<u8>> {
 }
 
 fn hex_decode(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);

@@ -227,7 +227,7 @@ impl Condition {
         };
         match self {
             Self::Flow(names) => {
-                if names.iter().any(|n| *n == client.flow) {
+                if names.contains(&client.flow) {
                     Ok(format!("flow '{}' is listed", client.flow))
                 } else {
                     Err(format!(
@@ -312,6 +312,10 @@ pub struct Policy {
 
 /// How a request fared.
 #[derive(Debug, Clone)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per request, moved out at once"
+)]
 pub enum Outcome {
     /// Admitted, with what the client gets.
     Allow(Client),
@@ -559,44 +563,43 @@ impl Allowance {
             };
             extra_claims.insert(name.clone(), value);
         }
-        if let (Some(allowed), Some(sa)) = (&self.service_accounts, requested.service_account) {
-            if first_match(allowed, sa).is_none() {
-                return Outcome::DenyAccess {
-                    log: format!(
-                        "rule '{rule}': service account '{sa}' matches none of {}",
-                        if allowed.is_empty() {
-                            "(none allowed)".to_owned()
-                        } else {
-                            sources(allowed)
-                        }
-                    ),
-                    message: format!(
-                        "This client may not obtain tokens for the service account '{}'",
-                        crate::model::truncate(sa, 200)
-                    ),
-                };
-            }
+        if let (Some(allowed), Some(sa)) = (&self.service_accounts, requested.service_account)
+            && first_match(allowed, sa).is_none()
+        {
+            return Outcome::DenyAccess {
+                log: format!(
+                    "rule '{rule}': service account '{sa}' matches none of {}",
+                    if allowed.is_empty() {
+                        "(none allowed)".to_owned()
+                    } else {
+                        sources(allowed)
+                    }
+                ),
+                message: format!(
+                    "This client may not obtain tokens for the service account '{}'",
+                    crate::model::truncate(sa, 200)
+                ),
+            };
         }
-        if let (Some(allowed), Some(scope)) = (&self.scopes, requested.scope) {
-            if let Some(s) = scope
+        if let (Some(allowed), Some(scope)) = (&self.scopes, requested.scope)
+            && let Some(s) = scope
                 .split_ascii_whitespace()
                 .find(|s| first_match(allowed, s).is_none())
-            {
-                return Outcome::DenyAccess {
-                    log: format!(
-                        "rule '{rule}': scope '{s}' matches none of {}",
-                        if allowed.is_empty() {
-                            "(none allowed)".to_owned()
-                        } else {
-                            sources(allowed)
-                        }
-                    ),
-                    message: format!(
-                        "This client may not obtain the scope '{}'",
-                        crate::model::truncate(s, 200)
-                    ),
-                };
-            }
+        {
+            return Outcome::DenyAccess {
+                log: format!(
+                    "rule '{rule}': scope '{s}' matches none of {}",
+                    if allowed.is_empty() {
+                        "(none allowed)".to_owned()
+                    } else {
+                        sources(allowed)
+                    }
+                ),
+                message: format!(
+                    "This client may not obtain the scope '{}'",
+                    crate::model::truncate(s, 200)
+                ),
+            };
         }
         Outcome::Allow(Client {
             flow: client.flow.clone(),
