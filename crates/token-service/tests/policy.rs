@@ -427,7 +427,7 @@ async fn deny_rule_refuses_with_the_generic_message_and_logs_rule_reason_and_fac
         ],
     );
 
-    // `*` stays within one path segment: /ns/legacy/a/b is not caught by the legacy rule.
+    // Without a reason, the log says which rule denied.
     let legacy = "spiffe://example.org/ns/legacy/old-gateway";
     let (status, body) = p.token_as(legacy).await;
     assert_denied(status, &body, &["legacy"]);
@@ -452,8 +452,9 @@ async fn no_matching_rule_denies_and_logs_no_rule_matched() {
     let p = Policed::start(DENY_POLICY, &[], &[]);
     for spiffe in [
         "spiffe://example.org/ns/dev/sa/x",
-        // Same path, other trust domain: the lab rule needs both.
-        "spiffe://other.example/ns/legacy/a/b",
+        // The lab path in another trust domain: the lab rule needs both.
+        "spiffe://other.example/ns/lab/sa/probe-7",
+        // `*` stays within one path segment: not caught by the legacy rule.
         "spiffe://example.org/ns/legacy/a/b",
     ] {
         let (status, body) = p.token_as(spiffe).await;
