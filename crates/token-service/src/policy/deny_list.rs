@@ -143,7 +143,7 @@ pub fn parse_serial(text: &str) -> Option<Vec<u8>> {
     if digits.is_empty() {
         return None;
     }
-    let padded = if digits.len() % 2 == 1 {
+    let padded = if !digits.len().is_multiple_of(2) {
         format!("0{digits}")
     } else {
         digits

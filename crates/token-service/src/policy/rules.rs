@@ -319,6 +319,10 @@ pub struct Policy {
 
 /// How a request fared.
 #[derive(Debug, Clone)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per request, moved out at once"
+)]
 pub enum Outcome {
     /// Admitted, with what the client gets.
     Allow(Box<Client>),
@@ -732,7 +736,7 @@ fn compile_allowance(
                     .map_err(|e| (at, format!("rule '{rule}': claim '{name}': {e}")))?,
             ),
             other => ClaimValue::Static(
-                serde_json::to_value(&other)
+                static_claim(other)
                     .map_err(|e| (at, format!("rule '{rule}': claim '{name}': {e}")))?,
             ),
         };
@@ -773,6 +777,34 @@ fn compile_allowance(
         service_accounts: patterns(service_accounts)?,
         scopes: patterns(scopes)?,
         lifetime,
+    })
+}
+
+/// A static claim value as JSON. Dates and times become their RFC 3339 text (serde would give
+/// toml's private `{"$__toml_private_datetime": ...}` wrapper); NaN and infinities, which JSON
+/// cannot represent, are refused rather than turned into null.
+fn static_claim(value: toml::Value) -> Result<Value, String> {
+    Ok(match value {
+        toml::Value::String(s) => Value::String(s),
+        toml::Value::Integer(i) => Value::from(i),
+        toml::Value::Float(f) => Value::Number(
+            serde_json::Number::from_f64(f)
+                .ok_or_else(|| format!("{f} cannot be written in JSON"))?,
+        ),
+        toml::Value::Boolean(b) => Value::Bool(b),
+        toml::Value::Datetime(d) => Value::String(d.to_string()),
+        toml::Value::Array(items) => Value::Array(
+            items
+                .into_iter()
+                .map(static_claim)
+                .collect::<Result<_, _>>()?,
+        ),
+        toml::Value::Table(table) => Value::Object(
+            table
+                .into_iter()
+                .map(|(k, v)| Ok((k, static_claim(v)?)))
+                .collect::<Result<_, String>>()?,
+        ),
     })
 }
 

@@ -23,6 +23,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_token-service");
 pub const AUDIENCE: &str =
     "https://iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/v";
 pub const SPIFFE: &str = "spiffe://example.org/ns/prod/sa/workload-1";
+/// The certificate fingerprint [`lb_headers`] report (base64, no padding).
+pub const LB_HASH: &str = "q1Ki0fHfPVfPs2QhGOqPm6qOoJx6JxGNOpr3jxNKsL4";
 
 /// A running service.
 pub struct Server {
@@ -193,10 +195,7 @@ pub fn lb_headers(spiffe: &str) -> Vec<(String, String)> {
         ("X-Client-Cert-Present".into(), "true".into()),
         ("X-Client-Cert-Chain-Verified".into(), "true".into()),
         ("X-Client-Cert-Error".into(), String::new()),
-        (
-            "X-Client-Cert-Hash".into(),
-            "q1Ki0fHfPVfPs2QhGOqPm6qOoJx6JxGNOpr3jxNKsL4".into(),
-        ),
+        ("X-Client-Cert-Hash".into(), LB_HASH.into()),
         ("X-Client-Cert-Spiffe".into(), spiffe.into()),
         ("X-Client-Cert-URI-SANs".into(), String::new()),
         (

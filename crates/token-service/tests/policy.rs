@@ -1,0 +1,1276 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! Black-box tests of the client policy (`POLICY_FILE`): the real binary, driven through its
+//! `/token` endpoint by the load-balancer header flow, by direct mutual TLS with certificates of
+//! the TLS suite's test PKI, and against the Google API emulator for service accounts and
+//! scopes. Every kind of decision is checked on the response, on the verified token and on the
+//! `policy_decision` log line; so are hot reloads and startup with a broken file.
+
+mod common;
+#[allow(dead_code)]
+mod tls_support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD_NO_PAD;
+use common::{AUDIENCE, LB_HASH, SPIFFE, Server};
+use gcp_emulator::{Config as EmulatorConfig, Emulator, Provider};
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use serde_json::{Value, json};
+use tls_support::{
+    GRANT, Leaf, Pki, TlsService, assert_refused, events, https_client, id_token, post_token,
+    sha256_b64, write_atomic,
+};
+
+/// What a client refused by the policy is told, whatever the reason.
+const GENERIC: &str = "The client is not authorized to obtain tokens";
+const MTLS: &str = tls_support::FLOW;
+const XLB: &str = "xlb-mtls-client-credentials";
+const SPIFFE_HEADER: &str = "X-Client-Cert-Spiffe";
+const HASH_HEADER: &str = "X-Client-Cert-Hash";
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+/// A service with a policy file in a folder of its own (deny lists go next to it).
+struct Policed {
+    server: Server,
+    policy: PathBuf,
+    files: tempfile::TempDir,
+}
+
+impl Policed {
+    /// Starts the default service (flow `xlb-mtls-client-credentials` on plain HTTP) with this
+    /// policy, deny-list files (name, contents) and extra settings.
+    fn start(policy: &str, lists: &[(&str, &str)], extra: &[(&str, &str)]) -> Policed {
+        let files = tempfile::tempdir().unwrap();
+        for (name, contents) in lists {
+            common::temp_file(&files, name, contents);
+        }
+        let path = common::temp_file(&files, "policy.toml", policy);
+        let file = path.display().to_string();
+        let mut env: Vec<(&str, &str)> = vec![("POLICY_FILE", &file)];
+        env.extend_from_slice(extra);
+        let server = Server::start(&env);
+        Policed {
+            server,
+            policy: path,
+            files,
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.files.path().join(name)
+    }
+
+    /// POSTs the grant with load-balancer headers (some overridden); status and JSON body.
+    async fn token(&self, overrides: &[(&str, &str)]) -> (u16, Value) {
+        json_of(common::token(&self.server, GRANT, overrides).await).await
+    }
+
+    /// The request of a client whose SPIFFE ID is `spiffe`.
+    async fn token_as(&self, spiffe: &str) -> (u16, Value) {
+        self.token(&[(SPIFFE_HEADER, spiffe)]).await
+    }
+}
+
+async fn send(request: reqwest::RequestBuilder) -> (u16, Value) {
+    json_of(request.send().await.unwrap()).await
+}
+
+async fn json_of(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"));
+    (status, body)
+}
+
+/// Writes a policy file in its own folder (for services started by other helpers).
+fn policy_in(dir: &tempfile::TempDir, text: &str) -> String {
+    common::temp_file(dir, "policy.toml", text)
+        .display()
+        .to_string()
+}
+
+/// Waits (the log is read from a pipe) until the newest log line with `event` carries these
+/// labels; returns its labels.
+fn wait_for_line(server: &Server, event: &str, labels: &[(&str, &str)]) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let newest = events(server, event).pop();
+        if let Some(line) = &newest
+            && labels.iter().all(|(k, v)| line[*k] == *v)
+        {
+            return line.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the newest '{event}' line is {newest:?}, expected {labels:?}; logs:\n{}",
+            server.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A 403 `unauthorized_client` with the generic message, none of `secrets` in the body.
+fn assert_denied(status: u16, body: &Value, secrets: &[&str]) {
+    assert_refused(status, body, GENERIC);
+    let text = body.to_string();
+    for secret in secrets {
+        assert!(
+            !text.contains(secret),
+            "'{secret}' reached the client: {text}"
+        );
+    }
+}
+
+/// A 403 `access_denied` with exactly `description`.
+fn assert_access_denied(status: u16, body: &Value, description: &str) {
+    assert_eq!(status, 403, "{body}");
+    assert!(body.get("id_token").is_none(), "{body}");
+    assert!(body.get("access_token").is_none(), "{body}");
+    assert_eq!(body["error"], "access_denied", "{body}");
+    assert_eq!(body["error_description"], description, "{body}");
+}
+
+/// Checks the newest decision's labels: decision, rule, client ID, flow; returns them all.
+fn assert_decision(
+    server: &Server,
+    decision: &str,
+    rule: &str,
+    client_id: &str,
+    flow: &str,
+) -> Value {
+    wait_for_line(
+        server,
+        "policy_decision",
+        &[
+            ("decision", decision),
+            ("rule", rule),
+            ("client_id", client_id),
+            ("flow", flow),
+        ],
+    )
+}
+
+/// The matched facts of a decision line, one phrase each.
+fn matched(line: &Value) -> Vec<String> {
+    line["matched"]
+        .as_str()
+        .unwrap()
+        .split("; ")
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Uppercase hex with colons, as `openssl x509 -fingerprint -sha256` prints.
+fn openssl_hex(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn sha256(der: &[u8]) -> Vec<u8> {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der)
+        .as_ref()
+        .to_vec()
+}
+
+/// Polls until the request with `overrides` gets `want`; returns the body.
+async fn wait_for_status(p: &Policed, overrides: &[(&str, &str)], want: u16) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = p.token(overrides).await;
+        if status == want {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still {status} ({body}) rather than {want}; logs:\n{}",
+            p.server.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until more than `before` log lines carry `event`; returns the newest one's labels.
+async fn wait_for_event(server: &Server, event: &str, before: usize) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let lines = events(server, event);
+        if lines.len() > before {
+            return lines.last().unwrap().clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no new '{event}' log line; logs:\n{}",
+            server.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Requests a token over mutual TLS with `leaf`.
+async fn mtls_token(service: &TlsService, pki: &Pki, leaf: &Leaf) -> (u16, Value) {
+    post_token(&https_client(&pki.root.pem, Some(leaf)), service).await
+}
+
+/// Verifies an ID token of a TLS service as a relying party would.
+async fn verify_tls(service: &TlsService, pki: &Pki, token: &str) -> Value {
+    common::verify_with(
+        &https_client(&pki.root.pem, None),
+        token,
+        &service.base,
+        AUDIENCE,
+    )
+    .await
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Allow: client ID template, extra claims, token lifetime
+// ---------------------------------------------------------------------------------------------
+
+const ALLOW_POLICY: &str = r#"
+# The intermediate's certificates keep the flow's client ID and the global lifetime.
+[[rule]]
+name = "intermediate-default"
+decision = "allow"
+[rule.match.issuer]
+CN = "Test Intermediate CA"
+
+[[rule]]
+name = "devices"
+decision = "allow"
+client_id = "device-{dns_san}"
+token_lifetime = 120
+[rule.match]
+flow = "mtls-client-credentials"
+dns_san = "*.EXAMPLE.org"
+[rule.match.subject]
+O = "Token Service TLS tests"
+[rule.claims]
+tier = 2
+beta = true
+ratio = 1.5
+groups = ["a", "b"]
+limits = { rps = 5, burst = [1, 2], since = 2024-02-29, note = "{kept as written}" }
+since = 1979-05-27T07:32:00Z
+cn = "{subject.CN}"
+workload = "{spiffe_path}"
+domain = "{spiffe_trust_domain}"
+ca = "{issuer_ca_sha256}"
+literal = "{{not a fact}} {serial}"
+
+# Matches the certificate without a DNS SAN, whose template then lacks its fact.
+[[rule]]
+name = "needs-dns"
+decision = "allow"
+client_id = "device-{dns_san}"
+[rule.match]
+spiffe_path = "/ns/prod/sa/no-dns"
+"#;
+
+#[tokio::test]
+async fn allow_rule_templates_client_id_adds_claims_and_overrides_token_lifetime() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let policy = policy_in(&dir, ALLOW_POLICY);
+    let service = TlsService::start(&pki, &pki.root.pem, None, &[("POLICY_FILE", &policy)]);
+
+    let (status, body) = mtls_token(&service, &pki, &pki.valid).await;
+    let claims = verify_tls(&service, &pki, &id_token(status, &body)).await;
+    assert_eq!(claims["sub"], "device-valid.example.org", "{claims}");
+    assert_eq!(claims["client_id"], "device-valid.example.org", "{claims}");
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        120,
+        "{claims}"
+    );
+    assert_eq!(claims["tier"], 2);
+    assert_eq!(claims["beta"], true);
+    assert_eq!(claims["ratio"], 1.5);
+    assert_eq!(claims["groups"], json!(["a", "b"]));
+    // Strings nested in arrays and tables are copied, not templates.
+    assert_eq!(
+        claims["limits"],
+        json!({"rps": 5, "burst": [1, 2], "since": "2024-02-29", "note": "{kept as written}"})
+    );
+    assert_eq!(claims["since"], "1979-05-27T07:32:00Z", "{claims}");
+    assert_eq!(claims["cn"], "valid");
+    assert_eq!(claims["workload"], "/ns/prod/sa/valid");
+    assert_eq!(claims["domain"], "example.org");
+    assert_eq!(claims["ca"], sha256_b64(&pki.root.der));
+    assert_eq!(claims["literal"], "{not a fact} 10:01");
+    // The registered claims are still the service's own.
+    assert_eq!(claims["amr"], json!([MTLS]));
+    assert_eq!(claims["client"]["x5_spiffe"], pki.valid.spiffe());
+    let line = assert_decision(
+        &service.server,
+        "allow",
+        "devices",
+        "device-valid.example.org",
+        MTLS,
+    );
+    assert_eq!(
+        matched(&line),
+        [
+            "flow 'mtls-client-credentials' is listed",
+            "dns_san 'valid.example.org' matches '*.EXAMPLE.org'",
+            "subject.O 'Token Service TLS tests' matches 'Token Service TLS tests'",
+        ],
+        "{line}"
+    );
+    wait_for_line(
+        &service.server,
+        "token_issued",
+        &[("client_id", "device-valid.example.org")],
+    );
+
+    // No client_id, no token_lifetime, no claims: the flow's ID and TOKEN_VALIDITY (5 min).
+    let (status, body) = mtls_token(&service, &pki, &pki.via_intermediate).await;
+    let claims = verify_tls(&service, &pki, &id_token(status, &body)).await;
+    let spiffe = pki.via_intermediate.spiffe();
+    assert_eq!(claims["sub"], spiffe);
+    assert_eq!(claims["client_id"], spiffe);
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        300
+    );
+    for extra in ["tier", "cn", "workload", "since"] {
+        assert!(claims.get(extra).is_none(), "{claims}");
+    }
+    assert_decision(
+        &service.server,
+        "allow",
+        "intermediate-default",
+        spiffe,
+        MTLS,
+    );
+
+    // A template over a fact the certificate lacks denies, rather than issuing a broken ID.
+    let (status, body) = mtls_token(&service, &pki, &pki.no_dns).await;
+    assert_denied(status, &body, &["dns_san", "needs-dns"]);
+    let line = assert_decision(
+        &service.server,
+        "deny",
+        "needs-dns",
+        pki.no_dns.spiffe(),
+        MTLS,
+    );
+    assert_eq!(
+        line["reason"],
+        "rule 'needs-dns': the client_id template needs the fact 'dns_san', which this certificate lacks"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2-3. Deny rules and no matching rule
+// ---------------------------------------------------------------------------------------------
+
+const DENY_POLICY: &str = r#"
+[[rule]]
+name = "quarantined-lab"
+decision = "deny"
+reason = "lab devices are quarantined until firmware 4.2"
+[rule.match]
+spiffe_trust_domain = "EXAMPLE.org"
+spiffe_path = "/ns/lab/**"
+
+[[rule]]
+name = "legacy"
+decision = "deny"
+[rule.match]
+spiffe_id = "spiffe://example.org/ns/legacy/*"
+
+[[rule]]
+name = "prod"
+decision = "allow"
+[rule.match]
+spiffe_path = "/ns/prod/**"
+"#;
+
+#[tokio::test]
+async fn deny_rule_refuses_with_the_generic_message_and_logs_rule_reason_and_facts() {
+    let p = Policed::start(DENY_POLICY, &[], &[]);
+    let lab = "spiffe://example.org/ns/lab/sa/probe-7";
+    let (status, body) = p.token_as(lab).await;
+    assert_denied(
+        status,
+        &body,
+        &["quarantined", "firmware", "lab", "rule", "example.org"],
+    );
+    let line = assert_decision(&p.server, "deny", "quarantined-lab", lab, XLB);
+    assert_eq!(
+        line["reason"],
+        "lab devices are quarantined until firmware 4.2"
+    );
+    assert_eq!(
+        matched(&line),
+        [
+            "spiffe_trust_domain 'example.org' is listed",
+            "spiffe_path '/ns/lab/sa/probe-7' matches '/ns/lab/**'",
+        ]
+    );
+    wait_for_line(
+        &p.server,
+        "authentication_failed",
+        &[
+            ("outcome", "unauthorized_client"),
+            ("client_id", lab),
+            ("reason", "lab devices are quarantined until firmware 4.2"),
+        ],
+    );
+
+    // Without a reason, the log says which rule denied.
+    let legacy = "spiffe://example.org/ns/legacy/old-gateway";
+    let (status, body) = p.token_as(legacy).await;
+    assert_denied(status, &body, &["legacy"]);
+    let line = assert_decision(&p.server, "deny", "legacy", legacy, XLB);
+    assert_eq!(line["reason"], "denied by rule 'legacy'");
+    assert_eq!(
+        matched(&line),
+        [
+            "spiffe_id 'spiffe://example.org/ns/legacy/old-gateway' matches 'spiffe://example.org/ns/legacy/*'"
+        ]
+    );
+
+    let (status, body) = p.token_as(SPIFFE).await;
+    assert_eq!(status, 200, "{body}");
+    assert_decision(&p.server, "allow", "prod", SPIFFE, XLB);
+    wait_for_line(&p.server, "token_issued", &[("client_id", SPIFFE)]);
+    assert_eq!(events(&p.server, "token_issued").len(), 1);
+}
+
+#[tokio::test]
+async fn no_matching_rule_denies_and_logs_no_rule_matched() {
+    let p = Policed::start(DENY_POLICY, &[], &[]);
+    for spiffe in [
+        "spiffe://example.org/ns/dev/sa/x",
+        // The lab path in another trust domain: the lab rule needs both.
+        "spiffe://other.example/ns/lab/sa/probe-7",
+        // `*` stays within one path segment: not caught by the legacy rule.
+        "spiffe://example.org/ns/legacy/a/b",
+    ] {
+        let (status, body) = p.token_as(spiffe).await;
+        assert_denied(status, &body, &["no rule", "matched"]);
+        let line = assert_decision(&p.server, "deny", "(no rule matched)", spiffe, XLB);
+        assert_eq!(line["reason"], "no rule of the policy matches this client");
+        assert_eq!(line["matched"], "");
+    }
+
+    // A policy without rules is valid and admits nobody.
+    let empty = Policed::start("# nothing yet\n", &[], &[]);
+    let (status, body) = empty.token(&[]).await;
+    assert_denied(status, &body, &[]);
+    assert_decision(&empty.server, "deny", "(no rule matched)", SPIFFE, XLB);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Rule order
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn the_first_matching_rule_decides() {
+    let p = Policed::start(
+        r#"
+[[rule]]
+name = "deny-canaries"
+decision = "deny"
+[rule.match]
+spiffe_path = "/ns/prod/sa/canary-*"
+
+[[rule]]
+name = "allow-prod"
+decision = "allow"
+[rule.match]
+spiffe_path = "/ns/prod/**"
+
+[[rule]]
+name = "allow-staging-probe"
+decision = "allow"
+client_id = "probe"
+[rule.match]
+spiffe_id = "spiffe://example.org/ns/staging/sa/probe"
+
+[[rule]]
+name = "deny-staging"
+decision = "deny"
+[rule.match]
+spiffe_path = "/ns/staging/**"
+"#,
+        &[],
+        &[],
+    );
+    // A deny before an allow that also matches.
+    let canary = "spiffe://example.org/ns/prod/sa/canary-3";
+    let (status, body) = p.token_as(canary).await;
+    assert_denied(status, &body, &[]);
+    assert_decision(&p.server, "deny", "deny-canaries", canary, XLB);
+    let (status, body) = p.token_as(SPIFFE).await;
+    assert_eq!(status, 200, "{body}");
+    assert_decision(&p.server, "allow", "allow-prod", SPIFFE, XLB);
+    // An allow before a deny that also matches.
+    let (status, body) = p.token_as("spiffe://example.org/ns/staging/sa/probe").await;
+    let claims = common::verify(&id_token(status, &body), &p.server.base, AUDIENCE).await;
+    assert_eq!(claims["sub"], "probe");
+    assert_decision(&p.server, "allow", "allow-staging-probe", "probe", XLB);
+    let other = "spiffe://example.org/ns/staging/sa/web";
+    let (status, body) = p.token_as(other).await;
+    assert_denied(status, &body, &[]);
+    assert_decision(&p.server, "deny", "deny-staging", other, XLB);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. Deny lists
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn deny_lists_refuse_listed_fingerprints_and_serials_before_any_rule() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    // The no-dns certificate by its fingerprint as openssl prints it; another one in base64.
+    common::temp_file(
+        &dir,
+        "revoked-fingerprints.txt",
+        &format!(
+            "# revoked\n\n{}  # no-dns, stolen laptop\n{}\n",
+            openssl_hex(&sha256(&pki.no_dns.der)),
+            sha256_b64(&pki.expired.der),
+        ),
+    );
+    // The intermediate's leaf has serial 00:80:02:ab in DER; listed without the leading zero.
+    common::temp_file(
+        &dir,
+        "revoked-serials.txt",
+        "20:99\n80:02:AB # via-intermediate\n",
+    );
+    let policy = policy_in(
+        &dir,
+        r#"
+[deny_lists]
+sha256_fingerprints = "revoked-fingerprints.txt"
+serials = "revoked-serials.txt"
+
+[[rule]]
+name = "everyone"
+decision = "allow"
+"#,
+    );
+    let service = TlsService::start(&pki, &pki.root.pem, None, &[("POLICY_FILE", &policy)]);
+
+    let (status, body) = mtls_token(&service, &pki, &pki.no_dns).await;
+    assert_denied(status, &body, &["revoked", "deny"]);
+    let line = assert_decision(
+        &service.server,
+        "deny",
+        "deny_lists.sha256_fingerprints",
+        pki.no_dns.spiffe(),
+        MTLS,
+    );
+    let fingerprint = sha256_b64(&pki.no_dns.der);
+    assert_eq!(
+        line["matched"],
+        format!("sha256_fingerprint '{fingerprint}' is listed")
+    );
+    let reason = line["reason"].as_str().unwrap();
+    assert!(
+        reason.contains(&fingerprint) && reason.contains("revoked-fingerprints.txt"),
+        "{line}"
+    );
+
+    let (status, body) = mtls_token(&service, &pki, &pki.via_intermediate).await;
+    assert_denied(status, &body, &["revoked", "serial"]);
+    let line = assert_decision(
+        &service.server,
+        "deny",
+        "deny_lists.serials",
+        pki.via_intermediate.spiffe(),
+        MTLS,
+    );
+    assert_eq!(line["matched"], "serial '00:80:02:ab' is listed");
+    assert!(
+        line["reason"]
+            .as_str()
+            .unwrap()
+            .contains("revoked-serials.txt"),
+        "{line}"
+    );
+
+    // Everyone else still gets tokens.
+    let (status, body) = mtls_token(&service, &pki, &pki.valid).await;
+    id_token(status, &body);
+    assert_decision(
+        &service.server,
+        "allow",
+        "everyone",
+        pki.valid.spiffe(),
+        MTLS,
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. Service accounts and scopes, with the Google API emulator
+// ---------------------------------------------------------------------------------------------
+
+const PROJECT_NUMBER: &str = "123456789012";
+const POOL: &str = "devices";
+const PROVIDER: &str = "token-service";
+const SELF_SA: &str = "token-service@demo-project.iam.gserviceaccount.com";
+const TARGET_SA: &str = "storage-reader@demo-project.iam.gserviceaccount.com";
+const OTHER_SA: &str = "admin@demo-project.iam.gserviceaccount.com";
+const CLOUD_PLATFORM: &str = "https://www.googleapis.com/auth/cloud-platform";
+const DEVSTORAGE_RO: &str = "https://www.googleapis.com/auth/devstorage.read_only";
+const BIGQUERY: &str = "https://www.googleapis.com/auth/bigquery";
+
+async fn emulator_for(port: u16) -> Emulator {
+    let principals = format!(
+        "principalSet://iam.googleapis.com/projects/{PROJECT_NUMBER}/locations/global/workloadIdentityPools/{POOL}/*"
+    );
+    let config = EmulatorConfig {
+        project_number: PROJECT_NUMBER.into(),
+        service_account: SELF_SA.into(),
+        extra_service_accounts: vec![TARGET_SA.into(), OTHER_SA.into()],
+        providers: vec![Provider {
+            project_number: PROJECT_NUMBER.into(),
+            pool_id: POOL.into(),
+            provider_id: PROVIDER.into(),
+            issuer_uri: format!("http://127.0.0.1:{port}"),
+            allowed_audiences: vec![],
+        }],
+        // Both may be impersonated: only the policy keeps the client from the admin.
+        impersonation: vec![
+            (TARGET_SA.into(), principals.clone()),
+            (OTHER_SA.into(), principals),
+        ],
+        ..EmulatorConfig::default()
+    };
+    Emulator::start(config, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+}
+
+/// The service with SIGNER=iam and the pool, against a fresh emulator, with this policy.
+async fn google_service(policy: &str) -> (Emulator, Server, tempfile::TempDir) {
+    let port = common::free_port();
+    let emulator = emulator_for(port).await;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = policy_in(&dir, policy);
+    let base = emulator.base_url();
+    let env: Vec<(&str, String)> = vec![
+        ("SIGNER", "iam".into()),
+        ("SIGNING_KEY_FILE", String::new()),
+        ("TOKEN_AUDIENCE", String::new()),
+        (
+            "GCE_METADATA_HOST",
+            base.trim_start_matches("http://").into(),
+        ),
+        ("IAM_CREDENTIALS_ENDPOINT", base.clone()),
+        ("STS_ENDPOINT", base.clone()),
+        (
+            "JWKS_URI",
+            format!("{base}/service_accounts/v1/metadata/jwk/{SELF_SA}"),
+        ),
+        ("WORKLOAD_IDENTITY_PROJECT_NUMBER", PROJECT_NUMBER.into()),
+        ("WORKLOAD_IDENTITY_POOL_ID", POOL.into()),
+        ("WORKLOAD_IDENTITY_PROVIDER_ID", PROVIDER.into()),
+        ("POLICY_FILE", policy),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let server = Server::start_on(port, &env);
+    for _ in 0..100 {
+        if let Ok(r) = common::client().get(server.url("/readyz")).send().await
+            && r.status() == 200
+        {
+            return (emulator, server, dir);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("not ready:\n{}", server.logs());
+}
+
+fn form(scope: Option<&str>, sa: Option<&str>) -> String {
+    let mut f = GRANT.to_owned();
+    if let Some(s) = scope {
+        f.push_str(&format!(
+            "&scope={}",
+            utf8_percent_encode(s, NON_ALPHANUMERIC)
+        ));
+    }
+    if let Some(sa) = sa {
+        f.push_str(&format!(
+            "&service_account={}",
+            utf8_percent_encode(sa, NON_ALPHANUMERIC)
+        ));
+    }
+    f
+}
+
+const DEV: &str = "spiffe://example.org/ns/dev/sa/tool";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_accounts_and_scopes_are_restricted_per_rule() {
+    let (emulator, server, _dir) = google_service(
+        r#"
+[[rule]]
+name = "storage-readers"
+decision = "allow"
+service_accounts = ["storage-*@demo-project.iam.gserviceaccount.com"]
+scopes = ["https://www.googleapis.com/auth/cloud-platform", "https://www.googleapis.com/auth/devstorage.*"]
+[rule.match]
+spiffe_path = "/ns/prod/**"
+
+[[rule]]
+name = "no-impersonation"
+decision = "allow"
+service_accounts = []
+[rule.match]
+spiffe_path = "/ns/dev/**"
+"#,
+    )
+    .await;
+    let request = |scope: Option<&str>, sa: Option<&str>, spiffe: &str| {
+        common::token_request(&server, &form(scope, sa), &[(SPIFFE_HEADER, spiffe)])
+    };
+
+    // Allowed service account and scope: an impersonated access token.
+    let (status, body) = send(request(Some(CLOUD_PLATFORM), Some(TARGET_SA), SPIFFE)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        emulator
+            .token_principal(body["access_token"].as_str().unwrap())
+            .unwrap(),
+        TARGET_SA
+    );
+    assert_decision(&server, "allow", "storage-readers", SPIFFE, XLB);
+    // A scope matched by a glob, without a service account: the federated token.
+    let (status, body) = send(request(Some(DEVSTORAGE_RO), None, SPIFFE)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["scope"], DEVSTORAGE_RO);
+
+    // A service account outside the rule's globs: names the account, not the rule.
+    let (status, body) = send(request(Some(CLOUD_PLATFORM), Some(OTHER_SA), SPIFFE)).await;
+    assert_access_denied(
+        status,
+        &body,
+        &format!("This client may not obtain tokens for the service account '{OTHER_SA}'"),
+    );
+    assert!(!body.to_string().contains("storage-"), "{body}");
+    let line = assert_decision(&server, "deny_access", "storage-readers", SPIFFE, XLB);
+    assert_eq!(
+        line["reason"],
+        format!(
+            "rule 'storage-readers': service account '{OTHER_SA}' matches none of 'storage-*@demo-project.iam.gserviceaccount.com'"
+        )
+    );
+    wait_for_line(
+        &server,
+        "authentication_failed",
+        &[
+            ("outcome", "access_denied"),
+            (
+                "reason",
+                &format!("This client may not obtain tokens for the service account '{OTHER_SA}'"),
+            ),
+        ],
+    );
+
+    // One scope outside the globs among allowed ones.
+    let (status, body) = send(request(
+        Some(&format!("{CLOUD_PLATFORM} {BIGQUERY}")),
+        Some(TARGET_SA),
+        SPIFFE,
+    ))
+    .await;
+    assert_access_denied(
+        status,
+        &body,
+        &format!("This client may not obtain the scope '{BIGQUERY}'"),
+    );
+    assert!(!body.to_string().contains("storage-readers"), "{body}");
+    let line = assert_decision(&server, "deny_access", "storage-readers", SPIFFE, XLB);
+    assert!(
+        line["reason"].as_str().unwrap().contains(BIGQUERY),
+        "{line}"
+    );
+
+    // `service_accounts = []`: no impersonation at all, while scopes stay open.
+    let (status, body) = send(request(Some(CLOUD_PLATFORM), Some(TARGET_SA), DEV)).await;
+    assert_access_denied(
+        status,
+        &body,
+        &format!("This client may not obtain tokens for the service account '{TARGET_SA}'"),
+    );
+    let line = assert_decision(&server, "deny_access", "no-impersonation", DEV, XLB);
+    assert!(
+        line["reason"]
+            .as_str()
+            .unwrap()
+            .ends_with("matches none of (none allowed)"),
+        "{line}"
+    );
+    let (status, body) = send(request(Some(BIGQUERY), None, DEV)).await;
+    assert_eq!(status, 200, "{body}");
+
+    // Refused requests never reached Google: one impersonation, three ID tokens signed.
+    assert_eq!(emulator.calls("iam.generateAccessToken"), 1);
+    assert_eq!(emulator.calls("iam.signJwt"), 3);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. Conditions over the facts of different flows
+// ---------------------------------------------------------------------------------------------
+
+const FLOWS_POLICY: &str = r#"
+[[rule]]
+name = "retired-by-subject"
+decision = "deny"
+reason = "no-dns certificates are retired"
+[rule.match.subject]
+CN = "no-dns"
+
+[[rule]]
+name = "issued-by-root"
+decision = "allow"
+client_id = "root/{subject.CN}"
+[rule.match]
+flow = "mtls-client-credentials"
+issuer_ca_sha256 = "ROOT_HEX"
+[rule.match.subject]
+O = "Token Service TLS tests"
+[rule.claims]
+ca = "{issuer_ca_sha256}"
+
+[[rule]]
+name = "issued-by-intermediate"
+decision = "allow"
+client_id = "intermediate/{subject.CN}"
+[rule.match]
+flow = "mtls-client-credentials"
+issuer_ca_sha256 = ["ROOT_B64", "INTERMEDIATE_B64"]
+[rule.match.issuer]
+CN = "Test Intermediate CA"
+[rule.claims]
+issuer_cn = "{issuer.CN}"
+ca = "{issuer_ca_sha256}"
+
+# The load balancer's headers carry no subject DN: this can never hold for that flow.
+[[rule]]
+name = "lb-by-subject"
+decision = "allow"
+client_id = "never"
+[rule.match]
+flow = "xlb-mtls-client-credentials"
+[rule.match.subject]
+CN = "*"
+
+# Nor is the issuing CA known there.
+[[rule]]
+name = "lb-by-issuer-ca"
+decision = "allow"
+client_id = "never-either"
+[rule.match]
+issuer_ca_sha256 = ["ROOT_HEX", "INTERMEDIATE_B64"]
+
+[[rule]]
+name = "lb-by-spiffe"
+decision = "allow"
+client_id = "lb/{dns_san}"
+[rule.match]
+flow = ["xlb-mtls-client-credentials"]
+spiffe_id = "spiffe://example.org/ns/prod/sa/*"
+dns_san = "*.example.org"
+"#;
+
+#[tokio::test]
+async fn conditions_hold_on_the_facts_each_flow_has_and_fail_closed_on_absent_ones() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let policy = FLOWS_POLICY
+        .replace("ROOT_HEX", &openssl_hex(&sha256(&pki.root.der)))
+        .replace("ROOT_B64", &sha256_b64(&pki.root.der))
+        .replace("INTERMEDIATE_B64", &sha256_b64(&pki.intermediate.der));
+    let policy = policy_in(&dir, &policy);
+    let service = TlsService::start(
+        &pki,
+        &pki.root.pem,
+        None,
+        &[
+            ("AUTH_FLOWS", &format!("{MTLS},{XLB}")),
+            ("POLICY_FILE", &policy),
+        ],
+    );
+
+    // Direct mTLS, leaf issued by the root.
+    let (status, body) = mtls_token(&service, &pki, &pki.valid).await;
+    let claims = verify_tls(&service, &pki, &id_token(status, &body)).await;
+    assert_eq!(claims["sub"], "root/valid");
+    assert_eq!(claims["ca"], sha256_b64(&pki.root.der));
+    assert_eq!(claims["amr"], json!([MTLS]));
+    let line = assert_decision(
+        &service.server,
+        "allow",
+        "issued-by-root",
+        "root/valid",
+        MTLS,
+    );
+    assert_eq!(
+        matched(&line),
+        [
+            "flow 'mtls-client-credentials' is listed",
+            "subject.O 'Token Service TLS tests' matches 'Token Service TLS tests'",
+            &format!("issuer_ca_sha256 '{}' is listed", sha256_b64(&pki.root.der)),
+        ]
+    );
+
+    // Leaf issued by the intermediate (which the client sends): its issuing CA is the
+    // intermediate, not the root the chain ends at.
+    let (status, body) = mtls_token(&service, &pki, &pki.via_intermediate).await;
+    let claims = verify_tls(&service, &pki, &id_token(status, &body)).await;
+    assert_eq!(claims["sub"], "intermediate/via-intermediate");
+    assert_eq!(claims["issuer_cn"], "Test Intermediate CA");
+    assert_eq!(claims["ca"], sha256_b64(&pki.intermediate.der));
+    assert_decision(
+        &service.server,
+        "allow",
+        "issued-by-intermediate",
+        "intermediate/via-intermediate",
+        MTLS,
+    );
+
+    // A subject condition on a deny rule, through mTLS.
+    let (status, body) = mtls_token(&service, &pki, &pki.no_dns).await;
+    assert_denied(status, &body, &["retired"]);
+    let line = assert_decision(
+        &service.server,
+        "deny",
+        "retired-by-subject",
+        pki.no_dns.spiffe(),
+        MTLS,
+    );
+    assert_eq!(line["matched"], "subject.CN 'no-dns' matches 'no-dns'");
+
+    // The load balancer's flow on the same listener (no client certificate in the handshake):
+    // the subject and issuing-CA conditions fail for lack of facts, the SPIFFE ID one holds.
+    let lb = |spiffe: &str| {
+        let mut headers = common::lb_headers(spiffe);
+        headers.retain(|(_, v)| !v.is_empty());
+        let mut request = https_client(&pki.root.pem, None)
+            .post(service.url("/token"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(GRANT);
+        for (k, v) in headers {
+            request = request.header(k, v);
+        }
+        request
+    };
+    let (status, body) = send(lb(SPIFFE)).await;
+    let claims = verify_tls(&service, &pki, &id_token(status, &body)).await;
+    assert_eq!(claims["sub"], "lb/device-1.example.org");
+    assert_eq!(claims["amr"], json!([XLB]));
+    let line = assert_decision(
+        &service.server,
+        "allow",
+        "lb-by-spiffe",
+        "lb/device-1.example.org",
+        XLB,
+    );
+    assert_eq!(
+        matched(&line),
+        [
+            "flow 'xlb-mtls-client-credentials' is listed",
+            &format!("spiffe_id '{SPIFFE}' matches 'spiffe://example.org/ns/prod/sa/*'"),
+            "dns_san 'device-1.example.org' matches '*.example.org'",
+        ]
+    );
+    // Outside the SPIFFE glob nothing else matches: the subject rule does not admit it.
+    let other = "spiffe://example.org/ns/prod/sa/team/web";
+    let (status, body) = send(lb(other)).await;
+    assert_denied(status, &body, &[]);
+    assert_decision(&service.server, "deny", "(no rule matched)", other, XLB);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8. Hot reload
+// ---------------------------------------------------------------------------------------------
+
+const RELOAD_DENY: &str = r#"[deny_lists]
+sha256_fingerprints = "revoked.txt"
+
+[[rule]]
+name = "maintenance"
+decision = "deny"
+reason = "maintenance window"
+"#;
+
+const RELOAD_ALLOW: &str = r#"[deny_lists]
+sha256_fingerprints = "revoked.txt"
+
+[[rule]]
+name = "open"
+decision = "allow"
+"#;
+
+/// RELOAD_ALLOW with an unterminated string on line 6.
+const RELOAD_BROKEN: &str = r#"[deny_lists]
+sha256_fingerprints = "revoked.txt"
+
+[[rule]]
+name = "open"
+decision = "allow
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_and_deny_lists_reload_and_a_broken_file_keeps_the_previous_policy() {
+    let p = Policed::start(
+        RELOAD_DENY,
+        &[("revoked.txt", "# nothing revoked\n")],
+        &[("POLICY_RELOAD_INTERVAL", "1")],
+    );
+    let other_hash = STANDARD_NO_PAD.encode([7u8; 32]);
+    let other: &[(&str, &str)] = &[(HASH_HEADER, &other_hash)];
+    let (status, body) = p.token(&[]).await;
+    assert_denied(status, &body, &["maintenance"]);
+    assert_decision(&p.server, "deny", "maintenance", SPIFFE, XLB);
+    assert_eq!(events(&p.server, "policy_loaded").len(), 1);
+
+    // Deny -> allow.
+    let reloaded = events(&p.server, "policy_reloaded").len();
+    write_atomic(&p.policy, RELOAD_ALLOW.as_bytes());
+    wait_for_status(&p, &[], 200).await;
+    assert_decision(&p.server, "allow", "open", SPIFFE, XLB);
+    wait_for_event(&p.server, "policy_reloaded", reloaded).await;
+
+    // A deny list changes, the policy file does not: the listed certificate is refused.
+    let listed = openssl_hex(&STANDARD_NO_PAD.decode(LB_HASH).unwrap()).to_lowercase();
+    write_atomic(
+        &p.path("revoked.txt"),
+        format!("# revoked\n{listed}\n").as_bytes(),
+    );
+    wait_for_status(&p, &[], 403).await;
+    let line = assert_decision(
+        &p.server,
+        "deny",
+        "deny_lists.sha256_fingerprints",
+        SPIFFE,
+        XLB,
+    );
+    assert_eq!(
+        line["matched"],
+        format!("sha256_fingerprint '{LB_HASH}' is listed")
+    );
+    let (status, body) = p.token(other).await;
+    assert_eq!(status, 200, "{body}");
+
+    // A broken file is refused, naming the file and line; the previous policy keeps deciding.
+    let failed = events(&p.server, "policy_reload_failed").len();
+    write_atomic(&p.policy, RELOAD_BROKEN.as_bytes());
+    let line = wait_for_event(&p.server, "policy_reload_failed", failed).await;
+    let reason = line["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with(&format!("{}:6: ", p.policy.display()))
+            && reason.contains("invalid basic string"),
+        "{line}"
+    );
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (status, body) = p.token(other).await;
+    assert_eq!(status, 200, "{body}");
+    assert_decision(&p.server, "allow", "open", SPIFFE, XLB);
+    let (status, body) = p.token(&[]).await;
+    assert_denied(status, &body, &[]);
+    assert_decision(
+        &p.server,
+        "deny",
+        "deny_lists.sha256_fingerprints",
+        SPIFFE,
+        XLB,
+    );
+
+    // While the policy file is broken, a deny-list change cannot be applied either: the reload
+    // re-reads the policy file, fails again, and the old lists stay in force.
+    let failed = events(&p.server, "policy_reload_failed").len();
+    write_atomic(&p.path("revoked.txt"), b"# nothing revoked any more\n");
+    wait_for_event(&p.server, "policy_reload_failed", failed).await;
+    let (status, body) = p.token(&[]).await;
+    assert_denied(status, &body, &[]);
+    assert_decision(
+        &p.server,
+        "deny",
+        "deny_lists.sha256_fingerprints",
+        SPIFFE,
+        XLB,
+    );
+
+    // Fixed: reloaded, with the current deny list.
+    let reloaded = events(&p.server, "policy_reloaded").len();
+    write_atomic(&p.policy, RELOAD_ALLOW.as_bytes());
+    wait_for_event(&p.server, "policy_reloaded", reloaded).await;
+    let (status, body) = p.token(&[]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_decision(&p.server, "allow", "open", SPIFFE, XLB);
+
+    // And back to denying.
+    write_atomic(&p.policy, RELOAD_DENY.as_bytes());
+    wait_for_status(&p, other, 403).await;
+    assert_decision(&p.server, "deny", "maintenance", SPIFFE, XLB);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 9. Startup with a broken policy
+// ---------------------------------------------------------------------------------------------
+
+/// Runs `serve` with this policy file; `timeout` guards against a case that starts serving.
+fn serve_with_policy(dir: &tempfile::TempDir, policy: &Path) -> Output {
+    let key = common::temp_file(dir, "key.pem", &common::ec_key_pem());
+    Command::new("timeout")
+        .arg("20")
+        .arg(common::BIN)
+        .arg("serve")
+        .env_clear()
+        .envs([
+            ("PORT", "0".to_owned()),
+            ("TOKEN_AUDIENCE", AUDIENCE.to_owned()),
+            ("SIGNING_KEY_FILE", key.display().to_string()),
+            ("DATA_DIR", dir.path().join("data").display().to_string()),
+            ("POLICY_FILE", policy.display().to_string()),
+        ])
+        .current_dir(dir.path())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn startup_with_a_broken_policy_exits_nonzero_naming_the_file_line_and_reason() {
+    // (policy, line, expected reason)
+    let cases: &[(&str, usize, &str)] = &[
+        (
+            "[[rule]]\nname = \"a\"\ndecision = \"allow\"\nclientid = \"x\"\n",
+            4,
+            "unknown field `clientid`",
+        ),
+        (
+            "[[rule]]\nname = \"a\"\ndecision = \"allow\"\n[rule.match]\nspiffe_domain = \"x\"\n",
+            5,
+            "unknown field `spiffe_domain`",
+        ),
+        (
+            "[[rule]]\nname = \"a\"\ndecision = \"allow\"\n[rule.match]\ndns_san = \"[a\"\n",
+            5,
+            "match.dns_san: bad glob '[a'",
+        ),
+        (
+            "[[rule]]\nname = \"a\"\ndecision = \"allow\"\nservice_accounts = [\"ok@x\", \"[a\"]\n",
+            4,
+            "rule 'a': bad glob '[a'",
+        ),
+        (
+            "[[rule]]\nname = \"a\"\ndecision = \"allow\"\n\nclient_id = \"device-{subjectCN}\"\n",
+            5,
+            "rule 'a': template 'device-{subjectCN}' names an unknown fact 'subjectCN'; known facts: client_id, flow,",
+        ),
+        (
+            "[[rule]]\nname = \"a\"\ndecision = \"allow\"\n[rule.claims]\nowner = \"{owner}\"\n",
+            5,
+            "rule 'a': claim 'owner': template '{owner}' names an unknown fact 'owner'",
+        ),
+        (
+            "[[rule]]\nname = \"a\"\ndecision = \"allow\"\ntoken_lifetime = 30\n",
+            4,
+            "rule 'a': token_lifetime 30 is out of bounds; expected seconds from 60 to 3600",
+        ),
+        (
+            "[[rule]]\nname = \"a\"\ndecision = \"allow\"\ntoken_lifetime = 7200\n",
+            4,
+            "rule 'a': token_lifetime 7200 is out of bounds; expected seconds from 60 to 3600",
+        ),
+        (
+            "[[rule]]\nname = \"a\"\ndecision = \"allow\"\n[rule.claims]\nsub = \"admin\"\n",
+            5,
+            "rule 'a': claim 'sub' is set by Token Service itself and cannot be overridden",
+        ),
+        (
+            "[[rule]]\nname = \"a\"\ndecision = \"allow\"\n[rule.claims]\nweight = nan\n",
+            5,
+            "rule 'a': claim 'weight': NaN cannot be written in JSON",
+        ),
+        (
+            "[[rule]]\nname = \"a\"\ndecision = \"permit\"\n",
+            3,
+            "rule 'a': decision 'permit' is not valid; expected \"allow\" or \"deny\"",
+        ),
+        (
+            "[[rule]]\nname = \"a\"\ndecision = \"deny\"\ntoken_lifetime = 120\n",
+            4,
+            "rule 'a': 'token_lifetime' applies to allow rules only; this rule denies",
+        ),
+        (
+            "[[rule]]\nname = \"a\"\ndecision = \"allow\n",
+            3,
+            "invalid basic string",
+        ),
+        (
+            "# lists\n[deny_lists]\nserials = \"missing.txt\"\n",
+            3,
+            "deny_lists.serials: ",
+        ),
+        (
+            "[[rule]]\nname = \"a\"\ndecision = \"allow\"\n\n[[rule]]\nname = \"a\"\ndecision = \"deny\"\n",
+            5,
+            "rule name 'a' is already used by the rule at line 1; names must be unique",
+        ),
+    ];
+    for (policy, line, reason) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let path = common::temp_file(&dir, "policy.toml", policy);
+        let out = serve_with_policy(&dir, &path);
+        let err = String::from_utf8_lossy(&out.stderr);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{policy}\nstderr: {err}\nstdout: {stdout}"
+        );
+        let prefix = format!("POLICY_FILE: {}:{line}: ", path.display());
+        assert!(
+            err.contains(&format!("{prefix}{reason}")),
+            "{policy}\nexpected {prefix}{reason} in {err}"
+        );
+        assert!(!stdout.contains("listening"), "{stdout}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+
+    // A deny list with a bad entry names the list's own file and line.
+    let dir = tempfile::tempdir().unwrap();
+    common::temp_file(&dir, "fps.txt", "# ok\n\nnot-a-fingerprint\n");
+    let path = common::temp_file(
+        &dir,
+        "policy.toml",
+        "[deny_lists]\nsha256_fingerprints = \"fps.txt\"\n",
+    );
+    let out = serve_with_policy(&dir, &path);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!(
+            "POLICY_FILE: {}:2: deny_lists.sha256_fingerprints: {}:3: 'not-a-fingerprint' is not a SHA-256 fingerprint",
+            path.display(),
+            dir.path().join("fps.txt").display()
+        )),
+        "{err}"
+    );
+
+    // A missing policy file.
+    let missing = dir.path().join("nope.toml");
+    let out = serve_with_policy(&dir, &missing);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("POLICY_FILE: {}: cannot read", missing.display())),
+        "{err}"
+    );
+}
