@@ -3,6 +3,7 @@
 //! SIGTERM or Ctrl-C.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use anyhow::Context as _;
@@ -20,10 +21,12 @@ use crate::google::iam_credentials::IamCredentialsClient;
 use crate::google::metadata::MetadataClient;
 use crate::google::sts::StsClient;
 use crate::grant::ClientCredentials;
-use crate::http::{AppState, router};
+use crate::http::{AppState, admin_router, router};
 use crate::issuer::{IdTokenIssuer, IssuerSettings};
+use crate::limits::Limits;
 use crate::policy::engine::RulesPolicy;
 use crate::policy::{CertificateFactsPolicy, ClientPolicy};
+use crate::server::ServerSettings;
 use crate::signer::Signer;
 use crate::signer::iam::IamSigner;
 use crate::signer::local::LocalSigner;
@@ -66,7 +69,10 @@ pub fn build(config: &Config, registry: &FlowRegistry) -> Result<App, Vec<String
         let _ = trace_project.set(project.clone());
     }
     let signer = build_signer(config, &upstream, &trace_project).map_err(|e| vec![e])?;
-    crate::metrics::metrics().signing_key(signer.key_id().unwrap_or("google-managed"), signer.algorithm());
+    crate::metrics::metrics().signing_key(
+        signer.key_id().unwrap_or("google-managed"),
+        signer.algorithm(),
+    );
     tracing::info!(
         event = "signer_ready",
         algorithm = signer.algorithm(),
@@ -114,14 +120,29 @@ pub fn build(config: &Config, registry: &FlowRegistry) -> Result<App, Vec<String
         }
         None => Arc::new(CertificateFactsPolicy),
     };
-    let grant = ClientCredentials::new(flows, policy, issuer, access);
-    let state = AppState::new(grant, config.issuer.clone(), trace_project);
+    let limits = Arc::new(Limits::new(config.limits.clone()));
+    limits.start_housekeeping();
+    let grant = ClientCredentials::new(flows, policy, issuer, access).with_limits(limits.clone());
+    let mut state = AppState::new(grant, config.issuer.clone(), trace_project);
+    state.limits = limits;
+    state.metrics_here = config.admin.is_none();
+    let draining = state.draining.clone();
+    let state = Arc::new(state);
+    let admin = config
+        .admin
+        .map(|address| (address, admin_router(state.clone())));
     let timeout = config.google.timeout;
     let deadline = move |request: axum::extract::Request, next: axum::middleware::Next| {
         crate::google::with_request_deadline(timeout, next.run(request))
     };
-    let router = router(Arc::new(state)).layer(axum::middleware::from_fn(deadline));
-    Ok(App { router, tls })
+    let router = router(state).layer(axum::middleware::from_fn(deadline));
+    Ok(App {
+        router,
+        tls,
+        admin,
+        draining,
+        server: config.server.clone(),
+    })
 }
 
 /// The built application: its routes and, when TLS ends here, the reloadable TLS material.
@@ -130,6 +151,12 @@ pub struct App {
     pub router: Router,
     /// The TLS server configuration, when `TLS_CERT_FILE` is set.
     pub tls: Option<Arc<TlsServer>>,
+    /// The admin listener's address and routes, when `ADMIN_PORT` is set.
+    pub admin: Option<(SocketAddr, Router)>,
+    /// Set when shutdown begins, so `/readyz` turns 503.
+    pub draining: Arc<AtomicBool>,
+    /// Connection limits and shutdown timing.
+    pub server: ServerSettings,
 }
 
 fn build_signer(
@@ -205,27 +232,62 @@ pub async fn bind(config: &Config) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("cannot listen on {address} (set PORT or BIND_ADDRESS)"))
 }
 
-/// Serves the application on `listener` until SIGTERM or Ctrl-C.
+/// Serves the application on `listener` (and the admin port) until SIGTERM or Ctrl-C, then
+/// drains within `SHUTDOWN_GRACE_PERIOD`.
 pub async fn serve(listener: TcpListener, app: App) -> anyhow::Result<()> {
     let address = listener.local_addr()?;
-    let App { router, tls } = app;
-    if let Some(tls) = tls {
-        tracing::info!(event = "listening", address = %address, "listening on https://{address}");
+    let App {
+        router,
+        tls,
+        admin,
+        draining,
+        server,
+    } = app;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    if let Some(tls) = &tls {
         tls.watch();
-        crate::tls::serve(listener, router, tls, shutdown_signal())
-            .await
-            .context("the server stopped")?;
-        tracing::info!(event = "stopped", "stopped");
-        return Ok(());
     }
-    tracing::info!(event = "listening", address = %address, "listening on http://{address}");
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
-    .context("the server stopped")?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let wait = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    };
+    let admin_task = match admin {
+        Some((admin_address, admin_router)) => {
+            let admin_listener = TcpListener::bind(admin_address).await.with_context(|| {
+                format!("cannot listen on {admin_address} (set ADMIN_PORT or ADMIN_BIND_ADDRESS)")
+            })?;
+            let admin_address = admin_listener.local_addr()?;
+            tracing::info!(event = "admin_listening", address = %admin_address, "admin endpoints (/metrics, /healthz, /readyz) on http://{admin_address}");
+            let settings = server.clone();
+            let stopped = wait(stopped.clone());
+            Some(tokio::spawn(crate::server::serve(
+                admin_listener,
+                admin_router,
+                None,
+                settings,
+                stopped,
+            )))
+        }
+        None => None,
+    };
+    tracing::info!(event = "listening", address = %address, "listening on {scheme}://{address}");
+    let grace = server.grace_period;
+    let signal = async move {
+        shutdown_signal().await;
+        draining.store(true, Ordering::Relaxed);
+        tracing::info!(
+            event = "shutting_down",
+            "shutting down: no new connections; accepted requests may finish within {} s",
+            grace.as_secs()
+        );
+        let _ = stop.send(true);
+    };
+    crate::server::serve(listener, router, tls, server, signal)
+        .await
+        .context("the server stopped")?;
+    if let Some(task) = admin_task {
+        let _ = task.await;
+    }
     tracing::info!(event = "stopped", "stopped");
     Ok(())
 }

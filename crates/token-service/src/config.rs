@@ -264,6 +264,66 @@ pub const SETTINGS: &[Setting] = &[
         "Comma-separated CIDRs of the proxies allowed to forward certificates, e.g. 10.0.0.0/8,127.0.0.1/32",
     ),
     s(
+        "ADMIN_PORT",
+        "",
+        "Serve /metrics, /healthz and /readyz on this plain-HTTP port instead of the main one",
+    ),
+    s(
+        "ADMIN_BIND_ADDRESS",
+        "BIND_ADDRESS",
+        "IP address of the admin port",
+    ),
+    s(
+        "RATE_LIMIT_PER_CLIENT",
+        "10",
+        "Token requests per second per client ID (token bucket); 0 turns the limit off",
+    ),
+    s(
+        "RATE_LIMIT_PER_CLIENT_BURST",
+        "50",
+        "Token requests a client may send at once before RATE_LIMIT_PER_CLIENT applies",
+    ),
+    s(
+        "RATE_LIMIT_GLOBAL",
+        "0",
+        "Token requests per second for all clients together; 0 turns the limit off",
+    ),
+    s(
+        "RATE_LIMIT_GLOBAL_BURST",
+        "RATE_LIMIT_GLOBAL",
+        "Token requests that may arrive at once before RATE_LIMIT_GLOBAL applies",
+    ),
+    s(
+        "MAX_CONCURRENT_REQUESTS",
+        "2048",
+        "Requests answered at once; more get 503 with Retry-After",
+    ),
+    s(
+        "MAX_CONNECTIONS",
+        "4096",
+        "Client connections open at once; more are closed at once",
+    ),
+    s(
+        "REQUEST_TIMEOUT",
+        "30",
+        "Seconds to receive and answer one request; slower ones get 408",
+    ),
+    s(
+        "HEADER_READ_TIMEOUT",
+        "10",
+        "Seconds a client may take to send a request's headers or finish the TLS handshake (slow-client protection)",
+    ),
+    s(
+        "IDLE_TIMEOUT",
+        "75",
+        "Seconds a keep-alive connection may stay idle",
+    ),
+    s(
+        "SHUTDOWN_GRACE_PERIOD",
+        "8",
+        "Seconds accepted requests may take to finish after SIGTERM (Cloud Run allows 10)",
+    ),
+    s(
         "POLICY_FILE",
         "",
         "TOML client policy (rules, deny lists); unset: every verified certificate is admitted",
@@ -375,6 +435,12 @@ pub struct Config {
     pub trust: Option<crate::x509::TrustSettings>,
     /// Client policy, when `POLICY_FILE` is set.
     pub policy: Option<PolicySettings>,
+    /// Connection limits and shutdown timing.
+    pub server: crate::server::ServerSettings,
+    /// Rate, concurrency and request-time limits.
+    pub limits: crate::limits::LimitSettings,
+    /// The admin listener, when `ADMIN_PORT` is set.
+    pub admin: Option<std::net::SocketAddr>,
     /// Things worth a warning at startup.
     pub warnings: Vec<String>,
     /// The raw values, for `check-config`.
@@ -400,14 +466,31 @@ impl Reader<'_> {
 
     /// Whole seconds (an `s` suffix is allowed) within `range`.
     fn seconds(&mut self, name: &str, default: u64, range: std::ops::RangeInclusive<u64>) -> u64 {
+        self.number(name, default, range, "whole seconds", true)
+    }
+
+    /// A whole number within `range`.
+    fn count(&mut self, name: &str, default: u64, range: std::ops::RangeInclusive<u64>) -> u64 {
+        self.number(name, default, range, "a whole number", false)
+    }
+
+    fn number(
+        &mut self,
+        name: &str,
+        default: u64,
+        range: std::ops::RangeInclusive<u64>,
+        what: &str,
+        seconds: bool,
+    ) -> u64 {
         let Some(v) = self.get(name).map(str::to_owned) else {
             return default;
         };
-        match v.trim_end_matches('s').parse::<u64>() {
+        let digits = if seconds { v.trim_end_matches('s') } else { &v };
+        match digits.parse::<u64>() {
             Ok(n) if range.contains(&n) => n,
             _ => {
                 self.fail(format!(
-                    "{name}: '{v}' is not valid; expected whole seconds from {} to {}",
+                    "{name}: '{v}' is not valid; expected {what} from {} to {}",
                     range.start(),
                     range.end()
                 ));
@@ -566,6 +649,8 @@ pub fn load(values: Values, known: KnownFlows<'_>) -> Result<Config, Vec<String>
     };
     let trace_project = r.get("GOOGLE_CLOUD_PROJECT").map(str::to_owned);
     let policy_interval = r.seconds("POLICY_RELOAD_INTERVAL", 5, 1..=3600);
+    let (server, limits) = read_limits(&mut r, google.timeout);
+    let admin = read_admin(&mut r, bind_address);
     let policy = r.get("POLICY_FILE").map(|file| PolicySettings {
         file: PathBuf::from(file),
         reload_interval: std::time::Duration::from_secs(policy_interval),
@@ -597,9 +682,91 @@ pub fn load(values: Values, known: KnownFlows<'_>) -> Result<Config, Vec<String>
         log_level,
         trace_project,
         policy,
+        server,
+        limits,
+        admin,
         warnings,
         values,
     })
+}
+
+fn read_limits(
+    r: &mut Reader<'_>,
+    upstream_timeout: std::time::Duration,
+) -> (crate::server::ServerSettings, crate::limits::LimitSettings) {
+    use std::num::NonZeroU32;
+    use std::time::Duration;
+    let rate = |r: &mut Reader<'_>,
+                name: &str,
+                burst_name: &str,
+                default: u64,
+                default_burst: Option<u64>| {
+        let per_second = r.count(name, default, 0..=1_000_000);
+        let burst = r.count(
+            burst_name,
+            default_burst.unwrap_or(per_second),
+            1..=1_000_000,
+        );
+        let per_second = NonZeroU32::new(u32::try_from(per_second).unwrap_or(u32::MAX))?;
+        let burst = NonZeroU32::new(u32::try_from(burst).unwrap_or(u32::MAX))?;
+        Some(crate::limits::Rate { per_second, burst })
+    };
+    let per_client = rate(
+        r,
+        "RATE_LIMIT_PER_CLIENT",
+        "RATE_LIMIT_PER_CLIENT_BURST",
+        10,
+        Some(50),
+    );
+    let global = rate(r, "RATE_LIMIT_GLOBAL", "RATE_LIMIT_GLOBAL_BURST", 0, None);
+    let request_timeout = Duration::from_secs(r.seconds("REQUEST_TIMEOUT", 30, 1..=3600));
+    if request_timeout <= upstream_timeout {
+        r.fail(format!(
+            "REQUEST_TIMEOUT: {} s is not valid with UPSTREAM_TIMEOUT {} s; it must be longer, so that upstream errors reach the client",
+            request_timeout.as_secs(),
+            upstream_timeout.as_secs()
+        ));
+    }
+    let limits = crate::limits::LimitSettings {
+        global,
+        per_client,
+        max_concurrent_requests: usize::try_from(r.count(
+            "MAX_CONCURRENT_REQUESTS",
+            2048,
+            1..=1_000_000,
+        ))
+        .unwrap_or(2048),
+        request_timeout,
+    };
+    let server = crate::server::ServerSettings {
+        max_connections: usize::try_from(r.count("MAX_CONNECTIONS", 4096, 1..=1_000_000))
+            .unwrap_or(4096),
+        header_read_timeout: Duration::from_secs(r.seconds("HEADER_READ_TIMEOUT", 10, 1..=600)),
+        idle_timeout: Duration::from_secs(r.seconds("IDLE_TIMEOUT", 75, 1..=3600)),
+        grace_period: Duration::from_secs(r.seconds("SHUTDOWN_GRACE_PERIOD", 8, 0..=3600)),
+    };
+    (server, limits)
+}
+
+fn read_admin(r: &mut Reader<'_>, bind_address: IpAddr) -> Option<std::net::SocketAddr> {
+    let port = r.get("ADMIN_PORT").map(str::to_owned)?;
+    let Ok(port) = port.parse::<u16>() else {
+        r.fail(format!(
+            "ADMIN_PORT: '{port}' is not valid; expected a port number from 0 to 65535"
+        ));
+        return None;
+    };
+    let address = match r.get("ADMIN_BIND_ADDRESS").map(str::to_owned) {
+        None => bind_address,
+        Some(v) => match v.parse::<IpAddr>() {
+            Ok(ip) => ip,
+            Err(_) => {
+                r.fail(format!("ADMIN_BIND_ADDRESS: '{v}' is not valid; expected an IP address such as 0.0.0.0 or 127.0.0.1"));
+                bind_address
+            }
+        },
+    };
+    Some(std::net::SocketAddr::new(address, port))
 }
 
 fn read_flows(r: &mut Reader<'_>, known: &KnownFlows<'_>) -> Vec<String> {

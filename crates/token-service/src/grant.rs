@@ -8,6 +8,7 @@ use std::sync::Arc;
 use crate::access::{AccessError, AccessTokenBackend};
 use crate::flows::{Flow, FlowError};
 use crate::issuer::{FlowSummary, IdTokenIssuer};
+use crate::limits::Limits;
 use crate::model::{IssuedTokens, TokenRequest};
 use crate::policy::{ClientPolicy, PolicyError, Requested};
 use crate::signer::SignError;
@@ -30,6 +31,14 @@ pub enum GrantError {
     /// 500 `server_error`.
     #[error("{0}")]
     Server(String),
+    /// 429 `temporarily_unavailable`: a rate limit; retry after `retry_after` seconds.
+    #[error("{message}")]
+    RateLimited {
+        /// What was exceeded.
+        message: String,
+        /// Seconds until a request would be admitted.
+        retry_after: u64,
+    },
     /// 503 `temporarily_unavailable`.
     #[error("{message}")]
     Unavailable {
@@ -49,7 +58,7 @@ impl GrantError {
             Self::UnauthorizedClient(_) => "unauthorized_client",
             Self::AccessDenied(_) => "access_denied",
             Self::Server(_) => "server_error",
-            Self::Unavailable { .. } => "temporarily_unavailable",
+            Self::RateLimited { .. } | Self::Unavailable { .. } => "temporarily_unavailable",
         }
     }
 }
@@ -103,6 +112,7 @@ pub struct ClientCredentials {
     policy: Arc<dyn ClientPolicy>,
     issuer: IdTokenIssuer,
     access: Option<Arc<dyn AccessTokenBackend>>,
+    limits: Option<Arc<Limits>>,
 }
 
 impl ClientCredentials {
@@ -118,7 +128,15 @@ impl ClientCredentials {
             policy,
             issuer,
             access,
+            limits: None,
         }
+    }
+
+    /// Applies the per-client rate limit of `limits` after authentication.
+    #[must_use]
+    pub fn with_limits(mut self, limits: Arc<Limits>) -> Self {
+        self.limits = Some(limits);
+        self
     }
 
     /// The ID-token issuer.
@@ -238,6 +256,19 @@ impl ClientCredentials {
             .await
             .map_err(|e| plain(e.into()))?;
         let id = Some(authenticated.client_id.clone());
+        if let Some(limits) = &self.limits
+            && let Err(limited) = limits.check_client(&authenticated.client_id)
+        {
+            let e = GrantError::RateLimited {
+                message: format!(
+                    "Too many token requests from this client; retry in {} s",
+                    limited.retry_after
+                ),
+                retry_after: limited.retry_after,
+            };
+            let detail = e.to_string();
+            return Err((id, e, detail));
+        }
         let client = self
             .policy
             .authorize(

@@ -9,18 +9,20 @@ mod token;
 
 pub use token::PeerCertificates;
 
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
 
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Response};
 use axum::routing::{get, post};
 use http::HeaderMap;
 use tracing::Instrument as _;
 
 use crate::grant::ClientCredentials;
 use crate::issuer::{FlowSummary, JWKS_PATH, TOKEN_PATH};
+use crate::limits::{LimitSettings, Limits};
 
 /// Largest accepted `/token` body.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -42,6 +44,12 @@ pub struct AppState {
     pub issuer: IssuerSource,
     /// Google Cloud project for trace IDs in logs, once known.
     pub trace_project: Arc<OnceLock<String>>,
+    /// Rate, concurrency and time limits.
+    pub limits: Arc<Limits>,
+    /// Set once shutdown began: `/readyz` answers 503 so load balancers stop sending.
+    pub draining: Arc<AtomicBool>,
+    /// Whether `/metrics` is served on this router (off when an admin port serves it).
+    pub metrics_here: bool,
     summary: FlowSummary,
 }
 
@@ -57,6 +65,9 @@ impl AppState {
             grant,
             issuer,
             trace_project,
+            limits: Arc::new(Limits::new(LimitSettings::default())),
+            draining: Arc::new(AtomicBool::new(false)),
+            metrics_here: true,
             summary,
         }
     }
@@ -64,7 +75,7 @@ impl AppState {
 
 /// The service's routes.
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+    let router = Router::new()
         .route(
             TOKEN_PATH,
             post(token::token)
@@ -79,11 +90,91 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(JWKS_PATH, get(discovery::jwks))
         .route("/", get(discovery::root))
         .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
+        .route("/readyz", get(health::readyz));
+    let router = if state.metrics_here {
+        router.route(METRICS_PATH, get(health::metrics))
+    } else {
+        router
+    };
+    router
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
         .layer(middleware::from_fn_with_state(state.clone(), request_span))
         .with_state(state)
+}
+
+/// The admin port's routes: health, readiness and metrics only.
+pub fn admin_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route(METRICS_PATH, get(health::metrics))
+        .fallback(error::not_found)
+        .with_state(state)
+}
+
+/// Where metrics are served.
+pub const METRICS_PATH: &str = "/metrics";
+
+/// Applies the request limits: probes and metrics pass; everything else needs one of
+/// `MAX_CONCURRENT_REQUESTS` permits (503 otherwise), `/token` a token of the global rate limit
+/// (429), and must be answered within `REQUEST_TIMEOUT` (408).
+async fn guard(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    if matches!(path, "/healthz" | "/readyz" | METRICS_PATH) {
+        return next.run(request).await;
+    }
+    let metrics = crate::metrics::metrics();
+    let Some(_permit) = state.limits.admit() else {
+        metrics.request_rejected("concurrency");
+        let mut e = error::HttpError::new(
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "The service is answering as many requests as it may (MAX_CONCURRENT_REQUESTS); retry shortly",
+        );
+        e.retry_after = Some(1);
+        return e.into_response();
+    };
+    if path == TOKEN_PATH
+        && let Err(limited) = state.limits.check_global()
+    {
+        let mut e = error::HttpError::new(
+            http::StatusCode::TOO_MANY_REQUESTS,
+            "temporarily_unavailable",
+            format!(
+                "Too many token requests (RATE_LIMIT_GLOBAL); retry in {} s",
+                limited.retry_after
+            ),
+        );
+        e.retry_after = Some(limited.retry_after);
+        return e.into_response();
+    }
+    let in_flight = metrics.requests_in_flight();
+    in_flight.inc();
+    let timeout = state.limits.settings().request_timeout;
+    let result = tokio::time::timeout(timeout, next.run(request)).await;
+    in_flight.dec();
+    match result {
+        Ok(response) => response,
+        Err(_) => {
+            metrics.request_rejected("timeout");
+            tracing::warn!(
+                event = "request_timeout",
+                "a request was not answered within REQUEST_TIMEOUT ({} s)",
+                timeout.as_secs()
+            );
+            error::HttpError::new(
+                http::StatusCode::REQUEST_TIMEOUT,
+                "invalid_request",
+                format!(
+                    "The request was not completed within {} s (REQUEST_TIMEOUT); send the whole request promptly",
+                    timeout.as_secs()
+                ),
+            )
+            .into_response()
+        }
+    }
 }
 
 /// Runs each request inside a span that carries its trace, so every log line of the request is

@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod model;
 pub mod pki;
 pub mod policy;
+pub mod server;
 pub mod signer;
 pub mod telemetry;
 pub mod tls;

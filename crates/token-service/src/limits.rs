@@ -104,10 +104,12 @@ impl Limits {
         let Some(limiter) = &self.per_client else {
             return Ok(());
         };
-        limiter.check_key(&client_id.to_owned()).map_err(|not_until| {
-            crate::metrics::metrics().rate_limited("client");
-            self.refusal(not_until.wait_time_from(self.clock.now()))
-        })
+        limiter
+            .check_key(&client_id.to_owned())
+            .map_err(|not_until| {
+                crate::metrics::metrics().rate_limited("client");
+                self.refusal(not_until.wait_time_from(self.clock.now()))
+            })
     }
 
     fn refusal(&self, wait: Duration) -> RateLimited {
@@ -185,7 +187,11 @@ mod tests {
         assert_eq!(limits.check_global(), Ok(()));
         assert_eq!(limits.check_global(), Ok(()));
         assert!(limits.check_global().is_err());
-        assert_eq!(limits.check_client("a"), Ok(()), "the per-client limit is off");
+        assert_eq!(
+            limits.check_client("a"),
+            Ok(()),
+            "the per-client limit is off"
+        );
     }
 
     #[test]

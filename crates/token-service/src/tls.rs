@@ -11,18 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use axum::Router;
-use axum::extract::ConnectInfo;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto::Builder;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DistinguishedName, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
-use tokio::net::TcpListener;
-use tower::ServiceExt as _;
 
-use crate::http::PeerCertificates;
 use crate::x509::Trust;
 
 /// TLS listener settings.
@@ -143,6 +136,11 @@ impl TlsServer {
         files
     }
 
+    /// The configuration in force now, for the next handshake.
+    pub fn config(&self) -> Arc<ServerConfig> {
+        self.config.load_full()
+    }
+
     /// Watches the files and reloads when they change.
     pub fn watch(self: &Arc<Self>) {
         let (files, server) = (self.clone(), self.clone());
@@ -208,72 +206,4 @@ fn build_config(
         .map_err(|e| format!("TLS_CERT_FILE / TLS_KEY_FILE: the key does not fit the certificate or is unsupported: {e}"))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
-}
-
-/// Serves `router` over TLS until `shutdown` resolves; in-flight connections finish.
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    server: Arc<TlsServer>,
-    shutdown: impl std::future::Future<Output = ()>,
-) -> std::io::Result<()> {
-    let mut builder = Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10));
-    let builder = Arc::new(builder);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(event = "accept_failed", "accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let _ = tcp.set_nodelay(true);
-        let acceptor = tokio_rustls::TlsAcceptor::from(server.config.load_full());
-        let (router, builder) = (router.clone(), builder.clone());
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
-                .await
-            {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::debug!(event = "tls_handshake_failed", peer = %peer, "TLS handshake with {peer} failed: {e}");
-                    return;
-                }
-                Err(_) => return,
-            };
-            let certs = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .map(|c| PeerCertificates(Arc::new(c.iter().map(|c| c.to_vec()).collect())));
-            let service = hyper::service::service_fn(
-                move |mut request: hyper::Request<hyper::body::Incoming>| {
-                    request.extensions_mut().insert(ConnectInfo(peer));
-                    if let Some(certs) = &certs {
-                        request.extensions_mut().insert(certs.clone());
-                    }
-                    router.clone().oneshot(request.map(axum::body::Body::new))
-                },
-            );
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-            let _ = watcher.watch(connection.into_owned()).await;
-        });
-    }
-    drop(listener);
-    tokio::select! {
-        () = graceful.shutdown() => {},
-        () = tokio::time::sleep(Duration::from_secs(10)) => {},
-    }
-    Ok(())
 }

@@ -86,9 +86,11 @@ impl From<GrantError> for HttpError {
             }
             GrantError::Server(_) => StatusCode::INTERNAL_SERVER_ERROR,
             GrantError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            GrantError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         };
         let retry_after = match &e {
-            GrantError::Unavailable { retry_after, .. } => Some((*retry_after).max(1)),
+            GrantError::Unavailable { retry_after, .. }
+            | GrantError::RateLimited { retry_after, .. } => Some((*retry_after).max(1)),
             _ => None,
         };
         Self {

@@ -17,9 +17,26 @@ pub async fn healthz() -> Response {
     Json(json!({ "status": "ok" })).into_response()
 }
 
+/// `/metrics`: Prometheus text format.
+pub async fn metrics() -> Response {
+    (
+        [(
+            http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::metrics::metrics().render(),
+    )
+        .into_response()
+}
+
 /// 200 when tokens can be issued, else 503 with the reason.
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    match state.grant.issuer().signer().readiness() {
+    let ready = if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        Err("shutting down".to_owned())
+    } else {
+        state.grant.issuer().signer().readiness()
+    };
+    match ready {
         Ok(()) => Json(json!({ "status": "ready" })).into_response(),
         Err(reason) => {
             let mut e = HttpError::new(

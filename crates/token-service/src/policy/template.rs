@@ -14,7 +14,7 @@ pub enum Fact {
     Flow,
     /// The SPIFFE ID.
     SpiffeId,
-    /// Trust domain of the SPIFFE ID (lowercase).
+    /// Trust domain of the SPIFFE ID, as written in the certificate.
     SpiffeTrustDomain,
     /// Path of the SPIFFE ID, from its first `/` (empty when it has none).
     SpiffePath,

@@ -1,0 +1,562 @@
+//! Operating the service: metrics, probes on an admin port, rate and concurrency limits,
+//! request, header and idle timeouts, the connection cap, and graceful shutdown on SIGTERM.
+//! Each test runs the real binary and talks to it over loopback sockets.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+const GRANT: &str = "grant_type=client_credentials";
+
+async fn metrics_text(url: &str) -> String {
+    let response = client().get(url).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain"),
+        "{:?}",
+        response.headers()
+    );
+    response.text().await.unwrap()
+}
+
+fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(name_and_labels) && l[name_and_labels.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// A raw HTTP/1.1 connection, to control exactly what and when the client sends.
+fn raw(server: &Server) -> TcpStream {
+    let stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    stream
+}
+
+fn lb_header_block() -> String {
+    lb_headers(SPIFFE)
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect()
+}
+
+/// Reads until the peer closes; returns what arrived and how long it took.
+fn read_until_closed(stream: &mut TcpStream) -> (String, Duration) {
+    let started = Instant::now();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                panic!(
+                    "the server kept the connection open: {}",
+                    String::from_utf8_lossy(&out)
+                )
+            }
+            Err(_) => break,
+        }
+    }
+    (
+        String::from_utf8_lossy(&out).into_owned(),
+        started.elapsed(),
+    )
+}
+
+#[tokio::test]
+async fn metrics_count_requests_outcomes_and_the_signing_key() {
+    let server = Server::start(&[("AUTH_FLOWS", "xlb-mtls-client-credentials")]);
+    assert_eq!(token(&server, GRANT, &[]).await.status(), 200);
+    assert_eq!(token(&server, GRANT, &[]).await.status(), 200);
+    assert_eq!(
+        token(&server, "grant_type=password", &[]).await.status(),
+        400
+    );
+    let refused = token(&server, GRANT, &[("X-Client-Cert-Chain-Verified", "false")]).await;
+    assert_eq!(refused.status(), 403);
+
+    let text = metrics_text(&server.url("/metrics")).await;
+    let flow = "xlb-mtls-client-credentials";
+    assert_eq!(
+        metric(
+            &text,
+            &format!("token_service_token_requests_total{{flow=\"{flow}\",outcome=\"issued\"}}")
+        ),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            &format!(
+                "token_service_token_requests_total{{flow=\"{flow}\",outcome=\"unauthorized_client\"}}"
+            )
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "token_service_token_requests_total{flow=\"none\",outcome=\"unsupported_grant_type\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            &format!("token_service_token_request_duration_seconds_count{{flow=\"{flow}\"}}")
+        ),
+        Some(3.0),
+        "{text}"
+    );
+    // The current key id, as published in the JWKS.
+    let jwks: Value = client()
+        .get(server.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kid = jwks["keys"][0]["kid"].as_str().unwrap();
+    assert_eq!(
+        metric(
+            &text,
+            &format!("token_service_signing_key_info{{kid=\"{kid}\",algorithm=\"ES256\"}}")
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE token_service_connections_open gauge"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE token_service_requests_in_flight gauge"),
+        "{text}"
+    );
+    assert!(!text.contains(SPIFFE), "metrics never carry client IDs");
+}
+
+#[tokio::test]
+async fn admin_port_serves_probes_and_metrics_apart_from_the_main_port() {
+    let admin = free_port();
+    let server = Server::start(&[("ADMIN_PORT", &admin.to_string())]);
+    let admin_url = |path: &str| format!("http://127.0.0.1:{admin}{path}");
+    let text = metrics_text(&admin_url("/metrics")).await;
+    assert!(text.contains("token_service_signing_key_info"), "{text}");
+    for path in ["/healthz", "/readyz"] {
+        assert_eq!(
+            client().get(admin_url(path)).send().await.unwrap().status(),
+            200,
+            "{path}"
+        );
+        assert_eq!(
+            client()
+                .get(server.url(path))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200,
+            "{path}"
+        );
+    }
+    assert_eq!(
+        client()
+            .get(server.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        client()
+            .get(admin_url("/token"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+}
+
+#[tokio::test]
+async fn per_client_rate_limit_answers_429_with_retry_after_and_an_oauth_body() {
+    let server = Server::start(&[
+        ("RATE_LIMIT_PER_CLIENT", "1"),
+        ("RATE_LIMIT_PER_CLIENT_BURST", "2"),
+    ]);
+    assert_eq!(token(&server, GRANT, &[]).await.status(), 200);
+    assert_eq!(token(&server, GRANT, &[]).await.status(), 200);
+    let limited = token(&server, GRANT, &[]).await;
+    assert_eq!(limited.status(), 429);
+    let retry: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry), "{retry}");
+    let body: Value = limited.json().await.unwrap();
+    assert_eq!(body["error"], "temporarily_unavailable");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("Too many"),
+        "{body}"
+    );
+    // Another client has its own bucket.
+    let other = token(
+        &server,
+        GRANT,
+        &[(
+            "X-Client-Cert-Spiffe",
+            "spiffe://example.org/ns/prod/sa/other",
+        )],
+    )
+    .await;
+    assert_eq!(other.status(), 200);
+    // The bucket refills.
+    tokio::time::sleep(Duration::from_millis(1100 * retry)).await;
+    assert_eq!(token(&server, GRANT, &[]).await.status(), 200);
+    let text = metrics_text(&server.url("/metrics")).await;
+    assert_eq!(
+        metric(&text, "token_service_rate_limited_total{scope=\"client\"}"),
+        Some(1.0),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn global_rate_limit_counts_every_client() {
+    let server = Server::start(&[
+        ("RATE_LIMIT_GLOBAL", "1"),
+        ("RATE_LIMIT_GLOBAL_BURST", "1"),
+        ("RATE_LIMIT_PER_CLIENT", "0"),
+    ]);
+    assert_eq!(token(&server, GRANT, &[]).await.status(), 200);
+    let limited = token(
+        &server,
+        GRANT,
+        &[(
+            "X-Client-Cert-Spiffe",
+            "spiffe://example.org/ns/prod/sa/other",
+        )],
+    )
+    .await;
+    assert_eq!(limited.status(), 429);
+    assert!(limited.headers().contains_key("retry-after"));
+    let body: Value = limited.json().await.unwrap();
+    assert_eq!(body["error"], "temporarily_unavailable");
+    // Discovery is not rate limited.
+    assert_eq!(
+        client()
+            .get(server.url("/.well-known/openid-configuration"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn requests_beyond_max_concurrent_requests_get_503_and_slow_bodies_time_out_with_408() {
+    let server = Server::start(&[
+        ("MAX_CONCURRENT_REQUESTS", "1"),
+        ("REQUEST_TIMEOUT", "3"),
+        ("UPSTREAM_TIMEOUT", "1"),
+    ]);
+    // A client that sends its headers and only half its body holds the one permit.
+    let mut slow = raw(&server);
+    let body = GRANT;
+    write!(
+        slow,
+        "POST /token HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n{}\r\n{}",
+        body.len(),
+        lb_header_block(),
+        &body[..5]
+    )
+    .unwrap();
+    slow.flush().unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let busy = token(&server, GRANT, &[]).await;
+    assert_eq!(busy.status(), 503);
+    assert_eq!(busy.headers()["retry-after"], "1");
+    let e: Value = busy.json().await.unwrap();
+    assert_eq!(e["error"], "temporarily_unavailable");
+    assert!(
+        e["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("MAX_CONCURRENT_REQUESTS"),
+        "{e}"
+    );
+    // Probes still answer.
+    assert_eq!(
+        client()
+            .get(server.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // The slow request is cut off by REQUEST_TIMEOUT with 408 and an OAuth body.
+    let (answer, _) = tokio::task::spawn_blocking(move || read_until_closed(&mut slow))
+        .await
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        answer.contains("\"error\":\"invalid_request\"") && answer.contains("REQUEST_TIMEOUT"),
+        "{answer}"
+    );
+    // The permit is free again.
+    assert_eq!(token(&server, GRANT, &[]).await.status(), 200);
+}
+
+#[test]
+fn slow_headers_are_cut_off_by_header_read_timeout() {
+    let server = Server::start(&[("HEADER_READ_TIMEOUT", "1")]);
+    let mut stream = raw(&server);
+    // Slowloris: a request line and one header, then nothing.
+    stream
+        .write_all(b"POST /token HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .unwrap();
+    let (answer, waited) = read_until_closed(&mut stream);
+    assert!(waited < Duration::from_secs(10), "closed after {waited:?}");
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
+    // TLS handshakes that never finish are bounded the same way (see tests/tls.rs for TLS).
+}
+
+#[test]
+fn idle_keep_alive_connections_are_closed_after_idle_timeout() {
+    let server = Server::start(&[("IDLE_TIMEOUT", "1")]);
+    let mut stream = raw(&server);
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = stream.read(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let (rest, waited) = read_until_closed(&mut stream);
+    assert!(rest.is_empty(), "{rest}");
+    assert!(waited < Duration::from_secs(10), "closed after {waited:?}");
+}
+
+#[tokio::test]
+async fn connections_beyond_max_connections_are_closed_at_once() {
+    let server = Server::start(&[("MAX_CONNECTIONS", "2")]);
+    let mut held: Vec<TcpStream> = Vec::new();
+    for _ in 0..2 {
+        let mut s = raw(&server);
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            .unwrap();
+        let mut buf = [0u8; 1024];
+        assert!(s.read(&mut buf).unwrap() > 0);
+        held.push(s);
+    }
+    let mut third = raw(&server);
+    let _ = third.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    let (answer, _) = read_until_closed(&mut third);
+    assert!(answer.is_empty(), "{answer}");
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        client()
+            .get(server.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let text = metrics_text(&server.url("/metrics")).await;
+    assert_eq!(
+        metric(&text, "token_service_connections_rejected_total"),
+        Some(1.0),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn oversized_headers_get_431_and_oversized_bodies_413() {
+    let server = Server::start(&[]);
+    let response = token_request(&server, GRANT, &[])
+        .header("X-Padding", "a".repeat(200 * 1024))
+        .send()
+        .await;
+    if let Ok(response) = response {
+        assert_eq!(response.status(), 431);
+    }
+    let big = format!("{GRANT}&pad={}", "a".repeat(20 * 1024));
+    let response = token(&server, &big, &[]).await;
+    assert_eq!(response.status(), 413);
+    let e: Value = response.json().await.unwrap();
+    assert_eq!(e["error"], "invalid_request");
+    assert_eq!(
+        token(&server, GRANT, &[]).await.status(),
+        200,
+        "the service stays up"
+    );
+}
+
+/// What one keep-alive HTTP/1.1 exchange gave.
+enum Exchange {
+    /// A complete response; `close` when the server said `Connection: close`.
+    Answered { status: u16, close: bool },
+    /// The connection ended before a complete response.
+    Cut { reused: bool },
+}
+
+/// Sends one token request on `stream` and reads the whole response.
+fn exchange(stream: &mut TcpStream, request: &[u8], reused: bool) -> Exchange {
+    if stream.write_all(request).is_err() {
+        return Exchange::Cut { reused };
+    }
+    let mut data = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&data[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map(|v| v.trim().parse().unwrap())
+                .unwrap_or(0);
+            if data.len() >= end + 4 + length {
+                let status = head[9..12].parse().unwrap();
+                let close = head.lines().any(|l| l == "connection: close");
+                return Exchange::Answered { status, close };
+            }
+        }
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return Exchange::Cut { reused },
+            Ok(n) => data.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_load_loses_no_accepted_request() {
+    let mut server = Server::start(&[
+        ("SHUTDOWN_GRACE_PERIOD", "5"),
+        ("RATE_LIMIT_PER_CLIENT", "0"),
+    ]);
+    // An accepted request still in flight when SIGTERM arrives: headers and half the body sent.
+    let mut in_flight = raw(&server);
+    write!(
+        in_flight,
+        "POST /token HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n{}\r\n{}",
+        GRANT.len(),
+        lb_header_block(),
+        &GRANT[..5]
+    )
+    .unwrap();
+    // Load: 8 threads with keep-alive connections sending token requests back to back. A
+    // request on a connection that already answered one was accepted by the service; it must
+    // be answered. Only a first request on a new connection may fail, when the connection was
+    // never accepted (listener closed, or still in the kernel's backlog).
+    let request = format!(
+        "POST /token HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n{}\r\n{GRANT}",
+        GRANT.len(),
+        lb_header_block()
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let port = server.port;
+    let mut workers = Vec::new();
+    for _ in 0..8 {
+        let (stop, request) = (stop.clone(), request.clone());
+        workers.push(std::thread::spawn(move || {
+            let (mut answered, mut closes, mut not_accepted) = (0u32, 0u32, 0u32);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+                    not_accepted += 1;
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                };
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(20)))
+                    .unwrap();
+                let mut reused = false;
+                loop {
+                    match exchange(&mut stream, request.as_bytes(), reused) {
+                        Exchange::Answered { status, close } => {
+                            assert_eq!(status, 200, "an answered request must succeed");
+                            answered += 1;
+                            if close {
+                                closes += 1;
+                                break;
+                            }
+                            reused = true;
+                        }
+                        Exchange::Cut { reused: true } => {
+                            panic!("the service dropped a request on a connection it had accepted")
+                        }
+                        Exchange::Cut { reused: false } => {
+                            not_accepted += 1;
+                            break;
+                        }
+                    }
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                }
+            }
+            (answered, closes, not_accepted)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.terminate();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The in-flight request completes after the signal.
+    in_flight.write_all(&GRANT.as_bytes()[5..]).unwrap();
+    let (answer, _) = tokio::task::spawn_blocking(move || read_until_closed(&mut in_flight))
+        .await
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("id_token"), "{answer}");
+    let (exit, logs) = tokio::task::spawn_blocking(move || {
+        let status = server.wait_exit(Duration::from_secs(15));
+        (status, server.logs())
+    })
+    .await
+    .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut answered, mut closes) = (0, 0);
+    for w in workers {
+        let (a, c, _) = w.join().unwrap();
+        answered += a;
+        closes += c;
+    }
+    assert!(answered > 0, "the load ran");
+    assert!(closes > 0, "draining told keep-alive clients to close");
+    assert_eq!(exit.map(|s| s.code()), Some(Some(0)), "{logs}");
+    assert!(
+        logs.contains("shutting_down") && logs.contains("\"stopped\""),
+        "{logs}"
+    );
+}
