@@ -50,6 +50,8 @@ pub struct AppState {
     pub draining: Arc<AtomicBool>,
     /// Whether `/metrics` is served on this router (off when an admin port serves it).
     pub metrics_here: bool,
+    /// The JWK Set, serialized on first use.
+    jwks_body: OnceLock<bytes::Bytes>,
     summary: FlowSummary,
 }
 
@@ -68,6 +70,7 @@ impl AppState {
             limits: Arc::new(Limits::new(LimitSettings::default())),
             draining: Arc::new(AtomicBool::new(false)),
             metrics_here: true,
+            jwks_body: OnceLock::new(),
             summary,
         }
     }

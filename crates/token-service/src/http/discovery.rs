@@ -51,7 +51,16 @@ pub async fn discovery(
 pub async fn jwks(State(state): State<Arc<AppState>>) -> Response {
     match state.grant.issuer().jwks() {
         Some(set) => {
-            let mut response = Json(set.clone()).into_response();
+            // The local keys never change while the process runs: serialize them once.
+            let body = state
+                .jwks_body
+                .get_or_init(|| bytes::Bytes::from(set.to_string()))
+                .clone();
+            let mut response = body.into_response();
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
             response.headers_mut().insert(header::CACHE_CONTROL, CACHE);
             response
         }
