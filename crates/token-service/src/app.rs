@@ -126,6 +126,13 @@ pub fn build(config: &Config, registry: &FlowRegistry) -> Result<App, Vec<String
     let mut state = AppState::new(grant, config.issuer.clone(), trace_project);
     state.limits = limits;
     state.metrics_here = config.admin.is_none();
+    if let Some(tls) = &tls {
+        let tls = tls.clone();
+        let clock = Clock::system();
+        state
+            .readiness_checks
+            .push(Box::new(move || tls.readiness(clock.now())));
+    }
     let draining = state.draining.clone();
     let state = Arc::new(state);
     let admin = config

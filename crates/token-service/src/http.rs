@@ -27,6 +27,9 @@ use crate::limits::{LimitSettings, Limits};
 /// Largest accepted `/token` body.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
+/// A readiness condition for `/readyz`.
+pub type ReadinessCheck = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
+
 /// Where the issuer URL comes from.
 #[derive(Debug, Clone)]
 pub enum IssuerSource {
@@ -50,6 +53,8 @@ pub struct AppState {
     pub draining: Arc<AtomicBool>,
     /// Whether `/metrics` is served on this router (off when an admin port serves it).
     pub metrics_here: bool,
+    /// Further readiness conditions (TLS material valid...), each `Err(reason)` when not met.
+    pub readiness_checks: Vec<ReadinessCheck>,
     /// The JWK Set, serialized on first use.
     jwks_body: OnceLock<bytes::Bytes>,
     summary: FlowSummary,
@@ -70,6 +75,7 @@ impl AppState {
             limits: Arc::new(Limits::new(LimitSettings::default())),
             draining: Arc::new(AtomicBool::new(false)),
             metrics_here: true,
+            readiness_checks: Vec::new(),
             jwks_body: OnceLock::new(),
             summary,
         }

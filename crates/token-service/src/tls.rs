@@ -101,16 +101,18 @@ pub struct TlsServer {
     settings: TlsSettings,
     trust: Option<Arc<Trust>>,
     config: ArcSwap<ServerConfig>,
+    not_after: std::sync::atomic::AtomicI64,
 }
 
 impl TlsServer {
     /// Loads the server certificate and key.
     pub fn load(settings: TlsSettings, trust: Option<Arc<Trust>>) -> Result<Self, String> {
-        let config = build_config(&settings, trust.as_ref())?;
+        let (config, not_after) = build_config(&settings, trust.as_ref())?;
         Ok(Self {
             settings,
             trust,
             config: ArcSwap::from_pointee(config),
+            not_after: not_after.into(),
         })
     }
 
@@ -120,8 +122,10 @@ impl TlsServer {
             Some(trust) => trust.reload()?,
             None => "no client CA".into(),
         };
-        let config = build_config(&self.settings, self.trust.as_ref())?;
+        let (config, not_after) = build_config(&self.settings, self.trust.as_ref())?;
         self.config.store(Arc::new(config));
+        self.not_after
+            .store(not_after, std::sync::atomic::Ordering::Relaxed);
         Ok(trust)
     }
 
@@ -134,6 +138,18 @@ impl TlsServer {
             files.extend(trust.files());
         }
         files
+    }
+
+    /// Whether the server certificate in force is valid at `now` (seconds since the epoch),
+    /// for `/readyz`.
+    pub fn readiness(&self, now: i64) -> Result<(), String> {
+        let not_after = self.not_after.load(std::sync::atomic::Ordering::Relaxed);
+        if now > not_after {
+            return Err(format!(
+                "the TLS server certificate in TLS_CERT_FILE expired at {not_after} (seconds since the epoch); replace the file"
+            ));
+        }
+        Ok(())
     }
 
     /// The configuration in force now, for the next handshake.
@@ -164,7 +180,7 @@ impl TlsServer {
 fn build_config(
     settings: &TlsSettings,
     trust: Option<&Arc<Trust>>,
-) -> Result<ServerConfig, String> {
+) -> Result<(ServerConfig, i64), String> {
     let chain_pem = std::fs::read(&settings.cert_file).map_err(|e| {
         format!(
             "TLS_CERT_FILE: cannot read '{}': {e}",
@@ -180,6 +196,15 @@ fn build_config(
             settings.cert_file.display()
         ));
     }
+    let not_after = crate::x509::facts(&chain[0])
+        .ok()
+        .and_then(|f| f.not_after)
+        .ok_or_else(|| {
+            format!(
+                "TLS_CERT_FILE: '{}': the first certificate cannot be parsed",
+                settings.cert_file.display()
+            )
+        })?;
     let key_pem = std::fs::read(&settings.key_file).map_err(|e| {
         format!(
             "TLS_KEY_FILE: cannot read '{}': {e}",
@@ -205,5 +230,5 @@ fn build_config(
         .with_single_cert(chain, key)
         .map_err(|e| format!("TLS_CERT_FILE / TLS_KEY_FILE: the key does not fit the certificate or is unsupported: {e}"))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(config)
+    Ok((config, not_after))
 }

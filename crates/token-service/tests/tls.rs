@@ -432,3 +432,36 @@ async fn certificate_revoked_at_startup_is_refused_on_full_and_resumed_tls_sessi
         }
     }
 }
+
+/// `/readyz` reports TLS material that is no longer valid: after a reload to an expired server
+/// certificate it answers 503 naming the file, while `/healthz` stays 200.
+#[test]
+fn readyz_turns_503_when_the_server_certificate_in_force_has_expired() {
+    let pki = Pki::new();
+    let service = TlsService::start(&pki, &pki.root.pem, None, &[("TLS_RELOAD_INTERVAL", "1")]);
+    let get = |path: &str| {
+        let output = std::process::Command::new("curl")
+            .args(["-sk", "-w", "\n%{http_code}", &service.url(path)])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    assert!(get("/readyz").ends_with("\n200"), "{}", get("/readyz"));
+    let dir = service.files.path();
+    write_atomic(&dir.join("server.key"), pki.expired.key_pem.as_bytes());
+    write_atomic(&dir.join("server.pem"), pki.expired.chain_pem.as_bytes());
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let answer = get("/readyz");
+        if answer.ends_with("\n503") {
+            assert!(
+                answer.contains("TLS_CERT_FILE") && answer.contains("expired"),
+                "{answer}"
+            );
+            break;
+        }
+        assert!(std::time::Instant::now() < until, "still {answer}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(get("/healthz").ends_with("\n200"));
+}

@@ -34,7 +34,12 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let ready = if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
         Err("shutting down".to_owned())
     } else {
-        state.grant.issuer().signer().readiness()
+        state
+            .grant
+            .issuer()
+            .signer()
+            .readiness()
+            .and_then(|()| state.readiness_checks.iter().try_for_each(|check| check()))
     };
     match ready {
         Ok(()) => Json(json!({ "status": "ready" })).into_response(),
