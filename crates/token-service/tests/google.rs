@@ -461,6 +461,26 @@ async fn access_tokens_are_cached_per_client_scope_and_service_account() {
     )
     .await;
     assert_eq!(s.emulator.calls("sts.token"), 4);
+    // The same, as an operator sees it in the metrics.
+    let metrics = client()
+        .get(s.server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "token_service_access_token_cache_total{result=\"hit\"} 1",
+        "token_service_access_token_cache_total{result=\"miss\"} 4",
+        "token_service_upstream_requests_total{api=\"STS\",status=\"200\"} 4",
+        "token_service_upstream_request_duration_seconds_count{api=\"STS\"} 4",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} not in\n{metrics}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
