@@ -41,6 +41,28 @@ impl RulesPolicy {
         Ok(summary)
     }
 
+    /// Keeps the rules in force but re-reads their deny lists, so that a revocation still takes
+    /// effect while the policy file itself is broken.
+    fn refresh_deny_lists(&self) {
+        let current = self.current();
+        if !current.has_deny_lists() {
+            return;
+        }
+        match current.with_reloaded_deny_lists() {
+            Ok(policy) => {
+                let summary = policy.summary();
+                self.current.store(Arc::new(policy));
+                tracing::warn!(
+                    event = "policy_deny_lists_reloaded",
+                    "re-read the deny lists under the previous rules (the policy file is refused until fixed): {summary}"
+                );
+            }
+            Err(e) => {
+                tracing::error!(event = "policy_deny_lists_reload_failed", reason = %e, "kept the previous deny lists too: {e}");
+            }
+        }
+    }
+
     /// Re-reads the policy and its deny lists whenever one of them changes.
     pub fn watch(self: &Arc<Self>, interval: Duration) {
         let (files, policy) = (self.clone(), self.clone());
@@ -54,7 +76,8 @@ impl RulesPolicy {
                 }
                 Err(e) => {
                     crate::metrics::metrics().reload("policy", false);
-                    tracing::error!(event = "policy_reload_failed", reason = %e, "refused the new policy, keeping the old one: {e}")
+                    tracing::error!(event = "policy_reload_failed", reason = %e, "refused the new policy, keeping the old one: {e}");
+                    policy.refresh_deny_lists();
                 }
             },
         );

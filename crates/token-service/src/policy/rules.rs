@@ -434,6 +434,25 @@ impl Policy {
         &self.rules
     }
 
+    /// The same rules with the deny lists read again from their files: revocations still apply
+    /// while a broken policy file is being fixed.
+    pub fn with_reloaded_deny_lists(&self) -> Result<Self, String> {
+        let deny_lists = self
+            .deny_lists
+            .iter()
+            .map(|list| DenyList::load(list.kind(), list.path()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            deny_lists,
+            ..self.clone()
+        })
+    }
+
+    /// Whether the policy has deny lists.
+    pub fn has_deny_lists(&self) -> bool {
+        !self.deny_lists.is_empty()
+    }
+
     /// The policy file and its deny lists, for change detection.
     pub fn files(&self) -> Vec<PathBuf> {
         let mut files = vec![self.path.clone()];
