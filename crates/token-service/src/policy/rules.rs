@@ -896,11 +896,13 @@ fn compile_match(raw: RawMatch) -> Result<Vec<Condition>, Located> {
     }
     for (attr, l) in raw.subject.unwrap_or_default() {
         check_attribute("subject", &attr, &l)?;
+        let attr = super::template::short_name(&attr);
         let patterns = globs(&format!("subject.{attr}"), l, GlobKind::Plain)?;
         conditions.push(Condition::Subject(attr, patterns));
     }
     for (attr, l) in raw.issuer.unwrap_or_default() {
         check_attribute("issuer", &attr, &l)?;
+        let attr = super::template::short_name(&attr);
         let patterns = globs(&format!("issuer.{attr}"), l, GlobKind::Plain)?;
         conditions.push(Condition::Issuer(attr, patterns));
     }

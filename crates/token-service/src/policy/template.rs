@@ -43,7 +43,7 @@ impl Fact {
     pub fn parse(name: &str) -> Option<Self> {
         let attribute = |a: &str| {
             (!a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || c == '.'))
-                .then(|| a.to_owned())
+                .then(|| short_name(a))
         };
         Some(match name {
             "client_id" => Self::ClientId,
@@ -104,6 +104,25 @@ impl Fact {
             Self::Issuer(a) => attribute(&facts.issuer, a),
         }
     }
+}
+
+/// The short name of a DN attribute written in its long form (`commonName` -> `CN`), so both
+/// spellings work in conditions and templates.
+pub fn short_name(attribute: &str) -> String {
+    const LONG: &[(&str, &str)] = &[
+        ("commonName", "CN"),
+        ("organizationName", "O"),
+        ("organizationalUnitName", "OU"),
+        ("countryName", "C"),
+        ("localityName", "L"),
+        ("stateOrProvinceName", "ST"),
+        ("domainComponent", "DC"),
+        ("emailAddress", "emailAddress"),
+        ("serialNumber", "serialNumber"),
+    ];
+    LONG.iter()
+        .find(|(long, _)| long.eq_ignore_ascii_case(attribute))
+        .map_or_else(|| attribute.to_owned(), |(_, short)| (*short).to_owned())
 }
 
 /// First value of DN attribute `name` (short names compare case-insensitively).

@@ -77,6 +77,7 @@ fn conditions_match_as_documented() {
             true,
         ),
         ("[rule.match.subject]\nOU = \"*\"", false),
+        ("[rule.match.subject]\ncommonName = \"etl-7\"", true),
         ("[rule.match.issuer]\nCN = \"Batch CA\"", true),
         ("[rule.match.issuer]\nCN = \"Other CA\"", false),
         (
