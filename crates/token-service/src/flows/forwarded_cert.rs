@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use http::HeaderName;
 use ipnet::IpNet;
 
-use super::mtls::authenticate_chain;
+use super::mtls::VerifiedChains;
 use super::{Flow, FlowError, TLS_CLIENT_AUTH};
 use crate::clock::Clock;
 use crate::model::{AuthenticatedClient, CLIENT_CREDENTIALS, TokenRequest};
@@ -52,6 +52,7 @@ pub struct ForwardedCertFlow {
     attribute: ClientIdAttribute,
     trust: Arc<Trust>,
     clock: Clock,
+    verified: VerifiedChains,
 }
 
 impl ForwardedCertFlow {
@@ -72,6 +73,7 @@ impl ForwardedCertFlow {
             attribute,
             trust,
             clock,
+            verified: VerifiedChains::default(),
         })
     }
 
@@ -149,7 +151,7 @@ impl Flow for ForwardedCertFlow {
         let mut certificates = Vec::with_capacity(1 + forwarded.chain.len());
         certificates.push(forwarded.leaf);
         certificates.extend(forwarded.chain);
-        authenticate_chain(
+        self.verified.authenticate(
             NAME,
             &self.trust,
             &self.clock,

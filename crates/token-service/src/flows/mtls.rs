@@ -2,6 +2,7 @@
 //! certificate in the handshake (which proves possession of the key). The chain is verified on
 //! every request against the CA bundle and CRLs in force at that moment.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use serde_json::json;
 use super::{Flow, FlowError, TLS_CLIENT_AUTH};
 use crate::clock::Clock;
 use crate::model::{AuthenticatedClient, CLIENT_CREDENTIALS, TokenRequest};
-use crate::x509::{ClientIdAttribute, Trust, facts};
+use crate::x509::{ClientIdAttribute, Trust, TrustMaterial, facts};
 
 /// Name of this flow in `AUTH_FLOWS` and `amr`.
 pub const NAME: &str = "mtls-client-credentials";
@@ -68,11 +69,63 @@ pub(crate) fn authenticate_chain(
     })
 }
 
+/// Chains already verified against a given version of the trust material, so a client on a
+/// keep-alive connection (or a proxy forwarding the same certificate) is not re-verified on
+/// every request. An entry only counts for the exact trust material it was verified against
+/// (a reloaded CA bundle or CRL is a new version, so revocation still bites at once) and within
+/// the certificate's validity period. Bounded; emptied when full.
+#[derive(Default)]
+pub(crate) struct VerifiedChains {
+    entries: std::sync::Mutex<HashMap<[u8; 32], (Arc<TrustMaterial>, AuthenticatedClient)>>,
+}
+
+const VERIFIED_CHAINS_MAX: usize = 4096;
+
+impl VerifiedChains {
+    /// [`authenticate_chain`], answered from the cache when this exact chain was verified
+    /// against the trust material in force.
+    pub(crate) fn authenticate(
+        &self,
+        flow: &str,
+        trust: &Trust,
+        clock: &Clock,
+        attribute: ClientIdAttribute,
+        chain: &[Vec<u8>],
+    ) -> Result<AuthenticatedClient, FlowError> {
+        let material = trust.current();
+        let mut digest = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        for der in chain {
+            digest.update(&(der.len() as u64).to_be_bytes());
+            digest.update(der);
+        }
+        let mut key = [0u8; 32];
+        key.copy_from_slice(digest.finish().as_ref());
+        let now = clock.now();
+        if let Ok(entries) = self.entries.lock()
+            && let Some((verified_with, client)) = entries.get(&key)
+            && Arc::ptr_eq(verified_with, &material)
+            && client.facts.not_before.is_some_and(|t| t <= now)
+            && client.facts.not_after.is_some_and(|t| now <= t)
+        {
+            return Ok(client.clone());
+        }
+        let client = authenticate_chain(flow, trust, clock, attribute, chain)?;
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() >= VERIFIED_CHAINS_MAX {
+                entries.clear();
+            }
+            entries.insert(key, (material, client.clone()));
+        }
+        Ok(client)
+    }
+}
+
 /// The direct mTLS flow.
 pub struct MtlsFlow {
     attribute: ClientIdAttribute,
     trust: Arc<Trust>,
     clock: Clock,
+    verified: VerifiedChains,
 }
 
 impl MtlsFlow {
@@ -82,6 +135,7 @@ impl MtlsFlow {
             attribute,
             trust,
             clock,
+            verified: VerifiedChains::default(),
         }
     }
 }
@@ -113,6 +167,7 @@ impl Flow for MtlsFlow {
             .as_deref()
             .map(Vec::as_slice)
             .unwrap_or_default();
-        authenticate_chain(NAME, &self.trust, &self.clock, self.attribute, chain)
+        self.verified
+            .authenticate(NAME, &self.trust, &self.clock, self.attribute, chain)
     }
 }
