@@ -76,8 +76,11 @@ pub(crate) fn authenticate_chain(
 /// the certificate's validity period. Bounded; emptied when full.
 #[derive(Default)]
 pub(crate) struct VerifiedChains {
-    entries: std::sync::Mutex<HashMap<[u8; 32], (Arc<TrustMaterial>, AuthenticatedClient)>>,
+    entries: std::sync::Mutex<HashMap<[u8; 32], Verified>>,
 }
+
+/// A chain's client, and the trust material it was verified against.
+type Verified = (Arc<TrustMaterial>, AuthenticatedClient);
 
 const VERIFIED_CHAINS_MAX: usize = 4096;
 
