@@ -1005,6 +1005,13 @@ fn read_forwarded(
         format.default_chain_header(),
     ) {
         (false, None) => None,
+        (true, None) => {
+            r.fail(format!(
+                "FORWARDED_CERT_CHAIN_HEADER: FORWARDED_CERT_FORMAT={} has no separate chain header (Envoy sends Chain= inside XFCC, Traefik sends the chain in the same header, nginx cannot forward intermediates); unset it, or use rfc9440 or haproxy",
+                r.get("FORWARDED_CERT_FORMAT").unwrap_or("rfc9440")
+            ));
+            None
+        }
         (_, default) => Some(r.header(
             "FORWARDED_CERT_CHAIN_HEADER",
             default.unwrap_or("client-cert-chain"),
@@ -1017,6 +1024,14 @@ fn read_forwarded(
             .parse::<ipnet::IpNet>()
             .or_else(|_| item.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
         match parsed {
+            // An IPv4 proxy written in IPv6-mapped form (::ffff:10.0.0.0/104) is matched as the
+            // IPv4 address it is, since peers are compared in canonical form.
+            Ok(ipnet::IpNet::V6(v6)) if v6.addr().to_ipv4_mapped().is_some() && v6.prefix_len() >= 96 => {
+                match v6.addr().to_ipv4_mapped().map(|v4| ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)) {
+                    Some(Ok(v4)) => trusted_proxies.push(ipnet::IpNet::V4(v4.trunc())),
+                    _ => trusted_proxies.push(ipnet::IpNet::V6(v6)),
+                }
+            }
             Ok(net) => trusted_proxies.push(net),
             Err(_) => r.fail(format!("TRUSTED_PROXIES: '{item}' is not valid; expected IP addresses or CIDRs such as 10.0.0.0/8")),
         }

@@ -275,3 +275,74 @@ fn google_settings_are_validated() {
         );
     }
 }
+
+#[test]
+fn forwarded_settings_refuse_a_chain_header_the_format_cannot_have_and_map_ipv4_in_ipv6() {
+    let c = ok(&[
+        AUD,
+        (
+            "TRUSTED_PROXIES",
+            "::ffff:10.0.0.0/104, 192.168.1.7, fd00::/8",
+        ),
+    ]);
+    let proxies: Vec<String> = c
+        .flow_settings
+        .forwarded
+        .trusted_proxies
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(proxies, ["10.0.0.0/8", "192.168.1.7/32", "fd00::/8"]);
+    for format in ["xfcc", "nginx", "traefik"] {
+        let e = errors(&[
+            AUD,
+            ("FORWARDED_CERT_FORMAT", format),
+            ("FORWARDED_CERT_CHAIN_HEADER", "X-Chain"),
+        ]);
+        assert!(
+            e.iter()
+                .any(|m| m.starts_with("FORWARDED_CERT_CHAIN_HEADER:") && m.contains(format)),
+            "{e:?}"
+        );
+    }
+    let c = ok(&[
+        AUD,
+        ("FORWARDED_CERT_FORMAT", "haproxy"),
+        ("FORWARDED_CERT_CHAIN_HEADER", "X-Chain"),
+    ]);
+    assert_eq!(
+        c.flow_settings
+            .forwarded
+            .chain_header
+            .map(|h| h.to_string()),
+        Some("x-chain".to_owned())
+    );
+}
+
+#[test]
+fn limits_have_safe_defaults_and_refuse_bad_values() {
+    let c = ok(&[AUD]);
+    assert_eq!(c.limits.max_concurrent_requests, 2048);
+    assert_eq!(c.limits.request_timeout.as_secs(), 30);
+    assert!(c.limits.global.is_none());
+    let per_client = c.limits.per_client.unwrap();
+    assert_eq!(
+        (per_client.per_second.get(), per_client.burst.get()),
+        (10, 50)
+    );
+    assert_eq!(c.server.max_connections, 4096);
+    assert_eq!(c.server.grace_period.as_secs(), 8);
+    assert!(c.admin.is_none());
+    let off = ok(&[AUD, ("RATE_LIMIT_PER_CLIENT", "0")]);
+    assert!(off.limits.per_client.is_none());
+    let e = errors(&[
+        AUD,
+        ("REQUEST_TIMEOUT", "5"),
+        ("UPSTREAM_TIMEOUT", "10"),
+        ("MAX_CONNECTIONS", "lots"),
+        ("ADMIN_PORT", "99999"),
+    ]);
+    for name in ["REQUEST_TIMEOUT:", "MAX_CONNECTIONS:", "ADMIN_PORT:"] {
+        assert!(e.iter().any(|m| m.starts_with(name)), "{name} in {e:?}");
+    }
+}
