@@ -9,6 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use futures_util::FutureExt as _;
+use futures_util::future::{BoxFuture, Shared};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -32,19 +34,30 @@ pub struct GoogleAccessSettings {
 
 type Key = (String, String, String);
 
+/// The result of one upstream exchange, shared by every request that waits for it.
+type Pending = Shared<BoxFuture<'static, Result<AccessToken, AccessError>>>;
+
 #[derive(Default)]
 struct Slot {
+    /// The cached token, when to stop reusing it, and when it expires.
     token: Option<(AccessToken, Instant, Instant)>,
-    error: Option<(Instant, AccessError)>,
+    /// The exchange in progress, if any.
+    pending: Option<Pending>,
+}
+
+/// What an exchange needs, shared with the futures that run it.
+struct Exchange {
+    settings: GoogleAccessSettings,
+    sts: StsClient,
+    iam: IamCredentialsClient,
 }
 
 /// The STS + IAM Credentials backend.
 pub struct GoogleAccess {
-    settings: GoogleAccessSettings,
-    sts: StsClient,
-    iam: IamCredentialsClient,
+    exchange: Arc<Exchange>,
     upstream: Upstream,
-    slots: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<Slot>>>>,
+    /// Never held across an await: waiting happens on the shared future, outside the lock.
+    slots: Mutex<HashMap<Key, Slot>>,
 }
 
 impl GoogleAccess {
@@ -56,39 +69,22 @@ impl GoogleAccess {
         upstream: Upstream,
     ) -> Self {
         Self {
-            settings,
-            sts,
-            iam,
+            exchange: Arc::new(Exchange { settings, sts, iam }),
             upstream,
             slots: Mutex::new(HashMap::new()),
         }
     }
+}
 
-    fn slot(&self, key: Key) -> Arc<tokio::sync::Mutex<Slot>> {
-        let Ok(mut slots) = self.slots.lock() else {
-            return Arc::new(tokio::sync::Mutex::new(Slot::default()));
-        };
-        if slots.len() >= 10_000 && !slots.contains_key(&key) {
-            let now = Instant::now();
-            slots.retain(|_, slot| {
-                Arc::strong_count(slot) > 1
-                    || slot
-                        .try_lock()
-                        .map(|s| s.token.as_ref().is_some_and(|(_, _, exp)| *exp > now))
-                        .unwrap_or(true)
-            });
-        }
-        slots.entry(key).or_default().clone()
-    }
-
+impl Exchange {
     async fn fetch(
         &self,
         client: &Client,
         id_token: &str,
         scope: &str,
         service_account: Option<&str>,
+        deadline: Instant,
     ) -> Result<AccessToken, AccessError> {
-        let deadline = self.upstream.deadline();
         let federated = self
             .sts
             .exchange(&self.settings.audience, scope, id_token, deadline)
@@ -181,51 +177,83 @@ impl AccessTokenBackend for GoogleAccess {
         scopes.sort_unstable();
         scopes.dedup();
         let scope = scopes.join(" ");
-        if !self.settings.cache {
-            return self.fetch(client, id_token, &scope, service_account).await;
+        let deadline = self.upstream.deadline();
+        if !self.exchange.settings.cache {
+            return self
+                .exchange
+                .fetch(client, id_token, &scope, service_account, deadline)
+                .await;
         }
         let key = (
             client.client_id.clone(),
             scope.clone(),
             service_account.unwrap_or("").to_owned(),
         );
-        let slot = self.slot(key);
-        let waited_from = Instant::now();
-        let mut slot = slot.lock().await;
-        let now = Instant::now();
-        if let Some((token, refresh_at, expires_at)) = &slot.token
-            && now < *refresh_at
+        let started = Instant::now();
+        let pending = {
+            let Ok(mut slots) = self.slots.lock() else {
+                return Err(AccessError::Server(
+                    "the access-token cache is unusable".into(),
+                ));
+            };
+            let now = started;
+            if slots.len() >= 10_000 && !slots.contains_key(&key) {
+                slots.retain(|_, slot| {
+                    slot.pending.is_some()
+                        || slot.token.as_ref().is_some_and(|(_, _, exp)| *exp > now)
+                });
+            }
+            let slot = slots.entry(key.clone()).or_default();
+            if let Some((token, refresh_at, expires_at)) = &slot.token
+                && now < *refresh_at
+            {
+                tracing::debug!(event = "access_token_cache_hit", client_id = %client.client_id, "reusing a cached access token");
+                crate::metrics::metrics().cache(true);
+                let remaining = expires_at.saturating_duration_since(now).as_secs();
+                return Ok(AccessToken {
+                    expires_in: i64::try_from(remaining).unwrap_or(0),
+                    ..token.clone()
+                });
+            }
+            match &slot.pending {
+                // An identical exchange is under way: wait for its result, success or failure.
+                Some(pending) => pending.clone(),
+                None => {
+                    crate::metrics::metrics().cache(false);
+                    let (exchange, client, id_token, scope) = (
+                        self.exchange.clone(),
+                        client.clone(),
+                        id_token.to_owned(),
+                        scope.clone(),
+                    );
+                    let account = service_account.map(str::to_owned);
+                    let pending = async move {
+                        exchange
+                            .fetch(&client, &id_token, &scope, account.as_deref(), deadline)
+                            .await
+                    }
+                    .boxed()
+                    .shared();
+                    slot.pending = Some(pending.clone());
+                    pending
+                }
+            }
+        };
+        let result = pending.clone().await;
+        if let Ok(mut slots) = self.slots.lock()
+            && let Some(slot) = slots.get_mut(&key)
+            && slot.pending.as_ref().is_some_and(|p| p.ptr_eq(&pending))
         {
-            tracing::debug!(event = "access_token_cache_hit", client_id = %client.client_id, "reusing a cached access token");
-            crate::metrics::metrics().cache(true);
-            let remaining = expires_at.saturating_duration_since(now).as_secs();
-            return Ok(AccessToken {
-                expires_in: i64::try_from(remaining).unwrap_or(0),
-                ..token.clone()
-            });
-        }
-        // A failure that happened while this request waited is shared, not retried again.
-        if let Some((at, error)) = &slot.error
-            && *at >= waited_from
-        {
-            return Err(error.clone());
-        }
-        crate::metrics::metrics().cache(false);
-        match self.fetch(client, id_token, &scope, service_account).await {
-            Ok(token) => {
+            slot.pending = None;
+            if let Ok(token) = &result {
                 let lifetime = Duration::from_secs(u64::try_from(token.expires_in).unwrap_or(0));
                 // Reuse for half the lifetime, and never in the last minute.
                 let refresh_at =
-                    now + (lifetime / 2).min(lifetime.saturating_sub(Duration::from_secs(60)));
-                slot.token = Some((token.clone(), refresh_at, now + lifetime));
-                slot.error = None;
-                Ok(token)
-            }
-            Err(error) => {
-                slot.error = Some((Instant::now(), error.clone()));
-                Err(error)
+                    started + (lifetime / 2).min(lifetime.saturating_sub(Duration::from_secs(60)));
+                slot.token = Some((token.clone(), refresh_at, started + lifetime));
             }
         }
+        result
     }
 }
 
