@@ -4,13 +4,15 @@
 //! application-default login` writes them). Access tokens are cached and refreshed ahead of
 //! expiry, with one refresh in flight however many requests wait for it.
 
-use std::sync::RwLock;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use futures_util::FutureExt as _;
+use futures_util::future::{BoxFuture, Shared};
 use rustls_pki_types::pem::SectionKind;
 use serde_json::{Value, json};
 
@@ -221,30 +223,30 @@ struct Cached {
     expires_at: Instant,
 }
 
+/// One refresh of the service's own token, shared by every caller that waits for it.
+type Refresh = Shared<BoxFuture<'static, Result<(String, u64), UpstreamError>>>;
+
 /// Cached access tokens of the service itself.
 pub struct TokenSource {
-    credentials: Credentials,
-    upstream: Upstream,
+    source: Arc<(Credentials, Upstream)>,
     cache: RwLock<Option<Cached>>,
-    last_error: RwLock<Option<(Instant, UpstreamError)>>,
-    refresh: tokio::sync::Mutex<()>,
+    /// The refresh under way. Never held across an await: callers wait on the shared future.
+    refresh: Mutex<Option<Refresh>>,
 }
 
 impl TokenSource {
     /// A token source over `credentials`.
     pub fn new(credentials: Credentials, upstream: Upstream) -> Self {
         Self {
-            credentials,
-            upstream,
+            source: Arc::new((credentials, upstream)),
             cache: RwLock::new(None),
-            last_error: RwLock::new(None),
-            refresh: tokio::sync::Mutex::new(()),
+            refresh: Mutex::new(None),
         }
     }
 
     /// The credentials.
     pub fn credentials(&self) -> &Credentials {
-        &self.credentials
+        &self.source.0
     }
 
     fn cached(&self, usable: impl Fn(&Cached) -> bool) -> Option<String> {
@@ -255,6 +257,22 @@ impl TokenSource {
             .map(|c| c.token.clone())
     }
 
+    fn store(&self, token: &str, lifetime: u64) {
+        let now = Instant::now();
+        let lifetime = Duration::from_secs(lifetime);
+        // Refresh five minutes before expiry, or halfway through a short lifetime.
+        let refresh_in = lifetime
+            .saturating_sub(Duration::from_secs(300))
+            .max(lifetime / 2);
+        if let Ok(mut cache) = self.cache.write() {
+            *cache = Some(Cached {
+                token: token.to_owned(),
+                refresh_at: now + refresh_in,
+                expires_at: now + lifetime,
+            });
+        }
+    }
+
     /// A valid access token: the cached one until it is due for refresh, else a fresh one.
     /// Concurrent callers share one refresh. If a refresh fails while the old token is still
     /// valid, the old token is used.
@@ -263,43 +281,50 @@ impl TokenSource {
         if let Some(token) = self.cached(fresh) {
             return Ok(token);
         }
-        let waited_from = Instant::now();
-        let _single_flight = self.refresh.lock().await;
-        if let Some(token) = self.cached(fresh) {
-            return Ok(token);
-        }
-        if let Ok(last) = self.last_error.read()
-            && let Some((at, error)) = last.as_ref()
-            && *at >= waited_from
-        {
-            return Err(error.clone());
-        }
-        match self.credentials.fetch(&self.upstream, deadline).await {
-            Ok((token, lifetime)) => {
-                let now = Instant::now();
-                let lifetime = Duration::from_secs(lifetime);
-                // Refresh five minutes before expiry, or halfway through a short lifetime.
-                let refresh_in = lifetime
-                    .saturating_sub(Duration::from_secs(300))
-                    .max(lifetime / 2);
-                if let Ok(mut cache) = self.cache.write() {
-                    *cache = Some(Cached {
-                        token: token.clone(),
-                        refresh_at: now + refresh_in,
-                        expires_at: now + lifetime,
-                    });
+        let pending = {
+            let Ok(mut refresh) = self.refresh.lock() else {
+                return Err(UpstreamError::Unreachable {
+                    api: OAUTH_API,
+                    message: "the token cache is unusable".into(),
+                });
+            };
+            match refresh.as_ref() {
+                Some(pending) => pending.clone(),
+                None => {
+                    let source = self.source.clone();
+                    let pending = async move { source.0.fetch(&source.1, deadline).await }
+                        .boxed()
+                        .shared();
+                    *refresh = Some(pending.clone());
+                    pending
                 }
-                tracing::info!(
-                    event = "credentials_refreshed",
-                    lifetime_s = lifetime.as_secs(),
-                    "refreshed the service's own access token"
-                );
+            }
+        };
+        let result = pending.clone().await;
+        // The first caller back from the refresh records it (cache first, then the refresh is
+        // cleared, so nobody sees neither); the others only read the result.
+        let first = self.refresh.lock().is_ok_and(|mut refresh| {
+            let mine = refresh.as_ref().is_some_and(|p| p.ptr_eq(&pending));
+            if mine {
+                if let Ok((token, lifetime)) = &result {
+                    self.store(token, *lifetime);
+                }
+                *refresh = None;
+            }
+            mine
+        });
+        match result {
+            Ok((token, lifetime)) => {
+                if first {
+                    tracing::info!(
+                        event = "credentials_refreshed",
+                        lifetime_s = lifetime,
+                        "refreshed the service's own access token"
+                    );
+                }
                 Ok(token)
             }
             Err(error) => {
-                if let Ok(mut last) = self.last_error.write() {
-                    *last = Some((Instant::now(), error.clone()));
-                }
                 let still_valid =
                     |c: &Cached| Instant::now() + Duration::from_secs(10) < c.expires_at;
                 match self.cached(still_valid) {
