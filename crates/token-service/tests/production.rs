@@ -52,6 +52,17 @@ fn lb_header_block() -> String {
         .collect()
 }
 
+/// A raw HTTP/1.1 token request with the load balancer's headers, its body cut after `sent`
+/// bytes (the whole body when `sent` is the body's length).
+fn raw_token_request(sent: usize) -> String {
+    format!(
+        "POST /token HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n{}\r\n{}",
+        GRANT.len(),
+        lb_header_block(),
+        &GRANT[..sent]
+    )
+}
+
 /// Reads until the peer closes; returns what arrived and how long it took.
 fn read_until_closed(stream: &mut TcpStream) -> (String, Duration) {
     let started = Instant::now();
@@ -289,15 +300,7 @@ async fn requests_beyond_max_concurrent_requests_get_503_and_slow_bodies_time_ou
     ]);
     // A client that sends its headers and only half its body holds the one permit.
     let mut slow = raw(&server);
-    let body = GRANT;
-    write!(
-        slow,
-        "POST /token HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n{}\r\n{}",
-        body.len(),
-        lb_header_block(),
-        &body[..5]
-    )
-    .unwrap();
+    slow.write_all(raw_token_request(5).as_bytes()).unwrap();
     slow.flush().unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let busy = token(&server, GRANT, &[]).await;
@@ -468,23 +471,14 @@ async fn sigterm_during_load_loses_no_accepted_request() {
     ]);
     // An accepted request still in flight when SIGTERM arrives: headers and half the body sent.
     let mut in_flight = raw(&server);
-    write!(
-        in_flight,
-        "POST /token HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n{}\r\n{}",
-        GRANT.len(),
-        lb_header_block(),
-        &GRANT[..5]
-    )
-    .unwrap();
+    in_flight
+        .write_all(raw_token_request(5).as_bytes())
+        .unwrap();
     // Load: 8 threads with keep-alive connections sending token requests back to back. A
     // request on a connection that already answered one was accepted by the service; it must
     // be answered. Only a first request on a new connection may fail, when the connection was
     // never accepted (listener closed, or still in the kernel's backlog).
-    let request = format!(
-        "POST /token HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n{}\r\n{GRANT}",
-        GRANT.len(),
-        lb_header_block()
-    );
+    let request = raw_token_request(GRANT.len());
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let port = server.port;
     let mut workers = Vec::new();

@@ -589,43 +589,33 @@ impl Allowance {
             };
             extra_claims.insert(name.clone(), value);
         }
+        let refuse = |what: &str, value: &str, allowed: &[Pattern], message: &str| {
+            let listed = if allowed.is_empty() {
+                "(none allowed)".to_owned()
+            } else {
+                sources(allowed)
+            };
+            Outcome::DenyAccess {
+                log: format!("rule '{rule}': {what} '{value}' matches none of {listed}"),
+                message: format!("{message} '{}'", crate::model::truncate(value, 200)),
+            }
+        };
         if let (Some(allowed), Some(sa)) = (&self.service_accounts, requested.service_account)
             && first_match(allowed, sa).is_none()
         {
-            return Outcome::DenyAccess {
-                log: format!(
-                    "rule '{rule}': service account '{sa}' matches none of {}",
-                    if allowed.is_empty() {
-                        "(none allowed)".to_owned()
-                    } else {
-                        sources(allowed)
-                    }
-                ),
-                message: format!(
-                    "This client may not obtain tokens for the service account '{}'",
-                    crate::model::truncate(sa, 200)
-                ),
-            };
+            return refuse(
+                "service account",
+                sa,
+                allowed,
+                "This client may not obtain tokens for the service account",
+            );
         }
         if let (Some(allowed), Some(scope)) = (&self.scopes, requested.scope)
             && let Some(s) = scope
                 .split_ascii_whitespace()
                 .find(|s| first_match(allowed, s).is_none())
         {
-            return Outcome::DenyAccess {
-                log: format!(
-                    "rule '{rule}': scope '{s}' matches none of {}",
-                    if allowed.is_empty() {
-                        "(none allowed)".to_owned()
-                    } else {
-                        sources(allowed)
-                    }
-                ),
-                message: format!(
-                    "This client may not obtain the scope '{}'",
-                    crate::model::truncate(s, 200)
-                ),
-            };
+            return refuse("scope", s, allowed, "This client may not obtain the scope");
         }
         Outcome::Allow(Box::new(Client {
             flow: client.flow.clone(),
