@@ -122,6 +122,33 @@ pub fn main() -> ExitCode {
                 }
             }
         }
+        // Load what the files hold too (keys, certificates, CAs), as `serve` would, without
+        // binding a port.
+        // A development key would be generated into DATA_DIR: generate it in a scratch folder.
+        let mut checked = config.clone();
+        let scratch =
+            std::env::temp_dir().join(format!("token-service-check-{}", std::process::id()));
+        if let config::SignerConfig::Local {
+            key_file: None,
+            data_dir,
+        } = &mut checked.signer
+        {
+            *data_dir = scratch.clone();
+        }
+        let built = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| vec![format!("cannot start the async runtime: {e}")])
+            .and_then(|runtime| {
+                runtime.block_on(async { crate::app::build(&checked, &registry).map(|_| ()) })
+            });
+        let _ = std::fs::remove_dir_all(&scratch);
+        if let Err(errors) = built {
+            for e in errors {
+                eprintln!("error: {e}");
+            }
+            return ExitCode::from(2);
+        }
         println!("configuration is valid");
         return ExitCode::SUCCESS;
     }

@@ -269,3 +269,51 @@ fn pki_client_issues_a_certificate_from_the_development_ca() {
     assert_eq!(again.status.code(), Some(2));
     assert!(stderr(&again).contains("exists already"));
 }
+
+#[test]
+fn check_config_loads_the_files_as_serve_would_without_writing_any() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let missing = dir.path().join("missing.pem");
+    let out = run(
+        &["check-config"],
+        &[
+            ("TOKEN_AUDIENCE", "x"),
+            ("SIGNING_KEY_FILE", missing.to_str().unwrap()),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("SIGNING_KEY_FILE") && stderr(&out).contains("missing.pem"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(
+        &["check-config"],
+        &[
+            ("TOKEN_AUDIENCE", "x"),
+            ("AUTH_FLOWS", "mtls-client-credentials"),
+            ("TLS_CERT_FILE", missing.to_str().unwrap()),
+            ("TLS_KEY_FILE", missing.to_str().unwrap()),
+            ("TLS_CLIENT_CA_FILE", missing.to_str().unwrap()),
+            ("DATA_DIR", data),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("TLS_CLIENT_CA_FILE"),
+        "{}",
+        stderr(&out)
+    );
+    // Without a key file a development key would be generated: not by check-config.
+    let out = run(
+        &["check-config"],
+        &[("TOKEN_AUDIENCE", "x"), ("DATA_DIR", data)],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        !std::path::Path::new(data).exists(),
+        "check-config wrote into DATA_DIR"
+    );
+}
