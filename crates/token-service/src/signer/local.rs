@@ -9,6 +9,7 @@
 use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_lc_rs::encoding::AsDer;
@@ -28,8 +29,62 @@ use super::{Publication, SignError, Signer};
 pub const GENERATED_KEY_FILE: &str = "signing-key.pem";
 
 enum KeyPair {
-    Rsa(RsaKeyPair),
+    Rsa(Arc<RsaKeyPair>),
     Ec(EcdsaKeyPair),
+}
+
+/// One RSA signature to make: the signing input and where to send the signature.
+type RsaJob = (Vec<u8>, tokio::sync::oneshot::Sender<Option<Vec<u8>>>);
+
+/// Threads that make RSA signatures (about 0.25 ms each for RSA-2048), one per core, so the
+/// async workers never block on them and no worker hands its core over per signature (as
+/// `block_in_place` would).
+struct RsaPool {
+    workers: Vec<std::sync::mpsc::Sender<RsaJob>>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl RsaPool {
+    fn start(pair: &Arc<RsaKeyPair>) -> Result<Self, String> {
+        let threads = std::thread::available_parallelism().map_or(2, usize::from);
+        let mut workers = Vec::with_capacity(threads);
+        for i in 0..threads {
+            let (tx, rx) = std::sync::mpsc::channel::<RsaJob>();
+            let pair = pair.clone();
+            std::thread::Builder::new()
+                .name(format!("rsa-signer-{i}"))
+                .spawn(move || {
+                    let rng = SystemRandom::new();
+                    while let Ok((message, reply)) = rx.recv() {
+                        let mut sig = vec![0; pair.public_modulus_len()];
+                        let signed = pair
+                            .sign(&RSA_PKCS1_SHA256, &rng, &message, &mut sig)
+                            .ok()
+                            .map(|()| sig);
+                        let _ = reply.send(signed);
+                    }
+                })
+                .map_err(|e| format!("cannot start the RSA signing threads: {e}"))?;
+            workers.push(tx);
+        }
+        Ok(Self {
+            workers,
+            next: 0.into(),
+        })
+    }
+
+    async fn sign(&self, message: Vec<u8>) -> Result<Vec<u8>, SignError> {
+        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.workers.len();
+        let (reply, signature) = tokio::sync::oneshot::channel();
+        self.workers[i]
+            .send((message, reply))
+            .map_err(|_| SignError::Failed("the RSA signing threads stopped".into()))?;
+        signature
+            .await
+            .ok()
+            .flatten()
+            .ok_or_else(|| SignError::Failed("RSA signing failed".into()))
+    }
 }
 
 struct SigningKey {
@@ -45,6 +100,7 @@ pub struct LocalSigner {
     signing: SigningKey,
     publication: Publication,
     rng: SystemRandom,
+    rsa: Option<RsaPool>,
 }
 
 impl std::fmt::Debug for LocalSigner {
@@ -107,10 +163,16 @@ impl LocalSigner {
     fn from_keys(keys: Vec<SigningKey>) -> Option<Self> {
         let jwks: Vec<Value> = keys.iter().map(public_jwk).collect::<Vec<_>>();
         let signing = keys.into_iter().next()?;
+        // Without threads, RSA signatures are made inline (slower under load, still correct).
+        let rsa = match &signing.pair {
+            KeyPair::Rsa(pair) => RsaPool::start(pair).ok(),
+            KeyPair::Ec(_) => None,
+        };
         Some(Self {
             signing,
             publication: Publication::Jwks(json!({ "keys": jwks })),
             rng: SystemRandom::new(),
+            rsa,
         })
     }
 }
@@ -137,24 +199,15 @@ impl Signer for LocalSigner {
         jwt.push('.');
         URL_SAFE_NO_PAD.encode_string(&payload, &mut jwt);
         let signature = match &key.pair {
-            KeyPair::Rsa(pair) => {
-                // An RSA-2048 signature costs about 0.25 ms: on a multi-threaded runtime the
-                // worker hands its other tasks to the rest of the pool meanwhile.
-                let sign = || {
+            KeyPair::Rsa(pair) => match &self.rsa {
+                Some(pool) => pool.sign(jwt.as_bytes().to_vec()).await?,
+                None => {
                     let mut sig = vec![0; pair.public_modulus_len()];
                     pair.sign(&RSA_PKCS1_SHA256, &self.rng, jwt.as_bytes(), &mut sig)
-                        .map(|()| sig)
-                        .map_err(|_| SignError::Failed("RSA signing failed".into()))
-                };
-                let multi_thread = tokio::runtime::Handle::try_current().is_ok_and(|h| {
-                    h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
-                });
-                if multi_thread {
-                    tokio::task::block_in_place(sign)?
-                } else {
-                    sign()?
+                        .map_err(|_| SignError::Failed("RSA signing failed".into()))?;
+                    sig
                 }
-            }
+            },
             KeyPair::Ec(pair) => pair
                 .sign(&self.rng, jwt.as_bytes())
                 .map_err(|_| SignError::Failed("ECDSA signing failed".into()))?
@@ -169,7 +222,7 @@ impl Signer for LocalSigner {
 
 fn parse_pkcs8(der: &[u8]) -> Result<SigningKey, String> {
     let pair = match RsaKeyPair::from_pkcs8(der) {
-        Ok(rsa) if rsa.public_modulus_len() * 8 >= 2048 => KeyPair::Rsa(rsa),
+        Ok(rsa) if rsa.public_modulus_len() * 8 >= 2048 => KeyPair::Rsa(Arc::new(rsa)),
         Ok(rsa) => {
             return Err(format!(
                 "RSA key of {} bits is too short; at least 2048 bits are required",
