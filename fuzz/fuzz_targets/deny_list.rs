@@ -32,7 +32,10 @@ fuzz_target!(|data: &[u8]| {
     for line in text.lines() {
         let entry = line.split('#').next().unwrap_or_default().trim();
         if !entry.is_empty() {
-            assert!(list.contains(entry), "{kind:?} list lacks its entry {entry:?}");
+            assert!(
+                list.contains(entry),
+                "{kind:?} list lacks its entry {entry:?}"
+            );
         }
     }
 });

@@ -66,9 +66,16 @@ fuzz_target!(|data: &[u8]| {
     };
     if let Ok(cert) = parse_forwarded(format, leaf, chain) {
         assert!(is_one_sequence(&cert.leaf), "{format:?}: leaf is not DER");
-        assert!(cert.chain.len() < 10, "{format:?}: chain of {}", cert.chain.len());
+        assert!(
+            cert.chain.len() < 10,
+            "{format:?}: chain of {}",
+            cert.chain.len()
+        );
         for c in &cert.chain {
-            assert!(is_one_sequence(c), "{format:?}: chain certificate is not DER");
+            assert!(
+                is_one_sequence(c),
+                "{format:?}: chain certificate is not DER"
+            );
         }
         assert_eq!(cert.xfcc.is_some(), format == ForwardedFormat::Xfcc);
     }

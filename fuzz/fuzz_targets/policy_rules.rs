@@ -23,14 +23,16 @@ const LIST_FILES: [&str; 2] = ["fingerprints.txt", "serials.txt"];
 fn folder() -> &'static PathBuf {
     static FOLDER: OnceLock<PathBuf> = OnceLock::new();
     FOLDER.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("token-service-fuzz-policy-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("token-service-fuzz-policy-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("create the deny-list folder");
         std::fs::write(
             dir.join("fingerprints.txt"),
             "# revoked\nq83vEjRWeJq83vEjRWeJq83vEjRWeJq83vEjRWeJq80\n",
         )
         .expect("write fingerprints.txt");
-        std::fs::write(dir.join("serials.txt"), "01:02\nabcdef # old\n").expect("write serials.txt");
+        std::fs::write(dir.join("serials.txt"), "01:02\nabcdef # old\n")
+            .expect("write serials.txt");
         dir
     })
 }

@@ -91,6 +91,8 @@ fuzz_target!(|data: &[u8]| {
         }
         (Err(_), None) => {}
         (Ok(_), None) => panic!("template {source:?} parsed, but the reference refuses it"),
-        (Err(e), Some(_)) => panic!("template {source:?} refused ({e}), but the reference accepts it"),
+        (Err(e), Some(_)) => {
+            panic!("template {source:?} refused ({e}), but the reference accepts it")
+        }
     }
 });

@@ -11,7 +11,10 @@ use token_service::x509::{facts, fingerprint};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(f) = facts(data) {
-        assert_eq!(f.sha256_fingerprint.as_deref(), Some(fingerprint(data).as_str()));
+        assert_eq!(
+            f.sha256_fingerprint.as_deref(),
+            Some(fingerprint(data).as_str())
+        );
         assert!(f.not_before.is_some() && f.not_after.is_some());
     }
 });
