@@ -192,9 +192,10 @@ impl Template {
                         parts.push(Part::Text(std::mem::take(&mut text)));
                     }
                     parts.push(Part::Fact(fact));
-                    for _ in 0..=end {
-                        chars.next();
-                    }
+                    // `end` counts bytes, not characters: skip by byte position up to and
+                    // including the closing brace (the name may be padded with Unicode spaces).
+                    let close = i + 1 + end;
+                    while chars.next_if(|&(j, _)| j <= close).is_some() {}
                 }
                 '}' => {
                     return Err(format!(

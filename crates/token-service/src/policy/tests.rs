@@ -279,6 +279,15 @@ fn templates_render_every_fact_or_name_the_missing_one() {
         ("{issuer.CN}:{subject.o}", Ok("Batch CA:Example Corp")),
         ("{ subject.CN }", Ok("etl-7")),
         ("x{subject.OU}", Err("subject.OU")),
+        // Regression (policy_template fuzz target's reference comparison): a name padded with a
+        // multi-byte space made parse skip as many characters as the name had bytes, eating
+        // the text after the placeholder. The first row is the fuzzer's minimised input.
+        ("{flow\u{a0}}\0", Ok("mtls-client-credentials\0")),
+        ("{\u{a0}dns_san}xyz", Ok("etl-7.batch.example.comxyz")),
+        (
+            "{dns_san\u{3000}}-{flow}",
+            Ok("etl-7.batch.example.com-mtls-client-credentials"),
+        ),
     ];
     for (source, expected) in table {
         let t = Template::parse(source).unwrap();
