@@ -4,7 +4,9 @@
 //! The service is started with the environment this process has (so the caller chooses the
 //! flow, keys, TLS...), plus `PORT`, on plain HTTP unless `TLS_CERT_FILE` is set (then the probe
 //! speaks TLS, trusting `--cacert`). The probe connects every 100 µs until the port answers and
-//! sends `GET /.well-known/openid-configuration`.
+//! sends `GET /.well-known/openid-configuration`. With the load-balancer header flow (plain
+//! HTTP), it then also times the first `POST /token` (the first signature of a process pays
+//! aws-lc's one-time seeding of its random generator).
 //! Run: `cargo run --release -p token-service --example cold_start -- [--runs 30] [--binary PATH] [--cacert CA.pem]`
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -34,12 +36,18 @@ fn status(reply: &[u8]) -> Option<u16> {
         .ok()
 }
 
-fn probe(port: u16, tls: Option<&Arc<ClientConfig>>) -> Option<u16> {
+const DISCOVERY: &str = "GET /.well-known/openid-configuration HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+const TOKEN: &str = "POST /token HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+    Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 29\r\n\
+    X-Client-Cert-Present: true\r\nX-Client-Cert-Chain-Verified: true\r\n\
+    X-Client-Cert-Spiffe: spiffe://token-service.local/ns/bench/sa/cold\r\n\r\n\
+    grant_type=client_credentials";
+
+fn probe(port: u16, tls: Option<&Arc<ClientConfig>>, request: &str) -> Option<u16> {
     let tcp = TcpStream::connect(("127.0.0.1", port)).ok()?;
     tcp.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    let request = format!(
-        "GET /.well-known/openid-configuration HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
-    );
+    // Without it, the request written after the TLS Finished waits for a delayed ACK.
+    tcp.set_nodelay(true).ok()?;
     let mut reply = Vec::new();
     match tls {
         None => {
@@ -97,7 +105,10 @@ fn main() {
             .with_no_client_auth();
         Arc::new(config)
     });
+    let xlb = tls.is_none()
+        && std::env::var("AUTH_FLOWS").is_ok_and(|f| f.starts_with("xlb-mtls-client-credentials"));
     let mut starts = Vec::new();
+    let mut first_tokens = Vec::new();
     let mut rss = Vec::new();
     for _ in 0..runs {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -114,7 +125,7 @@ fn main() {
             .spawn()
             .unwrap();
         let started = loop {
-            if let Some(200) = probe(port, tls.as_ref()) {
+            if let Some(200) = probe(port, tls.as_ref(), DISCOVERY) {
                 break t0.elapsed();
             }
             if let Ok(Some(exit)) = child.try_wait() {
@@ -127,6 +138,10 @@ fn main() {
             std::thread::sleep(Duration::from_micros(100));
         };
         starts.push(started.as_secs_f64() * 1000.0);
+        if xlb {
+            assert_eq!(probe(port, None, TOKEN), Some(200), "first token");
+            first_tokens.push(t0.elapsed().as_secs_f64() * 1000.0);
+        }
         std::thread::sleep(Duration::from_secs(1));
         rss.push(vm(child.id(), "VmRSS:").unwrap_or(0) as f64 / 1024.0);
         let _ = Command::new("kill")
@@ -143,6 +158,7 @@ fn main() {
             "cold_start_ms_median": median(&mut starts),
             "cold_start_ms_min": sorted.first(),
             "cold_start_ms_p90": sorted.get(sorted.len() * 9 / 10),
+            "first_token_ms_median": (!first_tokens.is_empty()).then(|| median(&mut first_tokens)),
             "idle_rss_mib_median": median(&mut rss),
         })
     );
