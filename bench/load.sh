@@ -11,7 +11,8 @@
 #   2. ceilings: aws-lc-rs signatures/s and in-memory TLS 1.3 mTLS handshakes/s (sign_ceiling);
 #   3. per case, Token Service and the peer both listening, REPS alternating runs of DURATION s
 #      each (ours, peer, ours, peer, ...), then REPS runs at half of each one's median peak rate
-#      (open loop, latency measured from the scheduled send time):
+#      (open loop, latency measured from the scheduled send time), once with normal scheduling
+#      and once at real-time priority (HALF_RT):
 #        xlb-ES256, xlb-RS256    load-balancer header flow, plain HTTP, keep-alive (oha);
 #                                peer: header mode (certificate in X-SSL-Client-Cert)
 #        mtls-ES256, mtls-RS256  direct mTLS, keep-alive (oha --cert); peer: MODE=mtls
@@ -34,6 +35,9 @@
 #   PEER_WORKERS [2]    Node cluster workers of the peer (2 = it may use both cores, as we do)
 #   PEER_CACHE [1]      peer header mode caches parsed certificates (its faster variant)
 #   HALF [1]            0 skips the half-peak runs
+#   HALF_RT [1]         also repeat the half-peak runs with server and generator at real-time
+#                       priority (chrt -r 1; "half-rt"): latency without other sessions'
+#                       processes on the CPU (they keep the idle half of the machine)
 #   IAM_CONC [1000]  IAM_LATENCY_MS [20]
 #   COLD_RUNS [30]      CEILING [1] (0 skips the ceilings)
 #   NICE [-19]          our session's autogroup niceness (shields against other sessions'
@@ -65,6 +69,7 @@ fi
 DURATION=${DURATION:-10}; REPS=${REPS:-3}; WARMUP=${WARMUP:-2}; CONC=${CONC:-32}
 CASES=${CASES:-"xlb-ES256 xlb-RS256 mtls-ES256 mtls-RS256 new-ES256 new-RS256 iam"}
 PEER=${PEER:-1}; PEER_WORKERS=${PEER_WORKERS:-2}; PEER_CACHE=${PEER_CACHE:-1}; HALF=${HALF:-1}
+HALF_RT=${HALF_RT:-1}
 IAM_CONC=${IAM_CONC:-1000}; IAM_LATENCY_MS=${IAM_LATENCY_MS:-20}
 COLD_RUNS=${COLD_RUNS:-30}; CEILING=${CEILING:-1}
 SCRATCH=${SCRATCH:-/tmp/ts-bench}
@@ -245,15 +250,16 @@ start_peer() {
 # gen TOOL(oha|loadgen) NEWCONN(0|1) CONC RATE(0=closed loop) SECONDS OUTFILE URL BODY [args...]
 gen() {
   local tool=$1 newconn=$2 conc=$3 rate=$4 secs=$5 out=$6 url=$7 body=$8; shift 8
-  local tmo=$((${secs%.*} + 30))
+  local tmo=$((${secs%.*} + 30)) pre=()
+  [ "${GEN_RT:-0}" = 1 ] && pre=(chrt -r 1)
   if [ "$tool" = oha ]; then
     local q=(); [ "$rate" != 0 ] && q=(-q "$rate" --latency-correction)
-    /usr/bin/time -f '%U %S %e' -o "$out.time" timeout -k 5 $tmo oha --no-tui -z "${secs}s" -c "$conc" \
+    /usr/bin/time -f '%U %S %e' -o "$out.time" "${pre[@]}" timeout -k 5 $tmo oha --no-tui -z "${secs}s" -c "$conc" \
       "${q[@]}" -m POST -T "${GEN_CT:-application/x-www-form-urlencoded}" -d "$body" "$@" \
       --output-format json -o "$out" "$url" > /dev/null
   else
     local q=() n=(); [ "$rate" != 0 ] && q=(--rate "$rate"); [ "$newconn" = 1 ] && n=(--new-conn)
-    /usr/bin/time -f '%U %S %e' -o "$out.time" timeout -k 5 $tmo "$LOADGEN" --url "$url" -c "$conc" -z "$secs" \
+    /usr/bin/time -f '%U %S %e' -o "$out.time" "${pre[@]}" timeout -k 5 $tmo "$LOADGEN" --url "$url" -c "$conc" -z "$secs" \
       "${q[@]}" "${n[@]}" --body "$body" "$@" --json "$out" > /dev/null
   fi
 }
@@ -308,6 +314,14 @@ print(f'$load\t$rep\t{tok:.3f}\t{sj:.3f}\t{tok-sj:.3f}')" >> "$OUT/iam_metrics.t
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$case" "$impl" "$load" "$rep" $res $cpu "$ref" "$before" "$peak" >> "$TSV"
 }
 
+rt() { # on|off PID...: real-time round-robin priority 1 for every thread of the processes
+  local mode=$1 p; shift
+  for p in $(tree_pids "$@"); do
+    if [ "$mode" = on ]; then chrt -a -r -p 1 "$p" >/dev/null 2>&1 || true
+    else chrt -a -o -p 0 "$p" >/dev/null 2>&1 || true; fi
+  done
+}
+
 median_rps() { # case impl -> median peak rps so far
   awk -F'\t' -v c="$1" -v i="$2" '$1==c && $2==i && $3=="peak" {print $5}' "$TSV" | sort -n | awk '{a[NR]=$1} END {print (NR ? a[int((NR+1)/2)] : 0)}'
 }
@@ -358,18 +372,29 @@ for case in $CASES; do
   if [ "$HALF" = 1 ]; then
     ours_half=$(median_rps "$case" ours | awk '{printf "%d", $1 / 2}')
     [ $has_peer = 1 ] && peer_half=$(median_rps "$case" peer | awk '{printf "%d", $1 / 2}')
+    half_loads=half; [ "$HALF_RT" = 1 ] && half_loads="half half-rt"
+    for half in $half_loads; do
+    GEN_RT=0
+    if [ "$half" = half-rt ]; then
+      GEN_RT=1; rt on "$OURS_PID" ${EMU_PID:+"$EMU_PID"}; [ $has_peer = 1 ] && rt on "$PEER_PID"
+    fi
     for rep in $(seq 1 "$REPS"); do
-      measure "$case" ours half "$rep" "$OURS_PID" "$tool" "$newconn" "$conc" "$ours_half" "$OURS_URL" "$BODY" "${OURS_ARGS[@]}"
+      measure "$case" ours "$half" "$rep" "$OURS_PID" "$tool" "$newconn" "$conc" "$ours_half" "$OURS_URL" "$BODY" "${OURS_ARGS[@]}"
       if [ $has_peer = 1 ]; then
-        measure "$case" peer half "$rep" "$PEER_PID" "$tool" "$newconn" "$conc" "$peer_half" "$PEER_URL" "$PEER_BODY" "${PEER_TLS[@]}" "${PEER_HDR[@]}"
+        measure "$case" peer "$half" "$rep" "$PEER_PID" "$tool" "$newconn" "$conc" "$peer_half" "$PEER_URL" "$PEER_BODY" "${PEER_TLS[@]}" "${PEER_HDR[@]}"
       fi
       if [ "$kind" = iam ]; then
         # the emulator alone at the same offered rate: the difference of the medians is what
         # Token Service adds
-        GEN_CT=application/json measure "$case" emulator half "$rep" "$EMU_PID" oha 0 "$conc" "$ours_half" "$SIGN_URL" "$SIGN_BODY" \
+        GEN_CT=application/json measure "$case" emulator "$half" "$rep" "$EMU_PID" oha 0 "$conc" "$ours_half" "$SIGN_URL" "$SIGN_BODY" \
           -H "Authorization: Bearer $MDS_TOKEN"
       fi
     done
+    if [ "$half" = half-rt ]; then
+      rt off "$OURS_PID" ${EMU_PID:+"$EMU_PID"}; [ $has_peer = 1 ] && rt off "$PEER_PID"
+    fi
+    done
+    GEN_RT=0
   fi
   stop_pid "$OURS_PID"
   [ $has_peer = 1 ] && stop_pid "$PEER_PID"

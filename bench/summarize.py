@@ -58,21 +58,25 @@ for case in cases:
               f"{max(int(r['peak_rss_kb']) for r in rs) / 1024:.1f} | {ratio} |")
 
 print('\n## Half of the peak rate (open loop, latency from the scheduled send time)\n')
-print('| case | impl | runs | offered rate/s | achieved tokens/s | p50 ms | p99 ms | failed | foreign cores (max) | server run-queue wait (cores) |')
-print('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|')
+print('"rt" = server and generator at real-time priority (chrt -r 1), so that other sessions\' '
+      'processes cannot delay them.\n')
+print('| case | impl | scheduling | runs | offered rate/s | achieved tokens/s | p50 ms | p99 ms | failed | foreign cores (max) | server run-queue wait (cores) |')
+print('|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|')
 for case in cases:
     for impl in ('ours', 'peer', 'emulator'):
-        rs = by.get((case, impl, 'half'), [])
+      for load in ('half', 'half-rt'):
+        rs = by.get((case, impl, load), [])
         peak = by.get((case, 'ours' if impl == 'emulator' else impl, 'peak'), [])
         if not rs:
             continue
-        print(f"| {case} | {impl} | {len(rs)} | {med(peak, 'rps') / 2:.0f} | {med(rs, 'rps'):.0f} | "
+        sched = 'rt' if load == 'half-rt' else 'normal'
+        print(f"| {case} | {impl} | {sched} | {len(rs)} | {med(peak, 'rps') / 2:.0f} | {med(rs, 'rps'):.0f} | "
               f"{med(rs, 'p50_ms'):.2f} | {med(rs, 'p99_ms'):.2f} | {sum(int(r['bad']) for r in rs)} | "
               f"{max(float(r['foreign_cores']) for r in rs):.2f} | {med(rs, 'server_runq_cores'):.2f} |")
 
 if any(c == 'iam' for c in cases):
     print('\n## SIGNER=iam against the emulator: what Token Service adds\n')
-    for load in ('peak', 'half'):
+    for load in ('peak', 'half', 'half-rt'):
         o, e = by.get(('iam', 'ours', load), []), by.get(('iam', 'emulator', load), [])
         if o and e:
             print(f"- {load}: Token Service p50 {med(o, 'p50_ms'):.2f} ms vs emulator signJwt alone "
