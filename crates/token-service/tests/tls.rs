@@ -464,4 +464,12 @@ fn readyz_turns_503_when_the_server_certificate_in_force_has_expired() {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     assert!(get("/healthz").ends_with("\n200"));
+    // The reload is counted for operators.
+    let metrics = get("/metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("token_service_reloads_total{material=\"tls\",result=\"ok\"}")),
+        "{metrics}"
+    );
 }
