@@ -132,3 +132,28 @@ async fn readme_walkthrough_with_the_emulator_runs_as_written() {
     assert_eq!(calls["iam.generateAccessToken"], 1, "{calls}");
     assert_eq!(calls["sts.token"], 1, "{calls}");
 }
+
+/// The README's "run it" command picks the service's binary from the repository root (a
+/// workspace with two binaries needs the right default member). Run as written but with
+/// `--help` instead of `demo` and without `--release`, so the test does not build twice.
+#[test]
+fn readme_run_command_selects_the_service_binary_from_the_repository_root() {
+    let readme = readme();
+    let run = block(&readme, "-- demo");
+    assert_eq!(
+        run, "cargo run --release -- demo",
+        "the README's first command changed"
+    );
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let output = Command::new(env!("CARGO"))
+        .args(["run", "--quiet", "--", "--help"])
+        .current_dir(root)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("token-service") && stdout.contains("demo"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
