@@ -223,12 +223,38 @@ fn build_config(
             .map(|t| t.current().ca_subjects.clone())
             .unwrap_or_default(),
     };
-    let mut config = ServerConfig::builder_with_provider(crate::x509::provider())
+    let mut config = ServerConfig::builder_with_provider(server_provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| format!("TLS: {e}"))?
         .with_client_cert_verifier(Arc::new(verifier))
         .with_single_cert(chain, key)
         .map_err(|e| format!("TLS_CERT_FILE / TLS_KEY_FILE: the key does not fit the certificate or is unsupported: {e}"))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // Choose by the server's order (below), not the client's: clients commonly prefer
+    // AES-256-GCM-SHA384, whose key schedule runs SHA-384, which most CPUs lack instructions for.
+    config.ignore_client_order = true;
     Ok((config, not_after))
+}
+
+/// rustls' default suites (same set, no additions), AES-128-GCM first: its SHA-256 key
+/// schedule and transcript hash use the CPU's SHA extensions, where SHA-384 runs in software —
+/// 8 % of the server's time per full handshake measured here (BENCHMARKS.md). Both AES-GCM
+/// suites are equally acceptable by current guidance (128-bit security suffices for TLS).
+fn server_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    provider.cipher_suites.sort_by_key(suite_rank);
+    Arc::new(provider)
+}
+
+fn suite_rank(suite: &rustls::SupportedCipherSuite) -> u8 {
+    use rustls::CipherSuite as S;
+    match suite.suite() {
+        S::TLS13_AES_128_GCM_SHA256
+        | S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+        | S::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => 0,
+        S::TLS13_AES_256_GCM_SHA384
+        | S::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
+        | S::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 => 1,
+        _ => 2,
+    }
 }

@@ -433,6 +433,45 @@ async fn certificate_revoked_at_startup_is_refused_on_full_and_resumed_tls_sessi
     }
 }
 
+/// The server picks the cipher suite by its own order, AES-128-GCM first (SHA-256 key schedule),
+/// even though rustls clients, like most, list AES-256-GCM-SHA384 first.
+#[tokio::test]
+async fn server_order_picks_aes_128_gcm_over_the_clients_preferred_aes_256_gcm() {
+    let pki = Pki::new();
+    let service = TlsService::start(&pki, &pki.root.pem, None, &[]);
+    let client_default = rustls::crypto::aws_lc_rs::default_provider();
+    let client_first = client_default.cipher_suites.first().map(|s| s.suite());
+    assert_eq!(
+        client_first,
+        Some(rustls::CipherSuite::TLS13_AES_256_GCM_SHA384)
+    );
+    let expected = [
+        (
+            &rustls::version::TLS13,
+            rustls::CipherSuite::TLS13_AES_128_GCM_SHA256,
+        ),
+        (
+            &rustls::version::TLS12,
+            rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        ),
+    ];
+    for (version, suite) in expected {
+        let leaf = &pki.valid;
+        let config = rustls_config(&pki.root.der, &leaf.chain_der, &leaf.key_der, version);
+        let mut stream = connect(&service, config).await.unwrap();
+        let (status, body) = http1(&mut stream, "POST", "/token", Some(GRANT))
+            .await
+            .unwrap();
+        id_token(status, &serde_json::from_str(&body).unwrap());
+        let negotiated = stream
+            .get_ref()
+            .1
+            .negotiated_cipher_suite()
+            .map(|s| s.suite());
+        assert_eq!(negotiated, Some(suite), "{version:?}");
+    }
+}
+
 /// `/readyz` reports TLS material that is no longer valid: after a reload to an expired server
 /// certificate it answers 503 naming the file, while `/healthz` stays 200.
 #[test]
