@@ -88,6 +88,22 @@ pub(crate) struct Triggered {
 struct Book {
     calls: HashMap<String, u64>,
     faults: HashMap<String, Fault>,
+    /// Calls of an endpoint inside their injected latency right now, and the most ever.
+    waiting: HashMap<String, (u64, u64)>,
+}
+
+/// Leaves the injected latency (also when the caller hung up and the handler was dropped).
+struct Waiting<'a> {
+    book: &'a FaultBook,
+    endpoint: &'a str,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if let Some((now, _)) = self.book.lock().waiting.get_mut(self.endpoint) {
+            *now = now.saturating_sub(1);
+        }
+    }
 }
 
 /// Call counters and active faults, shared by all handlers.
@@ -103,6 +119,14 @@ impl FaultBook {
 
     pub(crate) fn calls(&self, endpoint: &str) -> u64 {
         self.lock().calls.get(endpoint).copied().unwrap_or(0)
+    }
+
+    /// The most calls of `endpoint` that were inside an injected latency at the same time.
+    pub(crate) fn peak_waiting(&self, endpoint: &str) -> u64 {
+        self.lock()
+            .waiting
+            .get(endpoint)
+            .map_or(0, |(_, peak)| *peak)
     }
 
     pub(crate) fn all_calls(&self) -> BTreeMap<String, u64> {
@@ -146,6 +170,7 @@ impl FaultBook {
         let mut book = self.lock();
         book.faults.clear();
         book.calls.clear();
+        book.waiting.clear();
     }
 
     /// Count a call to `endpoint`, consume one use of its fault (if any),
@@ -167,6 +192,16 @@ impl FaultBook {
             fault
         }?;
         if fault.latency_ms > 0 {
+            {
+                let mut book = self.lock();
+                let (now, peak) = book.waiting.entry(endpoint.to_owned()).or_insert((0, 0));
+                *now += 1;
+                *peak = (*peak).max(*now);
+            }
+            let _waiting = Waiting {
+                book: self,
+                endpoint,
+            };
             tokio::time::sleep(Duration::from_millis(fault.latency_ms)).await;
         }
         let status = fault.status?;
@@ -273,5 +308,27 @@ mod tests {
         assert_eq!(book.calls("jwks"), 3);
         book.reset();
         assert_eq!(book.calls("jwks"), 0);
+    }
+
+    #[tokio::test]
+    async fn calls_inside_an_injected_latency_at_once_are_counted() {
+        let book = FaultBook::default();
+        book.inject(
+            "jwks",
+            Fault {
+                status: None,
+                latency_ms: 100,
+                times: None,
+                message: None,
+            },
+        );
+        tokio::join!(book.enter("jwks"), book.enter("jwks"), book.enter("jwks"));
+        book.enter("jwks").await;
+        assert_eq!(book.peak_waiting("jwks"), 3);
+        // A caller that gives up mid-latency leaves the count too.
+        let dropped = tokio::time::timeout(Duration::from_millis(10), book.enter("jwks")).await;
+        assert!(dropped.is_err());
+        let (now, _) = book.lock().waiting.get("jwks").copied().unwrap_or_default();
+        assert_eq!(now, 0);
     }
 }

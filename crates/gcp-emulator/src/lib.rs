@@ -115,6 +115,12 @@ impl Emulator {
         self.state.faults.calls(endpoint)
     }
 
+    /// The most calls of `endpoint` that were inside an injected latency at once: how many
+    /// requests the client had in flight there.
+    pub fn peak_concurrency(&self, endpoint: &str) -> u64 {
+        self.state.faults.peak_waiting(endpoint)
+    }
+
     /// Apply `fault` to the next calls of `endpoint` (replacing any earlier fault there).
     pub fn inject(&self, endpoint: &str, fault: Fault) {
         self.state.faults.inject(endpoint, fault);

@@ -63,7 +63,8 @@ pub fn build(config: &Config, registry: &FlowRegistry) -> Result<App, Vec<String
     let flows = registry
         .build(&config.flows, &flow_settings)
         .map_err(|e| vec![e])?;
-    let upstream = Upstream::new(config.google.timeout).map_err(|e| vec![e])?;
+    let upstream =
+        Upstream::new(config.google.timeout, config.google.max_connections).map_err(|e| vec![e])?;
     let trace_project = Arc::new(OnceLock::new());
     if let Some(project) = &config.trace_project {
         let _ = trace_project.set(project.clone());

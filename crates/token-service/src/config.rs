@@ -128,6 +128,11 @@ pub const SETTINGS: &[Setting] = &[
         "Seconds one token request may spend on Google API calls, retries included (1 to 120)",
     ),
     s(
+        "UPSTREAM_MAX_CONNECTIONS",
+        "256",
+        "Google API calls in flight at once, one connection each (1 to 65536); more wait for a free one within UPSTREAM_TIMEOUT",
+    ),
+    s(
         "ACCESS_TOKEN_CACHE",
         "on",
         "Cache access tokens per client, scope and service account: on or off",
@@ -392,6 +397,8 @@ pub struct GoogleConfig {
     pub endpoints: crate::google::Endpoints,
     /// `UPSTREAM_TIMEOUT`.
     pub timeout: std::time::Duration,
+    /// `UPSTREAM_MAX_CONNECTIONS`.
+    pub max_connections: usize,
     /// `GOOGLE_APPLICATION_CREDENTIALS`.
     pub application_credentials: Option<PathBuf>,
     /// `ACCESS_TOKEN_CACHE`.
@@ -1079,6 +1086,8 @@ fn read_google(r: &mut Reader<'_>) -> GoogleConfig {
             }
         },
     };
+    let max_connections =
+        usize::try_from(r.count("UPSTREAM_MAX_CONNECTIONS", 256, 1..=65_536)).unwrap_or(256);
     let cache = match r
         .get("ACCESS_TOKEN_CACHE")
         .map(str::to_ascii_lowercase)
@@ -1100,6 +1109,7 @@ fn read_google(r: &mut Reader<'_>) -> GoogleConfig {
             sts,
         },
         timeout: std::time::Duration::from_secs(timeout),
+        max_connections,
         application_credentials: r.get("GOOGLE_APPLICATION_CREDENTIALS").map(PathBuf::from),
         cache,
     }

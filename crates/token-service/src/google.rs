@@ -10,9 +10,11 @@ pub mod metadata;
 pub mod sts;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use tokio::sync::Semaphore;
 
 /// Base URLs of the Google APIs.
 #[derive(Debug, Clone)]
@@ -131,24 +133,35 @@ impl UpstreamError {
     }
 }
 
-/// Shared HTTP client and per-request deadline.
+/// Shared HTTP client, per-request deadline and the bound on calls in flight.
 #[derive(Debug, Clone)]
 pub struct Upstream {
     http: reqwest::Client,
     /// Overall budget of one token request for Google API calls (`UPSTREAM_TIMEOUT`).
     pub timeout: Duration,
+    /// One permit per call in flight (`UPSTREAM_MAX_CONNECTIONS`): over HTTP/1.1 each call holds
+    /// a connection, and without a bound a burst of clients opens as many connections (and
+    /// buffers) to Google as there are clients.
+    slots: Arc<Semaphore>,
+    max_connections: usize,
 }
 
 impl Upstream {
     /// Builds the client.
-    pub fn new(timeout: Duration) -> Result<Self, String> {
+    pub fn new(timeout: Duration, max_connections: usize) -> Result<Self, String> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(3).min(timeout))
             .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(max_connections)
             .user_agent(concat!("token-service/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-        Ok(Self { http, timeout })
+        Ok(Self {
+            http,
+            timeout,
+            slots: Arc::new(Semaphore::new(max_connections)),
+            max_connections,
+        })
     }
 
     /// The HTTP client.
@@ -202,6 +215,72 @@ impl Upstream {
             backoff = (backoff * 2).min(Duration::from_secs(1));
         }
     }
+
+    /// Sends a request and returns the JSON body of a 2xx answer, or the error in the API's own
+    /// words (Google JSON errors `{"error": {"message"}}`, OAuth errors `{"error_description"}`,
+    /// or plain text).
+    pub async fn send_json(
+        &self,
+        api: &'static str,
+        request: reqwest::RequestBuilder,
+        timeout: Duration,
+    ) -> Result<Value, UpstreamError> {
+        let text = self.send_text(api, request, timeout).await?;
+        serde_json::from_str(&text).map_err(|_| UpstreamError::Malformed {
+            api,
+            message: "the body is not JSON".into(),
+        })
+    }
+
+    /// Like [`send_json`], for plain-text answers (metadata server).
+    pub async fn send_text(
+        &self,
+        api: &'static str,
+        request: reqwest::RequestBuilder,
+        timeout: Duration,
+    ) -> Result<String, UpstreamError> {
+        let started = std::time::Instant::now();
+        let Ok(Ok(_slot)) = tokio::time::timeout(timeout, self.slots.acquire()).await else {
+            crate::metrics::metrics().upstream(api, "no_connection", started.elapsed());
+            return Err(UpstreamError::Unreachable {
+                api,
+                message: format!(
+                    "all UPSTREAM_MAX_CONNECTIONS ({}) stayed busy until the deadline",
+                    self.max_connections
+                ),
+            });
+        };
+        let response = request.timeout(timeout).send().await.map_err(|e| {
+            crate::metrics::metrics().upstream(api, "unreachable", started.elapsed());
+            UpstreamError::Unreachable {
+                api,
+                message: describe_transport(&e),
+            }
+        })?;
+        let status = response.status();
+        crate::metrics::metrics().upstream(api, status.as_str(), started.elapsed());
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let body = response
+            .text()
+            .await
+            .map_err(|e| UpstreamError::Unreachable {
+                api,
+                message: describe_transport(&e),
+            })?;
+        if status.is_success() {
+            return Ok(body);
+        }
+        Err(UpstreamError::Status {
+            api,
+            status: status.as_u16(),
+            message: error_message(&body),
+            retry_after,
+        })
+    }
 }
 
 tokio::task_local! {
@@ -221,60 +300,6 @@ fn jitter(max: Duration) -> Duration {
     let mut byte = [0u8; 1];
     let _ = aws_lc_rs::rand::fill(&mut byte);
     max / 2 + max / 2 * u32::from(byte[0]) / 255
-}
-
-/// Sends a request and returns the JSON body of a 2xx answer, or the error in the API's own
-/// words (Google JSON errors `{"error": {"message"}}`, OAuth errors `{"error_description"}`,
-/// or plain text).
-pub async fn send_json(
-    api: &'static str,
-    request: reqwest::RequestBuilder,
-    timeout: Duration,
-) -> Result<Value, UpstreamError> {
-    let text = send_text(api, request, timeout).await?;
-    serde_json::from_str(&text).map_err(|_| UpstreamError::Malformed {
-        api,
-        message: "the body is not JSON".into(),
-    })
-}
-
-/// Like [`send_json`], for plain-text answers (metadata server).
-pub async fn send_text(
-    api: &'static str,
-    request: reqwest::RequestBuilder,
-    timeout: Duration,
-) -> Result<String, UpstreamError> {
-    let started = std::time::Instant::now();
-    let response = request.timeout(timeout).send().await.map_err(|e| {
-        crate::metrics::metrics().upstream(api, "unreachable", started.elapsed());
-        UpstreamError::Unreachable {
-            api,
-            message: describe_transport(&e),
-        }
-    })?;
-    let status = response.status();
-    crate::metrics::metrics().upstream(api, status.as_str(), started.elapsed());
-    let retry_after = response
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    let body = response
-        .text()
-        .await
-        .map_err(|e| UpstreamError::Unreachable {
-            api,
-            message: describe_transport(&e),
-        })?;
-    if status.is_success() {
-        return Ok(body);
-    }
-    Err(UpstreamError::Status {
-        api,
-        status: status.as_u16(),
-        message: error_message(&body),
-        retry_after,
-    })
 }
 
 fn describe_transport(e: &reqwest::Error) -> String {
@@ -299,4 +324,50 @@ fn error_message(body: &str) -> String {
         Err(_) => body.trim().to_owned(),
     };
     crate::model::truncate(&message, 512)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// With every connection held by a call that gets no answer, the next call waits for a free
+    /// one only until its own timeout, then fails as unreachable naming the setting.
+    #[tokio::test]
+    async fn a_call_without_a_free_connection_gives_up_at_its_timeout() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let silent = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let upstream = Upstream::new(Duration::from_secs(10), 1).unwrap();
+        let holder = {
+            let (upstream, url) = (upstream.clone(), url.clone());
+            tokio::spawn(async move {
+                upstream
+                    .send_text("holder", upstream.http().get(&url), Duration::from_secs(5))
+                    .await
+            })
+        };
+        while upstream.slots.available_permits() == 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let error = upstream
+            .send_text(
+                "waiter",
+                upstream.http().get(&url),
+                Duration::from_millis(200),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(error.outcome(), Outcome::Unavailable(error.retry_after()));
+        assert!(
+            error.to_string().contains("UPSTREAM_MAX_CONNECTIONS (1)"),
+            "{error}"
+        );
+        holder.abort();
+        silent.abort();
+    }
 }

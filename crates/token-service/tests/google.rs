@@ -427,6 +427,37 @@ async fn one_deadline_covers_every_upstream_call_of_a_request() {
     );
 }
 
+/// UPSTREAM_MAX_CONNECTIONS bounds the Google API calls in flight: eight clients at once, two
+/// calls at the emulator at once, every client served. The default lets all eight through.
+/// (A call that finds no free connection before its deadline: unit test in `src/google.rs`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_max_connections_bounds_calls_in_flight_and_queues_the_rest() {
+    let slow_sign = Fault {
+        status: None,
+        latency_ms: 300,
+        times: None,
+        message: None,
+    };
+    for (limit, expected_peak) in [(Some("2"), 2), (None, 8)] {
+        let extra: Vec<(&str, &str)> = limit
+            .map(|l| vec![("UPSTREAM_MAX_CONNECTIONS", l)])
+            .unwrap_or_default();
+        let s = setup(&extra, |_| {}).await;
+        s.emulator.inject("iam.signJwt", slow_sign.clone());
+        let requests = (0..8).map(|_| token_request(&s.server, GRANT, &[]).send());
+        for r in futures_join(requests).await {
+            let (status, json, _) = body(r.unwrap()).await;
+            assert_eq!(status, 200, "{limit:?}: {json}");
+        }
+        assert_eq!(s.emulator.calls("iam.signJwt"), 8);
+        assert_eq!(
+            s.emulator.peak_concurrency("iam.signJwt"),
+            expected_peak,
+            "{limit:?}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_tokens_are_cached_per_client_scope_and_service_account() {
     let s = setup(&[], |_| {}).await;

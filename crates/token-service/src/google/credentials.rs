@@ -17,7 +17,7 @@ use rustls_pki_types::pem::SectionKind;
 use serde_json::{Value, json};
 
 use super::metadata::{MetadataClient, token_fields};
-use super::{Upstream, UpstreamError, send_json};
+use super::{Upstream, UpstreamError};
 use crate::clock::Clock;
 
 const OAUTH_API: &str = "OAuth token endpoint";
@@ -211,7 +211,7 @@ async fn oauth_token(
 ) -> Result<(String, u64), UpstreamError> {
     let body = upstream
         .retry(OAUTH_API, deadline, |timeout| {
-            send_json(OAUTH_API, upstream.http().post(uri).form(form), timeout)
+            upstream.send_json(OAUTH_API, upstream.http().post(uri).form(form), timeout)
         })
         .await?;
     token_fields(OAUTH_API, &body, "access_token", "expires_in")

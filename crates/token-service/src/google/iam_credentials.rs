@@ -6,7 +6,7 @@ use std::time::Instant;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::json;
 
-use super::{Upstream, UpstreamError, send_json};
+use super::{Upstream, UpstreamError};
 
 /// Characters of an email address that stay as they are in the resource path.
 const EMAIL: &AsciiSet = &NON_ALPHANUMERIC
@@ -53,7 +53,7 @@ impl IamCredentialsClient {
         let answer = self
             .upstream
             .retry(SIGN_JWT, deadline, |timeout| {
-                send_json(
+                self.upstream.send_json(
                     SIGN_JWT,
                     self.upstream
                         .http()
@@ -89,7 +89,7 @@ impl IamCredentialsClient {
         let answer = self
             .upstream
             .retry(GENERATE, deadline, |timeout| {
-                send_json(
+                self.upstream.send_json(
                     GENERATE,
                     self.upstream
                         .http()

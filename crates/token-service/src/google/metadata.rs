@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-use super::{Upstream, UpstreamError, send_json, send_text};
+use super::{Upstream, UpstreamError};
 
 const API: &str = "metadata server";
 
@@ -31,7 +31,7 @@ impl MetadataClient {
                     .http()
                     .get(&url)
                     .header("Metadata-Flavor", "Google");
-                send_text(API, request, timeout)
+                self.upstream.send_text(API, request, timeout)
             })
             .await
     }
@@ -68,7 +68,7 @@ impl MetadataClient {
                     .http()
                     .get(&url)
                     .header("Metadata-Flavor", "Google");
-                send_json(API, request, timeout)
+                self.upstream.send_json(API, request, timeout)
             })
             .await?;
         token_fields(API, &body, "access_token", "expires_in")

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use super::{Upstream, UpstreamError, send_json};
+use super::{Upstream, UpstreamError};
 
 const API: &str = "STS";
 
@@ -62,7 +62,8 @@ impl StsClient {
         let answer = self
             .upstream
             .retry(API, deadline, |timeout| {
-                send_json(API, self.upstream.http().post(&url).form(&form), timeout)
+                self.upstream
+                    .send_json(API, self.upstream.http().post(&url).form(&form), timeout)
             })
             .await?;
         let token = answer["access_token"]
