@@ -108,7 +108,8 @@ pub fn build(config: &Config, registry: &FlowRegistry) -> Result<App, Vec<String
     let policy: Arc<dyn ClientPolicy> = match &config.policy {
         Some(settings) => {
             let policy = Arc::new(
-                RulesPolicy::load(&settings.file).map_err(|e| vec![format!("POLICY_FILE: {e}")])?,
+                RulesPolicy::load(&settings.file, &registry.names())
+                    .map_err(|e| vec![format!("POLICY_FILE: {e}")])?,
             );
             tracing::info!(
                 event = "policy_loaded",
@@ -288,14 +289,15 @@ pub async fn serve(listener: TcpListener, app: App) -> anyhow::Result<()> {
             "shutting down: no new connections; accepted requests may finish within {} s",
             grace.as_secs()
         );
-        let _ = stop.send(true);
     };
-    crate::server::serve(listener, router, tls, server, signal)
-        .await
-        .context("the server stopped")?;
+    let served = crate::server::serve(listener, router, tls, server, signal).await;
+    // The admin port outlives the drain, so probes keep getting answers (`/readyz` 503
+    // "shutting down", `/healthz` 200) until the last accepted request is answered.
+    let _ = stop.send(true);
     if let Some(task) = admin_task {
         let _ = task.await;
     }
+    served.context("the server stopped")?;
     tracing::info!(event = "stopped", "stopped");
     Ok(())
 }

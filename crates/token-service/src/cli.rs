@@ -114,7 +114,7 @@ pub fn main() -> ExitCode {
     if let Command::CheckConfig = cli.command {
         print!("{}", config.describe());
         if let Some(settings) = &config.policy {
-            match crate::policy::rules::Policy::load(&settings.file) {
+            match crate::policy::rules::Policy::load_for(&settings.file, &registry.names()) {
                 Ok(policy) => println!("client policy: {}", policy.summary()),
                 Err(e) => {
                     eprintln!("error: POLICY_FILE: {e}");

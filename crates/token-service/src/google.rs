@@ -232,16 +232,17 @@ impl Upstream {
         })
     }
 
-    /// Like [`send_json`], for plain-text answers (metadata server).
+    /// Like [`Self::send_json`], for plain-text answers (metadata server).
     pub async fn send_text(
         &self,
         api: &'static str,
         request: reqwest::RequestBuilder,
         timeout: Duration,
     ) -> Result<String, UpstreamError> {
-        let started = std::time::Instant::now();
+        let queued = std::time::Instant::now();
+        let end = queued + timeout;
         let Ok(Ok(_slot)) = tokio::time::timeout(timeout, self.slots.acquire()).await else {
-            crate::metrics::metrics().upstream(api, "no_connection", started.elapsed());
+            crate::metrics::metrics().upstream(api, "no_connection", queued.elapsed());
             return Err(UpstreamError::Unreachable {
                 api,
                 message: format!(
@@ -250,7 +251,11 @@ impl Upstream {
                 ),
             });
         };
-        let response = request.timeout(timeout).send().await.map_err(|e| {
+        // The wait for a connection counts against the same budget; the latency metric
+        // measures the call alone.
+        let started = std::time::Instant::now();
+        let remaining = end.saturating_duration_since(started);
+        let response = request.timeout(remaining).send().await.map_err(|e| {
             crate::metrics::metrics().upstream(api, "unreachable", started.elapsed());
             UpstreamError::Unreachable {
                 api,
@@ -351,9 +356,17 @@ mod tests {
                     .await
             })
         };
-        while upstream.slots.available_permits() == 1 {
+        for _ in 0..400 {
+            if upstream.slots.available_permits() == 0 {
+                break;
+            }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        assert_eq!(
+            upstream.slots.available_permits(),
+            0,
+            "the holder never got its connection"
+        );
         let error = upstream
             .send_text(
                 "waiter",

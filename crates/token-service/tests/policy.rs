@@ -1217,6 +1217,11 @@ fn startup_with_a_broken_policy_exits_nonzero_naming_the_file_line_and_reason() 
             5,
             "rule name 'a' is already used by the rule at line 1; names must be unique",
         ),
+        (
+            "[[rule]]\nname = \"a\"\ndecision = \"deny\"\nreason = \"r\"\n[rule.match]\nflow = \"mtls\"\n",
+            1,
+            "rule 'a': match.flow: 'mtls' is not a flow; known flows: forwarded-cert-client-credentials, ",
+        ),
     ];
     for (policy, line, reason) in cases {
         let dir = tempfile::tempdir().unwrap();

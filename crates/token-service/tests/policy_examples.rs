@@ -118,6 +118,21 @@ fn every_policy_file_in_the_repository_passes_policy_check() {
         "{}",
         text(&output)
     );
+    // A misspelt flow would never match (a deny rule naming it would let everyone by): refused.
+    std::fs::write(
+        &bad,
+        "[[rule]]\nname = \"no-proxies\"\ndecision = \"deny\"\nreason = \"r\"\n[rule.match]\nflow = \"forwarded-cert-client-credential\"\n",
+    )
+    .unwrap();
+    let output = run(&["policy", "check", bad.to_str().unwrap()], &[], dir.path());
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    for words in [
+        "bad.toml:1:",
+        "'forwarded-cert-client-credential' is not a flow",
+        "forwarded-cert-client-credentials, ",
+    ] {
+        assert!(text(&output).contains(words), "{words}: {}", text(&output));
+    }
 }
 
 #[test]
@@ -220,6 +235,15 @@ fn example_spiffe_trust_domain_per_workload_class() {
     let e = explain(&policy, &other, &ca, &[], &[]);
     assert_eq!(e.code, 1, "{}", e.text);
     assert!(e.text.contains("(no rule matched)"), "{}", e.text);
+
+    // A misspelt --flow is bad input (exit 2), not a silent "no rule matched".
+    let e = explain(&policy, &batch, &ca, &["--flow", "mtls"], &[]);
+    assert_eq!(e.code, 2, "{}", e.text);
+    assert!(
+        e.text.contains("--flow: 'mtls' is not a flow"),
+        "{}",
+        e.text
+    );
 }
 
 #[test]

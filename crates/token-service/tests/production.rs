@@ -463,6 +463,54 @@ fn exchange(stream: &mut TcpStream, request: &[u8], reused: bool) -> Exchange {
     }
 }
 
+/// While draining after SIGTERM, the admin port still answers probes: `/readyz` 503 "shutting
+/// down" (so a load balancer stops sending), `/healthz` 200 (so nothing restarts the process),
+/// until the last accepted request is answered and the process exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_reports_shutting_down_on_the_admin_port_while_draining() {
+    let admin = free_port();
+    let mut server = Server::start(&[
+        ("ADMIN_PORT", &admin.to_string()),
+        ("SHUTDOWN_GRACE_PERIOD", "5"),
+    ]);
+    let admin_url = |path: &str| format!("http://127.0.0.1:{admin}{path}");
+    let get = |path: &'static str| {
+        let url = admin_url(path);
+        async move {
+            let response = client().get(url).send().await.unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        }
+    };
+    assert_eq!(get("/readyz").await.0, 200);
+    // An accepted request in flight keeps the service draining.
+    let mut in_flight = raw(&server);
+    in_flight
+        .write_all(raw_token_request(5).as_bytes())
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.terminate();
+    let mut readyz = (0, String::new());
+    for _ in 0..50 {
+        readyz = get("/readyz").await;
+        if readyz.0 != 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(readyz.0, 503, "{}", readyz.1);
+    assert!(readyz.1.contains("shutting down"), "{}", readyz.1);
+    assert_eq!(get("/healthz").await.0, 200);
+    in_flight.write_all(&GRANT.as_bytes()[5..]).unwrap();
+    let (answer, _) = tokio::task::spawn_blocking(move || read_until_closed(&mut in_flight))
+        .await
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let exit = tokio::task::spawn_blocking(move || server.wait_exit(Duration::from_secs(15)))
+        .await
+        .unwrap();
+    assert_eq!(exit.map(|s| s.code()), Some(Some(0)));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_load_loses_no_accepted_request() {
     let mut server = Server::start(&[

@@ -49,8 +49,9 @@ pub enum PolicyCommand {
 
 /// Runs a `policy` subcommand; `values` are the settings (environment and `--config`).
 pub fn run(command: &PolicyCommand, values: &Values) -> ExitCode {
+    let builtin = crate::flows::FlowRegistry::builtin();
     match command {
-        PolicyCommand::Check { file } => match Policy::load(file) {
+        PolicyCommand::Check { file } => match Policy::load_for(file, &builtin.names()) {
             Ok(policy) => {
                 println!("{}: valid: {}", file.display(), policy.summary());
                 for rule in policy.rules() {
@@ -149,7 +150,16 @@ struct Request<'a> {
 /// The explanation as text, and whether the client would be allowed.
 fn explain(request: &Request<'_>) -> Result<(String, bool), String> {
     use std::fmt::Write as _;
-    let policy = Policy::load(request.policy)?;
+    // Offline, a flow condition may name the flows built into this binary.
+    let builtin = crate::flows::FlowRegistry::builtin();
+    if !builtin.contains(request.flow) {
+        return Err(format!(
+            "--flow: '{}' is not a flow; known flows: {}",
+            request.flow,
+            builtin.names().join(", ")
+        ));
+    }
+    let policy = Policy::load_for(request.policy, &builtin.names())?;
     let pem = std::fs::read(request.cert)
         .map_err(|e| format!("--cert: cannot read '{}': {e}", request.cert.display()))?;
     let chain: Vec<Vec<u8>> = CertificateDer::pem_slice_iter(&pem)

@@ -244,6 +244,7 @@ fn google_settings_are_validated() {
         ("SERVICE_ACCOUNT", "ts@p.iam.gserviceaccount.com"),
         ("GCE_METADATA_HOST", "127.0.0.1:9090"),
         ("UPSTREAM_TIMEOUT", "3s"),
+        ("UPSTREAM_MAX_CONNECTIONS", "16"),
         ("ACCESS_TOKEN_CACHE", "off"),
         ("STS_ENDPOINT", "http://127.0.0.1:9090/"),
     ]);
@@ -253,7 +254,17 @@ fn google_settings_are_validated() {
     assert_eq!(c.google.endpoints.metadata, "http://127.0.0.1:9090");
     assert_eq!(c.google.endpoints.sts, "http://127.0.0.1:9090");
     assert_eq!(c.google.timeout.as_secs(), 3);
+    assert_eq!(c.google.max_connections, 16);
+    assert_eq!(ok(&[AUD]).google.max_connections, 256);
     assert!(!c.google.cache);
+    for bad in ["0", "65537", "many"] {
+        let e = errors(&[AUD, ("UPSTREAM_MAX_CONNECTIONS", bad)]);
+        assert!(
+            e.iter().any(|l| l
+                == &format!("UPSTREAM_MAX_CONNECTIONS: '{bad}' is not valid; expected a whole number from 1 to 65536")),
+            "{e:?}"
+        );
+    }
     let e = errors(&[
         AUD,
         ("SIGNER", "kms"),

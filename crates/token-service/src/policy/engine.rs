@@ -15,15 +15,19 @@ use crate::model::{AuthenticatedClient, Client};
 /// The policy in force, reloadable.
 pub struct RulesPolicy {
     path: PathBuf,
+    /// The flows a `match.flow` condition may name.
+    flows: Vec<String>,
     current: ArcSwap<Policy>,
 }
 
 impl RulesPolicy {
-    /// Loads the policy file; the error names the file, line and problem.
-    pub fn load(path: &Path) -> Result<Self, String> {
-        let policy = Policy::load(path)?;
+    /// Loads the policy file, whose flow conditions may name `flows`; the error names the file,
+    /// line and problem.
+    pub fn load(path: &Path, flows: &[&str]) -> Result<Self, String> {
+        let policy = Policy::load_for(path, flows)?;
         Ok(Self {
             path: path.to_owned(),
+            flows: flows.iter().map(|f| (*f).to_owned()).collect(),
             current: ArcSwap::from_pointee(policy),
         })
     }
@@ -35,7 +39,8 @@ impl RulesPolicy {
 
     /// Re-reads the files: swaps the new version in if it compiles, else keeps the old one.
     pub fn reload(&self) -> Result<String, String> {
-        let policy = Policy::load(&self.path)?;
+        let flows: Vec<&str> = self.flows.iter().map(String::as_str).collect();
+        let policy = Policy::load_for(&self.path, &flows)?;
         let summary = policy.summary();
         self.current.store(Arc::new(policy));
         Ok(summary)

@@ -434,6 +434,35 @@ impl Policy {
         &self.rules
     }
 
+    /// Refuses `match.flow` names that are not among `known` (the flows this binary has): a
+    /// misspelt flow would never match, so a deny rule naming it would silently let clients by.
+    pub fn check_flows(&self, path: &Path, known: &[&str]) -> Result<(), String> {
+        for rule in &self.rules {
+            for condition in &rule.conditions {
+                let Condition::Flow(names) = condition else {
+                    continue;
+                };
+                if let Some(unknown) = names.iter().find(|n| !known.contains(&n.as_str())) {
+                    return Err(format!(
+                        "{}:{}: rule '{}': match.flow: '{unknown}' is not a flow; known flows: {}",
+                        path.display(),
+                        rule.line,
+                        rule.name,
+                        known.join(", ")
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads and compiles a policy file and checks its flow names against `known`.
+    pub fn load_for(path: &Path, known: &[&str]) -> Result<Self, String> {
+        let policy = Self::load(path)?;
+        policy.check_flows(path, known)?;
+        Ok(policy)
+    }
+
     /// The same rules with the deny lists read again from their files: revocations still apply
     /// while a broken policy file is being fixed.
     pub fn with_reloaded_deny_lists(&self) -> Result<Self, String> {

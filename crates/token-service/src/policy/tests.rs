@@ -496,6 +496,25 @@ fn bad_policy_files_are_refused_with_line_and_reason() {
 }
 
 #[test]
+fn flow_conditions_may_name_only_known_flows() {
+    let text = "[[rule]]\nname = \"a\"\ndecision = \"allow\"\n[rule.match]\nflow = \"mtls-client-credentials\"\n\n[[rule]]\nname = \"b\"\ndecision = \"deny\"\nreason = \"r\"\n[rule.match]\nflow = [\"mtls-client-credentials\", \"mtls-client-credential\"]\n";
+    let path = Path::new("policy.toml");
+    let known = ["mtls-client-credentials", "xlb-mtls-client-credentials"];
+    let e = policy(text).check_flows(path, &known).unwrap_err();
+    assert!(e.starts_with("policy.toml:7: rule 'b'"), "{e}");
+    assert!(e.contains("'mtls-client-credential' is not a flow"), "{e}");
+    assert!(
+        e.contains("known flows: mtls-client-credentials, xlb-mtls-client-credentials"),
+        "{e}"
+    );
+    let fixed = text.replace(
+        "\"mtls-client-credential\"]",
+        "\"xlb-mtls-client-credentials\"]",
+    );
+    policy(&fixed).check_flows(path, &known).unwrap();
+}
+
+#[test]
 fn deny_lists_accept_the_usual_spellings_and_name_bad_lines() {
     let fp = parse_fingerprint("Nx1apgQUFHwQ1z8U99RxsKK1K6t/n4xzULQryUmTUVg").unwrap();
     let hex: String = fp
