@@ -40,22 +40,30 @@ type RsaJob = (Vec<u8>, tokio::sync::oneshot::Sender<Option<Vec<u8>>>);
 /// async workers never block on them and no worker hands its core over per signature (as
 /// `block_in_place` would).
 struct RsaPool {
-    workers: Vec<std::sync::mpsc::Sender<RsaJob>>,
-    next: std::sync::atomic::AtomicUsize,
+    /// One queue for all threads: a signature goes to whichever thread is free first, so a
+    /// thread that the scheduler set aside does not hold up the jobs queued behind it.
+    jobs: std::sync::mpsc::Sender<RsaJob>,
 }
 
 impl RsaPool {
     fn start(pair: &Arc<RsaKeyPair>) -> Result<Self, String> {
         let threads = std::thread::available_parallelism().map_or(2, usize::from);
-        let mut workers = Vec::with_capacity(threads);
+        let (jobs, queue) = std::sync::mpsc::channel::<RsaJob>();
+        let queue = Arc::new(std::sync::Mutex::new(queue));
         for i in 0..threads {
-            let (tx, rx) = std::sync::mpsc::channel::<RsaJob>();
-            let pair = pair.clone();
+            let (queue, pair) = (queue.clone(), pair.clone());
             std::thread::Builder::new()
                 .name(format!("rsa-signer-{i}"))
                 .spawn(move || {
                     let rng = SystemRandom::new();
-                    while let Ok((message, reply)) = rx.recv() {
+                    loop {
+                        // The thread holding the lock waits for the next job; the others wait
+                        // for the lock.
+                        let job = queue
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .recv();
+                        let Ok((message, reply)) = job else { return };
                         let mut sig = vec![0; pair.public_modulus_len()];
                         let signed = pair
                             .sign(&RSA_PKCS1_SHA256, &rng, &message, &mut sig)
@@ -65,18 +73,13 @@ impl RsaPool {
                     }
                 })
                 .map_err(|e| format!("cannot start the RSA signing threads: {e}"))?;
-            workers.push(tx);
         }
-        Ok(Self {
-            workers,
-            next: 0.into(),
-        })
+        Ok(Self { jobs })
     }
 
     async fn sign(&self, message: Vec<u8>) -> Result<Vec<u8>, SignError> {
-        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.workers.len();
         let (reply, signature) = tokio::sync::oneshot::channel();
-        self.workers[i]
+        self.jobs
             .send((message, reply))
             .map_err(|_| SignError::Failed("the RSA signing threads stopped".into()))?;
         signature
