@@ -259,7 +259,7 @@ tier = 2
 beta = true
 ratio = 1.5
 groups = ["a", "b"]
-limits = { rps = 5, burst = [1, 2], since = 2024-02-29, note = "{kept as written}" }
+limits = { rps = 5, burst = [1, 2], since = 2024-02-29, note = "{{literal}} for {subject.CN}" }
 since = 1979-05-27T07:32:00Z
 cn = "{subject.CN}"
 workload = "{spiffe_path}"
@@ -296,10 +296,10 @@ async fn allow_rule_templates_client_id_adds_claims_and_overrides_token_lifetime
     assert_eq!(claims["beta"], true);
     assert_eq!(claims["ratio"], 1.5);
     assert_eq!(claims["groups"], json!(["a", "b"]));
-    // Strings nested in arrays and tables are copied, not templates.
+    // Strings nested in arrays and tables are templates too.
     assert_eq!(
         claims["limits"],
-        json!({"rps": 5, "burst": [1, 2], "since": "2024-02-29", "note": "{kept as written}"})
+        json!({"rps": 5, "burst": [1, 2], "since": "2024-02-29", "note": "{literal} for valid"})
     );
     assert_eq!(claims["since"], "1979-05-27T07:32:00Z", "{claims}");
     assert_eq!(claims["cn"], "valid");

@@ -270,10 +270,54 @@ impl Condition {
     }
 }
 
+/// A claim value of an allow rule: strings are templates, also inside arrays and tables.
 #[derive(Debug, Clone)]
 enum ClaimValue {
     Static(Value),
     Template(Template),
+    Array(Vec<ClaimValue>),
+    Table(Vec<(String, ClaimValue)>),
+}
+
+impl ClaimValue {
+    fn compile(value: toml::Value) -> Result<Self, String> {
+        Ok(match value {
+            toml::Value::String(s) => Self::Template(Template::parse(&s)?),
+            toml::Value::Array(items) => Self::Array(
+                items
+                    .into_iter()
+                    .map(Self::compile)
+                    .collect::<Result<_, _>>()?,
+            ),
+            toml::Value::Table(table) => Self::Table(
+                table
+                    .into_iter()
+                    .map(|(k, v)| Ok((k, Self::compile(v)?)))
+                    .collect::<Result<_, String>>()?,
+            ),
+            other => Self::Static(static_claim(other)?),
+        })
+    }
+
+    /// The value for `client`, or the fact a template needs and the certificate lacks.
+    fn render(&self, client: &AuthenticatedClient) -> Result<Value, String> {
+        Ok(match self {
+            Self::Static(v) => v.clone(),
+            Self::Template(t) => Value::String(t.render(client)?),
+            Self::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|v| v.render(client))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Self::Table(entries) => Value::Object(
+                entries
+                    .iter()
+                    .map(|(k, v)| Ok((k.clone(), v.render(client)?)))
+                    .collect::<Result<_, String>>()?,
+            ),
+        })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -609,14 +653,10 @@ impl Allowance {
         };
         let mut extra_claims = Map::new();
         for (name, value) in &self.claims {
-            let value = match value {
-                ClaimValue::Static(v) => v.clone(),
-                ClaimValue::Template(t) => match t.render(client) {
-                    Ok(s) => Value::String(s),
-                    Err(fact) => return missing(&format!("claim '{name}'"), fact),
-                },
+            match value.render(client) {
+                Ok(value) => extra_claims.insert(name.clone(), value),
+                Err(fact) => return missing(&format!("claim '{name}'"), fact),
             };
-            extra_claims.insert(name.clone(), value);
         }
         let refuse = |what: &str, value: &str, allowed: &[Pattern], message: &str| {
             let listed = if allowed.is_empty() {
@@ -768,16 +808,8 @@ fn compile_allowance(
                 ),
             ));
         }
-        let compiled = match value.into_inner() {
-            toml::Value::String(s) => ClaimValue::Template(
-                Template::parse(&s)
-                    .map_err(|e| (at, format!("rule '{rule}': claim '{name}': {e}")))?,
-            ),
-            other => ClaimValue::Static(
-                static_claim(other)
-                    .map_err(|e| (at, format!("rule '{rule}': claim '{name}': {e}")))?,
-            ),
-        };
+        let compiled = ClaimValue::compile(value.into_inner())
+            .map_err(|e| (at, format!("rule '{rule}': claim '{name}': {e}")))?;
         compiled_claims.push((name, compiled));
     }
     let patterns = |list: Option<Spanned<OneOrMany>>| -> Result<Option<Vec<Pattern>>, Located> {

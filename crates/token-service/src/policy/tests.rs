@@ -223,7 +223,8 @@ path = "{spiffe_path}"
 braces = "{{literal}} {flow}"
 tier = 2
 fleet = true
-groups = ["a", "b"]
+groups = ["a", "b", "ca-{issuer.CN}"]
+inventory = { serial = "{serial}", site = "eu-1", racks = [3, "r-{subject.O}"] }
 "#;
     let Outcome::Allow(admitted) = decide(text, Requested::default()).outcome else {
         panic!("denied")
@@ -240,7 +241,8 @@ groups = ["a", "b"]
             "braces": "{literal} mtls-client-credentials",
             "tier": 2,
             "fleet": true,
-            "groups": ["a", "b"],
+            "groups": ["a", "b", "ca-Batch CA"],
+            "inventory": {"serial": "00:a1:b2", "site": "eu-1", "racks": [3, "r-Example Corp"]},
         })
     );
     let Outcome::Allow(kept) = decide(&allow_rule(""), Requested::default()).outcome else {
@@ -418,6 +420,11 @@ fn bad_policy_files_are_refused_with_line_and_reason() {
         ),
         (
             "[[rule]]\nname = \"a\"\ndecision = \"allow\"\n[rule.claims]\nx = \"{nope}\"\n",
+            5,
+            &["claim 'x'", "unknown fact 'nope'"],
+        ),
+        (
+            "[[rule]]\nname = \"a\"\ndecision = \"allow\"\n[rule.claims]\nx = { y = [\"{nope}\"] }\n",
             5,
             &["claim 'x'", "unknown fact 'nope'"],
         ),
