@@ -115,37 +115,39 @@ impl ClientPolicy for RulesPolicy {
                 Ok(*admitted)
             }
             Outcome::DenyClient(reason) => {
-                crate::metrics::metrics().policy_decision("deny");
-                tracing::warn!(
-                    event = "policy_decision",
-                    decision = "deny",
-                    rule = %verdict.rule,
-                    flow = %client.flow,
-                    client_id = %client.client_id,
-                    matched = %matched,
-                    reason = %reason,
-                    "{} denied client '{}': {reason}",
-                    describe_rule(&verdict.rule),
-                    client.client_id
-                );
+                let what = format!("denied client '{}'", client.client_id);
+                log_denial("deny", &verdict.rule, client, &matched, &reason, &what);
                 Err(PolicyError::ClientDenied { reason })
             }
             Outcome::DenyAccess { log, message } => {
-                crate::metrics::metrics().policy_decision("deny_access");
-                tracing::warn!(
-                    event = "policy_decision",
-                    decision = "deny_access",
-                    rule = %verdict.rule,
-                    flow = %client.flow,
-                    client_id = %client.client_id,
-                    matched = %matched,
-                    reason = %log,
-                    "{} refused what client '{}' asked for: {log}",
-                    describe_rule(&verdict.rule),
-                    client.client_id
-                );
+                let what = format!("refused what client '{}' asked for", client.client_id);
+                log_denial("deny_access", &verdict.rule, client, &matched, &log, &what);
                 Err(PolicyError::AccessDenied(message))
             }
         }
     }
+}
+
+/// Counts and logs a denial: `decision` is `deny` (the client) or `deny_access` (a service
+/// account or scope it asked for).
+fn log_denial(
+    decision: &'static str,
+    rule: &str,
+    client: &AuthenticatedClient,
+    matched: &str,
+    reason: &str,
+    what: &str,
+) {
+    crate::metrics::metrics().policy_decision(decision);
+    tracing::warn!(
+        event = "policy_decision",
+        decision,
+        rule = %rule,
+        flow = %client.flow,
+        client_id = %client.client_id,
+        matched = %matched,
+        reason = %reason,
+        "{} {what}: {reason}",
+        describe_rule(rule),
+    );
 }
