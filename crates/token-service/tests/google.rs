@@ -7,16 +7,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::google::*;
 use common::*;
-use gcp_emulator::{Config as EmulatorConfig, Emulator, Fault, Provider};
+use gcp_emulator::{Config as EmulatorConfig, Emulator, Fault};
 use serde_json::Value;
 
-const PROJECT_NUMBER: &str = "123456789012";
-const POOL: &str = "devices";
-const PROVIDER: &str = "token-service";
-const SELF_SA: &str = "token-service@demo-project.iam.gserviceaccount.com";
-const TARGET_SA: &str = "storage-reader@demo-project.iam.gserviceaccount.com";
-const OTHER_SA: &str = "admin@demo-project.iam.gserviceaccount.com";
 const SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
 const GRANT: &str = "grant_type=client_credentials";
 
@@ -32,81 +27,17 @@ struct Setup {
 }
 
 async fn emulator_for(port: u16, tweak: impl FnOnce(&mut EmulatorConfig)) -> Emulator {
-    let mut config = EmulatorConfig {
-        project_number: PROJECT_NUMBER.into(),
-        service_account: SELF_SA.into(),
-        extra_service_accounts: vec![TARGET_SA.into(), OTHER_SA.into()],
-        providers: vec![Provider {
-            project_number: PROJECT_NUMBER.into(),
-            pool_id: POOL.into(),
-            provider_id: PROVIDER.into(),
-            issuer_uri: format!("http://127.0.0.1:{port}"),
-            allowed_audiences: vec![],
-        }],
-        impersonation: vec![(
-            TARGET_SA.into(),
-            format!(
-                "principalSet://iam.googleapis.com/projects/{PROJECT_NUMBER}/locations/global/workloadIdentityPools/{POOL}/*"
-            ),
-        )],
-        ..EmulatorConfig::default()
-    };
+    let mut config = emulator_config(port);
     tweak(&mut config);
-    Emulator::start(config, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap()
-}
-
-fn google_env(emulator: &Emulator) -> Vec<(&'static str, String)> {
-    let base = emulator.base_url();
-    vec![
-        ("SIGNER", "iam".into()),
-        ("SIGNING_KEY_FILE", String::new()),
-        ("TOKEN_AUDIENCE", String::new()),
-        (
-            "GCE_METADATA_HOST",
-            base.trim_start_matches("http://").into(),
-        ),
-        ("IAM_CREDENTIALS_ENDPOINT", base.clone()),
-        ("STS_ENDPOINT", base.clone()),
-        (
-            "JWKS_URI",
-            format!("{base}/service_accounts/v1/metadata/jwk/{SELF_SA}"),
-        ),
-        ("WORKLOAD_IDENTITY_PROJECT_NUMBER", PROJECT_NUMBER.into()),
-        ("WORKLOAD_IDENTITY_POOL_ID", POOL.into()),
-        ("WORKLOAD_IDENTITY_PROVIDER_ID", PROVIDER.into()),
-    ]
+    start_emulator(config).await
 }
 
 /// Starts the emulator and Token Service (SIGNER=iam, pool configured) and waits until ready.
 async fn setup(extra: &[(&str, &str)], tweak: impl FnOnce(&mut EmulatorConfig)) -> Setup {
     let port = free_port();
     let emulator = emulator_for(port, tweak).await;
-    let mut env: Vec<(String, String)> = google_env(&emulator)
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-    for (k, v) in extra {
-        env.retain(|(name, _)| name != k);
-        env.push(((*k).to_owned(), (*v).to_owned()));
-    }
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let server = Server::start_on(port, &env);
-    wait_ready(&server).await;
+    let server = start_service(port, &emulator, extra).await;
     Setup { emulator, server }
-}
-
-async fn wait_ready(server: &Server) {
-    for _ in 0..100 {
-        if let Ok(r) = client().get(server.url("/readyz")).send().await
-            && r.status() == 200
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("not ready:\n{}", server.logs());
 }
 
 async fn body(response: reqwest::Response) -> (u16, Value, Option<String>) {
@@ -574,15 +505,14 @@ async fn readiness_fails_clearly_while_the_metadata_server_is_unreachable() {
     let port = free_port();
     let dead = free_port();
     let emulator = emulator_for(port, |_| {}).await;
-    let mut env: Vec<(String, String)> = google_env(&emulator)
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-    env.retain(|(k, _)| k != "GCE_METADATA_HOST");
-    env.push(("GCE_METADATA_HOST".into(), format!("127.0.0.1:{dead}")));
-    env.push(("UPSTREAM_TIMEOUT".into(), "1".into()));
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let server = Server::start_on(port, &env);
+    let server = start_service_unready(
+        port,
+        &emulator,
+        &[
+            ("GCE_METADATA_HOST", &format!("127.0.0.1:{dead}")),
+            ("UPSTREAM_TIMEOUT", "1"),
+        ],
+    );
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let (status, json, _) = body(client().get(server.url("/readyz")).send().await.unwrap()).await;
     assert_eq!(status, 503);
@@ -621,22 +551,15 @@ async fn application_default_credentials_from_a_service_account_key_sign_tokens(
         "adc.json",
         &emulator.service_account_key_json(SELF_SA).unwrap(),
     );
-    let mut env: Vec<(String, String)> = google_env(&emulator)
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-    env.retain(|(k, _)| k != "GCE_METADATA_HOST");
-    env.push((
-        "GCE_METADATA_HOST".into(),
-        format!("127.0.0.1:{}", free_port()),
-    ));
-    env.push((
-        "GOOGLE_APPLICATION_CREDENTIALS".into(),
-        key.display().to_string(),
-    ));
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let server = Server::start_on(port, &env);
-    wait_ready(&server).await;
+    let server = start_service(
+        port,
+        &emulator,
+        &[
+            ("GCE_METADATA_HOST", &format!("127.0.0.1:{}", free_port())),
+            ("GOOGLE_APPLICATION_CREDENTIALS", &key.display().to_string()),
+        ],
+    )
+    .await;
     let (status, json, _) = body(token(&server, GRANT, &[]).await).await;
     assert_eq!(status, 200, "{json}");
     verify(
@@ -664,18 +587,15 @@ async fn application_default_credentials_of_a_user_need_a_service_account() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     let adc = temp_file(&dir, "adc.json", &emulator.authorized_user_json(user));
-    let mut env: Vec<(String, String)> = google_env(&emulator)
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-    env.push((
-        "GOOGLE_APPLICATION_CREDENTIALS".into(),
-        adc.display().to_string(),
-    ));
-    env.push(("SERVICE_ACCOUNT".into(), SELF_SA.into()));
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let server = Server::start_on(port, &env);
-    wait_ready(&server).await;
+    let server = start_service(
+        port,
+        &emulator,
+        &[
+            ("GOOGLE_APPLICATION_CREDENTIALS", &adc.display().to_string()),
+            ("SERVICE_ACCOUNT", SELF_SA),
+        ],
+    )
+    .await;
     let (status, json, _) = body(token(&server, GRANT, &[]).await).await;
     assert_eq!(status, 200, "{json}");
     verify(

@@ -15,8 +15,11 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
+use common::google::{
+    OTHER_SA, TARGET_SA, emulator_config, pool_principals, start_emulator, start_service,
+};
 use common::{AUDIENCE, LB_HASH, SPIFFE, Server};
-use gcp_emulator::{Config as EmulatorConfig, Emulator, Provider};
+use gcp_emulator::Emulator;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Value, json};
 use tls_support::{
@@ -618,80 +621,23 @@ decision = "allow"
 // 6. Service accounts and scopes, with the Google API emulator
 // ---------------------------------------------------------------------------------------------
 
-const PROJECT_NUMBER: &str = "123456789012";
-const POOL: &str = "devices";
-const PROVIDER: &str = "token-service";
-const SELF_SA: &str = "token-service@demo-project.iam.gserviceaccount.com";
-const TARGET_SA: &str = "storage-reader@demo-project.iam.gserviceaccount.com";
-const OTHER_SA: &str = "admin@demo-project.iam.gserviceaccount.com";
 const CLOUD_PLATFORM: &str = "https://www.googleapis.com/auth/cloud-platform";
 const DEVSTORAGE_RO: &str = "https://www.googleapis.com/auth/devstorage.read_only";
 const BIGQUERY: &str = "https://www.googleapis.com/auth/bigquery";
 
-async fn emulator_for(port: u16) -> Emulator {
-    let principals = format!(
-        "principalSet://iam.googleapis.com/projects/{PROJECT_NUMBER}/locations/global/workloadIdentityPools/{POOL}/*"
-    );
-    let config = EmulatorConfig {
-        project_number: PROJECT_NUMBER.into(),
-        service_account: SELF_SA.into(),
-        extra_service_accounts: vec![TARGET_SA.into(), OTHER_SA.into()],
-        providers: vec![Provider {
-            project_number: PROJECT_NUMBER.into(),
-            pool_id: POOL.into(),
-            provider_id: PROVIDER.into(),
-            issuer_uri: format!("http://127.0.0.1:{port}"),
-            allowed_audiences: vec![],
-        }],
-        // Both may be impersonated: only the policy keeps the client from the admin.
-        impersonation: vec![
-            (TARGET_SA.into(), principals.clone()),
-            (OTHER_SA.into(), principals),
-        ],
-        ..EmulatorConfig::default()
-    };
-    Emulator::start(config, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap()
-}
-
-/// The service with SIGNER=iam and the pool, against a fresh emulator, with this policy.
+/// The service with SIGNER=iam and the pool, against a fresh emulator, with this policy. The
+/// pool may impersonate both accounts: only the policy keeps the client from the admin.
 async fn google_service(policy: &str) -> (Emulator, Server, tempfile::TempDir) {
     let port = common::free_port();
-    let emulator = emulator_for(port).await;
+    let mut config = emulator_config(port);
+    config
+        .impersonation
+        .push((OTHER_SA.into(), pool_principals()));
+    let emulator = start_emulator(config).await;
     let dir = tempfile::tempdir().unwrap();
     let policy = policy_in(&dir, policy);
-    let base = emulator.base_url();
-    let env: Vec<(&str, String)> = vec![
-        ("SIGNER", "iam".into()),
-        ("SIGNING_KEY_FILE", String::new()),
-        ("TOKEN_AUDIENCE", String::new()),
-        (
-            "GCE_METADATA_HOST",
-            base.trim_start_matches("http://").into(),
-        ),
-        ("IAM_CREDENTIALS_ENDPOINT", base.clone()),
-        ("STS_ENDPOINT", base.clone()),
-        (
-            "JWKS_URI",
-            format!("{base}/service_accounts/v1/metadata/jwk/{SELF_SA}"),
-        ),
-        ("WORKLOAD_IDENTITY_PROJECT_NUMBER", PROJECT_NUMBER.into()),
-        ("WORKLOAD_IDENTITY_POOL_ID", POOL.into()),
-        ("WORKLOAD_IDENTITY_PROVIDER_ID", PROVIDER.into()),
-        ("POLICY_FILE", policy),
-    ];
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let server = Server::start_on(port, &env);
-    for _ in 0..100 {
-        if let Ok(r) = common::client().get(server.url("/readyz")).send().await
-            && r.status() == 200
-        {
-            return (emulator, server, dir);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("not ready:\n{}", server.logs());
+    let server = start_service(port, &emulator, &[("POLICY_FILE", &policy)]).await;
+    (emulator, server, dir)
 }
 
 fn form(scope: Option<&str>, sa: Option<&str>) -> String {

@@ -19,6 +19,8 @@ use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{DecodingKey, Validation, decode, decode_header};
 use serde_json::Value;
 
+pub mod google;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_token-service");
 pub const AUDIENCE: &str =
     "https://iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/v";
