@@ -532,34 +532,25 @@ async fn unverified_chain_is_unauthorized_and_logged_with_every_certificate_head
         "unauthorized_client"
     );
 
-    let empty_id = token(&server, GRANT, &[("X-Client-Cert-Spiffe", "")]).await;
-    assert_eq!(empty_id.status(), 403);
-    assert!(
-        json_of(empty_id).await["error_description"]
-            .as_str()
-            .unwrap()
-            .contains("x-client-cert-spiffe")
-    );
-    let expired = token(
-        &server,
-        GRANT,
-        &[("X-Client-Cert-Valid-Not-After", "2021-01-01T00:00:00Z")],
-    )
-    .await;
-    assert_eq!(expired.status(), 403);
-    assert!(
-        json_of(expired).await["error_description"]
-            .as_str()
-            .unwrap()
-            .contains("expired")
-    );
-    let garbled = token(
-        &server,
-        GRANT,
-        &[("X-Client-Cert-Valid-Not-Before", "01/01/2020")],
-    )
-    .await;
-    assert_eq!(garbled.status(), 403);
+    // (header set to a bad value, words the description must contain)
+    let refused = [
+        ("X-Client-Cert-Spiffe", "", "x-client-cert-spiffe"),
+        (
+            "X-Client-Cert-Valid-Not-After",
+            "2021-01-01T00:00:00Z",
+            "expired",
+        ),
+        ("X-Client-Cert-Valid-Not-Before", "01/01/2020", ""),
+    ];
+    for (header, value, words) in refused {
+        let response = token(&server, GRANT, &[(header, value)]).await;
+        assert_eq!(response.status(), 403, "{header}: {value}");
+        let description = json_of(response).await["error_description"].clone();
+        assert!(
+            description.as_str().unwrap().contains(words),
+            "{header}: {value}: {description}"
+        );
+    }
 }
 
 #[tokio::test]
