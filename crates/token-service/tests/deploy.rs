@@ -163,9 +163,9 @@ fn mounted_file(pod: &Value, container: &Value, path: &str) -> Option<(String, S
     Some((secret_name.to_owned(), key))
 }
 
-/// The HTTP probes of a container: (probe kind, path, scheme); each path is one the service
-/// serves and each port one the container declares.
-fn probes(container: &Value) -> Vec<(String, String, String)> {
+/// The HTTP probes of a container: (probe kind, path, scheme, container port); each path is one
+/// the service serves and each port one the container declares.
+fn probes(container: &Value) -> Vec<(String, String, String, u64)> {
     let ports = seq(&container["ports"]);
     let mut out = Vec::new();
     for kind in ["startupProbe", "readinessProbe", "livenessProbe"] {
@@ -179,16 +179,17 @@ fn probes(container: &Value) -> Vec<(String, String, String)> {
             "{kind} requests {path}, which the service does not serve; use {HEALTHZ} or {READYZ}"
         );
         let port = &get["port"];
-        assert!(
-            ports.iter().any(|p| match port {
+        let number = ports
+            .iter()
+            .find(|p| match port {
                 Value::String(name) => p["name"].as_str() == Some(name),
                 Value::Number(n) => p["containerPort"].as_u64() == n.as_u64(),
                 _ => false,
-            }),
-            "{kind}: port {port:?} is not a port of the container"
-        );
+            })
+            .and_then(|p| p["containerPort"].as_u64())
+            .unwrap_or_else(|| panic!("{kind}: port {port:?} is not a port of the container"));
         let scheme = get["scheme"].as_str().unwrap_or("HTTP").to_owned();
-        out.push((kind.to_owned(), path, scheme));
+        out.push((kind.to_owned(), path, scheme, number));
     }
     out
 }
@@ -217,18 +218,24 @@ fn check_container(pod: &Value, container: &Value) {
         }
     }
     let tls = literal(&env, "TLS_CERT_FILE").is_some();
+    let admin: Option<u64> = literal(&env, "ADMIN_PORT").map(|p| p.parse().unwrap());
     let probes = probes(container);
     assert!(
-        probes.iter().any(|(_, path, _)| path == HEALTHZ),
+        probes.iter().any(|(_, path, _, _)| path == HEALTHZ),
         "no probe on {HEALTHZ}"
     );
     assert!(
-        probes.iter().any(|(_, path, _)| path == READYZ),
+        probes.iter().any(|(_, path, _, _)| path == READYZ),
         "no probe on {READYZ}"
     );
-    for (kind, _, scheme) in &probes {
-        let expected = if tls { "HTTPS" } else { "HTTP" };
-        assert_eq!(scheme, expected, "{kind}: the listener speaks {expected}");
+    for (kind, _, scheme, port) in &probes {
+        // The admin port is plain HTTP; the main one speaks TLS when the service terminates it.
+        let expected = if tls && admin != Some(*port) {
+            "HTTPS"
+        } else {
+            "HTTP"
+        };
+        assert_eq!(scheme, expected, "{kind}: port {port} speaks {expected}");
     }
     let limits = &container["resources"]["limits"];
     assert!(
@@ -237,9 +244,10 @@ fn check_container(pod: &Value, container: &Value) {
     );
 }
 
+/// The serving port: the first one the container declares.
 fn container_port(container: &Value) -> u64 {
     let ports = seq(&container["ports"]);
-    assert_eq!(ports.len(), 1, "expected one container port");
+    assert!(!ports.is_empty(), "expected a container port");
     ports[0]["containerPort"].as_u64().unwrap()
 }
 
@@ -476,6 +484,18 @@ fn kubernetes_manifest_is_a_hardened_deployment_with_a_service() {
         literal(&env, "PORT"),
         Some(container_port(container).to_string())
     );
+    // The container declares exactly the serving port and the admin port.
+    let declared: Vec<String> = seq(&container["ports"])
+        .iter()
+        .map(|p| p["containerPort"].as_u64().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        declared,
+        [
+            literal(&env, "PORT").unwrap(),
+            literal(&env, "ADMIN_PORT").unwrap()
+        ]
+    );
     for name in [
         "TLS_CERT_FILE",
         "TLS_KEY_FILE",
@@ -488,12 +508,12 @@ fn kubernetes_manifest_is_a_hardened_deployment_with_a_service() {
     assert!(
         probes
             .iter()
-            .any(|(kind, path, _)| kind == "readinessProbe" && path == READYZ)
+            .any(|(kind, path, _, _)| kind == "readinessProbe" && path == READYZ)
     );
     assert!(
         probes
             .iter()
-            .any(|(kind, path, _)| kind == "livenessProbe" && path == HEALTHZ)
+            .any(|(kind, path, _, _)| kind == "livenessProbe" && path == HEALTHZ)
     );
 
     let port_name = text(&seq(&container["ports"])[0]["name"]);
@@ -608,17 +628,37 @@ async fn kubernetes_settings_pass_check_config_and_answer_probes_without_a_clien
 
     // The same settings serve; only the port and the address are the test's own.
     let port = free_port();
+    let manifest_admin: Option<u64> =
+        literal(&env(container), "ADMIN_PORT").map(|p| p.parse().unwrap());
+    let admin = free_port();
     set(&mut settings, "PORT", &port.to_string());
     set(&mut settings, "BIND_ADDRESS", "127.0.0.1");
+    if manifest_admin.is_some() {
+        set(&mut settings, "ADMIN_PORT", &admin.to_string());
+    }
     let server = Server::spawn(&["serve"], settings, dir, port);
     let base = format!("https://127.0.0.1:{port}");
     let ca = file("ca.pem");
 
-    // Like the kubelet: HTTPS, no client certificate.
+    // Like the kubelet: no client certificate; HTTP on the admin port, else HTTPS.
     let anonymous = https_client(&ca, None);
-    for (kind, path, _) in probes(container) {
-        let response = anonymous.get(format!("{base}{path}")).send().await.unwrap();
+    for (kind, path, scheme, probe_port) in probes(container) {
+        let url = if Some(probe_port) == manifest_admin {
+            assert_eq!(scheme, "HTTP");
+            format!("http://127.0.0.1:{admin}{path}")
+        } else {
+            format!("{base}{path}")
+        };
+        let response = anonymous.get(url).send().await.unwrap();
         assert_eq!(response.status(), 200, "{kind} {path}: {}", server.logs());
+    }
+    if manifest_admin.is_some() {
+        let metrics = anonymous
+            .get(format!("http://127.0.0.1:{admin}/metrics"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(metrics.status(), 200);
     }
     let discovery: serde_json::Value = anonymous
         .get(format!("{base}/.well-known/openid-configuration"))
@@ -734,12 +774,12 @@ fn cloud_run_manifest_deploys_like_the_reference() {
     assert!(
         probes
             .iter()
-            .any(|(kind, path, _)| kind == "startupProbe" && path == READYZ)
+            .any(|(kind, path, _, _)| kind == "startupProbe" && path == READYZ)
     );
     assert!(
         probes
             .iter()
-            .any(|(kind, path, _)| kind == "livenessProbe" && path == HEALTHZ)
+            .any(|(kind, path, _, _)| kind == "livenessProbe" && path == HEALTHZ)
     );
 }
 
