@@ -130,7 +130,7 @@ pub const SETTINGS: &[Setting] = &[
     s(
         "UPSTREAM_MAX_CONNECTIONS",
         "256",
-        "Google API calls in flight at once, one connection each (1 to 65536); more wait for a free one within UPSTREAM_TIMEOUT",
+        "Calls in flight at once to each Google API, one connection each (1 to 65536); more wait for a free one within UPSTREAM_TIMEOUT",
     ),
     s(
         "ACCESS_TOKEN_CACHE",

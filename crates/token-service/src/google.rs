@@ -9,8 +9,9 @@ pub mod iam_credentials;
 pub mod metadata;
 pub mod sts;
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -139,10 +140,11 @@ pub struct Upstream {
     http: reqwest::Client,
     /// Overall budget of one token request for Google API calls (`UPSTREAM_TIMEOUT`).
     pub timeout: Duration,
-    /// One permit per call in flight (`UPSTREAM_MAX_CONNECTIONS`): over HTTP/1.1 each call holds
-    /// a connection, and without a bound a burst of clients opens as many connections (and
-    /// buffers) to Google as there are clients.
-    slots: Arc<Semaphore>,
+    /// Per API, one permit per call in flight (`UPSTREAM_MAX_CONNECTIONS`): over HTTP/1.1 each
+    /// call holds a connection, and without a bound a burst of clients opens as many connections
+    /// (and buffers) to Google as there are clients. Per API, so that one API that hangs cannot
+    /// take the connections the others need.
+    slots: Arc<Mutex<HashMap<&'static str, Arc<Semaphore>>>>,
     max_connections: usize,
 }
 
@@ -159,9 +161,18 @@ impl Upstream {
         Ok(Self {
             http,
             timeout,
-            slots: Arc::new(Semaphore::new(max_connections)),
+            slots: Arc::default(),
             max_connections,
         })
+    }
+
+    /// The permits of `api`.
+    fn slots(&self, api: &'static str) -> Arc<Semaphore> {
+        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        slots
+            .entry(api)
+            .or_insert_with(|| Arc::new(Semaphore::new(self.max_connections)))
+            .clone()
     }
 
     /// The HTTP client.
@@ -241,12 +252,13 @@ impl Upstream {
     ) -> Result<String, UpstreamError> {
         let queued = std::time::Instant::now();
         let end = queued + timeout;
-        let Ok(Ok(_slot)) = tokio::time::timeout(timeout, self.slots.acquire()).await else {
+        let slots = self.slots(api);
+        let Ok(Ok(_slot)) = tokio::time::timeout(timeout, slots.acquire()).await else {
             crate::metrics::metrics().upstream(api, "no_connection", queued.elapsed());
             return Err(UpstreamError::Unreachable {
                 api,
                 message: format!(
-                    "all UPSTREAM_MAX_CONNECTIONS ({}) stayed busy until the deadline",
+                    "all UPSTREAM_MAX_CONNECTIONS ({}) to this API stayed busy until the deadline",
                     self.max_connections
                 ),
             });
@@ -335,10 +347,11 @@ fn error_message(body: &str) -> String {
 mod tests {
     use super::*;
 
-    /// With every connection held by a call that gets no answer, the next call waits for a free
-    /// one only until its own timeout, then fails as unreachable naming the setting.
+    /// With every connection to an API held by a call that gets no answer, the next call to that
+    /// API waits for a free one only until its own timeout, then fails as unreachable naming the
+    /// setting; a call to another API still gets a connection (and times out on its own).
     #[tokio::test]
-    async fn a_call_without_a_free_connection_gives_up_at_its_timeout() {
+    async fn a_call_without_a_free_connection_gives_up_at_its_timeout_other_apis_go_on() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/", listener.local_addr().unwrap());
         let silent = tokio::spawn(async move {
@@ -352,29 +365,27 @@ mod tests {
             let (upstream, url) = (upstream.clone(), url.clone());
             tokio::spawn(async move {
                 upstream
-                    .send_text("holder", upstream.http().get(&url), Duration::from_secs(5))
+                    .send_text("hung", upstream.http().get(&url), Duration::from_secs(5))
                     .await
             })
         };
         for _ in 0..400 {
-            if upstream.slots.available_permits() == 0 {
+            if upstream.slots("hung").available_permits() == 0 {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         assert_eq!(
-            upstream.slots.available_permits(),
+            upstream.slots("hung").available_permits(),
             0,
             "the holder never got its connection"
         );
-        let error = upstream
-            .send_text(
-                "waiter",
-                upstream.http().get(&url),
-                Duration::from_millis(200),
-            )
-            .await
-            .unwrap_err();
+        let call = |api: &'static str| {
+            upstream.send_text(api, upstream.http().get(&url), Duration::from_millis(200))
+        };
+        let other = call("other").await.unwrap_err();
+        assert_eq!(other.to_string(), "other could not be reached: timed out");
+        let error = call("hung").await.unwrap_err();
         assert_eq!(error.outcome(), Outcome::Unavailable(error.retry_after()));
         assert!(
             error.to_string().contains("UPSTREAM_MAX_CONNECTIONS (1)"),
