@@ -64,11 +64,16 @@ impl RsaPool {
                             .unwrap_or_else(std::sync::PoisonError::into_inner)
                             .recv();
                         let Ok((message, reply)) = job else { return };
-                        let mut sig = vec![0; pair.public_modulus_len()];
-                        let signed = pair
-                            .sign(&RSA_PKCS1_SHA256, &rng, &message, &mut sig)
-                            .ok()
-                            .map(|()| sig);
+                        // A panic fails this one signature, never the thread: the pool must
+                        // outlive anything a single job does.
+                        let signed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            let mut sig = vec![0; pair.public_modulus_len()];
+                            pair.sign(&RSA_PKCS1_SHA256, &rng, &message, &mut sig)
+                                .ok()
+                                .map(|()| sig)
+                        }))
+                        .ok()
+                        .flatten();
                         let _ = reply.send(signed);
                     }
                 })
