@@ -234,6 +234,37 @@ fn build_signer(
 }
 
 /// Binds the configured address.
+/// How many async worker threads to run; `None` keeps tokio's default (one per core, or
+/// `TOKIO_WORKER_THREADS` when set, which always wins). A local RSA key has its own signing
+/// threads, one per core, which take ~80 % of the CPU a token costs; as many async workers again
+/// would put four busy threads on two cores. Half as many (at least one) measured +5–8 %
+/// tokens/s and 80 % of the RS256 signing ceiling (BENCHMARKS.md).
+pub fn async_workers(config: &Config) -> Option<usize> {
+    let rsa = match &config.signer {
+        SignerConfig::Iam { .. } => false,
+        SignerConfig::Local {
+            key_file: Some(path),
+            ..
+        } => std::fs::read(path).is_ok_and(|pem| crate::signer::local::first_key_is_rsa(&pem)),
+        // The development key: generated as RSA-2048 unless DATA_DIR holds another one.
+        SignerConfig::Local {
+            key_file: None,
+            data_dir,
+        } => std::fs::read(data_dir.join(crate::signer::local::GENERATED_KEY_FILE))
+            .map_or(true, |pem| crate::signer::local::first_key_is_rsa(&pem)),
+    };
+    let cores = std::thread::available_parallelism().map_or(2, usize::from);
+    workers_for(
+        rsa,
+        std::env::var_os("TOKIO_WORKER_THREADS").is_some(),
+        cores,
+    )
+}
+
+fn workers_for(rsa: bool, overridden: bool, cores: usize) -> Option<usize> {
+    (rsa && !overridden).then(|| (cores / 2).max(1))
+}
+
 pub async fn bind(config: &Config) -> anyhow::Result<TcpListener> {
     let address = SocketAddr::new(config.bind_address, config.port);
     TcpListener::bind(address)
@@ -320,5 +351,19 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = term => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::workers_for;
+
+    #[test]
+    fn a_local_rsa_key_halves_the_async_workers_unless_tokio_worker_threads_is_set() {
+        assert_eq!(workers_for(true, false, 2), Some(1));
+        assert_eq!(workers_for(true, false, 1), Some(1));
+        assert_eq!(workers_for(true, false, 8), Some(4));
+        assert_eq!(workers_for(true, true, 8), None);
+        assert_eq!(workers_for(false, false, 8), None);
     }
 }

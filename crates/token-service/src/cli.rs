@@ -156,10 +156,11 @@ pub fn main() -> ExitCode {
     for w in &config.warnings {
         tracing::warn!(event = "config_warning", "{w}");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = crate::app::async_workers(&config) {
+        runtime.worker_threads(workers);
+    }
+    let runtime = match runtime.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

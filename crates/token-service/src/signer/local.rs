@@ -228,6 +228,17 @@ impl Signer for LocalSigner {
     }
 }
 
+/// Whether the first PKCS#8 key of a PEM document (the one that signs) is an RSA key.
+pub fn first_key_is_rsa(pem: &[u8]) -> bool {
+    let mut reader = pem;
+    while let Ok(Some((kind, der))) = rustls_pki_types::pem::from_buf(&mut reader) {
+        if kind == SectionKind::PrivateKey {
+            return RsaKeyPair::from_pkcs8(&der).is_ok();
+        }
+    }
+    false
+}
+
 fn parse_pkcs8(der: &[u8]) -> Result<SigningKey, String> {
     let pair = match RsaKeyPair::from_pkcs8(der) {
         Ok(rsa) if rsa.public_modulus_len() * 8 >= 2048 => KeyPair::Rsa(Arc::new(rsa)),

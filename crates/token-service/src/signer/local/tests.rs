@@ -93,6 +93,17 @@ fn every_key_is_published_and_the_first_signs() {
     assert_eq!(published[1]["kty"], "EC");
 }
 
+#[test]
+fn the_first_private_key_decides_whether_rsa_signs() {
+    let (rsa, ec) = (rsa_pem(), ec_pem());
+    let certificate = pem("CERTIFICATE", b"not a key");
+    assert!(first_key_is_rsa(
+        format!("{certificate}{rsa}{ec}").as_bytes()
+    ));
+    assert!(!first_key_is_rsa(format!("{ec}{rsa}").as_bytes()));
+    assert!(!first_key_is_rsa(b"no PEM here"));
+}
+
 #[tokio::test]
 async fn signed_token_has_header_with_alg_kid_typ_and_the_claims() {
     let signer = LocalSigner::from_pem(ec_pem().as_bytes(), "test").unwrap();
