@@ -194,6 +194,15 @@ fn probes(container: &Value) -> Vec<(String, String, String, u64)> {
     out
 }
 
+fn assert_probe(container: &Value, kind: &str, path: &str) {
+    assert!(
+        probes(container)
+            .iter()
+            .any(|(k, p, _, _)| k == kind && p == path),
+        "expected a {kind} on {path}"
+    );
+}
+
 /// Checks shared by both manifests: every environment name is a setting, set once; every path
 /// setting points into a read-only Secret volume; probes hit served paths, over HTTPS exactly
 /// when the service terminates TLS.
@@ -504,17 +513,8 @@ fn kubernetes_manifest_is_a_hardened_deployment_with_a_service() {
     ] {
         assert!(literal(&env, name).is_some(), "{name} is set");
     }
-    let probes = probes(container);
-    assert!(
-        probes
-            .iter()
-            .any(|(kind, path, _, _)| kind == "readinessProbe" && path == READYZ)
-    );
-    assert!(
-        probes
-            .iter()
-            .any(|(kind, path, _, _)| kind == "livenessProbe" && path == HEALTHZ)
-    );
+    assert_probe(container, "readinessProbe", READYZ);
+    assert_probe(container, "livenessProbe", HEALTHZ);
 
     let port_name = text(&seq(&container["ports"])[0]["name"]);
     let service_ports = seq(&service["spec"]["ports"]);
@@ -770,17 +770,8 @@ fn cloud_run_manifest_deploys_like_the_reference() {
             .any(|(n, v)| n == "MTLS_LB_SECRET" && v.is_none()),
         "MTLS_LB_SECRET comes from Secret Manager, not from the file"
     );
-    let probes = probes(container);
-    assert!(
-        probes
-            .iter()
-            .any(|(kind, path, _, _)| kind == "startupProbe" && path == READYZ)
-    );
-    assert!(
-        probes
-            .iter()
-            .any(|(kind, path, _, _)| kind == "livenessProbe" && path == HEALTHZ)
-    );
+    assert_probe(container, "startupProbe", READYZ);
+    assert_probe(container, "livenessProbe", HEALTHZ);
 }
 
 #[tokio::test]

@@ -295,7 +295,15 @@ impl ClaimValue {
                     .map(|(k, v)| Ok((k, Self::compile(v)?)))
                     .collect::<Result<_, String>>()?,
             ),
-            other => Self::Static(static_claim(other)?),
+            toml::Value::Integer(i) => Self::Static(Value::from(i)),
+            // NaN and infinities, which JSON cannot represent, are refused, not made null.
+            toml::Value::Float(f) => Self::Static(Value::Number(
+                serde_json::Number::from_f64(f)
+                    .ok_or_else(|| format!("{f} cannot be written in JSON"))?,
+            )),
+            toml::Value::Boolean(b) => Self::Static(Value::Bool(b)),
+            // RFC 3339 text (serde would give toml's private `$__toml_private_datetime` wrapper).
+            toml::Value::Datetime(d) => Self::Static(Value::String(d.to_string())),
         })
     }
 
@@ -847,34 +855,6 @@ fn compile_allowance(
         service_accounts: patterns(service_accounts)?,
         scopes: patterns(scopes)?,
         lifetime,
-    })
-}
-
-/// A static claim value as JSON. Dates and times become their RFC 3339 text (serde would give
-/// toml's private `{"$__toml_private_datetime": ...}` wrapper); NaN and infinities, which JSON
-/// cannot represent, are refused rather than turned into null.
-fn static_claim(value: toml::Value) -> Result<Value, String> {
-    Ok(match value {
-        toml::Value::String(s) => Value::String(s),
-        toml::Value::Integer(i) => Value::from(i),
-        toml::Value::Float(f) => Value::Number(
-            serde_json::Number::from_f64(f)
-                .ok_or_else(|| format!("{f} cannot be written in JSON"))?,
-        ),
-        toml::Value::Boolean(b) => Value::Bool(b),
-        toml::Value::Datetime(d) => Value::String(d.to_string()),
-        toml::Value::Array(items) => Value::Array(
-            items
-                .into_iter()
-                .map(static_claim)
-                .collect::<Result<_, _>>()?,
-        ),
-        toml::Value::Table(table) => Value::Object(
-            table
-                .into_iter()
-                .map(|(k, v)| Ok((k, static_claim(v)?)))
-                .collect::<Result<_, String>>()?,
-        ),
     })
 }
 
