@@ -429,6 +429,11 @@ fn bad_policy_files_are_refused_with_line_and_reason() {
             &["claim 'x'", "unknown fact 'nope'"],
         ),
         (
+            "[[rule]]\nname = \"a\"\ndecision = \"allow\"\n[rule.claims]\nx = [1, nan]\n",
+            5,
+            &["claim 'x'", "NaN cannot be written in JSON"],
+        ),
+        (
             "[[rule]]\nname = \"a\"\ndecision = \"allow\"\n[rule.claims]\nsub = \"x\"\n",
             5,
             &["claim 'sub'", "reserved"],
