@@ -43,6 +43,9 @@
 #   NICE [-19]          our session's autogroup niceness (shields against other sessions'
 #                       builds on a shared machine; 0 disables)
 #   SCRATCH [/tmp/ts-bench]  OUT [bench/results/<UTC timestamp>]
+#   BASE_TS             path of another token-service binary (e.g. an earlier commit's release
+#                       build): it takes the peer's place, with the same settings and load as
+#                       ours, so the "peer" rows and ratios are a same-run A/B of two versions
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
@@ -113,6 +116,7 @@ DATA_DIR=$TSDIR "$TS" pki client --name bench --spiffe-id "$SPIFFE" --dns bench.
 PKI=$TSDIR/pki
 openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$TSDIR/es256.pem" 2>/dev/null
 openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$TSDIR/rs256.pem" 2>/dev/null
+chmod 600 "$TSDIR"/*.pem
 BODY='grant_type=client_credentials'
 # What Google's load balancer sends for the bench client.
 FP=$(openssl x509 -in "$PKI/bench.pem" -outform DER | openssl dgst -sha256 -binary | base64 | tr -d '=')
@@ -125,7 +129,9 @@ XLB_HEADERS=(
 )
 
 # ---- the peer -----------------------------------------------------------------------------
-if [ "$PEER" = 1 ]; then
+if [ -n "${BASE_TS:-}" ]; then
+  PEER=1; PEER_BODY=$BODY
+elif [ "$PEER" = 1 ]; then
   mkdir -p "$SCRATCH/peer"
   (cd "$PEER_SRC" && tar --exclude=node_modules --exclude=results -cf - .) | (cd "$SCRATCH/peer" && tar -xf -)
   if [ ! -d "$SCRATCH/peer/node_modules/oidc-provider" ] || [ "$SCRATCH/peer/package-lock.json" -nt "$SCRATCH/peer/node_modules/.package-lock.json" ]; then
@@ -143,7 +149,8 @@ fi
   echo "rustc: $(rustc --version)"
   echo "commit: $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet || echo ' (dirty)')"
   echo "oha: $(oha --version)"
-  [ "$PEER" = 1 ] && echo "peer: oidc-provider $(node -p "require('$SCRATCH/peer/node_modules/oidc-provider/package.json').version"), node $(node --version), workers $PEER_WORKERS, header cache $PEER_CACHE"
+  [ -n "${BASE_TS:-}" ] && echo "peer: BASE_TS=$BASE_TS (an earlier token-service build, same settings)"
+  [ "$PEER" = 1 ] && [ -z "${BASE_TS:-}" ] && echo "peer: oidc-provider $(node -p "require('$SCRATCH/peer/node_modules/oidc-provider/package.json').version"), node $(node --version), workers $PEER_WORKERS, header cache $PEER_CACHE"
   echo "scheduling: autogroup $(cat /proc/$$/autogroup 2>/dev/null || echo n/a); placement shared (no pinning)"
   echo "DURATION=$DURATION REPS=$REPS WARMUP=$WARMUP CONC=$CONC IAM_CONC=$IAM_CONC IAM_LATENCY_MS=$IAM_LATENCY_MS"
   echo "CASES='$CASES'"
@@ -196,9 +203,10 @@ start_emulator() {
     -d "{\"endpoint\":\"iam.signJwt\",\"latency_ms\":$IAM_LATENCY_MS}" > /dev/null
 }
 
-# start_ours KIND ALG -> OURS_PID, OURS_URL, OURS_GEN (generator arguments)
+# start_ours KIND ALG [BINARY PORT_OFFSET] -> OURS_PID, OURS_URL, OURS_TLS
 start_ours() {
-  local kind=$1 alg=$2 port=18081 env=()
+  local kind=$1 alg=$2 bin=${3:-$TS} off=${4:-0} port=18081 env=()
+  port=$((port + off))
   env=(PORT=$port BIND_ADDRESS=127.0.0.1 DATA_DIR="$TSDIR" TOKEN_ISSUER=https://token-service.bench
        TOKEN_AUDIENCE=bench-audience RATE_LIMIT_PER_CLIENT=0 LOG_FORMAT=json LOG_LEVEL=info)
   case $kind in
@@ -206,7 +214,7 @@ start_ours() {
       env+=(AUTH_FLOWS=xlb-mtls-client-credentials SIGNING_KEY_FILE="$TSDIR/${alg,,}.pem")
       OURS_URL=http://127.0.0.1:$port/token; OURS_TLS=() ;;
     mtls|new)
-      port=18444
+      port=$((18444 + off))
       env+=(PORT=$port AUTH_FLOWS=mtls-client-credentials SIGNING_KEY_FILE="$TSDIR/${alg,,}.pem"
             TLS_CERT_FILE="$PKI/server.pem" TLS_KEY_FILE="$PKI/server.key" TLS_CLIENT_CA_FILE="$PKI/ca.pem")
       OURS_URL=https://127.0.0.1:$port/token
@@ -217,7 +225,7 @@ start_ours() {
             JWKS_URI=http://127.0.0.1:$EPORT/service_accounts/v1/metadata/jwk/token-service@demo-project.iam.gserviceaccount.com)
       OURS_URL=http://127.0.0.1:$port/token; OURS_TLS=() ;;
   esac
-  env -i PATH="$PATH" "${env[@]}" "$TS" serve > /dev/null 2> "$OUT/token-service.$kind-$alg.err" &
+  env -i PATH="$PATH" "${env[@]}" "$bin" serve > /dev/null 2> "$OUT/token-service.$kind-$alg.$off.err" &
   OURS_PID=$!; PIDS+=("$OURS_PID")
   wait_http "${OURS_URL%/token}/readyz" "${OURS_TLS[@]:0:2}"
   OURS_IDLE_KB=$(rss_kb "$OURS_PID")
@@ -226,6 +234,15 @@ start_ours() {
 # start_peer KIND ALG -> PEER_PID, PEER_URL, PEER_TLS, PEER_HDR
 start_peer() {
   local kind=$1 alg=$2 mode=mtls port=18443
+  if [ -n "${BASE_TS:-}" ]; then
+    # Same-run A/B: the earlier build, started exactly like ours on other ports.
+    local saved=("$OURS_PID" "$OURS_URL" "$OURS_IDLE_KB") saved_tls=("${OURS_TLS[@]}")
+    start_ours "$kind" "$alg" "$BASE_TS" 1000
+    PEER_PID=$OURS_PID; PEER_URL=$OURS_URL; PEER_TLS=("${OURS_TLS[@]}"); PEER_HDR=()
+    [ "$kind" = xlb ] && PEER_HDR=("${XLB_HEADERS[@]}")
+    OURS_PID=${saved[0]}; OURS_URL=${saved[1]}; OURS_IDLE_KB=${saved[2]}; OURS_TLS=("${saved_tls[@]}")
+    return 0
+  fi
   [ "$kind" = xlb ] && { mode=header; port=18080; }
   MODE=$mode ALG=$alg PORT=$port WORKERS=$PEER_WORKERS CERT_DIR=$PPKI QUIET=1 HEADER_CERT_CACHE=$PEER_CACHE \
     node "$SCRATCH/peer/server.js" >> "$OUT/peer.log" 2>&1 &
