@@ -433,7 +433,7 @@ async fn requests_without_a_usable_flow_or_with_bad_headers_are_refused() {
     assert_eq!(no_cert.status(), 400);
     assert_eq!(
         json_of(no_cert).await["error_description"],
-        "No suitable flow found for grant type 'client_credentials'"
+        "No suitable flow found for grant type 'client_credentials': xlb-mtls-client-credentials: header x-client-cert-present holds 'false' rather than 'true': no client certificate was presented to the load balancer"
     );
     let missing = token(&server, GRANT, &[("X-Client-Cert-Present", "")]).await;
     assert_eq!(missing.status(), 400);
