@@ -113,6 +113,10 @@ pub fn main() -> ExitCode {
     }
     if let Command::CheckConfig = cli.command {
         print!("{}", config.describe());
+        // The warnings `serve` would log at startup.
+        for w in &config.warnings {
+            eprintln!("warning: {w}");
+        }
         if let Some(settings) = &config.policy {
             match crate::policy::rules::Policy::load_for(&settings.file, &registry.names()) {
                 Ok(policy) => println!("client policy: {}", policy.summary()),
