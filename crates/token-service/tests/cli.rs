@@ -494,3 +494,29 @@ fn trusted_proxies_that_cover_the_internet_are_warned_about() {
         );
     }
 }
+
+#[test]
+fn toml_syntax_errors_name_line_and_column_without_showing_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "TOKEN_AUDIENCE = \"a\"\nMTLS_LB_SECRET = \"hunter2-secret-value\" trailing\n",
+            "line 2, column",
+        ),
+        (
+            "TOKEN_AUDIENCE = \"a\"\n\nMTLS_LB_SECRET = \"hunter2-secret-value\n",
+            "line 3, column",
+        ),
+        ("MTLS_LB_SECRET = hunter2-secret-value\n", "line 1, column"),
+    ];
+    for (i, (text, position)) in cases.iter().enumerate() {
+        let file = temp_file(&dir, &format!("bad-{i}.toml"), text);
+        let out = run(&["--config", file.to_str().unwrap(), "check-config"], &[]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(position), "{position:?} in {err}");
+        assert!(err.contains("bad-"), "names the file: {err}");
+        assert!(!err.contains("hunter2"), "shows a secret: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+}
