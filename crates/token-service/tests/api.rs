@@ -751,3 +751,22 @@ async fn text_log_format_is_for_terminals() {
         "{logs}"
     );
 }
+
+#[tokio::test]
+async fn text_logs_escape_newlines_and_terminal_escapes_from_certificate_facts() {
+    let server = Server::start(&[
+        ("LOG_FORMAT", "text"),
+        ("MTLS_HEADER_CLIENT_ID", "X-Client-Cert-DNSName-SANs"),
+    ]);
+    let forged = "dev.example.org\n2026-01-01T00:00:00Z  INFO forged line\u{1b}[2K\u{1b}[31m";
+    let sans = STANDARD.encode(forged);
+    let response = token(&server, GRANT, &[("X-Client-Cert-DNSName-SANs", &sans)]).await;
+    assert_eq!(response.status(), 200);
+    let logs = server.logs();
+    assert!(logs.contains("dev.example.org\\n2026-01-01"), "{logs}");
+    assert!(
+        !logs.lines().any(|l| l.starts_with("2026-01-01T00:00:00Z")),
+        "a forged line: {logs}"
+    );
+    assert!(!logs.contains('\u{1b}'), "a raw escape: {logs:?}");
+}
