@@ -520,3 +520,126 @@ fn toml_syntax_errors_name_line_and_column_without_showing_the_line() {
         assert_eq!(err.lines().count(), 1, "{err}");
     }
 }
+
+fn chmod(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn a_data_dir_or_key_file_other_users_can_change_stops_startup_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    chmod(&data, 0o777);
+    let data_text = data.display().to_string();
+    for command in ["serve", "check-config"] {
+        let out = run(
+            &[command],
+            &[
+                ("TOKEN_AUDIENCE", "a"),
+                ("PORT", "0"),
+                ("DATA_DIR", &data_text),
+            ],
+        );
+        let lines = stderr_lines(&out);
+        assert_eq!(out.status.code(), Some(2), "{command}: {lines:?}");
+        let errors: Vec<_> = lines.iter().filter(|l| l.starts_with("error: ")).collect();
+        assert_eq!(errors.len(), 1, "{command}: {lines:?}");
+        assert!(
+            errors[0].starts_with("error: DATA_DIR: ")
+                && errors[0].contains(&format!("chmod 700 {data_text}")),
+            "{command}: {lines:?}"
+        );
+        assert!(!data.join("signing-key.pem").exists(), "no key is written");
+    }
+    let key = dir.path().join("key.pem");
+    std::fs::write(&key, ec_key_pem()).unwrap();
+    chmod(&key, 0o666);
+    let key_text = key.display().to_string();
+    for command in ["serve", "check-config"] {
+        let out = run(
+            &[command],
+            &[
+                ("TOKEN_AUDIENCE", "a"),
+                ("PORT", "0"),
+                ("SIGNING_KEY_FILE", &key_text),
+            ],
+        );
+        let lines = stderr_lines(&out);
+        assert_eq!(out.status.code(), Some(2), "{command}: {lines:?}");
+        let errors: Vec<_> = lines.iter().filter(|l| l.starts_with("error: ")).collect();
+        assert_eq!(errors.len(), 1, "{command}: {lines:?}");
+        assert!(
+            errors[0].starts_with("error: SIGNING_KEY_FILE: ")
+                && errors[0].contains(&format!("chmod go-w {key_text}")),
+            "{command}: {lines:?}"
+        );
+    }
+    // World-readable (Kubernetes' default secret mode) is a warning, not a refusal.
+    chmod(&key, 0o644);
+    let out = run(
+        &["check-config"],
+        &[("TOKEN_AUDIENCE", "a"), ("SIGNING_KEY_FILE", &key_text)],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr_lines(&out)
+            .iter()
+            .any(|l| l.starts_with("warning: SIGNING_KEY_FILE") && l.contains("chmod 600")),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn starts_interrupted_while_writing_the_key_or_the_demo_pki_recover_or_name_the_file() {
+    // The development PKI: a CA key written, the process killed before its certificate.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let pki = data.join("pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    std::fs::write(pki.join("ca.key"), "-----BEGIN PRIVATE KEY-----\nMIGH").unwrap();
+    let data_text = data.display().to_string();
+    let out = run(
+        &["pki", "client", "--name", "device-3"],
+        &[("DATA_DIR", &data_text)],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(pki.join("ca.pem").exists() && pki.join("device-3.pem").exists());
+    // The demo client's key written, its certificate not.
+    std::fs::remove_file(pki.join("client.pem")).unwrap();
+    std::fs::write(pki.join("client.key"), "half").unwrap();
+    let out = run(
+        &["pki", "client", "--name", "device-4"],
+        &[("DATA_DIR", &data_text)],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(pki.join("client.pem").exists());
+    assert!(
+        std::fs::read_to_string(pki.join("client.key"))
+            .unwrap()
+            .contains("PRIVATE KEY")
+    );
+    // A half-written signing key (what a crash left before writes were atomic): the one
+    // error line names the exact file to delete.
+    let key = data.join("signing-key.pem");
+    std::fs::write(&key, "-----BEGIN PRIVATE KEY-----\nMIIEv").unwrap();
+    chmod(&key, 0o600);
+    chmod(&data, 0o700);
+    let out = run(
+        &["serve"],
+        &[
+            ("TOKEN_AUDIENCE", "a"),
+            ("PORT", "0"),
+            ("DATA_DIR", &data_text),
+        ],
+    );
+    let lines = stderr_lines(&out);
+    assert_eq!(out.status.code(), Some(2), "{lines:?}");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains(&format!("delete '{}'", key.display())),
+        "{lines:?}"
+    );
+}
