@@ -49,7 +49,7 @@ pub const SETTINGS: &[Setting] = &[
     s(
         "AUTH_FLOWS",
         "xlb-mtls-client-credentials",
-        "Comma-separated list of enabled flows, tried in order",
+        "Comma-separated list of enabled flows, tried in order; a flow claims only requests with its credentials in a trusted form, so the order never decides who is refused",
     ),
     s(
         "TOKEN_ISSUER",
@@ -140,12 +140,12 @@ pub const SETTINGS: &[Setting] = &[
     s(
         "SIGNING_KEY_FILE",
         "generated into DATA_DIR",
-        "PEM file of PKCS#8 keys (RSA >= 2048 bits, EC P-256); the first signs, all are published",
+        "PEM file of PKCS#8 keys (RSA >= 2048 bits, EC P-256); the first signs, all are published. Refused when group/others can write it or its folder, or another user (not root) owns it; world-readable warns",
     ),
     s(
         "DATA_DIR",
         "./.token-service",
-        "Directory for the generated development key",
+        "Directory for the generated development key (mode 0600, written atomically); refused when group/others can write it without the sticky bit or another user owns it",
     ),
     s(
         "JWKS_URI",
@@ -218,7 +218,11 @@ pub const SETTINGS: &[Setting] = &[
         help: "Secret the load balancer adds as a custom header; the xlb flow ignores requests without it. Required on a TLS listener; blank is an error; shorter than 16 bytes warns",
         secret: true,
     },
-    s("LOG_FORMAT", "json", "json (Cloud Logging) or text"),
+    s(
+        "LOG_FORMAT",
+        "json",
+        "json (Cloud Logging) or text; both escape control characters in every value",
+    ),
     s("LOG_LEVEL", "info", "error, warn, info, debug or trace"),
     s("GOOGLE_CLOUD_PROJECT", "", "Project for trace IDs in logs"),
     s(
