@@ -69,7 +69,12 @@ pub fn build(config: &Config, registry: &FlowRegistry) -> Result<App, Vec<String
     if let Some(project) = &config.trace_project {
         let _ = trace_project.set(project.clone());
     }
-    let signer = build_signer(config, &upstream, &trace_project).map_err(|e| vec![e])?;
+    let mut warnings = Vec::new();
+    let signer =
+        build_signer(config, &upstream, &trace_project, &mut warnings).map_err(|e| vec![e])?;
+    for w in &warnings {
+        tracing::warn!(event = "config_warning", "{w}");
+    }
     crate::metrics::metrics().signing_key(
         signer.key_id().unwrap_or("google-managed"),
         signer.algorithm(),
@@ -151,6 +156,7 @@ pub fn build(config: &Config, registry: &FlowRegistry) -> Result<App, Vec<String
         admin,
         draining,
         server: config.server.clone(),
+        warnings,
     })
 }
 
@@ -166,18 +172,25 @@ pub struct App {
     pub draining: Arc<AtomicBool>,
     /// Connection limits and shutdown timing.
     pub server: ServerSettings,
+    /// Warnings found while loading the files (logged by `build`, printed by `check-config`).
+    pub warnings: Vec<String>,
 }
 
 fn build_signer(
     config: &Config,
     upstream: &Upstream,
     trace_project: &Arc<OnceLock<String>>,
+    warnings: &mut Vec<String>,
 ) -> Result<Arc<dyn Signer>, String> {
     match &config.signer {
         SignerConfig::Local {
             key_file: Some(path),
             ..
-        } => Ok(Arc::new(LocalSigner::from_file(path, "SIGNING_KEY_FILE")?)),
+        } => {
+            let (signer, found) = LocalSigner::from_key_file(path)?;
+            warnings.extend(found);
+            Ok(Arc::new(signer))
+        }
         SignerConfig::Local {
             key_file: None,
             data_dir,
@@ -282,6 +295,7 @@ pub async fn serve(listener: TcpListener, app: App) -> anyhow::Result<()> {
         admin,
         draining,
         server,
+        ..
     } = app;
     let scheme = if tls.is_some() { "https" } else { "http" };
     if let Some(tls) = &tls {

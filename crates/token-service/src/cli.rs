@@ -113,6 +113,10 @@ pub fn main() -> ExitCode {
     }
     if let Command::CheckConfig = cli.command {
         print!("{}", config.describe());
+        // The warnings `serve` would log at startup.
+        for w in &config.warnings {
+            eprintln!("warning: {w}");
+        }
         if let Some(settings) = &config.policy {
             match crate::policy::rules::Policy::load_for(&settings.file, &registry.names()) {
                 Ok(policy) => println!("client policy: {}", policy.summary()),
@@ -125,24 +129,39 @@ pub fn main() -> ExitCode {
         // Load what the files hold too (keys, certificates, CAs), as `serve` would, without
         // binding a port.
         // A development key would be generated into DATA_DIR: generate it in a scratch folder.
+        // A key already in DATA_DIR is checked where it is (reading writes nothing); the
+        // folder's permissions are checked either way.
         let mut checked = config.clone();
         let scratch =
             std::env::temp_dir().join(format!("token-service-check-{}", std::process::id()));
+        let mut refused = None;
         if let config::SignerConfig::Local {
             key_file: None,
             data_dir,
         } = &mut checked.signer
+            && !data_dir
+                .join(crate::signer::local::GENERATED_KEY_FILE)
+                .exists()
         {
+            refused = crate::signer::local::files::check_data_dir(data_dir).err();
             *data_dir = scratch.clone();
         }
-        let built = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| vec![format!("cannot start the async runtime: {e}")])
-            .and_then(|runtime| {
-                runtime.block_on(async { crate::app::build(&checked, &registry).map(|_| ()) })
-            });
+        let built = match refused {
+            Some(e) => Err(vec![e]),
+            None => tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| vec![format!("cannot start the async runtime: {e}")])
+                .and_then(|runtime| {
+                    runtime.block_on(async { crate::app::build(&checked, &registry) })
+                }),
+        };
         let _ = std::fs::remove_dir_all(&scratch);
+        if let Ok(app) = &built {
+            for w in &app.warnings {
+                eprintln!("warning: {w}");
+            }
+        }
         if let Err(errors) = built {
             for e in errors {
                 eprintln!("error: {e}");

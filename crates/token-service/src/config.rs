@@ -49,7 +49,7 @@ pub const SETTINGS: &[Setting] = &[
     s(
         "AUTH_FLOWS",
         "xlb-mtls-client-credentials",
-        "Comma-separated list of enabled flows, tried in order",
+        "Comma-separated list of enabled flows, tried in order; a flow claims only requests with its credentials in a trusted form, so the order never decides who is refused",
     ),
     s(
         "TOKEN_ISSUER",
@@ -140,12 +140,12 @@ pub const SETTINGS: &[Setting] = &[
     s(
         "SIGNING_KEY_FILE",
         "generated into DATA_DIR",
-        "PEM file of PKCS#8 keys (RSA >= 2048 bits, EC P-256); the first signs, all are published",
+        "PEM file of PKCS#8 keys (RSA >= 2048 bits, EC P-256); the first signs, all are published. Refused when group/others can write it or its folder, or another user (not root) owns it; world-readable warns",
     ),
     s(
         "DATA_DIR",
         "./.token-service",
-        "Directory for the generated development key",
+        "Directory for the generated development key (mode 0600, written atomically); refused when group/others can write it without the sticky bit or another user owns it",
     ),
     s(
         "JWKS_URI",
@@ -215,10 +215,14 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "MTLS_LB_SECRET",
         default: "",
-        help: "Secret the load balancer adds as a custom header; requests without it are refused",
+        help: "Secret the load balancer adds as a custom header; the xlb flow ignores requests without it. Required on a TLS listener; blank is an error; shorter than 16 bytes warns",
         secret: true,
     },
-    s("LOG_FORMAT", "json", "json (Cloud Logging) or text"),
+    s(
+        "LOG_FORMAT",
+        "json",
+        "json (Cloud Logging) or text; both escape control characters in every value",
+    ),
     s("LOG_LEVEL", "info", "error, warn, info, debug or trace"),
     s("GOOGLE_CLOUD_PROJECT", "", "Project for trace IDs in logs"),
     s(
@@ -266,7 +270,7 @@ pub const SETTINGS: &[Setting] = &[
     s(
         "TRUSTED_PROXIES",
         "",
-        "Comma-separated CIDRs of the proxies allowed to forward certificates, e.g. 10.0.0.0/8,127.0.0.1/32",
+        "Comma-separated CIDRs of the proxies allowed to forward certificates, e.g. 10.0.0.0/8,127.0.0.1/32; a range wider than an IPv4 /8 or a public IPv6 /16 warns",
     ),
     s(
         "ADMIN_PORT",
@@ -457,6 +461,7 @@ pub struct Config {
 struct Reader<'a> {
     values: &'a Values,
     errors: Vec<String>,
+    warnings: Vec<String>,
 }
 
 impl Reader<'_> {
@@ -469,6 +474,10 @@ impl Reader<'_> {
 
     fn fail(&mut self, message: String) {
         self.errors.push(message);
+    }
+
+    fn warn(&mut self, message: String) {
+        self.warnings.push(message);
     }
 
     /// Whole seconds (an `s` suffix is allowed) within `range`.
@@ -559,6 +568,7 @@ pub fn load(values: Values, known: KnownFlows<'_>) -> Result<Config, Vec<String>
     let mut r = Reader {
         values: &values,
         errors: Vec::new(),
+        warnings: Vec::new(),
     };
     let mut warnings = Vec::new();
     let on_cloud_run = r.get("K_SERVICE").is_some();
@@ -596,10 +606,20 @@ pub fn load(values: Values, known: KnownFlows<'_>) -> Result<Config, Vec<String>
     let xlb = read_xlb(&mut r);
     let (tls, trust, client_id) = read_tls(&mut r, &flows);
     let forwarded = read_forwarded(&mut r, &flows, trust.is_some());
-    if flows.iter().any(|f| f == crate::flows::xlb_mtls::NAME)
-        && let Err(e) = xlb.validate()
-    {
-        r.fail(e);
+    let xlb_name = crate::flows::xlb_mtls::NAME;
+    if flows.iter().any(|f| f == xlb_name) {
+        if let Err(e) = xlb.validate() {
+            r.fail(e);
+        }
+        if xlb.lb_secret.is_none() && !r.values.contains_key("MTLS_LB_SECRET") {
+            if tls.is_some() {
+                // Google's load balancer is not the only one who can reach a TLS listener:
+                // every client can, and send the headers itself.
+                r.fail(format!("MTLS_LB_SECRET: required when the flow {xlb_name} runs on a TLS listener (TLS_CERT_FILE is set): without it any client that reaches the port can send X-Client-Cert-* headers and be any client; set MTLS_LB_SECRET to the value the load balancer adds in MTLS_LB_SECRET_HEADER, or remove {xlb_name} from AUTH_FLOWS"));
+            } else if !bind_address.is_loopback() {
+                r.warn(format!("the flow {xlb_name} trusts the X-Client-Cert-* headers of every request to {bind_address} and MTLS_LB_SECRET is not set: anyone who can reach this address directly can claim to be any client; make sure only the load balancer can (Cloud Run: ingress internal-and-cloud-load-balancing), or set MTLS_LB_SECRET"));
+            }
+        }
     }
 
     let issuer = match r.url("TOKEN_ISSUER") {
@@ -666,6 +686,7 @@ pub fn load(values: Values, known: KnownFlows<'_>) -> Result<Config, Vec<String>
     if !r.errors.is_empty() {
         return Err(r.errors);
     }
+    warnings.append(&mut r.warnings);
     Ok(Config {
         bind_address,
         port,
@@ -807,16 +828,42 @@ fn read_flows(r: &mut Reader<'_>, known: &KnownFlows<'_>) -> Vec<String> {
     names
 }
 
+/// Shorter load-balancer secrets get a warning: 16 random bytes cannot be guessed, and
+/// `openssl rand -base64 32` (the deployment's recipe) makes 44.
+pub const MIN_LB_SECRET_BYTES: usize = 16;
+
+fn read_lb_secret(r: &mut Reader<'_>) -> Option<LbSecret> {
+    // Present but blank is an error, not "unset": an empty secret mount must not turn the
+    // check off. The value is never shown.
+    let raw = r.values.get("MTLS_LB_SECRET").map(|(v, _)| v.clone())?;
+    let value = raw.trim();
+    if value.is_empty() {
+        r.fail("MTLS_LB_SECRET: is set but blank (an empty secret mount?); set it to the value the load balancer sends in MTLS_LB_SECRET_HEADER, or unset it".into());
+        return None;
+    }
+    if http::HeaderValue::from_str(value).is_err() {
+        r.fail("MTLS_LB_SECRET: holds characters an HTTP header cannot carry (control characters or non-ASCII), so no request could match it; use printable ASCII, e.g. `openssl rand -base64 32`".into());
+        return None;
+    }
+    if value.len() < MIN_LB_SECRET_BYTES {
+        r.warn(format!(
+            "MTLS_LB_SECRET is only {} bytes long: use at least {MIN_LB_SECRET_BYTES} random bytes (e.g. `openssl rand -base64 32`) so that it cannot be guessed",
+            value.len()
+        ));
+    }
+    Some(LbSecret {
+        header: r.header("MTLS_LB_SECRET_HEADER", "x-token-service-lb-secret"),
+        value: value.to_owned(),
+    })
+}
+
 fn read_xlb(r: &mut Reader<'_>) -> XlbSettings {
     let d = XlbSettings::default();
-    let lb_secret = r
-        .get("MTLS_LB_SECRET")
-        .map(str::to_owned)
-        .map(|value| LbSecret {
-            header: r.header("MTLS_LB_SECRET_HEADER", "x-token-service-lb-secret"),
-            value,
-        });
-    if lb_secret.is_none() && r.get("MTLS_LB_SECRET_HEADER").is_some() {
+    let lb_secret = read_lb_secret(r);
+    if lb_secret.is_none()
+        && !r.values.contains_key("MTLS_LB_SECRET")
+        && r.get("MTLS_LB_SECRET_HEADER").is_some()
+    {
         r.fail("MTLS_LB_SECRET_HEADER is set but MTLS_LB_SECRET is not; set the secret value too, or neither".into());
     }
     XlbSettings {
@@ -1043,6 +1090,11 @@ fn read_forwarded(
             Err(_) => r.fail(format!("TRUSTED_PROXIES: '{item}' is not valid; expected IP addresses or CIDRs such as 10.0.0.0/8")),
         }
     }
+    for net in &trusted_proxies {
+        if covers_the_internet(net) {
+            r.warn(format!("TRUSTED_PROXIES: '{net}' covers a large part of the Internet (an IPv4 prefix shorter than /8, or an IPv6 prefix shorter than /16 outside fc00::/7 and fe80::/10): every host in it can forward a certificate header and be any client; list only your proxies' addresses"));
+        }
+    }
     if flows.iter().any(|f| f == NAME) {
         if trusted_proxies.is_empty() {
             r.fail(format!("TRUSTED_PROXIES: required by the flow {NAME}; list the proxies that forward certificates (CIDR)"));
@@ -1056,6 +1108,30 @@ fn read_forwarded(
         header,
         chain_header,
         trusted_proxies,
+    }
+}
+
+/// Whether a trusted-proxy range is so wide that it holds much of the public Internet: an
+/// IPv4 prefix shorter than /8 (more than one /8; `10.0.0.0/8` is fine), or an IPv6 prefix
+/// shorter than /16 that is not inside the private (fc00::/7) or link-local (fe80::/10) space.
+/// IPv4-mapped IPv6 ranges are compared as the IPv4 range they are (`::ffff:0.0.0.0/96` is
+/// `0.0.0.0/0`).
+fn covers_the_internet(net: &ipnet::IpNet) -> bool {
+    match net {
+        ipnet::IpNet::V4(v4) => v4.prefix_len() < 8,
+        ipnet::IpNet::V6(v6) => {
+            if let Some(v4) = v6.addr().to_ipv4_mapped()
+                && v6.prefix_len() >= 96
+            {
+                return ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
+                    .is_ok_and(|v4| v4.prefix_len() < 8);
+            }
+            let private = ["fc00::/7", "fe80::/10"]
+                .iter()
+                .filter_map(|p| p.parse::<ipnet::Ipv6Net>().ok())
+                .any(|p| p.contains(v6));
+            v6.prefix_len() < 16 && !private
+        }
     }
 }
 

@@ -44,8 +44,19 @@ pub trait Flow: Send + Sync {
     /// The token-endpoint authentication method, as published in discovery.
     fn auth_method(&self) -> &str;
     /// Whether this flow can handle the request. Must not fail: a request it cannot handle is
-    /// left to the next flow.
+    /// left to the next flow. A flow claims only requests that carry its credentials in a form
+    /// it may trust (the xlb flow: the load balancer's secret), so the order of `AUTH_FLOWS`
+    /// never decides who is refused.
     fn can_handle(&self, request: &TokenRequest) -> bool;
+    /// Why this flow did not claim the request, as one phrase naming what was missing (e.g. "no
+    /// client certificate was presented in the TLS handshake"). Asked only when no enabled flow
+    /// claims a request, so the answer can say what each flow needed.
+    /// [`FlowError::Unauthorized`] means the request carries this flow's credentials in a form
+    /// that must not be trusted (403); [`FlowError::InvalidRequest`] that it carries none (400).
+    fn declined(&self, request: &TokenRequest) -> FlowError {
+        let _ = request;
+        FlowError::InvalidRequest("the request carries nothing this flow can use".into())
+    }
     /// Authenticates the client.
     async fn authenticate(&self, request: &TokenRequest) -> Result<AuthenticatedClient, FlowError>;
 }

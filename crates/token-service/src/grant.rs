@@ -175,8 +175,35 @@ impl ClientCredentials {
                 self.summary().grant_types.join(", ")
             )));
         }
-        candidates.find(|f| f.can_handle(request)).ok_or_else(|| {
-            GrantError::InvalidRequest(format!("No suitable flow found for grant type '{grant}'"))
+        let candidates: Vec<&Arc<dyn Flow>> = candidates.collect();
+        if let Some(flow) = candidates.iter().find(|f| f.can_handle(request)) {
+            return Ok(*flow);
+        }
+        // Nobody claimed the request: say what each enabled flow missed. A flow that saw its
+        // credentials in an untrusted form (load-balancer headers without the secret) makes
+        // the answer a 403; otherwise the request simply carried no credentials (400).
+        let mut untrusted = false;
+        let reasons: Vec<String> = candidates
+            .iter()
+            .map(|f| {
+                let reason = match f.declined(request) {
+                    FlowError::Unauthorized(m) => {
+                        untrusted = true;
+                        m
+                    }
+                    FlowError::InvalidRequest(m) => m,
+                };
+                format!("{}: {reason}", f.name())
+            })
+            .collect();
+        let message = format!(
+            "No suitable flow found for grant type '{grant}': {}",
+            reasons.join("; ")
+        );
+        Err(if untrusted {
+            GrantError::UnauthorizedClient(message)
+        } else {
+            GrantError::InvalidRequest(message)
         })
     }
 

@@ -10,7 +10,7 @@ use rcgen::{
 };
 use time::{Duration, OffsetDateTime};
 
-use crate::signer::local::write_private;
+use crate::signer::local::write_atomic;
 
 /// Paths of the development PKI.
 #[derive(Debug, Clone)]
@@ -76,12 +76,10 @@ impl DevPki {
             params.not_before = now - Duration::hours(1);
             params.not_after = now + Duration::days(3650);
             let cert = params.self_signed(&key).map_err(err("sign the CA"))?;
-            write_private(
-                &self.dir,
-                &self.dir.join("ca.key"),
-                key.serialize_pem().as_bytes(),
-            )?;
-            write_private(&self.dir, &self.ca_cert(), cert.pem().as_bytes())?;
+            // A CA key without its certificate is left from an interrupted first start, and
+            // nothing was issued with it: replace it.
+            write_atomic(&self.ca_key(), key.serialize_pem().as_bytes(), PKI)?;
+            write_atomic(&self.ca_cert(), cert.pem().as_bytes(), PKI)?;
         }
         if !server.cert.exists() {
             let mut params =
@@ -92,13 +90,8 @@ impl DevPki {
             self.issue(&server, params, 825)?;
         }
         if !client.cert.exists() {
-            self.issue_client_as(
-                "client",
-                "device-1",
-                Some(DEMO_SPIFFE_ID),
-                &[DEMO_DNS.to_owned()],
-                365,
-            )?;
+            let params = client_params("device-1", Some(DEMO_SPIFFE_ID), &[DEMO_DNS.to_owned()])?;
+            self.issue(&client, params, 365)?;
         }
         Ok((server, client))
     }
@@ -122,50 +115,41 @@ impl DevPki {
         dns: &[String],
         days: i64,
     ) -> Result<Issued, String> {
-        if name_.is_empty()
-            || !name_
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-            || name_.starts_with('.')
-        {
-            return Err(format!(
-                "pki: name '{name_}' must be letters, digits, '-', '_' or '.'"
-            ));
-        }
-        let mut params = CertificateParams::default();
-        params.distinguished_name = name(name_);
-        for d in dns {
-            params.subject_alt_names.push(SanType::DnsName(
-                d.clone().try_into().map_err(err("use that DNS name"))?,
-            ));
-        }
-        if let Some(uri) = spiffe_id {
-            params.subject_alt_names.push(SanType::URI(
-                uri.to_owned()
-                    .try_into()
-                    .map_err(err("use that SPIFFE ID"))?,
-            ));
-        }
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let params = client_params(name_, spiffe_id, dns)?;
         let issued = self.pair(file);
-        if issued.cert.exists() || issued.key.exists() {
-            return Err(format!(
-                "pki: '{}' exists already; choose another --name",
-                issued.cert.display()
-            ));
+        for existing in [&issued.cert, &issued.key] {
+            if existing.exists() {
+                return Err(format!(
+                    "pki: '{}' exists already; choose another --name",
+                    existing.display()
+                ));
+            }
         }
         self.issue(&issued, params, days)?;
         Ok(issued)
     }
 
+    fn ca_key(&self) -> PathBuf {
+        self.dir.join("ca.key")
+    }
+
     fn issue(&self, to: &Issued, mut params: CertificateParams, days: i64) -> Result<(), String> {
-        let ca_key_pem = std::fs::read_to_string(self.dir.join("ca.key"))
-            .map_err(|e| format!("development PKI: cannot read the CA key: {e}"))?;
-        let ca_pem = std::fs::read_to_string(self.ca_cert())
-            .map_err(|e| format!("development PKI: cannot read the CA: {e}"))?;
-        let ca_key = KeyPair::from_pem(&ca_key_pem).map_err(err("load the CA key"))?;
-        let issuer =
-            Issuer::from_ca_cert_pem(&ca_pem, ca_key).map_err(err("load the CA certificate"))?;
+        let unusable = |path: &Path, e: String| {
+            format!(
+                "development PKI: cannot use '{}' ({e}); delete the folder '{}' and a new development PKI is created at the next start",
+                path.display(),
+                self.dir.display()
+            )
+        };
+        let (ca_key_path, ca_path) = (self.ca_key(), self.ca_cert());
+        let ca_key_pem = std::fs::read_to_string(&ca_key_path)
+            .map_err(|e| unusable(&ca_key_path, e.to_string()))?;
+        let ca_pem =
+            std::fs::read_to_string(&ca_path).map_err(|e| unusable(&ca_path, e.to_string()))?;
+        let ca_key =
+            KeyPair::from_pem(&ca_key_pem).map_err(|e| unusable(&ca_key_path, e.to_string()))?;
+        let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key)
+            .map_err(|e| unusable(&ca_path, e.to_string()))?;
         let now = OffsetDateTime::now_utc();
         params.not_before = now - Duration::minutes(5);
         params.not_after = now + Duration::days(days.clamp(1, 3650));
@@ -174,9 +158,46 @@ impl DevPki {
         let cert = params
             .signed_by(&key, &issuer)
             .map_err(err("sign the certificate"))?;
-        write_private(&self.dir, &to.key, key.serialize_pem().as_bytes())?;
-        write_private(&self.dir, &to.cert, cert.pem().as_bytes())
+        write_atomic(&to.key, key.serialize_pem().as_bytes(), PKI)?;
+        write_atomic(&to.cert, cert.pem().as_bytes(), PKI)
     }
+}
+
+/// What errors about the PKI's files start with.
+const PKI: &str = "development PKI";
+
+/// A client certificate's parameters: common name `name_`, the SANs, clientAuth.
+fn client_params(
+    name_: &str,
+    spiffe_id: Option<&str>,
+    dns: &[String],
+) -> Result<CertificateParams, String> {
+    if name_.is_empty()
+        || !name_
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        || name_.starts_with('.')
+    {
+        return Err(format!(
+            "pki: name '{name_}' must be letters, digits, '-', '_' or '.'"
+        ));
+    }
+    let mut params = CertificateParams::default();
+    params.distinguished_name = name(name_);
+    for d in dns {
+        params.subject_alt_names.push(SanType::DnsName(
+            d.clone().try_into().map_err(err("use that DNS name"))?,
+        ));
+    }
+    if let Some(uri) = spiffe_id {
+        params.subject_alt_names.push(SanType::URI(
+            uri.to_owned()
+                .try_into()
+                .map_err(err("use that SPIFFE ID"))?,
+        ));
+    }
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    Ok(params)
 }
 
 fn name(common_name: &str) -> DistinguishedName {

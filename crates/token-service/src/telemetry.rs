@@ -49,16 +49,113 @@ pub fn install(format: LogFormat, filter: &str, writer: SharedWriter) {
             .try_init(),
         LogFormat::Text => tracing_subscriber::registry()
             .with(filter)
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .with_target(false)
-                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-                    .with_writer(std::io::stdout),
-            )
+            .with(text_layer(
+                writer,
+                std::io::IsTerminal::is_terminal(&std::io::stdout()),
+            ))
             .try_init(),
     };
     // A second install (tests in one process) keeps the first subscriber.
     drop(result);
+}
+
+/// The human-readable layer (`LOG_FORMAT=text`). Every field value and the message pass
+/// through [`escape_controls`], so a newline or terminal escape inside a certificate fact or a
+/// header cannot forge or hide a log line; `ansi` colours only the level.
+fn text_layer<S>(writer: SharedWriter, ansi: bool) -> impl Layer<S>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    use std::fmt::Write as _;
+    use tracing_subscriber::field::MakeExt as _;
+    let fields = tracing_subscriber::fmt::format::debug_fn(|out, field, value| {
+        let mut text = String::new();
+        let _ = write!(text, "{value:?}");
+        let text = escape_controls(&text);
+        match field.name() {
+            "message" => write!(out, "{text}"),
+            name => write!(out, "{name}={text}"),
+        }
+    })
+    .delimited(" ");
+    tracing_subscriber::fmt::layer()
+        .with_target(false)
+        .with_ansi(ansi)
+        .fmt_fields(fields)
+        .with_writer(move || LineWriter(writer.clone()))
+}
+
+/// Writes each formatted line to the shared writer in one piece.
+struct LineWriter(SharedWriter);
+
+impl Write for LineWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.write_all(buf).map(|()| buf.len())
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        match self.0.lock() {
+            Ok(mut w) => w.write_all(buf),
+            Err(_) => Ok(()),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self.0.lock() {
+            Ok(mut w) => w.flush(),
+            Err(_) => Ok(()),
+        }
+    }
+}
+
+/// `text` with every control character (C0, DEL, C1: newline, carriage return, ESC...) and
+/// every invisible line or direction mark (U+2028, U+2029, bidirectional overrides) written as
+/// an escape: `\n`, `\r`, `\t`, or `\u{1b}`. Backslashes stay as they are.
+pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(|c| c.is_control() || invisible(c)) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() || invisible(c) => {
+                out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+            }
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// serde_json escapes U+0000 to U+001F; this escapes the other characters that
+/// [`escape_controls`] does (DEL, C1 controls such as the 8-bit CSI U+009B, line separators,
+/// direction overrides) as `\\uXXXX`, so a terminal showing the JSON line cannot be steered
+/// either. They can only occur inside JSON strings, where the escape means the same character.
+fn json_escape_invisible(json: String) -> String {
+    if !json.chars().any(|c| c.is_control() || invisible(c)) {
+        return json;
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if c.is_control() || invisible(c) {
+            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Characters that move or hide text without being control characters.
+fn invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{61c}'
+    ) || ('\u{202a}'..='\u{202e}').contains(&c)
+        || ('\u{2066}'..='\u{2069}').contains(&c)
 }
 
 /// The Cloud Logging JSON layer.
@@ -145,11 +242,105 @@ where
         if let Some(trace) = trace {
             line.insert("logging.googleapis.com/trace".into(), Value::String(trace));
         }
-        let mut text = Value::Object(line).to_string();
+        let mut text = json_escape_invisible(Value::Object(line).to_string());
         text.push('\n');
         if let Ok(mut w) = self.writer.lock() {
             let _ = w.write_all(text.as_bytes());
             let _ = w.flush();
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use tracing_subscriber::prelude::*;
+
+    /// What one event with hostile text in the message, a field and a span field becomes.
+    fn logged(format: LogFormat) -> String {
+        let buffer: Arc<Mutex<Vec<u8>>> = Arc::new(Mutex::new(Vec::new()));
+        let writer: SharedWriter = buffer.clone();
+        let hostile =
+            "dev.example\nERROR forged line\r\u{1b}[2K\u{1b}[31mred\u{7f}\u{85}\u{2028}\u{202e}";
+        let emit = || {
+            let span = tracing::info_span!("request", path = %hostile);
+            let _entered = span.enter();
+            tracing::warn!(
+                event = "token_issued",
+                client_id = %hostile,
+                spiffe = hostile,
+                "issued a token to client '{hostile}'"
+            );
+        };
+        match format {
+            LogFormat::Text => {
+                let subscriber = tracing_subscriber::registry().with(text_layer(writer, false));
+                tracing::subscriber::with_default(subscriber, emit);
+            }
+            LogFormat::Json => {
+                let subscriber = tracing_subscriber::registry().with(CloudLoggingLayer { writer });
+                tracing::subscriber::with_default(subscriber, emit);
+            }
+        }
+        let bytes = buffer.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    #[test]
+    fn text_logs_escape_control_characters_in_the_message_and_every_field() {
+        let text = logged(LogFormat::Text);
+        assert_eq!(text.matches('\n').count(), 1, "one line: {text:?}");
+        assert!(text.ends_with('\n'));
+        let line = text.trim_end_matches('\n');
+        assert!(
+            !line
+                .chars()
+                .any(|c| c.is_control() || c == '\u{2028}' || c == '\u{202e}'),
+            "{line:?}"
+        );
+        // The message, the Display field and the span field are escaped; the str field is
+        // Debug-quoted as before.
+        assert_eq!(
+            line.matches("dev.example\\nERROR forged line\\r\\u{1b}[2K")
+                .count(),
+            4,
+            "{line}"
+        );
+        assert!(line.contains("\\u{2028}\\u{202e}"), "{line}");
+        assert!(line.contains("client_id=dev.example"), "{line}");
+    }
+
+    #[test]
+    fn json_logs_escape_control_characters_through_serde() {
+        let text = logged(LogFormat::Json);
+        assert_eq!(text.matches('\n').count(), 1, "one line: {text:?}");
+        let line = text.trim_end_matches('\n');
+        assert!(
+            !line.chars().any(|c| c.is_control() || invisible(c)),
+            "{line:?}"
+        );
+        let value: Value = serde_json::from_str(line).unwrap();
+        assert!(
+            value["message"]
+                .as_str()
+                .unwrap()
+                .contains("example\nERROR forged")
+        );
+        assert!(
+            value["logging.googleapis.com/labels"]["client_id"]
+                .as_str()
+                .unwrap()
+                .contains("\u{1b}[31mred\u{7f}\u{85}\u{2028}\u{202e}")
+        );
+    }
+
+    #[test]
+    fn escape_controls_leaves_plain_text_and_backslashes_alone() {
+        assert!(matches!(
+            escape_controls("spiffe://a/b c\\n"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        assert_eq!(escape_controls("a\tb\u{0}c\u{9b}d"), "a\\tb\\u{0}c\\u{9b}d");
     }
 }

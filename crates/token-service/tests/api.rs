@@ -433,7 +433,7 @@ async fn requests_without_a_usable_flow_or_with_bad_headers_are_refused() {
     assert_eq!(no_cert.status(), 400);
     assert_eq!(
         json_of(no_cert).await["error_description"],
-        "No suitable flow found for grant type 'client_credentials'"
+        "No suitable flow found for grant type 'client_credentials': xlb-mtls-client-credentials: header x-client-cert-present holds 'false' rather than 'true': no client certificate was presented to the load balancer"
     );
     let missing = token(&server, GRANT, &[("X-Client-Cert-Present", "")]).await;
     assert_eq!(missing.status(), 400);
@@ -750,4 +750,23 @@ async fn text_log_format_is_for_terminals() {
             .all(|l| serde_json::from_str::<Value>(l).is_err()),
         "{logs}"
     );
+}
+
+#[tokio::test]
+async fn text_logs_escape_newlines_and_terminal_escapes_from_certificate_facts() {
+    let server = Server::start(&[
+        ("LOG_FORMAT", "text"),
+        ("MTLS_HEADER_CLIENT_ID", "X-Client-Cert-DNSName-SANs"),
+    ]);
+    let forged = "dev.example.org\n2026-01-01T00:00:00Z  INFO forged line\u{1b}[2K\u{1b}[31m";
+    let sans = STANDARD.encode(forged);
+    let response = token(&server, GRANT, &[("X-Client-Cert-DNSName-SANs", &sans)]).await;
+    assert_eq!(response.status(), 200);
+    let logs = server.logs();
+    assert!(logs.contains("dev.example.org\\n2026-01-01"), "{logs}");
+    assert!(
+        !logs.lines().any(|l| l.starts_with("2026-01-01T00:00:00Z")),
+        "a forged line: {logs}"
+    );
+    assert!(!logs.contains('\u{1b}'), "a raw escape: {logs:?}");
 }

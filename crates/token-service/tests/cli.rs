@@ -317,3 +317,329 @@ fn check_config_loads_the_files_as_serve_would_without_writing_any() {
         "check-config wrote into DATA_DIR"
     );
 }
+
+/// The lines of stderr.
+fn stderr_lines(out: &Output) -> Vec<String> {
+    stderr(out).lines().map(str::to_owned).collect()
+}
+
+#[test]
+fn xlb_flow_on_a_tls_listener_without_mtls_lb_secret_stops_startup_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str| dir.path().join(name).display().to_string();
+    let (cert, key, ca) = (file("server.pem"), file("server.key"), file("ca.pem"));
+    for flows in [
+        "mtls-client-credentials,xlb-mtls-client-credentials",
+        "xlb-mtls-client-credentials",
+        "xlb-mtls-client-credentials,mtls-client-credentials",
+    ] {
+        for command in ["serve", "check-config"] {
+            let out = run(
+                &[command],
+                &[
+                    ("TOKEN_AUDIENCE", "a"),
+                    ("PORT", "0"),
+                    ("AUTH_FLOWS", flows),
+                    ("TLS_CERT_FILE", &cert),
+                    ("TLS_KEY_FILE", &key),
+                    ("TLS_CLIENT_CA_FILE", &ca),
+                ],
+            );
+            let lines = stderr_lines(&out);
+            assert_eq!(out.status.code(), Some(2), "{flows} {command}: {lines:?}");
+            assert_eq!(lines.len(), 1, "{flows} {command}: {lines:?}");
+            assert!(
+                lines[0].starts_with("error: MTLS_LB_SECRET: required") && lines[0].contains("TLS"),
+                "{flows} {command}: {lines:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn xlb_flow_without_mtls_lb_secret_on_a_non_loopback_address_is_warned_about() {
+    let warning = |lines: &[String]| {
+        lines
+            .iter()
+            .filter(|l| l.starts_with("warning: ") && l.contains("MTLS_LB_SECRET"))
+            .count()
+    };
+    for address in ["0.0.0.0", "::", "10.1.2.3"] {
+        let out = run(
+            &["check-config"],
+            &[("TOKEN_AUDIENCE", "a"), ("BIND_ADDRESS", address)],
+        );
+        let lines = stderr_lines(&out);
+        assert!(out.status.success(), "{address}: {lines:?}");
+        assert_eq!(warning(&lines), 1, "{address}: {lines:?}");
+        let line = lines.iter().find(|l| l.contains("MTLS_LB_SECRET")).unwrap();
+        assert!(
+            line.contains("xlb-mtls-client-credentials") && line.contains("X-Client-Cert"),
+            "the warning names the flow and the risk: {line}"
+        );
+    }
+    for env in [
+        &[("TOKEN_AUDIENCE", "a"), ("BIND_ADDRESS", "127.0.0.1")][..],
+        &[("TOKEN_AUDIENCE", "a"), ("BIND_ADDRESS", "::1")],
+        &[
+            ("TOKEN_AUDIENCE", "a"),
+            ("BIND_ADDRESS", "0.0.0.0"),
+            ("MTLS_LB_SECRET", "0123456789abcdef0123"),
+        ],
+    ] {
+        let out = run(&["check-config"], env);
+        assert!(out.status.success(), "{env:?}: {}", stderr(&out));
+        assert_eq!(warning(&stderr_lines(&out)), 0, "{env:?}: {}", stderr(&out));
+    }
+    // `serve` logs the same warning at startup.
+    let server = Server::start(&[("BIND_ADDRESS", "0.0.0.0")]);
+    let logged = server
+        .json_logs()
+        .into_iter()
+        .filter(|l| {
+            l["severity"] == "WARNING"
+                && l["logging.googleapis.com/labels"]["event"] == "config_warning"
+                && l["message"].as_str().unwrap().contains("MTLS_LB_SECRET")
+        })
+        .count();
+    assert_eq!(logged, 1, "{}", server.logs());
+}
+
+#[test]
+fn blank_mtls_lb_secret_stops_startup_and_a_short_one_is_warned_about() {
+    for blank in ["", " ", "\t  "] {
+        for command in ["serve", "check-config"] {
+            let out = run(
+                &[command],
+                &[
+                    ("TOKEN_AUDIENCE", "a"),
+                    ("PORT", "0"),
+                    ("MTLS_LB_SECRET", blank),
+                ],
+            );
+            let lines = stderr_lines(&out);
+            assert_eq!(out.status.code(), Some(2), "{blank:?} {command}: {lines:?}");
+            assert_eq!(lines.len(), 1, "{blank:?} {command}: {lines:?}");
+            assert!(
+                lines[0].starts_with("error: MTLS_LB_SECRET: ") && lines[0].contains("blank"),
+                "{lines:?}"
+            );
+        }
+    }
+    let out = run(
+        &["check-config"],
+        &[("TOKEN_AUDIENCE", "a"), ("MTLS_LB_SECRET", "short-secret")],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines = stderr_lines(&out);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("warning: MTLS_LB_SECRET")
+                && l.contains("12 bytes")
+                && l.contains("16")),
+        "{lines:?}"
+    );
+    assert!(!stderr(&out).contains("short-secret"), "{lines:?}");
+    let out = run(
+        &["check-config"],
+        &[
+            ("TOKEN_AUDIENCE", "a"),
+            ("MTLS_LB_SECRET", "sixteen-bytes-ok"),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("MTLS_LB_SECRET"), "{}", stderr(&out));
+}
+
+#[test]
+fn trusted_proxies_that_cover_the_internet_are_warned_about() {
+    let base = |proxies: &'static str| {
+        vec![
+            ("TOKEN_AUDIENCE", "a"),
+            ("AUTH_FLOWS", "forwarded-cert-client-credentials"),
+            ("TLS_CLIENT_CA_FILE", "/nonexistent/ca.pem"),
+            ("TRUSTED_PROXIES", proxies),
+        ]
+    };
+    // check-config stops at the missing CA file; the warnings come first.
+    for proxies in [
+        "0.0.0.0/0",
+        "::/0",
+        "::ffff:0.0.0.0/96",
+        "10.0.0.0/8,0.0.0.0/1",
+        "2000::/3",
+        "64.0.0.0/2",
+    ] {
+        let out = run(&["check-config"], &base(proxies));
+        let lines = stderr_lines(&out);
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("warning: TRUSTED_PROXIES") && l.contains("Internet")),
+            "{proxies}: {lines:?}"
+        );
+    }
+    for proxies in [
+        "10.0.0.0/8",
+        "127.0.0.1/32,192.168.0.0/16",
+        "fd00::/8",
+        "2001:db8::/32",
+    ] {
+        let out = run(&["check-config"], &base(proxies));
+        assert!(
+            !stderr(&out).contains("warning: TRUSTED_PROXIES"),
+            "{proxies}: {}",
+            stderr(&out)
+        );
+    }
+}
+
+#[test]
+fn toml_syntax_errors_name_line_and_column_without_showing_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "TOKEN_AUDIENCE = \"a\"\nMTLS_LB_SECRET = \"hunter2-secret-value\" trailing\n",
+            "line 2, column",
+        ),
+        (
+            "TOKEN_AUDIENCE = \"a\"\n\nMTLS_LB_SECRET = \"hunter2-secret-value\n",
+            "line 3, column",
+        ),
+        ("MTLS_LB_SECRET = hunter2-secret-value\n", "line 1, column"),
+    ];
+    for (i, (text, position)) in cases.iter().enumerate() {
+        let file = temp_file(&dir, &format!("bad-{i}.toml"), text);
+        let out = run(&["--config", file.to_str().unwrap(), "check-config"], &[]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(position), "{position:?} in {err}");
+        assert!(err.contains("bad-"), "names the file: {err}");
+        assert!(!err.contains("hunter2"), "shows a secret: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+}
+
+fn chmod(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn a_data_dir_or_key_file_other_users_can_change_stops_startup_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    chmod(&data, 0o777);
+    let data_text = data.display().to_string();
+    for command in ["serve", "check-config"] {
+        let out = run(
+            &[command],
+            &[
+                ("TOKEN_AUDIENCE", "a"),
+                ("PORT", "0"),
+                ("DATA_DIR", &data_text),
+            ],
+        );
+        let lines = stderr_lines(&out);
+        assert_eq!(out.status.code(), Some(2), "{command}: {lines:?}");
+        let errors: Vec<_> = lines.iter().filter(|l| l.starts_with("error: ")).collect();
+        assert_eq!(errors.len(), 1, "{command}: {lines:?}");
+        assert!(
+            errors[0].starts_with("error: DATA_DIR: ")
+                && errors[0].contains(&format!("chmod 700 {data_text}")),
+            "{command}: {lines:?}"
+        );
+        assert!(!data.join("signing-key.pem").exists(), "no key is written");
+    }
+    let key = dir.path().join("key.pem");
+    std::fs::write(&key, ec_key_pem()).unwrap();
+    chmod(&key, 0o666);
+    let key_text = key.display().to_string();
+    for command in ["serve", "check-config"] {
+        let out = run(
+            &[command],
+            &[
+                ("TOKEN_AUDIENCE", "a"),
+                ("PORT", "0"),
+                ("SIGNING_KEY_FILE", &key_text),
+            ],
+        );
+        let lines = stderr_lines(&out);
+        assert_eq!(out.status.code(), Some(2), "{command}: {lines:?}");
+        let errors: Vec<_> = lines.iter().filter(|l| l.starts_with("error: ")).collect();
+        assert_eq!(errors.len(), 1, "{command}: {lines:?}");
+        assert!(
+            errors[0].starts_with("error: SIGNING_KEY_FILE: ")
+                && errors[0].contains(&format!("chmod go-w {key_text}")),
+            "{command}: {lines:?}"
+        );
+    }
+    // World-readable (Kubernetes' default secret mode) is a warning, not a refusal.
+    chmod(&key, 0o644);
+    let out = run(
+        &["check-config"],
+        &[("TOKEN_AUDIENCE", "a"), ("SIGNING_KEY_FILE", &key_text)],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr_lines(&out)
+            .iter()
+            .any(|l| l.starts_with("warning: SIGNING_KEY_FILE") && l.contains("chmod 600")),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn starts_interrupted_while_writing_the_key_or_the_demo_pki_recover_or_name_the_file() {
+    // The development PKI: a CA key written, the process killed before its certificate.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let pki = data.join("pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    std::fs::write(pki.join("ca.key"), "-----BEGIN PRIVATE KEY-----\nMIGH").unwrap();
+    let data_text = data.display().to_string();
+    let out = run(
+        &["pki", "client", "--name", "device-3"],
+        &[("DATA_DIR", &data_text)],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(pki.join("ca.pem").exists() && pki.join("device-3.pem").exists());
+    // The demo client's key written, its certificate not.
+    std::fs::remove_file(pki.join("client.pem")).unwrap();
+    std::fs::write(pki.join("client.key"), "half").unwrap();
+    let out = run(
+        &["pki", "client", "--name", "device-4"],
+        &[("DATA_DIR", &data_text)],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(pki.join("client.pem").exists());
+    assert!(
+        std::fs::read_to_string(pki.join("client.key"))
+            .unwrap()
+            .contains("PRIVATE KEY")
+    );
+    // A half-written signing key (what a crash left before writes were atomic): the one
+    // error line names the exact file to delete.
+    let key = data.join("signing-key.pem");
+    std::fs::write(&key, "-----BEGIN PRIVATE KEY-----\nMIIEv").unwrap();
+    chmod(&key, 0o600);
+    chmod(&data, 0o700);
+    let out = run(
+        &["serve"],
+        &[
+            ("TOKEN_AUDIENCE", "a"),
+            ("PORT", "0"),
+            ("DATA_DIR", &data_text),
+        ],
+    );
+    let lines = stderr_lines(&out);
+    assert_eq!(out.status.code(), Some(2), "{lines:?}");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains(&format!("delete '{}'", key.display())),
+        "{lines:?}"
+    );
+}

@@ -605,6 +605,13 @@ async fn kubernetes_settings_pass_check_config_and_answer_probes_without_a_clien
                 let path: PathBuf = root.join(value.trim_start_matches('/'));
                 std::fs::create_dir_all(path.parent().unwrap()).unwrap();
                 std::fs::write(&path, secret(&secret_name, &key)).unwrap();
+                // As the kubelet writes them: the manifest's defaultMode.
+                assert!(read(KUBERNETES).contains("defaultMode: 0440"));
+                std::fs::set_permissions(
+                    &path,
+                    std::os::unix::fs::PermissionsExt::from_mode(0o440),
+                )
+                .unwrap();
                 settings.push((name, path.display().to_string()));
             }
             None => settings.push((name, value)),
@@ -620,6 +627,11 @@ async fn kubernetes_settings_pass_check_config_and_answer_probes_without_a_clien
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("configuration is valid"), "{stdout}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("warning: SIGNING_KEY_FILE"),
+        "the manifest's key file mode passes silently: {stderr}"
+    );
     assert!(
         stdout.lines().any(|l| l.starts_with("effective flows")
             && l.trim_end().ends_with("mtls-client-credentials")),

@@ -974,7 +974,12 @@ async fn request_without_the_header_is_400_like_any_request_without_credentials(
     for headers in cases {
         let answer = service.post(headers).await;
         assert_bad_request(&format!("{headers:?}"), &answer, NO_FLOW);
-        assert_eq!(answer.1["error_description"], NO_FLOW);
+        assert_eq!(
+            answer.1["error_description"],
+            format!(
+                "{NO_FLOW}: forwarded-cert-client-credentials: no forwarded client certificate (header client-cert is missing)"
+            )
+        );
     }
     let rejected = service.events("token_request_rejected");
     assert_eq!(rejected.len(), cases.len(), "{rejected:#?}");

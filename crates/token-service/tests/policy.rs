@@ -849,6 +849,8 @@ async fn conditions_hold_on_the_facts_each_flow_has_and_fail_closed_on_absent_on
         &[
             ("AUTH_FLOWS", &format!("{MTLS},{XLB}")),
             ("POLICY_FILE", &policy),
+            // Required for the xlb flow on a TLS listener.
+            ("MTLS_LB_SECRET", "a-load-balancer-secret-0123456789"),
         ],
     );
 
@@ -909,6 +911,10 @@ async fn conditions_hold_on_the_facts_each_flow_has_and_fail_closed_on_absent_on
         let mut request = https_client(&pki.root.pem, None)
             .post(service.url("/token"))
             .header("content-type", "application/x-www-form-urlencoded")
+            .header(
+                "X-Token-Service-LB-Secret",
+                "a-load-balancer-secret-0123456789",
+            )
             .body(GRANT);
         for (k, v) in headers {
             request = request.header(k, v);

@@ -125,7 +125,7 @@ async fn without_client_certificate_discovery_works_over_tls_and_token_is_400() 
     assert_eq!(body["error"], "invalid_request");
     assert_eq!(
         body["error_description"],
-        "No suitable flow found for grant type 'client_credentials'"
+        "No suitable flow found for grant type 'client_credentials': mtls-client-credentials: no client certificate was presented in the TLS handshake"
     );
 }
 
@@ -510,5 +510,80 @@ fn readyz_turns_503_when_the_server_certificate_in_force_has_expired() {
             .lines()
             .any(|l| l.starts_with("token_service_reloads_total{material=\"tls\",result=\"ok\"}")),
         "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn flow_order_does_not_matter_a_request_without_the_lb_secret_is_left_to_direct_mtls() {
+    const SECRET: &str = "a-load-balancer-secret-of-32-byte";
+    let pki = Pki::new();
+    let service = TlsService::start(
+        &pki,
+        &pki.root.pem,
+        None,
+        &[
+            (
+                "AUTH_FLOWS",
+                "xlb-mtls-client-credentials,mtls-client-credentials",
+            ),
+            ("MTLS_LB_SECRET", SECRET),
+        ],
+    );
+    // A direct-mTLS client, with the load-balancer flow listed first: served by mtls.
+    let client = https_client(&pki.root.pem, Some(&pki.valid));
+    let (status, body) = post_token(&client, &service).await;
+    let token = id_token(status, &body);
+    let verifier = https_client(&pki.root.pem, None);
+    let claims = common::verify_with(&verifier, &token, &service.base, common::AUDIENCE).await;
+    assert_eq!(claims["amr"], json!([FLOW]));
+    assert_eq!(claims["sub"], pki.valid.spiffe());
+
+    // No certificate and no load-balancer headers: the answer names what each flow missed.
+    let anonymous = https_client(&pki.root.pem, None);
+    let (status, body) = post_token(&anonymous, &service).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"], "invalid_request", "{body}");
+    let description = body["error_description"].as_str().unwrap();
+    for expected in [
+        "No suitable flow found for grant type 'client_credentials'",
+        "mtls-client-credentials: no client certificate was presented in the TLS handshake",
+        "xlb-mtls-client-credentials: no load-balancer certificate headers with a valid secret",
+    ] {
+        assert!(description.contains(expected), "{expected:?} in {body}");
+    }
+
+    // Forged load-balancer headers without the secret are never trusted, in either order.
+    let forged = |secret: Option<&str>| {
+        let mut request = anonymous
+            .post(service.url("/token"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(GRANT)
+            .header("X-Client-Cert-Present", "true")
+            .header("X-Client-Cert-Chain-Verified", "true")
+            .header("X-Client-Cert-Spiffe", "spiffe://example.org/admin");
+        if let Some(secret) = secret {
+            request = request.header("X-Token-Service-LB-Secret", secret);
+        }
+        request.send()
+    };
+    for secret in [None, Some("wrong"), Some(&SECRET[1..])] {
+        let response = forged(secret).await.unwrap();
+        assert_eq!(response.status(), 403, "{secret:?}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "unauthorized_client", "{body}");
+        assert!(
+            body["error_description"]
+                .as_str()
+                .unwrap()
+                .contains("x-token-service-lb-secret"),
+            "{body}"
+        );
+    }
+    // With the secret, the load balancer's own request is served by the xlb flow.
+    let response = forged(Some(SECRET)).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        !service.server.logs().contains(SECRET),
+        "the secret is never logged"
     );
 }

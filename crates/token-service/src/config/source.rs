@@ -38,9 +38,9 @@ pub fn read_file(path: &Path) -> Result<Values, Vec<String>> {
     let shown = path.display();
     let text = std::fs::read_to_string(path)
         .map_err(|e| vec![format!("--config: cannot read '{shown}': {e}")])?;
-    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-        vec![format!("--config '{shown}': {}", e.to_string().trim())]
-    })?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| vec![syntax_error(&shown.to_string(), &text, &e)])?;
     let mut values = Values::new();
     let mut errors = Vec::new();
     for (key, value) in table {
@@ -83,5 +83,26 @@ pub fn read_file(path: &Path) -> Result<Values, Vec<String>> {
         Ok(values)
     } else {
         Err(errors)
+    }
+}
+
+/// A TOML syntax error as one line: the position and what the parser expected, never the
+/// offending line itself (toml's own rendering quotes it, and it may hold `MTLS_LB_SECRET`).
+fn syntax_error(shown: &str, text: &str, e: &toml::de::Error) -> String {
+    let what = e
+        .message()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
+    match e.span() {
+        Some(span) => {
+            let before = text.get(..span.start).unwrap_or(text);
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("--config '{shown}': TOML syntax error at line {line}, column {column}: {what}")
+        }
+        None => format!("--config '{shown}': TOML syntax error: {what}"),
     }
 }

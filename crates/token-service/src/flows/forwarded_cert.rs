@@ -116,6 +116,13 @@ impl Flow for ForwardedCertFlow {
         request.headers.contains_key(&self.settings.header)
     }
 
+    fn declined(&self, _request: &TokenRequest) -> FlowError {
+        FlowError::InvalidRequest(format!(
+            "no forwarded client certificate (header {} is missing)",
+            self.settings.header
+        ))
+    }
+
     async fn authenticate(&self, request: &TokenRequest) -> Result<AuthenticatedClient, FlowError> {
         // A dual-stack listener (`BIND_ADDRESS=::`) sees IPv4 peers as IPv4-mapped IPv6
         // addresses (`::ffff:10.0.0.1`), which IPv4 CIDRs do not contain: compare the IPv4 form.

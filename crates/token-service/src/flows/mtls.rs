@@ -164,6 +164,10 @@ impl Flow for MtlsFlow {
             .is_some_and(|c| !c.is_empty())
     }
 
+    fn declined(&self, _request: &TokenRequest) -> FlowError {
+        FlowError::InvalidRequest("no client certificate was presented in the TLS handshake".into())
+    }
+
     async fn authenticate(&self, request: &TokenRequest) -> Result<AuthenticatedClient, FlowError> {
         let chain = request
             .peer_certificates

@@ -216,31 +216,46 @@ impl super::Flow for XlbMtlsFlow {
     }
 
     fn can_handle(&self, request: &TokenRequest) -> bool {
-        // Without the load balancer's secret, no certificate header is read at all; the flow
-        // claims the request so that `authenticate` refuses it explicitly.
-        if !self.secret_matches(&request.headers) {
-            return true;
+        // Without the load balancer's secret no certificate header is read at all, and the
+        // request is left to the other flows: a direct-mTLS client never carries the secret.
+        self.secret_matches(&request.headers)
+            && request
+                .headers
+                .get(&self.settings.present)
+                .is_some_and(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"true"))
+    }
+
+    fn declined(&self, request: &TokenRequest) -> FlowError {
+        let s = &self.settings;
+        let headers = &request.headers;
+        if let Some(secret) = &s.lb_secret
+            && !self.secret_matches(headers)
+        {
+            let forwarded = s
+                .certificate_headers()
+                .iter()
+                .any(|name| headers.contains_key(*name));
+            return if forwarded {
+                FlowError::Unauthorized(format!(
+                    "load-balancer certificate headers without the load balancer's secret: header '{}' is missing or its value is wrong, so they are not trusted",
+                    secret.header
+                ))
+            } else {
+                FlowError::InvalidRequest(format!(
+                    "no load-balancer certificate headers with a valid secret (header '{}')",
+                    secret.header
+                ))
+            };
         }
-        let name = &self.settings.present;
-        match request.headers.get(name) {
-            Some(v) if v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"true") => true,
-            Some(v) => {
-                tracing::warn!(
-                    event = "flow_not_applicable",
-                    flow = NAME,
-                    "header {name} holds '{}' rather than 'true': no client certificate was presented",
-                    truncate(&String::from_utf8_lossy(v.as_bytes()), 64)
-                );
-                false
-            }
-            None => {
-                tracing::warn!(
-                    event = "flow_not_applicable",
-                    flow = NAME,
-                    "header {name} is missing: the request did not come through an mTLS load balancer"
-                );
-                false
-            }
+        let name = &s.present;
+        match headers.get(name) {
+            Some(v) => FlowError::InvalidRequest(format!(
+                "header {name} holds '{}' rather than 'true': no client certificate was presented to the load balancer",
+                truncate(&String::from_utf8_lossy(v.as_bytes()), 64)
+            )),
+            None => FlowError::InvalidRequest(format!(
+                "no load-balancer certificate headers: header {name} is missing, so the request did not come through an mTLS load balancer"
+            )),
         }
     }
 

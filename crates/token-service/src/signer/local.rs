@@ -149,22 +149,41 @@ impl LocalSigner {
         })
     }
 
-    /// Reads a key file.
+    /// Reads a key file, without checking who may read or change it.
     pub fn from_file(path: &Path, setting: &str) -> Result<Self, String> {
         let pem = fs::read(path)
             .map_err(|e| format!("{setting}: cannot read '{}': {e}", path.display()))?;
         Self::from_pem(&pem, &format!("{setting} '{}'", path.display()))
     }
 
-    /// Loads the development key from `data_dir`, generating an RSA-2048 key there (mode 0600)
-    /// on first start. Returns the signer and the key's path.
+    /// Reads the operator's key file (`SIGNING_KEY_FILE`), refusing one that other users can
+    /// change: writable by group or others, in a folder they can write (without the sticky
+    /// bit), or owned by a user other than this one or root. Returns a warning when every user
+    /// may read it (Kubernetes' default secret mode 0644).
+    pub fn from_key_file(path: &Path) -> Result<(Self, Vec<String>), String> {
+        let warnings = files::check_key_file(path)?;
+        Ok((Self::from_file(path, "SIGNING_KEY_FILE")?, warnings))
+    }
+
+    /// Loads the development key from `data_dir`, generating an RSA-2048 key there (mode 0600,
+    /// written atomically) on first start. Returns the signer, the key's path and whether it
+    /// was generated now. Refuses a `DATA_DIR` other users can write and a key file other
+    /// users can read or write, or that another user owns.
     pub fn load_or_generate(data_dir: &Path) -> Result<(Self, PathBuf, bool), String> {
         let path = data_dir.join(GENERATED_KEY_FILE);
+        files::check_data_dir(data_dir)?;
         if path.exists() {
-            return Ok((Self::from_file(&path, "DATA_DIR")?, path, false));
+            files::check_generated_key(&path)?;
+            let signer = Self::from_file(&path, "DATA_DIR").map_err(|e| {
+                format!(
+                    "{e}; if you did not put it there it is left from an interrupted first start: delete '{}' and a new key is generated at the next start (tokens signed by the old one stop verifying), or set SIGNING_KEY_FILE",
+                    path.display()
+                )
+            })?;
+            return Ok((signer, path, false));
         }
         let pem = generate_rsa_pem()?;
-        write_private(data_dir, &path, pem.as_bytes())?;
+        write_atomic(&path, pem.as_bytes(), "DATA_DIR")?;
         Ok((Self::from_pem(pem.as_bytes(), "generated key")?, path, true))
     }
 
@@ -350,24 +369,227 @@ fn generate_rsa_pem() -> Result<String, String> {
     Ok(pem)
 }
 
-pub(crate) fn write_private(dir: &Path, path: &Path, contents: &[u8]) -> Result<(), String> {
-    let fail =
-        |what: &str, e: std::io::Error| format!("DATA_DIR: cannot {what} '{}': {e}", dir.display());
+/// Writes `contents` to `path` (mode 0600) so that a crash or a full disk never leaves a
+/// half-written file behind: into a new temporary file in the same folder, fsync, rename over
+/// `path`, fsync the folder. Creates the folder (mode 0700) when missing. A temporary file left
+/// by an interrupted earlier write (`.NAME.tmp-*`, older than a minute, so never a concurrent
+/// writer's) is removed. `setting` names the setting in errors. The one way Token Service
+/// writes files: the generated signing key and the development PKI.
+pub(crate) fn write_atomic(path: &Path, contents: &[u8], setting: &str) -> Result<(), String> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let fail = |what: &str, target: &Path, e: std::io::Error| {
+        format!("{setting}: cannot {what} '{}': {e}", target.display())
+    };
     let mut builder = fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir).map_err(|e| fail("create", e))?;
+    builder
+        .create(dir)
+        .map_err(|e| fail("create the folder", dir, e))?;
+    let prefix = format!(".{name}.tmp-");
+    remove_stale_temporaries(dir, &prefix);
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let temporary = dir.join(format!("{prefix}{}-{nonce}", std::process::id()));
     let mut options = fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(path)
-        .map_err(|e| fail("write a key into", e))?;
-    file.write_all(contents)
-        .map_err(|e| fail("write a key into", e))?;
-    file.sync_all().map_err(|e| fail("write a key into", e))
+    let written = options
+        .open(&temporary)
+        .and_then(|mut file| {
+            file.write_all(contents)?;
+            file.sync_all()
+        })
+        .and_then(|()| fs::rename(&temporary, path));
+    if let Err(e) = written {
+        let _ = fs::remove_file(&temporary);
+        return Err(fail("write", path, e));
+    }
+    // The rename is durable only once the folder's entry is on disk.
+    #[cfg(unix)]
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| fail("sync the folder", dir, e))?;
+    Ok(())
+}
+
+/// Removes `prefix*` files older than a minute: temporary files of writes that never finished.
+fn remove_stale_temporaries(dir: &Path, prefix: &str) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let stale = entry.file_name().to_string_lossy().starts_with(prefix)
+            && entry
+                .metadata()
+                .ok()
+                .filter(fs::Metadata::is_file)
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > std::time::Duration::from_secs(60));
+        if stale {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Who may change or read the key files: checks on Unix, nothing elsewhere.
+pub mod files {
+    use std::path::Path;
+
+    /// Refuses a `DATA_DIR` that other users can write (group or others, without the sticky
+    /// bit) or that belongs to another user (root excepted). A missing folder is fine: it is
+    /// created with mode 0700.
+    pub fn check_data_dir(dir: &Path) -> Result<(), String> {
+        imp::check_data_dir(dir)
+    }
+
+    /// Refuses a generated key that anyone but its owner may read or write, or that belongs
+    /// to another user.
+    pub fn check_generated_key(path: &Path) -> Result<(), String> {
+        imp::check_generated_key(path)
+    }
+
+    /// Refuses an operator's key file that other users can change; warns when every user may
+    /// read it.
+    pub fn check_key_file(path: &Path) -> Result<Vec<String>, String> {
+        imp::check_key_file(path)
+    }
+
+    #[cfg(unix)]
+    mod imp {
+        use std::os::unix::fs::MetadataExt as _;
+        use std::path::Path;
+
+        const WRITABLE_BY_OTHERS: u32 = 0o022;
+        const STICKY: u32 = 0o1000;
+
+        fn euid() -> u32 {
+            rustix::process::geteuid().as_raw()
+        }
+
+        fn mode(m: &std::fs::Metadata) -> String {
+            format!("{:04o}", m.mode() & 0o7777)
+        }
+
+        pub fn check_data_dir(dir: &Path) -> Result<(), String> {
+            let Ok(meta) = std::fs::metadata(dir) else {
+                return Ok(());
+            };
+            let shown = dir.display();
+            if !meta.is_dir() {
+                return Err(format!(
+                    "DATA_DIR: '{shown}' is not a folder; point DATA_DIR at a folder"
+                ));
+            }
+            if meta.mode() & WRITABLE_BY_OTHERS != 0 && meta.mode() & STICKY == 0 {
+                return Err(format!(
+                    "DATA_DIR: '{shown}' can be written by other users (mode {}), who could replace the signing key; run `chmod 700 {shown}`, or point DATA_DIR at a folder only this user can write",
+                    mode(&meta)
+                ));
+            }
+            let me = euid();
+            if meta.uid() != me && meta.uid() != 0 {
+                return Err(format!(
+                    "DATA_DIR: '{shown}' belongs to user {}, not to the user Token Service runs as ({me}), who could replace the signing key; run `chown {me} {shown}`, or point DATA_DIR at a folder of this user",
+                    meta.uid()
+                ));
+            }
+            Ok(())
+        }
+
+        pub fn check_generated_key(path: &Path) -> Result<(), String> {
+            let meta = std::fs::metadata(path)
+                .map_err(|e| format!("DATA_DIR: cannot read '{}': {e}", path.display()))?;
+            let shown = path.display();
+            let me = euid();
+            if meta.uid() != me {
+                return Err(format!(
+                    "DATA_DIR: the signing key '{shown}' belongs to user {}, not to the user Token Service runs as ({me}); if it is the key Token Service generated, run `chown {me} {shown}`, else delete it and a new one is generated",
+                    meta.uid()
+                ));
+            }
+            if meta.mode() & 0o077 != 0 {
+                return Err(format!(
+                    "DATA_DIR: the signing key '{shown}' can be read or written by other users (mode {}); run `chmod 600 {shown}`",
+                    mode(&meta)
+                ));
+            }
+            Ok(())
+        }
+
+        pub fn check_key_file(path: &Path) -> Result<Vec<String>, String> {
+            // Kubernetes mounts secrets as symlinks into a root-owned folder: judge the file
+            // the link leads to, and the folder that holds it.
+            let Ok(meta) = std::fs::metadata(path) else {
+                // Unreadable or missing: reading it names the problem.
+                return Ok(Vec::new());
+            };
+            let shown = path.display();
+            if meta.mode() & WRITABLE_BY_OTHERS != 0 {
+                return Err(format!(
+                    "SIGNING_KEY_FILE: '{shown}' can be written by other users (mode {}), who could replace the signing key; run `chmod go-w {shown}` (Kubernetes: defaultMode: 0440 on the secret volume)",
+                    mode(&meta)
+                ));
+            }
+            let me = euid();
+            if meta.uid() != me && meta.uid() != 0 {
+                return Err(format!(
+                    "SIGNING_KEY_FILE: '{shown}' belongs to user {}, neither the user Token Service runs as ({me}) nor root, so that user can replace the signing key; run `chown {me} {shown}`",
+                    meta.uid()
+                ));
+            }
+            if let Some(folder) = std::fs::canonicalize(path)
+                .ok()
+                .and_then(|real| real.parent().map(Path::to_path_buf))
+                && let Ok(dir) = std::fs::metadata(&folder)
+                && dir.mode() & WRITABLE_BY_OTHERS != 0
+                && dir.mode() & STICKY == 0
+            {
+                return Err(format!(
+                    "SIGNING_KEY_FILE: the folder '{}' holding '{shown}' can be written by other users (mode {}), who could replace the signing key; run `chmod go-w {}`",
+                    folder.display(),
+                    mode(&dir),
+                    folder.display()
+                ));
+            }
+            let mut warnings = Vec::new();
+            if meta.mode() & 0o004 != 0 {
+                warnings.push(format!(
+                    "SIGNING_KEY_FILE '{shown}' is readable by every user of this host (mode {}): fine in a single-purpose container, elsewhere run `chmod 600 {shown}` (Kubernetes: defaultMode: 0440 with the pod's fsGroup)",
+                    mode(&meta)
+                ));
+            }
+            Ok(warnings)
+        }
+    }
+
+    #[cfg(not(unix))]
+    mod imp {
+        use std::path::Path;
+
+        pub fn check_data_dir(_dir: &Path) -> Result<(), String> {
+            Ok(())
+        }
+
+        pub fn check_generated_key(_path: &Path) -> Result<(), String> {
+            Ok(())
+        }
+
+        pub fn check_key_file(_path: &Path) -> Result<Vec<String>, String> {
+            Ok(Vec::new())
+        }
+    }
 }
 
 #[cfg(test)]

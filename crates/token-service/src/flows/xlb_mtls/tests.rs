@@ -264,8 +264,28 @@ async fn lb_secret_is_checked_in_constant_time_before_any_certificate_header() {
         }),
         ..Default::default()
     });
-    // Without the secret the flow claims the request and refuses it, whatever the headers say.
-    assert!(f.can_handle(&request(&[])));
+    // Without the secret the flow never claims the request (another flow may serve it), and
+    // refuses it if asked directly, whatever the headers say.
+    assert!(!f.can_handle(&request(&[])));
+    assert!(!f.can_handle(&request(&[("x-client-cert-present", "true")])));
+    assert!(!f.can_handle(&request(&[
+        ("x-client-cert-present", "true"),
+        ("x-lb-secret", "s3cret2")
+    ])));
+    assert!(f.can_handle(&request(&[
+        ("x-client-cert-present", "true"),
+        ("x-lb-secret", "s3cret")
+    ])));
+    // Why it declined: certificate headers without the secret are untrusted (403), no headers
+    // at all is a request for another flow (400).
+    assert!(matches!(
+        f.declined(&request(&[("x-client-cert-present", "true")])),
+        FlowError::Unauthorized(m) if m.contains("x-lb-secret") && m.contains("not trusted")
+    ));
+    assert!(matches!(
+        f.declined(&request(&[])),
+        FlowError::InvalidRequest(m) if m == "no load-balancer certificate headers with a valid secret (header 'x-lb-secret')"
+    ));
     for headers in [
         with(&[]),
         with(&[("x-lb-secret", "wrong")]),

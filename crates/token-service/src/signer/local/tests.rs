@@ -155,3 +155,194 @@ fn generated_key_is_private_and_reused() {
     assert!(!generated);
     assert_eq!(first.key_id(), second.key_id());
 }
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+fn chmod(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn write_atomic_leaves_the_whole_file_or_none_and_no_temporary() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("new").join("file.pem");
+    write_atomic(&path, b"first", "X").unwrap();
+    write_atomic(&path, b"second", "X").unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), b"second");
+    assert_eq!(mode(&path), 0o600);
+    assert_eq!(mode(path.parent().unwrap()), 0o700);
+    let names: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["file.pem"], "no temporary file is left");
+    // A write that fails (here: the target is a folder) leaves the old state and no
+    // temporary file behind, and names the file.
+    let folder = dir.path().join("new").join("taken");
+    std::fs::create_dir(&folder).unwrap();
+    let e = write_atomic(&folder, b"x", "X").unwrap_err();
+    assert!(
+        e.starts_with("X: cannot write '") && e.contains("taken"),
+        "{e}"
+    );
+    let left: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn a_start_interrupted_while_writing_the_key_recovers_or_names_the_file_to_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    chmod(&data, 0o700);
+    // What a crash during the atomic write leaves: a temporary file, no key. It is ignored
+    // (and removed once stale), and the key is generated.
+    let temporary = data.join(".signing-key.pem.tmp-1234-5678");
+    std::fs::write(&temporary, "-----BEGIN PRIVATE KEY-----\nMIIE").unwrap();
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&temporary)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let (_, path, generated) = LocalSigner::load_or_generate(&data).unwrap();
+    assert!(generated);
+    assert!(!temporary.exists(), "the stale temporary file is removed");
+    // What a crash during the old, direct write left: a truncated key. Not provably ours, so
+    // not replaced: the error names the exact file to delete.
+    let pem = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, &pem[..pem.len() / 2]).unwrap();
+    chmod(&path, 0o600);
+    let e = LocalSigner::load_or_generate(&data).unwrap_err();
+    assert!(e.contains(&format!("delete '{}'", path.display())), "{e}");
+    assert!(path.exists(), "the file is left alone");
+}
+
+#[test]
+fn data_dir_writable_by_others_and_loose_generated_keys_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    for loose in [0o777, 0o770, 0o722] {
+        chmod(&data, loose);
+        let e = LocalSigner::load_or_generate(&data).unwrap_err();
+        assert!(
+            e.starts_with("DATA_DIR: '")
+                && e.contains("can be written by other users")
+                && e.contains(&format!("chmod 700 {}", data.display())),
+            "{loose:o}: {e}"
+        );
+        assert!(
+            !data.join(GENERATED_KEY_FILE).exists(),
+            "no key is generated"
+        );
+    }
+    // World-writable with the sticky bit (like /tmp): other users cannot replace our files.
+    chmod(&data, 0o1777);
+    let (_, path, _) = LocalSigner::load_or_generate(&data).unwrap();
+    chmod(&data, 0o700);
+    for loose in [0o640, 0o604, 0o660, 0o644] {
+        chmod(&path, loose);
+        let e = LocalSigner::load_or_generate(&data).unwrap_err();
+        assert!(
+            e.contains("can be read or written by other users")
+                && e.contains(&format!("chmod 600 {}", path.display())),
+            "{loose:o}: {e}"
+        );
+    }
+    chmod(&path, 0o600);
+    assert!(LocalSigner::load_or_generate(&data).is_ok());
+    // The same rule through a symlinked folder.
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&data, &link).unwrap();
+    chmod(&data, 0o777);
+    assert!(LocalSigner::load_or_generate(&link).is_err());
+}
+
+#[test]
+fn signing_key_file_writable_by_others_is_refused_and_world_readable_warns() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    std::fs::create_dir(&keys).unwrap();
+    let path = keys.join("key.pem");
+    std::fs::write(&path, ec_pem()).unwrap();
+    for loose in [0o666, 0o620, 0o602] {
+        chmod(&path, loose);
+        let e = LocalSigner::from_key_file(&path).unwrap_err();
+        assert!(
+            e.starts_with("SIGNING_KEY_FILE: '")
+                && e.contains("can be written by other users")
+                && e.contains(&format!("chmod go-w {}", path.display())),
+            "{loose:o}: {e}"
+        );
+    }
+    // Group-readable (Kubernetes defaultMode 0440 with fsGroup) is fine; world-readable
+    // (Kubernetes' default 0644) warns.
+    for (fine, warnings) in [
+        (0o600, 0),
+        (0o400, 0),
+        (0o440, 0),
+        (0o640, 0),
+        (0o644, 1),
+        (0o444, 1),
+    ] {
+        chmod(&path, fine);
+        let (_, found) = LocalSigner::from_key_file(&path).unwrap();
+        assert_eq!(found.len(), warnings, "{fine:o}: {found:?}");
+    }
+    // A folder others can write (without the sticky bit), also behind a symlink, as
+    // Kubernetes mounts secrets.
+    chmod(&path, 0o440);
+    chmod(&keys, 0o777);
+    let link = dir.path().join("link.pem");
+    std::os::unix::fs::symlink(&path, &link).unwrap();
+    for presented in [&path, &link] {
+        let e = LocalSigner::from_key_file(presented).unwrap_err();
+        assert!(
+            e.contains("the folder") && e.contains(&format!("chmod go-w {}", keys.display())),
+            "{e}"
+        );
+    }
+    chmod(&keys, 0o1777);
+    assert!(LocalSigner::from_key_file(&link).is_ok());
+}
+
+#[test]
+fn key_files_and_data_dir_of_another_user_are_refused() {
+    if rustix::process::geteuid().as_raw() != 0 {
+        // Only root can give a file away; the rule is the same code path as the mode checks.
+        return;
+    }
+    let other = Some(54_321);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (_, path, _) = LocalSigner::load_or_generate(&data).unwrap();
+    std::os::unix::fs::chown(&path, other, None).unwrap();
+    let e = LocalSigner::load_or_generate(&data).unwrap_err();
+    assert!(
+        e.contains("belongs to user 54321") && e.contains("chown 0 "),
+        "{e}"
+    );
+    std::os::unix::fs::chown(&path, Some(0), None).unwrap();
+    std::os::unix::fs::chown(&data, other, None).unwrap();
+    let e = LocalSigner::load_or_generate(&data).unwrap_err();
+    assert!(
+        e.starts_with("DATA_DIR: '") && e.contains("belongs to user 54321"),
+        "{e}"
+    );
+    let key = dir.path().join("key.pem");
+    std::fs::write(&key, ec_pem()).unwrap();
+    std::os::unix::fs::chown(&key, other, None).unwrap();
+    let e = LocalSigner::from_key_file(&key).unwrap_err();
+    assert!(
+        e.contains("neither the user Token Service runs as (0) nor root"),
+        "{e}"
+    );
+}
