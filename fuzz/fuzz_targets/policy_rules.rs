@@ -67,6 +67,7 @@ fn clients() -> Vec<AuthenticatedClient> {
                 dns_sans: vec!["api.prod.example.com".into()],
                 uri_sans: vec!["https://example.com/api".into()],
                 sha256_fingerprint: Some("q83vEjRWeJq83vEjRWeJq83vEjRWeJq83vEjRWeJq80".into()),
+                sha256_fingerprint_twin: Some("3q2+796tvu/erb7v3q2+796tvu/erb7v3q2+796tvu8".into()),
                 serial_number: Some("01:02".into()),
                 issuer_ca_sha256: Some("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8".into()),
                 subject: pairs(&[("CN", "api"), ("O", "Example")]),

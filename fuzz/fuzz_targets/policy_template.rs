@@ -20,7 +20,7 @@ fn client() -> AuthenticatedClient {
         flow: "xlb-mtls-client-credentials".into(),
         client_id: "client-1".into(),
         facts: CertificateFacts {
-            spiffe_id: Some("spiffe://Example.org/ns/a/sa/b".into()),
+            spiffe_id: Some("spiffe://example.org/ns/a/sa/b".into()),
             dns_sans: vec!["a.example.com".into(), "b.example.com".into()],
             uri_sans: vec!["https://a.example/x".into()],
             sha256_fingerprint: Some("AAAA".into()),

@@ -43,6 +43,11 @@ pub struct CertificateFacts {
     pub uri_sans: Vec<String>,
     /// Base64 (standard alphabet) SHA-256 fingerprint of the DER certificate.
     pub sha256_fingerprint: Option<String>,
+    /// The fingerprint of the certificate's re-signed twin: the same certificate with the other
+    /// encoding of its ECDSA signature ((r, s) and (r, n − s) both verify). Deny lists and
+    /// fingerprint conditions match either form; never a claim. `None` without an ECDSA
+    /// signature or when the flow saw only the load balancer's facts.
+    pub sha256_fingerprint_twin: Option<String>,
     /// Serial number as the verifier reported it.
     pub serial_number: Option<String>,
     /// Start of the validity period, seconds since the epoch.
@@ -59,6 +64,8 @@ pub struct CertificateFacts {
     pub issuer: Vec<(String, String)>,
     /// Base64 SHA-256 fingerprint of the CA certificate that issued the leaf, when known.
     pub issuer_ca_sha256: Option<String>,
+    /// The fingerprint of that CA certificate's re-signed twin (see `sha256_fingerprint_twin`).
+    pub issuer_ca_sha256_twin: Option<String>,
 }
 
 /// A client that a flow has authenticated.

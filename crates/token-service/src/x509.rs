@@ -26,6 +26,9 @@ use x509_parser::prelude::{FromDer, GeneralName, X509Certificate, X509Name};
 
 use crate::model::CertificateFacts;
 
+pub mod spiffe;
+pub mod twin;
+
 /// Where the client trust material comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrustSettings {
@@ -53,6 +56,8 @@ struct CaCert {
     subject: Vec<u8>,
     key_id: Option<Vec<u8>>,
     sha256: String,
+    /// The fingerprint of its re-signed twin, if its signature is ECDSA.
+    twin: Option<String>,
 }
 
 impl CaCert {
@@ -61,7 +66,13 @@ impl CaCert {
             subject: cert.subject().as_raw().to_vec(),
             key_id: subject_key_id(cert).map(<[u8]>::to_vec),
             sha256: fingerprint(der),
+            twin: twin_fingerprint(der),
         }
+    }
+
+    /// Whether `other` is this certificate, in either signature encoding.
+    fn same_certificate(&self, other: &CaCert) -> bool {
+        other.sha256 == self.sha256 || self.twin.as_ref() == Some(&other.sha256)
     }
 
     fn issued(&self, leaf: &X509Certificate<'_>) -> bool {
@@ -91,15 +102,30 @@ fn authority_key_id<'a>(cert: &X509Certificate<'a>) -> Option<&'a [u8]> {
         })
 }
 
-/// The single distinct value of `values`, if there is exactly one.
-fn unique<'a>(mut values: impl Iterator<Item = &'a str>) -> Option<String> {
-    let first = values.next()?;
-    values.all(|v| v == first).then(|| first.to_owned())
+/// The fingerprints (as presented, of the twin) of the single distinct CA certificate among
+/// `candidates`, a certificate and its re-signed twin counting as one; `(None, None)` unless
+/// there is exactly one.
+fn unique<'a>(
+    mut candidates: impl Iterator<Item = &'a CaCert>,
+) -> (Option<String>, Option<String>) {
+    let Some(first) = candidates.next() else {
+        return (None, None);
+    };
+    if candidates.all(|c| first.same_certificate(c)) {
+        (Some(first.sha256.clone()), first.twin.clone())
+    } else {
+        (None, None)
+    }
 }
 
 /// Base64 (standard alphabet, no padding) SHA-256 of DER bytes.
 pub fn fingerprint(der: &[u8]) -> String {
     STANDARD_NO_PAD.encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der))
+}
+
+/// The [`fingerprint`] of a certificate's re-signed twin ([`twin::twin`]), if it has one.
+pub fn twin_fingerprint(der: &[u8]) -> Option<String> {
+    twin::twin(der).map(|t| fingerprint(&t))
 }
 
 /// The current trust material; swapped atomically on reload.
@@ -258,12 +284,19 @@ impl Trust {
             .map_err(|e| describe(&e))
     }
 
-    /// SHA-256 fingerprint of the CA certificate that issued the leaf of an already verified
-    /// chain: the one CA certificate (of the bundle, else of the intermediates the client sent)
-    /// whose subject is the leaf's issuer and whose key identifier matches the leaf's authority
-    /// key identifier. `None` when that is not unique, so conditions on it fail closed.
-    pub fn issuer_fingerprint(&self, chain: &[Vec<u8>]) -> Option<String> {
-        let (_, leaf) = X509Certificate::from_der(chain.first()?).ok()?;
+    /// SHA-256 fingerprints (as presented, and of its re-signed twin) of the CA certificate
+    /// that issued the leaf of an already verified chain: the one CA certificate (of the
+    /// bundle, else of the intermediates the client sent) whose subject is the leaf's issuer
+    /// and whose key identifier matches the leaf's authority key identifier; an intermediate
+    /// sent in both signature encodings counts once. `(None, None)` when that is not unique,
+    /// so conditions on it fail closed.
+    pub fn issuer_fingerprint(&self, chain: &[Vec<u8>]) -> (Option<String>, Option<String>) {
+        let Some((_, leaf)) = chain
+            .first()
+            .and_then(|der| X509Certificate::from_der(der).ok())
+        else {
+            return (None, None);
+        };
         let material = self.current();
         let from_bundle: Vec<&CaCert> = material.cas.iter().filter(|c| c.issued(&leaf)).collect();
         let from_chain: Vec<CaCert> = chain
@@ -276,9 +309,9 @@ impl Trust {
             .filter(|c| c.issued(&leaf))
             .collect();
         if from_bundle.is_empty() {
-            unique(from_chain.iter().map(|c| c.sha256.as_str()))
+            unique(from_chain.iter())
         } else {
-            unique(from_bundle.iter().map(|c| c.sha256.as_str()))
+            unique(from_bundle.into_iter())
         }
     }
 
@@ -406,12 +439,16 @@ impl ClientIdAttribute {
 
 /// Extracts the facts of a DER certificate, encoded as Google's load balancer does: SHA-256
 /// fingerprint in base64 (standard alphabet, no padding), serial as colon-separated lowercase
-/// hex of the DER serial bytes, the SPIFFE ID apart from the other URI SANs.
+/// hex of the DER serial bytes, the SPIFFE ID apart from the other URI SANs; plus the
+/// fingerprint of the re-signed twin, for deny lists. Refuses, with a sentence saying what is
+/// wrong, a certificate whose SAN extension cannot be read, with more than one SPIFFE ID (URI
+/// SAN whose scheme is `spiffe` in any letter case) or with a malformed one ([`spiffe::parse`]).
 pub fn facts(der: &[u8]) -> Result<CertificateFacts, String> {
     let (_, cert) = X509Certificate::from_der(der)
         .map_err(|_| "The client certificate cannot be parsed".to_owned())?;
     let mut facts = CertificateFacts {
         sha256_fingerprint: Some(fingerprint(der)),
+        sha256_fingerprint_twin: twin_fingerprint(der),
         serial_number: Some(
             cert.raw_serial()
                 .iter()
@@ -427,21 +464,27 @@ pub fn facts(der: &[u8]) -> Result<CertificateFacts, String> {
         issuer: attributes(cert.issuer()),
         ..CertificateFacts::default()
     };
-    if let Ok(Some(san)) = cert.subject_alternative_name() {
-        for name in &san.value.general_names {
-            match name {
-                GeneralName::DNSName(dns) => facts.dns_sans.push((*dns).to_owned()),
-                GeneralName::URI(uri)
-                    if uri
-                        .get(..9)
-                        .is_some_and(|s| s.eq_ignore_ascii_case("spiffe://"))
-                        && facts.spiffe_id.is_none() =>
-                {
-                    facts.spiffe_id = Some((*uri).to_owned());
+    let san = cert.subject_alternative_name().map_err(|_| {
+        "The client certificate's subjectAltName extension cannot be parsed (or appears twice)"
+            .to_owned()
+    })?;
+    for name in san.iter().flat_map(|san| &san.value.general_names) {
+        match name {
+            GeneralName::DNSName(dns) => facts.dns_sans.push((*dns).to_owned()),
+            GeneralName::URI(uri) if spiffe::is_spiffe(uri) => {
+                let id = spiffe::parse(uri).map_err(|why| {
+                    format!(
+                        "The client certificate's SPIFFE ID '{}' is not valid: {why}",
+                        spiffe::printable(uri, 256)
+                    )
+                })?;
+                if facts.spiffe_id.is_some() {
+                    return Err("The client certificate has more than one SPIFFE ID (URI SAN with scheme spiffe); a SPIFFE certificate carries exactly one".to_owned());
                 }
-                GeneralName::URI(uri) => facts.uri_sans.push((*uri).to_owned()),
-                _ => {}
+                facts.spiffe_id = Some(id.as_str().to_owned());
             }
+            GeneralName::URI(uri) => facts.uri_sans.push((*uri).to_owned()),
+            _ => {}
         }
     }
     Ok(facts)

@@ -985,3 +985,45 @@ async fn request_without_the_header_is_400_like_any_request_without_credentials(
     assert_eq!(rejected.len(), cases.len(), "{rejected:#?}");
     assert!(service.events("token_issued").is_empty());
 }
+
+/// Issue 10, finding 12: the forwarded-certificate flow validates SPIFFE IDs as direct mTLS
+/// does: a malformed one, or a second one, is refused saying what is wrong.
+#[tokio::test]
+async fn forwarded_certificates_with_a_malformed_or_second_spiffe_id_are_refused() {
+    let pki = Pki::new();
+    let service = Proxied::start(&pki, None, &[]);
+    let issue = |spiffe: &str, uri: Option<&str>| {
+        pki.root.issue(tls_support::Spec {
+            spiffe: Some(spiffe.to_owned()),
+            uri: uri.map(str::to_owned),
+            ..tls_support::Spec::client("workload", &[0x40, 0x02])
+        })
+    };
+    let leaf = issue("spiffe://example.org/ns/PROD/sa/../admin", None);
+    let (status, body) = service
+        .post(&[("Client-Cert", &sf_binary(&leaf.der))])
+        .await;
+    assert_refused(
+        status,
+        &body,
+        "The client certificate's SPIFFE ID 'spiffe://example.org/ns/PROD/sa/../admin' is not valid: the path has a '..' segment",
+    );
+    let leaf = issue("spiffe://example.org/a", Some("spiffe://example.org/b"));
+    let (status, body) = service
+        .post(&[("Client-Cert", &sf_binary(&leaf.der))])
+        .await;
+    assert_refused(
+        status,
+        &body,
+        "The client certificate has more than one SPIFFE ID (URI SAN with scheme spiffe); a SPIFFE certificate carries exactly one",
+    );
+    let leaf = issue("spiffe://example.org/ns/PROD/sa/x", Some("urn:example:x"));
+    service
+        .assert_token_for(
+            service
+                .post(&[("Client-Cert", &sf_binary(&leaf.der))])
+                .await,
+            &leaf,
+        )
+        .await;
+}

@@ -1225,3 +1225,378 @@ fn startup_with_a_broken_policy_exits_nonzero_naming_the_file_line_and_reason() 
         "{err}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// 9. Re-signed certificates (issue 10, finding 1) and SPIFFE ID letter case (finding 12)
+// ---------------------------------------------------------------------------------------------
+
+/// The order n of the P-256 group, big-endian (SEC 2 §2.4.2), the curve rcgen's default keys use.
+const P256_N: [u8; 32] = [
+    0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    0xbc, 0xe6, 0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63, 0x25, 0x51,
+];
+
+/// A DER TLV: (header + contents, contents, rest). Lengths up to 0xffff.
+fn der_tlv(input: &[u8]) -> (&[u8], &[u8], &[u8]) {
+    let (len, header) = match input[1] {
+        n if n < 0x80 => (usize::from(n), 2),
+        0x81 => (usize::from(input[2]), 3),
+        0x82 => (usize::from(input[2]) << 8 | usize::from(input[3]), 4),
+        n => panic!("length form {n:#x}"),
+    };
+    (
+        &input[..header + len],
+        &input[header..header + len],
+        &input[header + len..],
+    )
+}
+
+fn der_encode(tag: u8, contents: &[u8]) -> Vec<u8> {
+    let len = contents.len();
+    let mut out = vec![tag];
+    match len {
+        0..0x80 => out.push(len as u8),
+        0x80..0x100 => out.extend([0x81, len as u8]),
+        _ => out.extend([0x82, (len >> 8) as u8, len as u8]),
+    }
+    out.extend_from_slice(contents);
+    out
+}
+
+/// What a holder of a P-256-signed certificate can do without any key: replace the signature
+/// (r, s) by (r, n - s). Same TBSCertificate, still verifies, new bytes.
+fn re_signed(der: &[u8]) -> Vec<u8> {
+    let (_, certificate, _) = der_tlv(der);
+    let (tbs, _, rest) = der_tlv(certificate);
+    let (algorithm, _, rest) = der_tlv(rest);
+    let (_, bits, _) = der_tlv(rest);
+    assert_eq!(bits[0], 0);
+    let (_, value, _) = der_tlv(&bits[1..]);
+    let (r, _, rest) = der_tlv(value);
+    let (_, s, _) = der_tlv(rest);
+    let s: Vec<u8> = s.iter().copied().skip_while(|b| *b == 0).collect();
+    let mut s_padded = vec![0u8; 32 - s.len()];
+    s_padded.extend(&s);
+    // n - s, byte by byte from the right, with a borrow.
+    let mut twin = [0u8; 32];
+    let mut borrow = 0u16;
+    for i in (0..32).rev() {
+        let d = 0x100 + u16::from(P256_N[i]) - u16::from(s_padded[i]) - borrow;
+        twin[i] = d as u8;
+        borrow = u16::from(d < 0x100);
+    }
+    let mut twin: Vec<u8> = twin.iter().copied().skip_while(|b| *b == 0).collect();
+    if twin[0] & 0x80 != 0 {
+        twin.insert(0, 0);
+    }
+    let value = der_encode(0x30, &[r, &der_encode(0x02, &twin)].concat());
+    let bits = der_encode(0x03, &[&[0][..], &value].concat());
+    let copy = der_encode(0x30, &[tbs, algorithm, &bits].concat());
+    assert_ne!(copy, der);
+    copy
+}
+
+/// `leaf` presented with its signature re-encoded (and the intermediates it sends unchanged).
+fn re_signed_leaf(leaf: &Leaf) -> Leaf {
+    let der = re_signed(&leaf.der);
+    let pem = common::pem("CERTIFICATE", &der);
+    let mut chain_der = leaf.chain_der.clone();
+    chain_der[0] = der.clone();
+    Leaf {
+        chain_pem: leaf.chain_pem.replacen(&leaf.pem, &pem, 1),
+        der,
+        pem,
+        chain_der,
+        ..leaf.clone()
+    }
+}
+
+/// `leaf` sending these intermediates (DER) instead of its own.
+fn with_intermediates(leaf: &Leaf, intermediates: &[&[u8]]) -> Leaf {
+    let mut chain_pem = leaf.pem.clone();
+    let mut chain_der = vec![leaf.der.clone()];
+    for der in intermediates {
+        chain_pem.push_str(&common::pem("CERTIFICATE", der));
+        chain_der.push(der.to_vec());
+    }
+    Leaf {
+        chain_pem,
+        chain_der,
+        ..leaf.clone()
+    }
+}
+
+const RE_SIGNED_POLICY: &str = r#"
+[deny_lists]
+sha256_fingerprints = "revoked.txt"
+
+[[rule]]
+name = "paused-intermediate"
+decision = "deny"
+reason = "the intermediate CA is paused"
+[rule.match]
+issuer_ca_sha256 = "INTERMEDIATE"
+
+[[rule]]
+name = "everyone"
+decision = "allow"
+"#;
+
+/// A deny list holding `valid` as issued and `no_dns` as re-signed (the fingerprints a user
+/// copies from tokens and logs), and a deny rule on the intermediate's fingerprint.
+fn re_signed_files(pki: &Pki) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    common::temp_file(
+        &dir,
+        "revoked.txt",
+        &format!(
+            "{}\n{}\n",
+            sha256_b64(&pki.valid.der),
+            sha256_b64(&re_signed(&pki.no_dns.der))
+        ),
+    );
+    let policy = policy_in(
+        &dir,
+        &RE_SIGNED_POLICY.replace("INTERMEDIATE", &sha256_b64(&pki.intermediate.der)),
+    );
+    (dir, policy)
+}
+
+#[tokio::test]
+async fn a_re_signed_certificate_stays_denied_over_mtls() {
+    let pki = Pki::new();
+    let (_dir, policy) = re_signed_files(&pki);
+    // The intermediate is not in TLS_CLIENT_CA_FILE: its fingerprint comes from the client.
+    let service = TlsService::start(&pki, &pki.root.pem, None, &[("POLICY_FILE", &policy)]);
+    let intermediate = pki.intermediate.der.as_slice();
+    let intermediate_twin = re_signed(intermediate);
+
+    for (what, leaf, rule) in [
+        (
+            "listed, as issued",
+            pki.valid.clone(),
+            "deny_lists.sha256_fingerprints",
+        ),
+        (
+            "listed, re-signed",
+            re_signed_leaf(&pki.valid),
+            "deny_lists.sha256_fingerprints",
+        ),
+        (
+            "listed re-signed, as issued",
+            pki.no_dns.clone(),
+            "deny_lists.sha256_fingerprints",
+        ),
+        (
+            "listed re-signed, re-signed",
+            re_signed_leaf(&pki.no_dns),
+            "deny_lists.sha256_fingerprints",
+        ),
+        (
+            "paused CA, as issued",
+            pki.via_intermediate.clone(),
+            "paused-intermediate",
+        ),
+        (
+            "paused CA re-signed",
+            with_intermediates(&pki.via_intermediate, &[&intermediate_twin]),
+            "paused-intermediate",
+        ),
+        (
+            "paused CA in both encodings",
+            with_intermediates(&pki.via_intermediate, &[&intermediate_twin, intermediate]),
+            "paused-intermediate",
+        ),
+    ] {
+        let (status, body) = mtls_token(&service, &pki, &leaf).await;
+        assert_eq!(status, 403, "{what}: {body}");
+        assert_denied(status, &body, &[]);
+        let line = assert_decision(&service.server, "deny", rule, leaf.spiffe(), MTLS);
+        let presented = sha256_b64(&leaf.der);
+        if rule.starts_with("deny_lists") {
+            assert!(
+                line["matched"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with(&format!("sha256_fingerprint '{presented}' is listed")),
+                "{what}: {line}"
+            );
+        }
+    }
+    let line = events(&service.server, "policy_decision").pop().unwrap();
+    assert!(
+        line["matched"]
+            .as_str()
+            .unwrap()
+            .contains("other ECDSA signature encoding"),
+        "{line}"
+    );
+
+    // A re-signed certificate that is not listed gets its token; x5_sha256 is the hash of the
+    // bytes presented. (No CRL is loaded here: `revoked` is an ordinary certificate.)
+    let copy = re_signed_leaf(&pki.revoked);
+    let (status, body) = mtls_token(&service, &pki, &copy).await;
+    let claims = verify_tls(&service, &pki, &id_token(status, &body)).await;
+    assert_eq!(
+        claims["client"]["x5_sha256"],
+        sha256_b64(&copy.der),
+        "{claims}"
+    );
+    assert_eq!(claims["sub"], copy.spiffe(), "{claims}");
+}
+
+/// RFC 9440 byte sequence: `:base64:`.
+fn sf_binary(der: &[u8]) -> String {
+    format!(
+        ":{}:",
+        base64::engine::general_purpose::STANDARD.encode(der)
+    )
+}
+
+#[tokio::test]
+async fn a_re_signed_certificate_stays_denied_through_the_forwarded_certificate_flow() {
+    let pki = Pki::new();
+    let (dir, policy) = re_signed_files(&pki);
+    let ca = common::temp_file(&dir, "client-ca.pem", &pki.root.pem)
+        .display()
+        .to_string();
+    // Clients named by fingerprint: the client ID too is the hash of the bytes presented.
+    let server = Server::start(&[
+        ("AUTH_FLOWS", "forwarded-cert-client-credentials"),
+        ("TLS_CLIENT_CA_FILE", &ca),
+        ("TRUSTED_PROXIES", "127.0.0.1/32"),
+        ("MTLS_CLIENT_ID_ATTRIBUTE", "sha256"),
+        ("POLICY_FILE", &policy),
+    ]);
+    let intermediate_twin = re_signed(&pki.intermediate.der);
+    let post = |leaf: Vec<u8>, chain: Option<Vec<u8>>| {
+        let mut request = common::client()
+            .post(server.url("/token"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("Client-Cert", sf_binary(&leaf))
+            .body(GRANT);
+        if let Some(chain) = chain {
+            request = request.header("Client-Cert-Chain", sf_binary(&chain));
+        }
+        send(request)
+    };
+    for (what, leaf, chain, rule) in [
+        (
+            "listed, re-signed",
+            re_signed(&pki.valid.der),
+            None,
+            "deny_lists.sha256_fingerprints",
+        ),
+        (
+            "listed re-signed, as issued",
+            pki.no_dns.der.clone(),
+            None,
+            "deny_lists.sha256_fingerprints",
+        ),
+        (
+            "paused CA re-signed",
+            pki.via_intermediate.der.clone(),
+            Some(intermediate_twin.clone()),
+            "paused-intermediate",
+        ),
+    ] {
+        let client_id = sha256_b64(&leaf);
+        let (status, body) = post(leaf, chain).await;
+        assert_eq!(status, 403, "{what}: {body}");
+        assert_denied(status, &body, &[]);
+        assert_decision(
+            &server,
+            "deny",
+            rule,
+            &client_id,
+            "forwarded-cert-client-credentials",
+        );
+    }
+
+    let copy = re_signed(&pki.revoked.der);
+    let (status, body) = post(copy.clone(), None).await;
+    let claims = common::verify(&id_token(status, &body), &server.base, AUDIENCE).await;
+    assert_eq!(claims["sub"], sha256_b64(&copy), "{claims}");
+    assert_eq!(claims["client"]["x5_sha256"], sha256_b64(&copy), "{claims}");
+}
+
+#[tokio::test]
+async fn letter_case_does_not_walk_around_a_spiffe_id_deny_glob() {
+    let policy = r#"
+[[rule]]
+name = "no-admin"
+decision = "deny"
+reason = "admin is not a workload"
+[rule.match]
+spiffe_id = "spiffe://example.org/ns/prod/sa/admin*"
+
+[[rule]]
+name = "everyone"
+decision = "allow"
+"#;
+    // The load balancer's header flow: the SPIFFE ID it reports is validated too.
+    let p = Policed::start(policy, &[], &[]);
+    let (status, body) = p.token_as("spiffe://example.org/ns/prod/sa/admin").await;
+    assert_denied(status, &body, &[]);
+    for (id, why) in [
+        (
+            "spiffe://EXAMPLE.org/ns/prod/sa/admin",
+            "the trust domain must be lowercase",
+        ),
+        (
+            "SPIFFE://example.org/ns/prod/sa/admin",
+            "the scheme must be written in lowercase ('spiffe://')",
+        ),
+        (
+            "spiffe://example.org/ns/prod/sa/x/../admin",
+            "the path has a '..' segment",
+        ),
+        (
+            "spiffe://example.org/ns/prod/sa%2Fadmin",
+            "it must not contain percent-encoding ('%')",
+        ),
+    ] {
+        let (status, body) = p.token_as(id).await;
+        assert_refused(
+            status,
+            &body,
+            &format!(
+                "Header x-client-cert-spiffe holds '{id}', which is not a valid SPIFFE ID: {why}"
+            ),
+        );
+    }
+    let (status, body) = p.token_as("spiffe://example.org/ns/prod/sa/web").await;
+    id_token(status, &body);
+
+    // Direct mutual TLS with certificates that carry such IDs.
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let service = TlsService::start(
+        &pki,
+        &pki.root.pem,
+        None,
+        &[("POLICY_FILE", &policy_in(&dir, policy))],
+    );
+    let issue = |spiffe: &str| {
+        pki.root.issue(tls_support::Spec {
+            spiffe: Some(spiffe.to_owned()),
+            ..tls_support::Spec::client("admin", &[0x30, 0x01])
+        })
+    };
+    let (status, body) = mtls_token(
+        &service,
+        &pki,
+        &issue("spiffe://example.org/ns/prod/sa/admin"),
+    )
+    .await;
+    assert_denied(status, &body, &[]);
+    let id = "spiffe://Example.ORG/ns/prod/sa/admin";
+    let (status, body) = mtls_token(&service, &pki, &issue(id)).await;
+    assert_refused(
+        status,
+        &body,
+        &format!(
+            "The client certificate's SPIFFE ID '{id}' is not valid: the trust domain must be lowercase"
+        ),
+    );
+}

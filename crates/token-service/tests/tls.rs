@@ -587,3 +587,169 @@ async fn flow_order_does_not_matter_a_request_without_the_lb_secret_is_left_to_d
         "the secret is never logged"
     );
 }
+
+/// Issue 10, finding 12: every `spiffe://` URI SAN (scheme in any letter case) is validated
+/// against the SPIFFE ID specification; a certificate with a malformed one or with two is
+/// refused saying what is wrong; other URI SANs stay allowed.
+#[tokio::test]
+async fn spiffe_ids_are_validated_and_a_certificate_may_carry_only_one() {
+    let pki = Pki::new();
+    let service = TlsService::start(&pki, &pki.root.pem, None, &[]);
+    let issue = |spiffe: &str, uri: Option<&str>| {
+        pki.root.issue(Spec {
+            spiffe: Some(spiffe.to_owned()),
+            uri: uri.map(str::to_owned),
+            ..Spec::client("workload", &[0x40, 0x01])
+        })
+    };
+    let token = |leaf: Leaf| {
+        let client = https_client(&pki.root.pem, Some(&leaf));
+        let service = &service;
+        async move { post_token(&client, service).await }
+    };
+    let invalid = |shown: &str, why: &str| {
+        format!("The client certificate's SPIFFE ID '{shown}' is not valid: {why}")
+    };
+    let cases: Vec<(&str, String)> = vec![
+        (
+            "SPIFFE://example.org/ns/prod/sa/a",
+            invalid(
+                "SPIFFE://example.org/ns/prod/sa/a",
+                "the scheme must be written in lowercase ('spiffe://')",
+            ),
+        ),
+        (
+            "spiffe://Example.org/a",
+            invalid(
+                "spiffe://Example.org/a",
+                "the trust domain must be lowercase",
+            ),
+        ),
+        (
+            "spiffe://user@example.org/a",
+            invalid(
+                "spiffe://user@example.org/a",
+                "the trust domain must not carry userinfo ('@')",
+            ),
+        ),
+        (
+            "spiffe://example.org:8443/a",
+            invalid(
+                "spiffe://example.org:8443/a",
+                "the trust domain must not carry a port (':')",
+            ),
+        ),
+        (
+            "spiffe://example.org/ns/../admin",
+            invalid(
+                "spiffe://example.org/ns/../admin",
+                "the path has a '..' segment",
+            ),
+        ),
+        (
+            "spiffe://example.org/ns/./a",
+            invalid("spiffe://example.org/ns/./a", "the path has a '.' segment"),
+        ),
+        (
+            "spiffe://example.org/a?admin=1",
+            invalid(
+                "spiffe://example.org/a?admin=1",
+                "it must not contain a query ('?')",
+            ),
+        ),
+        (
+            "spiffe://example.org/a#admin",
+            invalid(
+                "spiffe://example.org/a#admin",
+                "it must not contain a fragment ('#')",
+            ),
+        ),
+        (
+            "spiffe://example.org/ns%2Fadmin",
+            invalid(
+                "spiffe://example.org/ns%2Fadmin",
+                "it must not contain percent-encoding ('%')",
+            ),
+        ),
+        (
+            "spiffe://example.org//a",
+            invalid(
+                "spiffe://example.org//a",
+                "the path has an empty segment ('//')",
+            ),
+        ),
+        (
+            "spiffe://example.org/a/",
+            invalid("spiffe://example.org/a/", "the path must not end with '/'"),
+        ),
+        (
+            "spiffe://example.org/a\nb",
+            invalid(
+                "spiffe://example.org/a\\nb",
+                "it contains the control character '\\n'",
+            ),
+        ),
+        (
+            "spiffe:example.org/a",
+            invalid(
+                "spiffe:example.org/a",
+                "it must start with 'spiffe://' followed by the trust domain",
+            ),
+        ),
+    ];
+    for (spiffe, description) in &cases {
+        let (status, body) = token(issue(spiffe, None)).await;
+        assert_refused(status, &body, description);
+    }
+    let long = format!("spiffe://example.org/{}", "a".repeat(2100));
+    let (status, body) = token(issue(&long, None)).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .ends_with("is not valid: it is 2121 bytes long, more than the 2048 allowed"),
+        "{body}"
+    );
+
+    // Two SPIFFE IDs, in either order or letter case, are refused.
+    let two = "The client certificate has more than one SPIFFE ID (URI SAN with scheme spiffe); a SPIFFE certificate carries exactly one";
+    let (status, body) = token(issue(
+        "spiffe://example.org/a",
+        Some("spiffe://example.org/b"),
+    ))
+    .await;
+    assert_refused(status, &body, two);
+    let (status, body) = token(issue(
+        "spiffe://example.org/a",
+        Some("Spiffe://example.org/b"),
+    ))
+    .await;
+    assert_refused(
+        status,
+        &body,
+        &invalid(
+            "Spiffe://example.org/b",
+            "the scheme must be written in lowercase ('spiffe://')",
+        ),
+    );
+
+    // Other URI SANs stay allowed; the SPIFFE ID is found by scheme.
+    for uri in [
+        "urn:uuid:6e8bc430-9c3a-11d9-9669-0800200c9a66",
+        "https://example.org/SPIFFE://x",
+    ] {
+        let leaf = issue("spiffe://example.org/ns/prod/sa/workload", Some(uri));
+        let (status, body) = token(leaf).await;
+        let token = id_token(status, &body);
+        let claims = common::verify_with(
+            &https_client(&pki.root.pem, None),
+            &token,
+            &service.base,
+            common::AUDIENCE,
+        )
+        .await;
+        assert_eq!(claims["sub"], "spiffe://example.org/ns/prod/sa/workload");
+        assert_eq!(claims["client"]["x5_urisan"], uri, "{claims}");
+    }
+}

@@ -189,7 +189,8 @@ fn explain(request: &Request<'_>) -> Result<(String, bool), String> {
                 crl_file: None,
                 reload_interval: std::time::Duration::from_secs(5),
             })?;
-            facts.issuer_ca_sha256 = trust.issuer_fingerprint(&chain);
+            (facts.issuer_ca_sha256, facts.issuer_ca_sha256_twin) =
+                trust.issuer_fingerprint(&chain);
             let now = rustls_pki_types::UnixTime::now();
             match trust.verify(&chain, now) {
                 Ok(()) => format!("verifies against {}", ca.display()),

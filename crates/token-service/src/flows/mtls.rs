@@ -47,7 +47,7 @@ pub(crate) fn authenticate_chain(
         tracing::warn!(event = "client_certificate_rejected", flow, labels = %labels(), reason = %reason, "{reason}");
         return Err(FlowError::Unauthorized(reason));
     }
-    facts.issuer_ca_sha256 = trust.issuer_fingerprint(chain);
+    (facts.issuer_ca_sha256, facts.issuer_ca_sha256_twin) = trust.issuer_fingerprint(chain);
     let Some(client_id) = attribute.client_id(&facts) else {
         let what = match attribute {
             ClientIdAttribute::Spiffe => "no SPIFFE ID (URI SAN with scheme spiffe)",

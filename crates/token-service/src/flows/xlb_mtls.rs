@@ -327,11 +327,23 @@ impl super::Flow for XlbMtlsFlow {
                 .filter(|v| !v.is_empty())
                 .map(str::to_owned))
         };
+        // The SPIFFE ID the load balancer reports is held to the same rules as one read from
+        // a certificate (it may also be the client ID).
+        let spiffe_id = text(&s.spiffe)?;
+        if let Some(id) = &spiffe_id
+            && let Err(why) = crate::x509::spiffe::parse(id)
+        {
+            return Err(FlowError::Unauthorized(format!(
+                "Header {} holds '{}', which is not a valid SPIFFE ID: {why}",
+                s.spiffe,
+                crate::x509::spiffe::printable(id, 256)
+            )));
+        }
         Ok(AuthenticatedClient {
             flow: NAME.to_owned(),
             client_id,
             facts: CertificateFacts {
-                spiffe_id: text(&s.spiffe)?,
+                spiffe_id,
                 dns_sans,
                 uri_sans,
                 sha256_fingerprint: text(&s.sha256)?,

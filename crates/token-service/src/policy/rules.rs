@@ -152,12 +152,25 @@ impl Pattern {
 
     fn matches(&self, value: &str) -> bool {
         if self.dns {
-            self.matcher
-                .is_match(value.to_ascii_lowercase().replace('.', "/"))
+            dns_matchable(value)
+                && self
+                    .matcher
+                    .is_match(value.to_ascii_lowercase().replace('.', "/"))
         } else {
             self.matcher.is_match(value)
         }
     }
+}
+
+/// How a match on a re-signed twin is phrased after "FACT 'PRESENTED' is listed".
+fn twin_phrase(twin: &str) -> String {
+    format!("as '{twin}', the same certificate with its other ECDSA signature encoding")
+}
+
+/// Whether a DNS name can match a DNS glob: no empty label (`.example.org`, `a..b`, a trailing
+/// dot) and no `*`, so a glob never admits a wildcard SAN or an empty label as if it were a host.
+fn dns_matchable(name: &str) -> bool {
+    !name.is_empty() && !name.contains('*') && !name.split('.').any(str::is_empty)
 }
 
 fn first_match<'p>(patterns: &'p [Pattern], value: &str) -> Option<&'p Pattern> {
@@ -225,6 +238,17 @@ impl Condition {
             Some(v) if hit(v) => Ok(format!("{name} '{v}' is listed")),
             Some(v) => Err(format!("{name} '{v}' is not listed")),
         };
+        // A fingerprint condition holds for the presented certificate or its re-signed twin.
+        let fingerprints =
+            |name: &str, (value, twin): (Option<&str>, Option<&str>), s: &HashSet<[u8; 32]>| {
+                let hit = |v: &str| parse_fingerprint(v).is_some_and(|fp| s.contains(&fp));
+                match (value, twin) {
+                    (Some(v), Some(t)) if !hit(v) && hit(t) => {
+                        Ok(format!("{name} '{v}' is listed {}", twin_phrase(t)))
+                    }
+                    _ => set(name, value, &hit),
+                }
+            };
         match self {
             Self::Flow(names) => {
                 if names.contains(&client.flow) {
@@ -253,15 +277,21 @@ impl Condition {
             Self::UriSan(p) => any("uri_san", &facts.uri_sans, p),
             Self::Subject(a, p) => one(&format!("subject.{a}"), attribute(&facts.subject, a), p),
             Self::Issuer(a, p) => one(&format!("issuer.{a}"), attribute(&facts.issuer, a), p),
-            Self::IssuerCa(s) => set(
+            Self::IssuerCa(s) => fingerprints(
                 "issuer_ca_sha256",
-                facts.issuer_ca_sha256.as_deref(),
-                &|v| parse_fingerprint(v).is_some_and(|fp| s.contains(&fp)),
+                (
+                    facts.issuer_ca_sha256.as_deref(),
+                    facts.issuer_ca_sha256_twin.as_deref(),
+                ),
+                s,
             ),
-            Self::Fingerprint(s) => set(
+            Self::Fingerprint(s) => fingerprints(
                 "sha256_fingerprint",
-                facts.sha256_fingerprint.as_deref(),
-                &|v| parse_fingerprint(v).is_some_and(|fp| s.contains(&fp)),
+                (
+                    facts.sha256_fingerprint.as_deref(),
+                    facts.sha256_fingerprint_twin.as_deref(),
+                ),
+                s,
             ),
             Self::Serial(s) => set("serial", facts.serial_number.as_deref(), &|v| {
                 parse_serial(v).is_some_and(|n| s.contains(&n))
@@ -582,20 +612,31 @@ impl Policy {
     ) -> Verdict {
         let facts = &client.facts;
         for list in &self.deny_lists {
-            let (fact, value) = match list.kind() {
-                Kind::Fingerprints => ("sha256_fingerprint", facts.sha256_fingerprint.as_deref()),
-                Kind::Serials => ("serial", facts.serial_number.as_deref()),
+            // A fingerprint list holds a certificate in either of its signature encodings.
+            let (fact, value, twin) = match list.kind() {
+                Kind::Fingerprints => (
+                    "sha256_fingerprint",
+                    facts.sha256_fingerprint.as_deref(),
+                    facts.sha256_fingerprint_twin.as_deref(),
+                ),
+                Kind::Serials => ("serial", facts.serial_number.as_deref(), None),
             };
-            if let Some(value) = value.filter(|v| list.contains(v)) {
-                return Verdict {
-                    rule: format!("deny_lists.{}", list.kind().key()),
-                    matched: vec![format!("{fact} '{value}' is listed")],
-                    outcome: Outcome::DenyClient(format!(
-                        "{fact} '{value}' is on the deny list {}",
-                        list.path().display()
-                    )),
-                };
-            }
+            let Some(value) = value else { continue };
+            let how = if list.contains(value) {
+                String::new()
+            } else if let Some(twin) = twin.filter(|t| list.contains(t)) {
+                format!(" {}", twin_phrase(twin))
+            } else {
+                continue;
+            };
+            return Verdict {
+                rule: format!("deny_lists.{}", list.kind().key()),
+                matched: vec![format!("{fact} '{value}' is listed{how}")],
+                outcome: Outcome::DenyClient(format!(
+                    "{fact} '{value}' is on the deny list {}{how}",
+                    list.path().display()
+                )),
+            };
         }
         for rule in &self.rules {
             let mut matched = Vec::with_capacity(rule.conditions.len());
@@ -910,7 +951,18 @@ fn compile_match(raw: RawMatch) -> Result<Vec<Condition>, Located> {
         )?));
     }
     if let Some(l) = raw.spiffe_id {
-        conditions.push(Condition::SpiffeId(globs("spiffe_id", l, GlobKind::Path)?));
+        let at = l.span().start;
+        let patterns = globs("spiffe_id", l, GlobKind::Path)?;
+        if let Some(p) = patterns.iter().find(|p| !spiffe_glob_can_match(&p.source)) {
+            return Err((
+                at,
+                format!(
+                    "match.spiffe_id: '{}' can never match: a SPIFFE ID's scheme and trust domain are lowercase (spiffe://example.org/...)",
+                    p.source
+                ),
+            ));
+        }
+        conditions.push(Condition::SpiffeId(patterns));
     }
     if let Some(l) = raw.spiffe_path {
         conditions.push(Condition::SpiffePath(globs(
@@ -960,6 +1012,21 @@ fn compile_match(raw: RawMatch) -> Result<Vec<Condition>, Located> {
         conditions.push(Condition::Serial(serials));
     }
     Ok(conditions)
+}
+
+/// Whether a `spiffe_id` glob can match a valid SPIFFE ID: one that starts with the scheme in
+/// any letter case must have it, and the trust domain after it, in lowercase.
+fn spiffe_glob_can_match(glob: &str) -> bool {
+    if !crate::x509::spiffe::is_spiffe(glob) {
+        return true;
+    }
+    let authority = glob.get(
+        ..glob
+            .get(9..)
+            .and_then(|r| r.find('/'))
+            .map_or(glob.len(), |i| i + 9),
+    );
+    authority.is_some_and(|a| !a.bytes().any(|b| b.is_ascii_uppercase()))
 }
 
 fn check_attribute(which: &str, attr: &str, at: &Spanned<OneOrMany>) -> Result<(), Located> {

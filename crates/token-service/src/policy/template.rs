@@ -133,18 +133,12 @@ pub fn attribute<'a>(attributes: &'a [(String, String)], name: &str) -> Option<&
         .map(|(_, v)| v.as_str())
 }
 
-/// Trust domain and path of the SPIFFE ID (`spiffe://domain/path`), as written in the
-/// certificate; the trust domain compares case-insensitively.
+/// Trust domain and path of the SPIFFE ID (`spiffe://domain/path`); `None` without one or when
+/// it is not a valid SPIFFE ID (`x509::spiffe::parse`, which the certificate flows enforce), so
+/// conditions on the parts fail closed.
 pub fn spiffe_parts(facts: &CertificateFacts) -> Option<(&str, &str)> {
-    let id = facts.spiffe_id.as_deref()?;
-    let rest = id.get(9..).filter(|_| {
-        id.get(..9)
-            .is_some_and(|s| s.eq_ignore_ascii_case("spiffe://"))
-    })?;
-    Some(match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, ""),
-    })
+    let id = crate::x509::spiffe::parse(facts.spiffe_id.as_deref()?).ok()?;
+    Some((id.trust_domain(), id.path()))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

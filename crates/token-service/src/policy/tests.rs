@@ -13,7 +13,7 @@ fn client() -> AuthenticatedClient {
         flow: "mtls-client-credentials".into(),
         client_id: "spiffe://prod.example.org/ns/batch/sa/etl".into(),
         facts: CertificateFacts {
-            spiffe_id: Some("spiffe://Prod.Example.org/ns/batch/sa/etl".into()),
+            spiffe_id: Some("spiffe://prod.example.org/ns/batch/sa/etl".into()),
             dns_sans: vec!["etl-7.batch.example.com".into(), "alt.example.net".into()],
             uri_sans: vec!["https://ids.example.com/devices/7".into()],
             sha256_fingerprint: Some("Nx1apgQUFHwQ1z8U99RxsKK1K6t/n4xzULQryUmTUVg".into()),
@@ -59,7 +59,7 @@ fn conditions_match_as_documented() {
         ("spiffe_path = \"/ns/*\"", false),
         ("spiffe_path = \"/ns/{batch,web}/sa/etl\"", true),
         (
-            "spiffe_id = \"spiffe://Prod.Example.org/ns/*/sa/etl\"",
+            "spiffe_id = \"spiffe://prod.example.org/ns/*/sa/etl\"",
             true,
         ),
         ("spiffe_id = \"spiffe://*/ns/batch/sa/etl\"", true),
@@ -236,7 +236,7 @@ inventory = { serial = "{serial}", site = "eu-1", racks = [3, "r-{subject.O}"] }
         claims,
         serde_json::json!({
             "device": "etl-7",
-            "domain": "Prod.Example.org",
+            "domain": "prod.example.org",
             "path": "/ns/batch/sa/etl",
             "braces": "{literal} mtls-client-credentials",
             "tier": 2,
@@ -263,7 +263,7 @@ fn templates_render_every_fact_or_name_the_missing_one() {
         ("{flow}", Ok("mtls-client-credentials")),
         (
             "{spiffe_id}",
-            Ok("spiffe://Prod.Example.org/ns/batch/sa/etl"),
+            Ok("spiffe://prod.example.org/ns/batch/sa/etl"),
         ),
         (
             "{dns_san}/{uri_san}",
@@ -615,4 +615,127 @@ fn deny_lists_of_a_million_entries_load_and_answer() {
         policy.decide(&unlisted, Requested::default()).outcome,
         Outcome::Allow(_)
     ));
+}
+
+#[test]
+fn dns_globs_never_match_an_empty_label_or_a_wildcard_san() {
+    let mut c = client();
+    for (san, glob, matches) in [
+        ("a.example.com", "*.example.com", true),
+        (".example.com", "*.example.com", false),
+        ("a..example.com", "**.example.com", false),
+        ("a.example.com.", "*.example.com*", false),
+        ("*.example.com", "*.example.com", false),
+        ("*", "*", false),
+        ("", "*", false),
+        ("a.example.com", "*", false),
+        ("localhost", "*", true),
+    ] {
+        c.facts.dns_sans = vec![san.to_owned()];
+        let verdict =
+            policy(&allow_rule(&format!("dns_san = \"{glob}\""))).decide(&c, Requested::default());
+        assert_eq!(
+            matches!(verdict.outcome, Outcome::Allow(_)),
+            matches,
+            "SAN {san:?} against {glob:?}: {verdict:?}"
+        );
+    }
+}
+
+#[test]
+fn spiffe_id_globs_that_could_never_match_are_refused_and_malformed_ids_match_nothing() {
+    for glob in [
+        "SPIFFE://example.org/*",
+        "spiffe://Example.org/*",
+        "Spiffe://example.org",
+    ] {
+        let e = Policy::parse(
+            Path::new("policy.toml"),
+            &allow_rule(&format!("spiffe_id = \"{glob}\"")),
+        )
+        .unwrap_err();
+        assert!(e.contains("can never match") && e.contains(glob), "{e}");
+    }
+    policy(&allow_rule("spiffe_id = \"spiffe://example.org/Ns/*\""));
+    // A malformed ID (only a flow that does not validate could carry one) has no parts.
+    let mut c = client();
+    c.facts.spiffe_id = Some("spiffe://prod.example.org/ns/../batch/sa/etl".into());
+    let verdict = policy(&allow_rule("spiffe_path = \"/**\"")).decide(&c, Requested::default());
+    assert!(
+        matches!(verdict.outcome, Outcome::DenyClient(_)),
+        "{verdict:?}"
+    );
+}
+
+#[test]
+fn fingerprint_conditions_and_deny_lists_match_the_re_signed_twin_too() {
+    const PRESENTED: &str = "Nx1apgQUFHwQ1z8U99RxsKK1K6t/n4xzULQryUmTUVg";
+    const TWIN: &str = "q83vASNFZ4mrze8BI0VniavN7wEjRWeJq83vASNFZ4k";
+    const CA: &str = "EQfhcMhnuTClndvVmlwchIUMosDZSsXp9yajQns08os";
+    const CA_TWIN: &str = "3q2+796tvu/erb7v3q2+796tvu/erb7v3q2+796tvu8";
+    let mut c = client();
+    c.facts.sha256_fingerprint_twin = Some(TWIN.into());
+    c.facts.issuer_ca_sha256_twin = Some(CA_TWIN.into());
+    for (condition, matches, phrase) in [
+        (
+            format!("sha256_fingerprint = \"{PRESENTED}\""),
+            true,
+            format!("sha256_fingerprint '{PRESENTED}' is listed"),
+        ),
+        (
+            format!("sha256_fingerprint = \"{TWIN}\""),
+            true,
+            format!(
+                "sha256_fingerprint '{PRESENTED}' is listed as '{TWIN}', the same certificate with its other ECDSA signature encoding"
+            ),
+        ),
+        (
+            format!("sha256_fingerprint = \"{CA}\""),
+            false,
+            String::new(),
+        ),
+        (
+            format!("issuer_ca_sha256 = \"{CA}\""),
+            true,
+            format!("issuer_ca_sha256 '{CA}' is listed"),
+        ),
+        (
+            format!("issuer_ca_sha256 = \"{CA_TWIN}\""),
+            true,
+            format!(
+                "issuer_ca_sha256 '{CA}' is listed as '{CA_TWIN}', the same certificate with its other ECDSA signature encoding"
+            ),
+        ),
+        (
+            format!("issuer_ca_sha256 = \"{TWIN}\""),
+            false,
+            String::new(),
+        ),
+    ] {
+        let verdict = policy(&allow_rule(&condition)).decide(&c, Requested::default());
+        assert_eq!(
+            matches!(verdict.outcome, Outcome::Allow(_)),
+            matches,
+            "{condition}: {verdict:?}"
+        );
+        if matches {
+            assert_eq!(verdict.matched, [phrase], "{condition}");
+        }
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("fp.txt"), format!("{TWIN}\n")).unwrap();
+    let path = dir.path().join("policy.toml");
+    let text = "[deny_lists]\nsha256_fingerprints = \"fp.txt\"\n\n[[rule]]\nname = \"all\"\ndecision = \"allow\"\n";
+    std::fs::write(&path, text).unwrap();
+    let policy = Policy::load(&path).unwrap();
+    let verdict = policy.decide(&c, Requested::default());
+    assert_eq!(verdict.rule, "deny_lists.sha256_fingerprints");
+    assert!(
+        matches!(&verdict.outcome, Outcome::DenyClient(r) if r.contains(PRESENTED) && r.contains(TWIN) && r.contains("fp.txt")),
+        "{verdict:?}"
+    );
+    // Without the twin (an RSA certificate, or the load balancer's facts) it is not listed.
+    c.facts.sha256_fingerprint_twin = None;
+    assert_eq!(policy.decide(&c, Requested::default()).rule, "all");
 }
