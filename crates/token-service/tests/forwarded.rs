@@ -523,6 +523,24 @@ async fn custom_header_names_replace_the_format_defaults() {
         .post(&[("Client-Cert", &cert), ("Client-Cert-Chain", &chain)])
         .await;
     assert_bad_request("default header names", &answer, NO_FLOW);
+    // An error in the chain header names that header, under its configured name.
+    let answer = service
+        .post(&[
+            ("X-Edge-Client-Cert", &cert),
+            ("X-Edge-Client-Chain", ":A:"),
+        ])
+        .await;
+    assert_bad_request(
+        "bad chain",
+        &answer,
+        "Header x-edge-client-chain: the Client-Cert-Chain header is not valid base64",
+    );
+    let answer = service.post(&[("X-Edge-Client-Cert", ":A:")]).await;
+    assert_bad_request(
+        "bad leaf",
+        &answer,
+        "Header x-edge-client-cert: the Client-Cert header is not valid base64",
+    );
     // The chain must come in the custom chain header.
     let (status, body) = service
         .post(&[("X-Edge-Client-Cert", &cert), ("Client-Cert-Chain", &chain)])

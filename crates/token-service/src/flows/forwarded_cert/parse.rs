@@ -300,6 +300,38 @@ pub enum ParseError {
     HashMismatch,
 }
 
+impl ParseError {
+    /// The header or field the error is about, when it names one.
+    fn input(&self) -> Option<&'static str> {
+        match self {
+            ParseError::Empty { input }
+            | ParseError::TooLong { input, .. }
+            | ParseError::NotByteSequence { input, .. }
+            | ParseError::NotByteSequenceList { input, .. }
+            | ParseError::EmptyByteSequence { input }
+            | ParseError::ConcatenatedCertificates { input, .. }
+            | ParseError::InvalidBase64 { input, .. }
+            | ParseError::InvalidPem { input, .. }
+            | ParseError::NoCertificate { input }
+            | ParseError::ExtraCertificates { input }
+            | ParseError::TooManyCertificates { input }
+            | ParseError::NotDer { input, .. } => Some(input),
+            ParseError::XfccSyntax { .. }
+            | ParseError::XfccDuplicateKey { .. }
+            | ParseError::XfccMissingCertificate
+            | ParseError::HashMismatch => None,
+        }
+    }
+
+    /// Whether the error is about the separate chain header of the format (RFC 9440
+    /// `Client-Cert-Chain`, HAProxy `ssl_c_chain_der`) rather than the leaf header.
+    pub fn in_chain_header(&self) -> bool {
+        self.input().is_some_and(|input| {
+            input == source::CLIENT_CERT_CHAIN || input == source::HAPROXY_CHAIN
+        })
+    }
+}
+
 /// Parses the leaf header value and the optional chain header value in the given format.
 ///
 /// `chain` is read only by formats with a separate chain header ([`ForwardedFormat::Rfc9440`],

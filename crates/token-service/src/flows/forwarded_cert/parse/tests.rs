@@ -642,6 +642,11 @@ fn errors_name_the_offending_header() {
             reason: "it does not start with a SEQUENCE (0x30)"
         }
     );
+    assert!(e.in_chain_header());
+    assert!(!err(ForwardedFormat::Haproxy, "", None).in_chain_header());
+    assert!(err(ForwardedFormat::Rfc9440, &sf(&p.leaf), Some("x")).in_chain_header());
+    assert!(!err(ForwardedFormat::Rfc9440, "x", Some("x")).in_chain_header());
+    assert!(!err(ForwardedFormat::Xfcc, "Cert=x", None).in_chain_header());
     let e = err(ForwardedFormat::Xfcc, "Subject=\"x", None);
     assert_eq!(
         e,
