@@ -3,6 +3,8 @@
 //! HTTP listener behind an emulated TLS-terminating proxy. The test sets the headers Envoy,
 //! nginx, HAProxy, Traefik or an RFC 9440 proxy (Google's load balancer) would set, with
 //! certificates of the TLS suite's test PKI, and checks the tokens as a relying party would.
+//! Section 6 runs the README's nginx and HAProxy recipes as written against the real proxies
+//! (Debian's `nginx` and `haproxy`, which `.ci/run` installs; a missing one fails the test).
 
 mod common;
 #[allow(dead_code)]
