@@ -3,6 +3,8 @@
 //! HTTP listener behind an emulated TLS-terminating proxy. The test sets the headers Envoy,
 //! nginx, HAProxy, Traefik or an RFC 9440 proxy (Google's load balancer) would set, with
 //! certificates of the TLS suite's test PKI, and checks the tokens as a relying party would.
+//! Section 6 runs the README's nginx and HAProxy recipes as written against the real proxies
+//! (Debian's `nginx` and `haproxy`, which `.ci/run` installs; a missing one fails the test).
 
 mod common;
 #[allow(dead_code)]
@@ -12,10 +14,14 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use percent_encoding::{AsciiSet, CONTROLS, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::header::HeaderValue;
+use std::sync::Arc;
+
+use rustls::{ClientConfig, HandshakeKind};
+use rustls_pki_types::ServerName;
 use serde_json::{Value, json};
 use tls_support::{
-    EXPIRED, GRANT, Leaf, NO_CLIENT_AUTH, NOT_YET_VALID, Pki, REVOKED, UNKNOWN_ISSUER,
-    assert_refused, colon_hex, der_serial, id_token, sha256_b64,
+    EXPIRED, GRANT, Leaf, NO_CLIENT_AUTH, NOT_YET_VALID, Pki, REVOKED, Spec, UNKNOWN_ISSUER,
+    assert_refused, colon_hex, der_serial, http1, id_token, rustls_config, sha256_b64,
 };
 
 const FLOW: &str = "forwarded-cert-client-credentials";
@@ -519,6 +525,24 @@ async fn custom_header_names_replace_the_format_defaults() {
         .post(&[("Client-Cert", &cert), ("Client-Cert-Chain", &chain)])
         .await;
     assert_bad_request("default header names", &answer, NO_FLOW);
+    // An error in the chain header names that header, under its configured name.
+    let answer = service
+        .post(&[
+            ("X-Edge-Client-Cert", &cert),
+            ("X-Edge-Client-Chain", ":A:"),
+        ])
+        .await;
+    assert_bad_request(
+        "bad chain",
+        &answer,
+        "Header x-edge-client-chain: the Client-Cert-Chain header is not valid base64",
+    );
+    let answer = service.post(&[("X-Edge-Client-Cert", ":A:")]).await;
+    assert_bad_request(
+        "bad leaf",
+        &answer,
+        "Header x-edge-client-cert: the Client-Cert header is not valid base64",
+    );
     // The chain must come in the custom chain header.
     let (status, body) = service
         .post(&[("X-Edge-Client-Cert", &cert), ("Client-Cert-Chain", &chain)])
@@ -1026,4 +1050,563 @@ async fn forwarded_certificates_with_a_malformed_or_second_spiffe_id_are_refused
             &leaf,
         )
         .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. The README's nginx and HAProxy recipes, against the real proxies
+// ---------------------------------------------------------------------------------------------
+
+/// The README, for its recipes.
+fn readme() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap()
+}
+
+/// The README's fenced code block with this language tag that contains `marker`.
+fn readme_block(readme: &str, language: &str, marker: &str) -> String {
+    readme
+        .split("```")
+        .skip(1)
+        .step_by(2)
+        .filter_map(|block| block.strip_prefix(language)?.strip_prefix('\n'))
+        .find(|block| block.contains(marker))
+        .unwrap_or_else(|| panic!("README has no {language} block with {marker:?}"))
+        .to_owned()
+}
+
+/// `text` with every `from` replaced; `from` must occur, so a changed recipe fails loudly here.
+fn substitute(text: &str, from: &str, to: &str) -> String {
+    assert!(
+        text.contains(from),
+        "the README recipe no longer contains {from:?}:\n{text}"
+    );
+    text.replace(from, to)
+}
+
+/// The proxy's executable: on PATH or in the sbin folders Debian installs it to. The recipes are
+/// tested against the real proxy, so a missing one fails the test (`.ci/run` installs both).
+fn proxy_binary(name: &str) -> std::path::PathBuf {
+    let path = std::env::var("PATH").unwrap_or_default();
+    path.split(':')
+        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"])
+        .map(|dir| std::path::Path::new(dir).join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "{name} is not installed. The README's {name} recipe is tested against the real \
+                 proxy: install Debian's package (apt-get install {name}), as .ci/run does"
+            )
+        })
+}
+
+/// A proxy process started by a test; stopped with SIGTERM (nginx's master then stops its
+/// workers), killed if it lingers.
+struct ProxyProcess {
+    name: &'static str,
+    child: std::process::Child,
+    /// Its standard output and error, then any log file it writes itself.
+    logs: Vec<std::path::PathBuf>,
+}
+
+impl ProxyProcess {
+    fn spawn(
+        name: &'static str,
+        args: &[&str],
+        logs: Vec<std::path::PathBuf>,
+        port: u16,
+    ) -> ProxyProcess {
+        let out = std::fs::File::create(&logs[0]).unwrap();
+        let mut process = ProxyProcess {
+            name,
+            child: std::process::Command::new(proxy_binary(name))
+                .args(args)
+                .stdin(std::process::Stdio::null())
+                .stdout(out.try_clone().unwrap())
+                .stderr(out)
+                .spawn()
+                .unwrap(),
+            logs,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(status) = process.child.try_wait().unwrap() {
+                panic!("{name} exited ({status}):\n{}", process.log());
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name} does not listen on {port}:\n{}",
+                process.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        process
+    }
+
+    fn log(&self) -> String {
+        self.logs
+            .iter()
+            .map(|path| std::fs::read_to_string(path).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        eprintln!("{} did not stop on SIGTERM; killing it", self.name);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether the tests run as root (as in a container), where nginx's workers would otherwise
+/// switch to `nobody`, who cannot enter the test's private folder.
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1))
+        == Some("0")
+}
+
+/// The proxies whose README recipes run for real.
+#[derive(Clone, Copy, PartialEq)]
+enum Recipe {
+    Nginx,
+    Haproxy,
+}
+
+/// The README's proxy recipe running: Token Service started with the README's settings and the
+/// proxy with the README's configuration, only addresses and file paths replaced.
+struct RecipeRun {
+    service: common::Server,
+    proxy: ProxyProcess,
+    proxy_port: u16,
+    /// `https://127.0.0.1:PORT`: the proxy, and TOKEN_ISSUER.
+    issuer: String,
+    audience: String,
+    /// An HTTPS client without a client certificate that trusts the test root.
+    verifier: reqwest::Client,
+    _files: tempfile::TempDir,
+}
+
+impl RecipeRun {
+    /// Starts both. `ca_pem` is the TLS_CLIENT_CA_FILE bundle (roots and intermediates, as the
+    /// README asks).
+    fn start(recipe: Recipe, pki: &Pki, ca_pem: &str) -> RecipeRun {
+        Self::start_edited(recipe, pki, ca_pem, None, &|config| config)
+    }
+
+    /// [`RecipeRun::start`] with another `FORWARDED_CERT_FORMAT` and the proxy's configuration
+    /// edited, for what the README advises against.
+    fn start_edited(
+        recipe: Recipe,
+        pki: &Pki,
+        ca_pem: &str,
+        format: Option<&str>,
+        edit: &dyn Fn(String) -> String,
+    ) -> RecipeRun {
+        let readme = readme();
+        let files = tempfile::tempdir().unwrap();
+        let dir = files.path();
+        let path = |name: &str| dir.join(name).display().to_string();
+        std::fs::write(path("client-ca.pem"), ca_pem).unwrap();
+        std::fs::write(path("server.pem"), &pki.server.chain_pem).unwrap();
+        std::fs::write(path("server.key"), &pki.server.key_pem).unwrap();
+        let (proxy_port, service_port) = (common::free_port(), common::free_port());
+        let issuer = format!("https://127.0.0.1:{proxy_port}");
+
+        // Token Service: the README's command line, its variables as the environment.
+        let mut settings = readme_block(&readme, "sh", "FORWARDED_CERT_FORMAT=nginx");
+        settings = substitute(
+            &settings,
+            "/etc/token-service/client-ca.pem",
+            &path("client-ca.pem"),
+        );
+        settings = substitute(&settings, "https://token.example.com", &issuer);
+        if recipe == Recipe::Haproxy {
+            assert!(
+                readme.contains("HAProxy (`FORWARDED_CERT_FORMAT=haproxy`)"),
+                "the README's HAProxy recipe names its format"
+            );
+            settings = substitute(
+                &settings,
+                "FORWARDED_CERT_FORMAT=nginx",
+                "FORWARDED_CERT_FORMAT=haproxy",
+            );
+        }
+        if let Some(format) = format {
+            let from = settings
+                .split_whitespace()
+                .find(|w| w.starts_with("FORWARDED_CERT_FORMAT="))
+                .unwrap()
+                .to_owned();
+            settings = settings.replace(&from, &format!("FORWARDED_CERT_FORMAT={format}"));
+        }
+        let words: Vec<&str> = settings.split_whitespace().filter(|w| *w != "\\").collect();
+        let (variables, command) = words.split_last_chunk::<2>().unwrap();
+        assert_eq!(command, &["token-service", "serve"], "{settings}");
+        let mut env: Vec<(String, String)> = variables
+            .iter()
+            .map(|w| {
+                let (k, v) = w
+                    .split_once('=')
+                    .unwrap_or_else(|| panic!("{w:?} in {settings}"));
+                (k.to_owned(), v.to_owned())
+            })
+            .collect();
+        // The README's service listens on the default port; here it gets a free one.
+        env.push(("PORT".into(), service_port.to_string()));
+        let get = |name: &str| env.iter().find(|(k, _)| k == name).unwrap().1.clone();
+        let audience = format!(
+            "https://iam.googleapis.com/projects/{}/locations/global/workloadIdentityPools/{}/providers/{}",
+            get("WORKLOAD_IDENTITY_PROJECT_NUMBER"),
+            get("WORKLOAD_IDENTITY_POOL_ID"),
+            get("WORKLOAD_IDENTITY_PROVIDER_ID"),
+        );
+        let service =
+            common::Server::spawn(&["serve"], env, tempfile::tempdir().unwrap(), service_port);
+
+        let backend = format!("127.0.0.1:{service_port}");
+        let proxy = match recipe {
+            Recipe::Nginx => {
+                let mut site = readme_block(&readme, "nginx", "ssl_client_escaped_cert");
+                site = substitute(
+                    &site,
+                    "listen 443 ssl;",
+                    &format!("listen 127.0.0.1:{proxy_port} ssl;"),
+                );
+                site = substitute(
+                    &site,
+                    "/etc/nginx/token-service/server.pem",
+                    &path("server.pem"),
+                );
+                site = substitute(
+                    &site,
+                    "/etc/nginx/token-service/server.key",
+                    &path("server.key"),
+                );
+                site = substitute(&site, "127.0.0.1:8080", &backend);
+                site = edit(site);
+                std::fs::write(path("token-service.conf"), site).unwrap();
+                // What Debian's /etc/nginx/nginx.conf provides around conf.d, with every file
+                // the process writes in the test's folder.
+                let user = if running_as_root() { "user root;" } else { "" };
+                let temp = ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"]
+                    .map(|t| format!("{t}_temp_path {};", path(t)))
+                    .join("\n    ");
+                let main = format!(
+                    "{user}\npid {};\nerror_log {} info;\nevents {{}}\nhttp {{\n    access_log off;\n    {temp}\n    include {};\n}}\n",
+                    path("nginx.pid"),
+                    path("nginx.log"),
+                    path("token-service.conf"),
+                );
+                std::fs::write(path("nginx.conf"), main).unwrap();
+                let prefix = format!("{}/", dir.display());
+                ProxyProcess::spawn(
+                    "nginx",
+                    &[
+                        "-p",
+                        &prefix,
+                        "-e",
+                        &path("nginx.log"),
+                        "-c",
+                        &path("nginx.conf"),
+                        "-g",
+                        "daemon off;",
+                    ],
+                    vec![dir.join("nginx.out"), dir.join("nginx.log")],
+                    proxy_port,
+                )
+            }
+            Recipe::Haproxy => {
+                std::fs::write(
+                    path("haproxy.pem"),
+                    format!("{}{}", pki.server.chain_pem, pki.server.key_pem),
+                )
+                .unwrap();
+                let mut sections = readme_block(&readme, "haproxy", "ssl_c_chain_der");
+                sections = substitute(
+                    &sections,
+                    "bind :443 ",
+                    &format!("bind 127.0.0.1:{proxy_port} "),
+                );
+                sections = substitute(
+                    &sections,
+                    "/etc/haproxy/token-service.pem",
+                    &path("haproxy.pem"),
+                );
+                sections = substitute(
+                    &sections,
+                    "/etc/token-service/client-ca.pem",
+                    &path("client-ca.pem"),
+                );
+                sections = substitute(&sections, "127.0.0.1:8080", &backend);
+                sections = edit(sections);
+                // The timeouts of Debian's /etc/haproxy/haproxy.cfg.
+                let config = format!(
+                    "defaults\n    timeout connect 5s\n    timeout client 50s\n    timeout server 50s\n\n{sections}"
+                );
+                std::fs::write(path("haproxy.cfg"), config).unwrap();
+                ProxyProcess::spawn(
+                    "haproxy",
+                    &["-f", &path("haproxy.cfg"), "-db"],
+                    vec![dir.join("haproxy.out")],
+                    proxy_port,
+                )
+            }
+        };
+        RecipeRun {
+            service,
+            proxy,
+            proxy_port,
+            issuer,
+            audience,
+            verifier: tls_support::https_client(&pki.root.pem, None),
+            _files: files,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.issuer)
+    }
+
+    /// POSTs the grant through the proxy with `client` and extra headers; status and body text.
+    async fn post(&self, client: &reqwest::Client, headers: &[(&str, &str)]) -> (u16, String) {
+        let mut request = client
+            .post(self.url("/token"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(GRANT);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    }
+
+    /// POSTs the grant through the proxy on a new raw TLS connection made with `config`
+    /// (which resumes a session of an earlier one); the handshake kind, status and JSON body.
+    async fn post_raw(&self, config: Arc<ClientConfig>, what: &str) -> (HandshakeKind, u16, Value) {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.proxy_port))
+            .await
+            .unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(config)
+            .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e}\n{}", self.logs()));
+        let (status, body) = http1(&mut tls, "POST", "/token", Some(GRANT))
+            .await
+            .unwrap();
+        let body: Value = serde_json::from_str(&body)
+            .unwrap_or_else(|_| panic!("{what}: {status} {body}\n{}", self.logs()));
+        (tls.get_ref().1.handshake_kind().unwrap(), status, body)
+    }
+
+    /// Verifies a token as a relying party would, reading discovery and JWKS through the proxy,
+    /// and checks it names `leaf`.
+    async fn assert_token_for(&self, token: &str, leaf: &Leaf) {
+        let claims = common::verify_with(&self.verifier, token, &self.issuer, &self.audience).await;
+        assert_eq!(claims["iss"], self.issuer, "{claims}");
+        assert_eq!(claims["sub"], leaf.spiffe(), "{claims}");
+        assert_eq!(claims["amr"], json!([FLOW]), "{claims}");
+        assert_eq!(
+            claims["client"]["x5_sha256"],
+            sha256_b64(&leaf.der),
+            "{claims}"
+        );
+        assert_eq!(
+            claims["client"]["x5_serial"],
+            colon_hex(&der_serial(&leaf.der)),
+            "{claims}"
+        );
+    }
+
+    fn logs(&self) -> String {
+        format!(
+            "{} log:\n{}\nToken Service log:\n{}",
+            self.proxy.name,
+            self.proxy.log(),
+            self.service.logs()
+        )
+    }
+}
+
+/// The README's recipe for `recipe`, run for real: tokens for clients with no, one and two
+/// intermediates, over TLS 1.3 and 1.2, on full and resumed handshakes, each verified as a
+/// relying party would through discovery and JWKS read through the proxy; a client without a
+/// certificate reads discovery but cannot forge the certificate header; Token Service, not the
+/// proxy, refuses a certificate of an unknown CA.
+async fn readme_recipe_gets_verified_tokens_through_the_real_proxy(recipe: Recipe) {
+    let pki = Pki::new();
+    let second = pki.intermediate.intermediate("Test Second Intermediate CA");
+    let deep = second.issue(Spec::client("two-intermediates", &[0x30, 0x01]));
+    let deep = Leaf {
+        chain_pem: format!("{}{}{}", deep.pem, second.pem, pki.intermediate.pem),
+        chain_der: vec![
+            deep.der.clone(),
+            second.der.clone(),
+            pki.intermediate.der.clone(),
+        ],
+        ..deep
+    };
+    // The README: the roots and every intermediate.
+    let bundle = format!("{}{}{}", pki.root.pem, pki.intermediate.pem, second.pem);
+    let run = RecipeRun::start(recipe, &pki, &bundle);
+
+    let mut issued = 0;
+    for leaf in [&pki.valid, &pki.via_intermediate, &deep] {
+        for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+            let config = rustls_config(&pki.root.der, &leaf.chain_der, &leaf.key_der, version);
+            for expected in [HandshakeKind::Full, HandshakeKind::Resumed] {
+                let what = format!("{} {:?} {expected:?}", leaf.spec.name, version.version);
+                let (kind, status, body) = run.post_raw(config.clone(), &what).await;
+                assert_eq!(kind, expected, "{what}");
+                assert_eq!(status, 200, "{what}: {body}\n{}", run.logs());
+                run.assert_token_for(&id_token(status, &body), leaf).await;
+                issued += 1;
+            }
+        }
+    }
+
+    // Without a client certificate, discovery answers (the verifier above has none) and a
+    // certificate header the client wrote itself does not reach Token Service.
+    let forged = match recipe {
+        Recipe::Nginx => ("X-SSL-Client-Cert", url_escape(&pki.valid.pem)),
+        Recipe::Haproxy => ("X-SSL-Client-DER", STANDARD.encode(&pki.valid.der)),
+    };
+    let forged = [(forged.0, forged.1.as_str())];
+    let (status, text) = run.post(&run.verifier, &forged).await;
+    let body: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{status} {text}"));
+    assert_bad_request(
+        "forged header without a certificate",
+        &(status, body),
+        NO_FLOW,
+    );
+    // With a certificate, the proxy's header replaces the client's.
+    let client = tls_support::https_client(&pki.root.pem, Some(&pki.no_dns));
+    let (status, text) = run.post(&client, &forged).await;
+    let body: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{status} {text}"));
+    run.assert_token_for(&id_token(status, &body), &pki.no_dns)
+        .await;
+    issued += 1;
+
+    // The proxy lets a certificate of an unknown CA through; Token Service refuses it.
+    let client = tls_support::https_client(&pki.root.pem, Some(&pki.other_ca));
+    let (status, text) = run.post(&client, &[]).await;
+    let body: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{status} {text}"));
+    assert_refused(status, &body, UNKNOWN_ISSUER);
+    // An expired one: nginx (optional_no_ca) refuses it itself, as the README says; HAProxy
+    // (crt-ignore-err all) passes it on.
+    let client = tls_support::https_client(&pki.root.pem, Some(&pki.expired));
+    let (status, text) = run.post(&client, &[]).await;
+    match recipe {
+        Recipe::Nginx => {
+            assert_eq!(status, 400, "{text}");
+            assert!(text.contains("The SSL certificate error"), "{text}");
+        }
+        Recipe::Haproxy => {
+            let body: Value = serde_json::from_str(&text).unwrap();
+            assert_refused(status, &body, EXPIRED);
+        }
+    }
+    assert_eq!(
+        tls_support::events(&run.service, "token_issued").len(),
+        issued,
+        "{}",
+        run.logs()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readme_nginx_recipe_gets_verified_tokens_through_real_nginx() {
+    readme_recipe_gets_verified_tokens_through_the_real_proxy(Recipe::Nginx).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readme_haproxy_recipe_gets_verified_tokens_through_real_haproxy() {
+    readme_recipe_gets_verified_tokens_through_the_real_proxy(Recipe::Haproxy).await;
+}
+
+/// What HAProxy really sends when RFC 9440 headers are built from `ssl_c_der` and
+/// `ssl_c_chain_der` (the README advises the `haproxy` format instead): `Client-Cert-Chain: ::`
+/// for a client without intermediates, read as no intermediates; every intermediate in one
+/// member for two or more, refused with a message that names the `haproxy` format; and
+/// `Client-Cert: ::` without a client certificate, refused with a message that says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn haproxy_building_rfc9440_headers_gets_tokens_or_messages_that_name_the_haproxy_format() {
+    let pki = Pki::new();
+    let second = pki.intermediate.intermediate("Test Second Intermediate CA");
+    let deep = second.issue(Spec::client("two-intermediates", &[0x30, 0x01]));
+    let deep_chain = vec![
+        deep.der.clone(),
+        second.der.clone(),
+        pki.intermediate.der.clone(),
+    ];
+    let rfc9440 = |config: String| {
+        let mut kept: Vec<String> = config
+            .lines()
+            .filter(|l| !l.contains("http-request"))
+            .map(str::to_owned)
+            .collect();
+        let at = kept
+            .iter()
+            .position(|l| l.contains("default_backend"))
+            .unwrap();
+        for (i, line) in [
+            "    http-request set-header Client-Cert :%[ssl_c_der,base64]:",
+            "    http-request set-header Client-Cert-Chain :%[ssl_c_chain_der,base64]:",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            kept.insert(at + i, line.to_owned());
+        }
+        kept.join("\n") + "\n"
+    };
+    let run = RecipeRun::start_edited(
+        Recipe::Haproxy,
+        &pki,
+        &pki.root.pem,
+        Some("rfc9440"),
+        &rfc9440,
+    );
+    let version = &rustls::version::TLS13;
+    // A client that sends its leaf only: `Client-Cert-Chain: ::`.
+    let leaf = &pki.valid;
+    let config = rustls_config(&pki.root.der, &leaf.chain_der, &leaf.key_der, version);
+    let (_, status, body) = run.post_raw(config, "leaf only").await;
+    run.assert_token_for(&id_token(status, &body), leaf).await;
+    // One intermediate: one member.
+    let leaf = &pki.via_intermediate;
+    let config = rustls_config(&pki.root.der, &leaf.chain_der, &leaf.key_der, version);
+    let (_, status, body) = run.post_raw(config, "one intermediate").await;
+    run.assert_token_for(&id_token(status, &body), leaf).await;
+    // Two intermediates: one member holding both.
+    let config = rustls_config(&pki.root.der, &deep_chain, &deep.key_der, version);
+    let (_, status, body) = run.post_raw(config, "two intermediates").await;
+    assert_bad_request(
+        "two intermediates",
+        &(status, body),
+        "holds several certificates one after another; RFC 9440 wants one certificate per \
+         member (HAProxy's ssl_c_chain_der joins them like this: behind HAProxy set \
+         FORWARDED_CERT_FORMAT=haproxy)",
+    );
+    // No client certificate.
+    let (status, text) = run.post(&run.verifier, &[]).await;
+    let body: Value = serde_json::from_str(&text).unwrap();
+    assert_bad_request(
+        "no certificate",
+        &(status, body),
+        "the Client-Cert header is an empty byte sequence (::): the proxy forwarded no certificate",
+    );
 }

@@ -157,3 +157,99 @@ fn readme_run_command_selects_the_service_binary_from_the_repository_root() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// A Python with PyJWT: TOKEN_SERVICE_TEST_PYTHON, else the `.venv` that `.ci/run` creates.
+fn python_with_pyjwt() -> PathBuf {
+    let python = std::env::var("TOKEN_SERVICE_TEST_PYTHON").map_or_else(
+        |_| {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../.venv/bin/python"
+            ))
+        },
+        PathBuf::from,
+    );
+    let ok = Command::new(&python)
+        .args(["-c", "import jwt, cryptography"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "{} has no PyJWT: run .ci/run (it creates .venv with PyJWT) or set TOKEN_SERVICE_TEST_PYTHON",
+        python.display()
+    );
+    python
+}
+
+/// The quick start's verification runs as written (only the port and the Python interpreter
+/// replaced) against `demo`: PyJWT fetches the keys, checks signature, audience and issuer, and
+/// prints the claims.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readme_quick_start_token_verifies_with_pyjwt_as_written() {
+    let readme = readme();
+    let verify = block(&readme, "PyJWKClient");
+    assert_eq!(verify.lines().count(), 2, "two lines:\n{verify}");
+    assert!(
+        readme.contains("audience `token-service-demo`"),
+        "the README names the demo's audience"
+    );
+    let port = free_port();
+    let server = Server::spawn(
+        &["demo"],
+        vec![("PORT".into(), port.to_string())],
+        tempfile::tempdir().unwrap(),
+        port,
+    );
+    let python = python_with_pyjwt();
+    let script = verify
+        .replace("127.0.0.1:8443", &format!("127.0.0.1:{port}"))
+        .replace("python3 -c", &format!("{} -c", python.display()));
+    let dir = server.dir.path().to_owned();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("bash")
+            .args(["-euo", "pipefail", "-c", &script])
+            .current_dir(dir)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{verify}\n{stdout}{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        server.logs()
+    );
+    for claim in [
+        "'aud': 'token-service-demo'",
+        &format!("'iss': 'https://127.0.0.1:{port}'"),
+        "'sub': 'spiffe://token-service.local/ns/demo/sa/device-1'",
+    ] {
+        assert!(stdout.contains(claim), "{claim} not in {stdout}");
+    }
+}
+
+/// The install line names the service's package, whose binary is `token-service`, and a lock
+/// file `--locked` can use.
+#[test]
+fn readme_install_line_names_the_service_package() {
+    let readme = readme();
+    let install = block(&readme, "cargo install");
+    assert_eq!(
+        install,
+        "cargo install --path crates/token-service --locked"
+    );
+    let root = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+    assert!(root.join("Cargo.lock").is_file());
+    let manifest = std::fs::read_to_string(root.join("crates/token-service/Cargo.toml")).unwrap();
+    let manifest: toml::Table = manifest.parse().unwrap();
+    let bins = manifest["bin"].as_array().unwrap();
+    assert!(
+        bins.iter()
+            .any(|b| b["name"].as_str() == Some("token-service")),
+        "{bins:?}"
+    );
+    // The README's other commands run the binary under that name.
+    assert!(readme.contains("token-service serve"));
+}

@@ -153,7 +153,12 @@ impl Flow for ForwardedCertFlow {
             None => None,
         };
         let forwarded = parse_forwarded(self.settings.format, leaf, chain).map_err(|e| {
-            FlowError::InvalidRequest(format!("Header {}: {e}", self.settings.header))
+            // Name the header at fault under its configured name.
+            let header = match &self.settings.chain_header {
+                Some(chain) if e.in_chain_header() => chain,
+                _ => &self.settings.header,
+            };
+            FlowError::InvalidRequest(format!("Header {header}: {e}"))
         })?;
         let mut certificates = Vec::with_capacity(1 + forwarded.chain.len());
         certificates.push(forwarded.leaf);

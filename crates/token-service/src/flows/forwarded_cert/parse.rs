@@ -204,6 +204,29 @@ pub enum ParseError {
         /// The start of the offending member.
         found: String,
     },
+    /// An RFC 9440 `Client-Cert` of `::`: the proxy sent the header although the client
+    /// presented no certificate (HAProxy's `:%[ssl_c_der,base64]:` does).
+    #[error(
+        "the {input} is an empty byte sequence (::): the proxy forwarded no certificate; have it \
+         set the header only when the client presented one"
+    )]
+    EmptyByteSequence {
+        /// Which header or field the value came from.
+        input: &'static str,
+    },
+    /// An RFC 9440 `Client-Cert-Chain` member holds several DER certificates one after another
+    /// (what HAProxy's `ssl_c_chain_der` gives for more than one intermediate).
+    #[error(
+        "member {member} of the {input} holds several certificates one after another; RFC 9440 \
+         wants one certificate per member (HAProxy's ssl_c_chain_der joins them like this: \
+         behind HAProxy set FORWARDED_CERT_FORMAT=haproxy)"
+    )]
+    ConcatenatedCertificates {
+        /// Which header or field the value came from.
+        input: &'static str,
+        /// 1-based position of the offending list member.
+        member: usize,
+    },
     /// Base64 that does not decode.
     #[error("the {input} is not valid base64: {detail}")]
     InvalidBase64 {
@@ -277,10 +300,43 @@ pub enum ParseError {
     HashMismatch,
 }
 
+impl ParseError {
+    /// The header or field the error is about, when it names one.
+    fn input(&self) -> Option<&'static str> {
+        match self {
+            ParseError::Empty { input }
+            | ParseError::TooLong { input, .. }
+            | ParseError::NotByteSequence { input, .. }
+            | ParseError::NotByteSequenceList { input, .. }
+            | ParseError::EmptyByteSequence { input }
+            | ParseError::ConcatenatedCertificates { input, .. }
+            | ParseError::InvalidBase64 { input, .. }
+            | ParseError::InvalidPem { input, .. }
+            | ParseError::NoCertificate { input }
+            | ParseError::ExtraCertificates { input }
+            | ParseError::TooManyCertificates { input }
+            | ParseError::NotDer { input, .. } => Some(input),
+            ParseError::XfccSyntax { .. }
+            | ParseError::XfccDuplicateKey { .. }
+            | ParseError::XfccMissingCertificate
+            | ParseError::HashMismatch => None,
+        }
+    }
+
+    /// Whether the error is about the separate chain header of the format (RFC 9440
+    /// `Client-Cert-Chain`, HAProxy `ssl_c_chain_der`) rather than the leaf header.
+    pub fn in_chain_header(&self) -> bool {
+        self.input().is_some_and(|input| {
+            input == source::CLIENT_CERT_CHAIN || input == source::HAPROXY_CHAIN
+        })
+    }
+}
+
 /// Parses the leaf header value and the optional chain header value in the given format.
 ///
 /// `chain` is read only by formats with a separate chain header ([`ForwardedFormat::Rfc9440`],
-/// [`ForwardedFormat::Haproxy`]); an empty or blank chain value means no intermediates. XFCC
+/// [`ForwardedFormat::Haproxy`]); an empty or blank chain value means no intermediates, and so
+/// does an RFC 9440 chain member that is an empty byte sequence (`::`). XFCC
 /// and Traefik carry the chain in `leaf`, nginx cannot forward it. A chain that starts with a
 /// copy of the leaf has that copy dropped.
 pub fn parse_forwarded(
@@ -322,6 +378,11 @@ fn parse_rfc9440(leaf: &str, chain: Option<&str>) -> Result<ForwardedCertificate
         input: source::CLIENT_CERT,
         found: echo(value),
     })?;
+    if inner.is_empty() {
+        return Err(ParseError::EmptyByteSequence {
+            input: source::CLIENT_CERT,
+        });
+    }
     let leaf = decode_der(source::CLIENT_CERT, inner)?;
 
     let mut intermediates = Vec::new();
@@ -332,11 +393,14 @@ fn parse_rfc9440(leaf: &str, chain: Option<&str>) -> Result<ForwardedCertificate
             .enumerate()
             .map(|(index, member)| {
                 let member = member.trim_matches([' ', '\t']);
-                sf_binary(member).ok_or_else(|| ParseError::NotByteSequenceList {
-                    input: source::CLIENT_CERT_CHAIN,
-                    member: index.saturating_add(1),
-                    found: echo(member),
-                })
+                let position = index.saturating_add(1);
+                sf_binary(member)
+                    .map(|inner| (position, inner))
+                    .ok_or_else(|| ParseError::NotByteSequenceList {
+                        input: source::CLIENT_CERT_CHAIN,
+                        member: position,
+                        found: echo(member),
+                    })
             })
             .collect::<Result<Vec<_>, _>>()?;
         if members.len() > MAX_CERTIFICATES {
@@ -344,11 +408,45 @@ fn parse_rfc9440(leaf: &str, chain: Option<&str>) -> Result<ForwardedCertificate
                 input: source::CLIENT_CERT_CHAIN,
             });
         }
-        for inner in members {
-            intermediates.push(decode_der(source::CLIENT_CERT_CHAIN, inner)?);
+        // An empty byte sequence `::` carries no certificate and is skipped: HAProxy's
+        // `:%[ssl_c_chain_der,base64]:` sends one for a client without intermediates.
+        for (position, inner) in members.into_iter().filter(|(_, inner)| !inner.is_empty()) {
+            intermediates.push(decode_chain_member(position, inner)?);
         }
     }
     finish(source::CLIENT_CERT_CHAIN, leaf, intermediates, None)
+}
+
+/// One `Client-Cert-Chain` member: exactly one DER certificate. Several complete certificates
+/// one after another get their own error, which points HAProxy users at the `haproxy` format.
+fn decode_chain_member(member: usize, inner: &str) -> Result<Vec<u8>, ParseError> {
+    let input = source::CLIENT_CERT_CHAIN;
+    let der = decode_base64(input, inner)?;
+    if let Err(e) = check_der(input, &der) {
+        let first = der_sequence_len(&der).unwrap_or(der.len());
+        if let Some(rest) = der.get(first..)
+            && !rest.is_empty()
+            && splits_into_sequences(rest)
+        {
+            return Err(ParseError::ConcatenatedCertificates { input, member });
+        }
+        return Err(e);
+    }
+    Ok(der)
+}
+
+/// Whether `bytes` is one or more complete DER SEQUENCEs back to back.
+fn splits_into_sequences(mut bytes: &[u8]) -> bool {
+    while !bytes.is_empty() {
+        match der_sequence_len(bytes)
+            .ok()
+            .and_then(|len| bytes.get(len..))
+        {
+            Some(rest) => bytes = rest,
+            None => return false,
+        }
+    }
+    true
 }
 
 /// nginx `$ssl_client_escaped_cert`, or a PEM whose newlines became spaces or tabs.

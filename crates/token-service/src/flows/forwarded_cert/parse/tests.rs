@@ -177,6 +177,8 @@ fn variant(e: &ParseError) -> &'static str {
         ParseError::TooLong { .. } => "TooLong",
         ParseError::NotByteSequence { .. } => "NotByteSequence",
         ParseError::NotByteSequenceList { .. } => "NotByteSequenceList",
+        ParseError::EmptyByteSequence { .. } => "EmptyByteSequence",
+        ParseError::ConcatenatedCertificates { .. } => "ConcatenatedCertificates",
         ParseError::InvalidBase64 { .. } => "InvalidBase64",
         ParseError::InvalidPem { .. } => "InvalidPem",
         ParseError::NoCertificate { .. } => "NoCertificate",
@@ -276,6 +278,9 @@ fn well_formed_samples() {
         ("rfc9440 chain single", Rfc9440, sf(leaf), Some(sf(int)), vec![int]),
         ("rfc9440 empty chain", Rfc9440, sf(leaf), Some(String::new()), vec![]),
         ("rfc9440 blank chain", Rfc9440, sf(leaf), Some("  ".into()), vec![]),
+        // HAProxy's `:%[ssl_c_chain_der,base64]:` for a client without intermediates.
+        ("rfc9440 empty byte sequence chain", Rfc9440, sf(leaf), Some("::".into()), vec![]),
+        ("rfc9440 empty members skipped", Rfc9440, sf(leaf), Some(format!(":: , {}, ::", sf(int))), vec![int]),
         ("rfc9440 chain repeats leaf", Rfc9440, sf(leaf), Some(format!("{}, {}", sf(leaf), sf(int))), vec![int]),
         ("rfc9440 unpadded", Rfc9440, format!(":{}:", STANDARD.encode(leaf).trim_end_matches('=')), None, vec![]),
         ("rfc9440 chain of 9", Rfc9440, sf(leaf), Some(p.many[..9].iter().map(|d| sf(d)).collect::<Vec<_>>().join(", ")), p.many[..9].iter().map(Vec::as_slice).collect()),
@@ -482,7 +487,8 @@ fn malformed_samples() {
         ("rfc9440 base64url", Rfc9440, format!(":{}:", b64(leaf).replace('+', "-").replace('/', "_")), None, "NotByteSequence"),
         ("rfc9440 two items", Rfc9440, format!("{}, {}", sf(leaf), sf(int)), None, "NotByteSequence"),
         ("rfc9440 bad base64", Rfc9440, ":ab=c:".into(), None, "InvalidBase64"),
-        ("rfc9440 empty sequence", Rfc9440, "::".into(), None, "NotDer"),
+        ("rfc9440 empty sequence", Rfc9440, "::".into(), None, "EmptyByteSequence"),
+        ("rfc9440 empty sequence padded", Rfc9440, " :: ".into(), Some(sf(int)), "EmptyByteSequence"),
         ("rfc9440 not a certificate", Rfc9440, sf(b"hello world"), None, "NotDer"),
         ("rfc9440 truncated", Rfc9440, sf(&truncated(leaf)), None, "NotDer"),
         ("rfc9440 trailing garbage", Rfc9440, sf(&trailing(leaf)), None, "NotDer"),
@@ -492,6 +498,12 @@ fn malformed_samples() {
         ("rfc9440 chain semicolon", Rfc9440, sf(leaf), Some(format!("{};{}", sf(int), sf(int))), "NotByteSequenceList"),
         ("rfc9440 chain bad base64", Rfc9440, sf(leaf), Some(":ab=c:".into()), "InvalidBase64"),
         ("rfc9440 chain truncated", Rfc9440, sf(leaf), Some(sf(&truncated(int))), "NotDer"),
+        ("rfc9440 chain trailing garbage", Rfc9440, sf(leaf), Some(sf(&trailing(int))), "NotDer"),
+        ("rfc9440 chain member truncated after one", Rfc9440, sf(leaf), Some(sf(&[int, &truncated(leaf)].concat())), "NotDer"),
+        // HAProxy's ssl_c_chain_der joins the intermediates into one DER string.
+        ("rfc9440 chain member concatenated", Rfc9440, sf(leaf), Some(sf(&[int, leaf].concat())), "ConcatenatedCertificates"),
+        ("rfc9440 chain second member concatenated", Rfc9440, sf(leaf), Some(format!("{}, {}", sf(int), sf(&[int, leaf].concat()))), "ConcatenatedCertificates"),
+        ("rfc9440 only empty members, too many", Rfc9440, sf(leaf), Some(["::"; 11].join(",")), "TooManyCertificates"),
         ("rfc9440 chain of 11", Rfc9440, sf(leaf), Some(many.iter().map(|d| sf(d)).collect::<Vec<_>>().join(",")), "TooManyCertificates"),
         ("rfc9440 leaf + chain of 10", Rfc9440, sf(leaf), Some(many[..10].iter().map(|d| sf(d)).collect::<Vec<_>>().join(",")), "TooManyCertificates"),
         // XFCC.
@@ -595,6 +607,29 @@ fn errors_name_the_offending_header() {
             found: "nope".into()
         }
     );
+    // What HAProxy sends when an RFC 9440 header is built from ssl_c_chain_der with two
+    // intermediates, and from ssl_c_der without a client certificate: the messages say what to do.
+    let two = sf(&[&p.intermediate[..], &p.root[..]].concat());
+    let e = err(ForwardedFormat::Rfc9440, &sf(&p.leaf), Some(&two));
+    assert_eq!(
+        e,
+        ParseError::ConcatenatedCertificates {
+            input: "Client-Cert-Chain header",
+            member: 1,
+        }
+    );
+    assert_eq!(
+        e.to_string(),
+        "member 1 of the Client-Cert-Chain header holds several certificates one after another; \
+         RFC 9440 wants one certificate per member (HAProxy's ssl_c_chain_der joins them like \
+         this: behind HAProxy set FORWARDED_CERT_FORMAT=haproxy)"
+    );
+    let e = err(ForwardedFormat::Rfc9440, "::", Some("::"));
+    assert_eq!(
+        e.to_string(),
+        "the Client-Cert header is an empty byte sequence (::): the proxy forwarded no \
+         certificate; have it set the header only when the client presented one"
+    );
     let e = err(
         ForwardedFormat::Haproxy,
         &b64(&p.leaf),
@@ -607,6 +642,11 @@ fn errors_name_the_offending_header() {
             reason: "it does not start with a SEQUENCE (0x30)"
         }
     );
+    assert!(e.in_chain_header());
+    assert!(!err(ForwardedFormat::Haproxy, "", None).in_chain_header());
+    assert!(err(ForwardedFormat::Rfc9440, &sf(&p.leaf), Some("x")).in_chain_header());
+    assert!(!err(ForwardedFormat::Rfc9440, "x", Some("x")).in_chain_header());
+    assert!(!err(ForwardedFormat::Xfcc, "Cert=x", None).in_chain_header());
     let e = err(ForwardedFormat::Xfcc, "Subject=\"x", None);
     assert_eq!(
         e,
