@@ -901,3 +901,23 @@ async fn crl_required_refuses_certificates_of_a_ca_without_a_crl() {
         "{printed}"
     );
 }
+
+/// The two revocation settings refuse values they do not know, naming the valid ones.
+#[test]
+fn invalid_crl_policy_values_stop_startup_naming_the_setting_and_its_values() {
+    let pki = Pki::new();
+    let crl = pki.root.crl_pem(&[]);
+    for (name, value, expected) in [
+        ("TLS_CLIENT_CRL_EXPIRED", "ignore", "expected warn or deny"),
+        ("TLS_CLIENT_CRL_REQUIRED", "maybe", "expected true or false"),
+    ] {
+        let (status, printed) =
+            TlsService::start_expecting_failure(&pki, &pki.root.pem, Some(&crl), &[(name, value)]);
+        assert!(!status.success(), "{printed}");
+        assert!(
+            printed.contains(&format!("{name}: '{value}' is not valid; {expected}")),
+            "{printed}"
+        );
+        assert!(!printed.contains("panicked"), "{printed}");
+    }
+}
