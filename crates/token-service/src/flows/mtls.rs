@@ -159,12 +159,13 @@ impl Default for VerifiedChains {
 }
 
 /// Chain verifications running at once, process-wide: half the CPUs, at least one.
-fn verifications() -> &'static tokio::sync::Semaphore {
-    static PERMITS: std::sync::LazyLock<tokio::sync::Semaphore> = std::sync::LazyLock::new(|| {
-        let cpus = std::thread::available_parallelism().map_or(2, usize::from);
-        tokio::sync::Semaphore::new((cpus / 2).max(1))
-    });
-    &PERMITS
+fn verifications() -> Arc<tokio::sync::Semaphore> {
+    static PERMITS: std::sync::LazyLock<Arc<tokio::sync::Semaphore>> =
+        std::sync::LazyLock::new(|| {
+            let cpus = std::thread::available_parallelism().map_or(2, usize::from);
+            Arc::new(tokio::sync::Semaphore::new((cpus / 2).max(1)))
+        });
+    PERMITS.clone()
 }
 
 impl VerifiedChains {
@@ -203,12 +204,15 @@ impl VerifiedChains {
         }
         let version = material.version;
         let outcome = {
-            let _permit = verifications().acquire().await.map_err(|_| {
+            // The permit moves into the task: it is held until the work ends, even when the
+            // request stops waiting for it (deadline).
+            let permit = verifications().acquire_owned().await.map_err(|_| {
                 FlowError::Unauthorized("The client certificate could not be verified now".into())
             })?;
             let (flow, trust, clock) = (flow.to_owned(), trust.clone(), *clock);
             let chain = normalised.chain;
             tokio::task::spawn_blocking(move || {
+                let _permit = permit;
                 authenticate_chain(&flow, &trust, &material, &clock, attribute, &chain)
             })
             .await

@@ -36,7 +36,8 @@ pub(crate) fn may_sign_certificates(cert: &X509Certificate<'_>) -> Result<(), &'
 }
 
 /// Reduces `chain` (DER, leaf first) as described in the module documentation. The leaf itself
-/// is not parsed here beyond its issuer name; `Err` is a client-facing sentence.
+/// is not checked here (it is parsed for its issuer name only when CA certificates follow);
+/// `Err` is a client-facing sentence.
 pub fn normalise(chain: &[Vec<u8>]) -> Result<Normalised, String> {
     let Some((leaf_der, rest)) = chain.split_first() else {
         return Err("No client certificate was presented".into());
@@ -46,6 +47,12 @@ pub fn normalise(chain: &[Vec<u8>]) -> Result<Normalised, String> {
             "The client sent {} CA certificates after its own; at most {MAX_INTERMEDIATES} are accepted: send only the intermediates between the client certificate and a CA in TLS_CLIENT_CA_FILE",
             rest.len()
         ));
+    }
+    if rest.is_empty() {
+        // The common case costs no parsing: the leaf is parsed for its facts anyway.
+        let chain = vec![leaf_der.clone()];
+        let key = key(&chain);
+        return Ok(Normalised { chain, key });
     }
     let (_, leaf) = X509Certificate::from_der(leaf_der)
         .map_err(|_| "The client certificate cannot be parsed".to_owned())?;
