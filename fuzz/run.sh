@@ -13,7 +13,7 @@ seconds="${1:-600}"
 here="$(cd "$(dirname "$0")" && pwd)"
 cd "$here/.."
 
-targets=(form xlb_san xlb_flow forwarded_cert x509_facts policy_rules policy_template deny_list spiffe_id cert_twin)
+targets=(form xlb_san xlb_flow forwarded_cert x509_facts x509_chain policy_rules policy_template deny_list spiffe_id cert_twin)
 
 echo "building ${#targets[@]} targets (nightly, AddressSanitizer, debug assertions)"
 CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}" nice -n 19 cargo +nightly fuzz build

@@ -275,6 +275,7 @@ fn bench_requests(c: &mut Criterion) {
             ca_file: pki.ca_cert(),
             crl_file: None,
             reload_interval: std::time::Duration::from_secs(5),
+            revocation: Default::default(),
         })
         .unwrap(),
     );

@@ -92,6 +92,7 @@ impl Handshake {
                 ca_file: pki.ca_cert(),
                 crl_file: None,
                 reload_interval: Duration::from_secs(3600),
+                revocation: Default::default(),
             })
             .unwrap(),
         );

@@ -59,6 +59,7 @@ pub fn build(config: &Config, registry: &FlowRegistry) -> Result<App, Vec<String
         trust.watch();
     }
     let mut flow_settings = config.flow_settings.clone();
+    let trust_for_readiness = trust.clone();
     flow_settings.trust = trust;
     let flows = registry
         .build(&config.flows, &flow_settings)
@@ -139,6 +140,14 @@ pub fn build(config: &Config, registry: &FlowRegistry) -> Result<App, Vec<String
         state
             .readiness_checks
             .push(Box::new(move || tls.readiness(clock.now())));
+    }
+    if let Some(trust) = trust_for_readiness {
+        // An expired CRL is named in /readyz but leaves it 200: every replica shares the file,
+        // so a 503 would take them all out of rotation at once.
+        let clock = Clock::system();
+        state
+            .readiness_details
+            .push(Box::new(move || trust.readiness_details(clock.now())));
     }
     let draining = state.draining.clone();
     let state = Arc::new(state);

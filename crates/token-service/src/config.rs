@@ -243,6 +243,16 @@ pub const SETTINGS: &[Setting] = &[
     ),
     s("TLS_CLIENT_CRL_FILE", "", "PEM or DER CRLs of those CAs"),
     s(
+        "TLS_CLIENT_CRL_EXPIRED",
+        "warn",
+        "A CRL past its nextUpdate: warn (it still revokes what it lists; warning log, metric, /readyz detail) or deny (certificates of that CA are refused until a fresh CRL loads)",
+    ),
+    s(
+        "TLS_CLIENT_CRL_REQUIRED",
+        "false",
+        "true: every CA of a client chain must have a CRL in TLS_CLIENT_CRL_FILE, else its certificates are refused",
+    ),
+    s(
         "TLS_RELOAD_INTERVAL",
         "5",
         "Seconds between checks of the TLS and CA files for changes",
@@ -1011,11 +1021,18 @@ fn read_tls(
             None
         }
     };
+    let revocation = read_revocation(r);
     let trust = path(r, "TLS_CLIENT_CA_FILE").map(|ca_file| crate::x509::TrustSettings {
         ca_file,
         crl_file: path(r, "TLS_CLIENT_CRL_FILE"),
         reload_interval: std::time::Duration::from_secs(interval),
+        revocation,
     });
+    if revocation.required && r.get("TLS_CLIENT_CRL_FILE").is_none() {
+        r.fail(
+            "TLS_CLIENT_CRL_REQUIRED: true needs TLS_CLIENT_CRL_FILE with a CRL of every client CA; set the file, or TLS_CLIENT_CRL_REQUIRED=false".into(),
+        );
+    }
     if trust.is_none() && r.get("TLS_CLIENT_CRL_FILE").is_some() {
         r.fail(
             "TLS_CLIENT_CRL_FILE: needs TLS_CLIENT_CA_FILE, the CAs whose CRLs these are".into(),
@@ -1038,6 +1055,31 @@ fn read_tls(
         }),
     };
     (tls, trust, client_id)
+}
+
+/// `TLS_CLIENT_CRL_EXPIRED` and `TLS_CLIENT_CRL_REQUIRED`.
+fn read_revocation(r: &mut Reader<'_>) -> crate::x509::RevocationPolicy {
+    let mut policy = crate::x509::RevocationPolicy::default();
+    if let Some(v) = r.get("TLS_CLIENT_CRL_EXPIRED").map(str::to_owned) {
+        match crate::x509::ExpiredCrl::parse(&v) {
+            Some(expired) => policy.expired = expired,
+            None => r.fail(format!(
+                "TLS_CLIENT_CRL_EXPIRED: '{v}' is not valid; expected warn or deny"
+            )),
+        }
+    }
+    match r
+        .get("TLS_CLIENT_CRL_REQUIRED")
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None | Some("false") => {}
+        Some("true") => policy.required = true,
+        Some(other) => r.fail(format!(
+            "TLS_CLIENT_CRL_REQUIRED: '{other}' is not valid; expected true or false"
+        )),
+    }
+    policy
 }
 
 fn read_forwarded(

@@ -30,6 +30,10 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 /// A readiness condition for `/readyz`.
 pub type ReadinessCheck = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
 
+/// Warnings `/readyz` reports without turning 503 (an expired CRL under
+/// `TLS_CLIENT_CRL_EXPIRED=warn`...), one sentence each.
+pub type ReadinessDetail = Box<dyn Fn() -> Vec<String> + Send + Sync>;
+
 /// Where the issuer URL comes from.
 #[derive(Debug, Clone)]
 pub enum IssuerSource {
@@ -55,6 +59,8 @@ pub struct AppState {
     pub metrics_here: bool,
     /// Further readiness conditions (TLS material valid...), each `Err(reason)` when not met.
     pub readiness_checks: Vec<ReadinessCheck>,
+    /// Warnings shown by `/readyz` (field `warnings`) that leave it ready.
+    pub readiness_details: Vec<ReadinessDetail>,
     /// The JWK Set, serialized on first use.
     jwks_body: OnceLock<bytes::Bytes>,
     summary: FlowSummary,
@@ -76,6 +82,7 @@ impl AppState {
             draining: Arc::new(AtomicBool::new(false)),
             metrics_here: true,
             readiness_checks: Vec::new(),
+            readiness_details: Vec::new(),
             jwks_body: OnceLock::new(),
             summary,
         }

@@ -87,6 +87,7 @@ pub struct Metrics {
     connections_rejected: Counter,
     requests_in_flight: Gauge,
     requests_rejected: Family<ResultLabel, Counter>,
+    client_crls_expired: Gauge,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -113,6 +114,7 @@ impl Metrics {
             connections_rejected: Counter::default(),
             requests_in_flight: Gauge::default(),
             requests_rejected: Family::default(),
+            client_crls_expired: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -180,6 +182,11 @@ impl Metrics {
             "Requests refused by a limit: concurrency, timeout",
             m.requests_rejected.clone(),
         );
+        registry.register(
+            "client_crls_expired",
+            "CRLs in force (TLS_CLIENT_CRL_FILE) past their nextUpdate",
+            m.client_crls_expired.clone(),
+        );
         Self { registry, ..m }
     }
 
@@ -233,6 +240,12 @@ impl Metrics {
         self.reloads
             .get_or_create(&Reload { material, result })
             .inc();
+    }
+
+    /// Sets how many CRLs in force are past their nextUpdate.
+    pub fn client_crls_expired(&self, count: usize) {
+        self.client_crls_expired
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
     /// Publishes the current signing key.

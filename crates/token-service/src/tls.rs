@@ -118,8 +118,10 @@ impl TlsServer {
 
     /// Rebuilds from the files (trust first), swapping only when everything loads.
     fn reload(&self) -> Result<String, String> {
+        // The client trust material logs and counts its own outcome (`client_ca_*`), as it does
+        // without a TLS listener; a refused one also refuses this reload.
         let trust = match &self.trust {
-            Some(trust) => trust.reload()?,
+            Some(trust) => trust.reload_logged()?,
             None => "no client CA".into(),
         };
         let (config, not_after) = build_config(&self.settings, self.trust.as_ref())?;

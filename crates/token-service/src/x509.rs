@@ -9,6 +9,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 use base64::Engine as _;
@@ -23,11 +24,17 @@ use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
 use x509_parser::extensions::ParsedExtension;
 use x509_parser::objects::{oid_registry, oid2abbrev};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate, X509Name};
+use x509_parser::revocation_list::CertificateRevocationList;
 
 use crate::model::CertificateFacts;
 
+pub mod chain;
+pub mod revocation;
 pub mod spiffe;
 pub mod twin;
+
+pub use chain::{MAX_INTERMEDIATES, Normalised, normalise};
+pub use revocation::{ExpiredCrl, RevocationPolicy};
 
 /// Where the client trust material comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,10 +45,15 @@ pub struct TrustSettings {
     pub crl_file: Option<PathBuf>,
     /// How often to look for changes (`TLS_RELOAD_INTERVAL`).
     pub reload_interval: std::time::Duration,
+    /// `TLS_CLIENT_CRL_EXPIRED` and `TLS_CLIENT_CRL_REQUIRED`.
+    pub revocation: RevocationPolicy,
 }
 
 /// One loaded version of the trust material.
 pub struct TrustMaterial {
+    /// Increases with every successful (re)load: what caches of verdicts hold instead of the
+    /// material itself, so superseded material is freed at once.
+    pub version: u64,
     verifier: Arc<dyn ClientCertVerifier>,
     /// Subjects of the CAs, sent as hints in the TLS CertificateRequest.
     pub ca_subjects: Vec<DistinguishedName>,
@@ -49,6 +61,107 @@ pub struct TrustMaterial {
     pub summary: String,
     /// The CA certificates of the bundle, to name the issuer of a verified leaf.
     cas: Vec<CaCert>,
+    /// The CRLs in force (DER), to name what a revocation hit.
+    crls: Vec<CertificateRevocationListDer<'static>>,
+    /// One per CRL, for expiry warnings.
+    crl_info: Vec<revocation::CrlInfo>,
+    /// Earliest nextUpdate of the CRLs, so the per-request expiry check is one comparison.
+    first_expiry: Option<i64>,
+    policy: RevocationPolicy,
+}
+
+impl TrustMaterial {
+    /// Verifies an already normalised chain (leaf first) against this material at `now`.
+    pub fn verify(&self, chain: &[Vec<u8>], now: UnixTime) -> Result<(), String> {
+        let Some((leaf, intermediates)) = chain.split_first() else {
+            return Err("No client certificate was presented".into());
+        };
+        self.note_expired(i64::try_from(now.as_secs()).unwrap_or(i64::MAX));
+        let leaf_der = CertificateDer::from(leaf.as_slice());
+        let intermediates: Vec<CertificateDer<'_>> = intermediates
+            .iter()
+            .map(|c| CertificateDer::from(c.as_slice()))
+            .collect();
+        self.verifier
+            .verify_client_cert(&leaf_der, &intermediates, now)
+            .map(|_| ())
+            .map_err(|e| match e {
+                rustls::Error::InvalidCertificate(CertificateError::Revoked) => {
+                    self.describe_revoked(chain)
+                }
+                e => describe(&e, self.policy),
+            })
+    }
+
+    /// Logs (once per CRL and material) and counts the CRLs past their nextUpdate at `now`.
+    fn note_expired(&self, now: i64) {
+        if self.first_expiry.is_none_or(|t| now <= t) {
+            return;
+        }
+        let mut expired = 0;
+        let mut new = false;
+        for crl in self.crl_info.iter().filter(|c| c.expired(now)) {
+            expired += 1;
+            if crl.first_warning() {
+                new = true;
+                let detail = crl.describe_expired(self.policy.expired);
+                tracing::warn!(event = "client_crl_expired", issuer = %crl.issuer, "{detail}");
+            }
+        }
+        if new {
+            crate::metrics::metrics().client_crls_expired(expired);
+        }
+    }
+
+    /// Publishes the number of expired CRLs of this material, once it is the one in force.
+    fn publish(&self, now: i64) {
+        let expired = self.crl_info.iter().filter(|c| c.expired(now)).count();
+        crate::metrics::metrics().client_crls_expired(expired);
+    }
+
+    /// The expired CRLs at `now`, one sentence each (for `/readyz`).
+    pub fn expired_crls(&self, now: i64) -> Vec<String> {
+        self.note_expired(now);
+        self.crl_info
+            .iter()
+            .filter(|c| c.expired(now))
+            .map(|c| c.describe_expired(self.policy.expired))
+            .collect()
+    }
+
+    /// Which certificate of `chain` a CRL lists: the leaf, or a CA certificate of its chain.
+    fn describe_revoked(&self, chain: &[Vec<u8>]) -> String {
+        let crls: Vec<CertificateRevocationList<'_>> = self
+            .crls
+            .iter()
+            .filter_map(|der| {
+                CertificateRevocationList::from_der(der)
+                    .ok()
+                    .map(|(_, c)| c)
+            })
+            .collect();
+        for (i, der) in chain.iter().enumerate() {
+            let Ok((_, cert)) = X509Certificate::from_der(der) else {
+                continue;
+            };
+            let listed = crls.iter().any(|crl| {
+                crl.issuer().as_raw() == cert.issuer().as_raw()
+                    && crl
+                        .iter_revoked_certificates()
+                        .any(|r| r.raw_serial() == cert.raw_serial())
+            });
+            if listed && i > 0 {
+                return format!(
+                    "The client certificate's issuing CA '{}' has been revoked",
+                    cert.subject()
+                );
+            }
+            if listed {
+                break;
+            }
+        }
+        "The client certificate has been revoked".to_owned()
+    }
 }
 
 /// What identifies a CA certificate as the issuer of a leaf.
@@ -133,6 +246,7 @@ pub struct Trust {
     settings: TrustSettings,
     provider: Arc<CryptoProvider>,
     current: ArcSwap<TrustMaterial>,
+    versions: AtomicU64,
 }
 
 impl std::fmt::Debug for Trust {
@@ -154,20 +268,53 @@ impl Trust {
     /// Loads the trust material; fails with a message naming the setting and the problem.
     pub fn load(settings: TrustSettings) -> Result<Self, String> {
         let provider = provider();
-        let material = Self::build(&settings, &provider)?;
+        let material = Self::build(&settings, &provider, 1)?;
+        let now = crate::clock::Clock::system().now();
+        material.publish(now);
+        material.note_expired(now);
         Ok(Self {
             settings,
             provider,
             current: ArcSwap::from_pointee(material),
+            versions: AtomicU64::new(1),
         })
     }
 
     /// Re-reads the files; on success swaps the new material in, else keeps the old one.
     pub fn reload(&self) -> Result<String, String> {
-        let material = Self::build(&self.settings, &self.provider)?;
+        let version = self.versions.fetch_add(1, Ordering::Relaxed) + 1;
+        let material = Self::build(&self.settings, &self.provider, version)?;
         let summary = material.summary.clone();
+        let now = crate::clock::Clock::system().now();
+        material.publish(now);
+        material.note_expired(now);
         self.current.store(Arc::new(material));
         Ok(summary)
+    }
+
+    /// Re-reads the files with the `client_ca_reloaded` / `client_ca_reload_failed` log line and
+    /// reload metric; `Err` when the new material was refused.
+    pub fn reload_logged(&self) -> Result<String, String> {
+        match self.reload() {
+            Ok(summary) => {
+                crate::metrics::metrics().reload("client_ca", true);
+                tracing::info!(
+                    event = "client_ca_reloaded",
+                    "reloaded client trust material: {summary}"
+                );
+                Ok(summary)
+            }
+            Err(e) => {
+                crate::metrics::metrics().reload("client_ca", false);
+                tracing::error!(event = "client_ca_reload_failed", reason = %e, "refused new client trust material, keeping the old: {e}");
+                Err(e)
+            }
+        }
+    }
+
+    /// For `/readyz`: one sentence per CRL in force that is past its nextUpdate.
+    pub fn readiness_details(&self, now: i64) -> Vec<String> {
+        self.current().expired_crls(now)
     }
 
     /// The files behind the material.
@@ -189,18 +336,8 @@ impl Trust {
         crate::watch::spawn(
             self.settings.reload_interval,
             move || files.files(),
-            move || match trust.reload() {
-                Ok(summary) => {
-                    crate::metrics::metrics().reload("client_ca", true);
-                    tracing::info!(
-                        event = "client_ca_reloaded",
-                        "reloaded client trust material: {summary}"
-                    )
-                }
-                Err(e) => {
-                    crate::metrics::metrics().reload("client_ca", false);
-                    tracing::error!(event = "client_ca_reload_failed", reason = %e, "refused new client trust material, keeping the old: {e}")
-                }
+            move || {
+                let _ = trust.reload_logged();
             },
         );
     }
@@ -213,11 +350,13 @@ impl Trust {
     fn build(
         settings: &TrustSettings,
         provider: &Arc<CryptoProvider>,
+        version: u64,
     ) -> Result<TrustMaterial, String> {
         let setting = "TLS_CLIENT_CA_FILE";
         let pem = read(&settings.ca_file, setting)?;
         let mut roots = RootCertStore::empty();
         let mut cas = Vec::new();
+        let mut bundle = Vec::new();
         for (i, cert) in CertificateDer::pem_slice_iter(&pem).enumerate() {
             let cert = cert.map_err(|e| {
                 format!(
@@ -227,8 +366,17 @@ impl Trust {
                 )
             })?;
             if let Ok((_, parsed)) = X509Certificate::from_der(&cert) {
+                chain::may_sign_certificates(&parsed).map_err(|why| {
+                    format!(
+                        "{setting}: '{}': certificate {} ('{}') {why}; remove it from the bundle or reissue it with keyCertSign",
+                        settings.ca_file.display(),
+                        i + 1,
+                        parsed.subject()
+                    )
+                })?;
                 cas.push(CaCert::of(&parsed, &cert));
             }
+            bundle.push(cert.clone());
             roots.add(cert).map_err(|e| {
                 format!(
                     "{setting}: '{}': certificate {} is not a usable CA: {e}",
@@ -247,41 +395,40 @@ impl Trust {
         let ca_count = roots.len();
         let mut builder =
             WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
-        let mut crl_count = 0;
+        let (mut crls, mut crl_info) = (Vec::new(), Vec::new());
         if let Some(path) = &settings.crl_file {
-            let crls = read_crls(path)?;
-            crl_count = crls.len();
-            builder = builder
-                .with_crls(crls)
-                .only_check_end_entity_revocation()
-                .allow_unknown_revocation_status();
+            let loaded = revocation::load(path, &bundle)?;
+            for warning in &loaded.warnings {
+                tracing::warn!(event = "client_crl_unchecked", "{warning}");
+            }
+            builder = settings
+                .revocation
+                .apply(builder.with_crls(loaded.crls.clone()));
+            (crls, crl_info) = (loaded.crls, loaded.info);
         }
         let verifier = builder.build().map_err(|e| {
             format!("TLS_CLIENT_CRL_FILE / TLS_CLIENT_CA_FILE: cannot build the verifier: {e}")
         })?;
-        Ok(TrustMaterial {
+        let first_expiry = crl_info.iter().filter_map(|c| c.next_update).min();
+        let material = TrustMaterial {
+            version,
             verifier,
             ca_subjects,
-            summary: format!("{ca_count} CA certificate(s), {crl_count} CRL(s)"),
+            summary: format!("{ca_count} CA certificate(s), {} CRL(s)", crls.len()),
             cas,
-        })
+            crls,
+            crl_info,
+            first_expiry,
+            policy: settings.revocation,
+        };
+        Ok(material)
     }
 
-    /// Verifies a client chain (DER, leaf first) against the current material at `now`.
+    /// Verifies a client chain (DER, leaf first) against the current material at `now`, after
+    /// normalising it (see [`chain`]).
     pub fn verify(&self, chain: &[Vec<u8>], now: UnixTime) -> Result<(), String> {
-        let Some((leaf, intermediates)) = chain.split_first() else {
-            return Err("No client certificate was presented".into());
-        };
-        let leaf = CertificateDer::from(leaf.as_slice());
-        let intermediates: Vec<CertificateDer<'_>> = intermediates
-            .iter()
-            .map(|c| CertificateDer::from(c.as_slice()))
-            .collect();
-        self.current()
-            .verifier
-            .verify_client_cert(&leaf, &intermediates, now)
-            .map(|_| ())
-            .map_err(|e| describe(&e))
+        let normalised = normalise(chain)?;
+        self.current().verify(&normalised.chain, now)
     }
 
     /// SHA-256 fingerprints (as presented, and of its re-signed twin) of the CA certificate
@@ -339,25 +486,8 @@ impl Trust {
     }
 }
 
-fn read_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
-    let setting = "TLS_CLIENT_CRL_FILE";
-    let bytes = read(path, setting)?;
-    let crls: Vec<_> =
-        if bytes.starts_with(b"-----") || bytes.trim_ascii_start().starts_with(b"-----") {
-            CertificateRevocationListDer::pem_slice_iter(&bytes)
-                .collect::<Result<_, _>>()
-                .map_err(|e| format!("{setting}: '{}': {e}", path.display()))?
-        } else {
-            vec![CertificateRevocationListDer::from(bytes)]
-        };
-    if crls.is_empty() {
-        return Err(format!("{setting}: '{}' holds no CRL", path.display()));
-    }
-    Ok(crls)
-}
-
 /// A precise, client-facing reason for a rejected certificate.
-fn describe(e: &rustls::Error) -> String {
+fn describe(e: &rustls::Error, policy: RevocationPolicy) -> String {
     let what = match e {
         rustls::Error::InvalidCertificate(c) => match c {
             CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
@@ -376,15 +506,22 @@ fn describe(e: &rustls::Error) -> String {
             }
             CertificateError::BadSignature => "has an invalid signature".to_owned(),
             CertificateError::BadEncoding => "cannot be parsed".to_owned(),
+            CertificateError::UnknownRevocationStatus if policy.required => {
+                "has an unknown revocation status: TLS_CLIENT_CRL_FILE holds no CRL of a CA of its chain, which TLS_CLIENT_CRL_REQUIRED=true requires".to_owned()
+            }
             CertificateError::UnknownRevocationStatus => {
                 "has an unknown revocation status".to_owned()
             }
             CertificateError::ExpiredRevocationList
-            | CertificateError::ExpiredRevocationListContext { .. } => {
-                "cannot be checked: the CRL has expired".to_owned()
-            }
+            | CertificateError::ExpiredRevocationListContext { .. } => format!(
+                "cannot be checked for revocation: the CRL of a CA of its chain is past its nextUpdate, and TLS_CLIENT_CRL_EXPIRED={} refuses certificates until a fresh CRL is loaded",
+                policy.expired.name()
+            ),
             other => format!("was rejected: {other:?}"),
         },
+        rustls::Error::InvalidCertRevocationList(crl) => {
+            format!("cannot be checked for revocation: the CRL of a CA of its chain is not usable ({crl:?})")
+        }
         other => format!("was rejected: {other}"),
     };
     format!("The client certificate {what}")

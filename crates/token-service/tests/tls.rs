@@ -753,3 +753,412 @@ async fn spiffe_ids_are_validated_and_a_certificate_may_carry_only_one() {
         assert_eq!(claims["client"]["x5_urisan"], uri, "{claims}");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Issue 10: chains, revocation and trust material
+// ---------------------------------------------------------------------------------------------
+
+/// One POST /token on a new TLS 1.3 connection presenting `chain` (signed with `key`).
+async fn token_on_new_connection(
+    service: &TlsService,
+    pki: &Pki,
+    chain: &[Vec<u8>],
+    key: &[u8],
+) -> (u16, Value) {
+    let config = rustls_config(&pki.root.der, chain, key, &rustls::version::TLS13);
+    let mut stream = connect(service, config).await.unwrap();
+    let (status, body) = http1(&mut stream, "POST", "/token", Some(GRANT))
+        .await
+        .unwrap();
+    (status, serde_json::from_str(&body).unwrap())
+}
+
+/// Finding 2: a leaf plus nine self-issued CAs of one name used to make path building run to
+/// its limit (~170 ms of CPU per request). Refused now before any path is built; measured
+/// through the server's own CPU time against the same number of good requests.
+#[tokio::test]
+async fn refusing_a_leaf_with_nine_self_issued_cas_costs_about_what_a_good_request_costs() {
+    const N: usize = 6;
+    let pki = Pki::new();
+    let service = TlsService::start(&pki, &pki.root.pem, None, &[]);
+    let attacks: Vec<_> = (0..N).map(|_| self_issued_ca_chain(9)).collect();
+    // Warm up (first handshake, first signature).
+    let (status, body) =
+        token_on_new_connection(&service, &pki, &pki.valid.chain_der, &pki.valid.key_der).await;
+    id_token(status, &body);
+
+    let start = service.cpu_seconds();
+    for _ in 0..N {
+        let (status, body) =
+            token_on_new_connection(&service, &pki, &pki.valid.chain_der, &pki.valid.key_der).await;
+        id_token(status, &body);
+    }
+    let good = service.cpu_seconds() - start;
+
+    let start = service.cpu_seconds();
+    let mut answers = Vec::new();
+    for (chain, key) in &attacks {
+        answers.push(token_on_new_connection(&service, &pki, chain, key).await);
+    }
+    let attack = service.cpu_seconds() - start;
+    // Generous: a tick of CPU accounting is 10 ms, and a refusal logs a line a token does not.
+    assert!(
+        attack <= 3.0 * good + 0.3,
+        "{N} refused chains took {attack:.2} s of server CPU, {N} tokens {good:.2} s"
+    );
+    for (status, body) in answers {
+        assert_refused(
+            status,
+            &body,
+            "The client sent 9 CA certificates after its own; at most 4 are accepted: send only the intermediates between the client certificate and a CA in TLS_CLIENT_CA_FILE",
+        );
+    }
+    // Discovery stays served, and the refusals were logged with the leaf's facts.
+    let discovery = https_client(&pki.root.pem, None)
+        .get(service.url("/.well-known/openid-configuration"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(discovery.status(), 200);
+    let rejected = service.events("client_certificate_rejected");
+    assert_eq!(rejected.len(), N, "{rejected:#?}");
+    assert!(rejected.iter().all(|l| l["cert/serial"] == "66:01"));
+}
+
+/// Finding 5: revocation of an intermediate counts: a root CRL that lists the issuing CA stops
+/// that CA's leaves, while the root's own leaves keep working.
+#[tokio::test]
+async fn root_crl_listing_the_issuing_ca_refuses_the_leaves_it_issued() {
+    let pki = Pki::new();
+    let crl = pki.root.crl_pem_revoking_cas(&[&pki.intermediate]);
+    let service = TlsService::start(&pki, &pki.root.pem, Some(&crl), &[]);
+    let revoked_ca = "The client certificate's issuing CA 'O=Token Service TLS tests, CN=Test Intermediate CA' has been revoked";
+    let client = https_client(&pki.root.pem, Some(&pki.via_intermediate));
+    let (status, body) = post_token(&client, &service).await;
+    assert_refused(status, &body, revoked_ca);
+    let leaf = &pki.via_intermediate;
+    let (status, body) =
+        token_on_new_connection(&service, &pki, &leaf.chain_der, &leaf.key_der).await;
+    assert_refused(status, &body, revoked_ca);
+    let rejected = service.events("client_certificate_rejected");
+    assert!(
+        rejected
+            .iter()
+            .any(|l| l["cert/serial"] == "00:80:02:ab" && l["reason"] == revoked_ca),
+        "{rejected:#?}"
+    );
+    let (status, body) =
+        token_on_new_connection(&service, &pki, &pki.valid.chain_der, &pki.valid.key_der).await;
+    id_token(status, &body);
+}
+
+/// Finding 8: verdicts hold a version number, not the trust material: with a 60,000-entry CRL
+/// reloaded again and again, and a new client after each reload, the server's RSS stays flat.
+#[tokio::test]
+async fn memory_stays_flat_when_a_large_crl_is_reloaded_with_a_new_client_each_time() {
+    const RELOADS: usize = 12;
+    let pki = Pki::new();
+    let serials: Vec<Vec<u8>> = (0..60_000u32)
+        .map(|i| [&[0x7f][..], &i.to_be_bytes()].concat())
+        .collect();
+    let serials: Vec<&[u8]> = serials.iter().map(Vec::as_slice).collect();
+    let crl = pki.root.crl_pem_of(
+        &serials,
+        time::OffsetDateTime::now_utc() + time::Duration::days(1),
+    );
+    let service = TlsService::start(
+        &pki,
+        &pki.root.pem,
+        Some(&crl),
+        &[("TLS_RELOAD_INTERVAL", "1")],
+    );
+    let mut baseline = None;
+    for i in 0..RELOADS {
+        let leaf = pki
+            .root
+            .issue(Spec::client(&format!("client-{i}"), &[0x31, i as u8]));
+        let (status, body) =
+            token_on_new_connection(&service, &pki, &leaf.chain_der, &leaf.key_der).await;
+        id_token(status, &body);
+        if i == 2 {
+            baseline = Some(service.rss_mib());
+        }
+        let before = service.events("tls_reloaded").len();
+        write_atomic(&service.crl_file, crl.as_bytes());
+        service.wait_for_event("tls_reloaded", before).await;
+    }
+    let leaf = pki.root.issue(Spec::client("last", &[0x32, 0x01]));
+    let (status, body) =
+        token_on_new_connection(&service, &pki, &leaf.chain_der, &leaf.key_der).await;
+    id_token(status, &body);
+    let (baseline, end) = (baseline.unwrap(), service.rss_mib());
+    assert!(
+        end - baseline < 40.0,
+        "RSS grew from {baseline:.0} MiB to {end:.0} MiB over {} reloads",
+        RELOADS - 3
+    );
+}
+
+/// Finding 10: a CRL whose signature does not verify (here: made by another key under the
+/// root's name) is refused like any broken file, on reload and at startup; placed before the
+/// real CRL it does not shadow it.
+#[tokio::test]
+async fn crl_whose_signature_does_not_verify_is_refused_on_reload_and_at_startup() {
+    let pki = Pki::new();
+    let impostor = Ca::root("Test Root CA");
+    let forged = impostor.crl_pem(&[&pki.valid]);
+    let (status, printed) =
+        TlsService::start_expecting_failure(&pki, &pki.root.pem, Some(&forged), &[]);
+    assert!(!status.success(), "{printed}");
+    assert!(
+        printed.contains("TLS_CLIENT_CRL_FILE") && printed.contains("signature does not verify"),
+        "{printed}"
+    );
+    assert!(!printed.contains("panicked"), "{printed}");
+
+    let service = TlsService::start(
+        &pki,
+        &pki.root.pem,
+        Some(&pki.root.crl_pem(&[&pki.revoked])),
+        &[("TLS_RELOAD_INTERVAL", "1")],
+    );
+    let real = pki.root.crl_pem(&[&pki.revoked]);
+    for file in [forged.clone(), format!("{forged}{real}")] {
+        let before = service.events("client_ca_reload_failed").len();
+        write_atomic(&service.crl_file, file.as_bytes());
+        let failed = service
+            .wait_for_event("client_ca_reload_failed", before)
+            .await;
+        let reason = failed["reason"].as_str().unwrap_or_default();
+        assert!(
+            reason.contains("TLS_CLIENT_CRL_FILE") && reason.contains("CRL 1"),
+            "{failed}"
+        );
+        // The old material stays: the forged CRL's victim still gets a token, the real CRL's
+        // revocation still holds.
+        let (status, body) =
+            token_on_new_connection(&service, &pki, &pki.valid.chain_der, &pki.valid.key_der).await;
+        id_token(status, &body);
+        let (status, body) =
+            token_on_new_connection(&service, &pki, &pki.revoked.chain_der, &pki.revoked.key_der)
+                .await;
+        assert_refused(status, &body, REVOKED);
+    }
+    let metrics = reqwest_get(&service, &pki, "/metrics").await;
+    assert!(
+        metrics.lines().any(|l| l
+            .starts_with("token_service_reloads_total{material=\"client_ca\",result=\"error\"} 2")),
+        "{metrics}"
+    );
+}
+
+/// The body of a GET over TLS without a client certificate.
+async fn reqwest_get(service: &TlsService, pki: &Pki, path: &str) -> String {
+    https_client(&pki.root.pem, None)
+        .get(service.url(path))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Finding 14: an issuing CA whose keyUsage extension lacks keyCertSign is refused, sent by
+/// the client (403 with the reason) or in TLS_CLIENT_CA_FILE (startup refused, naming the file
+/// and the certificate); a CA without a keyUsage extension stays accepted.
+#[tokio::test]
+async fn issuing_ca_with_key_usage_without_key_cert_sign_is_refused() {
+    let pki = Pki::new();
+    let no_cert_sign = pki.root.intermediate_with_key_usages(
+        "No CertSign CA",
+        Some(vec![
+            rcgen::KeyUsagePurpose::DigitalSignature,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ]),
+    );
+    let no_key_usage = pki
+        .root
+        .intermediate_with_key_usages("No KeyUsage CA", Some(vec![]));
+    let service = TlsService::start(&pki, &pki.root.pem, None, &[]);
+    let refused = no_cert_sign.issue(Spec::client("under-no-cert-sign", &[0x40, 0x01]));
+    let (status, body) =
+        token_on_new_connection(&service, &pki, &refused.chain_der, &refused.key_der).await;
+    assert_refused(
+        status,
+        &body,
+        "The client certificate's chain holds the CA certificate 'O=Token Service TLS tests, CN=No CertSign CA', which has a keyUsage extension without keyCertSign, so it may not issue certificates (RFC 5280 4.2.1.3)",
+    );
+    let accepted = no_key_usage.issue(Spec::client("under-no-key-usage", &[0x40, 0x02]));
+    let (status, body) =
+        token_on_new_connection(&service, &pki, &accepted.chain_der, &accepted.key_der).await;
+    id_token(status, &body);
+
+    let bad_root = Ca::root_with_key_usages(
+        "Signing-only root",
+        Some(vec![rcgen::KeyUsagePurpose::DigitalSignature]),
+    );
+    let bundle = format!("{}{}", pki.root.pem, bad_root.pem);
+    let (status, printed) = TlsService::start_expecting_failure(&pki, &bundle, None, &[]);
+    assert!(!status.success(), "{printed}");
+    assert!(
+        printed.contains("TLS_CLIENT_CA_FILE")
+            && printed.contains("certificate 2 ('O=Token Service TLS tests, CN=Signing-only root') has a keyUsage extension without keyCertSign"),
+        "{printed}"
+    );
+    // A bundle CA without keyUsage is fine.
+    let plain_root = Ca::root_with_key_usages("Root without keyUsage", Some(vec![]));
+    let plain_leaf = plain_root.issue(Spec::client("under-plain-root", &[0x40, 0x03]));
+    let service = TlsService::start(
+        &pki,
+        &format!("{}{}", pki.root.pem, plain_root.pem),
+        None,
+        &[],
+    );
+    let (status, body) =
+        token_on_new_connection(&service, &pki, &plain_leaf.chain_der, &plain_leaf.key_der).await;
+    id_token(status, &body);
+}
+
+/// "Also": a CRL past its nextUpdate under TLS_CLIENT_CRL_EXPIRED=warn (the default) still
+/// revokes what it lists, with a warning line, a metric and a /readyz warning (still 200).
+#[tokio::test]
+async fn expired_crl_under_warn_still_revokes_and_is_reported_in_logs_metrics_and_readyz() {
+    let pki = Pki::new();
+    let crl = pki.root.expired_crl_pem(&[&pki.revoked]);
+    let service = TlsService::start(&pki, &pki.root.pem, Some(&crl), &[]);
+    let (status, body) =
+        token_on_new_connection(&service, &pki, &pki.revoked.chain_der, &pki.revoked.key_der).await;
+    assert_refused(status, &body, REVOKED);
+    let (status, body) =
+        token_on_new_connection(&service, &pki, &pki.valid.chain_der, &pki.valid.key_der).await;
+    id_token(status, &body);
+    let warned = service.events("client_crl_expired");
+    assert_eq!(warned.len(), 1, "{warned:#?}");
+    let response = https_client(&pki.root.pem, None)
+        .get(service.url("/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let ready: Value = response.json().await.unwrap();
+    assert_eq!(ready["status"], "ready", "{ready}");
+    let warning = ready["warnings"][0].as_str().unwrap_or_default();
+    assert!(
+        warning.contains("Test Root CA")
+            && warning.contains("TLS_CLIENT_CRL_FILE")
+            && warning.contains("TLS_CLIENT_CRL_EXPIRED=warn"),
+        "{ready}"
+    );
+    let metrics = reqwest_get(&service, &pki, "/metrics").await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "token_service_client_crls_expired 1"),
+        "{metrics}"
+    );
+}
+
+/// "Also": TLS_CLIENT_CRL_EXPIRED=deny refuses the certificates of a CA whose CRL has expired
+/// until a fresh CRL loads; other CAs are unaffected.
+#[tokio::test]
+async fn expired_crl_under_deny_refuses_that_cas_certificates_until_a_fresh_crl_loads() {
+    let pki = Pki::new();
+    let other = Ca::root("Other fresh CA");
+    let other_leaf = other.issue(Spec::client("other-fresh", &[0x41, 0x01]));
+    let crls = format!("{}{}", pki.root.expired_crl_pem(&[]), other.crl_pem(&[]));
+    let service = TlsService::start(
+        &pki,
+        &format!("{}{}", pki.root.pem, other.pem),
+        Some(&crls),
+        &[
+            ("TLS_CLIENT_CRL_EXPIRED", "deny"),
+            ("TLS_RELOAD_INTERVAL", "1"),
+        ],
+    );
+    let (status, body) =
+        token_on_new_connection(&service, &pki, &pki.valid.chain_der, &pki.valid.key_der).await;
+    assert_refused(
+        status,
+        &body,
+        "The client certificate cannot be checked for revocation: the CRL of a CA of its chain is past its nextUpdate, and TLS_CLIENT_CRL_EXPIRED=deny refuses certificates until a fresh CRL is loaded",
+    );
+    let (status, body) =
+        token_on_new_connection(&service, &pki, &other_leaf.chain_der, &other_leaf.key_der).await;
+    id_token(status, &body);
+    let before = service.events("tls_reloaded").len();
+    write_atomic(
+        &service.crl_file,
+        format!("{}{}", pki.root.crl_pem(&[]), other.crl_pem(&[])).as_bytes(),
+    );
+    service.wait_for_event("tls_reloaded", before).await;
+    let (status, body) =
+        token_on_new_connection(&service, &pki, &pki.valid.chain_der, &pki.valid.key_der).await;
+    id_token(status, &body);
+}
+
+/// "Also": TLS_CLIENT_CRL_REQUIRED=true refuses the certificates of a CA without a CRL
+/// (intermediates included); the default accepts them.
+#[tokio::test]
+async fn crl_required_refuses_certificates_of_a_ca_without_a_crl() {
+    let pki = Pki::new();
+    let other = Ca::root("CA without CRL");
+    let other_leaf = other.issue(Spec::client("no-crl-ca", &[0x42, 0x01]));
+    let bundle = format!("{}{}", pki.root.pem, other.pem);
+    let crl = pki.root.crl_pem(&[]);
+    let missing = "The client certificate has an unknown revocation status: TLS_CLIENT_CRL_FILE holds no CRL of a CA of its chain, which TLS_CLIENT_CRL_REQUIRED=true requires";
+    let required = TlsService::start(
+        &pki,
+        &bundle,
+        Some(&crl),
+        &[("TLS_CLIENT_CRL_REQUIRED", "true")],
+    );
+    let by_default = TlsService::start(&pki, &bundle, Some(&crl), &[]);
+    for (leaf, refused) in [
+        (&other_leaf, true),
+        (&pki.via_intermediate, true),
+        (&pki.valid, false),
+    ] {
+        let (status, body) =
+            token_on_new_connection(&required, &pki, &leaf.chain_der, &leaf.key_der).await;
+        if refused {
+            assert_refused(status, &body, missing);
+        } else {
+            id_token(status, &body);
+        }
+        let (status, body) =
+            token_on_new_connection(&by_default, &pki, &leaf.chain_der, &leaf.key_der).await;
+        id_token(status, &body);
+    }
+    let (status, printed) = TlsService::start_expecting_failure(
+        &pki,
+        &bundle,
+        None,
+        &[("TLS_CLIENT_CRL_REQUIRED", "true")],
+    );
+    assert!(!status.success(), "{printed}");
+    assert!(
+        printed.contains("TLS_CLIENT_CRL_REQUIRED") && printed.contains("TLS_CLIENT_CRL_FILE"),
+        "{printed}"
+    );
+}
+
+/// The two revocation settings refuse values they do not know, naming the valid ones.
+#[test]
+fn invalid_crl_policy_values_stop_startup_naming_the_setting_and_its_values() {
+    let pki = Pki::new();
+    let crl = pki.root.crl_pem(&[]);
+    for (name, value, expected) in [
+        ("TLS_CLIENT_CRL_EXPIRED", "ignore", "expected warn or deny"),
+        ("TLS_CLIENT_CRL_REQUIRED", "maybe", "expected true or false"),
+    ] {
+        let (status, printed) =
+            TlsService::start_expecting_failure(&pki, &pki.root.pem, Some(&crl), &[(name, value)]);
+        assert!(!status.success(), "{printed}");
+        assert!(
+            printed.contains(&format!("{name}: '{value}' is not valid; {expected}")),
+            "{printed}"
+        );
+        assert!(!printed.contains("panicked"), "{printed}");
+    }
+}

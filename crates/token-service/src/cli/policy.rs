@@ -188,6 +188,7 @@ fn explain(request: &Request<'_>) -> Result<(String, bool), String> {
                 ca_file: ca.to_owned(),
                 crl_file: None,
                 reload_interval: std::time::Duration::from_secs(5),
+                revocation: Default::default(),
             })?;
             (facts.issuer_ca_sha256, facts.issuer_ca_sha256_twin) =
                 trust.issuer_fingerprint(&chain);

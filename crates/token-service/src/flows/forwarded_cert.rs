@@ -163,12 +163,14 @@ impl Flow for ForwardedCertFlow {
         let mut certificates = Vec::with_capacity(1 + forwarded.chain.len());
         certificates.push(forwarded.leaf);
         certificates.extend(forwarded.chain);
-        self.verified.authenticate(
-            NAME,
-            &self.trust,
-            &self.clock,
-            self.attribute,
-            &certificates,
-        )
+        self.verified
+            .authenticate(
+                NAME,
+                &self.trust,
+                &self.clock,
+                self.attribute,
+                &certificates,
+            )
+            .await
     }
 }

@@ -2,9 +2,9 @@
 //! certificate in the handshake (which proves possession of the key). The chain is verified on
 //! every request against the CA bundle and CRLs in force at that moment.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use rustls_pki_types::UnixTime;
@@ -12,17 +12,19 @@ use serde_json::json;
 
 use super::{Flow, FlowError, TLS_CLIENT_AUTH};
 use crate::clock::Clock;
-use crate::model::{AuthenticatedClient, CLIENT_CREDENTIALS, TokenRequest};
-use crate::x509::{ClientIdAttribute, Trust, TrustMaterial, facts};
+use crate::model::{AuthenticatedClient, CLIENT_CREDENTIALS, CertificateFacts, TokenRequest};
+use crate::x509::{ClientIdAttribute, Trust, TrustMaterial, facts, normalise};
 
 /// Name of this flow in `AUTH_FLOWS` and `amr`.
 pub const NAME: &str = "mtls-client-credentials";
 
-/// Verifies a chain (DER, leaf first) and derives the client: shared by every flow that sees
-/// the whole certificate. Rejections are logged with the certificate's facts.
+/// Verifies an already normalised chain (DER, leaf first) against `material` and derives the
+/// client: shared by every flow that sees the whole certificate. Rejections are logged with the
+/// certificate's facts.
 pub(crate) fn authenticate_chain(
     flow: &str,
     trust: &Trust,
+    material: &TrustMaterial,
     clock: &Clock,
     attribute: ClientIdAttribute,
     chain: &[Vec<u8>],
@@ -33,18 +35,8 @@ pub(crate) fn authenticate_chain(
     let mut facts = facts(leaf).map_err(FlowError::Unauthorized)?;
     let now =
         UnixTime::since_unix_epoch(Duration::from_secs(u64::try_from(clock.now()).unwrap_or(0)));
-    let labels = || {
-        json!({
-            "cert/subject": facts.subject_dn.clone().unwrap_or_default(),
-            "cert/issuer": facts.issuer_dn.clone().unwrap_or_default(),
-            "cert/serial": facts.serial_number.clone().unwrap_or_default(),
-            "cert/sha256": facts.sha256_fingerprint.clone().unwrap_or_default(),
-            "cert/spiffe": facts.spiffe_id.clone().unwrap_or_default(),
-            "cert/not_after": facts.not_after.unwrap_or_default().to_string(),
-        })
-    };
-    if let Err(reason) = trust.verify(chain, now) {
-        tracing::warn!(event = "client_certificate_rejected", flow, labels = %labels(), reason = %reason, "{reason}");
+    if let Err(reason) = material.verify(chain, now) {
+        log_rejection(flow, &facts, &reason);
         return Err(FlowError::Unauthorized(reason));
     }
     (facts.issuer_ca_sha256, facts.issuer_ca_sha256_twin) = trust.issuer_fingerprint(chain);
@@ -59,7 +51,7 @@ pub(crate) fn authenticate_chain(
             "The client certificate has {what}, which MTLS_CLIENT_ID_ATTRIBUTE={} requires",
             attribute.name()
         );
-        tracing::warn!(event = "client_certificate_rejected", flow, labels = %labels(), reason = %reason, "{reason}");
+        log_rejection(flow, &facts, &reason);
         return Err(FlowError::Unauthorized(reason));
     };
     Ok(AuthenticatedClient {
@@ -69,57 +61,204 @@ pub(crate) fn authenticate_chain(
     })
 }
 
-/// Chains already verified against a given version of the trust material, so a client on a
-/// keep-alive connection (or a proxy forwarding the same certificate) is not re-verified on
-/// every request. An entry only counts for the exact trust material it was verified against
-/// (a reloaded CA bundle or CRL is a new version, so revocation still bites at once) and within
-/// the certificate's validity period. Bounded; emptied when full.
-#[derive(Default)]
-pub(crate) struct VerifiedChains {
-    entries: std::sync::Mutex<HashMap<[u8; 32], Verified>>,
+fn log_rejection(flow: &str, facts: &CertificateFacts, reason: &str) {
+    let labels = json!({
+        "cert/subject": facts.subject_dn.clone().unwrap_or_default(),
+        "cert/issuer": facts.issuer_dn.clone().unwrap_or_default(),
+        "cert/serial": facts.serial_number.clone().unwrap_or_default(),
+        "cert/sha256": facts.sha256_fingerprint.clone().unwrap_or_default(),
+        "cert/spiffe": facts.spiffe_id.clone().unwrap_or_default(),
+        "cert/not_after": facts.not_after.unwrap_or_default().to_string(),
+    });
+    tracing::warn!(event = "client_certificate_rejected", flow, labels = %labels, reason = %reason, "{reason}");
 }
 
-/// A chain's client, and the trust material it was verified against.
-type Verified = (Arc<TrustMaterial>, AuthenticatedClient);
+/// A map bounded to `max` entries that forgets the oldest insertion when full (never everything
+/// at once).
+struct Bounded<V> {
+    entries: HashMap<[u8; 32], V>,
+    order: VecDeque<[u8; 32]>,
+    max: usize,
+}
+
+impl<V> Bounded<V> {
+    fn new(max: usize) -> Self {
+        Self {
+            entries: HashMap::new(),
+            order: VecDeque::new(),
+            max,
+        }
+    }
+
+    fn get(&self, key: &[u8; 32]) -> Option<&V> {
+        self.entries.get(key)
+    }
+
+    fn insert(&mut self, key: [u8; 32], value: V) {
+        if let Some(slot) = self.entries.get_mut(&key) {
+            *slot = value;
+            return;
+        }
+        while self.entries.len() >= self.max {
+            match self.order.pop_front() {
+                Some(old) => {
+                    self.entries.remove(&old);
+                }
+                None => break,
+            }
+        }
+        self.entries.insert(key, value);
+        self.order.push_back(key);
+    }
+
+    fn remove(&mut self, key: &[u8; 32]) {
+        if self.entries.remove(key).is_some() {
+            self.order.retain(|k| k != key);
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+/// Verdicts on chains, so a client on a keep-alive connection (or a proxy forwarding the same
+/// certificate) is not re-verified on every request, and a client repeating a refused chain
+/// costs a lookup. Keys are the normalised chain (see [`crate::x509::chain`]): padding or
+/// reordering a chain finds the same entry. A verdict only counts for the version of the trust
+/// material it was reached with (a reloaded CA bundle or CRL is a new version, so revocation
+/// bites at once); entries hold that version number, not the material, so superseded material
+/// is freed at once. An accepted chain counts within the certificate's validity period, a
+/// refused one for [`REFUSED_TTL`]. Both maps are bounded and forget their oldest entry when
+/// full; only chains that verify enter the first, so no client can evict another's entry there
+/// without certificates of its own.
+///
+/// Verification runs on the blocking pool, at most [`verifications`] at a time, so the async
+/// workers keep answering `/healthz`, discovery and cached clients whatever chains arrive.
+pub(crate) struct VerifiedChains {
+    accepted: std::sync::Mutex<Bounded<(u64, AuthenticatedClient)>>,
+    refused: std::sync::Mutex<Bounded<Refused>>,
+}
+
+/// A refused chain: trust version, when, and why.
+type Refused = (u64, Instant, String);
 
 const VERIFIED_CHAINS_MAX: usize = 4096;
+const REFUSED_CHAINS_MAX: usize = 4096;
+/// How long a refusal is remembered (it may stop applying: a certificate not valid yet).
+pub(crate) const REFUSED_TTL: Duration = Duration::from_secs(5);
+
+impl Default for VerifiedChains {
+    fn default() -> Self {
+        Self {
+            accepted: std::sync::Mutex::new(Bounded::new(VERIFIED_CHAINS_MAX)),
+            refused: std::sync::Mutex::new(Bounded::new(REFUSED_CHAINS_MAX)),
+        }
+    }
+}
+
+/// Chain verifications running at once, process-wide: half the CPUs, at least one.
+fn verifications() -> Arc<tokio::sync::Semaphore> {
+    static PERMITS: std::sync::LazyLock<Arc<tokio::sync::Semaphore>> =
+        std::sync::LazyLock::new(|| {
+            let cpus = std::thread::available_parallelism().map_or(2, usize::from);
+            Arc::new(tokio::sync::Semaphore::new((cpus / 2).max(1)))
+        });
+    PERMITS.clone()
+}
 
 impl VerifiedChains {
-    /// [`authenticate_chain`], answered from the cache when this exact chain was verified
-    /// against the trust material in force.
-    pub(crate) fn authenticate(
+    /// [`authenticate_chain`] on the normalised chain, answered from the verdicts when this
+    /// chain was judged against the trust material in force.
+    pub(crate) async fn authenticate(
         &self,
         flow: &str,
-        trust: &Trust,
+        trust: &Arc<Trust>,
         clock: &Clock,
         attribute: ClientIdAttribute,
         chain: &[Vec<u8>],
     ) -> Result<AuthenticatedClient, FlowError> {
+        let normalised = match normalise(chain) {
+            Ok(n) => n,
+            Err(reason) => {
+                if let Some(leaf) = chain.first()
+                    && let Ok(facts) = facts(leaf)
+                {
+                    log_rejection(flow, &facts, &reason);
+                }
+                return Err(FlowError::Unauthorized(reason));
+            }
+        };
+        let key = normalised.key;
         let material = trust.current();
-        let mut digest = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-        for der in chain {
-            digest.update(&(der.len() as u64).to_be_bytes());
-            digest.update(der);
-        }
-        let mut key = [0u8; 32];
-        key.copy_from_slice(digest.finish().as_ref());
         let now = clock.now();
-        if let Ok(entries) = self.entries.lock()
-            && let Some((verified_with, client)) = entries.get(&key)
-            && Arc::ptr_eq(verified_with, &material)
+        if let Some(client) = self.accepted(&key, material.version, now) {
+            return Ok(client);
+        }
+        if let Some(reason) = self.refused(&key, material.version) {
+            if let Some(Ok(facts)) = chain.first().map(|leaf| facts(leaf)) {
+                log_rejection(flow, &facts, &reason);
+            }
+            return Err(FlowError::Unauthorized(reason));
+        }
+        let version = material.version;
+        let outcome = {
+            // The permit moves into the task: it is held until the work ends, even when the
+            // request stops waiting for it (deadline).
+            let permit = verifications().acquire_owned().await.map_err(|_| {
+                FlowError::Unauthorized("The client certificate could not be verified now".into())
+            })?;
+            let (flow, trust, clock) = (flow.to_owned(), trust.clone(), *clock);
+            let chain = normalised.chain;
+            tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                authenticate_chain(&flow, &trust, &material, &clock, attribute, &chain)
+            })
+            .await
+            .unwrap_or_else(|_| {
+                Err(FlowError::Unauthorized(
+                    "The client certificate could not be verified".into(),
+                ))
+            })
+        };
+        match &outcome {
+            Ok(client) => {
+                if let Ok(mut accepted) = self.accepted.lock() {
+                    accepted.insert(key, (version, client.clone()));
+                }
+            }
+            Err(FlowError::Unauthorized(reason)) => {
+                if let Ok(mut refused) = self.refused.lock() {
+                    refused.insert(key, (version, Instant::now(), reason.clone()));
+                }
+            }
+            Err(_) => {}
+        }
+        outcome
+    }
+
+    fn accepted(&self, key: &[u8; 32], version: u64, now: i64) -> Option<AuthenticatedClient> {
+        let mut accepted = self.accepted.lock().ok()?;
+        let (verified_with, client) = accepted.get(key)?;
+        if *verified_with == version
             && client.facts.not_before.is_some_and(|t| t <= now)
             && client.facts.not_after.is_some_and(|t| now <= t)
         {
-            return Ok(client.clone());
+            return Some(client.clone());
         }
-        let client = authenticate_chain(flow, trust, clock, attribute, chain)?;
-        if let Ok(mut entries) = self.entries.lock() {
-            if entries.len() >= VERIFIED_CHAINS_MAX {
-                entries.clear();
-            }
-            entries.insert(key, (material, client.clone()));
+        accepted.remove(key);
+        None
+    }
+
+    fn refused(&self, key: &[u8; 32], version: u64) -> Option<String> {
+        let mut refused = self.refused.lock().ok()?;
+        let (judged_with, at, reason) = refused.get(key)?;
+        if *judged_with == version && at.elapsed() < REFUSED_TTL {
+            return Some(reason.clone());
         }
-        Ok(client)
+        refused.remove(key);
+        None
     }
 }
 
@@ -176,5 +315,175 @@ impl Flow for MtlsFlow {
             .unwrap_or_default();
         self.verified
             .authenticate(NAME, &self.trust, &self.clock, self.attribute, chain)
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, SanType,
+    };
+
+    struct TestCa {
+        der: Vec<u8>,
+        pem: String,
+        issuer: Issuer<'static, KeyPair>,
+    }
+
+    fn ca(name: &str, parent: Option<&TestCa>) -> TestCa {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let cert = match parent {
+            Some(parent) => params.signed_by(&key, &parent.issuer).unwrap(),
+            None => params.self_signed(&key).unwrap(),
+        };
+        TestCa {
+            der: cert.der().to_vec(),
+            pem: cert.pem(),
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    fn leaf(name: &str, issuer: &TestCa) -> Vec<u8> {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.subject_alt_names.push(SanType::URI(
+            format!("spiffe://example.org/{name}").try_into().unwrap(),
+        ));
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params
+            .signed_by(&key, &issuer.issuer)
+            .unwrap()
+            .der()
+            .to_vec()
+    }
+
+    fn lengths(chains: &VerifiedChains) -> (usize, usize) {
+        (
+            chains.accepted.lock().unwrap().len(),
+            chains.refused.lock().unwrap().len(),
+        )
+    }
+
+    /// Finding 8 (issue 10): padding or reordering a chain with unrelated certificates finds the
+    /// same verdict, so it neither adds entries nor evicts another client's.
+    #[tokio::test]
+    async fn padded_or_reordered_chains_share_one_verdict_and_evict_nobody() {
+        let root = ca("Root", None);
+        let intermediate = ca("Intermediate", Some(&root));
+        let stranger = ca("Stranger", None);
+        let strangers_child = ca("Stranger child", Some(&stranger));
+        let dir = tempfile::tempdir().unwrap();
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, &root.pem).unwrap();
+        let trust = Arc::new(
+            Trust::load(crate::x509::TrustSettings {
+                ca_file,
+                crl_file: None,
+                reload_interval: Duration::from_secs(5),
+                revocation: Default::default(),
+            })
+            .unwrap(),
+        );
+        let clock = Clock::system();
+        let chains = VerifiedChains::default();
+        let spiffe = ClientIdAttribute::Spiffe;
+        let (a, b) = (leaf("a", &intermediate), leaf("b", &root));
+        let chain_a = vec![a.clone(), intermediate.der.clone()];
+        let client = chains
+            .authenticate(NAME, &trust, &clock, spiffe, &chain_a)
+            .await
+            .unwrap();
+        assert_eq!(client.client_id, "spiffe://example.org/a");
+        chains
+            .authenticate(NAME, &trust, &clock, spiffe, std::slice::from_ref(&b))
+            .await
+            .unwrap();
+        assert_eq!(lengths(&chains), (2, 0));
+        let paddings = [
+            vec![a.clone(), stranger.der.clone(), intermediate.der.clone()],
+            vec![
+                a.clone(),
+                intermediate.der.clone(),
+                intermediate.der.clone(),
+            ],
+            vec![
+                a.clone(),
+                strangers_child.der.clone(),
+                intermediate.der.clone(),
+            ],
+            vec![
+                a.clone(),
+                root.der.clone(),
+                intermediate.der.clone(),
+                a.clone(),
+            ],
+        ];
+        for padded in &paddings {
+            let again = chains
+                .authenticate(NAME, &trust, &clock, spiffe, padded)
+                .await
+                .unwrap();
+            assert_eq!(again.client_id, client.client_id);
+        }
+        assert_eq!(lengths(&chains), (2, 0));
+        let version = trust.current().version;
+        let key_b = normalise(std::slice::from_ref(&b)).unwrap().key;
+        assert!(chains.accepted(&key_b, version, clock.now()).is_some());
+
+        // A refused chain, padded in different ways, is one refusal too.
+        let outsider = leaf("outsider", &stranger);
+        for padded in [
+            vec![outsider.clone()],
+            vec![outsider.clone(), intermediate.der.clone()],
+            vec![outsider.clone(), stranger.der.clone(), root.der.clone()],
+        ] {
+            let refused = chains
+                .authenticate(NAME, &trust, &clock, spiffe, &padded)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(&refused, FlowError::Unauthorized(r) if r.contains("unknown issuer")),
+                "{refused:?}"
+            );
+        }
+        assert_eq!(lengths(&chains), (2, 1));
+
+        // A reload is a new version: the old verdicts no longer count (and are replaced in
+        // place, not added).
+        trust.reload().unwrap();
+        chains
+            .authenticate(NAME, &trust, &clock, spiffe, &paddings[0])
+            .await
+            .unwrap();
+        assert_eq!(lengths(&chains), (2, 1));
+    }
+
+    #[test]
+    fn a_full_map_forgets_only_its_oldest_entry() {
+        let mut map = Bounded::new(3);
+        for i in 0..3u8 {
+            map.insert([i; 32], i);
+        }
+        map.insert([1; 32], 10);
+        assert_eq!(map.len(), 3);
+        map.insert([7; 32], 7);
+        assert_eq!(map.len(), 3);
+        assert_eq!(map.get(&[0; 32]), None);
+        assert_eq!(map.get(&[1; 32]), Some(&10));
+        assert_eq!(map.get(&[2; 32]), Some(&2));
+        assert_eq!(map.get(&[7; 32]), Some(&7));
+        map.remove(&[2; 32]);
+        map.insert([8; 32], 8);
+        map.insert([9; 32], 9);
+        assert_eq!(map.len(), 3);
+        assert_eq!(map.get(&[1; 32]), None);
+        assert_eq!(map.get(&[7; 32]), Some(&7));
     }
 }

@@ -42,7 +42,14 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
             .and_then(|()| state.readiness_checks.iter().try_for_each(|check| check()))
     };
     match ready {
-        Ok(()) => Json(json!({ "status": "ready" })).into_response(),
+        Ok(()) => {
+            let warnings: Vec<String> = state.readiness_details.iter().flat_map(|d| d()).collect();
+            if warnings.is_empty() {
+                Json(json!({ "status": "ready" })).into_response()
+            } else {
+                Json(json!({ "status": "ready", "warnings": warnings })).into_response()
+            }
+        }
         Err(reason) => {
             let mut e = HttpError::new(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -54,8 +54,18 @@ pub struct Ca {
     pub der: Vec<u8>,
     /// PEM of the CA certificates between this CA and its root, this CA first (empty for a root).
     pub chain_pem: String,
+    /// The serial of this CA's certificate (what a CRL of its issuer lists).
+    pub serial: Vec<u8>,
     issuer: Issuer<'static, KeyPair>,
     crl_number: std::sync::atomic::AtomicU64,
+}
+
+/// A fresh serial for a CA certificate.
+fn ca_serial() -> Vec<u8> {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0x5000_0000);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        .to_be_bytes()
+        .to_vec()
 }
 
 fn ca_params(name: &str) -> CertificateParams {
@@ -178,26 +188,54 @@ impl Leaf {
 
 impl Ca {
     pub fn root(name: &str) -> Ca {
+        Ca::root_with_key_usages(name, None)
+    }
+
+    /// A root whose keyUsage extension lists `key_usages` (`Some(vec![])`: no keyUsage
+    /// extension; `None`: keyCertSign, cRLSign, digitalSignature).
+    pub fn root_with_key_usages(name: &str, key_usages: Option<Vec<KeyUsagePurpose>>) -> Ca {
         let key = KeyPair::generate().unwrap();
-        let params = ca_params(name);
+        let mut params = ca_params(name);
+        let serial = ca_serial();
+        params.serial_number = Some(SerialNumber::from_slice(&serial));
+        if let Some(key_usages) = key_usages {
+            params.key_usages = key_usages;
+        }
         let cert = params.self_signed(&key).unwrap();
         Ca {
             pem: cert.pem(),
             der: cert.der().to_vec(),
             chain_pem: String::new(),
+            serial,
             issuer: Issuer::new(params, key),
             crl_number: 1.into(),
         }
     }
 
     pub fn intermediate(&self, name: &str) -> Ca {
+        self.intermediate_with_key_usages(name, None)
+    }
+
+    /// An intermediate whose keyUsage extension lists `key_usages` (as for
+    /// [`Ca::root_with_key_usages`]).
+    pub fn intermediate_with_key_usages(
+        &self,
+        name: &str,
+        key_usages: Option<Vec<KeyUsagePurpose>>,
+    ) -> Ca {
         let key = KeyPair::generate().unwrap();
-        let params = ca_params(name);
+        let mut params = ca_params(name);
+        let serial = ca_serial();
+        params.serial_number = Some(SerialNumber::from_slice(&serial));
+        if let Some(key_usages) = key_usages {
+            params.key_usages = key_usages;
+        }
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         Ca {
             pem: cert.pem(),
             der: cert.der().to_vec(),
             chain_pem: format!("{}{}", cert.pem(), self.chain_pem),
+            serial,
             issuer: Issuer::new(params, key),
             crl_number: 1.into(),
         }
@@ -238,18 +276,36 @@ impl Ca {
 
     /// A PEM CRL of this CA revoking `revoked` (possibly none), with an increasing CRL number.
     pub fn crl_pem(&self, revoked: &[&Leaf]) -> String {
+        let serials: Vec<&[u8]> = revoked.iter().map(|l| l.spec.serial.as_slice()).collect();
+        self.crl_pem_of(&serials, now() + time::Duration::days(1))
+    }
+
+    /// A PEM CRL of this CA revoking the CA certificates `revoked` (which it issued).
+    pub fn crl_pem_revoking_cas(&self, revoked: &[&Ca]) -> String {
+        let serials: Vec<&[u8]> = revoked.iter().map(|c| c.serial.as_slice()).collect();
+        self.crl_pem_of(&serials, now() + time::Duration::days(1))
+    }
+
+    /// A PEM CRL of this CA revoking `revoked` that was due for an update an hour ago.
+    pub fn expired_crl_pem(&self, revoked: &[&Leaf]) -> String {
+        let serials: Vec<&[u8]> = revoked.iter().map(|l| l.spec.serial.as_slice()).collect();
+        self.crl_pem_of(&serials, now() - time::Duration::hours(1))
+    }
+
+    /// A PEM CRL of this CA revoking these serials, with an increasing CRL number.
+    pub fn crl_pem_of(&self, serials: &[&[u8]], next_update: OffsetDateTime) -> String {
         let number = self
             .crl_number
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         CertificateRevocationListParams {
-            this_update: now() - time::Duration::minutes(10),
-            next_update: now() + time::Duration::days(1),
+            this_update: now() - time::Duration::hours(2),
+            next_update,
             crl_number: SerialNumber::from(number),
             issuing_distribution_point: None,
-            revoked_certs: revoked
+            revoked_certs: serials
                 .iter()
-                .map(|leaf| RevokedCertParams {
-                    serial_number: SerialNumber::from_slice(&leaf.spec.serial),
+                .map(|serial| RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(serial),
                     revocation_time: now() - time::Duration::minutes(5),
                     reason_code: Some(RevocationReason::KeyCompromise),
                     invalidity_date: None,
@@ -472,6 +528,105 @@ impl TlsService {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// CPU time the server process used so far (user + system), from /proc.
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.server.pid())).unwrap();
+        // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        let hz = std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+            .unwrap_or(100.0);
+        ticks as f64 / hz
+    }
+
+    /// Resident memory of the server process (VmRSS), in MiB, from /proc.
+    pub fn rss_mib(&self) -> f64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.server.pid())).unwrap();
+        let kib: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .unwrap()
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .unwrap();
+        kib / 1024.0
+    }
+
+    /// Runs the service with these files and settings expecting it to refuse to start: waits
+    /// (at most 20 s) for its exit; returns the exit status and everything it printed.
+    pub fn start_expecting_failure(
+        pki: &Pki,
+        ca_pem: &str,
+        crl_pem: Option<&str>,
+        extra: &[(&str, &str)],
+    ) -> (std::process::ExitStatus, String) {
+        let files = tempfile::tempdir().unwrap();
+        let path = |name: &str| files.path().join(name);
+        std::fs::write(path("server.pem"), &pki.server.chain_pem).unwrap();
+        std::fs::write(path("server.key"), &pki.server.key_pem).unwrap();
+        std::fs::write(path("client-ca.pem"), ca_pem).unwrap();
+        std::fs::write(path("signing.pem"), common::ec_key_pem()).unwrap();
+        let port = common::free_port().to_string();
+        let mut command = std::process::Command::new(common::BIN);
+        command
+            .arg("serve")
+            .env_clear()
+            .env("PORT", &port)
+            .env("TOKEN_ISSUER", format!("https://127.0.0.1:{port}"))
+            .env("TOKEN_AUDIENCE", common::AUDIENCE)
+            .env("SIGNING_KEY_FILE", path("signing.pem"))
+            .env("AUTH_FLOWS", FLOW)
+            .env("TLS_CERT_FILE", path("server.pem"))
+            .env("TLS_KEY_FILE", path("server.key"))
+            .env("TLS_CLIENT_CA_FILE", path("client-ca.pem"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        if let Some(crl) = crl_pem {
+            std::fs::write(path("client.crl"), crl).unwrap();
+            command.env("TLS_CLIENT_CRL_FILE", path("client.crl"));
+        }
+        for (k, v) in extra {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().unwrap();
+        let until = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > until {
+                let _ = child.kill();
+                let output = child.wait_with_output().unwrap();
+                panic!(
+                    "the service kept running:\n{}{}",
+                    String::from_utf8_lossy(&output.stdout),
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let output = child.wait_with_output().unwrap();
+        let printed = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (status, printed)
     }
 
     /// The labels of the log lines with this event.
@@ -737,4 +892,30 @@ pub fn curl_token(service: &TlsService, root_pem: &str, leaf: &Leaf, extra: &[&s
         http_version: http_version.to_owned(),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile chains
+// ---------------------------------------------------------------------------------------------
+
+/// What an outsider can make without any trusted CA: a leaf issued by the first of `cas`
+/// self-issued CA certificates that all carry the same name (each with its own key), sent in
+/// that order after the leaf. Returns the chain (DER, leaf first) and the leaf's key.
+pub fn self_issued_ca_chain(cas: usize) -> (Vec<Vec<u8>>, Vec<u8>) {
+    let authorities: Vec<(rcgen::Certificate, Issuer<'static, KeyPair>)> = (0..cas)
+        .map(|_| {
+            let key = KeyPair::generate().unwrap();
+            let params = ca_params("Attacker CA");
+            let cert = params.self_signed(&key).unwrap();
+            (cert, Issuer::new(params, key))
+        })
+        .collect();
+    let key = KeyPair::generate().unwrap();
+    let leaf = Spec::client("attacker", &[0x66, 0x01])
+        .params()
+        .signed_by(&key, &authorities[0].1)
+        .unwrap();
+    let mut chain = vec![leaf.der().to_vec()];
+    chain.extend(authorities.iter().map(|(c, _)| c.der().to_vec()));
+    (chain, key.serialize_der())
 }

@@ -37,6 +37,7 @@ fn signed(ca_alg: &'static SignatureAlgorithm) -> Signed {
         ca_file,
         crl_file: None,
         reload_interval: Duration::from_secs(60),
+        revocation: Default::default(),
     })
     .unwrap();
     Signed {

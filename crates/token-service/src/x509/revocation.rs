@@ -1,0 +1,206 @@
+//! Revocation: the policy (`TLS_CLIENT_CRL_EXPIRED`, `TLS_CLIENT_CRL_REQUIRED`) and the checks a
+//! CRL passes before it is used. The policy lives here alone so that every revocation source
+//! (the CRL file today, CRLs fetched by URL later) applies the same rules.
+//!
+//! Every certificate of a chain except the trust anchor is checked against the CRLs of its
+//! issuer, intermediates included. A CRL from a CA in `TLS_CLIENT_CA_FILE` must carry that CA's
+//! signature (and the CA, if it has a keyUsage extension, cRLSign), else the whole file is
+//! refused like any broken file; a CRL from a CA outside the bundle (an intermediate the
+//! clients send) cannot be checked at load and is verified against that intermediate's key when
+//! a chain uses it.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rustls::server::ClientCertVerifierBuilder;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer};
+use x509_parser::prelude::{FromDer, X509Certificate};
+use x509_parser::revocation_list::CertificateRevocationList;
+
+/// What a CRL past its nextUpdate does (`TLS_CLIENT_CRL_EXPIRED`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ExpiredCrl {
+    /// It still revokes what it lists; a warning is logged, counted and shown in `/readyz`.
+    #[default]
+    Warn,
+    /// Certificates it would vouch for are refused until a fresh CRL is loaded.
+    Deny,
+}
+
+impl ExpiredCrl {
+    /// Parses the setting's value.
+    pub fn parse(value: &str) -> Option<Self> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "warn" => Some(Self::Warn),
+            "deny" => Some(Self::Deny),
+            _ => None,
+        }
+    }
+
+    /// The setting's value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Warn => "warn",
+            Self::Deny => "deny",
+        }
+    }
+}
+
+/// How revocation information is applied, whatever its source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RevocationPolicy {
+    /// `TLS_CLIENT_CRL_EXPIRED`.
+    pub expired: ExpiredCrl,
+    /// `TLS_CLIENT_CRL_REQUIRED`: every CA that issued a certificate of the chain must have a
+    /// CRL; without one the certificate is refused.
+    pub required: bool,
+}
+
+impl RevocationPolicy {
+    /// Configures the chain verifier to check the whole chain under this policy.
+    pub(crate) fn apply(self, builder: ClientCertVerifierBuilder) -> ClientCertVerifierBuilder {
+        let builder = if self.required {
+            builder
+        } else {
+            builder.allow_unknown_revocation_status()
+        };
+        match self.expired {
+            ExpiredCrl::Warn => builder,
+            ExpiredCrl::Deny => builder.enforce_revocation_expiration(),
+        }
+    }
+}
+
+/// What is remembered of one loaded CRL, for expiry warnings.
+#[derive(Debug)]
+pub struct CrlInfo {
+    /// Its issuer's distinguished name.
+    pub issuer: String,
+    /// nextUpdate, seconds since the epoch (none: never expires).
+    pub next_update: Option<i64>,
+    warned: AtomicBool,
+}
+
+impl CrlInfo {
+    /// Whether it is past its nextUpdate at `now`.
+    pub fn expired(&self, now: i64) -> bool {
+        self.next_update.is_some_and(|t| now > t)
+    }
+
+    /// A sentence naming it as expired, for logs and `/readyz`.
+    pub fn describe_expired(&self, policy: ExpiredCrl) -> String {
+        let effect = match policy {
+            ExpiredCrl::Warn => "it still revokes what it lists (TLS_CLIENT_CRL_EXPIRED=warn)",
+            ExpiredCrl::Deny => {
+                "certificates of that CA are refused until a fresh CRL is loaded (TLS_CLIENT_CRL_EXPIRED=deny)"
+            }
+        };
+        format!(
+            "the CRL of '{}' in TLS_CLIENT_CRL_FILE expired at {} (nextUpdate, seconds since the epoch); {effect}; load a fresh CRL",
+            self.issuer,
+            self.next_update.unwrap_or_default()
+        )
+    }
+
+    /// True the first time it is called for an expired CRL (to log it once).
+    pub fn first_warning(&self) -> bool {
+        !self.warned.swap(true, Ordering::Relaxed)
+    }
+}
+
+/// The CRLs of a file, checked against the CA bundle.
+pub struct LoadedCrls {
+    /// For the verifier.
+    pub crls: Vec<CertificateRevocationListDer<'static>>,
+    /// One per CRL, same order.
+    pub info: Vec<CrlInfo>,
+    /// Warnings for the log (CRLs whose signature could not be checked at load).
+    pub warnings: Vec<String>,
+}
+
+const SETTING: &str = "TLS_CLIENT_CRL_FILE";
+
+/// Reads the CRL file (PEM or DER) and checks each CRL against the CAs of the bundle.
+pub fn load(path: &Path, bundle: &[CertificateDer<'_>]) -> Result<LoadedCrls, String> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| format!("{SETTING}: cannot read '{}': {e}", path.display()))?;
+    let crls: Vec<CertificateRevocationListDer<'static>> =
+        if bytes.trim_ascii_start().starts_with(b"-----") {
+            CertificateRevocationListDer::pem_slice_iter(&bytes)
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("{SETTING}: '{}': {e}", path.display()))?
+        } else {
+            vec![CertificateRevocationListDer::from(bytes)]
+        };
+    if crls.is_empty() {
+        return Err(format!("{SETTING}: '{}' holds no CRL", path.display()));
+    }
+    let cas: Vec<X509Certificate<'_>> = bundle
+        .iter()
+        .filter_map(|der| X509Certificate::from_der(der).ok().map(|(_, c)| c))
+        .collect();
+    let mut info = Vec::with_capacity(crls.len());
+    let mut warnings = Vec::new();
+    let mut unchecked: Vec<(Vec<u8>, usize)> = Vec::new();
+    for (i, der) in crls.iter().enumerate() {
+        let n = i + 1;
+        let (_, crl) = CertificateRevocationList::from_der(der).map_err(|e| {
+            format!(
+                "{SETTING}: '{}': CRL {n} cannot be parsed: {e}",
+                path.display()
+            )
+        })?;
+        let issuer = crl.issuer().to_string();
+        let issuers: Vec<&X509Certificate<'_>> = cas
+            .iter()
+            .filter(|ca| ca.subject().as_raw() == crl.issuer().as_raw())
+            .collect();
+        if issuers.is_empty() {
+            // Unchecked until used: two of them for one CA could let a forged one shadow the
+            // real one (the first found is the one used).
+            if let Some((_, first)) = unchecked
+                .iter()
+                .find(|(raw, _)| raw == crl.issuer().as_raw())
+            {
+                return Err(format!(
+                    "{SETTING}: '{}': CRLs {first} and {n} are both issued by '{issuer}', which is not in TLS_CLIENT_CA_FILE, so their signatures cannot be checked at load; keep one CRL per CA, or add that CA to TLS_CLIENT_CA_FILE",
+                    path.display()
+                ));
+            }
+            unchecked.push((crl.issuer().as_raw().to_vec(), n));
+            warnings.push(format!(
+                "{SETTING}: '{}': CRL {n} is issued by '{issuer}', which is not in TLS_CLIENT_CA_FILE: its signature is checked only when a client presents that CA as an intermediate",
+                path.display()
+            ));
+        } else {
+            let Some(signer) = issuers
+                .iter()
+                .find(|ca| crl.verify_signature(ca.public_key()).is_ok())
+            else {
+                return Err(format!(
+                    "{SETTING}: '{}': CRL {n} claims to be issued by '{issuer}', but its signature does not verify with the key of that CA in TLS_CLIENT_CA_FILE (forged, damaged or signed by another key); the file is refused",
+                    path.display()
+                ));
+            };
+            if let Ok(Some(ku)) = signer.key_usage()
+                && !ku.value.crl_sign()
+            {
+                return Err(format!(
+                    "{SETTING}: '{}': CRL {n} is signed by '{issuer}', whose keyUsage extension lacks cRLSign, so it may not sign CRLs (RFC 5280 4.2.1.3); the file is refused",
+                    path.display()
+                ));
+            }
+        }
+        info.push(CrlInfo {
+            issuer,
+            next_update: crl.next_update().map(|t| t.timestamp()),
+            warned: AtomicBool::new(false),
+        });
+    }
+    Ok(LoadedCrls {
+        crls,
+        info,
+        warnings,
+    })
+}
