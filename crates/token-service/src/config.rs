@@ -301,7 +301,7 @@ pub const SETTINGS: &[Setting] = &[
     s(
         "MAX_CONCURRENT_REQUESTS",
         "2048",
-        "Requests answered at once; more get 503 with Retry-After",
+        "Requests answered at once; more get 503 with Retry-After. A request takes a slot only once its body is in; HTTP/2 allows an eighth of it (at most 100) streams per connection",
     ),
     s(
         "MAX_CONNECTIONS",
@@ -316,12 +316,12 @@ pub const SETTINGS: &[Setting] = &[
     s(
         "HEADER_READ_TIMEOUT",
         "10",
-        "Seconds a client may take to send a request's headers or finish the TLS handshake (slow-client protection)",
+        "Seconds from accept to the first complete request (TLS handshake, protocol detection, headers, body), and from a later request's headers to its body; slower clients are disconnected or get 408",
     ),
     s(
         "IDLE_TIMEOUT",
         "75",
-        "Seconds a keep-alive connection may stay idle",
+        "Seconds a connection may stay without requests; then it is closed (HTTP/2: GOAWAY, and the socket 2 s later whatever the client does)",
     ),
     s(
         "SHUTDOWN_GRACE_PERIOD",
@@ -751,6 +751,9 @@ fn read_limits(
         header_read_timeout: Duration::from_secs(r.seconds("HEADER_READ_TIMEOUT", 10, 1..=600)),
         idle_timeout: Duration::from_secs(r.seconds("IDLE_TIMEOUT", 75, 1..=3600)),
         grace_period: Duration::from_secs(r.seconds("SHUTDOWN_GRACE_PERIOD", 8, 0..=3600)),
+        max_streams_per_connection: crate::server::streams_per_connection(
+            limits.max_concurrent_requests,
+        ),
     };
     (server, limits)
 }

@@ -1,12 +1,14 @@
 //! The HTTP edge: routes, request parsing, issuer derivation and the one mapping of errors to
 //! OAuth JSON. Uses `model`, `grant`, `issuer`; never `config` or concrete flows and signers.
 
+mod connection;
 mod discovery;
 pub mod error;
 pub mod form;
 mod health;
 mod token;
 
+pub use connection::{Connection, Working};
 pub use token::PeerCertificates;
 
 use std::sync::atomic::AtomicBool;
@@ -126,15 +128,31 @@ pub fn admin_router(state: Arc<AppState>) -> Router {
 /// Where metrics are served.
 pub const METRICS_PATH: &str = "/metrics";
 
-/// Applies the request limits: probes and metrics pass; everything else needs one of
-/// `MAX_CONCURRENT_REQUESTS` permits (503 otherwise), `/token` a token of the global rate limit
-/// (429), and must be answered within `REQUEST_TIMEOUT` (408).
+/// Applies the request limits: probes and metrics pass; a `/token` request's body must be
+/// complete within `HEADER_READ_TIMEOUT` (408) before the request takes anything; then every
+/// request but the probes needs one of `MAX_CONCURRENT_REQUESTS` permits (503 otherwise),
+/// `/token` a token of the global rate limit (429), and all must be answered within
+/// `REQUEST_TIMEOUT` of their head (408).
+///
+/// Reading the body first means a client that sends headers and never its body holds no permit
+/// and no rate-limit token: stalled requests cannot starve discovery, JWKS or other clients.
 async fn guard(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let path = request.uri().path();
     if matches!(path, "/healthz" | "/readyz" | METRICS_PATH) {
         return next.run(request).await;
     }
+    let is_token = path == TOKEN_PATH;
     let metrics = crate::metrics::metrics();
+    let timeout = state.limits.settings().request_timeout;
+    let started = std::time::Instant::now();
+    let (request, _working) = if is_token {
+        match complete_body(request, started, timeout).await {
+            Ok(complete) => complete,
+            Err(response) => return response,
+        }
+    } else {
+        (request, None)
+    };
     let Some(_permit) = state.limits.admit() else {
         metrics.request_rejected("concurrency");
         let mut e = error::HttpError::new(
@@ -145,9 +163,7 @@ async fn guard(State(state): State<Arc<AppState>>, request: Request, next: Next)
         e.retry_after = Some(1);
         return e.into_response();
     };
-    if path == TOKEN_PATH
-        && let Err(limited) = state.limits.check_global()
-    {
+    if is_token && let Err(limited) = state.limits.check_global() {
         let mut e = error::HttpError::new(
             http::StatusCode::TOO_MANY_REQUESTS,
             "temporarily_unavailable",
@@ -161,29 +177,100 @@ async fn guard(State(state): State<Arc<AppState>>, request: Request, next: Next)
     }
     let in_flight = metrics.requests_in_flight();
     in_flight.inc();
-    let timeout = state.limits.settings().request_timeout;
-    let result = tokio::time::timeout(timeout, next.run(request)).await;
+    let left = timeout.saturating_sub(started.elapsed());
+    let result = tokio::time::timeout(left, next.run(request)).await;
     in_flight.dec();
     match result {
         Ok(response) => response,
-        Err(_) => {
-            metrics.request_rejected("timeout");
+        Err(_) => request_timeout(timeout),
+    }
+}
+
+fn request_timeout(timeout: std::time::Duration) -> Response {
+    crate::metrics::metrics().request_rejected("timeout");
+    tracing::warn!(
+        event = "request_timeout",
+        "a request was not answered within REQUEST_TIMEOUT ({} s)",
+        timeout.as_secs()
+    );
+    error::HttpError::new(
+        http::StatusCode::REQUEST_TIMEOUT,
+        "invalid_request",
+        format!(
+            "The request was not completed within {} s (REQUEST_TIMEOUT); send the whole request promptly",
+            timeout.as_secs()
+        ),
+    )
+    .into_response()
+}
+
+/// Reads the whole body of a request (at most [`MAX_BODY_BYTES`]) before it may take a permit:
+/// by the connection's body deadline (`HEADER_READ_TIMEOUT`) or `request_deadline`, whichever
+/// comes first. Returns the request with its body in memory and, when the body was still to
+/// come, the mark that the connection now has a complete request being answered.
+async fn complete_body(
+    request: Request,
+    started: std::time::Instant,
+    request_timeout_setting: std::time::Duration,
+) -> Result<(Request, Option<Working>), Response> {
+    let request_deadline = started + request_timeout_setting;
+    use axum::body::HttpBody as _;
+    if request.body().is_end_stream() {
+        // Complete already; the server counted it.
+        return Ok((request, None));
+    }
+    let connection = request.extensions().get::<Arc<Connection>>().cloned();
+    let (parts, body) = request.into_parts();
+    let declared = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Err(token::too_large().into_response());
+    }
+    let (body_deadline, header_read_timeout) = match &connection {
+        Some(c) => (c.body_deadline(), c.header_read_timeout()),
+        None => (request_deadline, std::time::Duration::ZERO),
+    };
+    let deadline = body_deadline.min(request_deadline);
+    let read = axum::body::to_bytes(body, MAX_BODY_BYTES);
+    let bytes = match tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), read).await
+    {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(e)) => {
+            let too_big = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            return Err(if too_big {
+                token::too_large().into_response()
+            } else {
+                error::HttpError::bad_request("The request body could not be read").into_response()
+            });
+        }
+        Err(_) if deadline < request_deadline => {
+            crate::metrics::metrics().request_rejected("body_timeout");
             tracing::warn!(
                 event = "request_timeout",
-                "a request was not answered within REQUEST_TIMEOUT ({} s)",
-                timeout.as_secs()
+                "a request body did not arrive within HEADER_READ_TIMEOUT ({} s)",
+                header_read_timeout.as_secs()
             );
-            error::HttpError::new(
+            return Err(error::HttpError::new(
                 http::StatusCode::REQUEST_TIMEOUT,
                 "invalid_request",
                 format!(
-                    "The request was not completed within {} s (REQUEST_TIMEOUT); send the whole request promptly",
-                    timeout.as_secs()
+                    "The request body did not arrive within {} s (HEADER_READ_TIMEOUT); send the whole request promptly",
+                    header_read_timeout.as_secs()
                 ),
             )
-            .into_response()
+            .into_response());
         }
-    }
+        Err(_) => return Err(request_timeout(request_timeout_setting)),
+    };
+    let working = connection.map(|c| c.admit());
+    Ok((
+        Request::from_parts(parts, axum::body::Body::from(bytes)),
+        working,
+    ))
 }
 
 /// Runs each request inside a span that carries its trace, so every log line of the request is

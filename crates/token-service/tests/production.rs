@@ -291,18 +291,30 @@ async fn global_rate_limit_counts_every_client() {
     );
 }
 
-#[tokio::test]
-async fn requests_beyond_max_concurrent_requests_get_503_and_slow_bodies_time_out_with_408() {
-    let server = Server::start(&[
-        ("MAX_CONCURRENT_REQUESTS", "1"),
-        ("REQUEST_TIMEOUT", "3"),
-        ("UPSTREAM_TIMEOUT", "1"),
-    ]);
-    // A client that sends its headers and only half its body holds the one permit.
-    let mut slow = raw(&server);
-    slow.write_all(raw_token_request(5).as_bytes()).unwrap();
-    slow.flush().unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+/// A request holds one of MAX_CONCURRENT_REQUESTS while it is being answered (here: signing
+/// takes 2 s at the IAM emulator); more get 503 with Retry-After; probes still answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_beyond_max_concurrent_requests_get_503() {
+    use common::google::*;
+    let port = free_port();
+    let emulator = start_emulator(emulator_config(port)).await;
+    let server = start_service(port, &emulator, &[("MAX_CONCURRENT_REQUESTS", "1")]).await;
+    emulator.inject(
+        "iam.signJwt",
+        gcp_emulator::Fault {
+            status: None,
+            latency_ms: 2000,
+            times: Some(1),
+            message: None,
+        },
+    );
+    let slow = tokio::spawn(token_request(&server, GRANT, &[]).send());
+    for _ in 0..100 {
+        if emulator.calls("iam.signJwt") > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let busy = token(&server, GRANT, &[]).await;
     assert_eq!(busy.status(), 503);
     assert_eq!(busy.headers()["retry-after"], "1");
@@ -315,7 +327,6 @@ async fn requests_beyond_max_concurrent_requests_get_503_and_slow_bodies_time_ou
             .contains("MAX_CONCURRENT_REQUESTS"),
         "{e}"
     );
-    // Probes still answer.
     assert_eq!(
         client()
             .get(server.url("/healthz"))
@@ -325,69 +336,88 @@ async fn requests_beyond_max_concurrent_requests_get_503_and_slow_bodies_time_ou
             .status(),
         200
     );
-    // The slow request is cut off by REQUEST_TIMEOUT with 408 and an OAuth body.
-    let (answer, _) = tokio::task::spawn_blocking(move || read_until_closed(&mut slow))
-        .await
-        .unwrap();
-    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
-    assert!(
-        answer.contains("\"error\":\"invalid_request\"") && answer.contains("REQUEST_TIMEOUT"),
-        "{answer}"
-    );
+    assert_eq!(slow.await.unwrap().unwrap().status(), 200);
     // The permit is free again.
     assert_eq!(token(&server, GRANT, &[]).await.status(), 200);
 }
 
-#[test]
-fn slow_headers_are_cut_off_by_header_read_timeout() {
-    let server = Server::start(&[("HEADER_READ_TIMEOUT", "1")]);
-    let mut stream = raw(&server);
-    // Slowloris: a request line and one header, then nothing.
-    stream
-        .write_all(b"POST /token HTTP/1.1\r\nHost: 127.0.0.1\r\n")
-        .unwrap();
-    let (answer, waited) = read_until_closed(&mut stream);
-    assert!(waited < Duration::from_secs(10), "closed after {waited:?}");
-    assert!(
-        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
-        "{answer}"
-    );
-    // TLS handshakes that never finish are bounded the same way (see tests/tls.rs for TLS).
-}
-
-#[test]
-fn idle_keep_alive_connections_are_closed_after_idle_timeout() {
-    let server = Server::start(&[("IDLE_TIMEOUT", "1")]);
-    let mut stream = raw(&server);
-    stream
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        .unwrap();
-    let mut buf = [0u8; 1024];
-    let n = stream.read(&mut buf).unwrap();
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
-    let (rest, waited) = read_until_closed(&mut stream);
-    assert!(rest.is_empty(), "{rest}");
-    assert!(waited < Duration::from_secs(10), "closed after {waited:?}");
-}
-
+/// A client that sends its headers and only half its body holds no request permit (the body
+/// must be in first): others are served meanwhile; the slow request gets 408 once
+/// HEADER_READ_TIMEOUT passes without the rest of the body, or REQUEST_TIMEOUT when shorter.
 #[tokio::test]
-async fn connections_beyond_max_connections_are_closed_at_once() {
-    let server = Server::start(&[("MAX_CONNECTIONS", "2")]);
-    let mut held: Vec<TcpStream> = Vec::new();
-    for _ in 0..2 {
-        let mut s = raw(&server);
-        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+async fn slow_bodies_hold_no_permit_and_time_out_with_408() {
+    for (settings, named) in [
+        (
+            [("HEADER_READ_TIMEOUT", "2"), ("REQUEST_TIMEOUT", "30")],
+            "HEADER_READ_TIMEOUT",
+        ),
+        (
+            [("HEADER_READ_TIMEOUT", "10"), ("REQUEST_TIMEOUT", "2")],
+            "REQUEST_TIMEOUT",
+        ),
+    ] {
+        let mut env = vec![("MAX_CONCURRENT_REQUESTS", "1"), ("UPSTREAM_TIMEOUT", "1")];
+        env.extend(settings);
+        let server = Server::start(&env);
+        let mut slow = raw(&server);
+        slow.write_all(raw_token_request(5).as_bytes()).unwrap();
+        slow.flush().unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(token(&server, GRANT, &[]).await.status(), 200, "{named}");
+        let (answer, _) = tokio::task::spawn_blocking(move || read_until_closed(&mut slow))
+            .await
             .unwrap();
-        let mut buf = [0u8; 1024];
-        assert!(s.read(&mut buf).unwrap() > 0);
-        held.push(s);
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(
+            answer.contains("\"error\":\"invalid_request\"") && answer.contains(named),
+            "{named}: {answer}"
+        );
+        assert_eq!(token(&server, GRANT, &[]).await.status(), 200);
     }
-    let mut third = raw(&server);
-    let _ = third.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
-    let (answer, _) = read_until_closed(&mut third);
-    assert!(answer.is_empty(), "{answer}");
-    drop(held);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+}
+
+/// HEADER_READ_TIMEOUT runs from accept to the first complete request: a socket that sends
+/// nothing, a byte of the HTTP/2 preface, part of it, the 33-byte preface with SETTINGS, or
+/// HTTP/2 HEADERS whose body never comes is closed (it used to be held for IDLE_TIMEOUT or
+/// forever), and the MAX_CONNECTIONS they held are free again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_without_a_complete_request_are_closed_after_header_read_timeout() {
+    use tokio::io::AsyncWriteExt as _;
+    let server = Server::start(&[
+        ("HEADER_READ_TIMEOUT", "1"),
+        ("IDLE_TIMEOUT", "600"),
+        ("MAX_CONNECTIONS", "5"),
+    ]);
+    let mut stalled = http2::preface();
+    stalled.extend(http2::stalled_token_request(1));
+    let sends: Vec<Vec<u8>> = vec![
+        Vec::new(),
+        b"P".to_vec(),
+        b"PRI * HTTP".to_vec(),
+        http2::preface(),
+        stalled,
+    ];
+    let mut held = Vec::new();
+    for bytes in sends {
+        let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+            .await
+            .unwrap();
+        tcp.write_all(&bytes).await.unwrap();
+        held.push((bytes, tcp));
+    }
+    let checks = held.into_iter().map(|(bytes, mut tcp)| {
+        tokio::spawn(async move {
+            let closed = http2::closed_within(&mut tcp, Duration::from_secs(20)).await;
+            (
+                String::from_utf8_lossy(&bytes[..bytes.len().min(10)]).into_owned(),
+                closed,
+            )
+        })
+    });
+    for check in checks {
+        let (sent, closed) = check.await.unwrap();
+        assert!(closed, "a connection that sent {sent:?} was kept open");
+    }
     assert_eq!(
         client()
             .get(server.url("/healthz"))
@@ -395,210 +425,136 @@ async fn connections_beyond_max_connections_are_closed_at_once() {
             .await
             .unwrap()
             .status(),
-        200
+        200,
+        "the connections are free again"
     );
     let text = metrics_text(&server.url("/metrics")).await;
-    assert_eq!(
-        metric(&text, "token_service_connections_rejected_total"),
-        Some(1.0),
+    assert!(
+        metric(
+            &text,
+            "token_service_connections_timed_out_total{result=\"header_read\"}"
+        )
+        .is_some_and(|n| n >= 5.0),
         "{text}"
     );
 }
 
+/// An HTTP/2 client that got its answer and then never answers the server (no SETTINGS ack,
+/// no PING ack) is closed IDLE_TIMEOUT plus a short grace later; it used to be held forever
+/// after GOAWAY and PING.
 #[tokio::test]
-async fn oversized_headers_get_431_and_oversized_bodies_413() {
-    let server = Server::start(&[]);
-    let response = token_request(&server, GRANT, &[])
-        .header("X-Padding", "a".repeat(200 * 1024))
-        .send()
-        .await;
-    if let Ok(response) = response {
-        assert_eq!(response.status(), 431);
+async fn idle_http2_connections_are_closed_even_if_the_client_never_answers() {
+    use tokio::io::AsyncWriteExt as _;
+    let server = Server::start(&[("IDLE_TIMEOUT", "1"), ("HEADER_READ_TIMEOUT", "5")]);
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+        .await
+        .unwrap();
+    let mut bytes = http2::preface();
+    bytes.extend(http2::headers(
+        1,
+        &[
+            (":method", "GET"),
+            (":scheme", "http"),
+            (":authority", "127.0.0.1"),
+            (":path", "/healthz"),
+        ],
+        true,
+    ));
+    tcp.write_all(&bytes).await.unwrap();
+    let mut answered = false;
+    while let Some(frame) = http2::read_frame(&mut tcp, Duration::from_secs(5)).await {
+        if frame.stream == 1 && frame.flags & http2::END_STREAM != 0 {
+            answered = true;
+            break;
+        }
     }
-    let big = format!("{GRANT}&pad={}", "a".repeat(20 * 1024));
-    let response = token(&server, &big, &[]).await;
-    assert_eq!(response.status(), 413);
-    let e: Value = response.json().await.unwrap();
-    assert_eq!(e["error"], "invalid_request");
-    assert_eq!(
-        token(&server, GRANT, &[]).await.status(),
-        200,
-        "the service stays up"
+    assert!(answered, "the request was answered");
+    assert!(
+        http2::closed_within(&mut tcp, Duration::from_secs(20)).await,
+        "the idle connection was kept open"
     );
 }
 
-/// What one keep-alive HTTP/1.1 exchange gave.
-enum Exchange {
-    /// A complete response; `close` when the server said `Connection: close`.
-    Answered { status: u16, close: bool },
-    /// The connection ended before a complete response.
-    Cut { reused: bool },
-}
-
-/// Sends one token request on `stream` and reads the whole response.
-fn exchange(stream: &mut TcpStream, request: &[u8], reused: bool) -> Exchange {
-    if stream.write_all(request).is_err() {
-        return Exchange::Cut { reused };
-    }
-    let mut data = Vec::new();
-    let mut buf = [0u8; 8192];
-    loop {
-        if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&data[..end]).to_ascii_lowercase();
-            let length: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .map(|v| v.trim().parse().unwrap())
-                .unwrap_or(0);
-            if data.len() >= end + 4 + length {
-                let status = head[9..12].parse().unwrap();
-                let close = head.lines().any(|l| l == "connection: close");
-                return Exchange::Answered { status, close };
-            }
-        }
-        match stream.read(&mut buf) {
-            Ok(0) | Err(_) => return Exchange::Cut { reused },
-            Ok(n) => data.extend_from_slice(&buf[..n]),
-        }
-    }
-}
-
-/// While draining after SIGTERM, the admin port still answers probes: `/readyz` 503 "shutting
-/// down" (so a load balancer stops sending), `/healthz` 200 (so nothing restarts the process),
-/// until the last accepted request is answered and the process exits 0.
+/// Stalled HTTP/2 streams (HEADERS of a token request whose body never comes) take no request
+/// permit: with 8 connections x 64 such streams against MAX_CONCURRENT_REQUESTS=64, discovery,
+/// JWKS and tokens are still served, over HTTP/1.1 and HTTP/2; a connection may open only an
+/// eighth of MAX_CONCURRENT_REQUESTS streams (the rest are refused), and the stalled streams
+/// end with 408.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn readyz_reports_shutting_down_on_the_admin_port_while_draining() {
-    let admin = free_port();
-    let mut server = Server::start(&[
-        ("ADMIN_PORT", &admin.to_string()),
-        ("SHUTDOWN_GRACE_PERIOD", "5"),
-    ]);
-    let admin_url = |path: &str| format!("http://127.0.0.1:{admin}{path}");
-    let get = |path: &'static str| {
-        let url = admin_url(path);
-        async move {
-            let response = client().get(url).send().await.unwrap();
-            (response.status().as_u16(), response.text().await.unwrap())
-        }
-    };
-    assert_eq!(get("/readyz").await.0, 200);
-    // An accepted request in flight keeps the service draining.
-    let mut in_flight = raw(&server);
-    in_flight
-        .write_all(raw_token_request(5).as_bytes())
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    server.terminate();
-    let mut readyz = (0, String::new());
-    for _ in 0..50 {
-        readyz = get("/readyz").await;
-        if readyz.0 != 200 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(readyz.0, 503, "{}", readyz.1);
-    assert!(readyz.1.contains("shutting down"), "{}", readyz.1);
-    assert_eq!(get("/healthz").await.0, 200);
-    in_flight.write_all(&GRANT.as_bytes()[5..]).unwrap();
-    let (answer, _) = tokio::task::spawn_blocking(move || read_until_closed(&mut in_flight))
-        .await
-        .unwrap();
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    let exit = tokio::task::spawn_blocking(move || server.wait_exit(Duration::from_secs(15)))
-        .await
-        .unwrap();
-    assert_eq!(exit.map(|s| s.code()), Some(Some(0)));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_during_load_loses_no_accepted_request() {
-    let mut server = Server::start(&[
-        ("SHUTDOWN_GRACE_PERIOD", "5"),
+async fn stalled_http2_streams_take_no_request_permit() {
+    use tokio::io::AsyncWriteExt as _;
+    let server = Server::start(&[
+        ("MAX_CONCURRENT_REQUESTS", "64"),
+        ("HEADER_READ_TIMEOUT", "3"),
+        ("REQUEST_TIMEOUT", "30"),
         ("RATE_LIMIT_PER_CLIENT", "0"),
     ]);
-    // An accepted request still in flight when SIGTERM arrives: headers and half the body sent.
-    let mut in_flight = raw(&server);
-    in_flight
-        .write_all(raw_token_request(5).as_bytes())
-        .unwrap();
-    // Load: 8 threads with keep-alive connections sending token requests back to back. A
-    // request on a connection that already answered one was accepted by the service; it must
-    // be answered. Only a first request on a new connection may fail, when the connection was
-    // never accepted (listener closed, or still in the kernel's backlog).
-    let request = raw_token_request(GRANT.len());
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let port = server.port;
-    let mut workers = Vec::new();
+    let mut attackers = Vec::new();
     for _ in 0..8 {
-        let (stop, request) = (stop.clone(), request.clone());
-        workers.push(std::thread::spawn(move || {
-            let (mut answered, mut closes, mut not_accepted) = (0u32, 0u32, 0u32);
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-                    not_accepted += 1;
-                    std::thread::sleep(Duration::from_millis(20));
-                    continue;
-                };
-                stream
-                    .set_read_timeout(Some(Duration::from_secs(20)))
-                    .unwrap();
-                let mut reused = false;
-                loop {
-                    match exchange(&mut stream, request.as_bytes(), reused) {
-                        Exchange::Answered { status, close } => {
-                            assert_eq!(status, 200, "an answered request must succeed");
-                            answered += 1;
-                            if close {
-                                closes += 1;
-                                break;
-                            }
-                            reused = true;
-                        }
-                        Exchange::Cut { reused: true } => {
-                            panic!("the service dropped a request on a connection it had accepted")
-                        }
-                        Exchange::Cut { reused: false } => {
-                            not_accepted += 1;
-                            break;
-                        }
-                    }
-                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        break;
-                    }
-                }
-            }
-            (answered, closes, not_accepted)
-        }));
+        let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+            .await
+            .unwrap();
+        let mut bytes = http2::preface();
+        for i in 0..64u32 {
+            bytes.extend(http2::stalled_token_request(2 * i + 1));
+        }
+        tcp.write_all(&bytes).await.unwrap();
+        attackers.push(tcp);
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    server.terminate();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    // The in-flight request completes after the signal.
-    in_flight.write_all(&GRANT.as_bytes()[5..]).unwrap();
-    let (answer, _) = tokio::task::spawn_blocking(move || read_until_closed(&mut in_flight))
+    // Count the streams the server refused on the first connection.
+    let mut refused = 0;
+    while refused < 56 {
+        let Some(frame) = http2::read_frame(&mut attackers[0], Duration::from_secs(3)).await else {
+            break;
+        };
+        if frame.kind == http2::RST_STREAM
+            && frame.payload.get(..4) == Some(&http2::REFUSED_STREAM.to_be_bytes()[..])
+        {
+            refused += 1;
+        }
+    }
+    assert!(
+        refused >= 56,
+        "only {refused} of 64 streams refused: at most 8 may be open"
+    );
+    for path in [
+        "/.well-known/openid-configuration",
+        "/.well-known/jwks.json",
+    ] {
+        let response = client().get(server.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+    }
+    assert_eq!(token(&server, GRANT, &[]).await.status(), 200);
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
         .await
         .unwrap();
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    assert!(answer.contains("id_token"), "{answer}");
-    let (exit, logs) = tokio::task::spawn_blocking(move || {
-        let status = server.wait_exit(Duration::from_secs(15));
-        (status, server.logs())
-    })
-    .await
-    .unwrap();
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (mut answered, mut closes) = (0, 0);
-    for w in workers {
-        let (a, c, _) = w.join().unwrap();
-        answered += a;
-        closes += c;
+    let mut h2 = http2::client(tcp).await;
+    let (status, _, body) = http2::get(
+        &mut h2,
+        http2::request("127.0.0.1", "/.well-known/openid-configuration", None),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let text = metrics_text(&server.url("/metrics")).await;
+    assert_eq!(
+        metric(
+            &text,
+            "token_service_requests_rejected_total{result=\"concurrency\"}"
+        ),
+        None,
+        "{text}"
+    );
+    // The stalled streams end: the attacking connections are closed.
+    for mut tcp in attackers {
+        assert!(http2::closed_within(&mut tcp, Duration::from_secs(20)).await);
     }
-    assert!(answered > 0, "the load ran");
-    assert!(closes > 0, "draining told keep-alive clients to close");
-    assert_eq!(exit.map(|s| s.code()), Some(Some(0)), "{logs}");
+    let text = metrics_text(&server.url("/metrics")).await;
     assert!(
-        logs.contains("shutting_down") && logs.contains("\"stopped\""),
-        "{logs}"
+        metric(
+            &text,
+            "token_service_requests_rejected_total{result=\"body_timeout\"}"
+        )
+        .is_some_and(|n| n > 0.0),
+        "{text}"
     );
 }

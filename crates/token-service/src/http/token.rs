@@ -103,7 +103,7 @@ fn check_content_type(headers: &http::HeaderMap) -> Result<(), HttpError> {
     }
 }
 
-fn too_large() -> HttpError {
+pub(super) fn too_large() -> HttpError {
     HttpError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
         "invalid_request",
