@@ -314,7 +314,10 @@ pub fn trace_id(headers: &HeaderMap) -> Option<String> {
         .then(|| id.to_ascii_lowercase())
 }
 
-/// The issuer for a request: the configured one, or `https://` + Host.
+/// The issuer for a request: the configured one, or `https://` + the request's authority:
+/// HTTP/2's `:authority` (or an absolute request target), else the one `Host` header. A host
+/// that is empty or not a DNS name or IP address, a port that is empty, zero or above 65535,
+/// userinfo, or a `Host` that differs from `:authority` gets 400.
 pub fn request_issuer(
     source: &IssuerSource,
     headers: &HeaderMap,
@@ -325,22 +328,104 @@ pub fn request_issuer(
         IssuerSource::FromHost => {
             let mut hosts = headers.get_all(http::header::HOST).iter();
             let host = match (hosts.next(), hosts.next()) {
-                (Some(h), None) => h.to_str().ok().map(str::to_owned),
-                (None, _) => uri.authority().map(|a| a.as_str().to_owned()),
-                _ => None,
+                (Some(h), None) => Some(h.to_str().ok()),
+                (None, _) => None,
+                _ => Some(None),
             };
-            let valid = host.filter(|h| {
-                !h.is_empty()
-                    && h.len() <= 255
-                    && !h.contains('@')
-                    && h.parse::<http::uri::Authority>().is_ok()
-            });
-            match valid {
+            let authority = match (uri.authority().map(http::uri::Authority::as_str), host) {
+                (Some(a), Some(Some(h))) if !a.eq_ignore_ascii_case(h) => None,
+                (Some(a), _) => Some(a),
+                (None, Some(h)) => h,
+                (None, None) => None,
+            };
+            match authority.filter(|a| valid_authority(a)) {
                 Some(h) => Ok(format!("https://{}", h.to_ascii_lowercase())),
                 None => Err(error::HttpError::bad_request(
-                    "The Host header is missing or invalid, so the issuer cannot be derived; send a valid Host header (or configure TOKEN_ISSUER)",
+                    "The Host header (or :authority) is missing or invalid, so the issuer cannot be derived; send host[:port] with a DNS name or IP address and a port from 1 to 65535 (or configure TOKEN_ISSUER)",
                 )),
             }
+        }
+    }
+}
+
+/// `host[:port]`: a DNS name (letters, digits, `-`, `_`, non-empty labels), an IPv4 address or
+/// a bracketed IPv6 address; the port, when a colon is present, 1 to 65535.
+fn valid_authority(authority: &str) -> bool {
+    if authority.is_empty() || authority.len() > 255 {
+        return false;
+    }
+    let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
+        let Some((inside, after)) = rest.split_once(']') else {
+            return false;
+        };
+        if inside.parse::<std::net::Ipv6Addr>().is_err() {
+            return false;
+        }
+        match after {
+            "" => return true,
+            _ => match after.strip_prefix(':') {
+                Some(port) => (None, Some(port)),
+                None => return false,
+            },
+        }
+    } else {
+        match authority.split_once(':') {
+            Some((host, port)) => (Some(host), Some(port)),
+            None => (Some(authority), None),
+        }
+    };
+    let host_ok = host.is_none_or(|h| {
+        !h.is_empty()
+            && h.split('.').all(|label| {
+                !label.is_empty()
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            })
+    });
+    let port_ok = port.is_none_or(|p| {
+        !p.is_empty()
+            && p.len() <= 5
+            && p.bytes().all(|b| b.is_ascii_digit())
+            && p.parse::<u16>().is_ok_and(|n| n > 0)
+    });
+    host_ok && port_ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_authority;
+
+    #[test]
+    fn authorities_need_a_host_and_a_valid_port() {
+        for good in [
+            "example.org",
+            "Example.ORG:8443",
+            "127.0.0.1:8080",
+            "[::1]",
+            "[2001:db8::1]:443",
+            "my_host-1.internal:1",
+            "a.b:65535",
+        ] {
+            assert!(valid_authority(good), "{good}");
+        }
+        for bad in [
+            "",
+            ":80",
+            "evil.example:",
+            "evil.example:99999",
+            "evil.example:0",
+            "evil.example:+80",
+            "user@evil.example",
+            "a..b",
+            "a b",
+            "[::1",
+            "[nope]:80",
+            "[::1]x",
+            "a:b:c",
+            "evil.example:80/x",
+        ] {
+            assert!(!valid_authority(bad), "{bad}");
         }
     }
 }
