@@ -558,3 +558,370 @@ async fn stalled_http2_streams_take_no_request_permit() {
         "{text}"
     );
 }
+
+/// Failed authentications are limited per caller address, before verification: after the
+/// burst, even a valid request from that caller gets 429 temporarily_unavailable with
+/// Retry-After, while other callers (another peer address; behind Google's LB another client
+/// entry of X-Forwarded-For) are served. On by default; `off` turns it off.
+#[tokio::test]
+async fn failed_authentications_are_rate_limited_per_caller() {
+    let server = Server::start(&[
+        ("RATE_LIMIT_AUTH_FAILURES", "1"),
+        ("RATE_LIMIT_AUTH_FAILURES_BURST", "3"),
+        ("RATE_LIMIT_PER_CLIENT", "0"),
+    ]);
+    let forged = [("X-Client-Cert-Chain-Verified", "false")];
+    for _ in 0..3 {
+        assert_eq!(token(&server, GRANT, &forged).await.status(), 403);
+    }
+    for overrides in [&forged[..], &[]] {
+        let limited = token(&server, GRANT, overrides).await;
+        assert_eq!(limited.status(), 429);
+        let retry: u64 = limited.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=2).contains(&retry), "{retry}");
+        let body: Value = limited.json().await.unwrap();
+        assert_eq!(body["error"], "temporarily_unavailable");
+        assert!(
+            body["error_description"]
+                .as_str()
+                .unwrap()
+                .contains("RATE_LIMIT_AUTH_FAILURES"),
+            "{body}"
+        );
+    }
+    // Another peer address has its own bucket.
+    let other_peer = reqwest::Client::builder()
+        .local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    let mut request = other_peer
+        .post(server.url("/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(GRANT);
+    for (k, v) in lb_headers(SPIFFE) {
+        request = request.header(k, v);
+    }
+    assert_eq!(request.send().await.unwrap().status(), 200);
+    // Behind Google's LB (the xlb flow), the client entry the LB appends is the caller.
+    let behind_lb = |client: &str| format!("{client}, 34.120.0.1");
+    for _ in 0..3 {
+        let xff = behind_lb("198.51.100.1");
+        let refused = token(&server, GRANT, &[forged[0], ("X-Forwarded-For", &xff)]).await;
+        assert_eq!(refused.status(), 403);
+    }
+    let xff = behind_lb("198.51.100.1");
+    assert_eq!(
+        token(&server, GRANT, &[("X-Forwarded-For", &xff)])
+            .await
+            .status(),
+        429
+    );
+    let xff = behind_lb("198.51.100.2");
+    assert_eq!(
+        token(&server, GRANT, &[("X-Forwarded-For", &xff)])
+            .await
+            .status(),
+        200
+    );
+    let text = metrics_text(&server.url("/metrics")).await;
+    assert_eq!(
+        metric(
+            &text,
+            "token_service_rate_limited_total{scope=\"auth_failures\"}"
+        ),
+        Some(3.0),
+        "{text}"
+    );
+
+    // On by default (10/s, burst 50): a flood of failures is cut off.
+    let default = Server::start(&[("RATE_LIMIT_PER_CLIENT", "0")]);
+    let flood = (0..150).map(|_| token_request(&default, GRANT, &forged).send());
+    let statuses: Vec<u16> = futures_util::future::join_all(flood)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().status().as_u16())
+        .collect();
+    let refused = statuses.iter().filter(|s| **s == 403).count();
+    assert!((50..150).contains(&refused), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 403 || *s == 429),
+        "{statuses:?}"
+    );
+    // Off.
+    let off = Server::start(&[
+        ("RATE_LIMIT_AUTH_FAILURES", "off"),
+        ("RATE_LIMIT_PER_CLIENT", "0"),
+    ]);
+    for _ in 0..80 {
+        assert_eq!(token(&off, GRANT, &forged).await.status(), 403);
+    }
+}
+
+#[test]
+fn slow_headers_are_cut_off_by_header_read_timeout() {
+    let server = Server::start(&[("HEADER_READ_TIMEOUT", "1")]);
+    let mut stream = raw(&server);
+    // Slowloris: a request line and one header, then nothing.
+    stream
+        .write_all(b"POST /token HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .unwrap();
+    let (answer, waited) = read_until_closed(&mut stream);
+    assert!(waited < Duration::from_secs(10), "closed after {waited:?}");
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
+    // TLS handshakes that never finish are bounded the same way (see tests/tls.rs for TLS).
+}
+
+#[test]
+fn idle_keep_alive_connections_are_closed_after_idle_timeout() {
+    let server = Server::start(&[("IDLE_TIMEOUT", "1")]);
+    let mut stream = raw(&server);
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = stream.read(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let (rest, waited) = read_until_closed(&mut stream);
+    assert!(rest.is_empty(), "{rest}");
+    assert!(waited < Duration::from_secs(10), "closed after {waited:?}");
+}
+
+#[tokio::test]
+async fn connections_beyond_max_connections_are_closed_at_once() {
+    let server = Server::start(&[("MAX_CONNECTIONS", "2")]);
+    let mut held: Vec<TcpStream> = Vec::new();
+    for _ in 0..2 {
+        let mut s = raw(&server);
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            .unwrap();
+        let mut buf = [0u8; 1024];
+        assert!(s.read(&mut buf).unwrap() > 0);
+        held.push(s);
+    }
+    let mut third = raw(&server);
+    let _ = third.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    let (answer, _) = read_until_closed(&mut third);
+    assert!(answer.is_empty(), "{answer}");
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        client()
+            .get(server.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let text = metrics_text(&server.url("/metrics")).await;
+    assert_eq!(
+        metric(&text, "token_service_connections_rejected_total"),
+        Some(1.0),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn oversized_headers_get_431_and_oversized_bodies_413() {
+    let server = Server::start(&[]);
+    let response = token_request(&server, GRANT, &[])
+        .header("X-Padding", "a".repeat(200 * 1024))
+        .send()
+        .await;
+    if let Ok(response) = response {
+        assert_eq!(response.status(), 431);
+    }
+    let big = format!("{GRANT}&pad={}", "a".repeat(20 * 1024));
+    let response = token(&server, &big, &[]).await;
+    assert_eq!(response.status(), 413);
+    let e: Value = response.json().await.unwrap();
+    assert_eq!(e["error"], "invalid_request");
+    assert_eq!(
+        token(&server, GRANT, &[]).await.status(),
+        200,
+        "the service stays up"
+    );
+}
+
+/// What one keep-alive HTTP/1.1 exchange gave.
+enum Exchange {
+    /// A complete response; `close` when the server said `Connection: close`.
+    Answered { status: u16, close: bool },
+    /// The connection ended before a complete response.
+    Cut { reused: bool },
+}
+
+/// Sends one token request on `stream` and reads the whole response.
+fn exchange(stream: &mut TcpStream, request: &[u8], reused: bool) -> Exchange {
+    if stream.write_all(request).is_err() {
+        return Exchange::Cut { reused };
+    }
+    let mut data = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&data[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map(|v| v.trim().parse().unwrap())
+                .unwrap_or(0);
+            if data.len() >= end + 4 + length {
+                let status = head[9..12].parse().unwrap();
+                let close = head.lines().any(|l| l == "connection: close");
+                return Exchange::Answered { status, close };
+            }
+        }
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return Exchange::Cut { reused },
+            Ok(n) => data.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// While draining after SIGTERM, the admin port still answers probes: `/readyz` 503 "shutting
+/// down" (so a load balancer stops sending), `/healthz` 200 (so nothing restarts the process),
+/// until the last accepted request is answered and the process exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_reports_shutting_down_on_the_admin_port_while_draining() {
+    let admin = free_port();
+    let mut server = Server::start(&[
+        ("ADMIN_PORT", &admin.to_string()),
+        ("SHUTDOWN_GRACE_PERIOD", "5"),
+    ]);
+    let admin_url = |path: &str| format!("http://127.0.0.1:{admin}{path}");
+    let get = |path: &'static str| {
+        let url = admin_url(path);
+        async move {
+            let response = client().get(url).send().await.unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        }
+    };
+    assert_eq!(get("/readyz").await.0, 200);
+    // An accepted request in flight keeps the service draining.
+    let mut in_flight = raw(&server);
+    in_flight
+        .write_all(raw_token_request(5).as_bytes())
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.terminate();
+    let mut readyz = (0, String::new());
+    for _ in 0..50 {
+        readyz = get("/readyz").await;
+        if readyz.0 != 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(readyz.0, 503, "{}", readyz.1);
+    assert!(readyz.1.contains("shutting down"), "{}", readyz.1);
+    assert_eq!(get("/healthz").await.0, 200);
+    in_flight.write_all(&GRANT.as_bytes()[5..]).unwrap();
+    let (answer, _) = tokio::task::spawn_blocking(move || read_until_closed(&mut in_flight))
+        .await
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let exit = tokio::task::spawn_blocking(move || server.wait_exit(Duration::from_secs(15)))
+        .await
+        .unwrap();
+    assert_eq!(exit.map(|s| s.code()), Some(Some(0)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_load_loses_no_accepted_request() {
+    let mut server = Server::start(&[
+        ("SHUTDOWN_GRACE_PERIOD", "5"),
+        ("RATE_LIMIT_PER_CLIENT", "0"),
+    ]);
+    // An accepted request still in flight when SIGTERM arrives: headers and half the body sent.
+    let mut in_flight = raw(&server);
+    in_flight
+        .write_all(raw_token_request(5).as_bytes())
+        .unwrap();
+    // Load: 8 threads with keep-alive connections sending token requests back to back. A
+    // request on a connection that already answered one was accepted by the service; it must
+    // be answered. Only a first request on a new connection may fail, when the connection was
+    // never accepted (listener closed, or still in the kernel's backlog).
+    let request = raw_token_request(GRANT.len());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let port = server.port;
+    let mut workers = Vec::new();
+    for _ in 0..8 {
+        let (stop, request) = (stop.clone(), request.clone());
+        workers.push(std::thread::spawn(move || {
+            let (mut answered, mut closes, mut not_accepted) = (0u32, 0u32, 0u32);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+                    not_accepted += 1;
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                };
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(20)))
+                    .unwrap();
+                let mut reused = false;
+                loop {
+                    match exchange(&mut stream, request.as_bytes(), reused) {
+                        Exchange::Answered { status, close } => {
+                            assert_eq!(status, 200, "an answered request must succeed");
+                            answered += 1;
+                            if close {
+                                closes += 1;
+                                break;
+                            }
+                            reused = true;
+                        }
+                        Exchange::Cut { reused: true } => {
+                            panic!("the service dropped a request on a connection it had accepted")
+                        }
+                        Exchange::Cut { reused: false } => {
+                            not_accepted += 1;
+                            break;
+                        }
+                    }
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                }
+            }
+            (answered, closes, not_accepted)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.terminate();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The in-flight request completes after the signal.
+    in_flight.write_all(&GRANT.as_bytes()[5..]).unwrap();
+    let (answer, _) = tokio::task::spawn_blocking(move || read_until_closed(&mut in_flight))
+        .await
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("id_token"), "{answer}");
+    let (exit, logs) = tokio::task::spawn_blocking(move || {
+        let status = server.wait_exit(Duration::from_secs(15));
+        (status, server.logs())
+    })
+    .await
+    .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut answered, mut closes) = (0, 0);
+    for w in workers {
+        let (a, c, _) = w.join().unwrap();
+        answered += a;
+        closes += c;
+    }
+    assert!(answered > 0, "the load ran");
+    assert!(closes > 0, "draining told keep-alive clients to close");
+    assert_eq!(exit.map(|s| s.code()), Some(Some(0)), "{logs}");
+    assert!(
+        logs.contains("shutting_down") && logs.contains("\"stopped\""),
+        "{logs}"
+    );
+}
