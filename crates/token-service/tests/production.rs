@@ -4,6 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
+#[allow(dead_code)]
+mod tls_support;
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
@@ -924,4 +926,61 @@ async fn sigterm_during_load_loses_no_accepted_request() {
         logs.contains("shutting_down") && logs.contains("\"stopped\""),
         "{logs}"
     );
+}
+
+/// On a TLS listener too, HEADER_READ_TIMEOUT runs from accept to the first complete request:
+/// a client that finishes the handshake and then sends nothing, `P`, or only the HTTP/2
+/// preface is disconnected (it used to be held until IDLE_TIMEOUT), as is one that never
+/// finishes the handshake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_connections_without_a_complete_request_are_closed_after_header_read_timeout() {
+    use tokio::io::AsyncWriteExt as _;
+    let pki = tls_support::Pki::new();
+    let service = tls_support::TlsService::start(
+        &pki,
+        &pki.root.pem,
+        None,
+        &[("HEADER_READ_TIMEOUT", "1"), ("IDLE_TIMEOUT", "600")],
+    );
+    let leaf = &pki.valid;
+    let config = |alpn: &[u8]| {
+        let base = tls_support::rustls_config(
+            &pki.root.der,
+            &leaf.chain_der,
+            &leaf.key_der,
+            &rustls::version::TLS13,
+        );
+        let mut config = (*base).clone();
+        config.alpn_protocols = vec![alpn.to_vec()];
+        std::sync::Arc::new(config)
+    };
+    let mut checks = Vec::new();
+    for (alpn, sent) in [
+        (&b"http/1.1"[..], Vec::new()),
+        (&b"http/1.1"[..], b"P".to_vec()),
+        (&b"h2"[..], Vec::new()),
+        (&b"h2"[..], http2::preface()),
+    ] {
+        let mut tls = tls_support::connect(&service, config(alpn)).await.unwrap();
+        tls.write_all(&sent).await.unwrap();
+        tls.flush().await.unwrap();
+        let label = format!("{} + {} bytes", String::from_utf8_lossy(alpn), sent.len());
+        checks.push(tokio::spawn(async move {
+            (
+                label,
+                http2::closed_within(&mut tls, Duration::from_secs(20)).await,
+            )
+        }));
+    }
+    let mut silent = tokio::net::TcpStream::connect(("127.0.0.1", service.server.port))
+        .await
+        .unwrap();
+    checks.push(tokio::spawn(async move {
+        let closed = http2::closed_within(&mut silent, Duration::from_secs(20)).await;
+        ("no handshake".to_owned(), closed)
+    }));
+    for check in checks {
+        let (label, closed) = check.await.unwrap();
+        assert!(closed, "a TLS connection ({label}) was kept open");
+    }
 }
