@@ -96,10 +96,13 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let mut builder = Builder::new(TokioExecutor::new());
+    // hyper's own HTTP/1.1 header timer would start right after each answer and so close
+    // keep-alive connections after HEADER_READ_TIMEOUT instead of IDLE_TIMEOUT; the
+    // connection loop below times request heads from their first byte instead.
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read_timeout)
+        .header_read_timeout(None)
         .max_buf_size(MAX_HEADER_BYTES);
     builder
         .http2()
@@ -283,6 +286,10 @@ async fn connection<S>(
                 response
             }
         });
+    let stream = Counted {
+        inner: stream,
+        conn: shared.clone(),
+    };
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(conn);
     // Draining: an HTTP/2 connection gets GOAWAY at once (its in-flight streams finish); an
@@ -300,7 +307,12 @@ async fn connection<S>(
             (Some((Closing::Drain, _)), _) => None,
             (Some(_), _) => Some(close_check),
             (None, Some(_)) => Some(now + DRAIN_TICK),
-            (None, None) => Some(next_check(&shared, timing, now)),
+            (None, None) => Some(next_check(
+                &shared,
+                timing,
+                now,
+                http2.load(Ordering::Relaxed),
+            )),
         };
         let sleep = async {
             match wake {
@@ -310,6 +322,8 @@ async fn connection<S>(
         };
         tokio::select! {
             _ = conn.as_mut() => break,
+            // A new request head started: its deadline may come before the planned wake-up.
+            () = shared.request_started(), if closing.is_none() => {}
             changed = stopping.changed(), if drain_since.is_none() => {
                 if changed.is_err() || *stopping.borrow() {
                     drain_since = Some(Instant::now());
@@ -332,7 +346,7 @@ async fn connection<S>(
                         || (in_flight.0.load(Ordering::Relaxed) == 0
                             && since.elapsed() >= DRAIN_LINGER))
                         .then_some(Closing::Drain),
-                    None => close_reason(&shared, timing, now),
+                    None => close_reason(&shared, timing, now, http2.load(Ordering::Relaxed)),
                 };
                 if let Some(reason) = reason {
                     match reason {
@@ -351,9 +365,21 @@ async fn connection<S>(
     }
 }
 
-/// Whether an open connection must be closed now, and why.
-fn close_reason(conn: &ConnectionInfo, timing: Timing, now: Instant) -> Option<Closing> {
+/// Whether an open connection must be closed now, and why: no complete request within
+/// `HEADER_READ_TIMEOUT` of accept, or (HTTP/1.1) of the first byte of a later request, or no
+/// request for `IDLE_TIMEOUT`.
+fn close_reason(
+    conn: &ConnectionInfo,
+    timing: Timing,
+    now: Instant,
+    http2: bool,
+) -> Option<Closing> {
     if !conn.has_admitted() && now >= timing.head_deadline() {
+        return Some(Closing::NoRequest);
+    }
+    if let Some(deadline) = head_deadline(conn, timing, http2)
+        && now >= deadline
+    {
         return Some(Closing::NoRequest);
     }
     conn.idle_for()
@@ -361,17 +387,87 @@ fn close_reason(conn: &ConnectionInfo, timing: Timing, now: Instant) -> Option<C
         .then_some(Closing::Idle)
 }
 
+/// When a later HTTP/1.1 request that has begun to arrive must be complete. (HTTP/2 clients
+/// send frames that are not requests, PING or WINDOW_UPDATE; their streams are timed by the
+/// request guard.)
+fn head_deadline(conn: &ConnectionInfo, timing: Timing, http2: bool) -> Option<Instant> {
+    if http2 || !conn.has_admitted() {
+        return None;
+    }
+    conn.pending_since()
+        .map(|since| since + timing.header_read_timeout)
+}
+
 /// When to look at an open connection again.
-fn next_check(conn: &ConnectionInfo, timing: Timing, now: Instant) -> Instant {
-    let idle = match conn.idle_for() {
+fn next_check(conn: &ConnectionInfo, timing: Timing, now: Instant, http2: bool) -> Instant {
+    let mut at = match conn.idle_for() {
         Some(idle) => now + timing.idle_timeout.saturating_sub(idle),
         // Busy: look again once the idle timeout could have passed.
         None => now + timing.idle_timeout,
     };
-    if conn.has_admitted() {
-        idle
-    } else {
-        idle.min(timing.head_deadline())
+    if !conn.has_admitted() {
+        at = at.min(timing.head_deadline());
+    }
+    if let Some(deadline) = head_deadline(conn, timing, http2) {
+        at = at.min(deadline);
+    }
+    at
+}
+
+/// The client's stream, noting on the connection when bytes arrive.
+struct Counted<S> {
+    inner: S,
+    conn: Arc<ConnectionInfo>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.conn.bytes_arrived();
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 }
 

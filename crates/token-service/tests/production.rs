@@ -695,6 +695,37 @@ fn idle_keep_alive_connections_are_closed_after_idle_timeout() {
     assert!(waited < Duration::from_secs(10), "closed after {waited:?}");
 }
 
+/// An HTTP/1.1 keep-alive connection may wait IDLE_TIMEOUT between requests (hyper's own header
+/// timer used to close it after HEADER_READ_TIMEOUT); a later request whose head starts but
+/// never ends is still cut off after HEADER_READ_TIMEOUT.
+#[test]
+fn keep_alive_waits_idle_timeout_and_a_later_slow_head_is_cut_off() {
+    let server = Server::start(&[("HEADER_READ_TIMEOUT", "1"), ("IDLE_TIMEOUT", "600")]);
+    let mut stream = raw(&server);
+    let mut buf = [0u8; 4096];
+    for round in 0..2 {
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            .unwrap();
+        let n = stream.read(&mut buf).unwrap();
+        assert!(
+            String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
+            "round {round}: {}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+        // Longer than HEADER_READ_TIMEOUT, far shorter than IDLE_TIMEOUT.
+        std::thread::sleep(Duration::from_millis(2500));
+    }
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .unwrap();
+    let (answer, _) = read_until_closed(&mut stream);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
+}
+
 #[tokio::test]
 async fn connections_beyond_max_connections_are_closed_at_once() {
     let server = Server::start(&[("MAX_CONNECTIONS", "2")]);

@@ -20,6 +20,11 @@ pub struct Connection {
     working: AtomicUsize,
     /// Milliseconds after `accepted` of the last admission or answer.
     last_ms: AtomicU64,
+    /// Milliseconds after `accepted` when bytes arrived while no admitted request was being
+    /// answered, until the next admission; `u64::MAX` when none are pending.
+    pending_ms: AtomicU64,
+    /// Wakes the server's connection loop when a request starts to arrive.
+    started: tokio::sync::Notify,
 }
 
 impl Connection {
@@ -31,7 +36,44 @@ impl Connection {
             admitted: AtomicU64::new(0),
             working: AtomicUsize::new(0),
             last_ms: AtomicU64::new(0),
+            pending_ms: AtomicU64::new(NONE),
+            started: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Records that bytes arrived from the client: while no admitted request is being answered,
+    /// they start a request that must be complete within `HEADER_READ_TIMEOUT`.
+    pub fn bytes_arrived(&self) {
+        if self.working() == 0 && self.pending_ms.load(Ordering::Relaxed) == NONE {
+            let marked = self.pending_ms.compare_exchange(
+                NONE,
+                self.elapsed_ms(),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+            if marked.is_ok() {
+                self.started.notify_one();
+            }
+        }
+    }
+
+    /// Resolves when bytes of a new request have begun to arrive (see [`Self::bytes_arrived`]).
+    pub async fn request_started(&self) {
+        self.started.notified().await;
+    }
+
+    /// Since when bytes of a request that is not complete yet have been arriving.
+    pub fn pending_since(&self) -> Option<Instant> {
+        match self.pending_ms.load(Ordering::Relaxed) {
+            NONE => None,
+            ms => Some(self.accepted + Duration::from_millis(ms)),
+        }
+    }
+
+    fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.accepted.elapsed().as_millis())
+            .unwrap_or(NONE - 1)
+            .min(NONE - 1)
     }
 
     /// When the connection was accepted.
@@ -66,6 +108,7 @@ impl Connection {
     pub fn admit(self: &Arc<Self>) -> Working {
         self.admitted.fetch_add(1, Ordering::Relaxed);
         self.working.fetch_add(1, Ordering::Relaxed);
+        self.pending_ms.store(NONE, Ordering::Relaxed);
         self.touch();
         Working(self.clone())
     }
@@ -86,10 +129,12 @@ impl Connection {
     }
 
     fn touch(&self) {
-        let ms = u64::try_from(self.accepted.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(ms, Ordering::Relaxed);
+        self.last_ms.store(self.elapsed_ms(), Ordering::Relaxed);
     }
 }
+
+/// No bytes pending.
+const NONE: u64 = u64::MAX;
 
 /// An admitted request being answered; see [`Connection::admit`].
 #[derive(Debug)]
@@ -119,5 +164,13 @@ mod tests {
         drop(working);
         assert!(conn.idle_for().is_some_and(|d| d < Duration::from_secs(1)));
         assert!(conn.body_deadline() >= first);
+        assert_eq!(conn.pending_since(), None);
+        conn.bytes_arrived();
+        let pending = conn.pending_since();
+        assert!(pending.is_some());
+        conn.bytes_arrived();
+        assert_eq!(conn.pending_since(), pending, "the first byte counts");
+        drop(conn.admit());
+        assert_eq!(conn.pending_since(), None);
     }
 }
