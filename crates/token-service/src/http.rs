@@ -137,6 +137,15 @@ pub const METRICS_PATH: &str = "/metrics";
 /// Reading the body first means a client that sends headers and never its body holds no permit
 /// and no rate-limit token: stalled requests cannot starve discovery, JWKS or other clients.
 async fn guard(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let is_token = request.uri().path() == TOKEN_PATH;
+    let mut response = limited(&state, request, next).await;
+    if is_token {
+        token::set_no_store(&mut response);
+    }
+    response
+}
+
+async fn limited(state: &AppState, request: Request, next: Next) -> Response {
     let path = request.uri().path();
     if matches!(path, "/healthz" | "/readyz" | METRICS_PATH) {
         return next.run(request).await;
