@@ -220,22 +220,38 @@ impl CallerKey {
     pub fn caller(&self, peer: IpAddr, headers: &HeaderMap) -> Option<IpAddr> {
         let peer = peer.to_canonical();
         let trusted = |ip: &IpAddr| self.trusted_proxies.iter().any(|n| n.contains(ip));
-        let forwarded = || -> Option<Vec<IpAddr>> {
-            let mut all = Vec::new();
-            for value in headers.get_all("x-forwarded-for") {
-                for item in value.to_str().ok()?.split(',') {
-                    all.push(parse_forwarded(item.trim())?);
-                }
-            }
-            Some(all)
+        // The entries, rightmost (added last, by the nearest hop) first. Entries left of the
+        // ones a proxy appended are the client's to choose, so they are parsed only if reached.
+        let entries = || {
+            let values: Vec<&str> = headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            values
+                .into_iter()
+                .rev()
+                .flat_map(|v| v.rsplit(','))
+                .map(str::trim)
+                .collect::<Vec<&str>>()
         };
         let key = if trusted(&peer) {
-            forwarded()
-                .and_then(|list| list.into_iter().rev().find(|ip| !trusted(ip)))
-                .unwrap_or(peer)
+            let mut key = peer;
+            for entry in entries() {
+                match parse_forwarded(entry) {
+                    Some(ip) if trusted(&ip) => key = ip,
+                    Some(ip) => {
+                        key = ip;
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            key
         } else if self.google_lb {
-            forwarded()
-                .and_then(|list| list.len().checked_sub(2).map(|i| list[i]))
+            entries()
+                .get(1)
+                .and_then(|entry| parse_forwarded(entry))
                 .unwrap_or(peer)
         } else {
             peer
