@@ -313,9 +313,19 @@ pub const SETTINGS: &[Setting] = &[
         "Token requests that may arrive at once before RATE_LIMIT_GLOBAL applies",
     ),
     s(
+        "RATE_LIMIT_AUTH_FAILURES",
+        "10",
+        "Failed authentications per second per caller address (token bucket, checked before verifying); beyond it 429. Behind TRUSTED_PROXIES the address they report in X-Forwarded-For, behind Google's LB its client entry; 0 or off turns the limit off",
+    ),
+    s(
+        "RATE_LIMIT_AUTH_FAILURES_BURST",
+        "50",
+        "Failed authentications a caller address may have at once before RATE_LIMIT_AUTH_FAILURES applies",
+    ),
+    s(
         "MAX_CONCURRENT_REQUESTS",
         "2048",
-        "Requests answered at once; more get 503 with Retry-After",
+        "Requests answered at once; more get 503 with Retry-After. A request takes a slot only once its body is in; HTTP/2 allows an eighth of it (at most 100) streams per connection",
     ),
     s(
         "MAX_CONNECTIONS",
@@ -330,12 +340,12 @@ pub const SETTINGS: &[Setting] = &[
     s(
         "HEADER_READ_TIMEOUT",
         "10",
-        "Seconds a client may take to send a request's headers or finish the TLS handshake (slow-client protection)",
+        "Seconds from accept to the first complete request (TLS handshake, protocol detection, headers, body), and from a later request's headers to its body; slower clients are disconnected or get 408",
     ),
     s(
         "IDLE_TIMEOUT",
         "75",
-        "Seconds a keep-alive connection may stay idle",
+        "Seconds a connection may stay without requests; then it is closed (HTTP/2: GOAWAY, and the socket 2 s later whatever the client does)",
     ),
     s(
         "SHUTDOWN_GRACE_PERIOD",
@@ -686,7 +696,11 @@ pub fn load(values: Values, known: KnownFlows<'_>) -> Result<Config, Vec<String>
     };
     let trace_project = r.get("GOOGLE_CLOUD_PROJECT").map(str::to_owned);
     let policy_interval = r.seconds("POLICY_RELOAD_INTERVAL", 5, 1..=3600);
-    let (server, limits) = read_limits(&mut r, google.timeout);
+    let (server, mut limits) = read_limits(&mut r, google.timeout);
+    limits.caller = crate::limits::CallerKey {
+        trusted_proxies: forwarded.trusted_proxies.clone(),
+        google_lb: flows.iter().any(|f| f == crate::flows::xlb_mtls::NAME),
+    };
     let admin = read_admin(&mut r, bind_address);
     let policy = r.get("POLICY_FILE").map(|file| PolicySettings {
         file: PathBuf::from(file),
@@ -757,6 +771,20 @@ fn read_limits(
         Some(50),
     );
     let global = rate(r, "RATE_LIMIT_GLOBAL", "RATE_LIMIT_GLOBAL_BURST", 0, None);
+    let auth_failures = if r
+        .get("RATE_LIMIT_AUTH_FAILURES")
+        .is_some_and(|v| v.eq_ignore_ascii_case("off"))
+    {
+        None
+    } else {
+        rate(
+            r,
+            "RATE_LIMIT_AUTH_FAILURES",
+            "RATE_LIMIT_AUTH_FAILURES_BURST",
+            10,
+            Some(50),
+        )
+    };
     let request_timeout = Duration::from_secs(r.seconds("REQUEST_TIMEOUT", 30, 1..=3600));
     if request_timeout <= upstream_timeout {
         r.fail(format!(
@@ -768,6 +796,8 @@ fn read_limits(
     let limits = crate::limits::LimitSettings {
         global,
         per_client,
+        auth_failures,
+        caller: crate::limits::CallerKey::default(),
         max_concurrent_requests: usize::try_from(r.count(
             "MAX_CONCURRENT_REQUESTS",
             2048,
@@ -782,6 +812,9 @@ fn read_limits(
         header_read_timeout: Duration::from_secs(r.seconds("HEADER_READ_TIMEOUT", 10, 1..=600)),
         idle_timeout: Duration::from_secs(r.seconds("IDLE_TIMEOUT", 75, 1..=3600)),
         grace_period: Duration::from_secs(r.seconds("SHUTDOWN_GRACE_PERIOD", 8, 0..=3600)),
+        max_streams_per_connection: crate::server::streams_per_connection(
+            limits.max_concurrent_requests,
+        ),
     };
     (server, limits)
 }

@@ -208,15 +208,46 @@ impl ClientCredentials {
     }
 
     /// Runs the grant for a request whose issuer is `iss`. Logs one line per attempt.
+    ///
+    /// A caller (peer address, see [`crate::limits::CallerKey`]) whose failed-authentication
+    /// bucket is empty is refused with 429 before any flow looks at its request, so refusing
+    /// it costs no verification; every refusal before the client is identified (no flow for
+    /// the request, a flow's refusal, a malformed certificate header, a client the policy
+    /// denies) takes one token from that bucket.
     pub async fn exchange(
         &self,
         request: &TokenRequest,
         iss: &str,
     ) -> Result<IssuedTokens, GrantError> {
         let started = std::time::Instant::now();
+        let caller = self.limits.as_ref().and_then(|limits| {
+            limits
+                .caller_of(request.remote_addr, &request.headers)
+                .map(|caller| (limits, caller))
+        });
+        if let Some((limits, caller)) = caller
+            && let Err(limited) = limits.check_auth_failures(caller)
+        {
+            let e = GrantError::RateLimited {
+                message: format!(
+                    "Too many failed authentications from this address (RATE_LIMIT_AUTH_FAILURES); retry in {} s",
+                    limited.retry_after
+                ),
+                retry_after: limited.retry_after,
+            };
+            crate::metrics::metrics().token_request("none", e.code(), started.elapsed());
+            tracing::warn!(event = "token_request_rejected", outcome = e.code(), caller = %caller, reason = %e, "token request rejected: {e}");
+            return Err(e);
+        }
+        let failed = || {
+            if let Some((limits, caller)) = caller {
+                limits.auth_failed(caller);
+            }
+        };
         let flow = match self.select(request) {
             Ok(flow) => flow,
             Err(e) => {
+                failed();
                 crate::metrics::metrics().token_request("none", e.code(), started.elapsed());
                 tracing::warn!(event = "token_request_rejected", outcome = e.code(), reason = %e, "token request rejected: {e}");
                 return Err(e);
@@ -225,7 +256,7 @@ impl ClientCredentials {
         let result = self.run(flow.as_ref(), request, iss).await;
         let outcome = match &result {
             Ok(_) => "issued",
-            Err((_, e, _)) => e.code(),
+            Err(refusal) => refusal.error.code(),
         };
         crate::metrics::metrics().token_request(flow.name(), outcome, started.elapsed());
         match &result {
@@ -238,16 +269,23 @@ impl ClientCredentials {
                 access_token = tokens.access_token.is_some(),
                 "issued a token to client '{client_id}' through {}", flow.name()
             ),
-            Err((client_id, e, detail)) => tracing::warn!(
-                event = "authentication_failed",
-                outcome = e.code(),
-                flow = flow.name(),
-                client_id = client_id.as_deref().unwrap_or(""),
-                reason = %detail,
-                "{} refused the request: {detail}", flow.name()
-            ),
+            Err(refusal) => {
+                if refusal.authentication {
+                    failed();
+                }
+                tracing::warn!(
+                    event = "authentication_failed",
+                    outcome = refusal.error.code(),
+                    flow = flow.name(),
+                    client_id = refusal.client_id.as_deref().unwrap_or(""),
+                    reason = %refusal.detail,
+                    "{} refused the request: {}", flow.name(), refusal.detail
+                );
+            }
         }
-        result.map(|(_, tokens)| tokens).map_err(|(_, e, _)| e)
+        result
+            .map(|(_, tokens)| tokens)
+            .map_err(|refusal| refusal.error)
     }
 
     /// The grant for one flow; on failure returns the client ID (if known), the error the client
@@ -257,11 +295,8 @@ impl ClientCredentials {
         flow: &dyn Flow,
         request: &TokenRequest,
         iss: &str,
-    ) -> Result<(String, IssuedTokens), (Option<String>, GrantError, String)> {
-        let plain = |e: GrantError| {
-            let detail = e.to_string();
-            (None, e, detail)
-        };
+    ) -> Result<(String, IssuedTokens), Refusal> {
+        let plain = |e: GrantError| Refusal::new(None, e);
         let scope = request.scope.as_deref().filter(|s| !s.trim().is_empty());
         let service_account = request
             .service_account
@@ -278,10 +313,10 @@ impl ClientCredentials {
                 "The parameter 'scope' is required when 'service_account' is given".into(),
             )));
         }
-        let authenticated = flow
-            .authenticate(request)
-            .await
-            .map_err(|e| plain(e.into()))?;
+        let authenticated = flow.authenticate(request).await.map_err(|e| Refusal {
+            authentication: true,
+            ..plain(e.into())
+        })?;
         let id = Some(authenticated.client_id.clone());
         if let Some(limits) = &self.limits
             && let Err(limited) = limits.check_client(&authenticated.client_id)
@@ -293,8 +328,7 @@ impl ClientCredentials {
                 ),
                 retry_after: limited.retry_after,
             };
-            let detail = e.to_string();
-            return Err((id, e, detail));
+            return Err(Refusal::new(id, e));
         }
         let client = self
             .policy
@@ -306,21 +340,19 @@ impl ClientCredentials {
                 },
             )
             .map_err(|e| match e {
-                PolicyError::ClientDenied { reason } => (
-                    id.clone(),
-                    GrantError::UnauthorizedClient(
+                PolicyError::ClientDenied { reason } => Refusal {
+                    client_id: id.clone(),
+                    error: GrantError::UnauthorizedClient(
                         "The client is not authorized to obtain tokens".into(),
                     ),
-                    reason,
-                ),
+                    detail: reason,
+                    authentication: true,
+                },
                 PolicyError::AccessDenied(m) => {
-                    (id.clone(), GrantError::AccessDenied(m.clone()), m)
+                    Refusal::new(id.clone(), GrantError::AccessDenied(m))
                 }
             })?;
-        let with_id = |e: GrantError| {
-            let detail = e.to_string();
-            (id.clone(), e, detail)
-        };
+        let with_id = |e: GrantError| Refusal::new(id.clone(), e);
         let id_token = self
             .issuer
             .issue(iss, &client)
@@ -344,6 +376,28 @@ impl ClientCredentials {
                 access_token,
             },
         ))
+    }
+}
+
+/// A refused request: the client ID (if known), the error the client sees, the reason for the
+/// log (which may say more than the client is told), and whether authentication failed (the
+/// client could not be identified, or the policy denies it), which counts against the
+/// caller's failed-authentication limit.
+struct Refusal {
+    client_id: Option<String>,
+    error: GrantError,
+    detail: String,
+    authentication: bool,
+}
+
+impl Refusal {
+    fn new(client_id: Option<String>, error: GrantError) -> Self {
+        Self {
+            client_id,
+            detail: error.to_string(),
+            error,
+            authentication: false,
+        }
     }
 }
 

@@ -1,12 +1,14 @@
 //! The HTTP edge: routes, request parsing, issuer derivation and the one mapping of errors to
 //! OAuth JSON. Uses `model`, `grant`, `issuer`; never `config` or concrete flows and signers.
 
+mod connection;
 mod discovery;
 pub mod error;
 pub mod form;
 mod health;
 mod token;
 
+pub use connection::{Connection, Working};
 pub use token::PeerCertificates;
 
 use std::sync::atomic::AtomicBool;
@@ -133,15 +135,40 @@ pub fn admin_router(state: Arc<AppState>) -> Router {
 /// Where metrics are served.
 pub const METRICS_PATH: &str = "/metrics";
 
-/// Applies the request limits: probes and metrics pass; everything else needs one of
-/// `MAX_CONCURRENT_REQUESTS` permits (503 otherwise), `/token` a token of the global rate limit
-/// (429), and must be answered within `REQUEST_TIMEOUT` (408).
+/// Applies the request limits: probes and metrics pass; a `/token` request's body must be
+/// complete within `HEADER_READ_TIMEOUT` (408) before the request takes anything; then every
+/// request but the probes needs one of `MAX_CONCURRENT_REQUESTS` permits (503 otherwise),
+/// `/token` a token of the global rate limit (429), and all must be answered within
+/// `REQUEST_TIMEOUT` of their head (408).
+///
+/// Reading the body first means a client that sends headers and never its body holds no permit
+/// and no rate-limit token: stalled requests cannot starve discovery, JWKS or other clients.
 async fn guard(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let is_token = request.uri().path() == TOKEN_PATH;
+    let mut response = limited(&state, request, next).await;
+    if is_token {
+        token::set_no_store(&mut response);
+    }
+    response
+}
+
+async fn limited(state: &AppState, request: Request, next: Next) -> Response {
     let path = request.uri().path();
     if matches!(path, "/healthz" | "/readyz" | METRICS_PATH) {
         return next.run(request).await;
     }
+    let is_token = path == TOKEN_PATH;
     let metrics = crate::metrics::metrics();
+    let timeout = state.limits.settings().request_timeout;
+    let started = std::time::Instant::now();
+    let (request, _working) = if is_token {
+        match complete_body(request, started, timeout).await {
+            Ok(complete) => complete,
+            Err(response) => return response,
+        }
+    } else {
+        (request, None)
+    };
     let Some(_permit) = state.limits.admit() else {
         metrics.request_rejected("concurrency");
         let mut e = error::HttpError::new(
@@ -152,9 +179,7 @@ async fn guard(State(state): State<Arc<AppState>>, request: Request, next: Next)
         e.retry_after = Some(1);
         return e.into_response();
     };
-    if path == TOKEN_PATH
-        && let Err(limited) = state.limits.check_global()
-    {
+    if is_token && let Err(limited) = state.limits.check_global() {
         let mut e = error::HttpError::new(
             http::StatusCode::TOO_MANY_REQUESTS,
             "temporarily_unavailable",
@@ -168,29 +193,100 @@ async fn guard(State(state): State<Arc<AppState>>, request: Request, next: Next)
     }
     let in_flight = metrics.requests_in_flight();
     in_flight.inc();
-    let timeout = state.limits.settings().request_timeout;
-    let result = tokio::time::timeout(timeout, next.run(request)).await;
+    let left = timeout.saturating_sub(started.elapsed());
+    let result = tokio::time::timeout(left, next.run(request)).await;
     in_flight.dec();
     match result {
         Ok(response) => response,
-        Err(_) => {
-            metrics.request_rejected("timeout");
+        Err(_) => request_timeout(timeout),
+    }
+}
+
+fn request_timeout(timeout: std::time::Duration) -> Response {
+    crate::metrics::metrics().request_rejected("timeout");
+    tracing::warn!(
+        event = "request_timeout",
+        "a request was not answered within REQUEST_TIMEOUT ({} s)",
+        timeout.as_secs()
+    );
+    error::HttpError::new(
+        http::StatusCode::REQUEST_TIMEOUT,
+        "invalid_request",
+        format!(
+            "The request was not completed within {} s (REQUEST_TIMEOUT); send the whole request promptly",
+            timeout.as_secs()
+        ),
+    )
+    .into_response()
+}
+
+/// Reads the whole body of a request (at most [`MAX_BODY_BYTES`]) before it may take a permit:
+/// by the connection's body deadline (`HEADER_READ_TIMEOUT`) or `request_deadline`, whichever
+/// comes first. Returns the request with its body in memory and, when the body was still to
+/// come, the mark that the connection now has a complete request being answered.
+async fn complete_body(
+    request: Request,
+    started: std::time::Instant,
+    request_timeout_setting: std::time::Duration,
+) -> Result<(Request, Option<Working>), Response> {
+    let request_deadline = started + request_timeout_setting;
+    use axum::body::HttpBody as _;
+    if request.body().is_end_stream() {
+        // Complete already; the server counted it.
+        return Ok((request, None));
+    }
+    let connection = request.extensions().get::<Arc<Connection>>().cloned();
+    let (parts, body) = request.into_parts();
+    let declared = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Err(token::too_large().into_response());
+    }
+    let (body_deadline, header_read_timeout) = match &connection {
+        Some(c) => (c.body_deadline(), c.header_read_timeout()),
+        None => (request_deadline, std::time::Duration::ZERO),
+    };
+    let deadline = body_deadline.min(request_deadline);
+    let read = axum::body::to_bytes(body, MAX_BODY_BYTES);
+    let bytes = match tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), read).await
+    {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(e)) => {
+            let too_big = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            return Err(if too_big {
+                token::too_large().into_response()
+            } else {
+                error::HttpError::bad_request("The request body could not be read").into_response()
+            });
+        }
+        Err(_) if deadline < request_deadline => {
+            crate::metrics::metrics().request_rejected("body_timeout");
             tracing::warn!(
                 event = "request_timeout",
-                "a request was not answered within REQUEST_TIMEOUT ({} s)",
-                timeout.as_secs()
+                "a request body did not arrive within HEADER_READ_TIMEOUT ({} s)",
+                header_read_timeout.as_secs()
             );
-            error::HttpError::new(
+            return Err(error::HttpError::new(
                 http::StatusCode::REQUEST_TIMEOUT,
                 "invalid_request",
                 format!(
-                    "The request was not completed within {} s (REQUEST_TIMEOUT); send the whole request promptly",
-                    timeout.as_secs()
+                    "The request body did not arrive within {} s (HEADER_READ_TIMEOUT); send the whole request promptly",
+                    header_read_timeout.as_secs()
                 ),
             )
-            .into_response()
+            .into_response());
         }
-    }
+        Err(_) => return Err(request_timeout(request_timeout_setting)),
+    };
+    let working = connection.map(|c| c.admit());
+    Ok((
+        Request::from_parts(parts, axum::body::Body::from(bytes)),
+        working,
+    ))
 }
 
 /// Runs each request inside a span that carries its trace, so every log line of the request is
@@ -234,7 +330,10 @@ pub fn trace_id(headers: &HeaderMap) -> Option<String> {
         .then(|| id.to_ascii_lowercase())
 }
 
-/// The issuer for a request: the configured one, or `https://` + Host.
+/// The issuer for a request: the configured one, or `https://` + the request's authority:
+/// HTTP/2's `:authority` (or an absolute request target), else the one `Host` header. A host
+/// that is empty or not a DNS name or IP address, a port that is empty, zero or above 65535,
+/// userinfo, or a `Host` that differs from `:authority` gets 400.
 pub fn request_issuer(
     source: &IssuerSource,
     headers: &HeaderMap,
@@ -245,22 +344,104 @@ pub fn request_issuer(
         IssuerSource::FromHost => {
             let mut hosts = headers.get_all(http::header::HOST).iter();
             let host = match (hosts.next(), hosts.next()) {
-                (Some(h), None) => h.to_str().ok().map(str::to_owned),
-                (None, _) => uri.authority().map(|a| a.as_str().to_owned()),
-                _ => None,
+                (Some(h), None) => Some(h.to_str().ok()),
+                (None, _) => None,
+                _ => Some(None),
             };
-            let valid = host.filter(|h| {
-                !h.is_empty()
-                    && h.len() <= 255
-                    && !h.contains('@')
-                    && h.parse::<http::uri::Authority>().is_ok()
-            });
-            match valid {
+            let authority = match (uri.authority().map(http::uri::Authority::as_str), host) {
+                (Some(a), Some(Some(h))) if !a.eq_ignore_ascii_case(h) => None,
+                (Some(a), _) => Some(a),
+                (None, Some(h)) => h,
+                (None, None) => None,
+            };
+            match authority.filter(|a| valid_authority(a)) {
                 Some(h) => Ok(format!("https://{}", h.to_ascii_lowercase())),
                 None => Err(error::HttpError::bad_request(
-                    "The Host header is missing or invalid, so the issuer cannot be derived; send a valid Host header (or configure TOKEN_ISSUER)",
+                    "The Host header (or :authority) is missing or invalid, so the issuer cannot be derived; send host[:port] with a DNS name or IP address and a port from 1 to 65535 (or configure TOKEN_ISSUER)",
                 )),
             }
+        }
+    }
+}
+
+/// `host[:port]`: a DNS name (letters, digits, `-`, `_`, non-empty labels), an IPv4 address or
+/// a bracketed IPv6 address; the port, when a colon is present, 1 to 65535.
+fn valid_authority(authority: &str) -> bool {
+    if authority.is_empty() || authority.len() > 255 {
+        return false;
+    }
+    let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
+        let Some((inside, after)) = rest.split_once(']') else {
+            return false;
+        };
+        if inside.parse::<std::net::Ipv6Addr>().is_err() {
+            return false;
+        }
+        match after {
+            "" => return true,
+            _ => match after.strip_prefix(':') {
+                Some(port) => (None, Some(port)),
+                None => return false,
+            },
+        }
+    } else {
+        match authority.split_once(':') {
+            Some((host, port)) => (Some(host), Some(port)),
+            None => (Some(authority), None),
+        }
+    };
+    let host_ok = host.is_none_or(|h| {
+        !h.is_empty()
+            && h.split('.').all(|label| {
+                !label.is_empty()
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            })
+    });
+    let port_ok = port.is_none_or(|p| {
+        !p.is_empty()
+            && p.len() <= 5
+            && p.bytes().all(|b| b.is_ascii_digit())
+            && p.parse::<u16>().is_ok_and(|n| n > 0)
+    });
+    host_ok && port_ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_authority;
+
+    #[test]
+    fn authorities_need_a_host_and_a_valid_port() {
+        for good in [
+            "example.org",
+            "Example.ORG:8443",
+            "127.0.0.1:8080",
+            "[::1]",
+            "[2001:db8::1]:443",
+            "my_host-1.internal:1",
+            "a.b:65535",
+        ] {
+            assert!(valid_authority(good), "{good}");
+        }
+        for bad in [
+            "",
+            ":80",
+            "evil.example:",
+            "evil.example:99999",
+            "evil.example:0",
+            "evil.example:+80",
+            "user@evil.example",
+            "a..b",
+            "a b",
+            "[::1",
+            "[nope]:80",
+            "[::1]x",
+            "a:b:c",
+            "evil.example:80/x",
+        ] {
+            assert!(!valid_authority(bad), "{bad}");
         }
     }
 }

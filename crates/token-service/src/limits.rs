@@ -1,10 +1,17 @@
-//! Protection against overload and abuse: token-bucket rate limits (global and per client),
-//! a cap on requests answered at once, and a deadline per request. Connection-level limits
+//! Protection against overload and abuse: token-bucket rate limits (global, per client, and
+//! failed authentications per caller address), a cap on requests answered at once, and a
+//! deadline per request. Connection-level limits
 //! (count, header and idle timeouts, shutdown grace) are applied by `server`. Uses `metrics`.
 
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU32;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http::HeaderMap;
+use ipnet::IpNet;
 
 use governor::clock::{Clock as _, DefaultClock};
 use governor::middleware::NoOpMiddleware;
@@ -35,6 +42,11 @@ pub struct LimitSettings {
     pub global: Option<Rate>,
     /// `RATE_LIMIT_PER_CLIENT` / `_BURST`: per client ID; `None` = off.
     pub per_client: Option<Rate>,
+    /// `RATE_LIMIT_AUTH_FAILURES` / `_BURST`: failed authentications per caller address;
+    /// `None` = off.
+    pub auth_failures: Option<Rate>,
+    /// How the caller address of the failed-authentication limit is found.
+    pub caller: CallerKey,
     /// `MAX_CONCURRENT_REQUESTS`.
     pub max_concurrent_requests: usize,
     /// `REQUEST_TIMEOUT`.
@@ -46,6 +58,8 @@ impl Default for LimitSettings {
         Self {
             global: None,
             per_client: None,
+            auth_failures: None,
+            caller: CallerKey::default(),
             max_concurrent_requests: 2048,
             request_timeout: Duration::from_secs(30),
         }
@@ -60,6 +74,7 @@ pub struct Limits {
     settings: LimitSettings,
     global: Option<Direct>,
     per_client: Option<Keyed>,
+    auth_failures: Option<AuthFailures>,
     in_flight: Arc<Semaphore>,
     clock: DefaultClock,
 }
@@ -77,6 +92,7 @@ impl Limits {
         Self {
             global: settings.global.map(|r| RateLimiter::direct(r.quota())),
             per_client: settings.per_client.map(|r| RateLimiter::keyed(r.quota())),
+            auth_failures: settings.auth_failures.map(AuthFailures::new),
             in_flight: Arc::new(Semaphore::new(settings.max_concurrent_requests)),
             clock: DefaultClock::default(),
             settings,
@@ -112,6 +128,32 @@ impl Limits {
             })
     }
 
+    /// The address that identifies the caller of a request for the failed-authentication
+    /// limit (see [`CallerKey`]); `None` when that limit is off or the peer is unknown.
+    pub fn caller_of(&self, peer: Option<SocketAddr>, headers: &HeaderMap) -> Option<IpAddr> {
+        self.auth_failures.as_ref()?;
+        self.settings.caller.caller(peer?.ip(), headers)
+    }
+
+    /// Refuses a caller whose failed-authentication bucket is empty, before any verification
+    /// work is done for it. Takes nothing from the bucket.
+    pub fn check_auth_failures(&self, caller: IpAddr) -> Result<(), RateLimited> {
+        let Some(limiter) = &self.auth_failures else {
+            return Ok(());
+        };
+        limiter.check(caller).map_err(|wait| {
+            crate::metrics::metrics().rate_limited("auth_failures");
+            self.refusal(wait)
+        })
+    }
+
+    /// Takes one token from the caller's failed-authentication bucket.
+    pub fn auth_failed(&self, caller: IpAddr) {
+        if let Some(limiter) = &self.auth_failures {
+            limiter.consume(caller);
+        }
+    }
+
     fn refusal(&self, wait: Duration) -> RateLimited {
         let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
         RateLimited {
@@ -132,11 +174,14 @@ impl Limits {
             limiter.retain_recent();
             limiter.shrink_to_fit();
         }
+        if let Some(limiter) = &self.auth_failures {
+            limiter.forget_full();
+        }
     }
 
     /// Runs [`Self::forget_idle_clients`] every minute. Must run inside a Tokio runtime.
     pub fn start_housekeeping(self: &Arc<Self>) {
-        if self.per_client.is_none() {
+        if self.per_client.is_none() && self.auth_failures.is_none() {
             return;
         }
         let limits = Arc::downgrade(self);
@@ -152,9 +197,292 @@ impl Limits {
     }
 }
 
+/// How the caller of a request is identified for the failed-authentication limit.
+///
+/// - A direct peer: its address (IPv6 by its /64, which one host usually holds whole).
+/// - A peer in `TRUSTED_PROXIES`: the rightmost `X-Forwarded-For` entry that is not a trusted
+///   proxy, i.e. the address the outermost trusted proxy saw; the proxy's own address when the
+///   proxy sends no `X-Forwarded-For`.
+/// - Behind Google's load balancer (the xlb flow is enabled): the client entry the load balancer
+///   appends to `X-Forwarded-For` (`<client>,<load balancer>`, so the second-to-last entry);
+///   this is only as sound as the rule that the service is reachable through the load balancer
+///   alone (Cloud Run ingress `internal-and-cloud-load-balancing`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallerKey {
+    /// `TRUSTED_PROXIES`.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Whether requests come through Google's load balancer (xlb flow enabled).
+    pub google_lb: bool,
+}
+
+impl CallerKey {
+    /// The caller's key for a request from `peer`.
+    pub fn caller(&self, peer: IpAddr, headers: &HeaderMap) -> Option<IpAddr> {
+        let peer = peer.to_canonical();
+        let trusted = |ip: &IpAddr| self.trusted_proxies.iter().any(|n| n.contains(ip));
+        // The entries, rightmost (added last, by the nearest hop) first. Entries left of the
+        // ones a proxy appended are the client's to choose, so they are parsed only if reached.
+        let entries = || {
+            let values: Vec<&str> = headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            values
+                .into_iter()
+                .rev()
+                .flat_map(|v| v.rsplit(','))
+                .map(str::trim)
+                .collect::<Vec<&str>>()
+        };
+        let key = if trusted(&peer) {
+            let mut key = peer;
+            for entry in entries() {
+                match parse_forwarded(entry) {
+                    Some(ip) if trusted(&ip) => key = ip,
+                    Some(ip) => {
+                        key = ip;
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            key
+        } else if self.google_lb {
+            entries()
+                .get(1)
+                .and_then(|entry| parse_forwarded(entry))
+                .unwrap_or(peer)
+        } else {
+            peer
+        };
+        Some(bucket_of(key))
+    }
+}
+
+/// An `X-Forwarded-For` entry: an IP address, possibly with a port (`1.2.3.4:5`, `[::1]:5`).
+fn parse_forwarded(item: &str) -> Option<IpAddr> {
+    if let Ok(ip) = item.parse::<IpAddr>() {
+        return Some(ip.to_canonical());
+    }
+    item.parse::<SocketAddr>()
+        .ok()
+        .map(|a| a.ip().to_canonical())
+}
+
+/// The bucket an address counts against: itself for IPv4, its /64 for IPv6.
+fn bucket_of(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(Ipv6Addr::from(bits))
+        }
+        v4 => v4,
+    }
+}
+
+/// Callers tracked at most; beyond it, new callers share one bucket, so memory stays bounded
+/// whatever number of addresses an attacker has.
+const MAX_CALLERS: usize = 65_536;
+
+/// Shards of the caller map, so concurrent requests rarely wait on each other.
+const SHARDS: usize = 16;
+
+/// Token buckets of failed authentications per caller (GCRA: each caller's state is the time
+/// its bucket is full again). Checking costs nothing while no caller has failed recently.
+struct AuthFailures {
+    /// Time one failure adds, in nanoseconds.
+    interval: u64,
+    /// How far ahead of now a bucket's full-again time may be while one more failure fits.
+    tolerance: u64,
+    start: Instant,
+    shards: Vec<Mutex<HashMap<IpAddr, u64>>>,
+    callers: AtomicUsize,
+}
+
+/// The shared bucket of callers beyond [`MAX_CALLERS`].
+const OVERFLOW: IpAddr = IpAddr::V6(Ipv6Addr::UNSPECIFIED);
+
+impl AuthFailures {
+    fn new(rate: Rate) -> Self {
+        let interval = 1_000_000_000 / u64::from(rate.per_second.get());
+        Self {
+            interval,
+            tolerance: interval.saturating_mul(u64::from(rate.burst.get()) - 1),
+            start: Instant::now(),
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            callers: AtomicUsize::new(0),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn shard(&self, ip: IpAddr) -> &Mutex<HashMap<IpAddr, u64>> {
+        // The low bytes of the network part: the shard only spreads lock contention.
+        let index = match ip {
+            IpAddr::V4(v4) => usize::from(v4.octets()[3]) ^ usize::from(v4.octets()[2]),
+            IpAddr::V6(v6) => usize::from(v6.octets()[7]) ^ usize::from(v6.octets()[6]),
+        };
+        &self.shards[index % SHARDS]
+    }
+
+    /// `Err(wait)` when one more failure would not fit the caller's bucket.
+    fn check(&self, ip: IpAddr) -> Result<(), Duration> {
+        if self.callers.load(Ordering::Relaxed) == 0 {
+            return Ok(());
+        }
+        let now = self.now();
+        let full_at = {
+            let map = lock(self.shard(ip));
+            match map.get(&ip) {
+                Some(t) => *t,
+                None => {
+                    drop(map);
+                    if self.callers.load(Ordering::Relaxed) < MAX_CALLERS {
+                        return Ok(());
+                    }
+                    lock(self.shard(OVERFLOW))
+                        .get(&OVERFLOW)
+                        .copied()
+                        .unwrap_or(0)
+                }
+            }
+        };
+        let limit = now.saturating_add(self.tolerance);
+        if full_at > limit {
+            Err(Duration::from_nanos(full_at - limit))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Counts one failure of `ip`.
+    fn consume(&self, ip: IpAddr) {
+        let now = self.now();
+        let mut key = ip;
+        if self.callers.load(Ordering::Relaxed) >= MAX_CALLERS
+            && !lock(self.shard(ip)).contains_key(&ip)
+        {
+            key = OVERFLOW;
+        }
+        let mut map = lock(self.shard(key));
+        let len = map.len();
+        let entry = map.entry(key).or_insert(now);
+        *entry = (*entry).max(now).saturating_add(self.interval);
+        if map.len() > len {
+            self.callers.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Forgets callers whose bucket is full again.
+    fn forget_full(&self) {
+        let now = self.now();
+        for shard in &self.shards {
+            let mut map = lock(shard);
+            let before = map.len();
+            map.retain(|_, full_at| *full_at > now);
+            map.shrink_to_fit();
+            self.callers
+                .fetch_sub(before - map.len(), Ordering::Relaxed);
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failed_authentications_are_limited_per_caller_and_checking_takes_nothing() {
+        let limits = Limits::new(LimitSettings {
+            auth_failures: rate(1, 3),
+            ..LimitSettings::default()
+        });
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        for _ in 0..10 {
+            assert_eq!(limits.check_auth_failures(a), Ok(()), "checks take nothing");
+        }
+        for _ in 0..3 {
+            assert_eq!(limits.check_auth_failures(a), Ok(()));
+            limits.auth_failed(a);
+        }
+        assert_eq!(
+            limits.check_auth_failures(a),
+            Err(RateLimited { retry_after: 1 })
+        );
+        assert_eq!(limits.check_auth_failures(b), Ok(()), "another caller");
+        limits.forget_idle_clients();
+        assert!(
+            limits.check_auth_failures(a).is_err(),
+            "a busy bucket is kept"
+        );
+    }
+
+    #[test]
+    fn the_caller_is_the_peer_or_what_a_trusted_proxy_or_google_lb_reports() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-forwarded-for",
+            "203.0.113.9, 198.51.100.7, 10.0.0.2".parse().unwrap(),
+        );
+        let peer: IpAddr = "10.0.0.1".parse().unwrap();
+        let direct = CallerKey::default();
+        assert_eq!(
+            direct.caller(peer, &headers),
+            Some(peer),
+            "XFF ignored from untrusted peers"
+        );
+        let proxied = CallerKey {
+            trusted_proxies: vec!["10.0.0.0/8".parse().unwrap()],
+            google_lb: false,
+        };
+        assert_eq!(proxied.caller(peer, &headers), "198.51.100.7".parse().ok());
+        let lb = CallerKey {
+            google_lb: true,
+            ..CallerKey::default()
+        };
+        assert_eq!(lb.caller(peer, &headers), "198.51.100.7".parse().ok());
+        let v6: IpAddr = "2001:db8:1:2:3:4:5:6".parse().unwrap();
+        assert_eq!(
+            direct.caller(v6, &HeaderMap::new()),
+            "2001:db8:1:2::".parse().ok(),
+            "IPv6 by /64"
+        );
+        headers.insert("x-forwarded-for", "garbage".parse().unwrap());
+        assert_eq!(
+            proxied.caller(peer, &headers),
+            Some(peer),
+            "unparsable XFF: the proxy"
+        );
+    }
+
+    #[test]
+    fn callers_beyond_the_cap_share_one_bucket() {
+        let limits = Limits::new(LimitSettings {
+            auth_failures: rate(1, 1),
+            ..LimitSettings::default()
+        });
+        for i in 0..MAX_CALLERS as u32 {
+            limits.auth_failed(IpAddr::V4(std::net::Ipv4Addr::from(i)));
+        }
+        let late: IpAddr = "255.255.255.1".parse().unwrap();
+        assert_eq!(limits.check_auth_failures(late), Ok(()));
+        limits.auth_failed(late);
+        let later: IpAddr = "255.255.255.2".parse().unwrap();
+        assert!(
+            limits.check_auth_failures(later).is_err(),
+            "the overflow bucket is shared"
+        );
+    }
 
     fn rate(per_second: u32, burst: u32) -> Option<Rate> {
         Some(Rate {

@@ -88,6 +88,7 @@ pub struct Metrics {
     requests_in_flight: Gauge,
     requests_rejected: Family<ResultLabel, Counter>,
     client_crls_expired: Gauge,
+    connections_timed_out: Family<ResultLabel, Counter>,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -115,6 +116,7 @@ impl Metrics {
             requests_in_flight: Gauge::default(),
             requests_rejected: Family::default(),
             client_crls_expired: Gauge::default(),
+            connections_timed_out: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -154,7 +156,7 @@ impl Metrics {
         );
         registry.register(
             "rate_limited",
-            "Requests refused with 429, by limit (global or client)",
+            "Requests refused with 429, by limit (global, client or auth_failures)",
             m.rate_limited.clone(),
         );
         registry.register(
@@ -179,13 +181,18 @@ impl Metrics {
         );
         registry.register(
             "requests_rejected",
-            "Requests refused by a limit: concurrency, timeout",
+            "Requests refused by a limit: concurrency, timeout, body_timeout",
             m.requests_rejected.clone(),
         );
         registry.register(
             "client_crls_expired",
             "CRLs in force (TLS_CLIENT_CRL_FILE) past their nextUpdate",
             m.client_crls_expired.clone(),
+        );
+        registry.register(
+            "connections_timed_out",
+            "Connections closed for lack of requests: header_read (no complete request within HEADER_READ_TIMEOUT of accept), idle (IDLE_TIMEOUT)",
+            m.connections_timed_out.clone(),
         );
         Self { registry, ..m }
     }
@@ -290,6 +297,13 @@ impl Metrics {
     pub fn request_rejected(&self, limit: &'static str) {
         self.requests_rejected
             .get_or_create(&ResultLabel { result: limit })
+            .inc();
+    }
+
+    /// Counts a connection closed for lack of requests (`header_read`, `idle`).
+    pub fn connection_timed_out(&self, reason: &'static str) {
+        self.connections_timed_out
+            .get_or_create(&ResultLabel { result: reason })
             .inc();
     }
 }

@@ -7,7 +7,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tower::ServiceExt as _;
 
-use crate::http::PeerCertificates;
+use crate::http::{Connection as ConnectionInfo, PeerCertificates};
 use crate::tls::TlsServer;
 
 /// Largest request head (request line and headers) a client may send; larger ones get 431.
@@ -30,12 +30,17 @@ pub const MAX_HEADER_BYTES: usize = 128 * 1024;
 pub struct ServerSettings {
     /// `MAX_CONNECTIONS`: connections open at once; more are closed at once.
     pub max_connections: usize,
-    /// `HEADER_READ_TIMEOUT`: time to receive a request's headers (slow-client protection).
+    /// `HEADER_READ_TIMEOUT`: time from accept to the first complete request (TLS handshake,
+    /// protocol detection, head and body), and from a later request's head to its body.
     pub header_read_timeout: Duration,
-    /// `IDLE_TIMEOUT`: a keep-alive connection without requests is closed after this.
+    /// `IDLE_TIMEOUT`: a connection without requests is closed after this.
     pub idle_timeout: Duration,
     /// `SHUTDOWN_GRACE_PERIOD`: how long accepted requests may take to finish after SIGTERM.
     pub grace_period: Duration,
+    /// HTTP/2 streams a client may open at once on one connection (derived from
+    /// `MAX_CONCURRENT_REQUESTS`, at most 100), so that one connection cannot take every
+    /// request permit.
+    pub max_streams_per_connection: u32,
 }
 
 impl Default for ServerSettings {
@@ -45,40 +50,38 @@ impl Default for ServerSettings {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(75),
             grace_period: Duration::from_secs(8),
+            max_streams_per_connection: MAX_STREAMS_PER_CONNECTION,
         }
     }
 }
 
-/// Activity of one connection, for the idle timeout.
-struct Activity {
-    started: Instant,
-    in_flight: AtomicUsize,
-    last_ms: AtomicU64,
-    http2: std::sync::atomic::AtomicBool,
+/// The most HTTP/2 streams per connection (RFC 9113 §6.5.2 advises no fewer than 100).
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 100;
+
+/// HTTP/2 streams allowed per connection for a `MAX_CONCURRENT_REQUESTS`: an eighth of it, at
+/// least 1 and at most [`MAX_STREAMS_PER_CONNECTION`].
+pub fn streams_per_connection(max_concurrent_requests: usize) -> u32 {
+    u32::try_from(max_concurrent_requests / 8)
+        .unwrap_or(u32::MAX)
+        .clamp(1, MAX_STREAMS_PER_CONNECTION)
 }
 
-impl Activity {
-    fn touch(&self) {
-        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(ms, Ordering::Relaxed);
-    }
+/// How long a connection told to close (HTTP/2 GOAWAY) may take to finish before its socket is
+/// closed, whatever the client does.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
-    fn idle_for(&self) -> Option<Duration> {
-        if self.in_flight.load(Ordering::Relaxed) > 0 {
-            return None;
-        }
-        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-        Some(self.started.elapsed().saturating_sub(last))
-    }
-}
+/// The longest a closing connection is kept for admitted requests still being answered.
+const CLOSE_CAP: Duration = Duration::from_secs(30);
+
+/// Requests started on one connection (their head arrived), for the drain.
+struct InFlightCount(AtomicUsize);
 
 /// Counts a request in flight on its connection for as long as it lives.
-struct InFlight(Arc<Activity>);
+struct InFlight(Arc<InFlightCount>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.touch();
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -93,16 +96,23 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let mut builder = Builder::new(TokioExecutor::new());
+    // hyper's own HTTP/1.1 header timer would start right after each answer and so close
+    // keep-alive connections after HEADER_READ_TIMEOUT instead of IDLE_TIMEOUT; the
+    // connection loop below times request heads from their first byte instead.
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read_timeout)
+        .header_read_timeout(None)
         .max_buf_size(MAX_HEADER_BYTES);
     builder
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(MAX_HEADER_BYTES).unwrap_or(u32::MAX))
-        .max_concurrent_streams(256);
+        .max_concurrent_streams(settings.max_streams_per_connection)
+        // Request bodies are at most 16 KiB: windows this size bound what a client can make
+        // the server buffer on streams whose body is not read.
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW);
     let builder = Arc::new(builder);
     let permits = Arc::new(Semaphore::new(settings.max_connections));
     let (stop, stopping) = watch::channel(false);
@@ -132,37 +142,35 @@ pub async fn serve(
             tls.clone(),
             stopping.clone(),
         );
-        let idle_timeout = settings.idle_timeout;
-        let handshake_timeout = settings.header_read_timeout;
+        let timing = Timing {
+            accepted: Instant::now(),
+            header_read_timeout: settings.header_read_timeout,
+            idle_timeout: settings.idle_timeout,
+        };
         tokio::spawn(async move {
             let open = crate::metrics::metrics().connections_open();
             open.inc();
             match tls {
                 None => {
-                    connection(tcp, None, peer, router, &builder, idle_timeout, stopping).await;
+                    connection(tcp, None, peer, router, &builder, timing, stopping).await;
                 }
                 Some(tls) => {
+                    // The TLS handshake counts against the time to the first complete request.
                     let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
-                    match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                    let deadline = tokio::time::Instant::from_std(timing.head_deadline());
+                    match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
                         Ok(Ok(stream)) => {
                             let certs = stream.get_ref().1.peer_certificates().map(|c| {
                                 PeerCertificates(Arc::new(c.iter().map(|c| c.to_vec()).collect()))
                             });
-                            connection(
-                                stream,
-                                certs,
-                                peer,
-                                router,
-                                &builder,
-                                idle_timeout,
-                                stopping,
-                            )
-                            .await;
+                            connection(stream, certs, peer, router, &builder, timing, stopping)
+                                .await;
                         }
                         Ok(Err(e)) => {
                             tracing::debug!(event = "tls_handshake_failed", peer = %peer, "TLS handshake with {peer} failed: {e}");
                         }
                         Err(_) => {
+                            crate::metrics::metrics().connection_timed_out("header_read");
                             tracing::debug!(event = "tls_handshake_timeout", peer = %peer, "TLS handshake with {peer} timed out");
                         }
                     }
@@ -186,35 +194,74 @@ pub async fn serve(
     Ok(())
 }
 
-/// Serves one connection until the client closes it, it idles out, or shutdown drains it.
+/// HTTP/2 flow-control window per stream.
+const H2_STREAM_WINDOW: u32 = 64 * 1024;
+
+/// HTTP/2 flow-control window per connection.
+const H2_CONNECTION_WINDOW: u32 = 256 * 1024;
+
+/// When a connection was accepted and its time limits.
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    accepted: Instant,
+    header_read_timeout: Duration,
+    idle_timeout: Duration,
+}
+
+impl Timing {
+    /// The first complete request must have arrived by then.
+    fn head_deadline(&self) -> Instant {
+        self.accepted + self.header_read_timeout
+    }
+}
+
+/// Why a connection is being closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Closing {
+    /// No complete request within `HEADER_READ_TIMEOUT` of accept.
+    NoRequest,
+    /// No request for `IDLE_TIMEOUT`.
+    Idle,
+    /// Shutdown: the connection drains within the server's grace period.
+    Drain,
+}
+
+/// Serves one connection until the client closes it, it idles out, sends no complete request
+/// in time, or shutdown drains it. A connection told to close (GOAWAY on HTTP/2) for lack of
+/// requests is dropped [`CLOSE_GRACE`] later even if its client never reads.
 async fn connection<S>(
     stream: S,
     certs: Option<PeerCertificates>,
     peer: SocketAddr,
     router: Router,
     builder: &Builder<TokioExecutor>,
-    idle_timeout: Duration,
+    timing: Timing,
     mut stopping: watch::Receiver<bool>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let activity = Arc::new(Activity {
-        started: Instant::now(),
-        in_flight: AtomicUsize::new(0),
-        last_ms: AtomicU64::new(0),
-        http2: std::sync::atomic::AtomicBool::new(false),
-    });
-    let tracked = activity.clone();
+    let shared = Arc::new(ConnectionInfo::new(
+        timing.accepted,
+        timing.header_read_timeout,
+    ));
+    let in_flight = Arc::new(InFlightCount(AtomicUsize::new(0)));
+    let http2 = Arc::new(AtomicBool::new(false));
+    let (tracked, is_http2, extension) = (in_flight.clone(), http2.clone(), shared.clone());
     let draining = stopping.clone();
     let service =
         hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
-            tracked.in_flight.fetch_add(1, Ordering::Relaxed);
+            tracked.0.fetch_add(1, Ordering::Relaxed);
             let guard = InFlight(tracked.clone());
             let http1 = request.version() < http::Version::HTTP_2;
             if !http1 {
-                tracked.http2.store(true, Ordering::Relaxed);
+                is_http2.store(true, Ordering::Relaxed);
             }
+            // A request without a body is complete; one with a body is counted by the HTTP
+            // guard once its body is in.
+            let complete =
+                hyper::body::Body::is_end_stream(request.body()).then(|| extension.admit());
             request.extensions_mut().insert(ConnectInfo(peer));
+            request.extensions_mut().insert(extension.clone());
             if let Some(certs) = &certs {
                 request.extensions_mut().insert(certs.clone());
             }
@@ -234,10 +281,15 @@ async fn connection<S>(
                         http::HeaderValue::from_static("close"),
                     );
                 }
+                drop(complete);
                 drop(guard);
                 response
             }
         });
+    let stream = Counted {
+        inner: stream,
+        conn: shared.clone(),
+    };
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(conn);
     // Draining: an HTTP/2 connection gets GOAWAY at once (its in-flight streams finish); an
@@ -245,36 +297,177 @@ async fn connection<S>(
     // one lingers briefly, so that a request its client is sending right now is still
     // answered rather than cut off.
     let mut drain_since = stopping.borrow().then(Instant::now);
-    let mut closing = false;
-    let tick = (idle_timeout / 4).max(Duration::from_millis(100));
+    // Why and since when the connection is closing, and when to look at it next.
+    let mut closing: Option<(Closing, Instant)> = None;
+    let mut close_check = Instant::now();
     loop {
-        let pause = if drain_since.is_some() {
-            DRAIN_TICK
-        } else {
-            tick
+        let now = Instant::now();
+        let wake = match (closing, drain_since) {
+            // Draining connections end with the server's grace period.
+            (Some((Closing::Drain, _)), _) => None,
+            (Some(_), _) => Some(close_check),
+            (None, Some(_)) => Some(now + DRAIN_TICK),
+            (None, None) => Some(next_check(
+                &shared,
+                timing,
+                now,
+                http2.load(Ordering::Relaxed),
+            )),
+        };
+        let sleep = async {
+            match wake {
+                Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+                None => std::future::pending().await,
+            }
         };
         tokio::select! {
             _ = conn.as_mut() => break,
+            // A new request head started: its deadline may come before the planned wake-up.
+            () = shared.request_started(), if closing.is_none() => {}
             changed = stopping.changed(), if drain_since.is_none() => {
                 if changed.is_err() || *stopping.borrow() {
                     drain_since = Some(Instant::now());
                 }
             }
-            () = tokio::time::sleep(pause), if !closing => {
-                let close = match drain_since {
-                    Some(since) => {
-                        activity.http2.load(Ordering::Relaxed)
-                            || (activity.in_flight.load(Ordering::Relaxed) == 0
-                                && since.elapsed() >= DRAIN_LINGER)
+            () = sleep => {
+                let now = Instant::now();
+                if let Some((reason, since)) = closing {
+                    // Whatever the client does (it may never read the GOAWAY), the socket is
+                    // closed once no admitted request is being answered.
+                    if shared.working() == 0 || now.saturating_duration_since(since) >= CLOSE_CAP {
+                        tracing::debug!(event = "connection_closed", peer = %peer, reason = ?reason, "closed the connection of {peer}");
+                        break;
                     }
-                    None => activity.idle_for().is_some_and(|idle| idle >= idle_timeout),
+                    close_check = now + Duration::from_millis(100);
+                    continue;
+                }
+                let reason = match drain_since {
+                    Some(since) => (http2.load(Ordering::Relaxed)
+                        || (in_flight.0.load(Ordering::Relaxed) == 0
+                            && since.elapsed() >= DRAIN_LINGER))
+                        .then_some(Closing::Drain),
+                    None => close_reason(&shared, timing, now, http2.load(Ordering::Relaxed)),
                 };
-                if close {
-                    closing = true;
+                if let Some(reason) = reason {
+                    match reason {
+                        Closing::NoRequest => {
+                            crate::metrics::metrics().connection_timed_out("header_read");
+                        }
+                        Closing::Idle => crate::metrics::metrics().connection_timed_out("idle"),
+                        Closing::Drain => {}
+                    }
+                    closing = Some((reason, now));
+                    close_check = now + CLOSE_GRACE;
                     conn.as_mut().graceful_shutdown();
                 }
             }
         }
+    }
+}
+
+/// Whether an open connection must be closed now, and why: no complete request within
+/// `HEADER_READ_TIMEOUT` of accept, or (HTTP/1.1) of the first byte of a later request, or no
+/// request for `IDLE_TIMEOUT`.
+fn close_reason(
+    conn: &ConnectionInfo,
+    timing: Timing,
+    now: Instant,
+    http2: bool,
+) -> Option<Closing> {
+    if !conn.has_admitted() && now >= timing.head_deadline() {
+        return Some(Closing::NoRequest);
+    }
+    if let Some(deadline) = head_deadline(conn, timing, http2)
+        && now >= deadline
+    {
+        return Some(Closing::NoRequest);
+    }
+    conn.idle_for()
+        .is_some_and(|idle| idle >= timing.idle_timeout)
+        .then_some(Closing::Idle)
+}
+
+/// When a later HTTP/1.1 request that has begun to arrive must be complete. (HTTP/2 clients
+/// send frames that are not requests, PING or WINDOW_UPDATE; their streams are timed by the
+/// request guard.)
+fn head_deadline(conn: &ConnectionInfo, timing: Timing, http2: bool) -> Option<Instant> {
+    if http2 || !conn.has_admitted() {
+        return None;
+    }
+    conn.pending_since()
+        .map(|since| since + timing.header_read_timeout)
+}
+
+/// When to look at an open connection again.
+fn next_check(conn: &ConnectionInfo, timing: Timing, now: Instant, http2: bool) -> Instant {
+    let mut at = match conn.idle_for() {
+        Some(idle) => now + timing.idle_timeout.saturating_sub(idle),
+        // Busy: look again once the idle timeout could have passed.
+        None => now + timing.idle_timeout,
+    };
+    if !conn.has_admitted() {
+        at = at.min(timing.head_deadline());
+    }
+    if let Some(deadline) = head_deadline(conn, timing, http2) {
+        at = at.min(deadline);
+    }
+    at
+}
+
+/// The client's stream, noting on the connection when bytes arrive.
+struct Counted<S> {
+    inner: S,
+    conn: Arc<ConnectionInfo>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.conn.bytes_arrived();
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 }
 

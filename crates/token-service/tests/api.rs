@@ -280,9 +280,10 @@ async fn root_redirects_and_unknown_paths_and_methods_get_json_errors() {
     let server = Server::start(&[]);
     let root = client().get(server.url("/")).send().await.unwrap();
     assert_eq!(root.status(), 307);
+    // Absolute, under the issuer (TOKEN_ISSUER here).
     assert_eq!(
         root.headers()["location"],
-        "/.well-known/openid-configuration"
+        format!("{}/.well-known/openid-configuration", server.base)
     );
     let missing = client().get(server.url("/nope")).send().await.unwrap();
     assert_eq!(missing.status(), 404);
@@ -769,4 +770,80 @@ async fn text_logs_escape_newlines_and_terminal_escapes_from_certificate_facts()
         "a forged line: {logs}"
     );
     assert!(!logs.contains('\u{1b}'), "a raw escape: {logs:?}");
+}
+
+/// Sends one raw HTTP/1.1 GET with exactly these header lines; returns the status and body.
+async fn raw_get(server: &Server, path: &str, header_lines: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+        .await
+        .unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\n{header_lines}Connection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tcp.read_to_end(&mut out).await.unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text[9..12].parse().unwrap();
+    let body = text.split_once("\r\n\r\n").unwrap().1.to_owned();
+    (status, body)
+}
+
+/// Without TOKEN_ISSUER the issuer comes from the request's authority: an empty host, an empty
+/// or out-of-range port gets 400 over HTTP/1.1 and HTTP/2; HTTP/2 uses `:authority`, and a
+/// `Host` that contradicts it is refused. `GET /` redirects under the derived issuer.
+#[tokio::test]
+async fn derived_issuer_needs_a_valid_host_over_http1_and_authority_over_http2() {
+    let server = Server::start(&[("TOKEN_ISSUER", "")]);
+    const DISCOVERY: &str = "/.well-known/openid-configuration";
+    for bad in [
+        ":80",
+        "evil.example:",
+        "evil.example:99999",
+        "evil.example:0",
+        "",
+    ] {
+        let (status, body) = raw_get(&server, DISCOVERY, &format!("Host: {bad}\r\n")).await;
+        assert_eq!(status, 400, "Host '{bad}': {body}");
+        assert!(
+            body.contains("invalid_request") && body.contains("Host"),
+            "{body}"
+        );
+    }
+    let (status, body) = raw_get(&server, DISCOVERY, "Host: Good.Example:8443\r\n").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["issuer"],
+        "https://good.example:8443"
+    );
+    let (status, _) = raw_get(&server, "/", "Host: :80\r\n").await;
+    assert_eq!(status, 400);
+
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+        .await
+        .unwrap();
+    let mut h2 = http2::client(tcp).await;
+    for bad in [":80", "evil.example:", "evil.example:99999"] {
+        let (status, _, body) = http2::get(&mut h2, http2::request(bad, DISCOVERY, None)).await;
+        assert_eq!(status, 400, ":authority '{bad}': {body}");
+    }
+    let (status, _, body) =
+        http2::get(&mut h2, http2::request("h2.example:9443", DISCOVERY, None)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["issuer"],
+        "https://h2.example:9443"
+    );
+    // A Host header does not override :authority.
+    let (status, _, body) = http2::get(
+        &mut h2,
+        http2::request("h2.example", DISCOVERY, Some("evil.example")),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, headers, _) = http2::get(&mut h2, http2::request("h2.example", "/", None)).await;
+    assert_eq!(status, 307);
+    assert_eq!(
+        headers["location"],
+        "https://h2.example/.well-known/openid-configuration"
+    );
 }

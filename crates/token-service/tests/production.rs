@@ -4,6 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
+#[allow(dead_code)]
+mod tls_support;
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
@@ -291,18 +293,30 @@ async fn global_rate_limit_counts_every_client() {
     );
 }
 
-#[tokio::test]
-async fn requests_beyond_max_concurrent_requests_get_503_and_slow_bodies_time_out_with_408() {
-    let server = Server::start(&[
-        ("MAX_CONCURRENT_REQUESTS", "1"),
-        ("REQUEST_TIMEOUT", "3"),
-        ("UPSTREAM_TIMEOUT", "1"),
-    ]);
-    // A client that sends its headers and only half its body holds the one permit.
-    let mut slow = raw(&server);
-    slow.write_all(raw_token_request(5).as_bytes()).unwrap();
-    slow.flush().unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+/// A request holds one of MAX_CONCURRENT_REQUESTS while it is being answered (here: signing
+/// takes 2 s at the IAM emulator); more get 503 with Retry-After; probes still answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_beyond_max_concurrent_requests_get_503() {
+    use common::google::*;
+    let port = free_port();
+    let emulator = start_emulator(emulator_config(port)).await;
+    let server = start_service(port, &emulator, &[("MAX_CONCURRENT_REQUESTS", "1")]).await;
+    emulator.inject(
+        "iam.signJwt",
+        gcp_emulator::Fault {
+            status: None,
+            latency_ms: 2000,
+            times: Some(1),
+            message: None,
+        },
+    );
+    let slow = tokio::spawn(token_request(&server, GRANT, &[]).send());
+    for _ in 0..100 {
+        if emulator.calls("iam.signJwt") > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let busy = token(&server, GRANT, &[]).await;
     assert_eq!(busy.status(), 503);
     assert_eq!(busy.headers()["retry-after"], "1");
@@ -315,7 +329,6 @@ async fn requests_beyond_max_concurrent_requests_get_503_and_slow_bodies_time_ou
             .contains("MAX_CONCURRENT_REQUESTS"),
         "{e}"
     );
-    // Probes still answer.
     assert_eq!(
         client()
             .get(server.url("/healthz"))
@@ -325,17 +338,329 @@ async fn requests_beyond_max_concurrent_requests_get_503_and_slow_bodies_time_ou
             .status(),
         200
     );
-    // The slow request is cut off by REQUEST_TIMEOUT with 408 and an OAuth body.
-    let (answer, _) = tokio::task::spawn_blocking(move || read_until_closed(&mut slow))
-        .await
-        .unwrap();
-    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
-    assert!(
-        answer.contains("\"error\":\"invalid_request\"") && answer.contains("REQUEST_TIMEOUT"),
-        "{answer}"
-    );
+    assert_eq!(slow.await.unwrap().unwrap().status(), 200);
     // The permit is free again.
     assert_eq!(token(&server, GRANT, &[]).await.status(), 200);
+}
+
+/// A client that sends its headers and only half its body holds no request permit (the body
+/// must be in first): others are served meanwhile; the slow request gets 408 once
+/// HEADER_READ_TIMEOUT passes without the rest of the body, or REQUEST_TIMEOUT when shorter.
+#[tokio::test]
+async fn slow_bodies_hold_no_permit_and_time_out_with_408() {
+    for (settings, named) in [
+        (
+            [("HEADER_READ_TIMEOUT", "2"), ("REQUEST_TIMEOUT", "30")],
+            "HEADER_READ_TIMEOUT",
+        ),
+        (
+            [("HEADER_READ_TIMEOUT", "10"), ("REQUEST_TIMEOUT", "2")],
+            "REQUEST_TIMEOUT",
+        ),
+    ] {
+        let mut env = vec![("MAX_CONCURRENT_REQUESTS", "1"), ("UPSTREAM_TIMEOUT", "1")];
+        env.extend(settings);
+        let server = Server::start(&env);
+        let mut slow = raw(&server);
+        slow.write_all(raw_token_request(5).as_bytes()).unwrap();
+        slow.flush().unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(token(&server, GRANT, &[]).await.status(), 200, "{named}");
+        let (answer, _) = tokio::task::spawn_blocking(move || read_until_closed(&mut slow))
+            .await
+            .unwrap();
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(
+            answer.contains("\"error\":\"invalid_request\"") && answer.contains(named),
+            "{named}: {answer}"
+        );
+        assert_eq!(token(&server, GRANT, &[]).await.status(), 200);
+    }
+}
+
+/// HEADER_READ_TIMEOUT runs from accept to the first complete request: a socket that sends
+/// nothing, a byte of the HTTP/2 preface, part of it, the 33-byte preface with SETTINGS, or
+/// HTTP/2 HEADERS whose body never comes is closed (it used to be held for IDLE_TIMEOUT or
+/// forever), and the MAX_CONNECTIONS they held are free again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_without_a_complete_request_are_closed_after_header_read_timeout() {
+    use tokio::io::AsyncWriteExt as _;
+    let server = Server::start(&[
+        ("HEADER_READ_TIMEOUT", "1"),
+        ("IDLE_TIMEOUT", "600"),
+        ("MAX_CONNECTIONS", "5"),
+    ]);
+    let mut stalled = http2::preface();
+    stalled.extend(http2::stalled_token_request(1));
+    let sends: Vec<Vec<u8>> = vec![
+        Vec::new(),
+        b"P".to_vec(),
+        b"PRI * HTTP".to_vec(),
+        http2::preface(),
+        stalled,
+    ];
+    let mut held = Vec::new();
+    for bytes in sends {
+        let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+            .await
+            .unwrap();
+        tcp.write_all(&bytes).await.unwrap();
+        held.push((bytes, tcp));
+    }
+    let checks = held.into_iter().map(|(bytes, mut tcp)| {
+        tokio::spawn(async move {
+            let closed = http2::closed_within(&mut tcp, Duration::from_secs(20)).await;
+            (
+                String::from_utf8_lossy(&bytes[..bytes.len().min(10)]).into_owned(),
+                closed,
+            )
+        })
+    });
+    for check in checks {
+        let (sent, closed) = check.await.unwrap();
+        assert!(closed, "a connection that sent {sent:?} was kept open");
+    }
+    assert_eq!(
+        client()
+            .get(server.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200,
+        "the connections are free again"
+    );
+    let text = metrics_text(&server.url("/metrics")).await;
+    assert!(
+        metric(
+            &text,
+            "token_service_connections_timed_out_total{result=\"header_read\"}"
+        )
+        .is_some_and(|n| n >= 5.0),
+        "{text}"
+    );
+}
+
+/// An HTTP/2 client that got its answer and then never answers the server (no SETTINGS ack,
+/// no PING ack) is closed IDLE_TIMEOUT plus a short grace later; it used to be held forever
+/// after GOAWAY and PING.
+#[tokio::test]
+async fn idle_http2_connections_are_closed_even_if_the_client_never_answers() {
+    use tokio::io::AsyncWriteExt as _;
+    let server = Server::start(&[("IDLE_TIMEOUT", "1"), ("HEADER_READ_TIMEOUT", "5")]);
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+        .await
+        .unwrap();
+    let mut bytes = http2::preface();
+    bytes.extend(http2::headers(
+        1,
+        &[
+            (":method", "GET"),
+            (":scheme", "http"),
+            (":authority", "127.0.0.1"),
+            (":path", "/healthz"),
+        ],
+        true,
+    ));
+    tcp.write_all(&bytes).await.unwrap();
+    let mut answered = false;
+    while let Some(frame) = http2::read_frame(&mut tcp, Duration::from_secs(5)).await {
+        if frame.stream == 1 && frame.flags & http2::END_STREAM != 0 {
+            answered = true;
+            break;
+        }
+    }
+    assert!(answered, "the request was answered");
+    assert!(
+        http2::closed_within(&mut tcp, Duration::from_secs(20)).await,
+        "the idle connection was kept open"
+    );
+}
+
+/// Stalled HTTP/2 streams (HEADERS of a token request whose body never comes) take no request
+/// permit: with 8 connections x 64 such streams against MAX_CONCURRENT_REQUESTS=64, discovery,
+/// JWKS and tokens are still served, over HTTP/1.1 and HTTP/2; a connection may open only an
+/// eighth of MAX_CONCURRENT_REQUESTS streams (the rest are refused), and the stalled streams
+/// end with 408.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_http2_streams_take_no_request_permit() {
+    use tokio::io::AsyncWriteExt as _;
+    let server = Server::start(&[
+        ("MAX_CONCURRENT_REQUESTS", "64"),
+        ("HEADER_READ_TIMEOUT", "3"),
+        ("REQUEST_TIMEOUT", "30"),
+        ("RATE_LIMIT_PER_CLIENT", "0"),
+    ]);
+    let mut attackers = Vec::new();
+    for _ in 0..8 {
+        let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+            .await
+            .unwrap();
+        let mut bytes = http2::preface();
+        for i in 0..64u32 {
+            bytes.extend(http2::stalled_token_request(2 * i + 1));
+        }
+        tcp.write_all(&bytes).await.unwrap();
+        attackers.push(tcp);
+    }
+    // Count the streams the server refused on the first connection.
+    let mut refused = 0;
+    while refused < 56 {
+        let Some(frame) = http2::read_frame(&mut attackers[0], Duration::from_secs(3)).await else {
+            break;
+        };
+        if frame.kind == http2::RST_STREAM
+            && frame.payload.get(..4) == Some(&http2::REFUSED_STREAM.to_be_bytes()[..])
+        {
+            refused += 1;
+        }
+    }
+    assert!(
+        refused >= 56,
+        "only {refused} of 64 streams refused: at most 8 may be open"
+    );
+    for path in [
+        "/.well-known/openid-configuration",
+        "/.well-known/jwks.json",
+    ] {
+        let response = client().get(server.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+    }
+    assert_eq!(token(&server, GRANT, &[]).await.status(), 200);
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+        .await
+        .unwrap();
+    let mut h2 = http2::client(tcp).await;
+    let (status, _, body) = http2::get(
+        &mut h2,
+        http2::request("127.0.0.1", "/.well-known/openid-configuration", None),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let text = metrics_text(&server.url("/metrics")).await;
+    assert_eq!(
+        metric(
+            &text,
+            "token_service_requests_rejected_total{result=\"concurrency\"}"
+        ),
+        None,
+        "{text}"
+    );
+    // The stalled streams end: the attacking connections are closed.
+    for mut tcp in attackers {
+        assert!(http2::closed_within(&mut tcp, Duration::from_secs(20)).await);
+    }
+    let text = metrics_text(&server.url("/metrics")).await;
+    assert!(
+        metric(
+            &text,
+            "token_service_requests_rejected_total{result=\"body_timeout\"}"
+        )
+        .is_some_and(|n| n > 0.0),
+        "{text}"
+    );
+}
+
+/// Failed authentications are limited per caller address, before verification: after the
+/// burst, even a valid request from that caller gets 429 temporarily_unavailable with
+/// Retry-After, while other callers (another peer address; behind Google's LB another client
+/// entry of X-Forwarded-For) are served. On by default; `off` turns it off.
+#[tokio::test]
+async fn failed_authentications_are_rate_limited_per_caller() {
+    let server = Server::start(&[
+        ("RATE_LIMIT_AUTH_FAILURES", "1"),
+        ("RATE_LIMIT_AUTH_FAILURES_BURST", "3"),
+        ("RATE_LIMIT_PER_CLIENT", "0"),
+    ]);
+    let forged = [("X-Client-Cert-Chain-Verified", "false")];
+    for _ in 0..3 {
+        assert_eq!(token(&server, GRANT, &forged).await.status(), 403);
+    }
+    for overrides in [&forged[..], &[]] {
+        let limited = token(&server, GRANT, overrides).await;
+        assert_eq!(limited.status(), 429);
+        let retry: u64 = limited.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=2).contains(&retry), "{retry}");
+        let body: Value = limited.json().await.unwrap();
+        assert_eq!(body["error"], "temporarily_unavailable");
+        assert!(
+            body["error_description"]
+                .as_str()
+                .unwrap()
+                .contains("RATE_LIMIT_AUTH_FAILURES"),
+            "{body}"
+        );
+    }
+    // Another peer address has its own bucket.
+    let other_peer = reqwest::Client::builder()
+        .local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    let mut request = other_peer
+        .post(server.url("/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(GRANT);
+    for (k, v) in lb_headers(SPIFFE) {
+        request = request.header(k, v);
+    }
+    assert_eq!(request.send().await.unwrap().status(), 200);
+    // Behind Google's LB (the xlb flow), the client entry the LB appends is the caller.
+    let behind_lb = |client: &str| format!("{client}, 34.120.0.1");
+    for _ in 0..3 {
+        let xff = behind_lb("198.51.100.1");
+        let refused = token(&server, GRANT, &[forged[0], ("X-Forwarded-For", &xff)]).await;
+        assert_eq!(refused.status(), 403);
+    }
+    let xff = behind_lb("198.51.100.1");
+    assert_eq!(
+        token(&server, GRANT, &[("X-Forwarded-For", &xff)])
+            .await
+            .status(),
+        429
+    );
+    let xff = behind_lb("198.51.100.2");
+    assert_eq!(
+        token(&server, GRANT, &[("X-Forwarded-For", &xff)])
+            .await
+            .status(),
+        200
+    );
+    let text = metrics_text(&server.url("/metrics")).await;
+    assert_eq!(
+        metric(
+            &text,
+            "token_service_rate_limited_total{scope=\"auth_failures\"}"
+        ),
+        Some(3.0),
+        "{text}"
+    );
+
+    // On by default (10/s, burst 50): a flood of failures is cut off.
+    let default = Server::start(&[("RATE_LIMIT_PER_CLIENT", "0")]);
+    let flood = (0..150).map(|_| token_request(&default, GRANT, &forged).send());
+    let statuses: Vec<u16> = futures_util::future::join_all(flood)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().status().as_u16())
+        .collect();
+    let refused = statuses.iter().filter(|s| **s == 403).count();
+    assert!((50..150).contains(&refused), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 403 || *s == 429),
+        "{statuses:?}"
+    );
+    // Off.
+    let off = Server::start(&[
+        ("RATE_LIMIT_AUTH_FAILURES", "off"),
+        ("RATE_LIMIT_PER_CLIENT", "0"),
+    ]);
+    for _ in 0..80 {
+        assert_eq!(token(&off, GRANT, &forged).await.status(), 403);
+    }
 }
 
 #[test]
@@ -368,6 +693,37 @@ fn idle_keep_alive_connections_are_closed_after_idle_timeout() {
     let (rest, waited) = read_until_closed(&mut stream);
     assert!(rest.is_empty(), "{rest}");
     assert!(waited < Duration::from_secs(10), "closed after {waited:?}");
+}
+
+/// An HTTP/1.1 keep-alive connection may wait IDLE_TIMEOUT between requests (hyper's own header
+/// timer used to close it after HEADER_READ_TIMEOUT); a later request whose head starts but
+/// never ends is still cut off after HEADER_READ_TIMEOUT.
+#[test]
+fn keep_alive_waits_idle_timeout_and_a_later_slow_head_is_cut_off() {
+    let server = Server::start(&[("HEADER_READ_TIMEOUT", "1"), ("IDLE_TIMEOUT", "600")]);
+    let mut stream = raw(&server);
+    let mut buf = [0u8; 4096];
+    for round in 0..2 {
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            .unwrap();
+        let n = stream.read(&mut buf).unwrap();
+        assert!(
+            String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
+            "round {round}: {}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+        // Longer than HEADER_READ_TIMEOUT, far shorter than IDLE_TIMEOUT.
+        std::thread::sleep(Duration::from_millis(2500));
+    }
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .unwrap();
+    let (answer, _) = read_until_closed(&mut stream);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
 }
 
 #[tokio::test]
@@ -601,4 +957,61 @@ async fn sigterm_during_load_loses_no_accepted_request() {
         logs.contains("shutting_down") && logs.contains("\"stopped\""),
         "{logs}"
     );
+}
+
+/// On a TLS listener too, HEADER_READ_TIMEOUT runs from accept to the first complete request:
+/// a client that finishes the handshake and then sends nothing, `P`, or only the HTTP/2
+/// preface is disconnected (it used to be held until IDLE_TIMEOUT), as is one that never
+/// finishes the handshake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_connections_without_a_complete_request_are_closed_after_header_read_timeout() {
+    use tokio::io::AsyncWriteExt as _;
+    let pki = tls_support::Pki::new();
+    let service = tls_support::TlsService::start(
+        &pki,
+        &pki.root.pem,
+        None,
+        &[("HEADER_READ_TIMEOUT", "1"), ("IDLE_TIMEOUT", "600")],
+    );
+    let leaf = &pki.valid;
+    let config = |alpn: &[u8]| {
+        let base = tls_support::rustls_config(
+            &pki.root.der,
+            &leaf.chain_der,
+            &leaf.key_der,
+            &rustls::version::TLS13,
+        );
+        let mut config = (*base).clone();
+        config.alpn_protocols = vec![alpn.to_vec()];
+        std::sync::Arc::new(config)
+    };
+    let mut checks = Vec::new();
+    for (alpn, sent) in [
+        (&b"http/1.1"[..], Vec::new()),
+        (&b"http/1.1"[..], b"P".to_vec()),
+        (&b"h2"[..], Vec::new()),
+        (&b"h2"[..], http2::preface()),
+    ] {
+        let mut tls = tls_support::connect(&service, config(alpn)).await.unwrap();
+        tls.write_all(&sent).await.unwrap();
+        tls.flush().await.unwrap();
+        let label = format!("{} + {} bytes", String::from_utf8_lossy(alpn), sent.len());
+        checks.push(tokio::spawn(async move {
+            (
+                label,
+                http2::closed_within(&mut tls, Duration::from_secs(20)).await,
+            )
+        }));
+    }
+    let mut silent = tokio::net::TcpStream::connect(("127.0.0.1", service.server.port))
+        .await
+        .unwrap();
+    checks.push(tokio::spawn(async move {
+        let closed = http2::closed_within(&mut silent, Duration::from_secs(20)).await;
+        ("no handshake".to_owned(), closed)
+    }));
+    for check in checks {
+        let (label, closed) = check.await.unwrap();
+        assert!(closed, "a TLS connection ({label}) was kept open");
+    }
 }

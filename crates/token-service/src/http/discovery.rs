@@ -73,7 +73,12 @@ pub async fn jwks(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
-/// `GET /`: points at the discovery document.
-pub async fn root() -> Redirect {
-    Redirect::temporary("/.well-known/openid-configuration")
+/// `GET /`: 307 to the discovery document, as an absolute URL under the issuer.
+pub async fn root(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: Uri) -> Response {
+    match request_issuer(&state.issuer, &headers, &uri) {
+        Ok(iss) => {
+            Redirect::temporary(&format!("{iss}/.well-known/openid-configuration")).into_response()
+        }
+        Err(e) => e.into_response(),
+    }
 }

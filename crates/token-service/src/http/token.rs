@@ -103,7 +103,7 @@ fn check_content_type(headers: &http::HeaderMap) -> Result<(), HttpError> {
     }
 }
 
-fn too_large() -> HttpError {
+pub(super) fn too_large() -> HttpError {
     HttpError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
         "invalid_request",
@@ -151,8 +151,13 @@ pub async fn method_not_allowed(method: http::Method) -> Response {
 
 /// Token responses must not be cached (RFC 6749 §5.1).
 pub async fn no_store(mut response: Response) -> Response {
+    set_no_store(&mut response);
+    response
+}
+
+/// Marks a response as not cacheable (also the guard's refusals of `/token` requests).
+pub(super) fn set_no_store(response: &mut Response) {
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-    response
 }

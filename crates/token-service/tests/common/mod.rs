@@ -20,6 +20,7 @@ use jsonwebtoken::{DecodingKey, Validation, decode, decode_header};
 use serde_json::Value;
 
 pub mod google;
+pub mod http2;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_token-service");
 pub const AUDIENCE: &str =
