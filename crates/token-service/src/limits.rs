@@ -281,8 +281,10 @@ fn bucket_of(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Callers tracked at most; beyond it, new callers share one bucket, so memory stays bounded
-/// whatever number of addresses an attacker has.
+/// Callers tracked at most, so memory stays bounded whatever number of addresses an attacker
+/// has. Beyond it, new callers are not tracked (and so not limited per caller) until tracked
+/// buckets are full again and forgotten: a shared overflow bucket would let whoever fills the
+/// table with failures lock every new caller out, valid clients included.
 const MAX_CALLERS: usize = 65_536;
 
 /// Shards of the caller map, so concurrent requests rarely wait on each other.
@@ -299,9 +301,6 @@ struct AuthFailures {
     shards: Vec<Mutex<HashMap<IpAddr, u64>>>,
     callers: AtomicUsize,
 }
-
-/// The shared bucket of callers beyond [`MAX_CALLERS`].
-const OVERFLOW: IpAddr = IpAddr::V6(Ipv6Addr::UNSPECIFIED);
 
 impl AuthFailures {
     fn new(rate: Rate) -> Self {
@@ -338,16 +337,7 @@ impl AuthFailures {
             let map = lock(self.shard(ip));
             match map.get(&ip) {
                 Some(t) => *t,
-                None => {
-                    drop(map);
-                    if self.callers.load(Ordering::Relaxed) < MAX_CALLERS {
-                        return Ok(());
-                    }
-                    lock(self.shard(OVERFLOW))
-                        .get(&OVERFLOW)
-                        .copied()
-                        .unwrap_or(0)
-                }
+                None => return Ok(()),
             }
         };
         let limit = now.saturating_add(self.tolerance);
@@ -361,15 +351,12 @@ impl AuthFailures {
     /// Counts one failure of `ip`.
     fn consume(&self, ip: IpAddr) {
         let now = self.now();
-        let mut key = ip;
-        if self.callers.load(Ordering::Relaxed) >= MAX_CALLERS
-            && !lock(self.shard(ip)).contains_key(&ip)
-        {
-            key = OVERFLOW;
+        let mut map = lock(self.shard(ip));
+        if self.callers.load(Ordering::Relaxed) >= MAX_CALLERS && !map.contains_key(&ip) {
+            return;
         }
-        let mut map = lock(self.shard(key));
         let len = map.len();
-        let entry = map.entry(key).or_insert(now);
+        let entry = map.entry(ip).or_insert(now);
         *entry = (*entry).max(now).saturating_add(self.interval);
         if map.len() > len {
             self.callers.fetch_add(1, Ordering::Relaxed);
@@ -466,7 +453,7 @@ mod tests {
     }
 
     #[test]
-    fn callers_beyond_the_cap_share_one_bucket() {
+    fn callers_beyond_the_cap_are_not_locked_out_by_the_tracked_ones() {
         let limits = Limits::new(LimitSettings {
             auth_failures: rate(1, 1),
             ..LimitSettings::default()
@@ -474,13 +461,22 @@ mod tests {
         for i in 0..MAX_CALLERS as u32 {
             limits.auth_failed(IpAddr::V4(std::net::Ipv4Addr::from(i)));
         }
-        let late: IpAddr = "255.255.255.1".parse().unwrap();
-        assert_eq!(limits.check_auth_failures(late), Ok(()));
-        limits.auth_failed(late);
-        let later: IpAddr = "255.255.255.2".parse().unwrap();
         assert!(
-            limits.check_auth_failures(later).is_err(),
-            "the overflow bucket is shared"
+            limits
+                .check_auth_failures(IpAddr::V4(std::net::Ipv4Addr::from(7)))
+                .is_err(),
+            "tracked callers stay limited"
+        );
+        let late: IpAddr = "255.255.255.1".parse().unwrap();
+        for _ in 0..3 {
+            assert_eq!(limits.check_auth_failures(late), Ok(()));
+            limits.auth_failed(late);
+        }
+        let later: IpAddr = "255.255.255.2".parse().unwrap();
+        assert_eq!(
+            limits.check_auth_failures(later),
+            Ok(()),
+            "a full table locks nobody out"
         );
     }
 
