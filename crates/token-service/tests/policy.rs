@@ -1422,15 +1422,19 @@ async fn a_re_signed_certificate_stays_denied_over_mtls() {
                 "{what}: {line}"
             );
         }
+        if what == "paused CA re-signed" {
+            // Only the twin of the presented intermediate is listed; the log says so. (With
+            // both encodings sent, the chain is reduced to a fixed order first, so which one
+            // counts as presented is not the client's choice.)
+            assert!(
+                line["matched"]
+                    .as_str()
+                    .unwrap()
+                    .contains("other ECDSA signature encoding"),
+                "{what}: {line}"
+            );
+        }
     }
-    let line = events(&service.server, "policy_decision").pop().unwrap();
-    assert!(
-        line["matched"]
-            .as_str()
-            .unwrap()
-            .contains("other ECDSA signature encoding"),
-        "{line}"
-    );
 
     // A re-signed certificate that is not listed gets its token; x5_sha256 is the hash of the
     // bytes presented. (No CRL is loaded here: `revoked` is an ordinary certificate.)
