@@ -37,6 +37,25 @@ fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// A 429 with a Retry-After of 1 or 2 s and an OAuth body whose description holds `says`;
+/// returns the Retry-After seconds.
+async fn assert_rate_limited(limited: reqwest::Response, says: &str) -> u64 {
+    assert_eq!(limited.status(), 429);
+    let retry: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry), "{retry}");
+    let body: Value = limited.json().await.unwrap();
+    assert_eq!(body["error"], "temporarily_unavailable");
+    assert!(
+        body["error_description"].as_str().unwrap().contains(says),
+        "{body}"
+    );
+    retry
+}
+
 /// A raw HTTP/1.1 connection, to control exactly what and when the client sends.
 fn raw(server: &Server) -> TcpStream {
     let stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
@@ -221,23 +240,7 @@ async fn per_client_rate_limit_answers_429_with_retry_after_and_an_oauth_body() 
     ]);
     assert_eq!(token(&server, GRANT, &[]).await.status(), 200);
     assert_eq!(token(&server, GRANT, &[]).await.status(), 200);
-    let limited = token(&server, GRANT, &[]).await;
-    assert_eq!(limited.status(), 429);
-    let retry: u64 = limited.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!((1..=2).contains(&retry), "{retry}");
-    let body: Value = limited.json().await.unwrap();
-    assert_eq!(body["error"], "temporarily_unavailable");
-    assert!(
-        body["error_description"]
-            .as_str()
-            .unwrap()
-            .contains("Too many"),
-        "{body}"
-    );
+    let retry = assert_rate_limited(token(&server, GRANT, &[]).await, "Too many").await;
     // Another client has its own bucket.
     let other = token(
         &server,
@@ -577,23 +580,11 @@ async fn failed_authentications_are_rate_limited_per_caller() {
         assert_eq!(token(&server, GRANT, &forged).await.status(), 403);
     }
     for overrides in [&forged[..], &[]] {
-        let limited = token(&server, GRANT, overrides).await;
-        assert_eq!(limited.status(), 429);
-        let retry: u64 = limited.headers()["retry-after"]
-            .to_str()
-            .unwrap()
-            .parse()
-            .unwrap();
-        assert!((1..=2).contains(&retry), "{retry}");
-        let body: Value = limited.json().await.unwrap();
-        assert_eq!(body["error"], "temporarily_unavailable");
-        assert!(
-            body["error_description"]
-                .as_str()
-                .unwrap()
-                .contains("RATE_LIMIT_AUTH_FAILURES"),
-            "{body}"
-        );
+        assert_rate_limited(
+            token(&server, GRANT, overrides).await,
+            "RATE_LIMIT_AUTH_FAILURES",
+        )
+        .await;
     }
     // Another peer address has its own bucket.
     let other_peer = reqwest::Client::builder()
