@@ -3,6 +3,7 @@
 # at the lowest CPU priority in a single process (no -jobs/-workers), then prints the executions per target.
 #
 #   fuzz/run.sh [SECONDS]
+#   TARGETS="x509_chain spiffe_id" fuzz/run.sh 600   # only those targets
 #
 # Needs a nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz`). Each target's corpus
 # grows in fuzz/corpus/<target>/ (started from the committed seeds in fuzz/seeds/<target>/);
@@ -13,7 +14,9 @@ seconds="${1:-600}"
 here="$(cd "$(dirname "$0")" && pwd)"
 cd "$here/.."
 
-targets=(form xlb_san xlb_flow forwarded_cert x509_facts x509_chain policy_rules policy_template deny_list spiffe_id cert_twin)
+all=(form xlb_san xlb_flow forwarded_cert x509_facts x509_chain policy_rules policy_template deny_list spiffe_id cert_twin)
+# TARGETS="a b" runs only those (e.g. two lanes at once, one per core).
+read -r -a targets <<< "${TARGETS:-${all[*]}}"
 
 echo "building ${#targets[@]} targets (nightly, AddressSanitizer, debug assertions)"
 CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}" nice -n 19 cargo +nightly fuzz build
