@@ -23,7 +23,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
 use x509_parser::extensions::ParsedExtension;
 use x509_parser::objects::{oid_registry, oid2abbrev};
-use x509_parser::prelude::{FromDer, GeneralName, X509Certificate, X509Name};
+use x509_parser::prelude::{FromDer, GeneralName, SubjectPublicKeyInfo, X509Certificate, X509Name};
 use x509_parser::revocation_list::CertificateRevocationList;
 
 use crate::model::CertificateFacts;
@@ -71,6 +71,55 @@ pub struct TrustMaterial {
 }
 
 impl TrustMaterial {
+    /// Until when (seconds since the epoch) a verdict that `chain` verified against this material
+    /// may be reused: the earliest notAfter of its certificates (an intermediate may expire
+    /// before the leaf) and, with `TLS_CLIENT_CRL_EXPIRED=deny`, the earliest nextUpdate of the
+    /// CRLs, after which the same chain may have to be refused without any file changing.
+    pub fn verdict_valid_until(&self, chain: &[Vec<u8>]) -> i64 {
+        let mut until = chain
+            .iter()
+            .filter_map(|der| X509Certificate::from_der(der).ok())
+            .map(|(_, c)| c.validity().not_after.timestamp())
+            .min()
+            .unwrap_or(i64::MIN);
+        if self.policy.expired == revocation::ExpiredCrl::Deny
+            && let Some(first) = self.first_expiry
+        {
+            until = until.min(first);
+        }
+        until
+    }
+
+    /// SHA-256 fingerprints (as presented, and of its re-signed twin) of the CA certificate
+    /// that issued the leaf of an already verified chain: the one CA certificate (of the
+    /// bundle, else of the intermediates the client sent) whose subject is the leaf's issuer,
+    /// whose key identifier matches the leaf's authority key identifier and whose key verifies
+    /// the leaf's signature; an intermediate sent in both signature encodings counts once. `(None, None)` when that is not unique,
+    /// so conditions on it fail closed.
+    pub fn issuer_fingerprint(&self, chain: &[Vec<u8>]) -> (Option<String>, Option<String>) {
+        let Some((_, leaf)) = chain
+            .first()
+            .and_then(|der| X509Certificate::from_der(der).ok())
+        else {
+            return (None, None);
+        };
+        let from_bundle: Vec<&CaCert> = self.cas.iter().filter(|c| c.issued(&leaf)).collect();
+        let from_chain: Vec<CaCert> = chain
+            .iter()
+            .skip(1)
+            .filter_map(|der| {
+                let (_, cert) = X509Certificate::from_der(der).ok()?;
+                Some(CaCert::of(&cert, der))
+            })
+            .filter(|c| c.issued(&leaf))
+            .collect();
+        if from_bundle.is_empty() {
+            unique(from_chain.iter())
+        } else {
+            unique(from_bundle.into_iter())
+        }
+    }
+
     /// Verifies an already normalised chain (leaf first) against this material at `now`.
     pub fn verify(&self, chain: &[Vec<u8>], now: UnixTime) -> Result<(), String> {
         let Some((leaf, intermediates)) = chain.split_first() else {
@@ -168,6 +217,9 @@ impl TrustMaterial {
 struct CaCert {
     subject: Vec<u8>,
     key_id: Option<Vec<u8>>,
+    /// Its SubjectPublicKeyInfo (DER): a candidate issuer counts only if this key verifies the
+    /// leaf's signature.
+    spki: Vec<u8>,
     sha256: String,
     /// The fingerprint of its re-signed twin, if its signature is ECDSA.
     twin: Option<String>,
@@ -178,6 +230,7 @@ impl CaCert {
         Self {
             subject: cert.subject().as_raw().to_vec(),
             key_id: subject_key_id(cert).map(<[u8]>::to_vec),
+            spki: cert.public_key().raw.to_vec(),
             sha256: fingerprint(der),
             twin: twin_fingerprint(der),
         }
@@ -188,12 +241,18 @@ impl CaCert {
         other.sha256 == self.sha256 || self.twin.as_ref() == Some(&other.sha256)
     }
 
+    /// Whether this CA issued `leaf`: its name and key identifier fit, and its key verifies the
+    /// leaf's signature. Names and key identifiers alone are the client's to choose (a
+    /// self-made certificate may copy both), so without the signature check a padded chain
+    /// could make the issuer ambiguous and a condition on it unknown.
     fn issued(&self, leaf: &X509Certificate<'_>) -> bool {
         self.subject == leaf.issuer().as_raw()
             && match (authority_key_id(leaf), &self.key_id) {
                 (Some(a), Some(s)) => a == s.as_slice(),
                 _ => true,
             }
+            && SubjectPublicKeyInfo::from_der(&self.spki)
+                .is_ok_and(|(_, key)| leaf.verify_signature(Some(&key)).is_ok())
     }
 }
 
@@ -431,35 +490,9 @@ impl Trust {
         self.current().verify(&normalised.chain, now)
     }
 
-    /// SHA-256 fingerprints (as presented, and of its re-signed twin) of the CA certificate
-    /// that issued the leaf of an already verified chain: the one CA certificate (of the
-    /// bundle, else of the intermediates the client sent) whose subject is the leaf's issuer
-    /// and whose key identifier matches the leaf's authority key identifier; an intermediate
-    /// sent in both signature encodings counts once. `(None, None)` when that is not unique,
-    /// so conditions on it fail closed.
+    /// [`TrustMaterial::issuer_fingerprint`] against the material in force now.
     pub fn issuer_fingerprint(&self, chain: &[Vec<u8>]) -> (Option<String>, Option<String>) {
-        let Some((_, leaf)) = chain
-            .first()
-            .and_then(|der| X509Certificate::from_der(der).ok())
-        else {
-            return (None, None);
-        };
-        let material = self.current();
-        let from_bundle: Vec<&CaCert> = material.cas.iter().filter(|c| c.issued(&leaf)).collect();
-        let from_chain: Vec<CaCert> = chain
-            .iter()
-            .skip(1)
-            .filter_map(|der| {
-                let (_, cert) = X509Certificate::from_der(der).ok()?;
-                Some(CaCert::of(&cert, der))
-            })
-            .filter(|c| c.issued(&leaf))
-            .collect();
-        if from_bundle.is_empty() {
-            unique(from_chain.iter())
-        } else {
-            unique(from_bundle.into_iter())
-        }
+        self.current().issuer_fingerprint(chain)
     }
 
     /// Checks proof of possession: the handshake signature with the leaf's key.

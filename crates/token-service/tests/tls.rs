@@ -1162,3 +1162,32 @@ fn invalid_crl_policy_values_stop_startup_naming_the_setting_and_its_values() {
         assert!(!printed.contains("panicked"), "{printed}");
     }
 }
+
+/// "Also" with finding 8: a verdict cached while the CRL was fresh does not outlive its
+/// nextUpdate under `TLS_CLIENT_CRL_EXPIRED=deny` (no file changes, so the trust version stays
+/// the same: the cache itself must know when the verdict stops holding).
+#[tokio::test]
+async fn a_cached_verdict_ends_when_the_crl_expires_under_deny() {
+    let pki = Pki::new();
+    let next_update = time::OffsetDateTime::now_utc() + time::Duration::seconds(3);
+    let crl = pki.root.crl_pem_of(&[], next_update);
+    let service = TlsService::start(
+        &pki,
+        &pki.root.pem,
+        Some(&crl),
+        &[("TLS_CLIENT_CRL_EXPIRED", "deny")],
+    );
+    let (status, body) =
+        token_on_new_connection(&service, &pki, &pki.valid.chain_der, &pki.valid.key_der).await;
+    id_token(status, &body);
+    while time::OffsetDateTime::now_utc() <= next_update + time::Duration::seconds(1) {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let (status, body) =
+        token_on_new_connection(&service, &pki, &pki.valid.chain_der, &pki.valid.key_der).await;
+    assert_refused(
+        status,
+        &body,
+        "The client certificate cannot be checked for revocation: the CRL of a CA of its chain is past its nextUpdate, and TLS_CLIENT_CRL_EXPIRED=deny refuses certificates until a fresh CRL is loaded",
+    );
+}

@@ -23,7 +23,6 @@ pub const NAME: &str = "mtls-client-credentials";
 /// certificate's facts.
 pub(crate) fn authenticate_chain(
     flow: &str,
-    trust: &Trust,
     material: &TrustMaterial,
     clock: &Clock,
     attribute: ClientIdAttribute,
@@ -39,7 +38,7 @@ pub(crate) fn authenticate_chain(
         log_rejection(flow, &facts, &reason);
         return Err(FlowError::Unauthorized(reason));
     }
-    (facts.issuer_ca_sha256, facts.issuer_ca_sha256_twin) = trust.issuer_fingerprint(chain);
+    (facts.issuer_ca_sha256, facts.issuer_ca_sha256_twin) = material.issuer_fingerprint(chain);
     let Some(client_id) = attribute.client_id(&facts) else {
         let what = match attribute {
             ClientIdAttribute::Spiffe => "no SPIFFE ID (URI SAN with scheme spiffe)",
@@ -137,12 +136,24 @@ impl<V> Bounded<V> {
 /// Verification runs on the blocking pool, at most [`verifications`] at a time, so the async
 /// workers keep answering `/healthz`, discovery and cached clients whatever chains arrive.
 pub(crate) struct VerifiedChains {
-    accepted: std::sync::Mutex<Bounded<(u64, AuthenticatedClient)>>,
+    /// Keyed by the leaf's hash, so one certificate holds one entry whatever chains it comes
+    /// with: a client that pads its chain with certificates that still verify replaces its own
+    /// entry and evicts nobody's.
+    accepted: std::sync::Mutex<Bounded<Accepted>>,
     refused: std::sync::Mutex<Bounded<Refused>>,
 }
 
 /// A refused chain: trust version, when, and why.
 type Refused = (u64, Instant, String);
+
+/// An accepted chain: its normalised key, the trust version, until when the verdict holds
+/// ([`TrustMaterial::verdict_valid_until`]), and the client.
+struct Accepted {
+    chain: [u8; 32],
+    version: u64,
+    valid_until: i64,
+    client: AuthenticatedClient,
+}
 
 const VERIFIED_CHAINS_MAX: usize = 4096;
 const REFUSED_CHAINS_MAX: usize = 4096;
@@ -156,6 +167,15 @@ impl Default for VerifiedChains {
             refused: std::sync::Mutex::new(Bounded::new(REFUSED_CHAINS_MAX)),
         }
     }
+}
+
+/// SHA-256 of the leaf's DER: the key of accepted verdicts.
+fn leaf_key(chain: &[Vec<u8>]) -> [u8; 32] {
+    let mut key = [0u8; 32];
+    if let Some(leaf) = chain.first() {
+        key.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, leaf).as_ref());
+    }
+    key
 }
 
 /// Chain verifications running at once, process-wide: half the CPUs, at least one.
@@ -191,9 +211,10 @@ impl VerifiedChains {
             }
         };
         let key = normalised.key;
+        let leaf_key = leaf_key(&normalised.chain);
         let material = trust.current();
         let now = clock.now();
-        if let Some(client) = self.accepted(&key, material.version, now) {
+        if let Some(client) = self.accepted(&leaf_key, &key, material.version, now) {
             return Ok(client);
         }
         if let Some(reason) = self.refused(&key, material.version) {
@@ -209,11 +230,12 @@ impl VerifiedChains {
             let permit = verifications().acquire_owned().await.map_err(|_| {
                 FlowError::Unauthorized("The client certificate could not be verified now".into())
             })?;
-            let (flow, trust, clock) = (flow.to_owned(), trust.clone(), *clock);
+            let (flow, clock) = (flow.to_owned(), *clock);
             let chain = normalised.chain;
             tokio::task::spawn_blocking(move || {
                 let _permit = permit;
-                authenticate_chain(&flow, &trust, &material, &clock, attribute, &chain)
+                authenticate_chain(&flow, &material, &clock, attribute, &chain)
+                    .map(|client| (client, material.verdict_valid_until(&chain)))
             })
             .await
             .unwrap_or_else(|_| {
@@ -223,9 +245,17 @@ impl VerifiedChains {
             })
         };
         match &outcome {
-            Ok(client) => {
+            Ok((client, valid_until)) => {
                 if let Ok(mut accepted) = self.accepted.lock() {
-                    accepted.insert(key, (version, client.clone()));
+                    accepted.insert(
+                        leaf_key,
+                        Accepted {
+                            chain: key,
+                            version,
+                            valid_until: *valid_until,
+                            client: client.clone(),
+                        },
+                    );
                 }
             }
             Err(FlowError::Unauthorized(reason)) => {
@@ -235,19 +265,26 @@ impl VerifiedChains {
             }
             Err(_) => {}
         }
-        outcome
+        outcome.map(|(client, _)| client)
     }
 
-    fn accepted(&self, key: &[u8; 32], version: u64, now: i64) -> Option<AuthenticatedClient> {
+    fn accepted(
+        &self,
+        leaf: &[u8; 32],
+        chain: &[u8; 32],
+        version: u64,
+        now: i64,
+    ) -> Option<AuthenticatedClient> {
         let mut accepted = self.accepted.lock().ok()?;
-        let (verified_with, client) = accepted.get(key)?;
-        if *verified_with == version
-            && client.facts.not_before.is_some_and(|t| t <= now)
-            && client.facts.not_after.is_some_and(|t| now <= t)
+        let entry = accepted.get(leaf)?;
+        if entry.chain == *chain
+            && entry.version == version
+            && now <= entry.valid_until
+            && entry.client.facts.not_before.is_some_and(|t| t <= now)
         {
-            return Some(client.clone());
+            return Some(entry.client.clone());
         }
-        accepted.remove(key);
+        accepted.remove(leaf);
         None
     }
 
@@ -326,6 +363,8 @@ mod tests {
         BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
         KeyPair, SanType,
     };
+    use x509_parser::extensions::ParsedExtension;
+    use x509_parser::prelude::{FromDer, X509Certificate};
 
     struct TestCa {
         der: Vec<u8>,
@@ -435,7 +474,56 @@ mod tests {
         assert_eq!(lengths(&chains), (2, 0));
         let version = trust.current().version;
         let key_b = normalise(std::slice::from_ref(&b)).unwrap().key;
-        assert!(chains.accepted(&key_b, version, clock.now()).is_some());
+        let leaf_b = leaf_key(std::slice::from_ref(&b));
+        assert!(
+            chains
+                .accepted(&leaf_b, &key_b, version, clock.now())
+                .is_some()
+        );
+
+        // A look-alike CA (the intermediate's name and key identifier, another issuer and key)
+        // survives the name-based reduction and the chain still verifies through the real
+        // intermediate: it must neither add an entry, nor evict one, nor make the issuer
+        // ambiguous (which would blank issuer_ca_sha256 and skip a deny rule on it).
+        let ski = {
+            let (_, cert) = X509Certificate::from_der(&intermediate.der).unwrap();
+            cert.extensions()
+                .iter()
+                .find_map(|e| match e.parsed_extension() {
+                    ParsedExtension::SubjectKeyIdentifier(k) => Some(k.0.to_vec()),
+                    _ => None,
+                })
+                .unwrap()
+        };
+        let lookalike = {
+            let key = KeyPair::generate().unwrap();
+            let mut params = CertificateParams::default();
+            params
+                .distinguished_name
+                .push(DnType::CommonName, "Intermediate");
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params.key_identifier_method = rcgen::KeyIdMethod::PreSpecified(ski);
+            params
+                .signed_by(&key, &stranger.issuer)
+                .unwrap()
+                .der()
+                .to_vec()
+        };
+        for padded in [
+            vec![a.clone(), lookalike.clone(), intermediate.der.clone()],
+            vec![a.clone(), intermediate.der.clone(), lookalike.clone()],
+        ] {
+            let again = chains
+                .authenticate(NAME, &trust, &clock, spiffe, &padded)
+                .await
+                .unwrap();
+            assert_eq!(
+                again.facts.issuer_ca_sha256.as_deref(),
+                Some(crate::x509::fingerprint(&intermediate.der).as_str()),
+                "the issuer is the CA whose key signed the leaf"
+            );
+        }
+        assert_eq!(lengths(&chains), (2, 0), "one entry per certificate");
 
         // A refused chain, padded in different ways, is one refusal too.
         let outsider = leaf("outsider", &stranger);
