@@ -638,6 +638,13 @@ pub fn load(values: Values, known: KnownFlows<'_>) -> Result<Config, Vec<String>
                 r.fail(format!("MTLS_LB_SECRET: required when the flow {xlb_name} runs on a TLS listener (TLS_CERT_FILE is set): without it any client that reaches the port can send X-Client-Cert-* headers and be any client; set MTLS_LB_SECRET to the value the load balancer adds in MTLS_LB_SECRET_HEADER, or remove {xlb_name} from AUTH_FLOWS"));
             } else if !bind_address.is_loopback() {
                 r.warn(format!("the flow {xlb_name} trusts the X-Client-Cert-* headers of every request to {bind_address} and MTLS_LB_SECRET is not set: anyone who can reach this address directly can claim to be any client; make sure only the load balancer can (Cloud Run: ingress internal-and-cloud-load-balancing), or set MTLS_LB_SECRET"));
+            } else if flows
+                .iter()
+                .any(|f| f == crate::flows::forwarded_cert::NAME)
+            {
+                // On loopback behind a proxy: nginx and HAProxy pass a client's own
+                // X-Client-Cert-* headers through unless told to drop each one.
+                r.warn(format!("the flow {xlb_name} trusts the X-Client-Cert-* headers of every request and MTLS_LB_SECRET is not set, while {} is enabled: a proxy in front passes client-sent X-Client-Cert-* headers through unless it drops them, so any client could claim to be any client; set MTLS_LB_SECRET, or remove {xlb_name} from AUTH_FLOWS", crate::flows::forwarded_cert::NAME));
             }
         }
     }

@@ -391,6 +391,30 @@ fn xlb_flow_without_mtls_lb_secret_on_a_non_loopback_address_is_warned_about() {
         assert!(out.status.success(), "{env:?}: {}", stderr(&out));
         assert_eq!(warning(&stderr_lines(&out)), 0, "{env:?}: {}", stderr(&out));
     }
+    // On loopback, but beside the forwarded-certificate flow (a proxy in front would pass a
+    // client's own X-Client-Cert-* headers through).
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    std::fs::write(&ca, ca_params.self_signed(&ca_key).unwrap().pem()).unwrap();
+    let out = run(
+        &["check-config"],
+        &[
+            ("TOKEN_AUDIENCE", "a"),
+            ("BIND_ADDRESS", "127.0.0.1"),
+            (
+                "AUTH_FLOWS",
+                "forwarded-cert-client-credentials,xlb-mtls-client-credentials",
+            ),
+            ("TRUSTED_PROXIES", "127.0.0.1/32"),
+            ("TLS_CLIENT_CA_FILE", ca.to_str().unwrap()),
+        ],
+    );
+    let lines = stderr_lines(&out);
+    assert!(out.status.success(), "{lines:?}");
+    assert_eq!(warning(&lines), 1, "beside a proxy flow: {lines:?}");
     // `serve` logs the same warning at startup.
     let server = Server::start(&[("BIND_ADDRESS", "0.0.0.0")]);
     let logged = server
