@@ -61,6 +61,9 @@ pub struct TrustMaterial {
     pub summary: String,
     /// The CA certificates of the bundle, to name the issuer of a verified leaf.
     cas: Vec<CaCert>,
+    /// The CAs of the bundle left out because their issuer's CRL lists them (with their
+    /// subject), to name them when a chain would have used one.
+    revoked_cas: Vec<(CaCert, String)>,
     /// The CRLs in force (DER), to name what a revocation hit.
     crls: Vec<CertificateRevocationListDer<'static>>,
     /// One per CRL, for expiry warnings.
@@ -138,6 +141,9 @@ impl TrustMaterial {
                 rustls::Error::InvalidCertificate(CertificateError::Revoked) => {
                     self.describe_revoked(chain)
                 }
+                rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => self
+                    .revoked_issuer(chain)
+                    .unwrap_or_else(|| describe(&e, self.policy)),
                 e => describe(&e, self.policy),
             })
     }
@@ -176,6 +182,18 @@ impl TrustMaterial {
             .filter(|c| c.expired(now))
             .map(|c| c.describe_expired(self.policy.expired))
             .collect()
+    }
+
+    /// For a chain with no path to a trusted CA: the revoked bundle CA that issued one of its
+    /// certificates, named in a sentence.
+    fn revoked_issuer(&self, chain: &[Vec<u8>]) -> Option<String> {
+        chain.iter().find_map(|der| {
+            let (_, cert) = X509Certificate::from_der(der).ok()?;
+            let (_, subject) = self.revoked_cas.iter().find(|(ca, _)| ca.issued(&cert))?;
+            Some(format!(
+                "The client certificate's issuing CA '{subject}' has been revoked"
+            ))
+        })
     }
 
     /// Which certificate of `chain` a CRL lists: the leaf, or a CA certificate of its chain.
@@ -413,7 +431,6 @@ impl Trust {
     ) -> Result<TrustMaterial, String> {
         let setting = "TLS_CLIENT_CA_FILE";
         let pem = read(&settings.ca_file, setting)?;
-        let mut roots = RootCertStore::empty();
         let mut cas = Vec::new();
         let mut bundle = Vec::new();
         for (i, cert) in CertificateDer::pem_slice_iter(&pem).enumerate() {
@@ -435,8 +452,32 @@ impl Trust {
                 })?;
                 cas.push(CaCert::of(&parsed, &cert));
             }
-            bundle.push(cert.clone());
-            roots.add(cert).map_err(|e| {
+            bundle.push(cert);
+        }
+        let (mut crls, mut crl_info, mut revoked) = (Vec::new(), Vec::new(), Vec::new());
+        let loaded = match &settings.crl_file {
+            Some(path) => {
+                let loaded = revocation::load(path, &bundle)?;
+                for warning in &loaded.warnings {
+                    tracing::warn!(event = "client_crl_unchecked", "{warning}");
+                }
+                // The verifier never checks a trust anchor against a CRL, and every CA of the
+                // bundle is an anchor: a bundle CA its issuer's CRL lists is left out instead.
+                revoked = revocation::revoked_bundle_cas(&bundle, &loaded);
+                Some(loaded)
+            }
+            None => None,
+        };
+        let mut roots = RootCertStore::empty();
+        let mut revoked_cas = Vec::new();
+        for (i, cert) in bundle.iter().enumerate() {
+            if let Some(r) = revoked.iter().find(|r| r.index == i) {
+                if let Ok((_, parsed)) = X509Certificate::from_der(cert) {
+                    revoked_cas.push((CaCert::of(&parsed, cert), r.subject.clone()));
+                }
+                continue;
+            }
+            roots.add(cert.clone()).map_err(|e| {
                 format!(
                     "{setting}: '{}': certificate {} is not a usable CA: {e}",
                     settings.ca_file.display(),
@@ -444,9 +485,15 @@ impl Trust {
                 )
             })?;
         }
-        if roots.is_empty() {
+        if bundle.is_empty() {
             return Err(format!(
                 "{setting}: '{}' holds no PEM certificate",
+                settings.ca_file.display()
+            ));
+        }
+        if roots.is_empty() {
+            return Err(format!(
+                "{setting}: '{}': every CA certificate in it is revoked by TLS_CLIENT_CRL_FILE, so no client certificate could be accepted; add a CA that is not revoked",
                 settings.ca_file.display()
             ));
         }
@@ -454,12 +501,7 @@ impl Trust {
         let ca_count = roots.len();
         let mut builder =
             WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
-        let (mut crls, mut crl_info) = (Vec::new(), Vec::new());
-        if let Some(path) = &settings.crl_file {
-            let loaded = revocation::load(path, &bundle)?;
-            for warning in &loaded.warnings {
-                tracing::warn!(event = "client_crl_unchecked", "{warning}");
-            }
+        if let Some(loaded) = loaded {
             builder = settings
                 .revocation
                 .apply(builder.with_crls(loaded.crls.clone()));
@@ -469,12 +511,32 @@ impl Trust {
             format!("TLS_CLIENT_CRL_FILE / TLS_CLIENT_CA_FILE: cannot build the verifier: {e}")
         })?;
         let first_expiry = crl_info.iter().filter_map(|c| c.next_update).min();
+        for r in &revoked {
+            tracing::warn!(
+                event = "client_ca_revoked",
+                ca = %r.subject,
+                serial = %r.serial,
+                "{setting}: CA certificate '{}' (serial {}) is left out of the trusted CAs: {}; clients whose chain uses it are refused; remove it from the bundle",
+                r.subject,
+                r.serial,
+                r.reason
+            );
+        }
+        let left_out = if revoked.is_empty() {
+            String::new()
+        } else {
+            format!(" ({} more left out: revoked)", revoked.len())
+        };
         let material = TrustMaterial {
             version,
             verifier,
             ca_subjects,
-            summary: format!("{ca_count} CA certificate(s), {} CRL(s)", crls.len()),
+            summary: format!(
+                "{ca_count} CA certificate(s){left_out}, {} CRL(s)",
+                crls.len()
+            ),
             cas,
+            revoked_cas,
             crls,
             crl_info,
             first_expiry,

@@ -1191,3 +1191,47 @@ async fn a_cached_verdict_ends_when_the_crl_expires_under_deny() {
         "The client certificate cannot be checked for revocation: the CRL of a CA of its chain is past its nextUpdate, and TLS_CLIENT_CRL_EXPIRED=deny refuses certificates until a fresh CRL is loaded",
     );
 }
+
+/// Finding 5: every CA of TLS_CLIENT_CA_FILE is a trust anchor, and anchors are never checked
+/// against CRLs; so an intermediate kept in the bundle (as the proxy recipes require) that its
+/// root's CRL lists is left out of the trusted CAs, with a `client_ca_revoked` warning at load
+/// and on every reload. Its leaves, even sent without it, are refused naming it; the root's
+/// own leaves keep working.
+#[tokio::test]
+async fn bundle_intermediate_listed_on_its_roots_crl_is_left_out_of_the_trusted_cas() {
+    let pki = Pki::new();
+    let bundle = format!("{}{}", pki.root.pem, pki.intermediate.pem);
+    let crl = pki.root.crl_pem_revoking_cas(&[&pki.intermediate]);
+    let service = TlsService::start(&pki, &bundle, Some(&crl), &[("TLS_RELOAD_INTERVAL", "1")]);
+    let subject = "O=Token Service TLS tests, CN=Test Intermediate CA";
+    let serial = colon_hex(&der_serial(&pki.intermediate.der));
+    let warned = |events: Vec<Value>| {
+        events
+            .iter()
+            .filter(|l| l["ca"] == subject && l["serial"] == serial.as_str())
+            .count()
+    };
+    assert_eq!(warned(service.events("client_ca_revoked")), 1);
+    let revoked_ca = format!("The client certificate's issuing CA '{subject}' has been revoked");
+    let leaf = &pki.via_intermediate;
+    let (status, body) =
+        token_on_new_connection(&service, &pki, &leaf.chain_der[..1], &leaf.key_der).await;
+    assert_refused(status, &body, &revoked_ca);
+    let (status, body) =
+        token_on_new_connection(&service, &pki, &leaf.chain_der, &leaf.key_der).await;
+    assert_refused(status, &body, &revoked_ca);
+    let (status, body) =
+        token_on_new_connection(&service, &pki, &pki.valid.chain_der, &pki.valid.key_der).await;
+    id_token(status, &body);
+
+    let before = service.events("tls_reloaded").len();
+    write_atomic(&service.crl_file, crl.as_bytes());
+    service.wait_for_event("tls_reloaded", before).await;
+    assert_eq!(warned(service.events("client_ca_revoked")), 2);
+    let (status, body) =
+        token_on_new_connection(&service, &pki, &leaf.chain_der[..1], &leaf.key_der).await;
+    assert_refused(status, &body, &revoked_ca);
+    let (status, body) =
+        token_on_new_connection(&service, &pki, &pki.valid.chain_der, &pki.valid.key_der).await;
+    id_token(status, &body);
+}

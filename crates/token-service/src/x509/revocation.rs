@@ -117,6 +117,104 @@ pub struct LoadedCrls {
     pub info: Vec<CrlInfo>,
     /// Warnings for the log (CRLs whose signature could not be checked at load).
     pub warnings: Vec<String>,
+    /// One per CRL, same order: the index in the bundle of the CA whose key verified its
+    /// signature at load; `None` for a CRL of a CA outside the bundle.
+    pub signers: Vec<Option<usize>>,
+}
+
+/// A CA of the bundle that a verified CRL of its issuer (also in the bundle) lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevokedCa {
+    /// Its index in the bundle.
+    pub index: usize,
+    /// Its subject, for logs and refusals.
+    pub subject: String,
+    /// Its serial number, colon-separated hex.
+    pub serial: String,
+    /// Why it is left out: listed on its issuer's CRL, or issued only by CAs left out.
+    pub reason: String,
+}
+
+/// The CAs of `bundle` that no chain may use, although the verifier would trust them as
+/// anchors (and never check an anchor against a CRL): each CA that is not self-issued and is
+/// listed on a CRL whose signature a bundle CA verified at load, that same CA having signed
+/// it; then, until nothing changes, each CA whose every issuer in the bundle is left out.
+pub fn revoked_bundle_cas(bundle: &[CertificateDer<'_>], loaded: &LoadedCrls) -> Vec<RevokedCa> {
+    let cas: Vec<Option<X509Certificate<'_>>> = bundle
+        .iter()
+        .map(|der| X509Certificate::from_der(der).ok().map(|(_, c)| c))
+        .collect();
+    let crls: Vec<(usize, CertificateRevocationList<'_>)> = loaded
+        .crls
+        .iter()
+        .zip(&loaded.signers)
+        .filter_map(|(der, signer)| {
+            let (_, crl) = CertificateRevocationList::from_der(der).ok()?;
+            Some(((*signer)?, crl))
+        })
+        .collect();
+    // The bundle CAs whose key signed each CA (itself excluded).
+    let issuers: Vec<Vec<usize>> = cas
+        .iter()
+        .enumerate()
+        .map(|(i, ca)| {
+            let Some(ca) = ca else { return Vec::new() };
+            if ca.subject().as_raw() == ca.issuer().as_raw() {
+                return Vec::new();
+            }
+            cas.iter()
+                .enumerate()
+                .filter_map(|(j, issuer)| {
+                    let issuer = issuer.as_ref()?;
+                    (j != i
+                        && issuer.subject().as_raw() == ca.issuer().as_raw()
+                        && ca.verify_signature(Some(issuer.public_key())).is_ok())
+                    .then_some(j)
+                })
+                .collect()
+        })
+        .collect();
+    let mut revoked: Vec<RevokedCa> = Vec::new();
+    for (i, ca) in cas.iter().enumerate() {
+        let Some(ca) = ca else { continue };
+        let listed = crls.iter().find(|(signer, crl)| {
+            issuers[i].contains(signer)
+                && crl
+                    .iter_revoked_certificates()
+                    .any(|r| r.raw_serial() == ca.raw_serial())
+        });
+        if let Some((_, crl)) = listed {
+            revoked.push(RevokedCa {
+                index: i,
+                subject: ca.subject().to_string(),
+                serial: ca.raw_serial_as_string(),
+                reason: format!("it is listed on the CRL of '{}'", crl.issuer()),
+            });
+        }
+    }
+    loop {
+        let out: Vec<usize> = revoked.iter().map(|r| r.index).collect();
+        let more: Vec<RevokedCa> = cas
+            .iter()
+            .enumerate()
+            .filter_map(|(i, ca)| {
+                let ca = ca.as_ref()?;
+                (!out.contains(&i)
+                    && !issuers[i].is_empty()
+                    && issuers[i].iter().all(|j| out.contains(j)))
+                .then(|| RevokedCa {
+                    index: i,
+                    subject: ca.subject().to_string(),
+                    serial: ca.raw_serial_as_string(),
+                    reason: format!("its issuer '{}' is itself revoked", ca.issuer()),
+                })
+            })
+            .collect();
+        if more.is_empty() {
+            return revoked;
+        }
+        revoked.extend(more);
+    }
 }
 
 const SETTING: &str = "TLS_CLIENT_CRL_FILE";
@@ -136,11 +234,13 @@ pub fn load(path: &Path, bundle: &[CertificateDer<'_>]) -> Result<LoadedCrls, St
     if crls.is_empty() {
         return Err(format!("{SETTING}: '{}' holds no CRL", path.display()));
     }
-    let cas: Vec<X509Certificate<'_>> = bundle
+    let cas: Vec<(usize, X509Certificate<'_>)> = bundle
         .iter()
-        .filter_map(|der| X509Certificate::from_der(der).ok().map(|(_, c)| c))
+        .enumerate()
+        .filter_map(|(i, der)| X509Certificate::from_der(der).ok().map(|(_, c)| (i, c)))
         .collect();
     let mut info = Vec::with_capacity(crls.len());
+    let mut signers = Vec::with_capacity(crls.len());
     let mut warnings = Vec::new();
     let mut unchecked: Vec<(Vec<u8>, usize)> = Vec::new();
     for (i, der) in crls.iter().enumerate() {
@@ -152,9 +252,9 @@ pub fn load(path: &Path, bundle: &[CertificateDer<'_>]) -> Result<LoadedCrls, St
             )
         })?;
         let issuer = crl.issuer().to_string();
-        let issuers: Vec<&X509Certificate<'_>> = cas
+        let issuers: Vec<&(usize, X509Certificate<'_>)> = cas
             .iter()
-            .filter(|ca| ca.subject().as_raw() == crl.issuer().as_raw())
+            .filter(|(_, ca)| ca.subject().as_raw() == crl.issuer().as_raw())
             .collect();
         if issuers.is_empty() {
             // Unchecked until used: two of them for one CA could let a forged one shadow the
@@ -173,10 +273,12 @@ pub fn load(path: &Path, bundle: &[CertificateDer<'_>]) -> Result<LoadedCrls, St
                 "{SETTING}: '{}': CRL {n} is issued by '{issuer}', which is not in TLS_CLIENT_CA_FILE: its signature is checked only when a client presents that CA as an intermediate",
                 path.display()
             ));
+            signers.push(None);
         } else {
-            let Some(signer) = issuers
+            let Some((index, signer)) = issuers
                 .iter()
-                .find(|ca| crl.verify_signature(ca.public_key()).is_ok())
+                .find(|(_, ca)| crl.verify_signature(ca.public_key()).is_ok())
+                .map(|(i, ca)| (*i, ca))
             else {
                 return Err(format!(
                     "{SETTING}: '{}': CRL {n} claims to be issued by '{issuer}', but its signature does not verify with the key of that CA in TLS_CLIENT_CA_FILE (forged, damaged or signed by another key); the file is refused",
@@ -191,6 +293,7 @@ pub fn load(path: &Path, bundle: &[CertificateDer<'_>]) -> Result<LoadedCrls, St
                     path.display()
                 ));
             }
+            signers.push(Some(index));
         }
         info.push(CrlInfo {
             issuer,
@@ -202,5 +305,6 @@ pub fn load(path: &Path, bundle: &[CertificateDer<'_>]) -> Result<LoadedCrls, St
         crls,
         info,
         warnings,
+        signers,
     })
 }
