@@ -207,6 +207,9 @@ impl Limits {
 ///   appends to `X-Forwarded-For` (`<client>,<load balancer>`, so the second-to-last entry);
 ///   this is only as sound as the rule that the service is reachable through the load balancer
 ///   alone (Cloud Run ingress `internal-and-cloud-load-balancing`).
+///
+/// Entries are decoded one at a time from the right: bytes a client put left of what the
+/// proxies appended (even non-ASCII ones) never change the key.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CallerKey {
     /// `TRUSTED_PROXIES`.
@@ -220,25 +223,10 @@ impl CallerKey {
     pub fn caller(&self, peer: IpAddr, headers: &HeaderMap) -> Option<IpAddr> {
         let peer = peer.to_canonical();
         let trusted = |ip: &IpAddr| self.trusted_proxies.iter().any(|n| n.contains(ip));
-        // The entries, rightmost (added last, by the nearest hop) first. Entries left of the
-        // ones a proxy appended are the client's to choose, so they are parsed only if reached.
-        let entries = || {
-            let values: Vec<&str> = headers
-                .get_all("x-forwarded-for")
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .collect();
-            values
-                .into_iter()
-                .rev()
-                .flat_map(|v| v.rsplit(','))
-                .map(str::trim)
-                .collect::<Vec<&str>>()
-        };
         let key = if trusted(&peer) {
             let mut key = peer;
-            for entry in entries() {
-                match parse_forwarded(entry) {
+            for entry in forwarded_entries(headers) {
+                match entry {
                     Some(ip) if trusted(&ip) => key = ip,
                     Some(ip) => {
                         key = ip;
@@ -249,15 +237,29 @@ impl CallerKey {
             }
             key
         } else if self.google_lb {
-            entries()
-                .get(1)
-                .and_then(|entry| parse_forwarded(entry))
-                .unwrap_or(peer)
+            forwarded_entries(headers).nth(1).flatten().unwrap_or(peer)
         } else {
             peer
         };
         Some(bucket_of(key))
     }
+}
+
+/// The `X-Forwarded-For` entries, rightmost (added last, by the nearest hop) first, each
+/// parsed on its own (`None` when it is not an address). Lazy: entries left of the ones a
+/// proxy appended are the client's to choose and are never looked at unless reached, and a
+/// byte a header value may carry but a `&str` may not (obs-text) spoils only its own entry.
+fn forwarded_entries(headers: &HeaderMap) -> impl Iterator<Item = Option<IpAddr>> + '_ {
+    headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .rev()
+        .flat_map(|value| value.as_bytes().rsplit(|b| *b == b','))
+        .map(|entry| {
+            std::str::from_utf8(entry.trim_ascii())
+                .ok()
+                .and_then(parse_forwarded)
+        })
 }
 
 /// An `X-Forwarded-For` entry: an IP address, possibly with a port (`1.2.3.4:5`, `[::1]:5`).
@@ -430,7 +432,7 @@ mod tests {
         );
         let proxied = CallerKey {
             trusted_proxies: vec!["10.0.0.0/8".parse().unwrap()],
-            google_lb: false,
+            ..CallerKey::default()
         };
         assert_eq!(proxied.caller(peer, &headers), "198.51.100.7".parse().ok());
         let lb = CallerKey {
@@ -450,6 +452,44 @@ mod tests {
             Some(peer),
             "unparsable XFF: the proxy"
         );
+    }
+
+    #[test]
+    fn non_ascii_bytes_left_of_the_entries_reached_do_not_change_the_key() {
+        let peer: IpAddr = "10.0.0.1".parse().unwrap();
+        let proxied = CallerKey {
+            trusted_proxies: vec!["10.0.0.0/8".parse().unwrap()],
+            ..CallerKey::default()
+        };
+        let lb = CallerKey {
+            google_lb: true,
+            ..CallerKey::default()
+        };
+        let xff = |lines: &[&[u8]]| {
+            let mut headers = HeaderMap::new();
+            for line in lines {
+                headers.append(
+                    "x-forwarded-for",
+                    http::HeaderValue::from_bytes(line).unwrap(),
+                );
+            }
+            headers
+        };
+        let client: IpAddr = "203.0.113.9".parse().unwrap();
+        for headers in [
+            xff(&[b"\xff\xfe, 203.0.113.9, 10.0.0.2"]),
+            xff(&["caf\u{e9},203.0.113.9,10.0.0.2".as_bytes()]),
+            xff(&[b"\x80", b"203.0.113.9, 10.0.0.2"]),
+            xff(&[b"\xc3, 203.0.113.9", b"10.0.0.2"]),
+        ] {
+            assert_eq!(proxied.caller(peer, &headers), Some(client), "{headers:?}");
+            assert_eq!(lb.caller(peer, &headers), Some(client), "{headers:?}");
+        }
+        // A non-ASCII entry that is reached is not an address: the last trusted hop (behind
+        // TRUSTED_PROXIES) or the peer (behind the load balancer).
+        let reached = xff(&[b"203.0.113.9, \xff, 10.0.0.2"]);
+        assert_eq!(proxied.caller(peer, &reached), "10.0.0.2".parse().ok());
+        assert_eq!(lb.caller(peer, &reached), Some(peer));
     }
 
     #[test]

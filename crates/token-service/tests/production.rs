@@ -1006,3 +1006,48 @@ async fn tls_connections_without_a_complete_request_are_closed_after_header_read
         assert!(closed, "a TLS connection ({label}) was kept open");
     }
 }
+
+/// An X-Forwarded-For line with a non-ASCII entry left of the ones the load balancer appended
+/// still names the client: the entries reached are decoded one by one. The whole line used to
+/// be dropped, so the failures counted against the peer (the load balancer's or proxy's own
+/// address, shared by every request keyed on it) instead of the client that failed.
+#[tokio::test]
+async fn a_non_ascii_forwarded_entry_does_not_collapse_callers_onto_the_load_balancer() {
+    let server = Server::start(&[
+        ("RATE_LIMIT_AUTH_FAILURES", "1"),
+        ("RATE_LIMIT_AUTH_FAILURES_BURST", "3"),
+        ("RATE_LIMIT_PER_CLIENT", "0"),
+    ]);
+    let forged = [("X-Client-Cert-Chain-Verified", "false")];
+    for left in [&b"\xff\xfe"[..], "caf\u{e9}".as_bytes(), b"\x80"] {
+        let mut line = left.to_vec();
+        line.extend_from_slice(b", 198.51.100.1, 34.120.0.1");
+        let xff = reqwest::header::HeaderValue::from_bytes(&line).unwrap();
+        let refused = token_request(&server, GRANT, &forged)
+            .header("x-forwarded-for", xff)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 403);
+    }
+    // The load balancer's own address (a request with no client entry is keyed on it) and
+    // another client behind it are served; the client that failed is limited.
+    assert_eq!(
+        token(&server, GRANT, &[]).await.status(),
+        200,
+        "the failures were counted against the load balancer's address"
+    );
+    let xff = "198.51.100.2, 34.120.0.1";
+    assert_eq!(
+        token(&server, GRANT, &[("X-Forwarded-For", xff)])
+            .await
+            .status(),
+        200
+    );
+    let xff = "198.51.100.1, 34.120.0.1";
+    assert_rate_limited(
+        token(&server, GRANT, &[("X-Forwarded-For", xff)]).await,
+        "RATE_LIMIT_AUTH_FAILURES",
+    )
+    .await;
+}
