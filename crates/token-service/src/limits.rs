@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use http::HeaderMap;
 use ipnet::IpNet;
 
+use crate::flows::xlb_mtls::LbSecret;
+
 use governor::clock::{Clock as _, DefaultClock};
 use governor::middleware::NoOpMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
@@ -36,7 +38,7 @@ impl Rate {
 }
 
 /// Limit settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct LimitSettings {
     /// `RATE_LIMIT_GLOBAL` / `_BURST`: all token requests together; `None` = off.
     pub global: Option<Rate>,
@@ -204,18 +206,25 @@ impl Limits {
 ///   proxy, i.e. the address the outermost trusted proxy saw; the proxy's own address when the
 ///   proxy sends no `X-Forwarded-For`.
 /// - Behind Google's load balancer (the xlb flow is enabled): the client entry the load balancer
-///   appends to `X-Forwarded-For` (`<client>,<load balancer>`, so the second-to-last entry);
-///   this is only as sound as the rule that the service is reachable through the load balancer
-///   alone (Cloud Run ingress `internal-and-cloud-load-balancing`).
+///   appends to `X-Forwarded-For` (`<client>,<load balancer>`, so the second-to-last entry),
+///   but only for a request that proves it came through the load balancer: it carries the
+///   `MTLS_LB_SECRET` header (compared in constant time), or no secret is configured and the
+///   listener is plain HTTP (Cloud Run with ingress `internal-and-cloud-load-balancing`, where
+///   only the load balancer reaches the service). Any other request is keyed on its peer, so a
+///   client that reaches the port directly cannot name someone else's address in the header.
 ///
 /// Entries are decoded one at a time from the right: bytes a client put left of what the
 /// proxies appended (even non-ASCII ones) never change the key.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct CallerKey {
     /// `TRUSTED_PROXIES`.
     pub trusted_proxies: Vec<IpNet>,
-    /// Whether requests come through Google's load balancer (xlb flow enabled).
+    /// Whether requests may come through Google's load balancer (xlb flow enabled, and
+    /// `lb_secret` set or the listener plain HTTP).
     pub google_lb: bool,
+    /// `MTLS_LB_SECRET`: a request without it is not keyed on `X-Forwarded-For` by
+    /// `google_lb`.
+    pub lb_secret: Option<LbSecret>,
 }
 
 impl CallerKey {
@@ -236,7 +245,12 @@ impl CallerKey {
                 }
             }
             key
-        } else if self.google_lb {
+        } else if self.google_lb
+            && self
+                .lb_secret
+                .as_ref()
+                .is_none_or(|secret| secret.matches(headers))
+        {
             forwarded_entries(headers).nth(1).flatten().unwrap_or(peer)
         } else {
             peer
@@ -451,6 +465,39 @@ mod tests {
             proxied.caller(peer, &headers),
             Some(peer),
             "unparsable XFF: the proxy"
+        );
+    }
+
+    #[test]
+    fn behind_google_lb_only_a_request_with_the_lb_secret_is_keyed_on_x_forwarded_for() {
+        let lb = CallerKey {
+            google_lb: true,
+            lb_secret: Some(LbSecret {
+                header: http::HeaderName::from_static("x-lb-secret"),
+                value: "s3cret-s3cret-s3cret".into(),
+            }),
+            ..CallerKey::default()
+        };
+        let peer: IpAddr = "192.0.2.50".parse().unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-forwarded-for",
+            "198.51.100.7, 34.120.0.1".parse().unwrap(),
+        );
+        assert_eq!(lb.caller(peer, &headers), Some(peer), "no secret: the peer");
+        headers.insert("x-lb-secret", "s3cret-s3cret-s3creT".parse().unwrap());
+        assert_eq!(
+            lb.caller(peer, &headers),
+            Some(peer),
+            "wrong secret: the peer"
+        );
+        headers.insert("x-lb-secret", "s3cret-s3cret-s3cret".parse().unwrap());
+        assert_eq!(lb.caller(peer, &headers), "198.51.100.7".parse().ok());
+        headers.append("x-lb-secret", "s3cret-s3cret-s3cret".parse().unwrap());
+        assert_eq!(
+            lb.caller(peer, &headers),
+            Some(peer),
+            "two secrets: the peer"
         );
     }
 
