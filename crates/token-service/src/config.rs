@@ -315,7 +315,7 @@ pub const SETTINGS: &[Setting] = &[
     s(
         "RATE_LIMIT_AUTH_FAILURES",
         "10",
-        "Failed authentications per second per caller address (token bucket, checked before verifying); beyond it 429. Behind TRUSTED_PROXIES the address they report in X-Forwarded-For, behind Google's LB its client entry; 0 or off turns the limit off",
+        "Failed authentications per second per caller address (token bucket, checked before verifying); beyond it 429. Behind TRUSTED_PROXIES the address they report in X-Forwarded-For, behind Google's LB its client entry (on requests with MTLS_LB_SECRET, or on a plain-HTTP listener when no secret is set); 0 or off turns the limit off",
     ),
     s(
         "RATE_LIMIT_AUTH_FAILURES_BURST",
@@ -706,7 +706,12 @@ pub fn load(values: Values, known: KnownFlows<'_>) -> Result<Config, Vec<String>
     let (server, mut limits) = read_limits(&mut r, google.timeout);
     limits.caller = crate::limits::CallerKey {
         trusted_proxies: forwarded.trusted_proxies.clone(),
-        google_lb: flows.iter().any(|f| f == crate::flows::xlb_mtls::NAME),
+        // Without a secret, X-Forwarded-For is trusted only on a plain-HTTP listener, which
+        // only the load balancer reaches (a TLS listener without MTLS_LB_SECRET is refused
+        // above anyway).
+        google_lb: flows.iter().any(|f| f == crate::flows::xlb_mtls::NAME)
+            && (xlb.lb_secret.is_some() || tls.is_none()),
+        lb_secret: xlb.lb_secret.clone(),
     };
     let admin = read_admin(&mut r, bind_address);
     let policy = r.get("POLICY_FILE").map(|file| PolicySettings {

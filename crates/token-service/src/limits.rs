@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use http::HeaderMap;
 use ipnet::IpNet;
 
+use crate::flows::xlb_mtls::LbSecret;
+
 use governor::clock::{Clock as _, DefaultClock};
 use governor::middleware::NoOpMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
@@ -36,7 +38,7 @@ impl Rate {
 }
 
 /// Limit settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct LimitSettings {
     /// `RATE_LIMIT_GLOBAL` / `_BURST`: all token requests together; `None` = off.
     pub global: Option<Rate>,
@@ -204,15 +206,25 @@ impl Limits {
 ///   proxy, i.e. the address the outermost trusted proxy saw; the proxy's own address when the
 ///   proxy sends no `X-Forwarded-For`.
 /// - Behind Google's load balancer (the xlb flow is enabled): the client entry the load balancer
-///   appends to `X-Forwarded-For` (`<client>,<load balancer>`, so the second-to-last entry);
-///   this is only as sound as the rule that the service is reachable through the load balancer
-///   alone (Cloud Run ingress `internal-and-cloud-load-balancing`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///   appends to `X-Forwarded-For` (`<client>,<load balancer>`, so the second-to-last entry),
+///   but only for a request that proves it came through the load balancer: it carries the
+///   `MTLS_LB_SECRET` header (compared in constant time), or no secret is configured and the
+///   listener is plain HTTP (Cloud Run with ingress `internal-and-cloud-load-balancing`, where
+///   only the load balancer reaches the service). Any other request is keyed on its peer, so a
+///   client that reaches the port directly cannot name someone else's address in the header.
+///
+/// Entries are decoded one at a time from the right: bytes a client put left of what the
+/// proxies appended (even non-ASCII ones) never change the key.
+#[derive(Debug, Clone, Default)]
 pub struct CallerKey {
     /// `TRUSTED_PROXIES`.
     pub trusted_proxies: Vec<IpNet>,
-    /// Whether requests come through Google's load balancer (xlb flow enabled).
+    /// Whether requests may come through Google's load balancer (xlb flow enabled, and
+    /// `lb_secret` set or the listener plain HTTP).
     pub google_lb: bool,
+    /// `MTLS_LB_SECRET`: a request without it is not keyed on `X-Forwarded-For` by
+    /// `google_lb`.
+    pub lb_secret: Option<LbSecret>,
 }
 
 impl CallerKey {
@@ -220,25 +232,10 @@ impl CallerKey {
     pub fn caller(&self, peer: IpAddr, headers: &HeaderMap) -> Option<IpAddr> {
         let peer = peer.to_canonical();
         let trusted = |ip: &IpAddr| self.trusted_proxies.iter().any(|n| n.contains(ip));
-        // The entries, rightmost (added last, by the nearest hop) first. Entries left of the
-        // ones a proxy appended are the client's to choose, so they are parsed only if reached.
-        let entries = || {
-            let values: Vec<&str> = headers
-                .get_all("x-forwarded-for")
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .collect();
-            values
-                .into_iter()
-                .rev()
-                .flat_map(|v| v.rsplit(','))
-                .map(str::trim)
-                .collect::<Vec<&str>>()
-        };
         let key = if trusted(&peer) {
             let mut key = peer;
-            for entry in entries() {
-                match parse_forwarded(entry) {
+            for entry in forwarded_entries(headers) {
+                match entry {
                     Some(ip) if trusted(&ip) => key = ip,
                     Some(ip) => {
                         key = ip;
@@ -248,16 +245,35 @@ impl CallerKey {
                 }
             }
             key
-        } else if self.google_lb {
-            entries()
-                .get(1)
-                .and_then(|entry| parse_forwarded(entry))
-                .unwrap_or(peer)
+        } else if self.google_lb
+            && self
+                .lb_secret
+                .as_ref()
+                .is_none_or(|secret| secret.matches(headers))
+        {
+            forwarded_entries(headers).nth(1).flatten().unwrap_or(peer)
         } else {
             peer
         };
         Some(bucket_of(key))
     }
+}
+
+/// The `X-Forwarded-For` entries, rightmost (added last, by the nearest hop) first, each
+/// parsed on its own (`None` when it is not an address). Lazy: entries left of the ones a
+/// proxy appended are the client's to choose and are never looked at unless reached, and a
+/// byte a header value may carry but a `&str` may not (obs-text) spoils only its own entry.
+fn forwarded_entries(headers: &HeaderMap) -> impl Iterator<Item = Option<IpAddr>> + '_ {
+    headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .rev()
+        .flat_map(|value| value.as_bytes().rsplit(|b| *b == b','))
+        .map(|entry| {
+            std::str::from_utf8(entry.trim_ascii())
+                .ok()
+                .and_then(parse_forwarded)
+        })
 }
 
 /// An `X-Forwarded-For` entry: an IP address, possibly with a port (`1.2.3.4:5`, `[::1]:5`).
@@ -430,7 +446,7 @@ mod tests {
         );
         let proxied = CallerKey {
             trusted_proxies: vec!["10.0.0.0/8".parse().unwrap()],
-            google_lb: false,
+            ..CallerKey::default()
         };
         assert_eq!(proxied.caller(peer, &headers), "198.51.100.7".parse().ok());
         let lb = CallerKey {
@@ -450,6 +466,77 @@ mod tests {
             Some(peer),
             "unparsable XFF: the proxy"
         );
+    }
+
+    #[test]
+    fn behind_google_lb_only_a_request_with_the_lb_secret_is_keyed_on_x_forwarded_for() {
+        let lb = CallerKey {
+            google_lb: true,
+            lb_secret: Some(LbSecret {
+                header: http::HeaderName::from_static("x-lb-secret"),
+                value: "s3cret-s3cret-s3cret".into(),
+            }),
+            ..CallerKey::default()
+        };
+        let peer: IpAddr = "192.0.2.50".parse().unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-forwarded-for",
+            "198.51.100.7, 34.120.0.1".parse().unwrap(),
+        );
+        assert_eq!(lb.caller(peer, &headers), Some(peer), "no secret: the peer");
+        headers.insert("x-lb-secret", "s3cret-s3cret-s3creT".parse().unwrap());
+        assert_eq!(
+            lb.caller(peer, &headers),
+            Some(peer),
+            "wrong secret: the peer"
+        );
+        headers.insert("x-lb-secret", "s3cret-s3cret-s3cret".parse().unwrap());
+        assert_eq!(lb.caller(peer, &headers), "198.51.100.7".parse().ok());
+        headers.append("x-lb-secret", "s3cret-s3cret-s3cret".parse().unwrap());
+        assert_eq!(
+            lb.caller(peer, &headers),
+            Some(peer),
+            "two secrets: the peer"
+        );
+    }
+
+    #[test]
+    fn non_ascii_bytes_left_of_the_entries_reached_do_not_change_the_key() {
+        let peer: IpAddr = "10.0.0.1".parse().unwrap();
+        let proxied = CallerKey {
+            trusted_proxies: vec!["10.0.0.0/8".parse().unwrap()],
+            ..CallerKey::default()
+        };
+        let lb = CallerKey {
+            google_lb: true,
+            ..CallerKey::default()
+        };
+        let xff = |lines: &[&[u8]]| {
+            let mut headers = HeaderMap::new();
+            for line in lines {
+                headers.append(
+                    "x-forwarded-for",
+                    http::HeaderValue::from_bytes(line).unwrap(),
+                );
+            }
+            headers
+        };
+        let client: IpAddr = "203.0.113.9".parse().unwrap();
+        for headers in [
+            xff(&[b"\xff\xfe, 203.0.113.9, 10.0.0.2"]),
+            xff(&["caf\u{e9},203.0.113.9,10.0.0.2".as_bytes()]),
+            xff(&[b"\x80", b"203.0.113.9, 10.0.0.2"]),
+            xff(&[b"\xc3, 203.0.113.9", b"10.0.0.2"]),
+        ] {
+            assert_eq!(proxied.caller(peer, &headers), Some(client), "{headers:?}");
+            assert_eq!(lb.caller(peer, &headers), Some(client), "{headers:?}");
+        }
+        // A non-ASCII entry that is reached is not an address: the last trusted hop (behind
+        // TRUSTED_PROXIES) or the peer (behind the load balancer).
+        let reached = xff(&[b"203.0.113.9, \xff, 10.0.0.2"]);
+        assert_eq!(proxied.caller(peer, &reached), "10.0.0.2".parse().ok());
+        assert_eq!(lb.caller(peer, &reached), Some(peer));
     }
 
     #[test]

@@ -1006,3 +1006,135 @@ async fn tls_connections_without_a_complete_request_are_closed_after_header_read
         assert!(closed, "a TLS connection ({label}) was kept open");
     }
 }
+
+/// With both mtls and xlb flows on a TLS listener (MTLS_LB_SECRET set), only a request that
+/// carries the load balancer's secret is keyed on the client entry of X-Forwarded-For: a
+/// direct client naming a victim's address in that header counts its failures against its
+/// own peer address, so it neither drains the victim's bucket nor dodges the limit by
+/// rotating the header.
+#[tokio::test]
+async fn a_direct_client_cannot_spend_or_dodge_a_bucket_by_sending_x_forwarded_for() {
+    const SECRET: &str = "lb-secret-0123456789abcdef";
+    let pki = tls_support::Pki::new();
+    let service = tls_support::TlsService::start(
+        &pki,
+        &pki.root.pem,
+        None,
+        &[
+            (
+                "AUTH_FLOWS",
+                "mtls-client-credentials,xlb-mtls-client-credentials",
+            ),
+            ("MTLS_LB_SECRET", SECRET),
+            ("RATE_LIMIT_AUTH_FAILURES", "1"),
+            ("RATE_LIMIT_AUTH_FAILURES_BURST", "3"),
+            ("RATE_LIMIT_PER_CLIENT", "0"),
+        ],
+    );
+    let https_from = |local: &str| {
+        reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(pki.root.pem.as_bytes()).unwrap()])
+            .local_address(local.parse::<std::net::IpAddr>().unwrap())
+            .build()
+            .unwrap()
+    };
+    let attacker = https_from("127.0.0.1");
+    let lb = https_from("127.0.0.2");
+    let post = |client: &reqwest::Client, xff: &str, secret: bool, verified: bool| {
+        let mut request = client
+            .post(service.url("/token"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("x-forwarded-for", format!("{xff}, 34.120.0.1"))
+            .body(GRANT);
+        for (k, v) in lb_headers(SPIFFE) {
+            let v = if k == "X-Client-Cert-Chain-Verified" && !verified {
+                "false".to_owned()
+            } else {
+                v
+            };
+            if !v.is_empty() {
+                request = request.header(k, v);
+            }
+        }
+        if secret {
+            request = request.header("x-token-service-lb-secret", SECRET);
+        }
+        request.send()
+    };
+    let victim = "198.51.100.1";
+    // The attacker talks to the TLS port directly, without the secret, naming the victim.
+    for _ in 0..3 {
+        let refused = post(&attacker, victim, false, true).await.unwrap();
+        let status = refused.status().as_u16();
+        assert!((400..500).contains(&status) && status != 429, "{status}");
+    }
+    let served = post(&lb, victim, true, true).await.unwrap();
+    assert_eq!(
+        served.status(),
+        200,
+        "the victim's bucket was drained by another host"
+    );
+    // Rotating the header does not give the attacker a fresh bucket.
+    assert_rate_limited(
+        post(&attacker, "203.0.113.77", false, true).await.unwrap(),
+        "RATE_LIMIT_AUTH_FAILURES",
+    )
+    .await;
+    // Through the load balancer (the secret), the client entry is the caller.
+    let failing = "198.51.100.9";
+    for _ in 0..3 {
+        let refused = post(&lb, failing, true, false).await.unwrap();
+        assert_eq!(refused.status(), 403);
+    }
+    assert_rate_limited(
+        post(&lb, failing, true, true).await.unwrap(),
+        "RATE_LIMIT_AUTH_FAILURES",
+    )
+    .await;
+    assert_eq!(post(&lb, victim, true, true).await.unwrap().status(), 200);
+}
+
+/// An X-Forwarded-For line with a non-ASCII entry left of the ones the load balancer appended
+/// still names the client: the entries reached are decoded one by one. The whole line used to
+/// be dropped, so the failures counted against the peer (the load balancer's or proxy's own
+/// address, shared by every request keyed on it) instead of the client that failed.
+#[tokio::test]
+async fn a_non_ascii_forwarded_entry_does_not_collapse_callers_onto_the_load_balancer() {
+    let server = Server::start(&[
+        ("RATE_LIMIT_AUTH_FAILURES", "1"),
+        ("RATE_LIMIT_AUTH_FAILURES_BURST", "3"),
+        ("RATE_LIMIT_PER_CLIENT", "0"),
+    ]);
+    let forged = [("X-Client-Cert-Chain-Verified", "false")];
+    for left in [&b"\xff\xfe"[..], "caf\u{e9}".as_bytes(), b"\x80"] {
+        let mut line = left.to_vec();
+        line.extend_from_slice(b", 198.51.100.1, 34.120.0.1");
+        let xff = reqwest::header::HeaderValue::from_bytes(&line).unwrap();
+        let refused = token_request(&server, GRANT, &forged)
+            .header("x-forwarded-for", xff)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 403);
+    }
+    // The load balancer's own address (a request with no client entry is keyed on it) and
+    // another client behind it are served; the client that failed is limited.
+    assert_eq!(
+        token(&server, GRANT, &[]).await.status(),
+        200,
+        "the failures were counted against the load balancer's address"
+    );
+    let xff = "198.51.100.2, 34.120.0.1";
+    assert_eq!(
+        token(&server, GRANT, &[("X-Forwarded-For", xff)])
+            .await
+            .status(),
+        200
+    );
+    let xff = "198.51.100.1, 34.120.0.1";
+    assert_rate_limited(
+        token(&server, GRANT, &[("X-Forwarded-For", xff)]).await,
+        "RATE_LIMIT_AUTH_FAILURES",
+    )
+    .await;
+}

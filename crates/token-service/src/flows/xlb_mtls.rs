@@ -40,6 +40,18 @@ pub struct LbSecret {
     pub value: String,
 }
 
+impl LbSecret {
+    /// Whether `headers` carry exactly one value of the secret header and it is the secret
+    /// (compared in constant time).
+    pub fn matches(&self, headers: &HeaderMap) -> bool {
+        let mut values = headers.get_all(&self.header).iter();
+        match (values.next(), values.next()) {
+            (Some(v), None) => bool::from(v.as_bytes().ct_eq(self.value.as_bytes())),
+            _ => false,
+        }
+    }
+}
+
 impl std::fmt::Debug for LbSecret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -145,14 +157,10 @@ impl XlbMtlsFlow {
     }
 
     fn secret_matches(&self, headers: &HeaderMap) -> bool {
-        let Some(secret) = &self.settings.lb_secret else {
-            return true;
-        };
-        let mut values = headers.get_all(&secret.header).iter();
-        match (values.next(), values.next()) {
-            (Some(v), None) => bool::from(v.as_bytes().ct_eq(secret.value.as_bytes())),
-            _ => false,
-        }
+        self.settings
+            .lb_secret
+            .as_ref()
+            .is_none_or(|secret| secret.matches(headers))
     }
 
     /// Every certificate header the request carries, as log labels `header/<name>`.
