@@ -169,13 +169,14 @@ impl Default for VerifiedChains {
     }
 }
 
-/// SHA-256 of the leaf's DER: the key of accepted verdicts.
-fn leaf_key(chain: &[Vec<u8>]) -> [u8; 32] {
-    let mut key = [0u8; 32];
-    if let Some(leaf) = chain.first() {
-        key.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, leaf).as_ref());
+/// The key of accepted verdicts: [`crate::x509::chain::key`] of the leaf alone, which for the
+/// common leaf-only chain is the chain key already computed (no second hash per request).
+fn leaf_key(chain: &[Vec<u8>], chain_key: [u8; 32]) -> [u8; 32] {
+    match chain {
+        [_] => chain_key,
+        [leaf, ..] => crate::x509::chain::key(std::slice::from_ref(leaf)),
+        [] => chain_key,
     }
-    key
 }
 
 /// Chain verifications running at once, process-wide: half the CPUs, at least one.
@@ -211,7 +212,7 @@ impl VerifiedChains {
             }
         };
         let key = normalised.key;
-        let leaf_key = leaf_key(&normalised.chain);
+        let leaf_key = leaf_key(&normalised.chain, key);
         let material = trust.current();
         let now = clock.now();
         if let Some(client) = self.accepted(&leaf_key, &key, material.version, now) {
@@ -474,11 +475,17 @@ mod tests {
         assert_eq!(lengths(&chains), (2, 0));
         let version = trust.current().version;
         let key_b = normalise(std::slice::from_ref(&b)).unwrap().key;
-        let leaf_b = leaf_key(std::slice::from_ref(&b));
+        let leaf_b = leaf_key(std::slice::from_ref(&b), key_b);
         assert!(
             chains
                 .accepted(&leaf_b, &key_b, version, clock.now())
                 .is_some()
+        );
+        let alone = std::slice::from_ref(&a);
+        assert_eq!(
+            leaf_key(alone, normalise(alone).unwrap().key),
+            leaf_key(&chain_a, normalise(&chain_a).unwrap().key),
+            "a leaf has one key whether it comes alone or with its chain"
         );
 
         // A look-alike CA (the intermediate's name and key identifier, another issuer and key)
