@@ -188,6 +188,9 @@ impl Upstream {
             .unwrap_or_else(|_| Instant::now() + self.timeout)
     }
 
+    /// The least time worth starting a retry with; with less left, the last answer stands.
+    const MIN_ATTEMPT: Duration = Duration::from_millis(200);
+
     /// Runs `attempt` until it succeeds, fails for good, or the deadline leaves no room for
     /// another try. Each attempt gets the remaining time as its own timeout.
     pub async fn retry<T, F, Fut>(
@@ -218,7 +221,9 @@ impl Upstream {
                 Err(e) => e,
             };
             let pause = jitter(backoff);
-            if Instant::now() + pause >= deadline {
+            // A retry that would start with almost no time left can only time out, and would
+            // replace the upstream's own answer with a bare timeout: give that answer instead.
+            if Instant::now() + pause + Self::MIN_ATTEMPT >= deadline {
                 return Err(error);
             }
             tracing::warn!(event = "upstream_retry", api, reason = %error, "retrying {api} in {} ms: {error}", pause.as_millis());
