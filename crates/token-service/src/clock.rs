@@ -33,3 +33,59 @@ impl Clock {
         }
     }
 }
+
+/// The monotonic clock's reading now: the one call of `Instant::now` in the service, so that
+/// every deadline and duration is measured the same way (clippy's `disallowed-methods` keeps
+/// it here).
+pub fn monotonic() -> std::time::Instant {
+    std::time::Instant::now()
+}
+
+/// When a request's work must be done by: set once by the HTTP handler from `UPSTREAM_TIMEOUT`
+/// and passed as an argument through grant, signer and access backend to every upstream call,
+/// so that a client never waits longer than that in all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Deadline(std::time::Instant);
+
+impl Deadline {
+    /// A deadline `timeout` from now.
+    pub fn after(timeout: std::time::Duration) -> Self {
+        Self(monotonic() + timeout)
+    }
+
+    /// A deadline at `instant`.
+    pub fn at(instant: std::time::Instant) -> Self {
+        Self(instant)
+    }
+
+    /// The instant itself, for `tokio::time::timeout_at`.
+    pub fn instant(self) -> std::time::Instant {
+        self.0
+    }
+
+    /// Time left (zero once past).
+    pub fn remaining(self) -> std::time::Duration {
+        self.0.saturating_duration_since(monotonic())
+    }
+
+    /// Whether the deadline has passed.
+    pub fn is_past(self) -> bool {
+        self.remaining().is_zero()
+    }
+}
+
+/// Measures how long something took, on the monotonic clock.
+#[derive(Debug, Clone, Copy)]
+pub struct Stopwatch(std::time::Instant);
+
+impl Stopwatch {
+    /// Starts now.
+    pub fn start() -> Self {
+        Self(monotonic())
+    }
+
+    /// Time since the start.
+    pub fn elapsed(self) -> std::time::Duration {
+        monotonic().saturating_duration_since(self.0)
+    }
+}

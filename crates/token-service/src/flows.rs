@@ -86,9 +86,27 @@ impl FlowSettings {
 /// Builds a flow from the settings; fails with a message naming the setting at fault.
 pub type FlowFactory = Box<dyn Fn(&FlowSettings) -> Result<Arc<dyn Flow>, String> + Send + Sync>;
 
+/// A registered flow: its name (in `AUTH_FLOWS`, the `amr` claim, logs and metrics), its
+/// token-endpoint authentication method (published in discovery) and its factory.
+struct Registration {
+    auth_method: &'static str,
+    factory: FlowFactory,
+}
+
+/// A flow as the grant runs it: its registered name and authentication method, and the flow.
+#[derive(Clone)]
+pub struct EnabledFlow {
+    /// The name it was registered under.
+    pub name: Arc<str>,
+    /// Its token-endpoint authentication method, for discovery.
+    pub auth_method: &'static str,
+    /// The flow.
+    pub flow: Arc<dyn Flow>,
+}
+
 /// The known flows, by name.
 pub struct FlowRegistry {
-    factories: BTreeMap<String, FlowFactory>,
+    factories: BTreeMap<String, Registration>,
 }
 
 impl FlowRegistry {
@@ -102,10 +120,10 @@ impl FlowRegistry {
     /// The flows that ship with Token Service.
     pub fn builtin() -> Self {
         let mut registry = Self::empty();
-        registry.register(xlb_mtls::NAME, |s| {
+        registry.register(xlb_mtls::NAME, TLS_CLIENT_AUTH, |s| {
             Ok(Arc::new(xlb_mtls::XlbMtlsFlow::new(s.xlb.clone())?))
         });
-        registry.register(forwarded_cert::NAME, |s| {
+        registry.register(forwarded_cert::NAME, TLS_CLIENT_AUTH, |s| {
             let trust = s.trust(forwarded_cert::NAME)?;
             Ok(Arc::new(forwarded_cert::ForwardedCertFlow::new(
                 s.forwarded.clone(),
@@ -114,7 +132,7 @@ impl FlowRegistry {
                 s.xlb.clock,
             )?))
         });
-        registry.register(mtls::NAME, |s| {
+        registry.register(mtls::NAME, TLS_CLIENT_AUTH, |s| {
             Ok(Arc::new(mtls::MtlsFlow::new(
                 s.client_id,
                 s.trust(mtls::NAME)?,
@@ -124,12 +142,19 @@ impl FlowRegistry {
         registry
     }
 
-    /// Registers a flow under `name`, replacing any flow of that name.
-    pub fn register<F>(&mut self, name: &str, factory: F)
+    /// Registers a flow under `name` with its token-endpoint authentication method (e.g.
+    /// [`TLS_CLIENT_AUTH`]), replacing any flow of that name.
+    pub fn register<F>(&mut self, name: &str, auth_method: &'static str, factory: F)
     where
         F: Fn(&FlowSettings) -> Result<Arc<dyn Flow>, String> + Send + Sync + 'static,
     {
-        self.factories.insert(name.to_owned(), Box::new(factory));
+        self.factories.insert(
+            name.to_owned(),
+            Registration {
+                auth_method,
+                factory: Box::new(factory),
+            },
+        );
     }
 
     /// Names of the known flows, sorted.
@@ -147,11 +172,15 @@ impl FlowRegistry {
         &self,
         enabled: &[String],
         settings: &FlowSettings,
-    ) -> Result<Vec<Arc<dyn Flow>>, String> {
+    ) -> Result<Vec<EnabledFlow>, String> {
         enabled
             .iter()
             .map(|name| match self.factories.get(name) {
-                Some(factory) => factory(settings),
+                Some(registration) => Ok(EnabledFlow {
+                    name: Arc::from(name.as_str()),
+                    auth_method: registration.auth_method,
+                    flow: (registration.factory)(settings)?,
+                }),
                 None => Err(format!(
                     "AUTH_FLOWS: unknown flow '{name}'; known flows: {}",
                     self.names().join(", ")

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use crate::access::{AccessError, AccessTokenBackend};
-use crate::flows::{Flow, FlowError};
+use crate::flows::{EnabledFlow, FlowError};
 use crate::issuer::{FlowSummary, IdTokenIssuer};
 use crate::limits::Limits;
 use crate::model::{IssuedTokens, TokenRequest};
@@ -108,7 +108,7 @@ impl From<AccessError> for GrantError {
 
 /// The client-credentials grant over the enabled flows.
 pub struct ClientCredentials {
-    flows: Vec<Arc<dyn Flow>>,
+    flows: Vec<EnabledFlow>,
     policy: Arc<dyn ClientPolicy>,
     issuer: IdTokenIssuer,
     access: Option<Arc<dyn AccessTokenBackend>>,
@@ -118,7 +118,7 @@ pub struct ClientCredentials {
 impl ClientCredentials {
     /// Wires the grant.
     pub fn new(
-        flows: Vec<Arc<dyn Flow>>,
+        flows: Vec<EnabledFlow>,
         policy: Arc<dyn ClientPolicy>,
         issuer: IdTokenIssuer,
         access: Option<Arc<dyn AccessTokenBackend>>,
@@ -148,15 +148,15 @@ impl ClientCredentials {
     pub fn summary(&self) -> FlowSummary {
         let mut summary = FlowSummary::default();
         for flow in &self.flows {
-            push_distinct(&mut summary.grant_types, flow.grant_type());
-            push_distinct(&mut summary.auth_methods, flow.auth_method());
+            push_distinct(&mut summary.grant_types, flow.flow.grant_type());
+            push_distinct(&mut summary.auth_methods, flow.auth_method);
         }
         summary
     }
 
     /// Selects the flow for a request: the first enabled flow with the request's grant type
     /// that can handle it.
-    pub fn select(&self, request: &TokenRequest) -> Result<&Arc<dyn Flow>, GrantError> {
+    pub fn select(&self, request: &TokenRequest) -> Result<&EnabledFlow, GrantError> {
         let grant = request.grant_type.as_str();
         if grant.is_empty() {
             return Err(GrantError::InvalidRequest(
@@ -166,7 +166,7 @@ impl ClientCredentials {
         let mut candidates = self
             .flows
             .iter()
-            .filter(|f| f.grant_type() == grant)
+            .filter(|f| f.flow.grant_type() == grant)
             .peekable();
         if candidates.peek().is_none() {
             return Err(GrantError::UnsupportedGrantType(format!(
@@ -175,8 +175,8 @@ impl ClientCredentials {
                 self.summary().grant_types.join(", ")
             )));
         }
-        let candidates: Vec<&Arc<dyn Flow>> = candidates.collect();
-        if let Some(flow) = candidates.iter().find(|f| f.can_handle(request)) {
+        let candidates: Vec<&EnabledFlow> = candidates.collect();
+        if let Some(flow) = candidates.iter().find(|f| f.flow.can_handle(request)) {
             return Ok(*flow);
         }
         // Nobody claimed the request: say what each enabled flow missed. A flow that saw its
@@ -186,14 +186,14 @@ impl ClientCredentials {
         let reasons: Vec<String> = candidates
             .iter()
             .map(|f| {
-                let reason = match f.declined(request) {
+                let reason = match f.flow.declined(request) {
                     FlowError::Unauthorized(m) => {
                         untrusted = true;
                         m
                     }
                     FlowError::InvalidRequest(m) => m,
                 };
-                format!("{}: {reason}", f.name())
+                format!("{}: {reason}", f.name)
             })
             .collect();
         let message = format!(
@@ -253,21 +253,21 @@ impl ClientCredentials {
                 return Err(e);
             }
         };
-        let result = self.run(flow.as_ref(), request, iss).await;
+        let result = self.run(flow, request, iss).await;
         let outcome = match &result {
             Ok(_) => "issued",
             Err(refusal) => refusal.error.code(),
         };
-        crate::metrics::metrics().token_request(flow.name(), outcome, started.elapsed());
+        crate::metrics::metrics().token_request(&flow.name, outcome, started.elapsed());
         match &result {
             Ok((client_id, tokens)) => tracing::info!(
                 event = "token_issued",
                 outcome = "issued",
-                flow = flow.name(),
+                flow = &*flow.name,
                 client_id = %client_id,
                 jti = %tokens.jti,
                 access_token = tokens.access_token.is_some(),
-                "issued a token to client '{client_id}' through {}", flow.name()
+                "issued a token to client '{client_id}' through {}", flow.name
             ),
             Err(refusal) => {
                 if refusal.authentication {
@@ -276,10 +276,10 @@ impl ClientCredentials {
                 tracing::warn!(
                     event = "authentication_failed",
                     outcome = refusal.error.code(),
-                    flow = flow.name(),
+                    flow = &*flow.name,
                     client_id = refusal.client_id.as_deref().unwrap_or(""),
                     reason = %refusal.detail,
-                    "{} refused the request: {}", flow.name(), refusal.detail
+                    "{} refused the request: {}", flow.name, refusal.detail
                 );
             }
         }
@@ -292,7 +292,7 @@ impl ClientCredentials {
     /// sees and the reason for the log (which may say more than the client is told).
     async fn run(
         &self,
-        flow: &dyn Flow,
+        flow: &EnabledFlow,
         request: &TokenRequest,
         iss: &str,
     ) -> Result<(String, IssuedTokens), Refusal> {
@@ -313,7 +313,7 @@ impl ClientCredentials {
                 "The parameter 'scope' is required when 'service_account' is given".into(),
             )));
         }
-        let authenticated = flow.authenticate(request).await.map_err(|e| Refusal {
+        let authenticated = flow.flow.authenticate(request).await.map_err(|e| Refusal {
             authentication: true,
             ..plain(e.into())
         })?;

@@ -98,8 +98,15 @@ pub fn metrics() -> &'static Metrics {
     &METRICS
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Metrics {
-    fn new() -> Self {
+    /// A new, empty set of metrics; the composition root makes one and hands it to what counts.
+    pub fn new() -> Self {
         let mut registry = Registry::with_prefix("token_service");
         let m = Self {
             token_requests: Family::default(),

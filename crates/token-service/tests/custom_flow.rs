@@ -63,7 +63,7 @@ impl Flow for StaticClientsFlow {
 
 async fn start() -> String {
     let mut registry = FlowRegistry::builtin();
-    registry.register("static-client-credentials", |_| {
+    registry.register("static-client-credentials", "client_secret_post", |_| {
         Ok(Arc::new(StaticClientsFlow {
             clients: BTreeMap::from([("batch-job".into(), "pw-123".into())]),
         }))

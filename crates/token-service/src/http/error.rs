@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 use serde_json::json;
 
+use crate::error::{Failure, Kind};
 use crate::grant::GrantError;
 
 /// How `/token` answers.
@@ -102,6 +103,55 @@ impl From<GrantError> for HttpError {
     }
 }
 
+impl HttpError {
+    /// The one table from failure kind to HTTP status and OAuth error code.
+    pub fn status_and_code(kind: Kind) -> (StatusCode, &'static str, Option<u64>) {
+        match kind {
+            Kind::InvalidRequest => (StatusCode::BAD_REQUEST, "invalid_request", None),
+            Kind::UnsupportedGrantType => (StatusCode::BAD_REQUEST, "unsupported_grant_type", None),
+            Kind::UnauthorizedClient => (StatusCode::FORBIDDEN, "unauthorized_client", None),
+            Kind::AccessDenied => (StatusCode::FORBIDDEN, "access_denied", None),
+            Kind::RateLimited { retry_after } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "temporarily_unavailable",
+                Some(retry_after.max(1)),
+            ),
+            Kind::Unavailable { retry_after } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                Some(retry_after.max(1)),
+            ),
+            Kind::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "invalid_request", None),
+            Kind::NotFound => (StatusCode::NOT_FOUND, "not_found", None),
+            Kind::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None),
+            Kind::Server => (StatusCode::INTERNAL_SERVER_ERROR, "server_error", None),
+        }
+    }
+
+    /// The OAuth error code of a failure kind (also the `outcome` of the request's log line).
+    pub fn code_of(kind: Kind) -> &'static str {
+        Self::status_and_code(kind).1
+    }
+}
+
+impl From<&Failure> for HttpError {
+    fn from(failure: &Failure) -> Self {
+        let (status, code, retry_after) = Self::status_and_code(failure.kind());
+        Self {
+            status,
+            code,
+            description: failure.message().to_owned(),
+            retry_after,
+        }
+    }
+}
+
+impl From<Failure> for HttpError {
+    fn from(failure: Failure) -> Self {
+        Self::from(&failure)
+    }
+}
+
 /// 404 for unknown paths.
 pub async fn not_found(uri: http::Uri) -> HttpError {
     HttpError::new(
@@ -156,6 +206,50 @@ mod tests {
             assert_eq!(
                 (e.status.as_u16(), e.code, e.retry_after),
                 (status, code, None)
+            );
+        }
+    }
+
+    #[test]
+    fn failure_kinds_map_to_statuses_codes_and_retry_after() {
+        let cases = [
+            (Kind::InvalidRequest, 400, "invalid_request", None),
+            (
+                Kind::UnsupportedGrantType,
+                400,
+                "unsupported_grant_type",
+                None,
+            ),
+            (Kind::UnauthorizedClient, 403, "unauthorized_client", None),
+            (Kind::AccessDenied, 403, "access_denied", None),
+            (
+                Kind::RateLimited { retry_after: 0 },
+                429,
+                "temporarily_unavailable",
+                Some(1),
+            ),
+            (
+                Kind::Unavailable { retry_after: 7 },
+                503,
+                "temporarily_unavailable",
+                Some(7),
+            ),
+            (Kind::RequestTimeout, 408, "invalid_request", None),
+            (Kind::NotFound, 404, "not_found", None),
+            (Kind::MethodNotAllowed, 405, "method_not_allowed", None),
+            (Kind::Server, 500, "server_error", None),
+        ];
+        for (kind, status, code, retry_after) in cases {
+            let e = HttpError::from(Failure::new(kind, "what to fix"));
+            assert_eq!(
+                (
+                    e.status.as_u16(),
+                    e.code,
+                    e.retry_after,
+                    e.description.as_str()
+                ),
+                (status, code, retry_after, "what to fix"),
+                "{kind:?}"
             );
         }
     }
