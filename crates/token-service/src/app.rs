@@ -30,6 +30,7 @@ use crate::server::ServerSettings;
 use crate::signer::Signer;
 use crate::signer::iam::IamSigner;
 use crate::signer::local::LocalSigner;
+use crate::tasks::Background;
 use crate::tls::TlsServer;
 use crate::x509::Trust;
 
@@ -37,6 +38,7 @@ use crate::x509::Trust;
 /// (unreadable key file, flow that refuses its settings...). Must run inside a Tokio runtime:
 /// the IAM signer checks its identity in the background.
 pub fn build(config: &Config, registry: &FlowRegistry) -> Result<App, Vec<String>> {
+    let background = Background::new();
     let trust = match &config.trust {
         Some(settings) => {
             let trust = Trust::load(settings.clone()).map_err(|e| vec![e])?;
@@ -56,7 +58,7 @@ pub fn build(config: &Config, registry: &FlowRegistry) -> Result<App, Vec<String
         None => None,
     };
     if let (None, Some(trust)) = (&tls, &trust) {
-        trust.watch();
+        trust.watch(&background);
     }
     let mut flow_settings = config.flow_settings.clone();
     let trust_for_readiness = trust.clone();
@@ -123,13 +125,13 @@ pub fn build(config: &Config, registry: &FlowRegistry) -> Result<App, Vec<String
                 settings.file.display(),
                 policy.current().summary()
             );
-            policy.watch(settings.reload_interval);
+            policy.watch(settings.reload_interval, &background);
             policy
         }
         None => Arc::new(CertificateFactsPolicy),
     };
     let limits = Arc::new(Limits::new(config.limits.clone()));
-    limits.start_housekeeping();
+    limits.start_housekeeping(&background);
     let grant = ClientCredentials::new(flows, policy, issuer, access).with_limits(limits.clone());
     let mut state = AppState::new(grant, config.issuer.clone(), trace_project);
     state.limits = limits;
@@ -166,6 +168,7 @@ pub fn build(config: &Config, registry: &FlowRegistry) -> Result<App, Vec<String
         draining,
         server: config.server.clone(),
         warnings,
+        background,
     })
 }
 
@@ -183,6 +186,8 @@ pub struct App {
     pub server: ServerSettings,
     /// Warnings found while loading the files (logged by `build`, printed by `check-config`).
     pub warnings: Vec<String>,
+    /// The file watchers and housekeeping tasks, stopped when serving ends.
+    pub background: Arc<Background>,
 }
 
 fn build_signer(
@@ -297,6 +302,17 @@ pub async fn bind(config: &Config) -> anyhow::Result<TcpListener> {
 /// Serves the application on `listener` (and the admin port) until SIGTERM or Ctrl-C, then
 /// drains within `SHUTDOWN_GRACE_PERIOD`.
 pub async fn serve(listener: TcpListener, app: App) -> anyhow::Result<()> {
+    serve_until(listener, app, shutdown_signal()).await
+}
+
+/// Serves the application on `listener` (and the admin port) until `shutdown` completes, then
+/// drains within `SHUTDOWN_GRACE_PERIOD` and stops every background task. For embedders and
+/// in-process tests, which hand over a listener bound to port 0.
+pub async fn serve_until(
+    listener: TcpListener,
+    app: App,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let address = listener.local_addr()?;
     let App {
         router,
@@ -304,11 +320,12 @@ pub async fn serve(listener: TcpListener, app: App) -> anyhow::Result<()> {
         admin,
         draining,
         server,
+        background,
         ..
     } = app;
     let scheme = if tls.is_some() { "https" } else { "http" };
     if let Some(tls) = &tls {
-        tls.watch();
+        tls.watch(&background);
     }
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let wait = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
@@ -336,7 +353,7 @@ pub async fn serve(listener: TcpListener, app: App) -> anyhow::Result<()> {
     tracing::info!(event = "listening", address = %address, "listening on {scheme}://{address}");
     let grace = server.grace_period;
     let signal = async move {
-        shutdown_signal().await;
+        shutdown.await;
         draining.store(true, Ordering::Relaxed);
         tracing::info!(
             event = "shutting_down",
@@ -351,6 +368,7 @@ pub async fn serve(listener: TcpListener, app: App) -> anyhow::Result<()> {
     if let Some(task) = admin_task {
         let _ = task.await;
     }
+    background.shutdown().await;
     served.context("the server stopped")?;
     tracing::info!(event = "stopped", "stopped");
     Ok(())

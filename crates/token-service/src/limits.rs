@@ -182,12 +182,12 @@ impl Limits {
     }
 
     /// Runs [`Self::forget_idle_clients`] every minute. Must run inside a Tokio runtime.
-    pub fn start_housekeeping(self: &Arc<Self>) {
+    pub fn start_housekeeping(self: &Arc<Self>, background: &crate::tasks::Background) {
         if self.per_client.is_none() && self.auth_failures.is_none() {
             return;
         }
         let limits = Arc::downgrade(self);
-        tokio::spawn(async move {
+        background.spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(60)).await;
                 match limits.upgrade() {

@@ -26,7 +26,11 @@ struct StopInner {
 impl Stop {
     /// Whether shutdown has begun.
     pub fn is_stopped(&self) -> bool {
-        *self.0.stopped.lock().unwrap_or_else(PoisonError::into_inner)
+        *self
+            .0
+            .stopped
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Completes once shutdown begins.
@@ -43,7 +47,11 @@ impl Stop {
     /// Sleeps on this thread for `pause` or until shutdown begins; returns whether it has.
     /// For watcher threads: `while !stop.sleep(interval) { poll() }`.
     pub fn sleep(&self, pause: Duration) -> bool {
-        let stopped = self.0.stopped.lock().unwrap_or_else(PoisonError::into_inner);
+        let stopped = self
+            .0
+            .stopped
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let (stopped, _) = self
             .0
             .wake_threads
@@ -53,7 +61,11 @@ impl Stop {
     }
 
     fn trigger(&self) {
-        *self.0.stopped.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        *self
+            .0
+            .stopped
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = true;
         self.0.wake_threads.notify_all();
         self.0.wake_tasks.notify_waiters();
     }
@@ -118,7 +130,8 @@ impl Background {
     /// Signals every task and thread to stop and waits for them.
     pub async fn shutdown(&self) {
         self.stop.trigger();
-        let tasks: Vec<_> = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(PoisonError::into_inner));
+        let tasks: Vec<_> =
+            std::mem::take(&mut *self.tasks.lock().unwrap_or_else(PoisonError::into_inner));
         for task in tasks {
             let _ = task.await;
         }
@@ -137,8 +150,15 @@ impl Background {
 
     /// How many tasks and threads were started (finished ones included), for tests.
     pub fn started(&self) -> usize {
-        self.tasks.lock().unwrap_or_else(PoisonError::into_inner).len()
-            + self.threads.lock().unwrap_or_else(PoisonError::into_inner).len()
+        self.tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+            + self
+                .threads
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .len()
     }
 }
 

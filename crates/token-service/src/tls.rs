@@ -160,9 +160,10 @@ impl TlsServer {
     }
 
     /// Watches the files and reloads when they change.
-    pub fn watch(self: &Arc<Self>) {
+    pub fn watch(self: &Arc<Self>, background: &crate::tasks::Background) {
         let (files, server) = (self.clone(), self.clone());
         crate::watch::spawn(
+            background,
             self.settings.reload_interval,
             move || files.files(),
             move || match server.reload() {

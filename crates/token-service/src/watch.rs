@@ -1,10 +1,12 @@
 //! Polls files for changes (modification time and length, following symlinks as Kubernetes
 //! swaps them) and calls back when any changed. Polling instead of inotify keeps it working on
 //! network and overlay file systems and in every container runtime. Knows nothing of what the
-//! files hold.
+//! files hold; the threads belong to the service's [`Background`].
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
+
+use crate::tasks::Background;
 
 /// What identifies one version of a file.
 pub type Stamp = Option<(SystemTime, u64)>;
@@ -31,24 +33,24 @@ pub fn stamps(files: &[PathBuf]) -> Vec<Stamp> {
 /// the version it replaced; built on whichever async worker ran the poll, each version landed in
 /// another allocator arena and RSS grew by the material's size with every reload (issue 10,
 /// finding 8).
+///
+/// The thread belongs to `background` and ends when the service shuts down.
 pub fn spawn(
+    background: &Background,
     interval: Duration,
     files: impl Fn() -> Vec<PathBuf> + Send + 'static,
     changed: impl Fn() + Send + 'static,
 ) {
-    let spawned = std::thread::Builder::new()
-        .name("token-service-watch".into())
-        .spawn(move || {
-            let mut seen = stamps(&files());
-            loop {
-                std::thread::sleep(interval);
-                let now = stamps(&files());
-                if now != seen {
-                    seen = now;
-                    changed();
-                }
+    let spawned = background.spawn_thread("token-service-watch", move |stop| {
+        let mut seen = stamps(&files());
+        while !stop.sleep(interval) {
+            let now = stamps(&files());
+            if now != seen {
+                seen = now;
+                changed();
             }
-        });
+        }
+    });
     if let Err(e) = spawned {
         tracing::error!(
             event = "watch_failed",

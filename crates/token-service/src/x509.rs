@@ -408,9 +408,10 @@ impl Trust {
 
     /// Re-reads the CA bundle and CRLs whenever they change. Only needed without a TLS
     /// listener (forwarded certificates): the listener reloads them with its own files.
-    pub fn watch(self: &Arc<Self>) {
+    pub fn watch(self: &Arc<Self>, background: &crate::tasks::Background) {
         let (files, trust) = (self.clone(), self.clone());
         crate::watch::spawn(
+            background,
             self.settings.reload_interval,
             move || files.files(),
             move || {

@@ -69,9 +69,10 @@ impl RulesPolicy {
     }
 
     /// Re-reads the policy and its deny lists whenever one of them changes.
-    pub fn watch(self: &Arc<Self>, interval: Duration) {
+    pub fn watch(self: &Arc<Self>, interval: Duration, background: &crate::tasks::Background) {
         let (files, policy) = (self.clone(), self.clone());
         crate::watch::spawn(
+            background,
             interval,
             move || files.current().files(),
             move || match policy.reload() {
