@@ -3,7 +3,7 @@
 //! constructor; labels are low-cardinality (flow, outcome, API, status), never client IDs.
 //! Depends on nothing else of ours.
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -91,11 +91,16 @@ pub struct Metrics {
     connections_timed_out: Family<ResultLabel, Counter>,
 }
 
-static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+static METRICS: LazyLock<Arc<Metrics>> = LazyLock::new(|| Arc::new(Metrics::new()));
 
-/// The process-wide metrics.
+/// The process-wide metrics (transitional: being replaced by a handle passed down).
 pub fn metrics() -> &'static Metrics {
     &METRICS
+}
+
+/// The process-wide metrics as a handle (transitional: call sites not yet given a handle).
+pub fn shared() -> Arc<Metrics> {
+    METRICS.clone()
 }
 
 impl Default for Metrics {
