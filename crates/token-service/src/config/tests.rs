@@ -3,7 +3,14 @@ use std::io::Write as _;
 use super::source::{Origin, Values, read_file};
 use super::*;
 
-const KNOWN: &[&str] = &["xlb-mtls-client-credentials", "other-flow"];
+/// The built-in flows and one without settings, as an embedder would register it.
+fn registry() -> FlowRegistry {
+    let mut registry = FlowRegistry::builtin();
+    registry.register("other-flow", "client_secret_post", |_| {
+        Err("other-flow is never built in these tests".into())
+    });
+    registry
+}
 
 fn values(pairs: &[(&str, &str)]) -> Values {
     pairs
@@ -13,11 +20,12 @@ fn values(pairs: &[(&str, &str)]) -> Values {
 }
 
 fn ok(pairs: &[(&str, &str)]) -> Config {
-    load(values(pairs), KnownFlows(KNOWN)).unwrap()
+    load(values(pairs), &registry()).unwrap()
 }
 
 fn errors(pairs: &[(&str, &str)]) -> Vec<String> {
-    load(values(pairs), KnownFlows(KNOWN)).unwrap_err()
+    let errors = load(values(pairs), &registry()).unwrap_err();
+    errors.iter().map(ToString::to_string).collect()
 }
 
 const AUD: (&str, &str) = ("TOKEN_AUDIENCE", "https://aud.example");
@@ -76,7 +84,7 @@ fn auth_flows_ignores_whitespace_and_refuses_unknown_or_empty_lists() {
     assert_eq!(
         e,
         vec![
-            "AUTH_FLOWS: unknown flow 'nope'; known flows: xlb-mtls-client-credentials, other-flow"
+            "AUTH_FLOWS: unknown flow 'nope'; known flows: forwarded-cert-client-credentials, mtls-client-credentials, other-flow, xlb-mtls-client-credentials"
         ]
     );
     for blank in [" , ", "", "  "] {
@@ -199,7 +207,10 @@ fn every_problem_is_reported_at_once() {
 #[test]
 fn header_settings_are_validated_and_used() {
     let c = ok(&[AUD, ("MTLS_HEADER_CLIENT_CERT_PRESENT", "X-Mtls-Present")]);
-    assert_eq!(c.flow_settings.xlb.present.as_str(), "x-mtls-present");
+    assert_eq!(
+        c.resolved("MTLS_HEADER_CLIENT_CERT_PRESENT"),
+        Some("x-mtls-present")
+    );
     let e = errors(&[
         AUD,
         ("MTLS_HEADER_CLIENT_CERT_HASH", "x"),
@@ -224,16 +235,23 @@ fn lb_secret_is_redacted_in_the_description() {
 fn config_file_accepts_known_settings_in_any_case_and_refuses_unknown_ones() {
     let mut f = tempfile::NamedTempFile::new().unwrap();
     writeln!(f, "token_audience = \"https://file.example\"\nTOKEN_VALIDITY = 10\nAUTH_FLOWS = [\"other-flow\"]").unwrap();
-    let v = read_file(f.path()).unwrap();
+    let v = read_file(f.path(), &SETTINGS).unwrap();
     assert_eq!(v["TOKEN_VALIDITY"], ("10".to_owned(), Origin::File));
     assert_eq!(v["AUTH_FLOWS"].0, "other-flow");
     let mut f = tempfile::NamedTempFile::new().unwrap();
     writeln!(f, "TOKEN_VALIDTY = 10").unwrap();
-    let e = read_file(f.path()).unwrap_err();
-    assert!(e[0].contains("unknown setting 'TOKEN_VALIDTY'"), "{e:?}");
+    let e = read_file(f.path(), &SETTINGS).unwrap_err();
+    assert!(
+        e[0].to_string().contains("unknown setting 'TOKEN_VALIDTY'"),
+        "{e:?}"
+    );
     let mut f = tempfile::NamedTempFile::new().unwrap();
     writeln!(f, "TOKEN_VALIDITY = ").unwrap();
-    assert!(read_file(f.path()).unwrap_err()[0].starts_with("--config"));
+    assert!(
+        read_file(f.path(), &SETTINGS).unwrap_err()[0]
+            .to_string()
+            .starts_with("--config")
+    );
 }
 
 #[test]
@@ -297,8 +315,8 @@ fn forwarded_settings_refuse_a_chain_header_the_format_cannot_have_and_map_ipv4_
         ),
     ]);
     let proxies: Vec<String> = c
-        .flow_settings
-        .forwarded
+        .limits
+        .caller
         .trusted_proxies
         .iter()
         .map(ToString::to_string)
@@ -321,13 +339,7 @@ fn forwarded_settings_refuse_a_chain_header_the_format_cannot_have_and_map_ipv4_
         ("FORWARDED_CERT_FORMAT", "haproxy"),
         ("FORWARDED_CERT_CHAIN_HEADER", "X-Chain"),
     ]);
-    assert_eq!(
-        c.flow_settings
-            .forwarded
-            .chain_header
-            .map(|h| h.to_string()),
-        Some("x-chain".to_owned())
-    );
+    assert_eq!(c.resolved("FORWARDED_CERT_CHAIN_HEADER"), Some("x-chain"));
 }
 
 #[test]
