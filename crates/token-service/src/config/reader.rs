@@ -381,7 +381,11 @@ impl<'a> Reader<'a> {
     }
 
     /// Records the value the service will use, for `check-config`.
+    /// Secrets are never recorded.
     pub fn resolve(&mut self, setting: &Setting, value: impl ToString) {
+        if setting.secret {
+            return;
+        }
         self.resolved.insert(setting.name, value.to_string());
     }
 
