@@ -106,7 +106,7 @@ pub fn main_with(registry: FlowRegistry) -> ExitCode {
     }
     if let Command::Policy(command) = &cli.command {
         return match settings(&cli, &table) {
-            Ok(values) => policy::run(command, &values),
+            Ok(values) => policy::run(command, &values, &registry),
             Err(code) => code,
         };
     }

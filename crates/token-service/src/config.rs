@@ -10,6 +10,7 @@
 //! that span modules. It reads no environment: [`source`] does.
 
 pub mod reader;
+mod setting;
 pub mod source;
 
 use std::collections::BTreeMap;
@@ -196,22 +197,8 @@ pub fn load(values: Values, registry: &FlowRegistry) -> Result<Config, Vec<Start
     let logs = crate::telemetry::LogSettings::read(&mut r);
     let mut limits = crate::limits::LimitSettings::read(&mut r);
     let server = crate::server::ServerSettings::read(&mut r, limits.max_concurrent_requests);
-    if limits.request_timeout <= google.timeout {
-        r.fail("REQUEST_TIMEOUT", format!(
-            "{} s is not valid with UPSTREAM_TIMEOUT {} s; it must be longer, so that upstream errors reach the client",
-            limits.request_timeout.as_secs(),
-            google.timeout.as_secs()
-        ));
-    }
-    limits.caller = crate::limits::CallerKey {
-        trusted_proxies: forwarded.trusted_proxies.clone(),
-        // Without a secret, X-Forwarded-For is trusted only on a plain-HTTP listener, which
-        // only the load balancer reaches (a TLS listener without MTLS_LB_SECRET is refused
-        // above anyway).
-        google_lb: flows.iter().any(|f| f == xlb_mtls::NAME)
-            && (xlb.lb_secret.is_some() || tls.is_none()),
-        lb_secret: xlb.lb_secret.clone(),
-    };
+    check_request_timeout(&mut r, &limits, &google);
+    limits.caller = caller_key(&flows, &xlb, &forwarded, tls.is_some());
     let admin = crate::server::settings::read_admin(&mut r, bind_address);
     let policy = PolicySettings::read(&mut r);
     warn_unknown(&mut r, &values, &table);
@@ -245,6 +232,39 @@ pub fn load(values: Values, registry: &FlowRegistry) -> Result<Config, Vec<Start
         table,
         resolved,
     })
+}
+
+/// The request must outlast its upstream calls, so that their errors reach the client.
+fn check_request_timeout(
+    r: &mut Reader<'_>,
+    limits: &crate::limits::LimitSettings,
+    google: &GoogleConfig,
+) {
+    if limits.request_timeout <= google.timeout {
+        r.fail("REQUEST_TIMEOUT", format!(
+            "{} s is not valid with UPSTREAM_TIMEOUT {} s; it must be longer, so that upstream errors reach the client",
+            limits.request_timeout.as_secs(),
+            google.timeout.as_secs()
+        ));
+    }
+}
+
+/// How the failed-authentication limit finds the caller: behind `TRUSTED_PROXIES` from
+/// `X-Forwarded-For`, behind Google's load balancer from its entry.
+fn caller_key(
+    flows: &[String],
+    xlb: &xlb_mtls::XlbSettings,
+    forwarded: &forwarded_cert::ForwardedSettings,
+    tls: bool,
+) -> crate::limits::CallerKey {
+    crate::limits::CallerKey {
+        trusted_proxies: forwarded.trusted_proxies.clone(),
+        // Without a secret, X-Forwarded-For is trusted only on a plain-HTTP listener, which
+        // only the load balancer reaches (a TLS listener without MTLS_LB_SECRET is refused
+        // anyway).
+        google_lb: flows.iter().any(|f| f == xlb_mtls::NAME) && (xlb.lb_secret.is_some() || !tls),
+        lb_secret: xlb.lb_secret.clone(),
+    }
 }
 
 /// `AUTH_FLOWS`: known names, none twice, at least one.
