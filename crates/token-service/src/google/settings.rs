@@ -93,7 +93,7 @@ impl GoogleConfig {
         let iam_credentials = r.url(&IAM_CREDENTIALS_ENDPOINT).unwrap_or_default();
         let sts = r.url(&STS_ENDPOINT).unwrap_or_default();
         let timeout = r.seconds(&UPSTREAM_TIMEOUT);
-        let max_connections = r.count(&UPSTREAM_MAX_CONNECTIONS).unwrap_or(256);
+        let max_connections = r.count(&UPSTREAM_MAX_CONNECTIONS).unwrap_or_default();
         let cache = r.flag(&ACCESS_TOKEN_CACHE);
         Self {
             endpoints: Endpoints {

@@ -128,7 +128,7 @@ impl LimitSettings {
         } else {
             rate(r, &AUTH_FAILURES, &AUTH_FAILURES_BURST)
         };
-        let max_concurrent = r.count(&MAX_CONCURRENT_REQUESTS).unwrap_or(2048);
+        let max_concurrent = r.count(&MAX_CONCURRENT_REQUESTS).unwrap_or_default();
         Self {
             global,
             per_client,

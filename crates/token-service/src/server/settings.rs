@@ -91,14 +91,18 @@ pub struct ServerSettings {
 impl Default for ServerSettings {
     /// The declared defaults.
     fn default() -> Self {
-        Self::read(&mut Reader::new(&Values::new()), 2048)
+        let limits = crate::limits::LimitSettings::default();
+        Self::read(
+            &mut Reader::new(&Values::new()),
+            limits.max_concurrent_requests,
+        )
     }
 }
 
 impl ServerSettings {
     /// Reads the connection settings; the stream limit follows `MAX_CONCURRENT_REQUESTS`.
     pub fn read(r: &mut Reader<'_>, max_concurrent_requests: usize) -> Self {
-        let max_connections = r.count(&MAX_CONNECTIONS).unwrap_or(4096);
+        let max_connections = r.count(&MAX_CONNECTIONS).unwrap_or_default();
         Self {
             max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
             header_read_timeout: r.seconds(&HEADER_READ_TIMEOUT),
@@ -112,7 +116,8 @@ impl ServerSettings {
 /// The main listener's address and port. On Cloud Run (`K_SERVICE` set) the service must
 /// listen on every interface; elsewhere loopback is the safe default.
 pub fn read_listen(r: &mut Reader<'_>, on_cloud_run: bool) -> (IpAddr, u16) {
-    let port = r.port(&PORT).unwrap_or(8080);
+    // `None` only after a recorded error, which stops startup.
+    let port = r.port(&PORT).unwrap_or_default();
     let default: IpAddr = if on_cloud_run {
         [0, 0, 0, 0].into()
     } else {

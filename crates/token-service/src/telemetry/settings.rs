@@ -48,7 +48,7 @@ impl LogSettings {
         };
         Self {
             format,
-            level: r.choice(&LEVEL).unwrap_or("info").to_owned(),
+            level: r.choice(&LEVEL).unwrap_or_default().to_owned(),
             trace_project: r.text(&TRACE_PROJECT),
         }
     }
