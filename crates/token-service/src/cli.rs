@@ -1,5 +1,6 @@
-//! Command line: `serve`, `demo` and `check-config`. Settings come from the environment and an
-//! optional `--config` TOML file; `--help` lists every setting.
+//! Command line: `serve`, `demo`, `check-config`, `pki` and `policy`, with the built-in flows
+//! ([`main`]) or an embedder's ([`main_with`]). Settings come from the environment and an
+//! optional `--config` TOML file; `--help` lists every setting of the flows' registry too.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,7 +8,8 @@ use std::process::ExitCode;
 use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
 use crate::config::source::{self, Origin, Values};
-use crate::config::{self, Config, KnownFlows, SETTINGS};
+use crate::config::{self, Config, Setting};
+use crate::error::StartupError;
 use crate::flows::FlowRegistry;
 use crate::pki::DevPki;
 
@@ -46,15 +48,16 @@ pub enum Command {
     Policy(policy::PolicyCommand),
 }
 
-fn settings_help() -> String {
+fn settings_help(table: &[Setting]) -> String {
     let mut text = String::from(
         "Settings (environment variables; also accepted as keys of the --config file):\n",
     );
-    for s in SETTINGS {
-        let default = if s.default.is_empty() {
+    for s in table {
+        let default = s.default_text();
+        let default = if default.is_empty() {
             String::new()
         } else {
-            format!(" [default: {}]", s.default)
+            format!(" [default: {default}]")
         };
         text.push_str(&format!("  {:<42} {}{default}\n", s.name, s.help));
     }
@@ -81,102 +84,124 @@ pub enum PkiCommand {
     },
 }
 
-/// Parses the command line and runs it.
+/// Parses the command line and runs it with the built-in flows.
 pub fn main() -> ExitCode {
-    let command = Cli::command().after_help(settings_help());
+    main_with(FlowRegistry::builtin())
+}
+
+/// Parses the command line and runs it with the flows of `registry`: the complete server
+/// (TLS, limits, drain), `check-config`, `demo`, `pki` and `policy`. The flows' settings are
+/// listed in `--help` and `check-config` and accepted in `--config` files and from the
+/// environment. An embedder's `main` is `cli::main_with(FlowRegistry::builtin().with(spec))`.
+pub fn main_with(registry: FlowRegistry) -> ExitCode {
+    let table = config::table(&registry);
+    let command = Cli::command().after_help(settings_help(&table));
     let matches = command.get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
-    let registry = FlowRegistry::builtin();
     if let Command::Pki(pki) = &cli.command {
-        return run_pki(&cli, pki);
+        return run_pki(&cli, pki, &table);
     }
     if let Command::Policy(command) = &cli.command {
-        return match settings(&cli) {
-            Ok(values) => policy::run(command, &values),
+        return match settings(&cli, &table) {
+            Ok(values) => policy::run(command, &values, &registry),
             Err(code) => code,
         };
     }
-    let config = match load(&cli, &registry) {
+    let config = match load(&cli, &registry, &table) {
         Ok(config) => config,
-        Err(errors) => {
-            for e in errors {
-                eprintln!("error: {e}");
-            }
-            return ExitCode::from(2);
-        }
+        Err(errors) => return refuse(&errors),
     };
-    if let Command::Demo = cli.command {
-        print_demo_hint(&config);
-    }
-    if let Command::CheckConfig = cli.command {
-        print!("{}", config.describe());
-        // The warnings `serve` would log at startup.
-        for w in &config.warnings {
-            eprintln!("warning: {w}");
+    match cli.command {
+        Command::CheckConfig => check_config(&config, &registry),
+        Command::Demo => {
+            print_demo_hint(&config);
+            serve(&config, &registry)
         }
-        if let Some(settings) = &config.policy {
-            match crate::policy::rules::Policy::load_for(&settings.file, &registry.names()) {
-                Ok(policy) => println!("client policy: {}", policy.summary()),
-                Err(e) => {
-                    eprintln!("error: POLICY_FILE: {e}");
-                    return ExitCode::from(2);
-                }
+        _ => serve(&config, &registry),
+    }
+}
+
+/// Prints every problem, one line each, and exits with 2.
+fn refuse(errors: &[StartupError]) -> ExitCode {
+    for e in errors {
+        eprintln!("error: {e}");
+    }
+    ExitCode::from(2)
+}
+
+/// Prints every message, one line each, and exits with 2.
+fn refuse_text(errors: &[String]) -> ExitCode {
+    for e in errors {
+        eprintln!("error: {e}");
+    }
+    ExitCode::from(2)
+}
+
+/// `check-config`: the resolved settings, the warnings `serve` would log, and what the files
+/// hold (keys, certificates, CAs, policy) loaded as `serve` would, without binding a port.
+fn check_config(config: &Config, registry: &FlowRegistry) -> ExitCode {
+    print!("{}", config.describe());
+    for w in &config.warnings {
+        eprintln!("warning: {w}");
+    }
+    if let Some(settings) = &config.policy {
+        match crate::policy::rules::Policy::load_for(&settings.file, &registry.names()) {
+            Ok(policy) => println!("client policy: {}", policy.summary()),
+            Err(e) => {
+                eprintln!("error: POLICY_FILE: {e}");
+                return ExitCode::from(2);
             }
         }
-        // Load what the files hold too (keys, certificates, CAs), as `serve` would, without
-        // binding a port.
-        // A development key would be generated into DATA_DIR: generate it in a scratch folder.
-        // A key already in DATA_DIR is checked where it is (reading writes nothing); the
-        // folder's permissions are checked either way.
-        let mut checked = config.clone();
-        let scratch =
-            std::env::temp_dir().join(format!("token-service-check-{}", std::process::id()));
-        let mut refused = None;
-        if let config::SignerConfig::Local {
-            key_file: None,
-            data_dir,
-        } = &mut checked.signer
-            && !data_dir
-                .join(crate::signer::local::GENERATED_KEY_FILE)
-                .exists()
-        {
-            refused = crate::signer::local::files::check_data_dir(data_dir).err();
-            *data_dir = scratch.clone();
-        }
-        let built = match refused {
-            Some(e) => Err(vec![e]),
-            None => tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| vec![format!("cannot start the async runtime: {e}")])
-                .and_then(|runtime| {
-                    runtime.block_on(async { crate::app::build(&checked, &registry) })
-                }),
-        };
-        let _ = std::fs::remove_dir_all(&scratch);
-        if let Ok(app) = &built {
+    }
+    // A development key would be generated into DATA_DIR: generate it in a scratch folder.
+    // A key already in DATA_DIR is checked where it is (reading writes nothing); the
+    // folder's permissions are checked either way.
+    let mut checked = config.clone();
+    let scratch = std::env::temp_dir().join(format!("token-service-check-{}", std::process::id()));
+    let mut refused = None;
+    if let config::SignerConfig::Local {
+        key_file: None,
+        data_dir,
+    } = &mut checked.signer
+        && !data_dir
+            .join(crate::signer::local::GENERATED_KEY_FILE)
+            .exists()
+    {
+        refused = crate::signer::local::files::check_data_dir(data_dir).err();
+        *data_dir = scratch.clone();
+    }
+    let built = match refused {
+        Some(e) => Err(vec![e]),
+        None => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| vec![format!("cannot start the async runtime: {e}")])
+            .and_then(|runtime| runtime.block_on(async { crate::app::build(&checked, registry) })),
+    };
+    let _ = std::fs::remove_dir_all(&scratch);
+    match built {
+        Ok(app) => {
             for w in &app.warnings {
                 eprintln!("warning: {w}");
             }
+            println!("configuration is valid");
+            ExitCode::SUCCESS
         }
-        if let Err(errors) = built {
-            for e in errors {
-                eprintln!("error: {e}");
-            }
-            return ExitCode::from(2);
-        }
-        println!("configuration is valid");
-        return ExitCode::SUCCESS;
+        Err(errors) => refuse_text(&errors),
     }
+}
+
+/// `serve` (and `demo`): logs, runtime, the app, the listener, until SIGTERM and the drain.
+fn serve(config: &Config, registry: &FlowRegistry) -> ExitCode {
     crate::telemetry::init(config.log_format, &config.log_level);
     for w in &config.warnings {
         tracing::warn!(event = "config_warning", "{w}");
     }
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(workers) = crate::app::async_workers(&config) {
+    if let Some(workers) = crate::app::async_workers(config) {
         runtime.worker_threads(workers);
     }
     let runtime = match runtime.enable_all().build() {
@@ -187,9 +212,9 @@ pub fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let router = crate::app::build(&config, &registry)
+        let router = crate::app::build(config, registry)
             .map_err(|errors| anyhow::anyhow!(errors.join("; ")))?;
-        let listener = crate::app::bind(&config).await?;
+        let listener = crate::app::bind(config).await?;
         crate::app::serve(listener, router).await
     });
     match result {
@@ -202,16 +227,20 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn load(cli: &Cli, registry: &FlowRegistry) -> Result<Config, Vec<String>> {
+fn load(
+    cli: &Cli,
+    registry: &FlowRegistry,
+    table: &[Setting],
+) -> Result<Config, Vec<StartupError>> {
     let mut values: Values = match &cli.config {
-        Some(path) => source::read_file(path)?,
+        Some(path) => source::read_file(path, table)?,
         None => Values::new(),
     };
-    values.extend(source::process_env());
+    values.extend(source::process_env(table));
     if let Command::Demo = cli.command {
-        demo_defaults(&mut values).map_err(|e| vec![e])?;
+        demo_defaults(&mut values).map_err(|e| vec![StartupError::other(e)])?;
     }
-    config::load(values, KnownFlows(&registry.names()))
+    config::load(values, registry)
 }
 
 fn data_dir(values: &Values) -> PathBuf {
@@ -264,31 +293,26 @@ fn print_demo_hint(config: &Config) {
 }
 
 /// The settings from `--config` and the environment, for the offline subcommands.
-fn settings(cli: &Cli) -> Result<Values, ExitCode> {
+fn settings(cli: &Cli, table: &[Setting]) -> Result<Values, ExitCode> {
     let mut values: Values = match &cli.config {
-        Some(path) => match source::read_file(path) {
+        Some(path) => match source::read_file(path, table) {
             Ok(v) => v,
-            Err(errors) => {
-                for e in errors {
-                    eprintln!("error: {e}");
-                }
-                return Err(ExitCode::from(2));
-            }
+            Err(errors) => return Err(refuse(&errors)),
         },
         None => Values::new(),
     };
-    values.extend(source::process_env());
+    values.extend(source::process_env(table));
     Ok(values)
 }
 
-fn run_pki(cli: &Cli, command: &PkiCommand) -> ExitCode {
+fn run_pki(cli: &Cli, command: &PkiCommand, table: &[Setting]) -> ExitCode {
     let PkiCommand::Client {
         name,
         spiffe_id,
         dns,
         days,
     } = command;
-    let values = match settings(cli) {
+    let values = match settings(cli, table) {
         Ok(values) => values,
         Err(code) => return code,
     };

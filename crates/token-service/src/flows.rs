@@ -11,9 +11,6 @@ pub mod forwarded_cert;
 pub mod mtls;
 pub mod xlb_mtls;
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-
 use async_trait::async_trait;
 
 use crate::model::{AuthenticatedClient, TokenRequest};
@@ -61,131 +58,7 @@ pub trait Flow: Send + Sync {
     async fn authenticate(&self, request: &TokenRequest) -> Result<AuthenticatedClient, FlowError>;
 }
 
-/// Settings of the built-in flows, filled in by `config` (and the loaded trust material by
-/// `app`).
-#[derive(Debug, Clone, Default)]
-pub struct FlowSettings {
-    /// Settings of `xlb-mtls-client-credentials`.
-    pub xlb: xlb_mtls::XlbSettings,
-    /// Client ID attribute of the certificate-verifying flows (`MTLS_CLIENT_ID_ATTRIBUTE`).
-    pub client_id: crate::x509::ClientIdAttribute,
-    /// Settings of `forwarded-cert-client-credentials`.
-    pub forwarded: forwarded_cert::ForwardedSettings,
-    /// Client CA bundle and CRLs, loaded; required by the certificate-verifying flows.
-    pub trust: Option<Arc<crate::x509::Trust>>,
-}
-
-impl FlowSettings {
-    fn trust(&self, flow: &str) -> Result<Arc<crate::x509::Trust>, String> {
-        self.trust
-            .clone()
-            .ok_or_else(|| format!("TLS_CLIENT_CA_FILE: required by the flow {flow}; set it to a PEM bundle of the client CAs"))
-    }
-}
-
-/// Builds a flow from the settings; fails with a message naming the setting at fault.
-pub type FlowFactory = Box<dyn Fn(&FlowSettings) -> Result<Arc<dyn Flow>, String> + Send + Sync>;
-
-/// A registered flow: its name (in `AUTH_FLOWS`, the `amr` claim, logs and metrics), its
-/// token-endpoint authentication method (published in discovery) and its factory.
-struct Registration {
-    auth_method: &'static str,
-    factory: FlowFactory,
-}
-
-/// A flow as the grant runs it: its registered name and authentication method, and the flow.
-#[derive(Clone)]
-pub struct EnabledFlow {
-    /// The name it was registered under.
-    pub name: Arc<str>,
-    /// Its token-endpoint authentication method, for discovery.
-    pub auth_method: &'static str,
-    /// The flow.
-    pub flow: Arc<dyn Flow>,
-}
-
-/// The known flows, by name.
-pub struct FlowRegistry {
-    factories: BTreeMap<String, Registration>,
-}
-
-impl FlowRegistry {
-    /// An empty registry.
-    pub fn empty() -> Self {
-        Self {
-            factories: BTreeMap::new(),
-        }
-    }
-
-    /// The flows that ship with Token Service.
-    pub fn builtin() -> Self {
-        let mut registry = Self::empty();
-        registry.register(xlb_mtls::NAME, TLS_CLIENT_AUTH, |s| {
-            Ok(Arc::new(xlb_mtls::XlbMtlsFlow::new(s.xlb.clone())?))
-        });
-        registry.register(forwarded_cert::NAME, TLS_CLIENT_AUTH, |s| {
-            let trust = s.trust(forwarded_cert::NAME)?;
-            Ok(Arc::new(forwarded_cert::ForwardedCertFlow::new(
-                s.forwarded.clone(),
-                s.client_id,
-                trust,
-                s.xlb.clock,
-            )?))
-        });
-        registry.register(mtls::NAME, TLS_CLIENT_AUTH, |s| {
-            Ok(Arc::new(mtls::MtlsFlow::new(
-                s.client_id,
-                s.trust(mtls::NAME)?,
-                s.xlb.clock,
-            )))
-        });
-        registry
-    }
-
-    /// Registers a flow under `name` with its token-endpoint authentication method (e.g.
-    /// [`TLS_CLIENT_AUTH`]), replacing any flow of that name.
-    pub fn register<F>(&mut self, name: &str, auth_method: &'static str, factory: F)
-    where
-        F: Fn(&FlowSettings) -> Result<Arc<dyn Flow>, String> + Send + Sync + 'static,
-    {
-        self.factories.insert(
-            name.to_owned(),
-            Registration {
-                auth_method,
-                factory: Box::new(factory),
-            },
-        );
-    }
-
-    /// Names of the known flows, sorted.
-    pub fn names(&self) -> Vec<&str> {
-        self.factories.keys().map(String::as_str).collect()
-    }
-
-    /// Whether a flow of that name is known.
-    pub fn contains(&self, name: &str) -> bool {
-        self.factories.contains_key(name)
-    }
-
-    /// Builds the enabled flows in the given order.
-    pub fn build(
-        &self,
-        enabled: &[String],
-        settings: &FlowSettings,
-    ) -> Result<Vec<EnabledFlow>, String> {
-        enabled
-            .iter()
-            .map(|name| match self.factories.get(name) {
-                Some(registration) => Ok(EnabledFlow {
-                    name: Arc::from(name.as_str()),
-                    auth_method: registration.auth_method,
-                    flow: (registration.factory)(settings)?,
-                }),
-                None => Err(format!(
-                    "AUTH_FLOWS: unknown flow '{name}'; known flows: {}",
-                    self.names().join(", ")
-                )),
-            })
-            .collect()
-    }
-}
+mod registry;
+pub use registry::{
+    AUTH_FLOWS, Build, EnabledFlow, FlowRegistry, FlowSettings, FlowSpec, Needs, needs_client_cas,
+};

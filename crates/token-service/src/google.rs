@@ -7,7 +7,9 @@
 pub mod credentials;
 pub mod iam_credentials;
 pub mod metadata;
+pub(crate) mod settings;
 pub mod sts;
+pub use settings::GoogleConfig;
 
 use std::collections::HashMap;
 use std::future::Future;

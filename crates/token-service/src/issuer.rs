@@ -1,6 +1,9 @@
 //! ID-token issuance: builds the claims for an admitted client and has the signer sign them;
 //! also builds the OIDC discovery document. Uses `model`, `clock` and the `signer` trait.
 
+pub(crate) mod settings;
+pub use settings::WorkloadIdentityPool;
+
 use std::sync::Arc;
 
 use serde_json::{Map, Value, json};

@@ -22,6 +22,9 @@ use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 use tokio::sync::Semaphore;
 
+pub(crate) mod settings;
+pub use settings::LimitSettings;
+
 /// A token bucket: `rate` requests per second on average, bursts of up to `burst`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rate {
@@ -34,37 +37,6 @@ pub struct Rate {
 impl Rate {
     fn quota(self) -> Quota {
         Quota::per_second(self.per_second).allow_burst(self.burst)
-    }
-}
-
-/// Limit settings.
-#[derive(Debug, Clone)]
-pub struct LimitSettings {
-    /// `RATE_LIMIT_GLOBAL` / `_BURST`: all token requests together; `None` = off.
-    pub global: Option<Rate>,
-    /// `RATE_LIMIT_PER_CLIENT` / `_BURST`: per client ID; `None` = off.
-    pub per_client: Option<Rate>,
-    /// `RATE_LIMIT_AUTH_FAILURES` / `_BURST`: failed authentications per caller address;
-    /// `None` = off.
-    pub auth_failures: Option<Rate>,
-    /// How the caller address of the failed-authentication limit is found.
-    pub caller: CallerKey,
-    /// `MAX_CONCURRENT_REQUESTS`.
-    pub max_concurrent_requests: usize,
-    /// `REQUEST_TIMEOUT`.
-    pub request_timeout: Duration,
-}
-
-impl Default for LimitSettings {
-    fn default() -> Self {
-        Self {
-            global: None,
-            per_client: None,
-            auth_failures: None,
-            caller: CallerKey::default(),
-            max_concurrent_requests: 2048,
-            request_timeout: Duration::from_secs(30),
-        }
     }
 }
 

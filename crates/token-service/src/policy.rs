@@ -7,7 +7,9 @@
 pub mod deny_list;
 pub mod engine;
 pub mod rules;
+pub(crate) mod settings;
 pub mod template;
+pub use settings::PolicySettings;
 
 use serde_json::Map;
 

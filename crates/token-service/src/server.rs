@@ -22,38 +22,11 @@ use tower::ServiceExt as _;
 use crate::http::{Connection as ConnectionInfo, PeerCertificates};
 use crate::tls::TlsServer;
 
+pub(crate) mod settings;
+pub use settings::ServerSettings;
+
 /// Largest request head (request line and headers) a client may send; larger ones get 431.
 pub const MAX_HEADER_BYTES: usize = 128 * 1024;
-
-/// Connection limits and shutdown timing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServerSettings {
-    /// `MAX_CONNECTIONS`: connections open at once; more are closed at once.
-    pub max_connections: usize,
-    /// `HEADER_READ_TIMEOUT`: time from accept to the first complete request (TLS handshake,
-    /// protocol detection, head and body), and from a later request's head to its body.
-    pub header_read_timeout: Duration,
-    /// `IDLE_TIMEOUT`: a connection without requests is closed after this.
-    pub idle_timeout: Duration,
-    /// `SHUTDOWN_GRACE_PERIOD`: how long accepted requests may take to finish after SIGTERM.
-    pub grace_period: Duration,
-    /// HTTP/2 streams a client may open at once on one connection (derived from
-    /// `MAX_CONCURRENT_REQUESTS`, at most 100), so that one connection cannot take every
-    /// request permit.
-    pub max_streams_per_connection: u32,
-}
-
-impl Default for ServerSettings {
-    fn default() -> Self {
-        Self {
-            max_connections: 4096,
-            header_read_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(75),
-            grace_period: Duration::from_secs(8),
-            max_streams_per_connection: MAX_STREAMS_PER_CONNECTION,
-        }
-    }
-}
 
 /// The most HTTP/2 streams per connection (RFC 9113 §6.5.2 advises no fewer than 100).
 pub const MAX_STREAMS_PER_CONNECTION: u32 = 100;

@@ -4,6 +4,8 @@
 
 pub mod iam;
 pub mod local;
+pub(crate) mod settings;
+pub use settings::SignerConfig;
 
 use async_trait::async_trait;
 use serde_json::{Map, Value};

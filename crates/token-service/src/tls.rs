@@ -8,7 +8,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
@@ -18,16 +17,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 
 use crate::x509::Trust;
 
-/// TLS listener settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsSettings {
-    /// `TLS_CERT_FILE`: PEM chain, leaf first.
-    pub cert_file: PathBuf,
-    /// `TLS_KEY_FILE`: PEM private key.
-    pub key_file: PathBuf,
-    /// How often the files are checked for changes.
-    pub reload_interval: Duration,
-}
+pub(crate) mod settings;
+pub use settings::TlsSettings;
 
 /// Accepts any client certificate at the TLS layer but checks the handshake signature made
 /// with its key (proof of possession). Chain, validity, EKU and revocation are checked per

@@ -35,19 +35,8 @@ pub mod twin;
 
 pub use chain::{MAX_INTERMEDIATES, Normalised, normalise};
 pub use revocation::{ExpiredCrl, RevocationPolicy};
-
-/// Where the client trust material comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TrustSettings {
-    /// PEM bundle of CA certificates (`TLS_CLIENT_CA_FILE`).
-    pub ca_file: PathBuf,
-    /// PEM or DER CRLs (`TLS_CLIENT_CRL_FILE`).
-    pub crl_file: Option<PathBuf>,
-    /// How often to look for changes (`TLS_RELOAD_INTERVAL`).
-    pub reload_interval: std::time::Duration,
-    /// `TLS_CLIENT_CRL_EXPIRED` and `TLS_CLIENT_CRL_REQUIRED`.
-    pub revocation: RevocationPolicy,
-}
+pub(crate) mod settings;
+pub use settings::TrustSettings;
 
 /// One loaded version of the trust material.
 pub struct TrustMaterial {

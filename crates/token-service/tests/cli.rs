@@ -1,6 +1,6 @@
 //! The command line as a user meets it: help, configuration errors, check-config, the config
 //! file, and the README's quick start driven with the real `curl` binary.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![expect(clippy::unwrap_used, reason = "tests fail by panicking")]
 
 mod common;
 
@@ -102,6 +102,45 @@ fn configuration_errors_name_the_variable_and_exit_nonzero_without_panic() {
             "{err}"
         );
     }
+}
+
+#[test]
+fn check_config_prints_resolved_values_and_warns_about_misspelt_settings() {
+    let out = run(
+        &["check-config"],
+        &[
+            ("TOKEN_AUDIENCE", "https://aud"),
+            ("K_SERVICE", "svc"),
+            ("SIGNER", "local"),
+            ("HEADER_READ_TIMOUT", "20"),
+            ("TOKEN_CLIENT_CERT_FILE", "/device.pem"),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = |name: &str| {
+        text.lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .to_owned()
+    };
+    // What the service uses, not the help's "127.0.0.1; 0.0.0.0 when K_SERVICE is set".
+    assert_eq!(line("BIND_ADDRESS"), "0.0.0.0");
+    // The misspelt setting changed nothing, and is named with the setting meant.
+    assert_eq!(line("HEADER_READ_TIMEOUT"), "10");
+    let errors = stderr(&out);
+    assert!(
+        errors
+            .lines()
+            .any(|l| l.starts_with("warning: HEADER_READ_TIMOUT")
+                && l.contains("did you mean HEADER_READ_TIMEOUT?")),
+        "{errors}"
+    );
+    // The device-side client's variables are not the server's business.
+    assert!(!errors.contains("TOKEN_CLIENT_CERT_FILE"), "{errors}");
 }
 
 #[test]

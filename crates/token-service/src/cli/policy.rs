@@ -7,7 +7,9 @@ use clap::Subcommand;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject as _;
 
+use crate::config::reader::Reader;
 use crate::config::source::Values;
+use crate::flows::FlowRegistry;
 use crate::model::AuthenticatedClient;
 use crate::policy::Requested;
 use crate::policy::rules::{Outcome, Policy};
@@ -47,9 +49,10 @@ pub enum PolicyCommand {
     },
 }
 
-/// Runs a `policy` subcommand; `values` are the settings (environment and `--config`).
-pub fn run(command: &PolicyCommand, values: &Values) -> ExitCode {
-    let builtin = crate::flows::FlowRegistry::builtin();
+/// Runs a `policy` subcommand; `values` are the settings (environment and `--config`), and
+/// a policy's flow conditions may name the flows of `registry`.
+pub fn run(command: &PolicyCommand, values: &Values, registry: &FlowRegistry) -> ExitCode {
+    let builtin = registry;
     match command {
         PolicyCommand::Check { file } => match Policy::load_for(file, &builtin.names()) {
             Ok(policy) => {
@@ -93,18 +96,13 @@ pub fn run(command: &PolicyCommand, values: &Values) -> ExitCode {
                 eprintln!("error: no policy: pass --policy FILE or set POLICY_FILE");
                 return ExitCode::from(2);
             };
-            let attribute = match setting("MTLS_CLIENT_ID_ATTRIBUTE") {
-                None => ClientIdAttribute::default(),
-                Some(v) => match ClientIdAttribute::parse(&v) {
-                    Some(a) => a,
-                    None => {
-                        eprintln!(
-                            "error: MTLS_CLIENT_ID_ATTRIBUTE: '{v}' is not valid; expected spiffe, dns_san, uri_san or sha256"
-                        );
-                        return ExitCode::from(2);
-                    }
-                },
-            };
+            let mut reader = Reader::new(values);
+            let attribute = crate::x509::settings::read_client_id(&mut reader);
+            let (errors, _, _) = reader.finish();
+            if let Some(e) = errors.first() {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
             let ca = ca
                 .clone()
                 .or_else(|| setting("TLS_CLIENT_CA_FILE").map(PathBuf::from));
@@ -114,6 +112,7 @@ pub fn run(command: &PolicyCommand, values: &Values) -> ExitCode {
                 policy: &policy_path,
                 ca: ca.as_deref(),
                 flow,
+                flows: registry,
                 attribute,
                 requested: Requested {
                     scope: Some(scope.as_str()).filter(|s| !s.trim().is_empty()),
@@ -143,6 +142,7 @@ struct Request<'a> {
     policy: &'a Path,
     ca: Option<&'a Path>,
     flow: &'a str,
+    flows: &'a FlowRegistry,
     attribute: ClientIdAttribute,
     requested: Requested<'a>,
 }
@@ -150,8 +150,8 @@ struct Request<'a> {
 /// The explanation as text, and whether the client would be allowed.
 fn explain(request: &Request<'_>) -> Result<(String, bool), String> {
     use std::fmt::Write as _;
-    // Offline, a flow condition may name the flows built into this binary.
-    let builtin = crate::flows::FlowRegistry::builtin();
+    // Offline, a flow condition may name the flows registered in this binary.
+    let builtin = request.flows;
     if !builtin.contains(request.flow) {
         return Err(format!(
             "--flow: '{}' is not a flow; known flows: {}",

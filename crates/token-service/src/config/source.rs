@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::SETTINGS;
+use super::Setting;
+use crate::error::StartupError;
 
 /// Where a setting's value came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,21 +21,38 @@ pub enum Origin {
 /// Setting values by name, with their origin.
 pub type Values = BTreeMap<String, (String, Origin)>;
 
-/// The known settings present in the process environment.
-pub fn process_env() -> Values {
-    SETTINGS
+/// The settings of `table` present in the process environment, and the variables that look
+/// like ours but are not in it ([`super::looks_like_ours`]), so that loading can warn about
+/// them. Nothing else is read.
+pub fn process_env(table: &[Setting]) -> Values {
+    let mut values: Values = table
         .iter()
         .filter_map(|s| {
             std::env::var(s.name)
                 .ok()
                 .map(|v| (s.name.to_owned(), (v, Origin::Env)))
         })
-        .collect()
+        .collect();
+    for (name, value) in std::env::vars_os() {
+        if let (Some(name), Some(value)) = (name.to_str(), value.to_str())
+            && !values.contains_key(name)
+            && super::looks_like_ours(name)
+        {
+            values.insert(name.to_owned(), (value.to_owned(), Origin::Env));
+        }
+    }
+    values
 }
 
 /// Reads a TOML file of settings. Keys are the environment names, in any case; values are
-/// strings, numbers, booleans or arrays of strings (joined with commas). Unknown keys are errors.
-pub fn read_file(path: &Path) -> Result<Values, Vec<String>> {
+/// strings, numbers, booleans or arrays of strings (joined with commas). Keys not in `known`
+/// are errors.
+pub fn read_file(path: &Path, known: &[Setting]) -> Result<Values, Vec<StartupError>> {
+    read_toml(path, known).map_err(|errors| errors.into_iter().map(StartupError::other).collect())
+}
+
+/// The messages are the whole contract: each names `--config` and the file already.
+fn read_toml(path: &Path, known: &[Setting]) -> Result<Values, Vec<String>> {
     let shown = path.display();
     let text = std::fs::read_to_string(path)
         .map_err(|e| vec![format!("--config: cannot read '{shown}': {e}")])?;
@@ -45,7 +63,7 @@ pub fn read_file(path: &Path) -> Result<Values, Vec<String>> {
     let mut errors = Vec::new();
     for (key, value) in table {
         let name = key.to_ascii_uppercase();
-        if !SETTINGS.iter().any(|s| s.name == name) {
+        if !known.iter().any(|s| s.name == name) {
             errors.push(format!(
                 "--config '{shown}': unknown setting '{key}'; `token-service --help` lists the settings"
             ));

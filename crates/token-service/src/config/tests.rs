@@ -3,7 +3,14 @@ use std::io::Write as _;
 use super::source::{Origin, Values, read_file};
 use super::*;
 
-const KNOWN: &[&str] = &["xlb-mtls-client-credentials", "other-flow"];
+/// The built-in flows and one without settings, as an embedder would register it.
+fn registry() -> FlowRegistry {
+    let mut registry = FlowRegistry::builtin();
+    registry.register("other-flow", "client_secret_post", |_| {
+        Err("other-flow is never built in these tests".into())
+    });
+    registry
+}
 
 fn values(pairs: &[(&str, &str)]) -> Values {
     pairs
@@ -13,11 +20,12 @@ fn values(pairs: &[(&str, &str)]) -> Values {
 }
 
 fn ok(pairs: &[(&str, &str)]) -> Config {
-    load(values(pairs), KnownFlows(KNOWN)).unwrap()
+    load(values(pairs), &registry()).unwrap()
 }
 
 fn errors(pairs: &[(&str, &str)]) -> Vec<String> {
-    load(values(pairs), KnownFlows(KNOWN)).unwrap_err()
+    let errors = load(values(pairs), &registry()).unwrap_err();
+    errors.iter().map(ToString::to_string).collect()
 }
 
 const AUD: (&str, &str) = ("TOKEN_AUDIENCE", "https://aud.example");
@@ -76,7 +84,7 @@ fn auth_flows_ignores_whitespace_and_refuses_unknown_or_empty_lists() {
     assert_eq!(
         e,
         vec![
-            "AUTH_FLOWS: unknown flow 'nope'; known flows: xlb-mtls-client-credentials, other-flow"
+            "AUTH_FLOWS: unknown flow 'nope'; known flows: forwarded-cert-client-credentials, mtls-client-credentials, other-flow, xlb-mtls-client-credentials"
         ]
     );
     for blank in [" , ", "", "  "] {
@@ -199,7 +207,10 @@ fn every_problem_is_reported_at_once() {
 #[test]
 fn header_settings_are_validated_and_used() {
     let c = ok(&[AUD, ("MTLS_HEADER_CLIENT_CERT_PRESENT", "X-Mtls-Present")]);
-    assert_eq!(c.flow_settings.xlb.present.as_str(), "x-mtls-present");
+    assert_eq!(
+        c.resolved("MTLS_HEADER_CLIENT_CERT_PRESENT"),
+        Some("x-mtls-present")
+    );
     let e = errors(&[
         AUD,
         ("MTLS_HEADER_CLIENT_CERT_HASH", "x"),
@@ -224,16 +235,23 @@ fn lb_secret_is_redacted_in_the_description() {
 fn config_file_accepts_known_settings_in_any_case_and_refuses_unknown_ones() {
     let mut f = tempfile::NamedTempFile::new().unwrap();
     writeln!(f, "token_audience = \"https://file.example\"\nTOKEN_VALIDITY = 10\nAUTH_FLOWS = [\"other-flow\"]").unwrap();
-    let v = read_file(f.path()).unwrap();
+    let v = read_file(f.path(), &SETTINGS).unwrap();
     assert_eq!(v["TOKEN_VALIDITY"], ("10".to_owned(), Origin::File));
     assert_eq!(v["AUTH_FLOWS"].0, "other-flow");
     let mut f = tempfile::NamedTempFile::new().unwrap();
     writeln!(f, "TOKEN_VALIDTY = 10").unwrap();
-    let e = read_file(f.path()).unwrap_err();
-    assert!(e[0].contains("unknown setting 'TOKEN_VALIDTY'"), "{e:?}");
+    let e = read_file(f.path(), &SETTINGS).unwrap_err();
+    assert!(
+        e[0].to_string().contains("unknown setting 'TOKEN_VALIDTY'"),
+        "{e:?}"
+    );
     let mut f = tempfile::NamedTempFile::new().unwrap();
     writeln!(f, "TOKEN_VALIDITY = ").unwrap();
-    assert!(read_file(f.path()).unwrap_err()[0].starts_with("--config"));
+    assert!(
+        read_file(f.path(), &SETTINGS).unwrap_err()[0]
+            .to_string()
+            .starts_with("--config")
+    );
 }
 
 #[test]
@@ -297,8 +315,8 @@ fn forwarded_settings_refuse_a_chain_header_the_format_cannot_have_and_map_ipv4_
         ),
     ]);
     let proxies: Vec<String> = c
-        .flow_settings
-        .forwarded
+        .limits
+        .caller
         .trusted_proxies
         .iter()
         .map(ToString::to_string)
@@ -321,13 +339,7 @@ fn forwarded_settings_refuse_a_chain_header_the_format_cannot_have_and_map_ipv4_
         ("FORWARDED_CERT_FORMAT", "haproxy"),
         ("FORWARDED_CERT_CHAIN_HEADER", "X-Chain"),
     ]);
-    assert_eq!(
-        c.flow_settings
-            .forwarded
-            .chain_header
-            .map(|h| h.to_string()),
-        Some("x-chain".to_owned())
-    );
+    assert_eq!(c.resolved("FORWARDED_CERT_CHAIN_HEADER"), Some("x-chain"));
 }
 
 #[test]
@@ -356,4 +368,165 @@ fn limits_have_safe_defaults_and_refuse_bad_values() {
     for name in ["REQUEST_TIMEOUT:", "MAX_CONNECTIONS:", "ADMIN_PORT:"] {
         assert!(e.iter().any(|m| m.starts_with(name)), "{name} in {e:?}");
     }
+}
+
+/// The line of `check-config` for a setting.
+fn described<'a>(description: &'a str, name: &str) -> Option<&'a str> {
+    description
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+}
+
+#[test]
+fn description_shows_resolved_values_not_the_help_text() {
+    let d = ok(&[AUD, ("K_SERVICE", "svc"), ("RATE_LIMIT_GLOBAL", "7")]).describe();
+    // Defaults that depend on other settings show what they resolved to.
+    let bind = described(&d, "BIND_ADDRESS").unwrap();
+    assert!(
+        bind.contains("0.0.0.0") && bind.contains("(default)"),
+        "{bind}"
+    );
+    assert!(!d.contains("when K_SERVICE is set"), "{d}");
+    assert!(described(&d, "SIGNER").unwrap().contains(" iam "), "{d}");
+    assert!(
+        described(&d, "RATE_LIMIT_GLOBAL_BURST")
+            .unwrap()
+            .contains(" 7 "),
+        "{d}"
+    );
+    // Plain defaults are the typed ones.
+    let header = described(&d, "HEADER_READ_TIMEOUT").unwrap();
+    assert!(
+        header.contains(" 10 ") && header.contains("(default)"),
+        "{header}"
+    );
+    let given = ok(&[AUD, ("HEADER_READ_TIMEOUT", "12s")]).describe();
+    let header = described(&given, "HEADER_READ_TIMEOUT").unwrap();
+    assert!(
+        header.contains(" 12 ") && header.contains("(environment)"),
+        "{header}"
+    );
+    // Unset settings without a value are left out.
+    assert!(described(&d, "TLS_CERT_FILE").is_none(), "{d}");
+}
+
+#[test]
+fn unknown_variables_with_our_prefixes_are_warned_about_with_the_closest_name() {
+    let c = ok(&[
+        AUD,
+        ("TOKEN_VALIDTY", "10"),
+        ("RATE_LIMIT_PER_CLIENTS", "3"),
+        ("TOKEN_CLIENT_CERT_FILE", "/x"),
+        ("HOME", "/root"),
+    ]);
+    let warned = |needle: &str| c.warnings.iter().find(|w| w.contains(needle)).cloned();
+    let typo = warned("TOKEN_VALIDTY").unwrap();
+    assert!(typo.contains("did you mean TOKEN_VALIDITY?"), "{typo}");
+    let plural = warned("RATE_LIMIT_PER_CLIENTS").unwrap();
+    assert!(
+        plural.contains("did you mean RATE_LIMIT_PER_CLIENT?"),
+        "{plural}"
+    );
+    // The device-side client's variables and other software's are not ours.
+    assert!(warned("TOKEN_CLIENT_").is_none(), "{:?}", c.warnings);
+    assert!(warned("HOME").is_none(), "{:?}", c.warnings);
+    // The value is ignored: the default stays.
+    assert_eq!(c.validity_seconds, 300);
+}
+
+#[test]
+fn an_embedders_flow_setting_is_known_and_not_warned_about() {
+    const SECRETS: Setting = Setting::text("TOKEN_STATIC_SECRETS", None, "test");
+    let mut registry = registry();
+    registry.add(crate::flows::FlowSpec::new(
+        "static",
+        "client_secret_post",
+        &[SECRETS],
+        |r| {
+            let secrets = r.text(&SECRETS);
+            move |_: &FlowSettings| Err(crate::error::StartupError::other(format!("{secrets:?}")))
+        },
+    ));
+    let c = load(
+        values(&[
+            AUD,
+            ("AUTH_FLOWS", "static"),
+            ("TOKEN_STATIC_SECRETS", "a=b"),
+        ]),
+        &registry,
+    )
+    .unwrap();
+    assert!(
+        c.warnings.iter().all(|w| !w.contains("TOKEN_STATIC")),
+        "{:?}",
+        c.warnings
+    );
+    assert!(c.describe().contains("TOKEN_STATIC_SECRETS"));
+    assert!(
+        table(&registry)
+            .iter()
+            .any(|s| s.name == "TOKEN_STATIC_SECRETS")
+    );
+}
+
+#[test]
+fn edit_distance_counts_insertions_deletions_and_substitutions() {
+    assert_eq!(edit_distance("", ""), 0);
+    assert_eq!(edit_distance("PORT", "PORT"), 0);
+    assert_eq!(edit_distance("PORT", "PROT"), 2);
+    assert_eq!(edit_distance("TOKEN_VALIDTY", "TOKEN_VALIDITY"), 1);
+    assert_eq!(edit_distance("ABC", ""), 3);
+    assert_eq!(edit_distance("kitten", "sitting"), 3);
+}
+
+#[test]
+fn every_declared_default_is_valid_and_every_name_unique() {
+    let empty = Values::new();
+    let mut r = reader::Reader::new(&empty);
+    for setting in SETTINGS.iter() {
+        if let reader::Kind::Header {
+            default: Some(default),
+        } = setting.kind
+        {
+            assert!(
+                http::HeaderName::from_bytes(default.as_bytes()).is_ok(),
+                "{}: {default}",
+                setting.name
+            );
+            r.header(setting, None);
+        }
+        let twice = SETTINGS.iter().filter(|s| s.name == setting.name).count();
+        assert_eq!(twice, 1, "{} is declared twice", setting.name);
+    }
+    assert!(!r.has_errors());
+}
+
+#[test]
+fn help_default_text_is_derived_from_the_typed_default() {
+    let text = |name: &str| {
+        SETTINGS
+            .iter()
+            .find(|s| s.name == name)
+            .map(Setting::default_text)
+            .unwrap()
+    };
+    assert_eq!(text("HEADER_READ_TIMEOUT"), "10");
+    assert_eq!(text("TOKEN_VALIDITY"), "5");
+    assert_eq!(text("PORT"), "8080");
+    assert_eq!(text("ACCESS_TOKEN_CACHE"), "on");
+    assert_eq!(
+        text("MTLS_HEADER_CLIENT_CERT_PRESENT"),
+        "X-Client-Cert-Present"
+    );
+    assert_eq!(
+        text("BIND_ADDRESS"),
+        "127.0.0.1; 0.0.0.0 when K_SERVICE is set"
+    );
+    assert_eq!(text("ADMIN_PORT"), "");
+    assert_eq!(
+        crate::server::ServerSettings::default()
+            .header_read_timeout
+            .as_secs(),
+        10
+    );
 }

@@ -4,47 +4,25 @@
 //! proxy's verdict. The header is accepted only from trusted proxy addresses.
 
 pub mod parse;
+mod settings;
+
+pub use settings::ForwardedSettings;
+pub(crate) use settings::SETTINGS;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use http::HeaderName;
-use ipnet::IpNet;
 
 use super::mtls::VerifiedChains;
 use super::{Flow, FlowError, TLS_CLIENT_AUTH};
 use crate::clock::Clock;
 use crate::model::{AuthenticatedClient, CLIENT_CREDENTIALS, TokenRequest};
 use crate::x509::{ClientIdAttribute, Trust};
-use parse::{ForwardedFormat, parse_forwarded};
+use parse::parse_forwarded;
 
 /// Name of this flow in `AUTH_FLOWS` and `amr`.
 pub const NAME: &str = "forwarded-cert-client-credentials";
-
-/// Settings of the flow.
-#[derive(Debug, Clone)]
-pub struct ForwardedSettings {
-    /// Header encoding (`FORWARDED_CERT_FORMAT`).
-    pub format: ForwardedFormat,
-    /// Leaf header (`FORWARDED_CERT_HEADER`).
-    pub header: HeaderName,
-    /// Chain header (`FORWARDED_CERT_CHAIN_HEADER`), when the format has one.
-    pub chain_header: Option<HeaderName>,
-    /// Proxies allowed to forward certificates (`TRUSTED_PROXIES`).
-    pub trusted_proxies: Vec<IpNet>,
-}
-
-impl Default for ForwardedSettings {
-    fn default() -> Self {
-        let format = ForwardedFormat::Rfc9440;
-        Self {
-            format,
-            header: HeaderName::from_static(format.default_header()),
-            chain_header: format.default_chain_header().map(HeaderName::from_static),
-            trusted_proxies: Vec::new(),
-        }
-    }
-}
 
 /// The forwarded-certificate flow.
 pub struct ForwardedCertFlow {

@@ -8,12 +8,10 @@ use base64::Engine as _;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use http::{HeaderMap, HeaderName};
 use serde_json::{Map, Value};
-use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::{FlowError, TLS_CLIENT_AUTH};
-use crate::clock::Clock;
 use crate::model::{
     AuthenticatedClient, CLIENT_CREDENTIALS, CertificateFacts, TokenRequest, truncate,
 };
@@ -31,103 +29,11 @@ const BASE64: GeneralPurpose = GeneralPurpose::new(
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
 
-/// A header the load balancer adds with a secret value, proving a request passed through it.
-#[derive(Clone)]
-pub struct LbSecret {
-    /// Header name.
-    pub header: HeaderName,
-    /// Expected value. Never logged.
-    pub value: String,
-}
-
-impl LbSecret {
-    /// Whether `headers` carry exactly one value of the secret header and it is the secret
-    /// (compared in constant time).
-    pub fn matches(&self, headers: &HeaderMap) -> bool {
-        let mut values = headers.get_all(&self.header).iter();
-        match (values.next(), values.next()) {
-            (Some(v), None) => bool::from(v.as_bytes().ct_eq(self.value.as_bytes())),
-            _ => false,
-        }
-    }
-}
-
-impl std::fmt::Debug for LbSecret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "LbSecret {{ header: {}, value: <redacted> }}",
-            self.header
-        )
-    }
-}
-
-/// Header names (configurable with the reference's `MTLS_HEADER_*` variables) and options.
-#[derive(Debug, Clone)]
-pub struct XlbSettings {
-    /// Header whose value identifies the client (`MTLS_HEADER_CLIENT_ID`).
-    pub client_id: HeaderName,
-    /// `MTLS_HEADER_CLIENT_CERT_PRESENT`.
-    pub present: HeaderName,
-    /// `MTLS_HEADER_CLIENT_CERT_CHAIN_VERIFIED`.
-    pub chain_verified: HeaderName,
-    /// `MTLS_HEADER_CLIENT_CERT_ERROR`.
-    pub error: HeaderName,
-    /// `MTLS_HEADER_CLIENT_CERT_SHA256_FINGERPRINT`.
-    pub sha256: HeaderName,
-    /// `MTLS_HEADER_CLIENT_CERT_SPIFFE_ID`.
-    pub spiffe: HeaderName,
-    /// `MTLS_HEADER_CLIENT_CERT_URI_SANS`.
-    pub uri_sans: HeaderName,
-    /// `MTLS_HEADER_CLIENT_CERT_DNSNAME_SANS`.
-    pub dns_sans: HeaderName,
-    /// `MTLS_HEADER_CLIENT_CERT_SERIAL_NUMBER`.
-    pub serial: HeaderName,
-    /// `MTLS_HEADER_CLIENT_CERT_VALID_NOT_BEFORE`.
-    pub not_before: HeaderName,
-    /// `MTLS_HEADER_CLIENT_CERT_VALID_NOT_AFTER`.
-    pub not_after: HeaderName,
-    /// Optional shared-secret header set by the load balancer.
-    pub lb_secret: Option<LbSecret>,
-    /// Clock for the validity-window check.
-    pub clock: Clock,
-}
-
-impl Default for XlbSettings {
-    fn default() -> Self {
-        let h = HeaderName::from_static;
-        Self {
-            client_id: h("x-client-cert-spiffe"),
-            present: h("x-client-cert-present"),
-            chain_verified: h("x-client-cert-chain-verified"),
-            error: h("x-client-cert-error"),
-            sha256: h("x-client-cert-hash"),
-            spiffe: h("x-client-cert-spiffe"),
-            uri_sans: h("x-client-cert-uri-sans"),
-            dns_sans: h("x-client-cert-dnsname-sans"),
-            serial: h("x-client-cert-serial-number"),
-            not_before: h("x-client-cert-valid-not-before"),
-            not_after: h("x-client-cert-valid-not-after"),
-            lb_secret: None,
-            clock: Clock::system(),
-        }
-    }
-}
+pub(crate) mod settings;
+pub(crate) use settings::SETTINGS;
+pub use settings::{LbSecret, MIN_LB_SECRET_BYTES, XlbSettings};
 
 impl XlbSettings {
-    /// Checks that the client-ID header is one of the headers that identify a certificate.
-    pub fn validate(&self) -> Result<(), String> {
-        let allowed = [&self.spiffe, &self.dns_sans, &self.uri_sans, &self.sha256];
-        if allowed.contains(&&self.client_id) {
-            Ok(())
-        } else {
-            Err(format!(
-                "MTLS_HEADER_CLIENT_ID: '{}' must name the SPIFFE ({}), DNS-SAN ({}), URI-SAN ({}) or SHA-256 ({}) header",
-                self.client_id, self.spiffe, self.dns_sans, self.uri_sans, self.sha256
-            ))
-        }
-    }
-
     fn certificate_headers(&self) -> [&HeaderName; 10] {
         [
             &self.present,

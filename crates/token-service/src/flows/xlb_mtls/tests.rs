@@ -2,6 +2,7 @@ use base64::engine::general_purpose::STANDARD;
 use http::HeaderValue;
 
 use super::*;
+use crate::clock::Clock;
 use crate::flows::Flow as _;
 
 const NOW: i64 = 1_800_000_000; // 2027-01-15T08:00:00Z

@@ -1,0 +1,213 @@
+//! Settings of the ID tokens: issuer, audience (or the workload identity pool it is derived
+//! from), lifetime and published `jwks_uri`. The declarations and [`TokenSettings`], which
+//! they fill. Read through `config::reader`; reads no environment.
+
+use crate::config::reader::{Reader, Setting};
+use crate::http::IssuerSource;
+
+/// `TOKEN_ISSUER`.
+pub const ISSUER: Setting = Setting::url(
+    "TOKEN_ISSUER",
+    None,
+    "Issuer URL (iss); http:// only for local development",
+)
+.noted("https:// + Host header");
+/// `TOKEN_AUDIENCE`.
+pub const AUDIENCE: Setting = Setting::text("TOKEN_AUDIENCE", None, "Audience (aud) of ID tokens")
+    .noted("the workload identity pool provider URL");
+/// `WORKLOAD_IDENTITY_PROJECT_NUMBER`.
+pub const PROJECT_NUMBER: Setting = Setting::text(
+    "WORKLOAD_IDENTITY_PROJECT_NUMBER",
+    None,
+    "Project number of the workload identity pool (also spelled WORKLOAD_IDENITY_*)",
+);
+/// `WORKLOAD_IDENTITY_POOL_ID`.
+pub const POOL_ID: Setting = Setting::text(
+    "WORKLOAD_IDENTITY_POOL_ID",
+    None,
+    "Workload identity pool ID",
+);
+/// `WORKLOAD_IDENTITY_PROVIDER_ID`.
+pub const PROVIDER_ID: Setting = Setting::text(
+    "WORKLOAD_IDENTITY_PROVIDER_ID",
+    None,
+    "Workload identity pool provider ID",
+);
+/// The reference's spelling of `WORKLOAD_IDENTITY_PROJECT_NUMBER`.
+pub const PROJECT_NUMBER_TYPO: Setting = Setting::text(
+    "WORKLOAD_IDENITY_PROJECT_NUMBER",
+    None,
+    "Reference spelling of WORKLOAD_IDENTITY_PROJECT_NUMBER",
+);
+/// The reference's spelling of `WORKLOAD_IDENTITY_POOL_ID`.
+pub const POOL_ID_TYPO: Setting = Setting::text(
+    "WORKLOAD_IDENITY_POOL_ID",
+    None,
+    "Reference spelling of WORKLOAD_IDENTITY_POOL_ID",
+);
+/// The reference's spelling of `WORKLOAD_IDENTITY_PROVIDER_ID`.
+pub const PROVIDER_ID_TYPO: Setting = Setting::text(
+    "WORKLOAD_IDENITY_PROVIDER_ID",
+    None,
+    "Reference spelling of WORKLOAD_IDENTITY_PROVIDER_ID",
+);
+/// `TOKEN_VALIDITY`.
+pub const VALIDITY: Setting = Setting::minutes(
+    "TOKEN_VALIDITY",
+    5,
+    1..=60,
+    "ID token lifetime in minutes, 1 to 60",
+);
+/// `JWKS_URI`.
+pub const JWKS_URI: Setting = Setting::url("JWKS_URI", None, "jwks_uri published in discovery")
+    .noted("issuer + /.well-known/jwks.json");
+
+/// Issuer, audience, pool and lifetime, in help order.
+pub const TOKENS: &[Setting] = &[
+    ISSUER,
+    AUDIENCE,
+    PROJECT_NUMBER,
+    POOL_ID,
+    PROVIDER_ID,
+    PROJECT_NUMBER_TYPO,
+    POOL_ID_TYPO,
+    PROVIDER_ID_TYPO,
+    VALIDITY,
+];
+/// The published key location.
+pub const PUBLICATION: &[Setting] = &[JWKS_URI];
+
+/// A workload identity pool provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkloadIdentityPool {
+    /// Project number.
+    pub project_number: String,
+    /// Pool ID.
+    pub pool_id: String,
+    /// Provider ID.
+    pub provider_id: String,
+}
+
+impl WorkloadIdentityPool {
+    /// The provider's resource name without scheme: `iam.googleapis.com/projects/...`.
+    pub fn resource(&self) -> String {
+        format!(
+            "iam.googleapis.com/projects/{}/locations/global/workloadIdentityPools/{}/providers/{}",
+            self.project_number, self.pool_id, self.provider_id
+        )
+    }
+}
+
+/// What the ID tokens say about their issuer and audience, and how long they live.
+#[derive(Debug, Clone)]
+pub struct TokenSettings {
+    /// `TOKEN_ISSUER`, or the Host header.
+    pub issuer: IssuerSource,
+    /// `TOKEN_AUDIENCE`, or the pool provider's URL.
+    pub audience: String,
+    /// The pool, when configured.
+    pub pool: Option<WorkloadIdentityPool>,
+    /// `TOKEN_VALIDITY`, in seconds.
+    pub validity_seconds: i64,
+    /// `JWKS_URI`.
+    pub jwks_uri: Option<String>,
+}
+
+impl TokenSettings {
+    /// Reads issuer, audience, pool, lifetime and `JWKS_URI`.
+    pub fn read(r: &mut Reader<'_>) -> Self {
+        let issuer = match r.url(&ISSUER) {
+            Some(iss) => {
+                if iss.starts_with("http://") {
+                    r.warn(format!("TOKEN_ISSUER '{iss}' uses http://: fine for local development, but cloud verifiers require https"));
+                }
+                IssuerSource::Fixed(iss)
+            }
+            None => {
+                r.warn("TOKEN_ISSUER is not set: the issuer is derived per request as https:// + the Host header; set TOKEN_ISSUER to pin it");
+                IssuerSource::FromHost
+            }
+        };
+        let (audience, pool) = read_audience(r);
+        let validity = r.seconds(&VALIDITY);
+        Self {
+            issuer,
+            audience,
+            pool,
+            validity_seconds: i64::try_from(validity.as_secs()).unwrap_or(i64::MAX),
+            jwks_uri: r.url(&JWKS_URI),
+        }
+    }
+}
+
+fn read_audience(r: &mut Reader<'_>) -> (String, Option<WorkloadIdentityPool>) {
+    let parts = [
+        (
+            &PROJECT_NUMBER,
+            pool_part(r, &PROJECT_NUMBER, &PROJECT_NUMBER_TYPO),
+        ),
+        (&POOL_ID, pool_part(r, &POOL_ID, &POOL_ID_TYPO)),
+        (&PROVIDER_ID, pool_part(r, &PROVIDER_ID, &PROVIDER_ID_TYPO)),
+    ];
+    let missing: Vec<&str> = parts
+        .iter()
+        .filter(|(_, v)| v.is_none())
+        .map(|(s, _)| s.name)
+        .collect();
+    let pool = match &parts {
+        [(_, Some(n)), (_, Some(p)), (_, Some(v))] => {
+            if !n.bytes().all(|b| b.is_ascii_digit()) {
+                r.fail(PROJECT_NUMBER.name, format!("'{n}' is not valid; expected the numeric project number, not the project ID"));
+            }
+            for (setting, id) in [(&POOL_ID, p), (&PROVIDER_ID, v)] {
+                let valid = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-';
+                if !id.bytes().all(valid) {
+                    r.fail(
+                        setting.name,
+                        format!("'{id}' is not valid; expected lowercase letters, digits and '-'"),
+                    );
+                }
+            }
+            Some(WorkloadIdentityPool {
+                project_number: n.clone(),
+                pool_id: p.clone(),
+                provider_id: v.clone(),
+            })
+        }
+        _ => {
+            if missing.len() < 3 {
+                r.fail_other(format!(
+                    "the workload identity pool settings are incomplete: {} not set",
+                    missing.join(", ")
+                ));
+            }
+            None
+        }
+    };
+    let audience = match (r.text(&AUDIENCE), &pool) {
+        (Some(aud), _) => aud,
+        (None, Some(pool)) => format!("https://{}", pool.resource()),
+        (None, None) => {
+            if missing.len() == 3 {
+                r.fail_other("TOKEN_AUDIENCE is not set and no workload identity pool is configured: set TOKEN_AUDIENCE, or WORKLOAD_IDENTITY_PROJECT_NUMBER, WORKLOAD_IDENTITY_POOL_ID and WORKLOAD_IDENTITY_PROVIDER_ID (the reference's spelling WORKLOAD_IDENITY_* works too)");
+            }
+            String::new()
+        }
+    };
+    r.resolve(&AUDIENCE, &audience);
+    (audience, pool)
+}
+
+/// A pool setting under either spelling; both set to different values is an error.
+fn pool_part(r: &mut Reader<'_>, right: &Setting, typo: &Setting) -> Option<String> {
+    match (r.text(right), r.text(typo)) {
+        (Some(a), Some(b)) if a != b => {
+            r.fail_other(format!(
+                "{} ('{a}') and {} ('{b}') are both set, to different values; set only one of them",
+                right.name, typo.name
+            ));
+            None
+        }
+        (a, b) => a.or(b),
+    }
+}
