@@ -32,9 +32,11 @@ pub mod chain;
 pub mod revocation;
 pub mod spiffe;
 pub mod twin;
+mod verify;
 
 pub use chain::{MAX_INTERMEDIATES, Normalised, normalise};
 pub use revocation::{ExpiredCrl, RevocationPolicy};
+pub use verify::VerifiedChains;
 
 /// Where the client trust material comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
