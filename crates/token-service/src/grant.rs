@@ -176,9 +176,17 @@ impl ClientCredentials {
             }
         };
         exchange.client_id = Some(authenticated.client_id.clone());
-        exchange.result = self
+        exchange.result = match self
             .admitted(authenticated, requested, iss, deadline, &charge)
-            .await;
+            .await
+        {
+            Ok((client_id, tokens)) => {
+                // The policy may rename the client (a template): the tokens are for that name.
+                exchange.client_id = Some(client_id);
+                Ok(tokens)
+            }
+            Err(failure) => Err(failure),
+        };
         exchange
     }
 
@@ -238,8 +246,9 @@ impl ClientCredentials {
         })
     }
 
-    /// The grant for an authenticated client: per-client limit, policy, ID token, access token.
-    /// A client the policy does not admit counts as a failed authentication (`charge`).
+    /// The grant for an authenticated client: per-client limit, policy, ID token, access token;
+    /// returns the client ID the policy admitted and the tokens. A client the policy does not
+    /// admit counts as a failed authentication (`charge`).
     async fn admitted(
         &self,
         authenticated: AuthenticatedClient,
@@ -247,7 +256,7 @@ impl ClientCredentials {
         iss: &str,
         deadline: Deadline,
         charge: &(dyn Fn() + Sync),
-    ) -> Result<IssuedTokens, Failure> {
+    ) -> Result<(String, IssuedTokens), Failure> {
         if let Some(limits) = &self.limits
             && let Err(limited) = limits.check_client(&authenticated.client_id)
         {
@@ -283,12 +292,13 @@ impl ClientCredentials {
             ),
             _ => None,
         };
-        Ok(IssuedTokens {
+        let tokens = IssuedTokens {
             id_token: id_token.token,
             id_token_expires_at: id_token.expires_at,
             jti: id_token.jti,
             access_token,
-        })
+        };
+        Ok((client.client_id, tokens))
     }
 }
 

@@ -69,8 +69,8 @@ fn not_mine(reason: &str) -> Answer {
     Ok(Authentication::NotMine(Declined::missing(reason)))
 }
 
-/// Admits every client except `denied` (unauthorized_client) and refuses the scope `forbidden`
-/// (access_denied).
+/// Admits every client except `denied` (unauthorized_client), refuses the scope `forbidden`
+/// (access_denied) and renames `spiffe://example.org/renamed` to `device-renamed`.
 struct TestPolicy;
 
 impl ClientPolicy for TestPolicy {
@@ -89,9 +89,14 @@ impl ClientPolicy for TestPolicy {
                 "The scope 'forbidden' is not allowed".into(),
             ));
         }
+        // A template may rename the client.
+        let client_id = match client.client_id.as_str() {
+            "spiffe://example.org/renamed" => "device-renamed".to_owned(),
+            other => other.to_owned(),
+        };
         Ok(Client {
             flow: client.flow.clone(),
-            client_id: client.client_id.clone(),
+            client_id,
             facts: client.facts.clone(),
             extra_claims: Map::new(),
             lifetime_seconds: None,
@@ -419,4 +424,13 @@ async fn flow_refusals_and_policy_denials_charge_the_caller_access_denials_do_no
     );
     assert!(!charged(&grant, &forbidden).await, "an access denial");
     assert!(exchange(&grant, &request()).await.result.is_ok());
+}
+
+#[tokio::test]
+async fn the_exchange_names_the_client_the_policy_admitted() {
+    let (a, _) = enabled("a", |_| client("spiffe://example.org/renamed"));
+    let exchange = exchange(&grant(vec![a]), &request()).await;
+    assert_eq!(exchange.client_id.as_deref(), Some("device-renamed"));
+    let issued = exchange.result.unwrap();
+    assert_eq!(claims(&issued.id_token)["sub"], "device-renamed");
 }
