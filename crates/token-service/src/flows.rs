@@ -20,7 +20,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::error::Failure;
+/// A flow's refusal; re-exported so an embedder's flow needs only `flows` and `model`.
+pub use crate::error::{Failure, Kind};
 use crate::model::{AuthenticatedClient, TokenRequest};
 
 /// The token-endpoint authentication method of flows that rely on a client certificate

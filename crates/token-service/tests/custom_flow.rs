@@ -14,10 +14,8 @@ use serde_json::{Value, json};
 use subtle::ConstantTimeEq as _;
 use token_service::config::source::{Origin, Values};
 use token_service::config::{KnownFlows, load};
-use token_service::flows::{Flow, FlowError, FlowRegistry};
-use token_service::model::{
-    AuthenticatedClient, CLIENT_CREDENTIALS, CertificateFacts, TokenRequest,
-};
+use token_service::flows::{Authentication, Declined, Failure, Flow, FlowRegistry};
+use token_service::model::{AuthenticatedClient, CertificateFacts, TokenRequest};
 
 /// Example flow: clients from a static table authenticate with `client_id` and
 /// `client_secret` form parameters (RFC 6749 §2.3.1, `client_secret_post`).
@@ -27,37 +25,27 @@ struct StaticClientsFlow {
 
 #[async_trait]
 impl Flow for StaticClientsFlow {
-    fn name(&self) -> &str {
-        "static-client-credentials"
-    }
-    fn grant_type(&self) -> &str {
-        CLIENT_CREDENTIALS
-    }
-    fn auth_method(&self) -> &str {
-        "client_secret_post"
-    }
-    fn can_handle(&self, request: &TokenRequest) -> bool {
-        request.params.contains_key("client_id") && request.params.contains_key("client_secret")
-    }
-    async fn authenticate(&self, request: &TokenRequest) -> Result<AuthenticatedClient, FlowError> {
-        let id = request.params.get("client_id").cloned().unwrap_or_default();
-        let secret = request
-            .params
-            .get("client_secret")
-            .cloned()
-            .unwrap_or_default();
+    async fn authenticate(&self, request: &TokenRequest) -> Result<Authentication, Failure> {
+        let (Some(id), Some(secret)) = (
+            request.params.get("client_id"),
+            request.params.get("client_secret"),
+        ) else {
+            // Not this flow's request: the next enabled flow may take it.
+            return Ok(Authentication::NotMine(Declined::missing(
+                "no client_id and client_secret form parameters",
+            )));
+        };
         let expected = self
             .clients
-            .get(&id)
-            .ok_or_else(|| FlowError::Unauthorized(format!("Unknown client '{id}'")))?;
+            .get(id)
+            .ok_or_else(|| Failure::unauthorized(format!("Unknown client '{id}'")))?;
         if !bool::from(expected.as_bytes().ct_eq(secret.as_bytes())) {
-            return Err(FlowError::Unauthorized("Wrong client secret".into()));
+            return Err(Failure::unauthorized("Wrong client secret"));
         }
-        Ok(AuthenticatedClient {
-            flow: self.name().into(),
-            client_id: id,
-            facts: CertificateFacts::default(),
-        })
+        Ok(Authentication::Client(AuthenticatedClient::new(
+            id.clone(),
+            CertificateFacts::default(),
+        )))
     }
 }
 

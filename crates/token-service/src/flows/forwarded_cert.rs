@@ -124,6 +124,7 @@ impl Flow for ForwardedCertFlow {
             return Err(Failure::unauthorized(format!(
                 "Forwarded client certificates are accepted only from trusted proxies; {from} is not one"
             ))
+            .with_label("event", "forwarded_cert_untrusted_proxy")
             .with_label("peer", from));
         }
         let leaf = self.header(request, &self.settings.header)?.unwrap_or("");

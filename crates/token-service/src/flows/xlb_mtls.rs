@@ -164,7 +164,8 @@ impl XlbMtlsFlow {
 
     /// Adds every certificate header the request carries to `failure` as log labels
     /// `header/<name>`, so the request's log line shows what the load balancer reported.
-    fn with_header_labels(&self, mut failure: Failure, headers: &HeaderMap) -> Failure {
+    fn with_header_labels(&self, failure: Failure, headers: &HeaderMap) -> Failure {
+        let mut failure = failure.with_label("event", "client_certificate_unverified");
         for name in self.settings.certificate_headers() {
             if let Some(v) = headers.get(name) {
                 let text = String::from_utf8_lossy(v.as_bytes());

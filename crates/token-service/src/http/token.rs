@@ -105,9 +105,10 @@ struct Line<'a> {
 }
 
 impl<'a> Line<'a> {
-    /// The line of a request the grant answered: `token_issued`, `authentication_failed` when
-    /// a flow took or refused the request, else `token_request_rejected` (no flow took it, or
-    /// the caller's failed authentications are over the limit).
+    /// The line of a request the grant answered: `token_issued`; the event a refusal names
+    /// (see [`named_event`]); `authentication_failed` when a flow took or refused the request;
+    /// else `token_request_rejected` (no flow took it, or the caller's failed authentications
+    /// are over the limit).
     fn of(exchange: &'a Exchange) -> Self {
         let flow = exchange.flow.as_deref();
         let client_id = exchange.client_id.as_deref();
@@ -123,11 +124,11 @@ impl<'a> Line<'a> {
                 labels: &[],
             },
             Err(failure) => Self {
-                event: if flow.is_some() {
+                event: named_event(failure).unwrap_or(if flow.is_some() {
                     "authentication_failed"
                 } else {
                     "token_request_rejected"
-                },
+                }),
                 outcome: HttpError::code_of(failure.kind()),
                 reason: Some(failure.log_detail()),
                 flow,
@@ -157,6 +158,22 @@ impl<'a> Line<'a> {
         self.flow.unwrap_or(none)
     }
 }
+
+/// The event a refusal names for its line with the label `event`: what was refused, where
+/// operators look for it (`client_certificate_rejected` with the certificate's facts,
+/// `client_certificate_unverified` with the load balancer's headers,
+/// `forwarded_cert_untrusted_proxy` with the peer).
+fn named_event(failure: &Failure) -> Option<&'static str> {
+    let (_, event) = failure.labels().iter().find(|(k, _)| k == "event")?;
+    NAMED_EVENTS.iter().copied().find(|known| known == event)
+}
+
+/// Events a refusal may name (the log's event field stays a closed set).
+const NAMED_EVENTS: [&str; 3] = [
+    "client_certificate_rejected",
+    "client_certificate_unverified",
+    "forwarded_cert_untrusted_proxy",
+];
 
 /// The one log line of a token request the guard refused (limits, timeouts).
 pub(super) fn log_refusal(failure: &Failure) {
@@ -195,6 +212,7 @@ fn log_line(line: &Line<'_>) {
     let labels: Map<String, Value> = line
         .labels
         .iter()
+        .filter(|(k, _)| k != "event")
         .map(|(k, v)| (k.clone(), Value::String(v.clone())))
         .collect();
     let labels = Value::Object(labels);

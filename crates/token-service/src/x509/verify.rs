@@ -57,6 +57,7 @@ pub(crate) fn authenticate_chain(
 fn rejected(facts: &CertificateFacts, reason: String) -> Failure {
     let text = |v: &Option<String>| v.clone().unwrap_or_default();
     Failure::unauthorized(reason)
+        .with_label("event", "client_certificate_rejected")
         .with_label("cert/subject", text(&facts.subject_dn))
         .with_label("cert/issuer", text(&facts.issuer_dn))
         .with_label("cert/serial", text(&facts.serial_number))

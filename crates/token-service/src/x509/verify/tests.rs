@@ -63,12 +63,15 @@ async fn padded_or_reordered_chains_share_one_verdict_and_evict_nobody() {
     let ca_file = dir.path().join("ca.pem");
     std::fs::write(&ca_file, &root.pem).unwrap();
     let trust = Arc::new(
-        Trust::load(TrustSettings {
-            ca_file,
-            crl_file: None,
-            reload_interval: Duration::from_secs(5),
-            revocation: Default::default(),
-        })
+        Trust::load(
+            TrustSettings {
+                ca_file,
+                crl_file: None,
+                reload_interval: Duration::from_secs(5),
+                revocation: Default::default(),
+            },
+            Arc::new(crate::metrics::Metrics::new()),
+        )
         .unwrap(),
     );
     let clock = Clock::system();
