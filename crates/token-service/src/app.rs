@@ -41,7 +41,8 @@ pub fn build(config: &Config, registry: &FlowRegistry) -> Result<App, Vec<String
     let background = Background::new();
     let trust = match &config.trust {
         Some(settings) => {
-            let trust = Trust::load(settings.clone()).map_err(|e| vec![e])?;
+            let trust =
+                Trust::load(settings.clone(), crate::metrics::shared()).map_err(|e| vec![e])?;
             tracing::info!(
                 event = "client_ca_loaded",
                 "client trust material: {}",
