@@ -68,6 +68,10 @@ impl Declined {
 
 /// What a flow made of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "the client is the common answer and moves on at once: boxing it would add an allocation per request"
+)]
 pub enum Authentication {
     /// The flow authenticated the client. Its `flow` field is set by the grant from the
     /// registration name; whatever the flow put there is overwritten.

@@ -47,6 +47,10 @@ pub struct ClientCredentials {
 }
 
 /// What the enabled flows made of a request.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "lives for one call; boxing the client would add an allocation per request"
+)]
 enum Selected<'a> {
     /// `flow` authenticated the client.
     Client(&'a EnabledFlow, AuthenticatedClient),
@@ -126,18 +130,9 @@ impl ClientCredentials {
             result: Err(failure),
         };
         if let (Some(limits), Some(caller)) = (limits, caller)
-            && let Err(limited) = limits.check_auth_failures(caller)
+            && let Err(failure) = check_auth_failures(limits, caller)
         {
-            return refused(
-                Failure::rate_limited(
-                    format!(
-                        "Too many failed authentications from this address (RATE_LIMIT_AUTH_FAILURES); retry in {} s",
-                        limited.retry_after
-                    ),
-                    limited.retry_after,
-                )
-                .with_label("caller", caller.to_string()),
-            );
+            return refused(failure);
         }
         if let Err(failure) = check_grant_type(&request.grant_type) {
             charge();
@@ -300,6 +295,21 @@ impl ClientCredentials {
         };
         Ok((client.client_id, tokens))
     }
+}
+
+/// Refuses a caller whose failed-authentication bucket is empty (429), before any flow works
+/// for it.
+fn check_auth_failures(limits: &Limits, caller: std::net::IpAddr) -> Result<(), Failure> {
+    limits.check_auth_failures(caller).map_err(|limited| {
+        Failure::rate_limited(
+            format!(
+                "Too many failed authentications from this address (RATE_LIMIT_AUTH_FAILURES); retry in {} s",
+                limited.retry_after
+            ),
+            limited.retry_after,
+        )
+        .with_label("caller", caller.to_string())
+    })
 }
 
 /// The grant type must be given and be one this service serves.

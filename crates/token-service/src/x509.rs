@@ -40,6 +40,7 @@ pub use facts::{facts, fingerprint, twin_fingerprint};
 use issuer::{CaCert, unique};
 pub use revocation::{ExpiredCrl, RevocationPolicy};
 pub use verify::VerifiedChains;
+use verify::describe;
 
 /// Where the client trust material comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -355,30 +356,7 @@ impl Trust {
         metrics: &Arc<Metrics>,
     ) -> Result<TrustMaterial, String> {
         let setting = "TLS_CLIENT_CA_FILE";
-        let pem = read(&settings.ca_file, setting)?;
-        let mut cas = Vec::new();
-        let mut bundle = Vec::new();
-        for (i, cert) in CertificateDer::pem_slice_iter(&pem).enumerate() {
-            let cert = cert.map_err(|e| {
-                format!(
-                    "{setting}: '{}': certificate {}: {e}",
-                    settings.ca_file.display(),
-                    i + 1
-                )
-            })?;
-            if let Ok((_, parsed)) = X509Certificate::from_der(&cert) {
-                chain::may_sign_certificates(&parsed).map_err(|why| {
-                    format!(
-                        "{setting}: '{}': certificate {} ('{}') {why}; remove it from the bundle or reissue it with keyCertSign",
-                        settings.ca_file.display(),
-                        i + 1,
-                        parsed.subject()
-                    )
-                })?;
-                cas.push(CaCert::of(&parsed, &cert));
-            }
-            bundle.push(cert);
-        }
+        let (cas, bundle) = read_bundle(settings)?;
         let (mut crls, mut crl_info, mut revoked) = (Vec::new(), Vec::new(), Vec::new());
         let loaded = match &settings.crl_file {
             Some(path) => {
@@ -393,35 +371,7 @@ impl Trust {
             }
             None => None,
         };
-        let mut roots = RootCertStore::empty();
-        let mut revoked_cas = Vec::new();
-        for (i, cert) in bundle.iter().enumerate() {
-            if let Some(r) = revoked.iter().find(|r| r.index == i) {
-                if let Ok((_, parsed)) = X509Certificate::from_der(cert) {
-                    revoked_cas.push((CaCert::of(&parsed, cert), r.subject.clone()));
-                }
-                continue;
-            }
-            roots.add(cert.clone()).map_err(|e| {
-                format!(
-                    "{setting}: '{}': certificate {} is not a usable CA: {e}",
-                    settings.ca_file.display(),
-                    i + 1
-                )
-            })?;
-        }
-        if bundle.is_empty() {
-            return Err(format!(
-                "{setting}: '{}' holds no PEM certificate",
-                settings.ca_file.display()
-            ));
-        }
-        if roots.is_empty() {
-            return Err(format!(
-                "{setting}: '{}': every CA certificate in it is revoked by TLS_CLIENT_CRL_FILE, so no client certificate could be accepted; add a CA that is not revoked",
-                settings.ca_file.display()
-            ));
-        }
+        let (roots, revoked_cas) = anchors(settings, &bundle, &revoked)?;
         let ca_subjects = roots.subjects();
         let ca_count = roots.len();
         let mut builder =
@@ -507,45 +457,77 @@ impl Trust {
     }
 }
 
-/// A precise, client-facing reason for a rejected certificate.
-fn describe(e: &rustls::Error, policy: RevocationPolicy) -> String {
-    let what = match e {
-        rustls::Error::InvalidCertificate(c) => match c {
-            CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
-                "has expired".to_owned()
-            }
-            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
-                "is not valid yet".to_owned()
-            }
-            CertificateError::UnknownIssuer => {
-                "was not issued by a CA in TLS_CLIENT_CA_FILE (unknown issuer)".to_owned()
-            }
-            CertificateError::Revoked => "has been revoked".to_owned(),
-            CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
-                "is not valid for client authentication (no clientAuth extended key usage)"
-                    .to_owned()
-            }
-            CertificateError::BadSignature => "has an invalid signature".to_owned(),
-            CertificateError::BadEncoding => "cannot be parsed".to_owned(),
-            CertificateError::UnknownRevocationStatus if policy.required => {
-                "has an unknown revocation status: TLS_CLIENT_CRL_FILE holds no CRL of a CA of its chain, which TLS_CLIENT_CRL_REQUIRED=true requires".to_owned()
-            }
-            CertificateError::UnknownRevocationStatus => {
-                "has an unknown revocation status".to_owned()
-            }
-            CertificateError::ExpiredRevocationList
-            | CertificateError::ExpiredRevocationListContext { .. } => format!(
-                "cannot be checked for revocation: the CRL of a CA of its chain is past its nextUpdate, and TLS_CLIENT_CRL_EXPIRED={} refuses certificates until a fresh CRL is loaded",
-                policy.expired.name()
-            ),
-            other => format!("was rejected: {other:?}"),
-        },
-        rustls::Error::InvalidCertRevocationList(crl) => {
-            format!("cannot be checked for revocation: the CRL of a CA of its chain is not usable ({crl:?})")
+/// The CA bundle: its certificates (DER) and what names each as an issuer; refuses a
+/// certificate that may not sign certificates.
+fn read_bundle(
+    settings: &TrustSettings,
+) -> Result<(Vec<CaCert>, Vec<CertificateDer<'static>>), String> {
+    let setting = "TLS_CLIENT_CA_FILE";
+    let pem = read(&settings.ca_file, setting)?;
+    let mut cas = Vec::new();
+    let mut bundle = Vec::new();
+    for (i, cert) in CertificateDer::pem_slice_iter(&pem).enumerate() {
+        let cert = cert.map_err(|e| {
+            format!(
+                "{setting}: '{}': certificate {}: {e}",
+                settings.ca_file.display(),
+                i + 1
+            )
+        })?;
+        if let Ok((_, parsed)) = X509Certificate::from_der(&cert) {
+            chain::may_sign_certificates(&parsed).map_err(|why| {
+                format!(
+                    "{setting}: '{}': certificate {} ('{}') {why}; remove it from the bundle or reissue it with keyCertSign",
+                    settings.ca_file.display(),
+                    i + 1,
+                    parsed.subject()
+                )
+            })?;
+            cas.push(CaCert::of(&parsed, &cert));
         }
-        other => format!("was rejected: {other}"),
-    };
-    format!("The client certificate {what}")
+        bundle.push(cert);
+    }
+    Ok((cas, bundle))
+}
+
+/// The trust anchors: every CA of the bundle but those its issuer's CRL revokes (kept apart,
+/// with their subject, to name them when a chain would have used one).
+fn anchors(
+    settings: &TrustSettings,
+    bundle: &[CertificateDer<'static>],
+    revoked: &[revocation::RevokedCa],
+) -> Result<(RootCertStore, Vec<(CaCert, String)>), String> {
+    let setting = "TLS_CLIENT_CA_FILE";
+    let mut roots = RootCertStore::empty();
+    let mut revoked_cas = Vec::new();
+    for (i, cert) in bundle.iter().enumerate() {
+        if let Some(r) = revoked.iter().find(|r| r.index == i) {
+            if let Ok((_, parsed)) = X509Certificate::from_der(cert) {
+                revoked_cas.push((CaCert::of(&parsed, cert), r.subject.clone()));
+            }
+            continue;
+        }
+        roots.add(cert.clone()).map_err(|e| {
+            format!(
+                "{setting}: '{}': certificate {} is not a usable CA: {e}",
+                settings.ca_file.display(),
+                i + 1
+            )
+        })?;
+    }
+    if bundle.is_empty() {
+        return Err(format!(
+            "{setting}: '{}' holds no PEM certificate",
+            settings.ca_file.display()
+        ));
+    }
+    if roots.is_empty() {
+        return Err(format!(
+            "{setting}: '{}': every CA certificate in it is revoked by TLS_CLIENT_CRL_FILE, so no client certificate could be accepted; add a CA that is not revoked",
+            settings.ca_file.display()
+        ));
+    }
+    Ok((roots, revoked_cas))
 }
 
 /// Client ID attribute of certificate-verifying flows (`MTLS_CLIENT_ID_ATTRIBUTE`).

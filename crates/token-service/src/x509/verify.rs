@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use rustls_pki_types::UnixTime;
 
-use super::{ClientIdAttribute, Trust, TrustMaterial, facts, normalise};
+use rustls::CertificateError;
+
+use super::{ClientIdAttribute, RevocationPolicy, Trust, TrustMaterial, facts, normalise};
 use crate::clock::{Clock, monotonic};
 use crate::error::Failure;
 use crate::model::{AuthenticatedClient, CertificateFacts};
@@ -75,6 +77,47 @@ fn refused_chain(chain: &[Vec<u8>], reason: String) -> Failure {
         Some(Ok(facts)) => rejected(&facts, reason),
         _ => Failure::unauthorized(reason),
     }
+}
+
+/// A precise, client-facing reason for a rejected certificate.
+pub(super) fn describe(e: &rustls::Error, policy: RevocationPolicy) -> String {
+    let what = match e {
+        rustls::Error::InvalidCertificate(c) => match c {
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+                "has expired".to_owned()
+            }
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                "is not valid yet".to_owned()
+            }
+            CertificateError::UnknownIssuer => {
+                "was not issued by a CA in TLS_CLIENT_CA_FILE (unknown issuer)".to_owned()
+            }
+            CertificateError::Revoked => "has been revoked".to_owned(),
+            CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
+                "is not valid for client authentication (no clientAuth extended key usage)"
+                    .to_owned()
+            }
+            CertificateError::BadSignature => "has an invalid signature".to_owned(),
+            CertificateError::BadEncoding => "cannot be parsed".to_owned(),
+            CertificateError::UnknownRevocationStatus if policy.required => {
+                "has an unknown revocation status: TLS_CLIENT_CRL_FILE holds no CRL of a CA of its chain, which TLS_CLIENT_CRL_REQUIRED=true requires".to_owned()
+            }
+            CertificateError::UnknownRevocationStatus => {
+                "has an unknown revocation status".to_owned()
+            }
+            CertificateError::ExpiredRevocationList
+            | CertificateError::ExpiredRevocationListContext { .. } => format!(
+                "cannot be checked for revocation: the CRL of a CA of its chain is past its nextUpdate, and TLS_CLIENT_CRL_EXPIRED={} refuses certificates until a fresh CRL is loaded",
+                policy.expired.name()
+            ),
+            other => format!("was rejected: {other:?}"),
+        },
+        rustls::Error::InvalidCertRevocationList(crl) => {
+            format!("cannot be checked for revocation: the CRL of a CA of its chain is not usable ({crl:?})")
+        }
+        other => format!("was rejected: {other}"),
+    };
+    format!("The client certificate {what}")
 }
 
 /// A map bounded to `max` entries that forgets the oldest insertion when full (never everything
