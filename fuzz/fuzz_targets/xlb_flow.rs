@@ -1,12 +1,13 @@
-//! The whole `xlb-mtls-client-credentials` flow: `can_handle` and `authenticate` on a token
-//! request whose headers come from the input.
+//! The whole `xlb-mtls-client-credentials` flow: `authenticate` (which decides whether the
+//! request is the flow's and, if so, authenticates it) on a token request whose headers come
+//! from the input.
 //!
 //! Input layout: byte 0 picks the settings (bits 0-1: which header identifies the client;
 //! bit 2: whether a load-balancer secret header is required); the rest is lines, each a header:
 //! the first byte of a line picks the header name (modulo the table below), the other bytes are
 //! its value. Headers are appended, so a name can repeat.
 //!
-//! Property: neither call panics; `authenticate` completes without waiting (it does no I/O), and
+//! Property: it does not panic; `authenticate` completes without waiting (it does no I/O), and
 //! an accepted client has a non-empty ID and trimmed, non-empty SANs.
 #![no_main]
 
@@ -17,7 +18,7 @@ use std::task::{Context, Poll, Waker};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::fuzz_target;
 use token_service::clock::Clock;
-use token_service::flows::Flow as _;
+use token_service::flows::{Authentication, Flow as _};
 use token_service::flows::xlb_mtls::{LbSecret, XlbMtlsFlow, XlbSettings};
 use token_service::model::TokenRequest;
 
@@ -86,13 +87,12 @@ fuzz_target!(|data: &[u8]| {
         ..TokenRequest::default()
     };
 
-    let _ = flow.can_handle(&request);
     let future = pin!(flow.authenticate(&request));
     let mut cx = Context::from_waker(Waker::noop());
     let Poll::Ready(result) = future.poll(&mut cx) else {
         panic!("authenticate waited, but it does no I/O");
     };
-    if let Ok(client) = result {
+    if let Ok(Authentication::Client(client)) = result {
         assert!(!client.client_id.is_empty());
         for san in client.facts.dns_sans.iter().chain(&client.facts.uri_sans) {
             assert!(!san.is_empty() && san.trim() == san, "SAN {san:?}");

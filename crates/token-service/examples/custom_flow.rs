@@ -11,8 +11,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use subtle::ConstantTimeEq as _;
 use token_service::config::reader::{Reader, Setting};
-use token_service::flows::{Flow, FlowError, FlowRegistry, FlowSettings, FlowSpec};
-use token_service::model::{AuthenticatedClient, CLIENT_CREDENTIALS, TokenRequest};
+use token_service::flows::{
+    Authentication, Declined, Failure, Flow, FlowRegistry, FlowSettings, FlowSpec,
+};
+use token_service::model::{AuthenticatedClient, TokenRequest};
 
 const NAME: &str = "static-client-credentials";
 
@@ -56,34 +58,28 @@ struct StaticClients {
 
 #[async_trait]
 impl Flow for StaticClients {
-    fn name(&self) -> &str {
-        NAME
-    }
-    fn grant_type(&self) -> &str {
-        CLIENT_CREDENTIALS
-    }
-    fn auth_method(&self) -> &str {
-        "client_secret_post"
-    }
-    fn can_handle(&self, request: &TokenRequest) -> bool {
-        request.params.contains_key("client_id") && request.params.contains_key("client_secret")
-    }
-    async fn authenticate(&self, request: &TokenRequest) -> Result<AuthenticatedClient, FlowError> {
-        let param = |name: &str| request.params.get(name).map_or("", String::as_str);
-        let (id, secret) = (param("client_id"), param("client_secret"));
+    async fn authenticate(&self, request: &TokenRequest) -> Result<Authentication, Failure> {
+        let (Some(id), Some(secret)) = (
+            request.params.get("client_id"),
+            request.params.get("client_secret"),
+        ) else {
+            return Ok(Authentication::NotMine(Declined::missing(
+                "no client_id and client_secret parameters",
+            )));
+        };
         let known = self
             .clients
             .get(id)
             .map_or(b"".as_slice(), |s| s.as_bytes());
         if self.clients.contains_key(id) && bool::from(known.ct_eq(secret.as_bytes())) {
-            Ok(AuthenticatedClient {
+            Ok(Authentication::Client(AuthenticatedClient {
                 flow: NAME.into(),
-                client_id: id.to_owned(),
+                client_id: id.clone(),
                 facts: Default::default(),
-            })
+            }))
         } else {
-            Err(FlowError::Unauthorized(
-                "Unknown client or wrong client secret".into(),
+            Err(Failure::unauthorized(
+                "Unknown client or wrong client secret",
             ))
         }
     }

@@ -88,12 +88,15 @@ impl Handshake {
         let pki = DevPki::new(dir);
         let (server, client) = pki.ensure().unwrap();
         let trust = Arc::new(
-            Trust::load(TrustSettings {
-                ca_file: pki.ca_cert(),
-                crl_file: None,
-                reload_interval: Duration::from_secs(3600),
-                revocation: Default::default(),
-            })
+            Trust::load(
+                TrustSettings {
+                    ca_file: pki.ca_cert(),
+                    crl_file: None,
+                    reload_interval: Duration::from_secs(3600),
+                    revocation: Default::default(),
+                },
+                token_service::metrics::shared(),
+            )
             .unwrap(),
         );
         let tls = TlsServer::load(

@@ -21,7 +21,7 @@ use crate::google::iam_credentials::IamCredentialsClient;
 use crate::google::metadata::MetadataClient;
 use crate::google::sts::StsClient;
 use crate::grant::ClientCredentials;
-use crate::http::{AppState, admin_router, router};
+use crate::http::{AppState, StateParts, admin_router, router};
 use crate::issuer::{IdTokenIssuer, IssuerSettings};
 use crate::limits::Limits;
 use crate::policy::engine::RulesPolicy;
@@ -41,7 +41,8 @@ pub fn build(config: &Config, registry: &FlowRegistry) -> Result<App, Vec<String
     let background = Background::new();
     let trust = match &config.trust {
         Some(settings) => {
-            let trust = Trust::load(settings.clone()).map_err(|e| vec![e])?;
+            let trust =
+                Trust::load(settings.clone(), crate::metrics::shared()).map_err(|e| vec![e])?;
             tracing::info!(
                 event = "client_ca_loaded",
                 "client trust material: {}",
@@ -130,28 +131,35 @@ pub fn build(config: &Config, registry: &FlowRegistry) -> Result<App, Vec<String
         }
         None => Arc::new(CertificateFactsPolicy),
     };
-    let limits = Arc::new(Limits::new(config.limits.clone()));
+    let metrics = crate::metrics::shared();
+    let limits = Arc::new(Limits::new(config.limits.clone(), metrics.clone()));
     limits.start_housekeeping(&background);
     let grant = ClientCredentials::new(flows, policy, issuer, access).with_limits(limits.clone());
-    let mut state = AppState::new(grant, config.issuer.clone(), trace_project);
-    state.limits = limits;
-    state.metrics_here = config.admin.is_none();
+    let mut readiness_checks: Vec<crate::http::ReadinessCheck> = Vec::new();
     if let Some(tls) = &tls {
         let tls = tls.clone();
         let clock = Clock::system();
-        state
-            .readiness_checks
-            .push(Box::new(move || tls.readiness(clock.now())));
+        readiness_checks.push(Box::new(move || tls.readiness(clock.now())));
     }
+    let mut readiness_details: Vec<crate::http::ReadinessDetail> = Vec::new();
     if let Some(trust) = trust_for_readiness {
         // An expired CRL is named in /readyz but leaves it 200: every replica shares the file,
         // so a 503 would take them all out of rotation at once.
         let clock = Clock::system();
-        state
-            .readiness_details
-            .push(Box::new(move || trust.readiness_details(clock.now())));
+        readiness_details.push(Box::new(move || trust.readiness_details(clock.now())));
     }
-    let draining = state.draining.clone();
+    let state = AppState::new(StateParts {
+        grant,
+        issuer: config.issuer.clone(),
+        trace_project,
+        limits,
+        metrics,
+        upstream_timeout: config.google.timeout,
+        metrics_here: config.admin.is_none(),
+        readiness_checks,
+        readiness_details,
+    });
+    let draining = state.draining();
     let state = Arc::new(state);
     let admin = config
         .admin

@@ -54,6 +54,7 @@ pub struct Failure {
     message: String,
     detail: Option<String>,
     source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+    labels: Vec<(String, String)>,
 }
 
 impl Failure {
@@ -65,6 +66,7 @@ impl Failure {
             message: message.into(),
             detail: None,
             source: None,
+            labels: Vec::new(),
         }
     }
 
@@ -113,6 +115,19 @@ impl Failure {
         self
     }
 
+    /// Adds a label to the request's log line (for example the facts of a refused certificate,
+    /// `cert/serial`), so the one line says what was refused without a second line.
+    #[must_use]
+    pub fn with_label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.labels.push((key.into(), value.into()));
+        self
+    }
+
+    /// The labels for the log line, in the order they were added.
+    pub fn labels(&self) -> &[(String, String)] {
+        &self.labels
+    }
+
     /// Replaces the kind, keeping message, detail and source.
     #[must_use]
     pub fn with_kind(mut self, kind: Kind) -> Self {
@@ -154,6 +169,7 @@ impl fmt::Debug for Failure {
             .field("message", &self.message)
             .field("detail", &self.detail)
             .field("source", &self.source.as_ref().map(ToString::to_string))
+            .field("labels", &self.labels)
             .finish()
     }
 }

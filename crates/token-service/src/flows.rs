@@ -1,8 +1,12 @@
-//! Authentication flows: the trait every flow implements and the registry of known flows.
+//! Authentication flows: the one-method trait every flow implements and the registry of known
+//! flows.
 //!
-//! A flow decides whether it can handle a token request (for example: the load balancer says a
-//! client certificate was presented) and, if so, authenticates the client from it. Flows use
-//! `model` only; they know nothing of HTTP responses, signing or configuration loading.
+//! A flow looks at a token request once: it returns the client it authenticated, says the
+//! request is not its own (with a short phrase naming what was missing, so the answer to a
+//! request no flow takes can say what each flow needed), or refuses it. Flows use `model` and
+//! `x509` only; no flow imports another flow, and flows know nothing of HTTP responses,
+//! signing, grant types or configuration loading. Flows log nothing: the HTTP handler writes the
+//! one log line of a request, and a flow puts what that line should show into its `Failure`.
 //!
 //! Adding a flow takes one new module under `flows/` and one `register` line in
 //! [`FlowRegistry::builtin`]; applications embedding the library can also register their own.
@@ -13,49 +17,78 @@ pub mod xlb_mtls;
 
 use async_trait::async_trait;
 
+/// A flow's refusal; re-exported so an embedder's flow needs only `flows` and `model`.
+pub use crate::error::{Failure, Kind};
 use crate::model::{AuthenticatedClient, TokenRequest};
 
 /// The token-endpoint authentication method of flows that rely on a client certificate
 /// (RFC 8705 §2.1).
 pub const TLS_CLIENT_AUTH: &str = "tls_client_auth";
 
-/// Why a flow refused to authenticate a client.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum FlowError {
-    /// The request is malformed (e.g. a header that cannot be decoded). Maps to 400.
-    #[error("{0}")]
-    InvalidRequest(String),
-    /// The client presented something, but it is not acceptable. Maps to 403
-    /// `unauthorized_client`.
-    #[error("{0}")]
-    Unauthorized(String),
+/// Why a flow left a request to the others.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Declined {
+    reason: String,
+    untrusted: bool,
+}
+
+impl Declined {
+    /// The request carries none of this flow's credentials; `reason` names what was missing
+    /// (e.g. "no client certificate was presented in the TLS handshake").
+    pub fn missing(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+            untrusted: false,
+        }
+    }
+
+    /// The request carries this flow's credentials in a form that must not be trusted (load
+    /// balancer headers without the load balancer's secret): when no flow takes the request, the
+    /// answer is 403 `unauthorized_client` rather than 400.
+    pub fn untrusted(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+            untrusted: true,
+        }
+    }
+
+    /// The phrase naming what was missing.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+
+    /// Whether the request carried this flow's credentials in an untrusted form.
+    pub fn is_untrusted(&self) -> bool {
+        self.untrusted
+    }
+}
+
+/// What a flow made of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "the client is the common answer and moves on at once: boxing it would add an allocation per request"
+)]
+pub enum Authentication {
+    /// The flow authenticated the client. Its `flow` field is set by the grant from the
+    /// registration name; whatever the flow put there is overwritten.
+    Client(AuthenticatedClient),
+    /// The request is not this flow's: the next enabled flow may take it.
+    NotMine(Declined),
 }
 
 /// An authentication flow. Implementations must be cheap to call concurrently.
+///
+/// Name, authentication method and settings belong to the flow's registration, not to the
+/// flow; the grant type is the grant's.
 #[async_trait]
 pub trait Flow: Send + Sync {
-    /// The flow's name as used in `AUTH_FLOWS` and in the `amr` claim.
-    fn name(&self) -> &str;
-    /// The OAuth grant type this flow serves.
-    fn grant_type(&self) -> &str;
-    /// The token-endpoint authentication method, as published in discovery.
-    fn auth_method(&self) -> &str;
-    /// Whether this flow can handle the request. Must not fail: a request it cannot handle is
-    /// left to the next flow. A flow claims only requests that carry its credentials in a form
-    /// it may trust (the xlb flow: the load balancer's secret), so the order of `AUTH_FLOWS`
-    /// never decides who is refused.
-    fn can_handle(&self, request: &TokenRequest) -> bool;
-    /// Why this flow did not claim the request, as one phrase naming what was missing (e.g. "no
-    /// client certificate was presented in the TLS handshake"). Asked only when no enabled flow
-    /// claims a request, so the answer can say what each flow needed.
-    /// [`FlowError::Unauthorized`] means the request carries this flow's credentials in a form
-    /// that must not be trusted (403); [`FlowError::InvalidRequest`] that it carries none (400).
-    fn declined(&self, request: &TokenRequest) -> FlowError {
-        let _ = request;
-        FlowError::InvalidRequest("the request carries nothing this flow can use".into())
-    }
-    /// Authenticates the client.
-    async fn authenticate(&self, request: &TokenRequest) -> Result<AuthenticatedClient, FlowError>;
+    /// Authenticates the client of `request`, leaves the request to the other flows
+    /// ([`Authentication::NotMine`]), or refuses it (`Err`: the request carries this flow's
+    /// credentials, trusted, but they do not authenticate a client). A flow claims only
+    /// requests that carry its credentials in a form it may trust, so the order of
+    /// `AUTH_FLOWS` never decides who is refused.
+    async fn authenticate(&self, request: &TokenRequest) -> Result<Authentication, Failure>;
 }
 
 mod registry;

@@ -13,6 +13,7 @@ pub use token::PeerCertificates;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -22,9 +23,12 @@ use axum::routing::{get, post};
 use http::HeaderMap;
 use tracing::Instrument as _;
 
+use crate::clock::Deadline;
+use crate::error::{Failure, Kind};
 use crate::grant::ClientCredentials;
 use crate::issuer::{FlowSummary, JWKS_PATH, TOKEN_PATH};
-use crate::limits::{LimitSettings, Limits};
+use crate::limits::Limits;
+use crate::metrics::Metrics;
 
 /// Largest accepted `/token` body.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -45,49 +49,69 @@ pub enum IssuerSource {
     FromHost,
 }
 
-/// Everything a handler needs.
+/// Everything a handler needs. Built once by [`AppState::new`]; nothing changes it afterwards
+/// except the draining flag, which shutdown sets.
 pub struct AppState {
+    grant: ClientCredentials,
+    issuer: IssuerSource,
+    trace_project: Arc<OnceLock<String>>,
+    limits: Arc<Limits>,
+    metrics: Arc<Metrics>,
+    upstream_timeout: Duration,
+    draining: Arc<AtomicBool>,
+    metrics_here: bool,
+    readiness_checks: Vec<ReadinessCheck>,
+    readiness_details: Vec<ReadinessDetail>,
+    /// The JWK Set, serialized on first use.
+    jwks_body: OnceLock<bytes::Bytes>,
+    summary: FlowSummary,
+}
+
+/// What [`AppState::new`] needs: the parts the composition root built.
+pub struct StateParts {
     /// The client-credentials grant.
     pub grant: ClientCredentials,
     /// Where the issuer comes from.
     pub issuer: IssuerSource,
     /// Google Cloud project for trace IDs in logs, once known.
     pub trace_project: Arc<OnceLock<String>>,
-    /// Rate, concurrency and time limits.
+    /// Rate, concurrency and time limits (the grant's per-client limits are the same value).
     pub limits: Arc<Limits>,
-    /// Set once shutdown began: `/readyz` answers 503 so load balancers stop sending.
-    pub draining: Arc<AtomicBool>,
+    /// Where the request metrics go; `/metrics` renders it.
+    pub metrics: Arc<Metrics>,
+    /// `UPSTREAM_TIMEOUT`: each token request's deadline for the upstream calls it makes.
+    pub upstream_timeout: Duration,
     /// Whether `/metrics` is served on this router (off when an admin port serves it).
     pub metrics_here: bool,
     /// Further readiness conditions (TLS material valid...), each `Err(reason)` when not met.
     pub readiness_checks: Vec<ReadinessCheck>,
     /// Warnings shown by `/readyz` (field `warnings`) that leave it ready.
     pub readiness_details: Vec<ReadinessDetail>,
-    /// The JWK Set, serialized on first use.
-    jwks_body: OnceLock<bytes::Bytes>,
-    summary: FlowSummary,
 }
 
 impl AppState {
     /// Bundles the state; the discovery summary of the flows is computed once here.
-    pub fn new(
-        grant: ClientCredentials,
-        issuer: IssuerSource,
-        trace_project: Arc<OnceLock<String>>,
-    ) -> Self {
-        let summary = grant.summary();
+    pub fn new(parts: StateParts) -> Self {
+        let summary = parts.grant.summary();
         Self {
-            grant,
-            issuer,
-            trace_project,
-            limits: Arc::new(Limits::new(LimitSettings::default())),
+            grant: parts.grant,
+            issuer: parts.issuer,
+            trace_project: parts.trace_project,
+            limits: parts.limits,
+            metrics: parts.metrics,
+            upstream_timeout: parts.upstream_timeout,
             draining: Arc::new(AtomicBool::new(false)),
-            metrics_here: true,
-            readiness_checks: Vec::new(),
-            readiness_details: Vec::new(),
+            metrics_here: parts.metrics_here,
+            readiness_checks: parts.readiness_checks,
+            readiness_details: parts.readiness_details,
             jwks_body: OnceLock::new(),
             summary,
         }
+    }
+
+    /// The flag shutdown sets so that `/readyz` answers 503 and load balancers stop sending.
+    pub fn draining(&self) -> Arc<AtomicBool> {
+        self.draining.clone()
     }
 }
 
@@ -158,11 +182,10 @@ async fn limited(state: &AppState, request: Request, next: Next) -> Response {
         return next.run(request).await;
     }
     let is_token = path == TOKEN_PATH;
-    let metrics = crate::metrics::metrics();
     let timeout = state.limits.settings().request_timeout;
-    let started = std::time::Instant::now();
+    let deadline = Deadline::after(timeout);
     let (request, _working) = if is_token {
-        match complete_body(request, started, timeout).await {
+        match complete_body(state, request, deadline, timeout).await {
             Ok(complete) => complete,
             Err(response) => return response,
         }
@@ -170,66 +193,75 @@ async fn limited(state: &AppState, request: Request, next: Next) -> Response {
         (request, None)
     };
     let Some(_permit) = state.limits.admit() else {
-        metrics.request_rejected("concurrency");
-        let mut e = error::HttpError::new(
-            http::StatusCode::SERVICE_UNAVAILABLE,
-            "temporarily_unavailable",
-            "The service is answering as many requests as it may (MAX_CONCURRENT_REQUESTS); retry shortly",
-        );
-        e.retry_after = Some(1);
-        return e.into_response();
-    };
-    if is_token && let Err(limited) = state.limits.check_global() {
-        let mut e = error::HttpError::new(
-            http::StatusCode::TOO_MANY_REQUESTS,
-            "temporarily_unavailable",
-            format!(
-                "Too many token requests (RATE_LIMIT_GLOBAL); retry in {} s",
-                limited.retry_after
+        state.metrics.request_rejected("concurrency");
+        return refused(
+            is_token,
+            Failure::unavailable(
+                "The service is answering as many requests as it may (MAX_CONCURRENT_REQUESTS); retry shortly",
+                1,
             ),
         );
-        e.retry_after = Some(limited.retry_after);
-        return e.into_response();
+    };
+    if is_token && let Err(limited) = state.limits.check_global() {
+        return refused(
+            true,
+            Failure::rate_limited(
+                format!(
+                    "Too many token requests (RATE_LIMIT_GLOBAL); retry in {} s",
+                    limited.retry_after
+                ),
+                limited.retry_after,
+            ),
+        );
     }
-    let in_flight = metrics.requests_in_flight();
+    let in_flight = state.metrics.requests_in_flight();
     in_flight.inc();
-    let left = timeout.saturating_sub(started.elapsed());
-    let result = tokio::time::timeout(left, next.run(request)).await;
+    let result = tokio::time::timeout_at(deadline.instant().into(), next.run(request)).await;
     in_flight.dec();
     match result {
         Ok(response) => response,
-        Err(_) => request_timeout(timeout),
+        Err(_) => request_timeout(state, is_token, timeout),
     }
 }
 
-fn request_timeout(timeout: std::time::Duration) -> Response {
-    crate::metrics::metrics().request_rejected("timeout");
-    tracing::warn!(
-        event = "request_timeout",
-        "a request was not answered within REQUEST_TIMEOUT ({} s)",
-        timeout.as_secs()
-    );
-    error::HttpError::new(
-        http::StatusCode::REQUEST_TIMEOUT,
-        "invalid_request",
+/// A request the guard refuses: the failure as a response, and for `/token` the request's one
+/// log line (the handler never sees it).
+fn refused(is_token: bool, failure: Failure) -> Response {
+    if is_token {
+        token::log_refusal(&failure);
+    }
+    error::HttpError::from(failure).into_response()
+}
+
+fn request_timeout(state: &AppState, is_token: bool, timeout: Duration) -> Response {
+    state.metrics.request_rejected("timeout");
+    let failure = Failure::new(
+        Kind::RequestTimeout,
         format!(
             "The request was not completed within {} s (REQUEST_TIMEOUT); send the whole request promptly",
             timeout.as_secs()
         ),
-    )
-    .into_response()
+    );
+    if !is_token {
+        tracing::warn!(
+            event = "request_timeout",
+            "a request was not answered within REQUEST_TIMEOUT ({} s)",
+            timeout.as_secs()
+        );
+    }
+    refused(is_token, failure)
 }
 
-/// Reads the whole body of a request (at most [`MAX_BODY_BYTES`]) before it may take a permit:
-/// by the connection's body deadline (`HEADER_READ_TIMEOUT`) or `request_deadline`, whichever
-/// comes first. Returns the request with its body in memory and, when the body was still to
-/// come, the mark that the connection now has a complete request being answered.
+/// Reads the whole body of a `/token` request (at most [`MAX_BODY_BYTES`]) before it may take
+/// a permit: by the connection's body deadline (`HEADER_READ_TIMEOUT`) or `request_deadline`,
+/// whichever comes first. Returns the request with its body in memory and, when the body was
+/// still to come, the mark that the connection now has a complete request being answered.
 async fn complete_body(
+    state: &AppState,
     request: Request,
-    started: std::time::Instant,
-    request_timeout_setting: std::time::Duration,
+    request_deadline: Deadline,
+    request_timeout_setting: Duration,
 ) -> Result<(Request, Option<Working>), Response> {
-    let request_deadline = started + request_timeout_setting;
     use axum::body::HttpBody as _;
     if request.body().is_end_stream() {
         // Complete already; the server counted it.
@@ -237,50 +269,32 @@ async fn complete_body(
     }
     let connection = request.extensions().get::<Arc<Connection>>().cloned();
     let (parts, body) = request.into_parts();
-    let declared = parts
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
-        return Err(token::too_large().into_response());
+    if token::declared_too_large(&parts.headers) {
+        return Err(token::refused_input(token::too_large()));
     }
     let (body_deadline, header_read_timeout) = match &connection {
         Some(c) => (c.body_deadline(), c.header_read_timeout()),
-        None => (request_deadline, std::time::Duration::ZERO),
+        None => (request_deadline.instant(), Duration::ZERO),
     };
-    let deadline = body_deadline.min(request_deadline);
+    let deadline = body_deadline.min(request_deadline.instant());
     let read = axum::body::to_bytes(body, MAX_BODY_BYTES);
-    let bytes = match tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), read).await
-    {
+    let bytes = match tokio::time::timeout_at(deadline.into(), read).await {
         Ok(Ok(bytes)) => bytes,
-        Ok(Err(e)) => {
-            let too_big = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            return Err(if too_big {
-                token::too_large().into_response()
-            } else {
-                error::HttpError::bad_request("The request body could not be read").into_response()
-            });
-        }
-        Err(_) if deadline < request_deadline => {
-            crate::metrics::metrics().request_rejected("body_timeout");
-            tracing::warn!(
-                event = "request_timeout",
-                "a request body did not arrive within HEADER_READ_TIMEOUT ({} s)",
-                header_read_timeout.as_secs()
-            );
-            return Err(error::HttpError::new(
-                http::StatusCode::REQUEST_TIMEOUT,
-                "invalid_request",
-                format!(
-                    "The request body did not arrive within {} s (HEADER_READ_TIMEOUT); send the whole request promptly",
-                    header_read_timeout.as_secs()
+        Ok(Err(e)) => return Err(token::refused_input(token::unreadable(&e))),
+        Err(_) if deadline < request_deadline.instant() => {
+            state.metrics.request_rejected("body_timeout");
+            return Err(refused(
+                true,
+                Failure::new(
+                    Kind::RequestTimeout,
+                    format!(
+                        "The request body did not arrive within {} s (HEADER_READ_TIMEOUT); send the whole request promptly",
+                        header_read_timeout.as_secs()
+                    ),
                 ),
-            )
-            .into_response());
+            ));
         }
-        Err(_) => return Err(request_timeout(request_timeout_setting)),
+        Err(_) => return Err(request_timeout(state, true, request_timeout_setting)),
     };
     let working = connection.map(|c| c.admit());
     Ok((
@@ -338,7 +352,7 @@ pub fn request_issuer(
     source: &IssuerSource,
     headers: &HeaderMap,
     uri: &http::Uri,
-) -> Result<String, error::HttpError> {
+) -> Result<String, Failure> {
     match source {
         IssuerSource::Fixed(iss) => Ok(iss.clone()),
         IssuerSource::FromHost => {
@@ -356,7 +370,7 @@ pub fn request_issuer(
             };
             match authority.filter(|a| valid_authority(a)) {
                 Some(h) => Ok(format!("https://{}", h.to_ascii_lowercase())),
-                None => Err(error::HttpError::bad_request(
+                None => Err(Failure::invalid_request(
                     "The Host header (or :authority) is missing or invalid, so the issuer cannot be derived; send host[:port] with a DNS name or IP address and a port from 1 to 65535 (or configure TOKEN_ISSUER)",
                 )),
             }
@@ -409,39 +423,4 @@ fn valid_authority(authority: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::valid_authority;
-
-    #[test]
-    fn authorities_need_a_host_and_a_valid_port() {
-        for good in [
-            "example.org",
-            "Example.ORG:8443",
-            "127.0.0.1:8080",
-            "[::1]",
-            "[2001:db8::1]:443",
-            "my_host-1.internal:1",
-            "a.b:65535",
-        ] {
-            assert!(valid_authority(good), "{good}");
-        }
-        for bad in [
-            "",
-            ":80",
-            "evil.example:",
-            "evil.example:99999",
-            "evil.example:0",
-            "evil.example:+80",
-            "user@evil.example",
-            "a..b",
-            "a b",
-            "[::1",
-            "[nope]:80",
-            "[::1]x",
-            "a:b:c",
-            "evil.example:80/x",
-        ] {
-            assert!(!valid_authority(bad), "{bad}");
-        }
-    }
-}
+mod tests;

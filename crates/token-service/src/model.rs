@@ -71,12 +71,24 @@ pub struct CertificateFacts {
 /// A client that a flow has authenticated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthenticatedClient {
-    /// Name of the flow that authenticated it (goes into `amr`).
+    /// Name of the flow that authenticated it (goes into `amr`): set by the grant from the
+    /// flow's registration, so a flow cannot claim another's name.
     pub flow: String,
     /// Client ID the flow derived from the certificate.
     pub client_id: String,
     /// The certificate facts behind that decision.
     pub facts: CertificateFacts,
+}
+
+impl AuthenticatedClient {
+    /// A client a flow identified as `client_id` from `facts`; the grant fills in the flow.
+    pub fn new(client_id: impl Into<String>, facts: CertificateFacts) -> Self {
+        Self {
+            flow: String::new(),
+            client_id: client_id.into(),
+            facts,
+        }
+    }
 }
 
 /// A client the policy admitted, with what it may receive.

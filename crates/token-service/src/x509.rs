@@ -5,15 +5,15 @@
 //! that moment, so a newly loaded CRL bites at once even on resumed TLS sessions.
 //!
 //! Facts use the encodings of Google's load balancer, so claims do not depend on where TLS
-//! ended. Uses `model`; knows nothing of listeners or HTTP.
+//! ended (`facts.rs`); which CA issued a leaf is `issuer.rs`; verification of a request's
+//! chain and the cache of verdicts are `verify.rs`. Uses `model`, `clock`, `error` and
+//! `metrics`; knows nothing of flows, listeners or HTTP.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD_NO_PAD;
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
@@ -21,22 +21,28 @@ use rustls::server::danger::ClientCertVerifier;
 use rustls::{CertificateError, DistinguishedName, RootCertStore};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
-use x509_parser::extensions::ParsedExtension;
-use x509_parser::objects::{oid_registry, oid2abbrev};
-use x509_parser::prelude::{FromDer, GeneralName, SubjectPublicKeyInfo, X509Certificate, X509Name};
+use x509_parser::prelude::{FromDer, X509Certificate};
 use x509_parser::revocation_list::CertificateRevocationList;
 
+use crate::metrics::Metrics;
 use crate::model::CertificateFacts;
 
 pub mod chain;
+mod facts;
+mod issuer;
 pub mod revocation;
 pub mod spiffe;
 pub mod twin;
+mod verify;
 
 pub use chain::{MAX_INTERMEDIATES, Normalised, normalise};
+pub use facts::{facts, fingerprint, twin_fingerprint};
+use issuer::{CaCert, unique};
 pub use revocation::{ExpiredCrl, RevocationPolicy};
 pub(crate) mod settings;
 pub use settings::TrustSettings;
+pub use verify::VerifiedChains;
+use verify::describe;
 
 /// One loaded version of the trust material.
 pub struct TrustMaterial {
@@ -57,6 +63,8 @@ pub struct TrustMaterial {
     crls: Vec<CertificateRevocationListDer<'static>>,
     /// One per CRL, for expiry warnings.
     crl_info: Vec<revocation::CrlInfo>,
+    /// Where expired CRLs are counted.
+    metrics: Arc<Metrics>,
     /// Earliest nextUpdate of the CRLs, so the per-request expiry check is one comparison.
     first_expiry: Option<i64>,
     policy: RevocationPolicy,
@@ -153,14 +161,14 @@ impl TrustMaterial {
             }
         }
         if new {
-            crate::metrics::metrics().client_crls_expired(expired);
+            self.metrics.client_crls_expired(expired);
         }
     }
 
     /// Publishes the number of expired CRLs of this material, once it is the one in force.
     fn publish(&self, now: i64) {
         let expired = self.crl_info.iter().filter(|c| c.expired(now)).count();
-        crate::metrics::metrics().client_crls_expired(expired);
+        self.metrics.client_crls_expired(expired);
     }
 
     /// The expired CRLs at `now`, one sentence each (for `/readyz`).
@@ -220,99 +228,13 @@ impl TrustMaterial {
     }
 }
 
-/// What identifies a CA certificate as the issuer of a leaf.
-struct CaCert {
-    subject: Vec<u8>,
-    key_id: Option<Vec<u8>>,
-    /// Its SubjectPublicKeyInfo (DER): a candidate issuer counts only if this key verifies the
-    /// leaf's signature.
-    spki: Vec<u8>,
-    sha256: String,
-    /// The fingerprint of its re-signed twin, if its signature is ECDSA.
-    twin: Option<String>,
-}
-
-impl CaCert {
-    fn of(cert: &X509Certificate<'_>, der: &[u8]) -> Self {
-        Self {
-            subject: cert.subject().as_raw().to_vec(),
-            key_id: subject_key_id(cert).map(<[u8]>::to_vec),
-            spki: cert.public_key().raw.to_vec(),
-            sha256: fingerprint(der),
-            twin: twin_fingerprint(der),
-        }
-    }
-
-    /// Whether `other` is this certificate, in either signature encoding.
-    fn same_certificate(&self, other: &CaCert) -> bool {
-        other.sha256 == self.sha256 || self.twin.as_ref() == Some(&other.sha256)
-    }
-
-    /// Whether this CA issued `leaf`: its name and key identifier fit, and its key verifies the
-    /// leaf's signature. Names and key identifiers alone are the client's to choose (a
-    /// self-made certificate may copy both), so without the signature check a padded chain
-    /// could make the issuer ambiguous and a condition on it unknown.
-    fn issued(&self, leaf: &X509Certificate<'_>) -> bool {
-        self.subject == leaf.issuer().as_raw()
-            && match (authority_key_id(leaf), &self.key_id) {
-                (Some(a), Some(s)) => a == s.as_slice(),
-                _ => true,
-            }
-            && SubjectPublicKeyInfo::from_der(&self.spki)
-                .is_ok_and(|(_, key)| leaf.verify_signature(Some(&key)).is_ok())
-    }
-}
-
-fn subject_key_id<'a>(cert: &X509Certificate<'a>) -> Option<&'a [u8]> {
-    cert.extensions()
-        .iter()
-        .find_map(|e| match e.parsed_extension() {
-            ParsedExtension::SubjectKeyIdentifier(k) => Some(k.0),
-            _ => None,
-        })
-}
-
-fn authority_key_id<'a>(cert: &X509Certificate<'a>) -> Option<&'a [u8]> {
-    cert.extensions()
-        .iter()
-        .find_map(|e| match e.parsed_extension() {
-            ParsedExtension::AuthorityKeyIdentifier(k) => k.key_identifier.as_ref().map(|k| k.0),
-            _ => None,
-        })
-}
-
-/// The fingerprints (as presented, of the twin) of the single distinct CA certificate among
-/// `candidates`, a certificate and its re-signed twin counting as one; `(None, None)` unless
-/// there is exactly one.
-fn unique<'a>(
-    mut candidates: impl Iterator<Item = &'a CaCert>,
-) -> (Option<String>, Option<String>) {
-    let Some(first) = candidates.next() else {
-        return (None, None);
-    };
-    if candidates.all(|c| first.same_certificate(c)) {
-        (Some(first.sha256.clone()), first.twin.clone())
-    } else {
-        (None, None)
-    }
-}
-
-/// Base64 (standard alphabet, no padding) SHA-256 of DER bytes.
-pub fn fingerprint(der: &[u8]) -> String {
-    STANDARD_NO_PAD.encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der))
-}
-
-/// The [`fingerprint`] of a certificate's re-signed twin ([`twin::twin`]), if it has one.
-pub fn twin_fingerprint(der: &[u8]) -> Option<String> {
-    twin::twin(der).map(|t| fingerprint(&t))
-}
-
 /// The current trust material; swapped atomically on reload.
 pub struct Trust {
     settings: TrustSettings,
     provider: Arc<CryptoProvider>,
     current: ArcSwap<TrustMaterial>,
     versions: AtomicU64,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for Trust {
@@ -332,9 +254,10 @@ fn read(path: &Path, setting: &str) -> Result<Vec<u8>, String> {
 
 impl Trust {
     /// Loads the trust material; fails with a message naming the setting and the problem.
-    pub fn load(settings: TrustSettings) -> Result<Self, String> {
+    /// Reloads and expired CRLs are counted in `metrics`.
+    pub fn load(settings: TrustSettings, metrics: Arc<Metrics>) -> Result<Self, String> {
         let provider = provider();
-        let material = Self::build(&settings, &provider, 1)?;
+        let material = Self::build(&settings, &provider, 1, &metrics)?;
         let now = crate::clock::Clock::system().now();
         material.publish(now);
         material.note_expired(now);
@@ -343,13 +266,14 @@ impl Trust {
             provider,
             current: ArcSwap::from_pointee(material),
             versions: AtomicU64::new(1),
+            metrics,
         })
     }
 
     /// Re-reads the files; on success swaps the new material in, else keeps the old one.
     pub fn reload(&self) -> Result<String, String> {
         let version = self.versions.fetch_add(1, Ordering::Relaxed) + 1;
-        let material = Self::build(&self.settings, &self.provider, version)?;
+        let material = Self::build(&self.settings, &self.provider, version, &self.metrics)?;
         let summary = material.summary.clone();
         let now = crate::clock::Clock::system().now();
         material.publish(now);
@@ -363,7 +287,7 @@ impl Trust {
     pub fn reload_logged(&self) -> Result<String, String> {
         match self.reload() {
             Ok(summary) => {
-                crate::metrics::metrics().reload("client_ca", true);
+                self.metrics.reload("client_ca", true);
                 tracing::info!(
                     event = "client_ca_reloaded",
                     "reloaded client trust material: {summary}"
@@ -371,7 +295,7 @@ impl Trust {
                 Ok(summary)
             }
             Err(e) => {
-                crate::metrics::metrics().reload("client_ca", false);
+                self.metrics.reload("client_ca", false);
                 tracing::error!(event = "client_ca_reload_failed", reason = %e, "refused new client trust material, keeping the old: {e}");
                 Err(e)
             }
@@ -418,32 +342,10 @@ impl Trust {
         settings: &TrustSettings,
         provider: &Arc<CryptoProvider>,
         version: u64,
+        metrics: &Arc<Metrics>,
     ) -> Result<TrustMaterial, String> {
         let setting = "TLS_CLIENT_CA_FILE";
-        let pem = read(&settings.ca_file, setting)?;
-        let mut cas = Vec::new();
-        let mut bundle = Vec::new();
-        for (i, cert) in CertificateDer::pem_slice_iter(&pem).enumerate() {
-            let cert = cert.map_err(|e| {
-                format!(
-                    "{setting}: '{}': certificate {}: {e}",
-                    settings.ca_file.display(),
-                    i + 1
-                )
-            })?;
-            if let Ok((_, parsed)) = X509Certificate::from_der(&cert) {
-                chain::may_sign_certificates(&parsed).map_err(|why| {
-                    format!(
-                        "{setting}: '{}': certificate {} ('{}') {why}; remove it from the bundle or reissue it with keyCertSign",
-                        settings.ca_file.display(),
-                        i + 1,
-                        parsed.subject()
-                    )
-                })?;
-                cas.push(CaCert::of(&parsed, &cert));
-            }
-            bundle.push(cert);
-        }
+        let (cas, bundle) = read_bundle(settings)?;
         let (mut crls, mut crl_info, mut revoked) = (Vec::new(), Vec::new(), Vec::new());
         let loaded = match &settings.crl_file {
             Some(path) => {
@@ -458,35 +360,7 @@ impl Trust {
             }
             None => None,
         };
-        let mut roots = RootCertStore::empty();
-        let mut revoked_cas = Vec::new();
-        for (i, cert) in bundle.iter().enumerate() {
-            if let Some(r) = revoked.iter().find(|r| r.index == i) {
-                if let Ok((_, parsed)) = X509Certificate::from_der(cert) {
-                    revoked_cas.push((CaCert::of(&parsed, cert), r.subject.clone()));
-                }
-                continue;
-            }
-            roots.add(cert.clone()).map_err(|e| {
-                format!(
-                    "{setting}: '{}': certificate {} is not a usable CA: {e}",
-                    settings.ca_file.display(),
-                    i + 1
-                )
-            })?;
-        }
-        if bundle.is_empty() {
-            return Err(format!(
-                "{setting}: '{}' holds no PEM certificate",
-                settings.ca_file.display()
-            ));
-        }
-        if roots.is_empty() {
-            return Err(format!(
-                "{setting}: '{}': every CA certificate in it is revoked by TLS_CLIENT_CRL_FILE, so no client certificate could be accepted; add a CA that is not revoked",
-                settings.ca_file.display()
-            ));
-        }
+        let (roots, revoked_cas) = anchors(settings, &bundle, &revoked)?;
         let ca_subjects = roots.subjects();
         let ca_count = roots.len();
         let mut builder =
@@ -529,6 +403,7 @@ impl Trust {
             revoked_cas,
             crls,
             crl_info,
+            metrics: metrics.clone(),
             first_expiry,
             policy: settings.revocation,
         };
@@ -571,45 +446,77 @@ impl Trust {
     }
 }
 
-/// A precise, client-facing reason for a rejected certificate.
-fn describe(e: &rustls::Error, policy: RevocationPolicy) -> String {
-    let what = match e {
-        rustls::Error::InvalidCertificate(c) => match c {
-            CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
-                "has expired".to_owned()
-            }
-            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
-                "is not valid yet".to_owned()
-            }
-            CertificateError::UnknownIssuer => {
-                "was not issued by a CA in TLS_CLIENT_CA_FILE (unknown issuer)".to_owned()
-            }
-            CertificateError::Revoked => "has been revoked".to_owned(),
-            CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
-                "is not valid for client authentication (no clientAuth extended key usage)"
-                    .to_owned()
-            }
-            CertificateError::BadSignature => "has an invalid signature".to_owned(),
-            CertificateError::BadEncoding => "cannot be parsed".to_owned(),
-            CertificateError::UnknownRevocationStatus if policy.required => {
-                "has an unknown revocation status: TLS_CLIENT_CRL_FILE holds no CRL of a CA of its chain, which TLS_CLIENT_CRL_REQUIRED=true requires".to_owned()
-            }
-            CertificateError::UnknownRevocationStatus => {
-                "has an unknown revocation status".to_owned()
-            }
-            CertificateError::ExpiredRevocationList
-            | CertificateError::ExpiredRevocationListContext { .. } => format!(
-                "cannot be checked for revocation: the CRL of a CA of its chain is past its nextUpdate, and TLS_CLIENT_CRL_EXPIRED={} refuses certificates until a fresh CRL is loaded",
-                policy.expired.name()
-            ),
-            other => format!("was rejected: {other:?}"),
-        },
-        rustls::Error::InvalidCertRevocationList(crl) => {
-            format!("cannot be checked for revocation: the CRL of a CA of its chain is not usable ({crl:?})")
+/// The CA bundle: its certificates (DER) and what names each as an issuer; refuses a
+/// certificate that may not sign certificates.
+fn read_bundle(
+    settings: &TrustSettings,
+) -> Result<(Vec<CaCert>, Vec<CertificateDer<'static>>), String> {
+    let setting = "TLS_CLIENT_CA_FILE";
+    let pem = read(&settings.ca_file, setting)?;
+    let mut cas = Vec::new();
+    let mut bundle = Vec::new();
+    for (i, cert) in CertificateDer::pem_slice_iter(&pem).enumerate() {
+        let cert = cert.map_err(|e| {
+            format!(
+                "{setting}: '{}': certificate {}: {e}",
+                settings.ca_file.display(),
+                i + 1
+            )
+        })?;
+        if let Ok((_, parsed)) = X509Certificate::from_der(&cert) {
+            chain::may_sign_certificates(&parsed).map_err(|why| {
+                format!(
+                    "{setting}: '{}': certificate {} ('{}') {why}; remove it from the bundle or reissue it with keyCertSign",
+                    settings.ca_file.display(),
+                    i + 1,
+                    parsed.subject()
+                )
+            })?;
+            cas.push(CaCert::of(&parsed, &cert));
         }
-        other => format!("was rejected: {other}"),
-    };
-    format!("The client certificate {what}")
+        bundle.push(cert);
+    }
+    Ok((cas, bundle))
+}
+
+/// The trust anchors: every CA of the bundle but those its issuer's CRL revokes (kept apart,
+/// with their subject, to name them when a chain would have used one).
+fn anchors(
+    settings: &TrustSettings,
+    bundle: &[CertificateDer<'static>],
+    revoked: &[revocation::RevokedCa],
+) -> Result<(RootCertStore, Vec<(CaCert, String)>), String> {
+    let setting = "TLS_CLIENT_CA_FILE";
+    let mut roots = RootCertStore::empty();
+    let mut revoked_cas = Vec::new();
+    for (i, cert) in bundle.iter().enumerate() {
+        if let Some(r) = revoked.iter().find(|r| r.index == i) {
+            if let Ok((_, parsed)) = X509Certificate::from_der(cert) {
+                revoked_cas.push((CaCert::of(&parsed, cert), r.subject.clone()));
+            }
+            continue;
+        }
+        roots.add(cert.clone()).map_err(|e| {
+            format!(
+                "{setting}: '{}': certificate {} is not a usable CA: {e}",
+                settings.ca_file.display(),
+                i + 1
+            )
+        })?;
+    }
+    if bundle.is_empty() {
+        return Err(format!(
+            "{setting}: '{}' holds no PEM certificate",
+            settings.ca_file.display()
+        ));
+    }
+    if roots.is_empty() {
+        return Err(format!(
+            "{setting}: '{}': every CA certificate in it is revoked by TLS_CLIENT_CRL_FILE, so no client certificate could be accepted; add a CA that is not revoked",
+            settings.ca_file.display()
+        ));
+    }
+    Ok((roots, revoked_cas))
 }
 
 /// Client ID attribute of certificate-verifying flows (`MTLS_CLIENT_ID_ATTRIBUTE`).
@@ -657,73 +564,6 @@ impl ClientIdAttribute {
             Self::Sha256 => facts.sha256_fingerprint.clone(),
         }
     }
-}
-
-/// Extracts the facts of a DER certificate, encoded as Google's load balancer does: SHA-256
-/// fingerprint in base64 (standard alphabet, no padding), serial as colon-separated lowercase
-/// hex of the DER serial bytes, the SPIFFE ID apart from the other URI SANs; plus the
-/// fingerprint of the re-signed twin, for deny lists. Refuses, with a sentence saying what is
-/// wrong, a certificate whose SAN extension cannot be read, with more than one SPIFFE ID (URI
-/// SAN whose scheme is `spiffe` in any letter case) or with a malformed one ([`spiffe::parse`]).
-pub fn facts(der: &[u8]) -> Result<CertificateFacts, String> {
-    let (_, cert) = X509Certificate::from_der(der)
-        .map_err(|_| "The client certificate cannot be parsed".to_owned())?;
-    let mut facts = CertificateFacts {
-        sha256_fingerprint: Some(fingerprint(der)),
-        sha256_fingerprint_twin: twin_fingerprint(der),
-        serial_number: Some(
-            cert.raw_serial()
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<Vec<_>>()
-                .join(":"),
-        ),
-        not_before: Some(cert.validity().not_before.timestamp()),
-        not_after: Some(cert.validity().not_after.timestamp()),
-        subject_dn: Some(cert.subject().to_string()),
-        issuer_dn: Some(cert.issuer().to_string()),
-        subject: attributes(cert.subject()),
-        issuer: attributes(cert.issuer()),
-        ..CertificateFacts::default()
-    };
-    let san = cert.subject_alternative_name().map_err(|_| {
-        "The client certificate's subjectAltName extension cannot be parsed (or appears twice)"
-            .to_owned()
-    })?;
-    for name in san.iter().flat_map(|san| &san.value.general_names) {
-        match name {
-            GeneralName::DNSName(dns) => facts.dns_sans.push((*dns).to_owned()),
-            GeneralName::URI(uri) if spiffe::is_spiffe(uri) => {
-                let id = spiffe::parse(uri).map_err(|why| {
-                    format!(
-                        "The client certificate's SPIFFE ID '{}' is not valid: {why}",
-                        spiffe::printable(uri, 256)
-                    )
-                })?;
-                if facts.spiffe_id.is_some() {
-                    return Err("The client certificate has more than one SPIFFE ID (URI SAN with scheme spiffe); a SPIFFE certificate carries exactly one".to_owned());
-                }
-                facts.spiffe_id = Some(id.as_str().to_owned());
-            }
-            GeneralName::URI(uri) => facts.uri_sans.push((*uri).to_owned()),
-            _ => {}
-        }
-    }
-    Ok(facts)
-}
-
-/// The attributes of a distinguished name as (short name, value) pairs, in certificate order;
-/// attributes without a well-known short name keep their dotted OID.
-fn attributes(name: &X509Name<'_>) -> Vec<(String, String)> {
-    name.iter_attributes()
-        .filter_map(|a| {
-            let value = a.as_str().ok()?.to_owned();
-            let key = oid2abbrev(a.attr_type(), oid_registry())
-                .map(str::to_owned)
-                .unwrap_or_else(|_| a.attr_type().to_id_string());
-            Some((key, value))
-        })
-        .collect()
 }
 
 #[cfg(test)]

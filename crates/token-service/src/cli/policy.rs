@@ -184,12 +184,15 @@ fn explain(request: &Request<'_>) -> Result<(String, bool), String> {
     };
     let verification = match request.ca {
         Some(ca) => {
-            let trust = Trust::load(TrustSettings {
-                ca_file: ca.to_owned(),
-                crl_file: None,
-                reload_interval: std::time::Duration::from_secs(5),
-                revocation: Default::default(),
-            })?;
+            let trust = Trust::load(
+                TrustSettings {
+                    ca_file: ca.to_owned(),
+                    crl_file: None,
+                    reload_interval: std::time::Duration::from_secs(5),
+                    revocation: Default::default(),
+                },
+                crate::metrics::shared(),
+            )?;
             (facts.issuer_ca_sha256, facts.issuer_ca_sha256_twin) =
                 trust.issuer_fingerprint(&chain);
             let now = rustls_pki_types::UnixTime::now();

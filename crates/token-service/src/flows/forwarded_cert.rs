@@ -1,7 +1,8 @@
 //! Flow `forwarded-cert-client-credentials`: a proxy (Envoy/Istio, nginx, HAProxy, Traefik,
 //! Google's load balancer) terminates TLS and forwards the whole client certificate in a
 //! header; Token Service re-verifies it against its own CA bundle and CRLs instead of trusting a
-//! proxy's verdict. The header is accepted only from trusted proxy addresses.
+//! proxy's verdict. The header is accepted only from trusted proxy addresses. Uses `model` and
+//! `x509` (chain verification); logs nothing.
 
 pub mod parse;
 mod settings;
@@ -14,11 +15,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use http::HeaderName;
 
-use super::mtls::VerifiedChains;
-use super::{Flow, FlowError, TLS_CLIENT_AUTH};
+use super::{Authentication, Declined, Flow};
 use crate::clock::Clock;
-use crate::model::{AuthenticatedClient, CLIENT_CREDENTIALS, TokenRequest};
-use crate::x509::{ClientIdAttribute, Trust};
+use crate::error::Failure;
+use crate::model::TokenRequest;
+use crate::x509::{ClientIdAttribute, Trust, VerifiedChains};
 use parse::parse_forwarded;
 
 /// Name of this flow in `AUTH_FLOWS` and `amr`.
@@ -59,49 +60,32 @@ impl ForwardedCertFlow {
         &self,
         request: &'a TokenRequest,
         name: &HeaderName,
-    ) -> Result<Option<&'a str>, FlowError> {
+    ) -> Result<Option<&'a str>, Failure> {
         let mut values = request.headers.get_all(name).iter();
         let Some(value) = values.next() else {
             return Ok(None);
         };
         if values.next().is_some() {
-            return Err(FlowError::InvalidRequest(format!(
+            return Err(Failure::invalid_request(format!(
                 "Header {name} appears more than once: the proxy must overwrite it, not append to it"
             )));
         }
         value
             .to_str()
             .map(Some)
-            .map_err(|_| FlowError::InvalidRequest(format!("Header {name} is not printable ASCII")))
+            .map_err(|_| Failure::invalid_request(format!("Header {name} is not printable ASCII")))
     }
 }
 
 #[async_trait]
 impl Flow for ForwardedCertFlow {
-    fn name(&self) -> &str {
-        NAME
-    }
-
-    fn grant_type(&self) -> &str {
-        CLIENT_CREDENTIALS
-    }
-
-    fn auth_method(&self) -> &str {
-        TLS_CLIENT_AUTH
-    }
-
-    fn can_handle(&self, request: &TokenRequest) -> bool {
-        request.headers.contains_key(&self.settings.header)
-    }
-
-    fn declined(&self, _request: &TokenRequest) -> FlowError {
-        FlowError::InvalidRequest(format!(
-            "no forwarded client certificate (header {} is missing)",
-            self.settings.header
-        ))
-    }
-
-    async fn authenticate(&self, request: &TokenRequest) -> Result<AuthenticatedClient, FlowError> {
+    async fn authenticate(&self, request: &TokenRequest) -> Result<Authentication, Failure> {
+        if !request.headers.contains_key(&self.settings.header) {
+            return Ok(Authentication::NotMine(Declined::missing(format!(
+                "no forwarded client certificate (header {} is missing)",
+                self.settings.header
+            ))));
+        }
         // A dual-stack listener (`BIND_ADDRESS=::`) sees IPv4 peers as IPv4-mapped IPv6
         // addresses (`::ffff:10.0.0.1`), which IPv4 CIDRs do not contain: compare the IPv4 form.
         let peer = request.remote_addr.map(|a| a.ip().to_canonical());
@@ -115,15 +99,11 @@ impl Flow for ForwardedCertFlow {
             let from = peer
                 .map(|ip| ip.to_string())
                 .unwrap_or_else(|| "an unknown address".into());
-            tracing::warn!(
-                event = "forwarded_cert_untrusted_proxy",
-                flow = NAME,
-                peer = %from,
-                "refused a forwarded client certificate from {from}, which is not in TRUSTED_PROXIES"
-            );
-            return Err(FlowError::Unauthorized(format!(
+            return Err(Failure::unauthorized(format!(
                 "Forwarded client certificates are accepted only from trusted proxies; {from} is not one"
-            )));
+            ))
+            .with_label("event", "forwarded_cert_untrusted_proxy")
+            .with_label("peer", from));
         }
         let leaf = self.header(request, &self.settings.header)?.unwrap_or("");
         let chain = match &self.settings.chain_header {
@@ -136,19 +116,14 @@ impl Flow for ForwardedCertFlow {
                 Some(chain) if e.in_chain_header() => chain,
                 _ => &self.settings.header,
             };
-            FlowError::InvalidRequest(format!("Header {header}: {e}"))
+            Failure::invalid_request(format!("Header {header}: {e}"))
         })?;
         let mut certificates = Vec::with_capacity(1 + forwarded.chain.len());
         certificates.push(forwarded.leaf);
         certificates.extend(forwarded.chain);
         self.verified
-            .authenticate(
-                NAME,
-                &self.trust,
-                &self.clock,
-                self.attribute,
-                &certificates,
-            )
+            .authenticate(&self.trust, &self.clock, self.attribute, &certificates)
             .await
+            .map(Authentication::Client)
     }
 }

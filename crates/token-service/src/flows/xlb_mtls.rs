@@ -1,20 +1,19 @@
 //! Flow `xlb-mtls-client-credentials`: Google Cloud's external Application Load Balancer
 //! terminates mutual TLS, verifies the client chain against its trust config and forwards what
 //! it learned as request headers. This flow trusts those headers, so the service must only be
-//! reachable through the load balancer (optionally proven by a shared-secret header).
+//! reachable through the load balancer (optionally proven by a shared-secret header). Uses
+//! `model` and `x509` (SPIFFE ID rules); logs nothing.
 
 use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use http::{HeaderMap, HeaderName};
-use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::{FlowError, TLS_CLIENT_AUTH};
-use crate::model::{
-    AuthenticatedClient, CLIENT_CREDENTIALS, CertificateFacts, TokenRequest, truncate,
-};
+use super::{Authentication, Declined};
+use crate::error::Failure;
+use crate::model::{AuthenticatedClient, CertificateFacts, TokenRequest, truncate};
 
 /// Name of this flow in `AUTH_FLOWS` and `amr`.
 pub const NAME: &str = "xlb-mtls-client-credentials";
@@ -69,22 +68,58 @@ impl XlbMtlsFlow {
             .is_none_or(|secret| secret.matches(headers))
     }
 
-    /// Every certificate header the request carries, as log labels `header/<name>`.
-    fn header_labels(&self, headers: &HeaderMap) -> Value {
-        let mut labels = Map::new();
+    /// Adds every certificate header the request carries to `failure` as log labels
+    /// `header/<name>`, so the request's log line shows what the load balancer reported.
+    fn with_header_labels(&self, failure: Failure, headers: &HeaderMap) -> Failure {
+        let mut failure = failure.with_label("event", "client_certificate_unverified");
         for name in self.settings.certificate_headers() {
             if let Some(v) = headers.get(name) {
                 let text = String::from_utf8_lossy(v.as_bytes());
-                labels.insert(
-                    format!("header/{name}"),
-                    Value::String(truncate(&text, 512)),
-                );
+                failure = failure.with_label(format!("header/{name}"), truncate(&text, 512));
             }
         }
-        Value::Object(labels)
+        failure
     }
 
-    fn check_validity(&self, headers: &HeaderMap) -> Result<(Option<i64>, Option<i64>), FlowError> {
+    /// Why the request is not this flow's, when it is not: without the load balancer's secret
+    /// no certificate header is read at all and the request is left to the other flows (a
+    /// direct-mTLS client never carries the secret); certificate headers without it are
+    /// untrusted (403 if no other flow takes the request).
+    fn declined(&self, headers: &HeaderMap) -> Option<Declined> {
+        let s = &self.settings;
+        if let Some(secret) = &s.lb_secret
+            && !self.secret_matches(headers)
+        {
+            let forwarded = s
+                .certificate_headers()
+                .iter()
+                .any(|name| headers.contains_key(*name));
+            return Some(if forwarded {
+                Declined::untrusted(format!(
+                    "load-balancer certificate headers without the load balancer's secret: header '{}' is missing or its value is wrong, so they are not trusted",
+                    secret.header
+                ))
+            } else {
+                Declined::missing(format!(
+                    "no load-balancer certificate headers with a valid secret (header '{}')",
+                    secret.header
+                ))
+            });
+        }
+        let name = &s.present;
+        match headers.get(name) {
+            Some(v) if v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"true") => None,
+            Some(v) => Some(Declined::missing(format!(
+                "header {name} holds '{}' rather than 'true': no client certificate was presented to the load balancer",
+                truncate(&String::from_utf8_lossy(v.as_bytes()), 64)
+            ))),
+            None => Some(Declined::missing(format!(
+                "no load-balancer certificate headers: header {name} is missing, so the request did not come through an mTLS load balancer"
+            ))),
+        }
+    }
+
+    fn check_validity(&self, headers: &HeaderMap) -> Result<(Option<i64>, Option<i64>), Failure> {
         let s = &self.settings;
         let not_before = header(headers, &s.not_before)?
             .map(|v| parse_time(&s.not_before, v))
@@ -96,7 +131,7 @@ impl XlbMtlsFlow {
         if let Some(nb) = not_before
             && now < nb
         {
-            return Err(FlowError::Unauthorized(format!(
+            return Err(Failure::unauthorized(format!(
                 "The client certificate is not valid before {} (header {})",
                 format_time(nb),
                 s.not_before
@@ -105,7 +140,7 @@ impl XlbMtlsFlow {
         if let Some(na) = not_after
             && now > na
         {
-            return Err(FlowError::Unauthorized(format!(
+            return Err(Failure::unauthorized(format!(
                 "The client certificate expired at {} (header {})",
                 format_time(na),
                 s.not_after
@@ -117,104 +152,38 @@ impl XlbMtlsFlow {
 
 #[async_trait]
 impl super::Flow for XlbMtlsFlow {
-    fn name(&self) -> &str {
-        NAME
-    }
-
-    fn grant_type(&self) -> &str {
-        CLIENT_CREDENTIALS
-    }
-
-    fn auth_method(&self) -> &str {
-        TLS_CLIENT_AUTH
-    }
-
-    fn can_handle(&self, request: &TokenRequest) -> bool {
-        // Without the load balancer's secret no certificate header is read at all, and the
-        // request is left to the other flows: a direct-mTLS client never carries the secret.
-        self.secret_matches(&request.headers)
-            && request
-                .headers
-                .get(&self.settings.present)
-                .is_some_and(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"true"))
-    }
-
-    fn declined(&self, request: &TokenRequest) -> FlowError {
-        let s = &self.settings;
+    async fn authenticate(&self, request: &TokenRequest) -> Result<Authentication, Failure> {
         let headers = &request.headers;
-        if let Some(secret) = &s.lb_secret
-            && !self.secret_matches(headers)
-        {
-            let forwarded = s
-                .certificate_headers()
-                .iter()
-                .any(|name| headers.contains_key(*name));
-            return if forwarded {
-                FlowError::Unauthorized(format!(
-                    "load-balancer certificate headers without the load balancer's secret: header '{}' is missing or its value is wrong, so they are not trusted",
-                    secret.header
-                ))
-            } else {
-                FlowError::InvalidRequest(format!(
-                    "no load-balancer certificate headers with a valid secret (header '{}')",
-                    secret.header
-                ))
-            };
+        if let Some(declined) = self.declined(headers) {
+            return Ok(Authentication::NotMine(declined));
         }
-        let name = &s.present;
-        match headers.get(name) {
-            Some(v) => FlowError::InvalidRequest(format!(
-                "header {name} holds '{}' rather than 'true': no client certificate was presented to the load balancer",
-                truncate(&String::from_utf8_lossy(v.as_bytes()), 64)
-            )),
-            None => FlowError::InvalidRequest(format!(
-                "no load-balancer certificate headers: header {name} is missing, so the request did not come through an mTLS load balancer"
-            )),
-        }
+        self.client(headers).map(Authentication::Client)
     }
+}
 
-    async fn authenticate(&self, request: &TokenRequest) -> Result<AuthenticatedClient, FlowError> {
+impl XlbMtlsFlow {
+    /// The client of a request that came through the load balancer with a certificate.
+    fn client(&self, headers: &HeaderMap) -> Result<AuthenticatedClient, Failure> {
         let s = &self.settings;
-        let headers = &request.headers;
-        if !self.secret_matches(headers) {
-            let header = s
-                .lb_secret
-                .as_ref()
-                .map(|l| l.header.as_str())
-                .unwrap_or("");
-            return Err(FlowError::Unauthorized(format!(
-                "The request lacks the load balancer's secret header '{header}' or its value is wrong"
-            )));
-        }
-        let present = header(headers, &s.present)?.unwrap_or("");
-        if !present.trim().eq_ignore_ascii_case("true") {
-            return Err(FlowError::Unauthorized(format!(
-                "No client certificate was presented (header {} is not 'true')",
-                s.present
-            )));
-        }
+        // Refuses a repeated header (the claim above looked at the first value only).
+        header(headers, &s.present)?;
         let verified = header(headers, &s.chain_verified)?.unwrap_or("");
         if !verified.trim().eq_ignore_ascii_case("true") {
             let lb_error = header(headers, &s.error).ok().flatten().unwrap_or("");
-            tracing::error!(
-                event = "client_certificate_unverified",
-                flow = NAME,
-                labels = %self.header_labels(headers),
-                "the load balancer could not verify the client certificate chain"
-            );
             let detail = if lb_error.is_empty() {
                 String::new()
             } else {
                 format!(": {}", truncate(lb_error, 256))
             };
-            return Err(FlowError::Unauthorized(format!(
+            let refusal = Failure::unauthorized(format!(
                 "The client certificate chain could not be verified (header {} is not 'true'){detail}",
                 s.chain_verified
-            )));
+            ));
+            return Err(self.with_header_labels(refusal, headers));
         }
         let raw_id = header(headers, &s.client_id)?.unwrap_or("").trim();
         if raw_id.is_empty() {
-            return Err(FlowError::Unauthorized(format!(
+            return Err(Failure::unauthorized(format!(
                 "Header {} is empty or missing: the client certificate lacks the attribute that identifies clients",
                 s.client_id
             )));
@@ -230,12 +199,12 @@ impl super::Flow for XlbMtlsFlow {
             Some(raw_id.to_owned())
         };
         let Some(client_id) = client_id else {
-            return Err(FlowError::Unauthorized(format!(
+            return Err(Failure::unauthorized(format!(
                 "Header {} holds no SAN: the client certificate lacks the attribute that identifies clients",
                 s.client_id
             )));
         };
-        let text = |name: &HeaderName| -> Result<Option<String>, FlowError> {
+        let text = |name: &HeaderName| -> Result<Option<String>, Failure> {
             Ok(header(headers, name)?
                 .map(str::trim)
                 .filter(|v| !v.is_empty())
@@ -247,16 +216,15 @@ impl super::Flow for XlbMtlsFlow {
         if let Some(id) = &spiffe_id
             && let Err(why) = crate::x509::spiffe::parse(id)
         {
-            return Err(FlowError::Unauthorized(format!(
+            return Err(Failure::unauthorized(format!(
                 "Header {} holds '{}', which is not a valid SPIFFE ID: {why}",
                 s.spiffe,
                 crate::x509::spiffe::printable(id, 256)
             )));
         }
-        Ok(AuthenticatedClient {
-            flow: NAME.to_owned(),
+        Ok(AuthenticatedClient::new(
             client_id,
-            facts: CertificateFacts {
+            CertificateFacts {
                 spiffe_id,
                 dns_sans,
                 uri_sans,
@@ -266,24 +234,24 @@ impl super::Flow for XlbMtlsFlow {
                 not_after,
                 ..CertificateFacts::default()
             },
-        })
+        ))
     }
 }
 
 /// Reads a header as text. A header given twice is refused: a load balancer sets each header
 /// once, so a second copy means someone upstream appended instead of overwriting.
-fn header<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<Option<&'a str>, FlowError> {
+fn header<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<Option<&'a str>, Failure> {
     let mut values = headers.get_all(name).iter();
     let Some(value) = values.next() else {
         return Ok(None);
     };
     if values.next().is_some() {
-        return Err(FlowError::InvalidRequest(format!(
+        return Err(Failure::invalid_request(format!(
             "Header {name} appears more than once"
         )));
     }
     if value.len() > MAX_HEADER_BYTES {
-        return Err(FlowError::InvalidRequest(format!(
+        return Err(Failure::invalid_request(format!(
             "Header {name} exceeds {} KiB",
             MAX_HEADER_BYTES / 1024
         )));
@@ -291,14 +259,14 @@ fn header<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<Option<&'a st
     value
         .to_str()
         .map(Some)
-        .map_err(|_| FlowError::InvalidRequest(format!("Header {name} is not printable ASCII")))
+        .map_err(|_| Failure::invalid_request(format!("Header {name} is not printable ASCII")))
 }
 
-fn san_header(headers: &HeaderMap, name: &HeaderName) -> Result<Vec<String>, FlowError> {
+fn san_header(headers: &HeaderMap, name: &HeaderName) -> Result<Vec<String>, Failure> {
     match header(headers, name)? {
         None => Ok(Vec::new()),
         Some(v) => {
-            decode_san_list(v).map_err(|e| FlowError::InvalidRequest(format!("Header {name}: {e}")))
+            decode_san_list(v).map_err(|e| Failure::invalid_request(format!("Header {name}: {e}")))
         }
     }
 }
@@ -334,11 +302,11 @@ pub fn decode_san_list(value: &str) -> Result<Vec<String>, String> {
         .collect())
 }
 
-fn parse_time(name: &HeaderName, value: &str) -> Result<i64, FlowError> {
+fn parse_time(name: &HeaderName, value: &str) -> Result<i64, Failure> {
     OffsetDateTime::parse(value.trim(), &Rfc3339)
         .map(|t| t.unix_timestamp())
         .map_err(|_| {
-            FlowError::Unauthorized(format!(
+            Failure::unauthorized(format!(
                 "Header {name} holds '{}', which is not an RFC 3339 time",
                 truncate(value, 64)
             ))

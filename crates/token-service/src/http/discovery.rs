@@ -1,14 +1,16 @@
-//! OIDC discovery, the JWK Set and the root redirect.
+//! OIDC discovery, the JWK Set and the root redirect. Uses the issuer (not the grant) and
+//! the flows' summary computed once in `AppState`.
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Redirect, Response};
-use http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use http::{HeaderMap, HeaderValue, Uri, header};
 
 use super::error::HttpError;
 use super::{AppState, IssuerSource, request_issuer};
+use crate::error::{Failure, Kind};
 use crate::issuer::discovery_document;
 
 /// Verifiers may cache discovery and keys for five minutes: short enough that a key added to
@@ -23,18 +25,16 @@ pub async fn discovery(
 ) -> Response {
     let iss = match request_issuer(&state.issuer, &headers, &uri) {
         Ok(iss) => iss,
-        Err(e) => return e.into_response(),
+        Err(e) => return HttpError::from(e).into_response(),
     };
     let doc = match discovery_document(&iss, state.grant.issuer(), &state.summary) {
         Ok(doc) => doc,
         Err(reason) => {
-            let mut e = HttpError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "temporarily_unavailable",
+            return HttpError::from(Failure::unavailable(
                 format!("The signing keys are not available yet: {reason}"),
-            );
-            e.retry_after = Some(5);
-            return e.into_response();
+                5,
+            ))
+            .into_response();
         }
     };
     let mut response = Json(doc).into_response();
@@ -64,11 +64,10 @@ pub async fn jwks(State(state): State<Arc<AppState>>) -> Response {
             response.headers_mut().insert(header::CACHE_CONTROL, CACHE);
             response
         }
-        None => HttpError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
+        None => HttpError::from(Failure::new(
+            Kind::NotFound,
             "The signing keys are not published here; see jwks_uri in /.well-known/openid-configuration",
-        )
+        ))
         .into_response(),
     }
 }
@@ -79,6 +78,6 @@ pub async fn root(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: U
         Ok(iss) => {
             Redirect::temporary(&format!("{iss}/.well-known/openid-configuration")).into_response()
         }
-        Err(e) => e.into_response(),
+        Err(e) => HttpError::from(e).into_response(),
     }
 }

@@ -1,6 +1,8 @@
 //! The single mapping from errors to HTTP responses: OAuth JSON (`{"error",
 //! "error_description"}`, RFC 6749 §5.2) or the executable-sourced credential format of Google's
 //! client libraries (AIP-4117: `{"success": false, "version": 1, "code", "message"}`).
+//! [`HttpError::status_and_code`] is the only table from a failure's kind to status and code;
+//! the few answers it has no row for (413, 415, the OAuth endpoint's 405) are built here too.
 
 use axum::Json;
 use axum::response::{IntoResponse, Response};
@@ -8,7 +10,6 @@ use http::{HeaderValue, StatusCode, header};
 use serde_json::json;
 
 use crate::error::{Failure, Kind};
-use crate::grant::GrantError;
 
 /// How `/token` answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -76,33 +77,6 @@ impl IntoResponse for HttpError {
     }
 }
 
-impl From<GrantError> for HttpError {
-    fn from(e: GrantError) -> Self {
-        let status = match &e {
-            GrantError::InvalidRequest(_) | GrantError::UnsupportedGrantType(_) => {
-                StatusCode::BAD_REQUEST
-            }
-            GrantError::UnauthorizedClient(_) | GrantError::AccessDenied(_) => {
-                StatusCode::FORBIDDEN
-            }
-            GrantError::Server(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            GrantError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            GrantError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-        };
-        let retry_after = match &e {
-            GrantError::Unavailable { retry_after, .. }
-            | GrantError::RateLimited { retry_after, .. } => Some((*retry_after).max(1)),
-            _ => None,
-        };
-        Self {
-            status,
-            code: e.code(),
-            description: e.to_string(),
-            retry_after,
-        }
-    }
-}
-
 impl HttpError {
     /// The one table from failure kind to HTTP status and OAuth error code.
     pub fn status_and_code(kind: Kind) -> (StatusCode, &'static str, Option<u64>) {
@@ -154,61 +128,29 @@ impl From<Failure> for HttpError {
 
 /// 404 for unknown paths.
 pub async fn not_found(uri: http::Uri) -> HttpError {
-    HttpError::new(
-        StatusCode::NOT_FOUND,
-        "not_found",
+    HttpError::from(Failure::new(
+        Kind::NotFound,
         format!(
             "No endpoint at '{}'; see /.well-known/openid-configuration",
             crate::model::truncate(uri.path(), 128)
         ),
-    )
+    ))
 }
 
 /// 405 for known paths used with the wrong method.
 pub async fn method_not_allowed(method: http::Method, uri: http::Uri) -> HttpError {
-    HttpError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+    HttpError::from(Failure::new(
+        Kind::MethodNotAllowed,
         format!(
             "{method} is not allowed on '{}'; use GET",
             crate::model::truncate(uri.path(), 128)
         ),
-    )
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn grant_errors_map_to_oauth_statuses_and_codes() {
-        let cases = [
-            (
-                GrantError::InvalidRequest("a".into()),
-                400,
-                "invalid_request",
-            ),
-            (
-                GrantError::UnsupportedGrantType("b".into()),
-                400,
-                "unsupported_grant_type",
-            ),
-            (
-                GrantError::UnauthorizedClient("c".into()),
-                403,
-                "unauthorized_client",
-            ),
-            (GrantError::AccessDenied("d".into()), 403, "access_denied"),
-            (GrantError::Server("e".into()), 500, "server_error"),
-        ];
-        for (error, status, code) in cases {
-            let e = HttpError::from(error);
-            assert_eq!(
-                (e.status.as_u16(), e.code, e.retry_after),
-                (status, code, None)
-            );
-        }
-    }
 
     #[test]
     fn failure_kinds_map_to_statuses_codes_and_retry_after() {
@@ -256,12 +198,9 @@ mod tests {
 
     #[test]
     fn unavailable_is_503_with_retry_after_in_both_formats() {
-        let error = GrantError::Unavailable {
-            message: "upstream busy".into(),
-            retry_after: 7,
-        };
+        let failure = Failure::unavailable("upstream busy", 7);
         for format in [Format::OAuth, Format::ExternalCredential] {
-            let response = HttpError::from(error.clone()).into_response_as(format);
+            let response = HttpError::from(&failure).into_response_as(format);
             assert_eq!(response.status(), 503);
             assert_eq!(response.headers()[header::RETRY_AFTER], "7");
         }

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use http::StatusCode;
 use serde_json::json;
 
 use super::AppState;
 use super::error::HttpError;
+use crate::error::Failure;
 
 /// Always 200 while the process serves.
 pub async fn healthz() -> Response {
@@ -18,13 +18,13 @@ pub async fn healthz() -> Response {
 }
 
 /// `/metrics`: Prometheus text format.
-pub async fn metrics() -> Response {
+pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     (
         [(
             http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        crate::metrics::metrics().render(),
+        state.metrics.render(),
     )
         .into_response()
 }
@@ -51,13 +51,7 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
             }
         }
         Err(reason) => {
-            let mut e = HttpError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "temporarily_unavailable",
-                format!("Not ready: {reason}"),
-            );
-            e.retry_after = Some(5);
-            e.into_response()
+            HttpError::from(Failure::unavailable(format!("Not ready: {reason}"), 5)).into_response()
         }
     }
 }

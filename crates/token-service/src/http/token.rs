@@ -1,4 +1,7 @@
-//! `POST /token`: the OAuth token endpoint for the client-credentials grant.
+//! `POST /token`: the OAuth token endpoint for the client-credentials grant, and the one log
+//! line of every token request ([`log_line`]): the handler writes it from the grant's
+//! [`Exchange`], or from the refusal of a request that never reached the grant (a malformed
+//! body here, the guard's limits in `http.rs`). Nothing else logs a token request.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,6 +14,9 @@ use serde_json::{Map, Value, json};
 
 use super::error::{Format, HttpError};
 use super::{AppState, MAX_BODY_BYTES, form, request_issuer};
+use crate::clock::{Deadline, Stopwatch};
+use crate::error::Failure;
+use crate::grant::Exchange;
 use crate::model::{IssuedTokens, TokenRequest};
 
 /// TLS peer certificates (DER, leaf first) that a TLS listener puts into request extensions.
@@ -19,40 +25,42 @@ pub struct PeerCertificates(pub Arc<Vec<Vec<u8>>>);
 
 /// Handles a token request.
 pub async fn token(State(state): State<Arc<AppState>>, request: Request) -> Response {
-    match handle(&state, request).await {
-        Ok(response) => response,
+    let (format, token_request, iss) = match parse(&state, request).await {
+        Ok(parsed) => parsed,
         Err((format, e)) => {
-            if e.status.is_client_error() && e.status != StatusCode::FORBIDDEN {
-                tracing::warn!(event = "bad_request", status = e.status.as_u16(), reason = %e.description, "refused a token request: {}", e.description);
-            }
-            e.into_response_as(format)
+            log_line(&Line::refused("bad_request", &e));
+            return e.into_response_as(format);
         }
+    };
+    let deadline = Deadline::after(state.upstream_timeout);
+    let watch = Stopwatch::start();
+    let exchange = state.grant.exchange(&token_request, &iss, deadline).await;
+    let line = Line::of(&exchange);
+    state
+        .metrics
+        .token_request(line.flow_or("none"), line.outcome, watch.elapsed());
+    log_line(&line);
+    match exchange.result {
+        Ok(issued) => success(format, issued),
+        Err(failure) => HttpError::from(failure).into_response_as(format),
     }
 }
 
-async fn handle(state: &AppState, request: Request) -> Result<Response, (Format, HttpError)> {
+/// The request as the grant sees it, its answer format and its issuer; or the refusal of a
+/// malformed request, in the format it asked for when that much could be read.
+async fn parse(
+    state: &AppState,
+    request: Request,
+) -> Result<(Format, TokenRequest, String), (Format, HttpError)> {
     let oauth = |e: HttpError| (Format::OAuth, e);
     let (parts, body) = request.into_parts();
     check_content_type(&parts.headers).map_err(oauth)?;
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+    if declared_too_large(&parts.headers) {
         return Err(oauth(too_large()));
     }
     let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
         .await
-        .map_err(|e| {
-            let too_big = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            oauth(if too_big {
-                too_large()
-            } else {
-                HttpError::bad_request("The request body could not be read")
-            })
-        })?;
+        .map_err(|e| oauth(unreadable(&e)))?;
     let mut params = form::parse_form(&bytes).map_err(|m| oauth(HttpError::bad_request(m)))?;
     let format = match params.remove("format").as_deref() {
         None | Some("") => Format::OAuth,
@@ -64,7 +72,8 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, (Format,
             ))));
         }
     };
-    let iss = request_issuer(&state.issuer, &parts.headers, &parts.uri).map_err(|e| (format, e))?;
+    let iss = request_issuer(&state.issuer, &parts.headers, &parts.uri)
+        .map_err(|e| (format, HttpError::from(e)))?;
     let token_request = TokenRequest {
         grant_type: params.remove("grant_type").unwrap_or_default(),
         scope: params.remove("scope"),
@@ -80,12 +89,158 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, (Format,
             .map(|p| p.0.clone()),
         headers: parts.headers,
     };
-    let issued = state
-        .grant
-        .exchange(&token_request, &iss)
-        .await
-        .map_err(|e| (format, HttpError::from(e)))?;
-    Ok(success(format, issued))
+    Ok((format, token_request, iss))
+}
+
+/// What the one log line of a token request says.
+struct Line<'a> {
+    event: &'static str,
+    outcome: &'static str,
+    reason: Option<String>,
+    flow: Option<&'a str>,
+    client_id: Option<&'a str>,
+    jti: Option<&'a str>,
+    access_token: bool,
+    labels: &'a [(String, String)],
+}
+
+impl<'a> Line<'a> {
+    /// The line of a request the grant answered: `token_issued`; the event a refusal names
+    /// (see [`named_event`]); `authentication_failed` when a flow took or refused the request;
+    /// else `token_request_rejected` (no flow took it, or the caller's failed authentications
+    /// are over the limit).
+    fn of(exchange: &'a Exchange) -> Self {
+        let flow = exchange.flow.as_deref();
+        let client_id = exchange.client_id.as_deref();
+        match &exchange.result {
+            Ok(issued) => Self {
+                event: "token_issued",
+                outcome: "issued",
+                reason: None,
+                flow,
+                client_id,
+                jti: Some(&issued.jti),
+                access_token: issued.access_token.is_some(),
+                labels: &[],
+            },
+            Err(failure) => Self {
+                event: named_event(failure).unwrap_or(if flow.is_some() {
+                    "authentication_failed"
+                } else {
+                    "token_request_rejected"
+                }),
+                outcome: HttpError::code_of(failure.kind()),
+                reason: Some(failure.log_detail()),
+                flow,
+                client_id,
+                jti: None,
+                access_token: false,
+                labels: failure.labels(),
+            },
+        }
+    }
+
+    /// The line of a request refused before the grant saw it.
+    fn refused(event: &'static str, e: &'a HttpError) -> Self {
+        Self {
+            event,
+            outcome: e.code,
+            reason: Some(e.description.clone()),
+            flow: None,
+            client_id: None,
+            jti: None,
+            access_token: false,
+            labels: &[],
+        }
+    }
+
+    fn flow_or(&self, none: &'a str) -> &'a str {
+        self.flow.unwrap_or(none)
+    }
+}
+
+/// The event a refusal names for its line with the label `event`: what was refused, where
+/// operators look for it (`client_certificate_rejected` with the certificate's facts,
+/// `client_certificate_unverified` with the load balancer's headers,
+/// `forwarded_cert_untrusted_proxy` with the peer).
+fn named_event(failure: &Failure) -> Option<&'static str> {
+    let (_, event) = failure.labels().iter().find(|(k, _)| k == "event")?;
+    NAMED_EVENTS.iter().copied().find(|known| known == event)
+}
+
+/// Events a refusal may name (the log's event field stays a closed set).
+const NAMED_EVENTS: [&str; 3] = [
+    "client_certificate_rejected",
+    "client_certificate_unverified",
+    "forwarded_cert_untrusted_proxy",
+];
+
+/// The one log line of a token request the guard refused (limits, timeouts).
+pub(super) fn log_refusal(failure: &Failure) {
+    let e = HttpError::from(failure);
+    log_line(&Line {
+        labels: failure.labels(),
+        reason: Some(failure.log_detail()),
+        ..Line::refused("token_request_rejected", &e)
+    });
+}
+
+/// A request refused before the grant (body too large or unreadable), logged and answered.
+pub(super) fn refused_input(e: HttpError) -> Response {
+    log_line(&Line::refused("bad_request", &e));
+    e.into_response()
+}
+
+/// Writes the one log line of a token request: the only place that logs one. Never logs a
+/// token; the `jti` identifies an issued one.
+fn log_line(line: &Line<'_>) {
+    let flow = line.flow.unwrap_or("");
+    let client_id = line.client_id.unwrap_or("");
+    if line.event == "token_issued" {
+        tracing::info!(
+            event = line.event,
+            outcome = line.outcome,
+            flow,
+            client_id,
+            jti = line.jti.unwrap_or(""),
+            access_token = line.access_token,
+            "issued a token to client '{client_id}' through {flow}"
+        );
+        return;
+    }
+    let reason = line.reason.as_deref().unwrap_or("");
+    let labels: Map<String, Value> = line
+        .labels
+        .iter()
+        .filter(|(k, _)| k != "event")
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
+    let labels = Value::Object(labels);
+    if flow.is_empty() {
+        tracing::warn!(event = line.event, outcome = line.outcome, reason, labels = %labels, "token request rejected: {reason}");
+    } else {
+        tracing::warn!(event = line.event, outcome = line.outcome, flow, client_id, reason, labels = %labels, "{flow} refused the request: {reason}");
+    }
+}
+
+/// Whether `Content-Length` announces more than [`MAX_BODY_BYTES`].
+pub(super) fn declared_too_large(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n > MAX_BODY_BYTES as u64)
+}
+
+/// The refusal of a body that could not be read: too large, or broken off.
+pub(super) fn unreadable(e: &axum::Error) -> HttpError {
+    let too_big =
+        std::error::Error::source(e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+    if too_big {
+        too_large()
+    } else {
+        HttpError::bad_request("The request body could not be read")
+    }
 }
 
 fn check_content_type(headers: &http::HeaderMap) -> Result<(), HttpError> {

@@ -219,8 +219,8 @@ pub fn revoked_bundle_cas(bundle: &[CertificateDer<'_>], loaded: &LoadedCrls) ->
 
 const SETTING: &str = "TLS_CLIENT_CRL_FILE";
 
-/// Reads the CRL file (PEM or DER) and checks each CRL against the CAs of the bundle.
-pub fn load(path: &Path, bundle: &[CertificateDer<'_>]) -> Result<LoadedCrls, String> {
+/// The CRLs of the file: PEM (any number) or one DER CRL; at least one.
+fn read_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
     let bytes = std::fs::read(path)
         .map_err(|e| format!("{SETTING}: cannot read '{}': {e}", path.display()))?;
     let crls: Vec<CertificateRevocationListDer<'static>> =
@@ -234,6 +234,12 @@ pub fn load(path: &Path, bundle: &[CertificateDer<'_>]) -> Result<LoadedCrls, St
     if crls.is_empty() {
         return Err(format!("{SETTING}: '{}' holds no CRL", path.display()));
     }
+    Ok(crls)
+}
+
+/// Reads the CRL file (PEM or DER) and checks each CRL against the CAs of the bundle.
+pub fn load(path: &Path, bundle: &[CertificateDer<'_>]) -> Result<LoadedCrls, String> {
+    let crls = read_crls(path)?;
     let cas: Vec<(usize, X509Certificate<'_>)> = bundle
         .iter()
         .enumerate()

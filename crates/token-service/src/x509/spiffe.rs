@@ -83,6 +83,18 @@ pub fn parse(uri: &str) -> Result<SpiffeId<'_>, String> {
         Some(i) => rest.split_at(i),
         None => (rest, ""),
     };
+    check_trust_domain(trust_domain)?;
+    check_path(path)?;
+    Ok(SpiffeId {
+        id: uri,
+        trust_domain,
+        path,
+    })
+}
+
+/// The trust domain's rules (non-empty, no userinfo or port, lowercase letters, digits, `.`,
+/// `-`, `_`); the error is a phrase, as for [`parse`].
+fn check_trust_domain(trust_domain: &str) -> Result<(), String> {
     if trust_domain.is_empty() {
         return Err("the trust domain is empty".to_owned());
     }
@@ -103,6 +115,12 @@ pub fn parse(uri: &str) -> Result<SpiffeId<'_>, String> {
             "the trust domain contains {c:?}; only lowercase letters, digits, '.', '-' and '_' are allowed"
         ));
     }
+    Ok(())
+}
+
+/// The path's rules (no empty, `.` or `..` segment, no trailing `/`, letters, digits, `.`,
+/// `-`, `_` in a segment); the error is a phrase, as for [`parse`].
+fn check_path(path: &str) -> Result<(), String> {
     if !path.is_empty() {
         let segments: Vec<&str> = path[1..].split('/').collect();
         for (i, segment) in segments.iter().enumerate() {
@@ -126,11 +144,7 @@ pub fn parse(uri: &str) -> Result<SpiffeId<'_>, String> {
             }
         }
     }
-    Ok(SpiffeId {
-        id: uri,
-        trust_domain,
-        path,
-    })
+    Ok(())
 }
 
 /// Text of untrusted input for a message: control characters escaped, at most `max` bytes.

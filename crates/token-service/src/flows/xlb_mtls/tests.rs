@@ -3,6 +3,7 @@ use http::HeaderValue;
 
 use super::*;
 use crate::clock::Clock;
+use crate::error::Kind;
 use crate::flows::Flow as _;
 
 const NOW: i64 = 1_800_000_000; // 2027-01-15T08:00:00Z
@@ -47,11 +48,23 @@ fn with(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static s
     all
 }
 
+/// The flow's answer for a request it takes: the client or its refusal.
 async fn auth(
     flow: &XlbMtlsFlow,
     headers: &[(&str, &str)],
-) -> Result<AuthenticatedClient, FlowError> {
-    flow.authenticate(&request(headers)).await
+) -> Result<AuthenticatedClient, Failure> {
+    match flow.authenticate(&request(headers)).await? {
+        Authentication::Client(client) => Ok(client),
+        Authentication::NotMine(why) => panic!("the flow declined: {why:?}"),
+    }
+}
+
+/// Why the flow declined a request, or `None` when it took it.
+async fn declined(flow: &XlbMtlsFlow, headers: &[(&str, &str)]) -> Option<Declined> {
+    match flow.authenticate(&request(headers)).await {
+        Ok(Authentication::NotMine(why)) => Some(why),
+        _ => None,
+    }
 }
 
 #[test]
@@ -101,13 +114,29 @@ fn san_list_with_invalid_base64_or_utf8_is_an_error() {
     );
 }
 
-#[test]
-fn can_handle_requires_present_header_true_in_any_case() {
+#[tokio::test]
+async fn the_flow_takes_only_requests_whose_present_header_is_true_in_any_case() {
     let f = flow();
-    assert!(f.can_handle(&request(&[("x-client-cert-present", "TRUE")])));
-    assert!(f.can_handle(&request(&[("x-client-cert-present", "true")])));
-    assert!(!f.can_handle(&request(&[("x-client-cert-present", "false")])));
-    assert!(!f.can_handle(&request(&[])));
+    assert_eq!(
+        declined(&f, &with(&[("x-client-cert-present", "TRUE")])).await,
+        None
+    );
+    assert_eq!(
+        declined(&f, &with(&[("x-client-cert-present", "true")])).await,
+        None
+    );
+    let no = declined(&f, &[("x-client-cert-present", "false")])
+        .await
+        .unwrap();
+    assert!(
+        !no.is_untrusted() && no.reason().contains("rather than 'true'"),
+        "{no:?}"
+    );
+    let none = declined(&f, &[]).await.unwrap();
+    assert!(
+        !none.is_untrusted() && none.reason().contains("is missing"),
+        "{none:?}"
+    );
 }
 
 #[tokio::test]
@@ -127,7 +156,7 @@ async fn verified_certificate_yields_client_with_facts() {
     headers.push(("x-client-cert-dnsname-sans", &dns));
     headers.push(("x-client-cert-uri-sans", &uri));
     let client = auth(&flow(), &headers).await.unwrap();
-    assert_eq!(client.flow, NAME);
+    assert_eq!(client.flow, "", "the grant names the flow");
     assert_eq!(client.client_id, "spiffe://example.org/ns/prod/sa/a");
     assert_eq!(
         client.facts.spiffe_id.as_deref(),
@@ -170,17 +199,23 @@ async fn unverified_chain_is_unauthorized_with_the_lb_error() {
     )
     .await
     .unwrap_err();
-    match e {
-        FlowError::Unauthorized(m) => {
-            assert!(
-                m.contains("X-Client-Cert-Chain-Verified")
-                    || m.contains("x-client-cert-chain-verified"),
-                "{m}"
-            );
-            assert!(m.contains("client_cert_chain_invalid"), "{m}");
-        }
-        other => panic!("{other:?}"),
-    }
+    assert_eq!(e.kind(), Kind::UnauthorizedClient);
+    let m = e.message();
+    assert!(m.contains("x-client-cert-chain-verified"), "{m}");
+    assert!(m.contains("client_cert_chain_invalid"), "{m}");
+    // The request's log line shows every certificate header the load balancer sent.
+    let label = |name: &str| {
+        e.labels()
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(label("header/x-client-cert-chain-verified"), Some("false"));
+    assert_eq!(
+        label("header/x-client-cert-error"),
+        Some("client_cert_chain_invalid")
+    );
+    assert_eq!(label("header/x-client-cert-spiffe"), Some(OK[2].1));
 }
 
 #[tokio::test]
@@ -189,12 +224,18 @@ async fn empty_client_id_header_is_unauthorized_naming_the_header() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&e, FlowError::Unauthorized(m) if m.contains("x-client-cert-spiffe")),
+        e.kind() == Kind::UnauthorizedClient && {
+            let m = e.message();
+            m.contains("x-client-cert-spiffe")
+        },
         "{e:?}"
     );
     let e = auth(&flow(), &OK[..2]).await.unwrap_err();
     assert!(
-        matches!(&e, FlowError::Unauthorized(m) if m.contains("x-client-cert-spiffe")),
+        e.kind() == Kind::UnauthorizedClient && {
+            let m = e.message();
+            m.contains("x-client-cert-spiffe")
+        },
         "{e:?}"
     );
 }
@@ -218,7 +259,10 @@ async fn validity_window_is_enforced() {
     for (header, expected) in cases {
         let e = auth(&flow(), &with(&[header])).await.unwrap_err();
         assert!(
-            matches!(&e, FlowError::Unauthorized(m) if m.contains(expected)),
+            e.kind() == Kind::UnauthorizedClient && {
+                let m = e.message();
+                m.contains(expected)
+            },
             "{header:?}: {e:?}"
         );
     }
@@ -230,7 +274,10 @@ async fn bad_header_values_are_invalid_requests() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&e, FlowError::InvalidRequest(m) if m.contains("x-client-cert-dnsname-sans")),
+        e.kind() == Kind::InvalidRequest && {
+            let m = e.message();
+            m.contains("x-client-cert-dnsname-sans")
+        },
         "{e:?}"
     );
     let twice = [
@@ -241,7 +288,10 @@ async fn bad_header_values_are_invalid_requests() {
     ];
     let e = auth(&flow(), &twice).await.unwrap_err();
     assert!(
-        matches!(&e, FlowError::InvalidRequest(m) if m.contains("more than once")),
+        e.kind() == Kind::InvalidRequest && {
+            let m = e.message();
+            m.contains("more than once")
+        },
         "{e:?}"
     );
     let mut req = request(&OK);
@@ -251,7 +301,10 @@ async fn bad_header_values_are_invalid_requests() {
     );
     let e = flow().authenticate(&req).await.unwrap_err();
     assert!(
-        matches!(&e, FlowError::InvalidRequest(m) if m.contains("printable ASCII")),
+        e.kind() == Kind::InvalidRequest && {
+            let m = e.message();
+            m.contains("printable ASCII")
+        },
         "{e:?}"
     );
 }
@@ -265,39 +318,27 @@ async fn lb_secret_is_checked_in_constant_time_before_any_certificate_header() {
         }),
         ..Default::default()
     });
-    // Without the secret the flow never claims the request (another flow may serve it), and
-    // refuses it if asked directly, whatever the headers say.
-    assert!(!f.can_handle(&request(&[])));
-    assert!(!f.can_handle(&request(&[("x-client-cert-present", "true")])));
-    assert!(!f.can_handle(&request(&[
-        ("x-client-cert-present", "true"),
-        ("x-lb-secret", "s3cret2")
-    ])));
-    assert!(f.can_handle(&request(&[
-        ("x-client-cert-present", "true"),
-        ("x-lb-secret", "s3cret")
-    ])));
-    // Why it declined: certificate headers without the secret are untrusted (403), no headers
-    // at all is a request for another flow (400).
-    assert!(matches!(
-        f.declined(&request(&[("x-client-cert-present", "true")])),
-        FlowError::Unauthorized(m) if m.contains("x-lb-secret") && m.contains("not trusted")
-    ));
-    assert!(matches!(
-        f.declined(&request(&[])),
-        FlowError::InvalidRequest(m) if m == "no load-balancer certificate headers with a valid secret (header 'x-lb-secret')"
-    ));
+    // Without the secret the flow never takes the request (another flow may serve it),
+    // whatever the headers say: certificate headers without the secret are untrusted (403 if
+    // no flow takes the request), no headers at all is a request for another flow (400).
     for headers in [
         with(&[]),
         with(&[("x-lb-secret", "wrong")]),
         with(&[("x-lb-secret", "s3cret2")]),
     ] {
-        let e = auth(&f, &headers).await.unwrap_err();
+        let why = declined(&f, &headers).await.unwrap();
+        assert!(why.is_untrusted(), "{why:?}");
         assert!(
-            matches!(&e, FlowError::Unauthorized(m) if m.contains("x-lb-secret")),
-            "{e:?}"
+            why.reason().contains("x-lb-secret") && why.reason().contains("not trusted"),
+            "{why:?}"
         );
     }
+    assert_eq!(
+        declined(&f, &[]).await,
+        Some(Declined::missing(
+            "no load-balancer certificate headers with a valid secret (header 'x-lb-secret')"
+        ))
+    );
     let ok = auth(&f, &with(&[("x-lb-secret", "s3cret")])).await.unwrap();
     assert_eq!(ok.client_id, "spiffe://example.org/ns/prod/sa/a");
     assert!(!format!("{:?}", f.settings.lb_secret).contains("s3cret"));

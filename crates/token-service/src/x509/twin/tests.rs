@@ -33,12 +33,15 @@ fn signed(ca_alg: &'static SignatureAlgorithm) -> Signed {
     let dir = tempfile::tempdir().unwrap();
     let ca_file = dir.path().join("ca.pem");
     std::fs::write(&ca_file, ca_cert.pem()).unwrap();
-    let trust = Trust::load(TrustSettings {
-        ca_file,
-        crl_file: None,
-        reload_interval: Duration::from_secs(60),
-        revocation: Default::default(),
-    })
+    let trust = Trust::load(
+        TrustSettings {
+            ca_file,
+            crl_file: None,
+            reload_interval: Duration::from_secs(60),
+            revocation: Default::default(),
+        },
+        std::sync::Arc::new(crate::metrics::Metrics::new()),
+    )
     .unwrap();
     Signed {
         trust,

@@ -1,0 +1,331 @@
+//! Chain verification for every flow that sees the whole client certificate (TLS ended here,
+//! or a proxy forwarded it): normalise the chain, verify it against the trust material in
+//! force, derive the client, and remember the verdict so a client on a keep-alive connection
+//! (or a proxy forwarding the same certificate) is not re-verified on every request.
+//! Verification runs on the blocking pool, bounded process-wide, so the async workers keep
+//! answering whatever chains arrive. Uses `model`, `clock`, `error` and the rest of `x509`;
+//! knows nothing of flows or HTTP, and logs nothing: a refusal carries the certificate's facts
+//! as labels of its `Failure`, for the request's one log line.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustls_pki_types::UnixTime;
+
+use rustls::CertificateError;
+
+use super::{ClientIdAttribute, RevocationPolicy, Trust, TrustMaterial, facts, normalise};
+use crate::clock::{Clock, monotonic};
+use crate::error::Failure;
+use crate::model::{AuthenticatedClient, CertificateFacts};
+
+/// Verifies an already normalised chain (DER, leaf first) against `material` and derives the
+/// client. A refusal carries the certificate's facts as log labels.
+pub(crate) fn authenticate_chain(
+    material: &TrustMaterial,
+    clock: &Clock,
+    attribute: ClientIdAttribute,
+    chain: &[Vec<u8>],
+) -> Result<AuthenticatedClient, Failure> {
+    let leaf = chain
+        .first()
+        .ok_or_else(|| Failure::unauthorized("No client certificate was presented"))?;
+    let mut facts = facts(leaf).map_err(Failure::unauthorized)?;
+    let now =
+        UnixTime::since_unix_epoch(Duration::from_secs(u64::try_from(clock.now()).unwrap_or(0)));
+    if let Err(reason) = material.verify(chain, now) {
+        return Err(rejected(&facts, reason));
+    }
+    (facts.issuer_ca_sha256, facts.issuer_ca_sha256_twin) = material.issuer_fingerprint(chain);
+    let Some(client_id) = attribute.client_id(&facts) else {
+        let what = match attribute {
+            ClientIdAttribute::Spiffe => "no SPIFFE ID (URI SAN with scheme spiffe)",
+            ClientIdAttribute::DnsSan => "no DNS SAN",
+            ClientIdAttribute::UriSan => "no URI SAN",
+            ClientIdAttribute::Sha256 => "no fingerprint",
+        };
+        let reason = format!(
+            "The client certificate has {what}, which MTLS_CLIENT_ID_ATTRIBUTE={} requires",
+            attribute.name()
+        );
+        return Err(rejected(&facts, reason));
+    };
+    Ok(AuthenticatedClient::new(client_id, facts))
+}
+
+/// A refused certificate: 403 with the reason, and the facts operators need to find the
+/// certificate (`cert/subject`, `cert/serial`, ...) as labels of the request's log line.
+fn rejected(facts: &CertificateFacts, reason: String) -> Failure {
+    let text = |v: &Option<String>| v.clone().unwrap_or_default();
+    Failure::unauthorized(reason)
+        .with_label("event", "client_certificate_rejected")
+        .with_label("cert/subject", text(&facts.subject_dn))
+        .with_label("cert/issuer", text(&facts.issuer_dn))
+        .with_label("cert/serial", text(&facts.serial_number))
+        .with_label("cert/sha256", text(&facts.sha256_fingerprint))
+        .with_label("cert/spiffe", text(&facts.spiffe_id))
+        .with_label(
+            "cert/not_after",
+            facts.not_after.unwrap_or_default().to_string(),
+        )
+}
+
+/// A refusal of `chain` with its leaf's facts when the leaf parses.
+fn refused_chain(chain: &[Vec<u8>], reason: String) -> Failure {
+    match chain.first().map(|leaf| facts(leaf)) {
+        Some(Ok(facts)) => rejected(&facts, reason),
+        _ => Failure::unauthorized(reason),
+    }
+}
+
+/// A precise, client-facing reason for a rejected certificate.
+pub(super) fn describe(e: &rustls::Error, policy: RevocationPolicy) -> String {
+    let what = match e {
+        rustls::Error::InvalidCertificate(c) => match c {
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+                "has expired".to_owned()
+            }
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                "is not valid yet".to_owned()
+            }
+            CertificateError::UnknownIssuer => {
+                "was not issued by a CA in TLS_CLIENT_CA_FILE (unknown issuer)".to_owned()
+            }
+            CertificateError::Revoked => "has been revoked".to_owned(),
+            CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
+                "is not valid for client authentication (no clientAuth extended key usage)"
+                    .to_owned()
+            }
+            CertificateError::BadSignature => "has an invalid signature".to_owned(),
+            CertificateError::BadEncoding => "cannot be parsed".to_owned(),
+            CertificateError::UnknownRevocationStatus if policy.required => {
+                "has an unknown revocation status: TLS_CLIENT_CRL_FILE holds no CRL of a CA of its chain, which TLS_CLIENT_CRL_REQUIRED=true requires".to_owned()
+            }
+            CertificateError::UnknownRevocationStatus => {
+                "has an unknown revocation status".to_owned()
+            }
+            CertificateError::ExpiredRevocationList
+            | CertificateError::ExpiredRevocationListContext { .. } => format!(
+                "cannot be checked for revocation: the CRL of a CA of its chain is past its nextUpdate, and TLS_CLIENT_CRL_EXPIRED={} refuses certificates until a fresh CRL is loaded",
+                policy.expired.name()
+            ),
+            other => format!("was rejected: {other:?}"),
+        },
+        rustls::Error::InvalidCertRevocationList(crl) => {
+            format!("cannot be checked for revocation: the CRL of a CA of its chain is not usable ({crl:?})")
+        }
+        other => format!("was rejected: {other}"),
+    };
+    format!("The client certificate {what}")
+}
+
+/// A map bounded to `max` entries that forgets the oldest insertion when full (never everything
+/// at once).
+struct Bounded<V> {
+    entries: HashMap<[u8; 32], V>,
+    order: VecDeque<[u8; 32]>,
+    max: usize,
+}
+
+impl<V> Bounded<V> {
+    fn new(max: usize) -> Self {
+        Self {
+            entries: HashMap::new(),
+            order: VecDeque::new(),
+            max,
+        }
+    }
+
+    fn get(&self, key: &[u8; 32]) -> Option<&V> {
+        self.entries.get(key)
+    }
+
+    fn insert(&mut self, key: [u8; 32], value: V) {
+        if let Some(slot) = self.entries.get_mut(&key) {
+            *slot = value;
+            return;
+        }
+        while self.entries.len() >= self.max {
+            match self.order.pop_front() {
+                Some(old) => {
+                    self.entries.remove(&old);
+                }
+                None => break,
+            }
+        }
+        self.entries.insert(key, value);
+        self.order.push_back(key);
+    }
+
+    fn remove(&mut self, key: &[u8; 32]) {
+        if self.entries.remove(key).is_some() {
+            self.order.retain(|k| k != key);
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+/// Verdicts on chains, so a client on a keep-alive connection (or a proxy forwarding the same
+/// certificate) is not re-verified on every request, and a client repeating a refused chain
+/// costs a lookup. Keys are the normalised chain (see [`crate::x509::chain`]): padding or
+/// reordering a chain finds the same entry. A verdict only counts for the version of the trust
+/// material it was reached with (a reloaded CA bundle or CRL is a new version, so revocation
+/// bites at once); entries hold that version number, not the material, so superseded material
+/// is freed at once. An accepted chain counts within the certificate's validity period, a
+/// refused one for [`REFUSED_TTL`]. Both maps are bounded and forget their oldest entry when
+/// full; only chains that verify enter the first, so no client can evict another's entry there
+/// without certificates of its own.
+///
+/// Verification runs on the blocking pool, at most [`verifications`] at a time, so the async
+/// workers keep answering `/healthz`, discovery and cached clients whatever chains arrive.
+pub struct VerifiedChains {
+    /// Keyed by the leaf's hash, so one certificate holds one entry whatever chains it comes
+    /// with: a client that pads its chain with certificates that still verify replaces its own
+    /// entry and evicts nobody's.
+    accepted: std::sync::Mutex<Bounded<Accepted>>,
+    refused: std::sync::Mutex<Bounded<Refused>>,
+}
+
+/// A refused chain: trust version, when, and the refusal (with the certificate's facts).
+type Refused = (u64, Instant, Failure);
+
+/// An accepted chain: its normalised key, the trust version, until when the verdict holds
+/// ([`TrustMaterial::verdict_valid_until`]), and the client.
+struct Accepted {
+    chain: [u8; 32],
+    version: u64,
+    valid_until: i64,
+    client: AuthenticatedClient,
+}
+
+const VERIFIED_CHAINS_MAX: usize = 4096;
+const REFUSED_CHAINS_MAX: usize = 4096;
+/// How long a refusal is remembered (it may stop applying: a certificate not valid yet).
+pub(crate) const REFUSED_TTL: Duration = Duration::from_secs(5);
+
+impl Default for VerifiedChains {
+    fn default() -> Self {
+        Self {
+            accepted: std::sync::Mutex::new(Bounded::new(VERIFIED_CHAINS_MAX)),
+            refused: std::sync::Mutex::new(Bounded::new(REFUSED_CHAINS_MAX)),
+        }
+    }
+}
+
+/// The key of accepted verdicts: [`crate::x509::chain::key`] of the leaf alone, which for the
+/// common leaf-only chain is the chain key already computed (no second hash per request).
+fn leaf_key(chain: &[Vec<u8>], chain_key: [u8; 32]) -> [u8; 32] {
+    match chain {
+        [_] => chain_key,
+        [leaf, ..] => crate::x509::chain::key(std::slice::from_ref(leaf)),
+        [] => chain_key,
+    }
+}
+
+/// Chain verifications running at once, process-wide: half the CPUs, at least one.
+fn verifications() -> Arc<tokio::sync::Semaphore> {
+    static PERMITS: std::sync::LazyLock<Arc<tokio::sync::Semaphore>> =
+        std::sync::LazyLock::new(|| {
+            let cpus = std::thread::available_parallelism().map_or(2, usize::from);
+            Arc::new(tokio::sync::Semaphore::new((cpus / 2).max(1)))
+        });
+    PERMITS.clone()
+}
+
+impl VerifiedChains {
+    /// [`authenticate_chain`] on the normalised chain, answered from the verdicts when this
+    /// chain was judged against the trust material in force.
+    pub async fn authenticate(
+        &self,
+        trust: &Arc<Trust>,
+        clock: &Clock,
+        attribute: ClientIdAttribute,
+        chain: &[Vec<u8>],
+    ) -> Result<AuthenticatedClient, Failure> {
+        let normalised = normalise(chain).map_err(|reason| refused_chain(chain, reason))?;
+        let key = normalised.key;
+        let leaf_key = leaf_key(&normalised.chain, key);
+        let material = trust.current();
+        if let Some(client) = self.accepted(&leaf_key, &key, material.version, clock.now()) {
+            return Ok(client);
+        }
+        if let Some(refusal) = self.refused(&key, material.version) {
+            return Err(refusal);
+        }
+        let version = material.version;
+        // The permit moves into the task: it is held until the work ends, even when the
+        // request stops waiting for it (deadline).
+        let permit = verifications().acquire_owned().await.map_err(|_| {
+            Failure::unauthorized("The client certificate could not be verified now")
+        })?;
+        let clock = *clock;
+        let chain = normalised.chain;
+        let outcome = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            authenticate_chain(&material, &clock, attribute, &chain)
+                .map(|client| (client, material.verdict_valid_until(&chain)))
+        })
+        .await
+        .map_err(|_| Failure::unauthorized("The client certificate could not be verified"))?;
+        match outcome {
+            Ok((client, valid_until)) => {
+                if let Ok(mut accepted) = self.accepted.lock() {
+                    accepted.insert(
+                        leaf_key,
+                        Accepted {
+                            chain: key,
+                            version,
+                            valid_until,
+                            client: client.clone(),
+                        },
+                    );
+                }
+                Ok(client)
+            }
+            Err(refusal) => {
+                if let Ok(mut refused) = self.refused.lock() {
+                    refused.insert(key, (version, monotonic(), refusal.clone()));
+                }
+                Err(refusal)
+            }
+        }
+    }
+
+    fn accepted(
+        &self,
+        leaf: &[u8; 32],
+        chain: &[u8; 32],
+        version: u64,
+        now: i64,
+    ) -> Option<AuthenticatedClient> {
+        let mut accepted = self.accepted.lock().ok()?;
+        let entry = accepted.get(leaf)?;
+        if entry.chain == *chain
+            && entry.version == version
+            && now <= entry.valid_until
+            && entry.client.facts.not_before.is_some_and(|t| t <= now)
+        {
+            return Some(entry.client.clone());
+        }
+        accepted.remove(leaf);
+        None
+    }
+
+    fn refused(&self, key: &[u8; 32], version: u64) -> Option<Failure> {
+        let mut refused = self.refused.lock().ok()?;
+        let (judged_with, at, refusal) = refused.get(key)?;
+        if *judged_with == version && monotonic().saturating_duration_since(*at) < REFUSED_TTL {
+            return Some(refusal.clone());
+        }
+        refused.remove(key);
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests;
