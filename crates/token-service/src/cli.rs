@@ -121,7 +121,7 @@ pub fn main() -> ExitCode {
             match crate::policy::rules::Policy::load_for(&settings.file, &registry.names()) {
                 Ok(policy) => println!("client policy: {}", policy.summary()),
                 Err(e) => {
-                    eprintln!("error: POLICY_FILE: {e}");
+                    eprintln!("error: {e}");
                     return ExitCode::from(2);
                 }
             }
@@ -143,7 +143,9 @@ pub fn main() -> ExitCode {
                 .join(crate::signer::local::GENERATED_KEY_FILE)
                 .exists()
         {
-            refused = crate::signer::local::files::check_data_dir(data_dir).err();
+            refused = crate::signer::local::files::check_data_dir(data_dir)
+                .err()
+                .map(|e| e.to_string());
             *data_dir = scratch.clone();
         }
         let built = match refused {

@@ -5,13 +5,14 @@
 
 use std::sync::Arc;
 
-use crate::access::{AccessError, AccessTokenBackend};
+use crate::access::AccessTokenBackend;
+use crate::clock::Deadline;
+use crate::error::{Failure, Kind};
 use crate::flows::{EnabledFlow, FlowError};
 use crate::issuer::{FlowSummary, IdTokenIssuer};
 use crate::limits::Limits;
 use crate::model::{IssuedTokens, TokenRequest};
-use crate::policy::{ClientPolicy, PolicyError, Requested};
-use crate::signer::SignError;
+use crate::policy::{ClientPolicy, Requested};
 
 /// Why a token request failed, in OAuth terms.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -72,36 +73,26 @@ impl From<FlowError> for GrantError {
     }
 }
 
-impl From<SignError> for GrantError {
-    fn from(e: SignError) -> Self {
-        match e {
-            SignError::Unavailable {
-                message,
-                retry_after,
-            } => Self::Unavailable {
-                message,
-                retry_after,
-            },
-            SignError::Denied(m) => Self::AccessDenied(m),
-            SignError::Rejected(m) => Self::InvalidRequest(m),
-            SignError::Failed(m) => Self::Server(m),
-        }
-    }
-}
-
-impl From<AccessError> for GrantError {
-    fn from(e: AccessError) -> Self {
-        match e {
-            AccessError::InvalidRequest(m) => Self::InvalidRequest(m),
-            AccessError::AccessDenied(m) => Self::AccessDenied(m),
-            AccessError::Unavailable {
-                message,
-                retry_after,
-            } => Self::Unavailable {
+impl From<Failure> for GrantError {
+    fn from(e: Failure) -> Self {
+        let message = e.message().to_owned();
+        match e.kind() {
+            Kind::InvalidRequest
+            | Kind::RequestTimeout
+            | Kind::NotFound
+            | Kind::MethodNotAllowed => Self::InvalidRequest(message),
+            Kind::UnsupportedGrantType => Self::UnsupportedGrantType(message),
+            Kind::UnauthorizedClient => Self::UnauthorizedClient(message),
+            Kind::AccessDenied => Self::AccessDenied(message),
+            Kind::RateLimited { retry_after } => Self::RateLimited {
                 message,
                 retry_after,
             },
-            AccessError::Server(m) => Self::Server(m),
+            Kind::Unavailable { retry_after } => Self::Unavailable {
+                message,
+                retry_after,
+            },
+            Kind::Server => Self::Server(message),
         }
     }
 }
@@ -218,6 +209,7 @@ impl ClientCredentials {
         &self,
         request: &TokenRequest,
         iss: &str,
+        deadline: Deadline,
     ) -> Result<IssuedTokens, GrantError> {
         let started = std::time::Instant::now();
         let caller = self.limits.as_ref().and_then(|limits| {
@@ -253,7 +245,7 @@ impl ClientCredentials {
                 return Err(e);
             }
         };
-        let result = self.run(flow, request, iss).await;
+        let result = self.run(flow, request, iss, deadline).await;
         let outcome = match &result {
             Ok(_) => "issued",
             Err(refusal) => refusal.error.code(),
@@ -295,6 +287,7 @@ impl ClientCredentials {
         flow: &EnabledFlow,
         request: &TokenRequest,
         iss: &str,
+        deadline: Deadline,
     ) -> Result<(String, IssuedTokens), Refusal> {
         let plain = |e: GrantError| Refusal::new(None, e);
         let scope = request.scope.as_deref().filter(|s| !s.trim().is_empty());
@@ -339,29 +332,22 @@ impl ClientCredentials {
                     service_account,
                 },
             )
-            .map_err(|e| match e {
-                PolicyError::ClientDenied { reason } => Refusal {
-                    client_id: id.clone(),
-                    error: GrantError::UnauthorizedClient(
-                        "The client is not authorized to obtain tokens".into(),
-                    ),
-                    detail: reason,
-                    authentication: true,
-                },
-                PolicyError::AccessDenied(m) => {
-                    Refusal::new(id.clone(), GrantError::AccessDenied(m))
-                }
+            .map_err(|e| Refusal {
+                client_id: id.clone(),
+                detail: e.log_detail(),
+                authentication: e.kind() == Kind::UnauthorizedClient,
+                error: e.into(),
             })?;
         let with_id = |e: GrantError| Refusal::new(id.clone(), e);
         let id_token = self
             .issuer
-            .issue(iss, &client)
+            .issue(iss, &client, deadline)
             .await
             .map_err(|e| with_id(e.into()))?;
         let access_token = match (&self.access, scope) {
             (Some(backend), Some(scope)) => Some(
                 backend
-                    .access_token(&client, &id_token.token, scope, service_account)
+                    .access_token(&client, &id_token.token, scope, service_account, deadline)
                     .await
                     .map_err(|e| with_id(e.into()))?,
             ),

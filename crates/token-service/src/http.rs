@@ -66,6 +66,9 @@ pub struct AppState {
     /// The JWK Set, serialized on first use.
     jwks_body: OnceLock<bytes::Bytes>,
     summary: FlowSummary,
+    /// `UPSTREAM_TIMEOUT`: the handler gives each token request this long, from its start, for
+    /// every upstream call it makes.
+    upstream_timeout: std::time::Duration,
 }
 
 impl AppState {
@@ -74,6 +77,7 @@ impl AppState {
         grant: ClientCredentials,
         issuer: IssuerSource,
         trace_project: Arc<OnceLock<String>>,
+        upstream_timeout: std::time::Duration,
     ) -> Self {
         let summary = grant.summary();
         Self {
@@ -87,6 +91,7 @@ impl AppState {
             readiness_details: Vec::new(),
             jwks_body: OnceLock::new(),
             summary,
+            upstream_timeout,
         }
     }
 }

@@ -49,29 +49,8 @@ pub enum PolicyCommand {
 
 /// Runs a `policy` subcommand; `values` are the settings (environment and `--config`).
 pub fn run(command: &PolicyCommand, values: &Values) -> ExitCode {
-    let builtin = crate::flows::FlowRegistry::builtin();
     match command {
-        PolicyCommand::Check { file } => match Policy::load_for(file, &builtin.names()) {
-            Ok(policy) => {
-                println!("{}: valid: {}", file.display(), policy.summary());
-                for rule in policy.rules() {
-                    println!(
-                        "  line {:<4} rule '{}': {}",
-                        rule.line,
-                        rule.name,
-                        if rule.allows() { "allow" } else { "deny" }
-                    );
-                }
-                if policy.rules().is_empty() {
-                    println!("  no rules: every client would be denied");
-                }
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        PolicyCommand::Check { file } => check(file),
         PolicyCommand::Explain {
             cert,
             policy,
@@ -109,7 +88,7 @@ pub fn run(command: &PolicyCommand, values: &Values) -> ExitCode {
                 .clone()
                 .or_else(|| setting("TLS_CLIENT_CA_FILE").map(PathBuf::from));
             let scope = scope.join(" ");
-            let request = Request {
+            print_explanation(&Request {
                 cert,
                 policy: &policy_path,
                 ca: ca.as_deref(),
@@ -119,21 +98,53 @@ pub fn run(command: &PolicyCommand, values: &Values) -> ExitCode {
                     scope: Some(scope.as_str()).filter(|s| !s.trim().is_empty()),
                     service_account: service_account.as_deref(),
                 },
-            };
-            match explain(&request) {
-                Ok((text, allowed)) => {
-                    print!("{text}");
-                    if allowed {
-                        ExitCode::SUCCESS
-                    } else {
-                        ExitCode::FAILURE
-                    }
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::from(2)
-                }
+            })
+        }
+    }
+}
+
+/// `policy check FILE`: the rules with their lines, or the first problem. The output lines are
+/// a tested contract.
+fn check(file: &Path) -> ExitCode {
+    let builtin = crate::flows::FlowRegistry::builtin();
+    match Policy::load_for(file, &builtin.names()) {
+        Ok(policy) => {
+            println!("{}: valid: {}", file.display(), policy.summary());
+            for rule in policy.rules() {
+                println!(
+                    "  line {:<4} rule '{}': {}",
+                    rule.line,
+                    rule.name,
+                    if rule.allows() { "allow" } else { "deny" }
+                );
             }
+            if policy.rules().is_empty() {
+                println!("  no rules: every client would be denied");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            // The file names itself in the problem; the setting is not what was passed here.
+            eprintln!("error: {}", e.problem);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `policy explain`: prints the trace; exits 0 when the client would be allowed.
+fn print_explanation(request: &Request<'_>) -> ExitCode {
+    match explain(request) {
+        Ok((text, allowed)) => {
+            print!("{text}");
+            if allowed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
         }
     }
 }
@@ -159,7 +170,7 @@ fn explain(request: &Request<'_>) -> Result<(String, bool), String> {
             builtin.names().join(", ")
         ));
     }
-    let policy = Policy::load_for(request.policy, &builtin.names())?;
+    let policy = Policy::load_for(request.policy, &builtin.names()).map_err(|e| e.problem)?;
     let pem = std::fs::read(request.cert)
         .map_err(|e| format!("--cert: cannot read '{}': {e}", request.cert.display()))?;
     let chain: Vec<Vec<u8>> = CertificateDer::pem_slice_iter(&pem)

@@ -11,6 +11,7 @@ use serde_json::{Map, Value, json};
 
 use super::error::{Format, HttpError};
 use super::{AppState, MAX_BODY_BYTES, form, request_issuer};
+use crate::clock::Deadline;
 use crate::model::{IssuedTokens, TokenRequest};
 
 /// TLS peer certificates (DER, leaf first) that a TLS listener puts into request extensions.
@@ -82,7 +83,11 @@ async fn handle(state: &AppState, request: Request) -> Result<Response, (Format,
     };
     let issued = state
         .grant
-        .exchange(&token_request, &iss)
+        .exchange(
+            &token_request,
+            &iss,
+            Deadline::after(state.upstream_timeout),
+        )
         .await
         .map_err(|e| (format, HttpError::from(e)))?;
     Ok(success(format, issued))

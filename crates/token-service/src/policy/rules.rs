@@ -14,6 +14,7 @@ use toml::Spanned;
 use super::Requested;
 use super::deny_list::{DenyList, Kind, parse_fingerprint, parse_serial};
 use super::template::{Fact, Template, attribute, spiffe_parts};
+use crate::error::StartupError;
 use crate::model::{AuthenticatedClient, Client};
 
 /// Bounds of `token_lifetime`, in seconds: those of `TOKEN_VALIDITY` (1 to 60 minutes).
@@ -445,15 +446,22 @@ pub struct RuleTrace {
 /// Name of the pseudo-rule that decides when no rule matches.
 pub const NO_RULE: &str = "(no rule matched)";
 
+/// The setting that names the policy file.
+const POLICY_FILE: &str = "POLICY_FILE";
+
 impl Policy {
-    /// Reads and compiles a policy file (and its deny lists, relative to the file's folder).
-    pub fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-        Self::parse(path, &text)
+    /// Reads and compiles a policy file (and its deny lists, relative to the file's folder); a
+    /// problem names `POLICY_FILE`, the file and the line.
+    pub fn load(path: &Path) -> Result<Self, StartupError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            StartupError::setting(POLICY_FILE, format!("{}: cannot read: {e}", path.display()))
+        })?;
+        Self::parse(path, &text).map_err(|problem| StartupError::setting(POLICY_FILE, problem))
     }
 
-    /// Compiles the text of a policy file read from `path`.
+    /// Compiles the text of a policy file read from `path`. The error is one line,
+    /// `FILE:LINE: problem`, which `policy check` prints as it is (a tested contract, hence a
+    /// plain message).
     pub fn parse(path: &Path, text: &str) -> Result<Self, String> {
         let at = |offset: usize, message: &str| {
             format!("{}:{}: {message}", path.display(), line_of(text, offset))
@@ -518,6 +526,7 @@ impl Policy {
 
     /// Refuses `match.flow` names that are not among `known` (the flows this binary has): a
     /// misspelt flow would never match, so a deny rule naming it would silently let clients by.
+    /// The error is a `FILE:LINE: problem` line, as [`Policy::parse`]'s.
     pub fn check_flows(&self, path: &Path, known: &[&str]) -> Result<(), String> {
         for rule in &self.rules {
             for condition in &rule.conditions {
@@ -539,14 +548,17 @@ impl Policy {
     }
 
     /// Reads and compiles a policy file and checks its flow names against `known`.
-    pub fn load_for(path: &Path, known: &[&str]) -> Result<Self, String> {
+    pub fn load_for(path: &Path, known: &[&str]) -> Result<Self, StartupError> {
         let policy = Self::load(path)?;
-        policy.check_flows(path, known)?;
+        policy
+            .check_flows(path, known)
+            .map_err(|problem| StartupError::setting(POLICY_FILE, problem))?;
         Ok(policy)
     }
 
     /// The same rules with the deny lists read again from their files: revocations still apply
-    /// while a broken policy file is being fixed.
+    /// while a broken policy file is being fixed. The error is the deny list's own line, for
+    /// the log.
     pub fn with_reloaded_deny_lists(&self) -> Result<Self, String> {
         let deny_lists = self
             .deny_lists
