@@ -181,3 +181,6 @@ pub fn discovery_document(
     }))
 }
 
+
+#[cfg(test)]
+mod tests;
