@@ -181,6 +181,5 @@ pub fn discovery_document(
     }))
 }
 
-
 #[cfg(test)]
 mod tests;

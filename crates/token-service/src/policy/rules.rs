@@ -57,6 +57,8 @@ enum GlobKind {
 }
 
 impl Pattern {
+    /// The glob, or what is wrong with it (a plain message: it becomes part of the policy
+    /// file's `FILE:LINE: problem` line).
     fn new(source: &str, kind: GlobKind) -> Result<Self, String> {
         let (text, separator, dns) = match kind {
             GlobKind::Plain => (source.to_owned(), false, false),
@@ -177,10 +179,6 @@ pub struct Policy {
 
 /// How a request fared.
 #[derive(Debug, Clone)]
-#[allow(
-    clippy::large_enum_variant,
-    reason = "one per request, moved out at once"
-)]
 pub enum Outcome {
     /// Admitted, with what the client gets.
     Allow(Box<Client>),

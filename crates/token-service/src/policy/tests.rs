@@ -1,4 +1,4 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! Unit tests of the policy: conditions, rule order, templates, limits and deny lists.
 
 use std::path::Path;
 
@@ -294,7 +294,7 @@ fn templates_render_every_fact_or_name_the_missing_one() {
     for (source, expected) in table {
         let t = Template::parse(source).unwrap();
         assert_eq!(
-            t.render(&c).as_deref().map_err(String::as_str),
+            t.render(&c).as_deref().map_err(|m| m.0.as_str()),
             expected,
             "{source}"
         );

@@ -290,6 +290,8 @@ pub fn first_key_is_rsa(pem: &[u8]) -> bool {
     false
 }
 
+/// The signing key of one PKCS#8 block, or what is wrong with it (a plain message: the caller
+/// names the setting, file and block).
 fn parse_pkcs8(der: &[u8]) -> Result<SigningKey, String> {
     let pair = match RsaKeyPair::from_pkcs8(der) {
         Ok(rsa) if rsa.public_modulus_len() * 8 >= 2048 => KeyPair::Rsa(Arc::new(rsa)),

@@ -161,6 +161,7 @@ impl Policy {
 }
 
 impl ClaimValue {
+    /// The claim value, or what is wrong with it (a plain message, as for [`Pattern::new`]).
     fn compile(value: toml::Value) -> Result<Self, String> {
         Ok(match value {
             toml::Value::String(s) => Self::Template(Template::parse(&s)?),
@@ -343,48 +344,84 @@ fn compile_allowance(
     })
 }
 
+/// The items of a `match` list; an empty list could never match and is refused.
+fn strings(field: &str, list: Spanned<OneOrMany>) -> Result<Vec<String>, Located> {
+    let at = list.span().start;
+    let items = list.into_inner().0;
+    if items.is_empty() {
+        return Err((
+            at,
+            format!("match.{field}: the list is empty, so it could never match"),
+        ));
+    }
+    Ok(items)
+}
+
+/// A `match` list of globs of `kind`.
+fn globs(field: &str, list: Spanned<OneOrMany>, kind: GlobKind) -> Result<Vec<Pattern>, Located> {
+    let at = list.span().start;
+    strings(field, list)?
+        .iter()
+        .map(|p| Pattern::new(p, kind).map_err(|e| (at, format!("match.{field}: {e}"))))
+        .collect()
+}
+
+/// A `match` list of SHA-256 fingerprints.
+fn fingerprints(field: &str, list: Spanned<OneOrMany>) -> Result<HashSet<[u8; 32]>, Located> {
+    let at = list.span().start;
+    strings(field, list)?
+        .iter()
+        .map(|f| {
+            parse_fingerprint(f).ok_or_else(|| {
+                (at, format!("match.{field}: '{f}' is not a SHA-256 fingerprint (base64 of 32 bytes, or 64 hex digits)"))
+            })
+        })
+        .collect()
+}
+
+/// `match.spiffe_id`: globs over whole IDs, refusing one that no valid ID could match.
+fn spiffe_ids(list: Spanned<OneOrMany>) -> Result<Vec<Pattern>, Located> {
+    let at = list.span().start;
+    let patterns = globs("spiffe_id", list, GlobKind::Path)?;
+    if let Some(p) = patterns.iter().find(|p| !spiffe_glob_can_match(&p.source)) {
+        return Err((
+            at,
+            format!(
+                "match.spiffe_id: '{}' can never match: a SPIFFE ID's scheme and trust domain are lowercase (spiffe://example.org/...)",
+                p.source
+            ),
+        ));
+    }
+    Ok(patterns)
+}
+
+/// `match.serial`: serial numbers as hex.
+fn serials(list: Spanned<OneOrMany>) -> Result<HashSet<Vec<u8>>, Located> {
+    let at = list.span().start;
+    strings("serial", list)?
+        .iter()
+        .map(|s| {
+            parse_serial(s).ok_or_else(|| {
+                (at, format!("match.serial: '{s}' is not a serial number (hex digits, optionally colon-separated)"))
+            })
+        })
+        .collect()
+}
+
+/// `match.subject.ATTR` or `match.issuer.ATTR`: the attribute's short name and its globs.
+fn name_globs(
+    which: &str,
+    attr: &str,
+    list: Spanned<OneOrMany>,
+) -> Result<(String, Vec<Pattern>), Located> {
+    check_attribute(which, attr, &list)?;
+    let attr = crate::policy::template::short_name(attr);
+    let patterns = globs(&format!("{which}.{attr}"), list, GlobKind::Plain)?;
+    Ok((attr, patterns))
+}
+
 fn compile_match(raw: RawMatch) -> Result<Vec<Condition>, Located> {
     let mut conditions = Vec::new();
-    let globs =
-        |field: &str, list: Spanned<OneOrMany>, kind: GlobKind| -> Result<Vec<Pattern>, Located> {
-            let at = list.span().start;
-            let items = list.into_inner().0;
-            if items.is_empty() {
-                return Err((
-                    at,
-                    format!("match.{field}: the list is empty, so it could never match"),
-                ));
-            }
-            items
-                .iter()
-                .map(|p| Pattern::new(p, kind).map_err(|e| (at, format!("match.{field}: {e}"))))
-                .collect()
-        };
-    let strings = |field: &str, list: Spanned<OneOrMany>| -> Result<Vec<String>, Located> {
-        let at = list.span().start;
-        let items = list.into_inner().0;
-        if items.is_empty() {
-            return Err((
-                at,
-                format!("match.{field}: the list is empty, so it could never match"),
-            ));
-        }
-        Ok(items)
-    };
-    let fingerprints = |field: &str,
-                        list: Spanned<OneOrMany>|
-     -> Result<HashSet<[u8; 32]>, Located> {
-        let at = list.span().start;
-        let items = strings(field, list)?;
-        items
-            .iter()
-            .map(|f| {
-                parse_fingerprint(f).ok_or_else(|| {
-                    (at, format!("match.{field}: '{f}' is not a SHA-256 fingerprint (base64 of 32 bytes, or 64 hex digits)"))
-                })
-            })
-            .collect()
-    };
     if let Some(l) = raw.flow {
         conditions.push(Condition::Flow(strings("flow", l)?));
     }
@@ -395,18 +432,7 @@ fn compile_match(raw: RawMatch) -> Result<Vec<Condition>, Located> {
         )?));
     }
     if let Some(l) = raw.spiffe_id {
-        let at = l.span().start;
-        let patterns = globs("spiffe_id", l, GlobKind::Path)?;
-        if let Some(p) = patterns.iter().find(|p| !spiffe_glob_can_match(&p.source)) {
-            return Err((
-                at,
-                format!(
-                    "match.spiffe_id: '{}' can never match: a SPIFFE ID's scheme and trust domain are lowercase (spiffe://example.org/...)",
-                    p.source
-                ),
-            ));
-        }
-        conditions.push(Condition::SpiffeId(patterns));
+        conditions.push(Condition::SpiffeId(spiffe_ids(l)?));
     }
     if let Some(l) = raw.spiffe_path {
         conditions.push(Condition::SpiffePath(globs(
@@ -422,15 +448,11 @@ fn compile_match(raw: RawMatch) -> Result<Vec<Condition>, Located> {
         conditions.push(Condition::UriSan(globs("uri_san", l, GlobKind::Path)?));
     }
     for (attr, l) in raw.subject.unwrap_or_default() {
-        check_attribute("subject", &attr, &l)?;
-        let attr = crate::policy::template::short_name(&attr);
-        let patterns = globs(&format!("subject.{attr}"), l, GlobKind::Plain)?;
+        let (attr, patterns) = name_globs("subject", &attr, l)?;
         conditions.push(Condition::Subject(attr, patterns));
     }
     for (attr, l) in raw.issuer.unwrap_or_default() {
-        check_attribute("issuer", &attr, &l)?;
-        let attr = crate::policy::template::short_name(&attr);
-        let patterns = globs(&format!("issuer.{attr}"), l, GlobKind::Plain)?;
+        let (attr, patterns) = name_globs("issuer", &attr, l)?;
         conditions.push(Condition::Issuer(attr, patterns));
     }
     if let Some(l) = raw.issuer_ca_sha256 {
@@ -443,17 +465,7 @@ fn compile_match(raw: RawMatch) -> Result<Vec<Condition>, Located> {
         )?));
     }
     if let Some(l) = raw.serial {
-        let at = l.span().start;
-        let items = strings("serial", l)?;
-        let serials = items
-            .iter()
-            .map(|s| {
-                parse_serial(s).ok_or_else(|| {
-                    (at, format!("match.serial: '{s}' is not a serial number (hex digits, optionally colon-separated)"))
-                })
-            })
-            .collect::<Result<_, _>>()?;
-        conditions.push(Condition::Serial(serials));
+        conditions.push(Condition::Serial(serials(l)?));
     }
     Ok(conditions)
 }

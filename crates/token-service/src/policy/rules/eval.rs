@@ -3,6 +3,7 @@
 //! and the client: no I/O, no logging (the engine logs the verdict).
 
 use super::*;
+use crate::policy::template::MissingFact;
 
 impl Policy {
     /// Decides a request.
@@ -98,78 +99,101 @@ impl Policy {
     }
 }
 
+// The checks below answer `Ok(what matched)` or `Err(why not)`: plain phrases, which the
+// verdict's `matched` list and `policy explain` show as they are.
+
+/// One fact against globs.
+fn one(name: &str, value: Option<&str>, patterns: &[Pattern]) -> Result<String, String> {
+    match value {
+        None => Err(format!("{name}: the certificate has none")),
+        Some(v) => match first_match(patterns, v) {
+            Some(p) => Ok(format!("{name} '{v}' matches '{}'", p.source)),
+            None => Err(format!(
+                "{name} '{v}' matches none of {}",
+                sources(patterns)
+            )),
+        },
+    }
+}
+
+/// Any of several facts (SANs) against globs.
+fn any(name: &str, values: &[String], patterns: &[Pattern]) -> Result<String, String> {
+    if values.is_empty() {
+        return Err(format!("{name}: the certificate has none"));
+    }
+    for v in values {
+        if let Some(p) = first_match(patterns, v) {
+            return Ok(format!("{name} '{v}' matches '{}'", p.source));
+        }
+    }
+    Err(format!(
+        "{name} {} matches none of {}",
+        values
+            .iter()
+            .map(|v| format!("'{v}'"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        sources(patterns)
+    ))
+}
+
+/// A fact against a set.
+fn set(name: &str, value: Option<&str>, hit: &dyn Fn(&str) -> bool) -> Result<String, String> {
+    match value {
+        None => Err(format!("{name}: not known for this certificate")),
+        Some(v) if hit(v) => Ok(format!("{name} '{v}' is listed")),
+        Some(v) => Err(format!("{name} '{v}' is not listed")),
+    }
+}
+
+/// A fingerprint condition holds for the presented certificate or its re-signed twin.
+fn fingerprints(
+    name: &str,
+    (value, twin): (Option<&str>, Option<&str>),
+    listed: &HashSet<[u8; 32]>,
+) -> Result<String, String> {
+    let hit = |v: &str| parse_fingerprint(v).is_some_and(|fp| listed.contains(&fp));
+    match (value, twin) {
+        (Some(v), Some(t)) if !hit(v) && hit(t) => {
+            Ok(format!("{name} '{v}' is listed {}", twin_phrase(t)))
+        }
+        _ => set(name, value, &hit),
+    }
+}
+
+fn flow(names: &[String], client: &AuthenticatedClient) -> Result<String, String> {
+    if names.contains(&client.flow) {
+        Ok(format!("flow '{}' is listed", client.flow))
+    } else {
+        Err(format!(
+            "flow '{}' is not one of {}",
+            client.flow,
+            names.join(", ")
+        ))
+    }
+}
+
+fn trust_domain(domains: &[String], client: &AuthenticatedClient) -> Result<String, String> {
+    match spiffe_parts(&client.facts) {
+        None => Err("spiffe_trust_domain: the certificate has no SPIFFE ID".into()),
+        Some((domain, _)) if domains.iter().any(|d| d.eq_ignore_ascii_case(domain)) => {
+            Ok(format!("spiffe_trust_domain '{domain}' is listed"))
+        }
+        Some((domain, _)) => Err(format!(
+            "spiffe_trust_domain '{domain}' is not one of {}",
+            domains.join(", ")
+        )),
+    }
+}
+
 impl Condition {
     /// `Ok(what matched)` or `Err(why not)`, both for logs and `policy explain`.
     fn check(&self, client: &AuthenticatedClient) -> Result<String, String> {
         let facts = &client.facts;
-        let one = |name: &str, value: Option<&str>, patterns: &[Pattern]| match value {
-            None => Err(format!("{name}: the certificate has none")),
-            Some(v) => match first_match(patterns, v) {
-                Some(p) => Ok(format!("{name} '{v}' matches '{}'", p.source)),
-                None => Err(format!(
-                    "{name} '{v}' matches none of {}",
-                    sources(patterns)
-                )),
-            },
-        };
-        let any = |name: &str, values: &[String], patterns: &[Pattern]| {
-            if values.is_empty() {
-                return Err(format!("{name}: the certificate has none"));
-            }
-            for v in values {
-                if let Some(p) = first_match(patterns, v) {
-                    return Ok(format!("{name} '{v}' matches '{}'", p.source));
-                }
-            }
-            Err(format!(
-                "{name} {} matches none of {}",
-                values
-                    .iter()
-                    .map(|v| format!("'{v}'"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                sources(patterns)
-            ))
-        };
-        let set = |name: &str, value: Option<&str>, hit: &dyn Fn(&str) -> bool| match value {
-            None => Err(format!("{name}: not known for this certificate")),
-            Some(v) if hit(v) => Ok(format!("{name} '{v}' is listed")),
-            Some(v) => Err(format!("{name} '{v}' is not listed")),
-        };
-        // A fingerprint condition holds for the presented certificate or its re-signed twin.
-        let fingerprints =
-            |name: &str, (value, twin): (Option<&str>, Option<&str>), s: &HashSet<[u8; 32]>| {
-                let hit = |v: &str| parse_fingerprint(v).is_some_and(|fp| s.contains(&fp));
-                match (value, twin) {
-                    (Some(v), Some(t)) if !hit(v) && hit(t) => {
-                        Ok(format!("{name} '{v}' is listed {}", twin_phrase(t)))
-                    }
-                    _ => set(name, value, &hit),
-                }
-            };
         match self {
-            Self::Flow(names) => {
-                if names.contains(&client.flow) {
-                    Ok(format!("flow '{}' is listed", client.flow))
-                } else {
-                    Err(format!(
-                        "flow '{}' is not one of {}",
-                        client.flow,
-                        names.join(", ")
-                    ))
-                }
-            }
+            Self::Flow(names) => flow(names, client),
             Self::SpiffeId(p) => one("spiffe_id", facts.spiffe_id.as_deref(), p),
-            Self::SpiffeTrustDomain(domains) => match spiffe_parts(facts) {
-                None => Err("spiffe_trust_domain: the certificate has no SPIFFE ID".into()),
-                Some((domain, _)) if domains.iter().any(|d| d.eq_ignore_ascii_case(domain)) => {
-                    Ok(format!("spiffe_trust_domain '{domain}' is listed"))
-                }
-                Some((domain, _)) => Err(format!(
-                    "spiffe_trust_domain '{domain}' is not one of {}",
-                    domains.join(", ")
-                )),
-            },
+            Self::SpiffeTrustDomain(domains) => trust_domain(domains, client),
             Self::SpiffePath(p) => one("spiffe_path", spiffe_parts(facts).map(|(_, path)| path), p),
             Self::DnsSan(p) => any("dns_san", &facts.dns_sans, p),
             Self::UriSan(p) => any("uri_san", &facts.uri_sans, p),
@@ -200,7 +224,7 @@ impl Condition {
 
 impl ClaimValue {
     /// The value for `client`, or the fact a template needs and the certificate lacks.
-    fn render(&self, client: &AuthenticatedClient) -> Result<Value, String> {
+    fn render(&self, client: &AuthenticatedClient) -> Result<Value, MissingFact> {
         Ok(match self {
             Self::Static(v) => v.clone(),
             Self::Template(t) => Value::String(t.render(client)?),
@@ -214,7 +238,7 @@ impl ClaimValue {
                 entries
                     .iter()
                     .map(|(k, v)| Ok((k.clone(), v.render(client)?)))
-                    .collect::<Result<_, String>>()?,
+                    .collect::<Result<_, MissingFact>>()?,
             ),
         })
     }
@@ -222,7 +246,7 @@ impl ClaimValue {
 
 impl Allowance {
     fn apply(&self, rule: &str, client: &AuthenticatedClient, requested: Requested<'_>) -> Outcome {
-        let missing = |what: &str, fact: String| {
+        let missing = |what: &str, fact: MissingFact| {
             Outcome::DenyClient(format!(
                 "rule '{rule}': the {what} template needs the fact '{fact}', which this certificate lacks"
             ))
