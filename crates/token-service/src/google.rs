@@ -372,6 +372,91 @@ fn error_message(body: &str) -> String {
 mod tests {
     use super::*;
 
+    /// A call counts into the metrics its `Upstream` was given (not a process-wide registry),
+    /// and a retry loop whose caller's deadline has passed gives up at once, naming the
+    /// setting, without a call.
+    #[tokio::test]
+    async fn calls_count_into_the_given_metrics_and_a_past_deadline_makes_no_call() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut buffer = [0u8; 1024];
+                let _ = socket.read(&mut buffer).await;
+                let _ = socket
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+            }
+        });
+        let metrics = Arc::new(Metrics::new());
+        let upstream = Upstream::new(Duration::from_secs(5), 4, metrics.clone()).unwrap();
+        let answer = upstream
+            .retry(
+                "counted api",
+                Deadline::after(Duration::from_secs(5)),
+                |t| upstream.send_text("counted api", upstream.http().get(&url), t),
+            )
+            .await
+            .unwrap();
+        assert_eq!(answer, "ok");
+        let text = metrics.render();
+        assert!(text.contains("api=\"counted api\""), "{text}");
+
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let past = Deadline::after(Duration::ZERO);
+        let error = upstream
+            .retry("late api", past, |_| {
+                calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                std::future::ready(Ok::<(), UpstreamError>(()))
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 0);
+        assert!(
+            error.to_string().contains("UPSTREAM_TIMEOUT (5 s)"),
+            "{error}"
+        );
+        assert!(matches!(
+            Failure::from(error).kind(),
+            Kind::Unavailable { .. }
+        ));
+        server.abort();
+    }
+
+    /// The one classification: what each upstream answer means to our client.
+    #[test]
+    fn upstream_failures_are_classified_once() {
+        let status = |status, retry_after| UpstreamError::Status {
+            api: "X",
+            status,
+            message: "m".into(),
+            retry_after,
+        };
+        assert_eq!(status(400, None).kind(), Kind::InvalidRequest);
+        assert_eq!(status(401, None).kind(), Kind::AccessDenied);
+        assert_eq!(status(403, None).kind(), Kind::AccessDenied);
+        assert_eq!(status(404, None).kind(), Kind::Server);
+        for s in [500, 502, 504] {
+            assert!(status(s, None).is_transient());
+            assert_eq!(status(s, None).kind(), Kind::Server);
+        }
+        assert_eq!(
+            status(503, Some(7)).kind(),
+            Kind::Unavailable { retry_after: 7 }
+        );
+        assert_eq!(
+            status(429, None).kind(),
+            Kind::Unavailable { retry_after: 2 }
+        );
+        let failure = Failure::from(status(403, None));
+        assert_eq!(failure.message(), "X answered HTTP 403: m");
+        assert_eq!(
+            status(400, None).in_context("STS refused the token exchange"),
+            Failure::invalid_request("STS refused the token exchange: X answered HTTP 400: m")
+        );
+    }
+
     /// With every connection to an API held by a call that gets no answer, the next call to that
     /// API waits for a free one only until its own timeout, then fails as unreachable naming the
     /// setting; a call to another API still gets a connection (and times out on its own).

@@ -151,3 +151,38 @@ impl Signer for IamSigner {
         self.iam.sign_jwt(email, &payload, &bearer, deadline).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::google::credentials::Credentials;
+    use crate::metrics::Metrics;
+
+    /// The identity check retries until it succeeds; it runs under the app's `Background`, so
+    /// shutdown ends it (before, it was a detached task that outlived the service).
+    #[tokio::test]
+    async fn the_identity_check_is_owned_by_the_background_and_stops_at_shutdown() {
+        // A port nobody listens on: the check fails and keeps retrying.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", closed.local_addr().unwrap());
+        drop(closed);
+        let upstream =
+            Upstream::new(Duration::from_millis(300), 2, Arc::new(Metrics::new())).unwrap();
+        let metadata = MetadataClient::new(base.clone(), upstream.clone());
+        let tokens = Arc::new(TokenSource::new(
+            Credentials::Metadata(metadata.clone()),
+            upstream.clone(),
+        ));
+        let iam = IamCredentialsClient::new(base, upstream.clone());
+        let signer = Arc::new(IamSigner::new(None, tokens, iam, upstream));
+        let background = Background::new();
+        signer.start(Some(metadata), &background);
+        assert_eq!(background.started(), 1);
+        tokio::time::timeout(Duration::from_secs(5), background.shutdown())
+            .await
+            .expect("shutdown ends the identity check");
+        assert!(signer.readiness().is_err());
+        // Nothing holds the signer but this test: the task let go of its clone.
+        assert_eq!(Arc::strong_count(&signer), 1);
+    }
+}
