@@ -1,6 +1,6 @@
 //! Signers turn ID-token claims into a compact JWT. The trait is the extension point between
-//! local keys (`signer/local.rs`) and keyless signing through Google's IAM `signJwt` (next
-//! issue). Failures are the service's [`Failure`]; a signer that calls upstream finishes by
+//! local keys (`signer/local.rs`) and keyless signing through Google's IAM `signJwt`
+//! (`signer/iam.rs`). Failures are the service's [`Failure`]; a signer that calls upstream finishes by
 //! the caller's [`Deadline`]. Uses `clock`, `error` and the Google clients (IAM), nothing of the
 //! HTTP edge or the grant.
 

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::FutureExt as _;
@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::AccessTokenBackend;
-use crate::clock::{Clock, Deadline, monotonic};
+use crate::clock::{Clock, Deadline, Stopwatch};
 use crate::error::Failure;
 use crate::google::iam_credentials::IamCredentialsClient;
 use crate::google::sts::StsClient;
@@ -41,7 +41,7 @@ type Pending = Shared<BoxFuture<'static, Result<AccessToken, Failure>>>;
 #[derive(Default)]
 struct Slot {
     /// The cached token, when to stop reusing it, and when it expires.
-    token: Option<(AccessToken, Instant, Instant)>,
+    token: Option<(AccessToken, Deadline, Deadline)>,
     /// The exchange in progress, if any.
     pending: Option<Pending>,
 }
@@ -145,7 +145,7 @@ enum Lookup {
 impl GoogleAccess {
     /// The cached token for `key` while it is fresh, else the exchange under way for it (one
     /// is started when none is).
-    fn lookup(&self, key: &Key, request: Request<'_>, now: Instant) -> Result<Lookup, Failure> {
+    fn lookup(&self, key: &Key, request: Request<'_>) -> Result<Lookup, Failure> {
         let Ok(mut slots) = self.slots.lock() else {
             return Err(Failure::server(
                 "The access-token cache is unusable; this is a fault of the service",
@@ -153,16 +153,20 @@ impl GoogleAccess {
         };
         if slots.len() >= 10_000 && !slots.contains_key(key) {
             slots.retain(|_, slot| {
-                slot.pending.is_some() || slot.token.as_ref().is_some_and(|(_, _, exp)| *exp > now)
+                slot.pending.is_some()
+                    || slot
+                        .token
+                        .as_ref()
+                        .is_some_and(|(_, _, exp)| !exp.is_past())
             });
         }
         let slot = slots.entry(key.clone()).or_default();
         if let Some((token, refresh_at, expires_at)) = &slot.token
-            && now < *refresh_at
+            && !refresh_at.is_past()
         {
             tracing::debug!(event = "access_token_cache_hit", client_id = %request.client.client_id, "reusing a cached access token");
             self.metrics.cache(true);
-            let remaining = expires_at.saturating_duration_since(now).as_secs();
+            let remaining = expires_at.remaining().as_secs();
             return Ok(Lookup::Hit(AccessToken {
                 expires_in: i64::try_from(remaining).unwrap_or(0),
                 ..token.clone()
@@ -185,7 +189,7 @@ impl GoogleAccess {
         &self,
         key: &Key,
         pending: &Pending,
-        started: Instant,
+        started: Stopwatch,
         result: &Result<AccessToken, Failure>,
     ) {
         if let Ok(mut slots) = self.slots.lock()
@@ -195,9 +199,14 @@ impl GoogleAccess {
             slot.pending = None;
             if let Ok(token) = result {
                 let lifetime = Duration::from_secs(u64::try_from(token.expires_in).unwrap_or(0));
-                let refresh_at =
-                    started + (lifetime / 2).min(lifetime.saturating_sub(Duration::from_secs(60)));
-                slot.token = Some((token.clone(), refresh_at, started + lifetime));
+                let reuse = (lifetime / 2).min(lifetime.saturating_sub(Duration::from_secs(60)));
+                // Both count from the request's start: the exchange took part of the lifetime.
+                let elapsed = started.elapsed();
+                slot.token = Some((
+                    token.clone(),
+                    Deadline::after(reuse.saturating_sub(elapsed)),
+                    Deadline::after(lifetime.saturating_sub(elapsed)),
+                ));
             }
         }
     }
@@ -272,8 +281,8 @@ impl AccessTokenBackend for GoogleAccess {
             service_account,
             deadline,
         };
-        let started = monotonic();
-        let pending = match self.lookup(&key, request, started)? {
+        let started = Stopwatch::start();
+        let pending = match self.lookup(&key, request)? {
             Lookup::Hit(token) => return Ok(token),
             Lookup::Wait(pending) => pending,
         };

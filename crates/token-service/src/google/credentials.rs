@@ -5,7 +5,7 @@
 //! expiry, with one refresh in flight however many requests wait for it.
 
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use super::metadata::{MetadataClient, token_fields};
 use super::{Upstream, UpstreamError};
-use crate::clock::{Clock, Deadline, monotonic};
+use crate::clock::{Clock, Deadline};
 use crate::error::{Failure, StartupError};
 
 const OAUTH_API: &str = "OAuth token endpoint";
@@ -215,8 +215,8 @@ async fn oauth_token(
 
 struct Cached {
     token: String,
-    refresh_at: Instant,
-    expires_at: Instant,
+    refresh_at: Deadline,
+    expires_at: Deadline,
 }
 
 /// One refresh of the service's own token, shared by every caller that waits for it.
@@ -254,7 +254,6 @@ impl TokenSource {
     }
 
     fn store(&self, token: &str, lifetime: u64) {
-        let now = monotonic();
         let lifetime = Duration::from_secs(lifetime);
         // Refresh five minutes before expiry, or halfway through a short lifetime.
         let refresh_in = lifetime
@@ -263,8 +262,8 @@ impl TokenSource {
         if let Ok(mut cache) = self.cache.write() {
             *cache = Some(Cached {
                 token: token.to_owned(),
-                refresh_at: now + refresh_in,
-                expires_at: now + lifetime,
+                refresh_at: Deadline::after(refresh_in),
+                expires_at: Deadline::after(lifetime),
             });
         }
     }
@@ -277,7 +276,7 @@ impl TokenSource {
     }
 
     async fn refreshed(&self, deadline: Deadline) -> Result<String, UpstreamError> {
-        let fresh = |c: &Cached| monotonic() < c.refresh_at;
+        let fresh = |c: &Cached| !c.refresh_at.is_past();
         if let Some(token) = self.cached(fresh) {
             return Ok(token);
         }
@@ -325,7 +324,7 @@ impl TokenSource {
                 Ok(token)
             }
             Err(error) => {
-                let still_valid = |c: &Cached| monotonic() + Duration::from_secs(10) < c.expires_at;
+                let still_valid = |c: &Cached| c.expires_at.remaining() > Duration::from_secs(10);
                 match self.cached(still_valid) {
                     Some(token) => {
                         tracing::warn!(event = "credentials_refresh_failed", reason = %error, "refreshing the service's own access token failed; using the current one: {error}");

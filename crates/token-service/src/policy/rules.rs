@@ -1,5 +1,8 @@
 //! The policy file (TOML): ordered rules and deny lists, compiled once per load so a request
 //! only matches globs and looks up hash sets. Errors name the file, the line and what to fix.
+//! This file holds the compiled types and the loading API; `rules/compile.rs` turns the TOML
+//! into them, `rules/eval.rs` decides requests with them. Uses `model`, the deny lists and
+//! templates of `policy`, and `error` for startup errors; no I/O but reading the files.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
