@@ -1,7 +1,10 @@
 //! Client policy costs: loading a deny list of one million fingerprints (the fleet size the
 //! policy issue names), and deciding a request against a policy with such lists and a few rules.
 //! Run: `cargo bench -p token-service --bench policy`.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![expect(
+    clippy::unwrap_used,
+    reason = "a benchmark: its fixtures are made here and cannot fail but by a bug"
+)]
 
 use std::hint::black_box;
 use std::path::Path;

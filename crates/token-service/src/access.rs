@@ -1,43 +1,28 @@
 //! Optional access tokens, obtained after the ID token is issued (the Google backend issue
-//! implements this: STS exchange, then service-account impersonation). Uses `model` only.
+//! implements this: STS exchange, then service-account impersonation). Backends fail with the
+//! service's [`Failure`] (upstream clients classify their answers once) and give up at the
+//! request's [`Deadline`]. Uses `model`, `clock`, `error` and the cloud clients; nothing of the
+//! HTTP edge.
 
 pub mod google;
 
 use async_trait::async_trait;
 
+use crate::clock::Deadline;
+use crate::error::Failure;
 use crate::model::{AccessToken, Client};
-
-/// Why an access token could not be obtained.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum AccessError {
-    /// The upstream refused the request as malformed. 400 `invalid_request`.
-    #[error("{0}")]
-    InvalidRequest(String),
-    /// The upstream denied access. 403 `access_denied`.
-    #[error("{0}")]
-    AccessDenied(String),
-    /// The upstream is unavailable or slow; try again later. 503 `temporarily_unavailable`.
-    #[error("{message}")]
-    Unavailable {
-        /// What happened.
-        message: String,
-        /// Seconds the client should wait.
-        retry_after: u64,
-    },
-    /// Anything else. 500 `server_error`.
-    #[error("{0}")]
-    Server(String),
-}
 
 /// A backend that turns an ID token into an access token.
 #[async_trait]
 pub trait AccessTokenBackend: Send + Sync {
-    /// Obtains an access token for `scope` (and, when given, as `service_account`).
+    /// Obtains an access token for `scope` (and, when given, as `service_account`), by
+    /// `deadline`.
     async fn access_token(
         &self,
         client: &Client,
         id_token: &str,
         scope: &str,
         service_account: Option<&str>,
-    ) -> Result<AccessToken, AccessError>;
+        deadline: Deadline,
+    ) -> Result<AccessToken, Failure>;
 }

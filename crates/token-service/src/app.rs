@@ -67,15 +67,25 @@ pub fn build(config: &Config, registry: &FlowRegistry) -> Result<App, Vec<String
     let flows = registry
         .build(&config.flows, &flow_settings)
         .map_err(|e| vec![e])?;
-    let upstream =
-        Upstream::new(config.google.timeout, config.google.max_connections).map_err(|e| vec![e])?;
+    let upstream = Upstream::new(
+        config.google.timeout,
+        config.google.max_connections,
+        crate::metrics::shared(),
+    )
+    .map_err(|e| vec![e.to_string()])?;
     let trace_project = Arc::new(OnceLock::new());
     if let Some(project) = &config.trace_project {
         let _ = trace_project.set(project.clone());
     }
     let mut warnings = Vec::new();
-    let signer =
-        build_signer(config, &upstream, &trace_project, &mut warnings).map_err(|e| vec![e])?;
+    let signer = build_signer(
+        config,
+        &upstream,
+        &trace_project,
+        &background,
+        &mut warnings,
+    )
+    .map_err(|e| vec![e])?;
     for w in &warnings {
         tracing::warn!(event = "config_warning", "{w}");
     }
@@ -110,15 +120,15 @@ pub fn build(config: &Config, registry: &FlowRegistry) -> Result<App, Vec<String
             },
             StsClient::new(endpoints.sts.clone(), upstream.clone()),
             IamCredentialsClient::new(endpoints.iam_credentials.clone(), upstream.clone()),
-            upstream.clone(),
+            crate::metrics::shared(),
         );
         Arc::new(backend) as Arc<dyn AccessTokenBackend>
     });
     let policy: Arc<dyn ClientPolicy> = match &config.policy {
         Some(settings) => {
             let policy = Arc::new(
-                RulesPolicy::load(&settings.file, &registry.names())
-                    .map_err(|e| vec![format!("POLICY_FILE: {e}")])?,
+                RulesPolicy::load(&settings.file, &registry.names(), crate::metrics::shared())
+                    .map_err(|e| vec![e.to_string()])?,
             );
             tracing::info!(
                 event = "policy_loaded",
@@ -164,11 +174,7 @@ pub fn build(config: &Config, registry: &FlowRegistry) -> Result<App, Vec<String
     let admin = config
         .admin
         .map(|address| (address, admin_router(state.clone())));
-    let timeout = config.google.timeout;
-    let deadline = move |request: axum::extract::Request, next: axum::middleware::Next| {
-        crate::google::with_request_deadline(timeout, next.run(request))
-    };
-    let router = router(state).layer(axum::middleware::from_fn(deadline));
+    let router = router(state);
     Ok(App {
         router,
         tls,
@@ -202,6 +208,7 @@ fn build_signer(
     config: &Config,
     upstream: &Upstream,
     trace_project: &Arc<OnceLock<String>>,
+    background: &Background,
     warnings: &mut Vec<String>,
 ) -> Result<Arc<dyn Signer>, String> {
     match &config.signer {
@@ -209,7 +216,7 @@ fn build_signer(
             key_file: Some(path),
             ..
         } => {
-            let (signer, found) = LocalSigner::from_key_file(path)?;
+            let (signer, found) = LocalSigner::from_key_file(path).map_err(|e| e.to_string())?;
             warnings.extend(found);
             Ok(Arc::new(signer))
         }
@@ -217,7 +224,8 @@ fn build_signer(
             key_file: None,
             data_dir,
         } => {
-            let (signer, path, generated) = LocalSigner::load_or_generate(data_dir)?;
+            let (signer, path, generated) =
+                LocalSigner::load_or_generate(data_dir).map_err(|e| e.to_string())?;
             let verb = if generated {
                 "generated"
             } else {
@@ -234,7 +242,10 @@ fn build_signer(
         SignerConfig::Iam { service_account } => {
             let endpoints = &config.google.endpoints;
             let (credentials, metadata) = match &config.google.application_credentials {
-                Some(path) => (Credentials::from_adc_file(path)?, None),
+                Some(path) => (
+                    Credentials::from_adc_file(path).map_err(|e| e.to_string())?,
+                    None,
+                ),
                 None => {
                     let metadata =
                         MetadataClient::new(endpoints.metadata.clone(), upstream.clone());
@@ -252,16 +263,11 @@ fn build_signer(
             let iam =
                 IamCredentialsClient::new(endpoints.iam_credentials.clone(), upstream.clone());
             let signer = Arc::new(IamSigner::new(email, tokens, iam, upstream.clone()));
-            signer.start(metadata.clone());
+            signer.start(metadata.clone(), background);
             if trace_project.get().is_none()
                 && let Some(metadata) = metadata
             {
-                let (trace_project, upstream) = (trace_project.clone(), upstream.clone());
-                tokio::spawn(async move {
-                    if let Ok(project) = metadata.project_id(upstream.deadline()).await {
-                        let _ = trace_project.set(project);
-                    }
-                });
+                metadata.publish_project(trace_project.clone(), background);
             }
             Ok(signer)
         }

@@ -174,7 +174,7 @@ fn check_config(config: &Config, registry: &FlowRegistry) -> ExitCode {
         *data_dir = scratch.clone();
     }
     let built = match refused {
-        Some(e) => Err(vec![e]),
+        Some(e) => Err(vec![e.to_string()]),
         None => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -2,7 +2,9 @@
 //! (application-default credentials), IAM Credentials (`signJwt`, `generateAccessToken`) and
 //! STS. Concrete clients over one `reqwest` client, base URLs overridable (the emulator in
 //! `crates/gcp-emulator` stands in for Google in tests). Transient failures are retried with
-//! jittered backoff inside a deadline. Uses nothing of ours but `model`-free plain data.
+//! jittered backoff inside the caller's deadline. Failures are classified once, here
+//! ([`UpstreamError::kind`]), into the service's [`Failure`]. Uses `clock`, `error` and
+//! `metrics` only: no settings, no flows, no HTTP edge.
 
 pub mod credentials;
 pub mod iam_credentials;
@@ -14,10 +16,14 @@ pub use settings::GoogleConfig;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use tokio::sync::Semaphore;
+
+use crate::clock::{Deadline, Stopwatch};
+use crate::error::{Failure, Kind, StartupError};
+use crate::metrics::Metrics;
 
 /// Base URLs of the Google APIs.
 #[derive(Debug, Clone)]
@@ -111,37 +117,44 @@ impl UpstreamError {
     }
 }
 
-/// How a failed upstream call looks to our client (the one mapping of upstream errors).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// Upstream 400: `invalid_request`.
-    Invalid,
-    /// Upstream 401, 403 (and 404 for a service account): `access_denied`.
-    Denied,
-    /// Upstream 429, 503, unreachable or too slow: `temporarily_unavailable`, retry after N s.
-    Unavailable(u64),
-    /// Anything else: `server_error`.
-    Server,
-}
-
 impl UpstreamError {
-    /// Classifies the failure for our client.
-    pub fn outcome(&self) -> Outcome {
+    /// The one classification of upstream failures, as our client sees them: 429, 503,
+    /// unreachable or too slow is "try again later"; a 400 is the request's fault; 401 and 403
+    /// deny access; anything else (500, 502, 504 once retries are exhausted, a body we cannot
+    /// use) is a server error.
+    pub fn kind(&self) -> Kind {
         match self.status() {
-            _ if self.is_unavailable() => Outcome::Unavailable(self.retry_after()),
-            Some(400) => Outcome::Invalid,
-            Some(401 | 403) => Outcome::Denied,
-            _ => Outcome::Server,
+            _ if self.is_unavailable() => Kind::Unavailable {
+                retry_after: self.retry_after(),
+            },
+            Some(400) => Kind::InvalidRequest,
+            Some(401 | 403) => Kind::AccessDenied,
+            _ => Kind::Server,
         }
+    }
+
+    /// The failure with `context` (what we were doing, as a sentence) before the API's answer.
+    pub fn in_context(self, context: &str) -> Failure {
+        Failure::new(self.kind(), format!("{context}: {self}"))
     }
 }
 
-/// Shared HTTP client, per-request deadline and the bound on calls in flight.
-#[derive(Debug, Clone)]
+impl From<UpstreamError> for Failure {
+    /// The client reads which API answered what, in the API's own words (never a token).
+    fn from(e: UpstreamError) -> Self {
+        Failure::new(e.kind(), e.to_string())
+    }
+}
+
+/// Shared HTTP client, the bound on calls in flight and the metrics they count into. The
+/// deadline of a call is its caller's: every call takes one.
+#[derive(Clone)]
 pub struct Upstream {
     http: reqwest::Client,
-    /// Overall budget of one token request for Google API calls (`UPSTREAM_TIMEOUT`).
-    pub timeout: Duration,
+    /// Overall budget of one token request for Google API calls (`UPSTREAM_TIMEOUT`), named in
+    /// timeout messages and used by background work to set its own deadline.
+    timeout: Duration,
+    metrics: Arc<Metrics>,
     /// Per API, one permit per call in flight (`UPSTREAM_MAX_CONNECTIONS`): over HTTP/1.1 each
     /// call holds a connection, and without a bound a burst of clients opens as many connections
     /// (and buffers) to Google as there are clients. Per API, so that one API that hangs cannot
@@ -150,19 +163,33 @@ pub struct Upstream {
     max_connections: usize,
 }
 
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("timeout", &self.timeout)
+            .field("max_connections", &self.max_connections)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Upstream {
-    /// Builds the client.
-    pub fn new(timeout: Duration, max_connections: usize) -> Result<Self, String> {
+    /// Builds the client; calls are counted into `metrics`.
+    pub fn new(
+        timeout: Duration,
+        max_connections: usize,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, StartupError> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(3).min(timeout))
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(max_connections)
             .user_agent(concat!("token-service/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+            .map_err(|e| StartupError::other(format!("cannot build the HTTP client: {e}")))?;
         Ok(Self {
             http,
             timeout,
+            metrics,
             slots: Arc::default(),
             max_connections,
         })
@@ -182,12 +209,10 @@ impl Upstream {
         &self.http
     }
 
-    /// The deadline of the current token request (see [`with_request_deadline`]), or
-    /// `timeout` from now outside of one.
-    pub fn deadline(&self) -> Instant {
-        REQUEST_DEADLINE
-            .try_with(|d| *d)
-            .unwrap_or_else(|_| Instant::now() + self.timeout)
+    /// `UPSTREAM_TIMEOUT`: work outside a request (identity check, project lookup) gives
+    /// itself this long, from its own start.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// The least time worth starting a retry with; with less left, the last answer stands.
@@ -198,7 +223,7 @@ impl Upstream {
     pub async fn retry<T, F, Fut>(
         &self,
         api: &'static str,
-        deadline: Instant,
+        deadline: Deadline,
         mut attempt: F,
     ) -> Result<T, UpstreamError>
     where
@@ -207,7 +232,7 @@ impl Upstream {
     {
         let mut backoff = Duration::from_millis(50);
         loop {
-            let remaining = deadline.saturating_duration_since(Instant::now());
+            let remaining = deadline.remaining();
             if remaining.is_zero() {
                 return Err(UpstreamError::Unreachable {
                     api,
@@ -225,7 +250,7 @@ impl Upstream {
             let pause = jitter(backoff);
             // A retry that would start with almost no time left can only time out, and would
             // replace the upstream's own answer with a bare timeout: give that answer instead.
-            if Instant::now() + pause + Self::MIN_ATTEMPT >= deadline {
+            if remaining_after(deadline, pause) <= Self::MIN_ATTEMPT {
                 return Err(error);
             }
             tracing::warn!(event = "upstream_retry", api, reason = %error, "retrying {api} in {} ms: {error}", pause.as_millis());
@@ -257,11 +282,12 @@ impl Upstream {
         request: reqwest::RequestBuilder,
         timeout: Duration,
     ) -> Result<String, UpstreamError> {
-        let queued = std::time::Instant::now();
-        let end = queued + timeout;
+        let queued = Stopwatch::start();
+        let end = Deadline::after(timeout);
         let slots = self.slots(api);
         let Ok(Ok(_slot)) = tokio::time::timeout(timeout, slots.acquire()).await else {
-            crate::metrics::metrics().upstream(api, "no_connection", queued.elapsed());
+            self.metrics
+                .upstream(api, "no_connection", queued.elapsed());
             return Err(UpstreamError::Unreachable {
                 api,
                 message: format!(
@@ -272,17 +298,18 @@ impl Upstream {
         };
         // The wait for a connection counts against the same budget; the latency metric
         // measures the call alone.
-        let started = std::time::Instant::now();
-        let remaining = end.saturating_duration_since(started);
+        let started = Stopwatch::start();
+        let remaining = end.remaining();
         let response = request.timeout(remaining).send().await.map_err(|e| {
-            crate::metrics::metrics().upstream(api, "unreachable", started.elapsed());
+            self.metrics.upstream(api, "unreachable", started.elapsed());
             UpstreamError::Unreachable {
                 api,
                 message: describe_transport(&e),
             }
         })?;
         let status = response.status();
-        crate::metrics::metrics().upstream(api, status.as_str(), started.elapsed());
+        self.metrics
+            .upstream(api, status.as_str(), started.elapsed());
         let retry_after = response
             .headers()
             .get(reqwest::header::RETRY_AFTER)
@@ -307,16 +334,9 @@ impl Upstream {
     }
 }
 
-tokio::task_local! {
-    static REQUEST_DEADLINE: Instant;
-}
-
-/// Runs `request` with one deadline, `timeout` from now, shared by every Google API call it
-/// makes (signJwt, STS, generateAccessToken), so a client never waits longer than that in all.
-pub async fn with_request_deadline<F: Future>(timeout: Duration, request: F) -> F::Output {
-    REQUEST_DEADLINE
-        .scope(Instant::now() + timeout, request)
-        .await
+/// What would be left of `deadline` after waiting `pause`.
+fn remaining_after(deadline: Deadline, pause: Duration) -> Duration {
+    deadline.remaining().saturating_sub(pause)
 }
 
 /// "Full jitter": a random pause between half and all of `max`.
@@ -354,6 +374,91 @@ fn error_message(body: &str) -> String {
 mod tests {
     use super::*;
 
+    /// A call counts into the metrics its `Upstream` was given (not a process-wide registry),
+    /// and a retry loop whose caller's deadline has passed gives up at once, naming the
+    /// setting, without a call.
+    #[tokio::test]
+    async fn calls_count_into_the_given_metrics_and_a_past_deadline_makes_no_call() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut buffer = [0u8; 1024];
+                let _ = socket.read(&mut buffer).await;
+                let _ = socket
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+            }
+        });
+        let metrics = Arc::new(Metrics::new());
+        let upstream = Upstream::new(Duration::from_secs(5), 4, metrics.clone()).unwrap();
+        let answer = upstream
+            .retry(
+                "counted api",
+                Deadline::after(Duration::from_secs(5)),
+                |t| upstream.send_text("counted api", upstream.http().get(&url), t),
+            )
+            .await
+            .unwrap();
+        assert_eq!(answer, "ok");
+        let text = metrics.render();
+        assert!(text.contains("api=\"counted api\""), "{text}");
+
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let past = Deadline::after(Duration::ZERO);
+        let error = upstream
+            .retry("late api", past, |_| {
+                calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                std::future::ready(Ok::<(), UpstreamError>(()))
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 0);
+        assert!(
+            error.to_string().contains("UPSTREAM_TIMEOUT (5 s)"),
+            "{error}"
+        );
+        assert!(matches!(
+            Failure::from(error).kind(),
+            Kind::Unavailable { .. }
+        ));
+        server.abort();
+    }
+
+    /// The one classification: what each upstream answer means to our client.
+    #[test]
+    fn upstream_failures_are_classified_once() {
+        let status = |status, retry_after| UpstreamError::Status {
+            api: "X",
+            status,
+            message: "m".into(),
+            retry_after,
+        };
+        assert_eq!(status(400, None).kind(), Kind::InvalidRequest);
+        assert_eq!(status(401, None).kind(), Kind::AccessDenied);
+        assert_eq!(status(403, None).kind(), Kind::AccessDenied);
+        assert_eq!(status(404, None).kind(), Kind::Server);
+        for s in [500, 502, 504] {
+            assert!(status(s, None).is_transient());
+            assert_eq!(status(s, None).kind(), Kind::Server);
+        }
+        assert_eq!(
+            status(503, Some(7)).kind(),
+            Kind::Unavailable { retry_after: 7 }
+        );
+        assert_eq!(
+            status(429, None).kind(),
+            Kind::Unavailable { retry_after: 2 }
+        );
+        let failure = Failure::from(status(403, None));
+        assert_eq!(failure.message(), "X answered HTTP 403: m");
+        assert_eq!(
+            status(400, None).in_context("STS refused the token exchange"),
+            Failure::invalid_request("STS refused the token exchange: X answered HTTP 400: m")
+        );
+    }
+
     /// With every connection to an API held by a call that gets no answer, the next call to that
     /// API waits for a free one only until its own timeout, then fails as unreachable naming the
     /// setting; a call to another API still gets a connection (and times out on its own).
@@ -367,7 +472,7 @@ mod tests {
                 held.push(socket);
             }
         });
-        let upstream = Upstream::new(Duration::from_secs(10), 1).unwrap();
+        let upstream = Upstream::new(Duration::from_secs(10), 1, Arc::new(Metrics::new())).unwrap();
         let holder = {
             let (upstream, url) = (upstream.clone(), url.clone());
             tokio::spawn(async move {
@@ -393,7 +498,12 @@ mod tests {
         let other = call("other").await.unwrap_err();
         assert_eq!(other.to_string(), "other could not be reached: timed out");
         let error = call("hung").await.unwrap_err();
-        assert_eq!(error.outcome(), Outcome::Unavailable(error.retry_after()));
+        assert_eq!(
+            error.kind(),
+            Kind::Unavailable {
+                retry_after: error.retry_after()
+            }
+        );
         assert!(
             error.to_string().contains("UPSTREAM_MAX_CONNECTIONS (1)"),
             "{error}"

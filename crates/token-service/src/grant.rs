@@ -10,16 +10,15 @@
 
 use std::sync::Arc;
 
-use crate::access::{AccessError, AccessTokenBackend};
+use crate::access::AccessTokenBackend;
 use crate::clock::Deadline;
 use crate::error::{Failure, Kind};
 use crate::flows::{Authentication, EnabledFlow};
-use crate::issuer::{FlowSummary, IdToken, IdTokenIssuer};
+use crate::issuer::{FlowSummary, IdTokenIssuer};
 use crate::limits::Limits;
-use crate::model::{AccessToken, AuthenticatedClient, CLIENT_CREDENTIALS, Client, IssuedTokens};
+use crate::model::{AuthenticatedClient, CLIENT_CREDENTIALS, IssuedTokens};
 use crate::model::{TokenRequest, truncate};
-use crate::policy::{ClientPolicy, PolicyError, Requested};
-use crate::signer::SignError;
+use crate::policy::{ClientPolicy, Requested};
 
 /// The grant types this service serves, for discovery.
 pub const GRANT_TYPES: &[&str] = &[CLIENT_CREDENTIALS];
@@ -266,17 +265,16 @@ impl ClientCredentials {
         let client = self
             .policy
             .authorize(&authenticated, requested)
-            .map_err(IntoFailure::into_failure)
             .inspect_err(|failure| {
                 if failure.kind() == Kind::UnauthorizedClient {
                     charge();
                 }
             })?;
-        let id_token = issue(&self.issuer, iss, &client, deadline).await?;
+        let id_token = self.issuer.issue(iss, &client, deadline).await?;
         let access_token = match (&self.access, requested.scope) {
             (Some(backend), Some(scope)) => Some(
-                access_token(
-                    backend.as_ref(),
+                backend
+                    .access_token(
                     &client,
                     &id_token.token,
                     scope,
@@ -331,87 +329,3 @@ fn check_grant_type(grant: &str) -> Result<(), Failure> {
     }
     Ok(())
 }
-
-// Transitional: the issuer, the access backends and the policy move to `Failure` and take the
-// deadline in their own changes. Until those land, these shims adapt today's signatures; once
-// they have, each shim is a direct call and `IntoFailure` keeps only its `Failure` impl.
-
-async fn issue(
-    issuer: &IdTokenIssuer,
-    iss: &str,
-    client: &Client,
-    _deadline: Deadline,
-) -> Result<IdToken, Failure> {
-    issuer
-        .issue(iss, client)
-        .await
-        .map_err(IntoFailure::into_failure)
-}
-
-async fn access_token(
-    backend: &dyn AccessTokenBackend,
-    client: &Client,
-    id_token: &str,
-    scope: &str,
-    service_account: Option<&str>,
-    _deadline: Deadline,
-) -> Result<AccessToken, Failure> {
-    backend
-        .access_token(client, id_token, scope, service_account)
-        .await
-        .map_err(IntoFailure::into_failure)
-}
-
-/// Today's error types of the issuer, access backends and policy, as failures.
-trait IntoFailure {
-    fn into_failure(self) -> Failure;
-}
-
-impl IntoFailure for Failure {
-    fn into_failure(self) -> Failure {
-        self
-    }
-}
-
-impl IntoFailure for SignError {
-    fn into_failure(self) -> Failure {
-        match self {
-            SignError::Unavailable {
-                message,
-                retry_after,
-            } => Failure::unavailable(message, retry_after),
-            SignError::Denied(m) => Failure::access_denied(m),
-            SignError::Rejected(m) => Failure::invalid_request(m),
-            SignError::Failed(m) => Failure::server(m),
-        }
-    }
-}
-
-impl IntoFailure for AccessError {
-    fn into_failure(self) -> Failure {
-        match self {
-            AccessError::InvalidRequest(m) => Failure::invalid_request(m),
-            AccessError::AccessDenied(m) => Failure::access_denied(m),
-            AccessError::Unavailable {
-                message,
-                retry_after,
-            } => Failure::unavailable(message, retry_after),
-            AccessError::Server(m) => Failure::server(m),
-        }
-    }
-}
-
-impl IntoFailure for PolicyError {
-    fn into_failure(self) -> Failure {
-        match self {
-            PolicyError::ClientDenied { reason } => {
-                Failure::unauthorized("The client is not authorized to obtain tokens")
-                    .with_detail(reason)
-            }
-            PolicyError::AccessDenied(m) => Failure::access_denied(m),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests;

@@ -1,5 +1,6 @@
 //! ID-token issuance: builds the claims for an admitted client and has the signer sign them;
-//! also builds the OIDC discovery document. Uses `model`, `clock` and the `signer` trait.
+//! also builds the OIDC discovery document. Uses `model`, `clock`, `error` and the `signer`
+//! trait; the request's deadline is passed on to the signer.
 
 pub(crate) mod settings;
 pub use settings::WorkloadIdentityPool;
@@ -8,9 +9,10 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
-use crate::clock::Clock;
+use crate::clock::{Clock, Deadline};
+use crate::error::Failure;
 use crate::model::Client;
-use crate::signer::{Publication, SignError, Signer};
+use crate::signer::{Publication, Signer};
 
 /// Path where this service serves its JWK Set (local signer).
 pub const JWKS_PATH: &str = "/.well-known/jwks.json";
@@ -105,12 +107,17 @@ impl IdTokenIssuer {
         claims
     }
 
-    /// Issues and signs an ID token.
-    pub async fn issue(&self, iss: &str, client: &Client) -> Result<IdToken, SignError> {
+    /// Issues and signs an ID token; a signer that calls upstream gives up at `deadline`.
+    pub async fn issue(
+        &self,
+        iss: &str,
+        client: &Client,
+        deadline: Deadline,
+    ) -> Result<IdToken, Failure> {
         let now = self.clock.now();
         let jti = uuid::Uuid::new_v4().to_string();
         let claims = self.claims(iss, client, now, &jti);
-        let token = self.signer.sign(&claims).await?;
+        let token = self.signer.sign(&claims, deadline).await?;
         Ok(IdToken {
             token,
             expires_at: now + self.lifetime(client),
@@ -148,7 +155,8 @@ pub struct FlowSummary {
 }
 
 /// Builds the OIDC discovery document for issuer `iss`; fails with the signer's readiness
-/// problem while the signing keys cannot be named.
+/// problem while the signing keys cannot be named (a plain message: discovery shows it in its
+/// 503 as it is).
 pub fn discovery_document(
     iss: &str,
     issuer: &IdTokenIssuer,
@@ -175,3 +183,6 @@ pub fn discovery_document(
         "claims_supported": ["iss", "sub", "aud", "iat", "exp", "jti", "amr", "client_id", "client"],
     }))
 }
+
+#[cfg(test)]
+mod tests;

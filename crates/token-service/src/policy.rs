@@ -2,7 +2,10 @@
 //!
 //! For now the policy is the reference's: a verified certificate suffices, and the token's
 //! claims come from its facts. The policy-engine issue replaces [`CertificateFactsPolicy`]
-//! behind the same trait, without touching flows. Uses `model` only.
+//! behind the same trait, without touching flows. A refusal is the service's [`Failure`]: a
+//! client the policy does not admit is `unauthorized_client` with a generic sentence (the
+//! reason goes to the log only), a scope or service account it may not have is
+//! `access_denied`. Uses `model`, `error`, `x509` and `metrics`.
 
 pub mod deny_list;
 pub mod engine;
@@ -13,7 +16,16 @@ pub use settings::PolicySettings;
 
 use serde_json::Map;
 
+use crate::error::Failure;
 use crate::model::{AuthenticatedClient, Client};
+
+/// What a client the policy does not admit is told; why is in the log detail only.
+pub const CLIENT_NOT_AUTHORIZED: &str = "The client is not authorized to obtain tokens";
+
+/// The failure of a client the policy does not admit: `reason` reaches the log, not the client.
+pub fn client_denied(reason: impl Into<String>) -> Failure {
+    Failure::unauthorized(CLIENT_NOT_AUTHORIZED).with_detail(reason)
+}
 
 /// What the client asked for beyond an ID token.
 #[derive(Debug, Clone, Copy, Default)]
@@ -24,22 +36,6 @@ pub struct Requested<'a> {
     pub service_account: Option<&'a str>,
 }
 
-/// Why a policy refused a client.
-#[derive(Debug, thiserror::Error)]
-pub enum PolicyError {
-    /// The client may not get any token. Maps to 403 `unauthorized_client`; the reason is
-    /// logged, the client sees a generic message.
-    #[error("client denied: {reason}")]
-    ClientDenied {
-        /// Why, for the logs.
-        reason: String,
-    },
-    /// The client may get tokens, but not the requested service account or scope. Maps to 403
-    /// `access_denied`.
-    #[error("{0}")]
-    AccessDenied(String),
-}
-
 /// A client policy.
 pub trait ClientPolicy: Send + Sync {
     /// Admits or refuses an authenticated client for the given request.
@@ -47,7 +43,7 @@ pub trait ClientPolicy: Send + Sync {
         &self,
         client: &AuthenticatedClient,
         requested: Requested<'_>,
-    ) -> Result<Client, PolicyError>;
+    ) -> Result<Client, Failure>;
 }
 
 /// The reference's policy: any client a flow authenticated is admitted, with the client ID the
@@ -60,7 +56,7 @@ impl ClientPolicy for CertificateFactsPolicy {
         &self,
         client: &AuthenticatedClient,
         _requested: Requested<'_>,
-    ) -> Result<Client, PolicyError> {
+    ) -> Result<Client, Failure> {
         Ok(Client {
             flow: client.flow.clone(),
             client_id: client.client_id.clone(),

@@ -1,6 +1,8 @@
 //! Signers turn ID-token claims into a compact JWT. The trait is the extension point between
-//! local keys (`signer/local.rs`) and keyless signing through Google's IAM `signJwt` (next
-//! issue). Depends on nothing of ours.
+//! local keys (`signer/local.rs`) and keyless signing through Google's IAM `signJwt`
+//! (`signer/iam.rs`). Failures are the service's [`Failure`]; a signer that calls upstream finishes by
+//! the caller's [`Deadline`]. Uses `clock`, `error` and the Google clients (IAM), nothing of the
+//! HTTP edge or the grant.
 
 pub mod iam;
 pub mod local;
@@ -10,6 +12,9 @@ pub use settings::SignerConfig;
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 
+use crate::clock::Deadline;
+use crate::error::Failure;
+
 /// Where verifiers find the public keys.
 #[derive(Debug, Clone)]
 pub enum Publication {
@@ -17,28 +22,6 @@ pub enum Publication {
     Jwks(Value),
     /// The keys are published elsewhere, at this URI.
     Uri(String),
-}
-
-/// Why signing failed.
-#[derive(Debug, thiserror::Error)]
-pub enum SignError {
-    /// The signing backend is unavailable for now.
-    #[error("{message}")]
-    Unavailable {
-        /// What happened.
-        message: String,
-        /// Seconds the client should wait.
-        retry_after: u64,
-    },
-    /// The backend refused to sign.
-    #[error("{0}")]
-    Denied(String),
-    /// The backend found the request invalid.
-    #[error("{0}")]
-    Rejected(String),
-    /// Anything else.
-    #[error("{0}")]
-    Failed(String),
 }
 
 /// Signs ID tokens.
@@ -51,10 +34,16 @@ pub trait Signer: Send + Sync {
     /// How verifiers find the public keys; `None` while that is not known yet (the signer is
     /// not ready, see [`Signer::readiness`]).
     fn publication(&self) -> Option<&Publication>;
-    /// Whether the signer can sign now, and if not, why.
+    /// Whether the signer can sign now, and if not, why. The reason is the whole contract
+    /// (`/readyz` and discovery show it as it is), hence a plain message.
     fn readiness(&self) -> Result<(), String> {
         Ok(())
     }
-    /// Signs the claims and returns the compact JWT.
-    async fn sign(&self, claims: &Map<String, Value>) -> Result<String, SignError>;
+    /// Signs the claims and returns the compact JWT; a signer that calls upstream gives up at
+    /// `deadline`.
+    async fn sign(
+        &self,
+        claims: &Map<String, Value>,
+        deadline: Deadline,
+    ) -> Result<String, Failure>;
 }

@@ -2,11 +2,11 @@
 //! when the client names a service account, that token impersonates it through
 //! `generateAccessToken`. Tokens are cached per (client ID, scope, service account) and reused
 //! while comfortably inside their lifetime; concurrent identical requests share one upstream
-//! exchange.
+//! exchange. Failures are the Google clients' own [`Failure`]s, passed on unchanged.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::FutureExt as _;
@@ -14,11 +14,12 @@ use futures_util::future::{BoxFuture, Shared};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::{AccessError, AccessTokenBackend};
-use crate::clock::Clock;
+use super::AccessTokenBackend;
+use crate::clock::{Clock, Deadline, Stopwatch};
+use crate::error::Failure;
 use crate::google::iam_credentials::IamCredentialsClient;
 use crate::google::sts::StsClient;
-use crate::google::{Outcome, Upstream, UpstreamError};
+use crate::metrics::Metrics;
 use crate::model::{AccessToken, Client};
 
 /// Settings of the Google access-token backend.
@@ -35,12 +36,12 @@ pub struct GoogleAccessSettings {
 type Key = (String, String, String);
 
 /// The result of one upstream exchange, shared by every request that waits for it.
-type Pending = Shared<BoxFuture<'static, Result<AccessToken, AccessError>>>;
+type Pending = Shared<BoxFuture<'static, Result<AccessToken, Failure>>>;
 
 #[derive(Default)]
 struct Slot {
     /// The cached token, when to stop reusing it, and when it expires.
-    token: Option<(AccessToken, Instant, Instant)>,
+    token: Option<(AccessToken, Deadline, Deadline)>,
     /// The exchange in progress, if any.
     pending: Option<Pending>,
 }
@@ -55,22 +56,22 @@ struct Exchange {
 /// The STS + IAM Credentials backend.
 pub struct GoogleAccess {
     exchange: Arc<Exchange>,
-    upstream: Upstream,
+    metrics: Arc<Metrics>,
     /// Never held across an await: waiting happens on the shared future, outside the lock.
     slots: Mutex<HashMap<Key, Slot>>,
 }
 
 impl GoogleAccess {
-    /// Wires the backend.
+    /// Wires the backend; cache hits and misses are counted into `metrics`.
     pub fn new(
         settings: GoogleAccessSettings,
         sts: StsClient,
         iam: IamCredentialsClient,
-        upstream: Upstream,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             exchange: Arc::new(Exchange { settings, sts, iam }),
-            upstream,
+            metrics,
             slots: Mutex::new(HashMap::new()),
         }
     }
@@ -83,13 +84,12 @@ impl Exchange {
         id_token: &str,
         scope: &str,
         service_account: Option<&str>,
-        deadline: Instant,
-    ) -> Result<AccessToken, AccessError> {
+        deadline: Deadline,
+    ) -> Result<AccessToken, Failure> {
         let federated = self
             .sts
             .exchange(&self.settings.audience, scope, id_token, deadline)
-            .await
-            .map_err(|e| access_error(e, "STS refused the token exchange"))?;
+            .await?;
         let Some(account) = service_account else {
             return Ok(AccessToken {
                 token: federated.access_token,
@@ -110,14 +110,7 @@ impl Exchange {
                 &federated.access_token,
                 deadline,
             )
-            .await
-            .map_err(|e| match e.status() {
-                Some(401 | 403 | 404) => AccessError::AccessDenied(format!(
-                    "Access to service account '{account}' was denied: {}",
-                    e.message()
-                )),
-                _ => access_error(e, "Impersonating the service account failed"),
-            })?;
+            .await?;
         let expires_in = OffsetDateTime::parse(&expiry, &Rfc3339)
             .map(|t| t.unix_timestamp() - Clock::system().now())
             .unwrap_or(lifetime)
@@ -127,19 +120,6 @@ impl Exchange {
             expires_in,
             scope: scopes.join(" "),
         })
-    }
-}
-
-fn access_error(e: UpstreamError, context: &str) -> AccessError {
-    let message = format!("{context}: {e}");
-    match e.outcome() {
-        Outcome::Invalid => AccessError::InvalidRequest(message),
-        Outcome::Denied => AccessError::AccessDenied(message),
-        Outcome::Unavailable(retry_after) => AccessError::Unavailable {
-            message,
-            retry_after,
-        },
-        Outcome::Server => AccessError::Server(message),
     }
 }
 
@@ -156,6 +136,111 @@ fn is_email(value: &str) -> bool {
     value.len() <= 254 && ok(local) && ok(domain) && domain.contains('.')
 }
 
+/// What the cache has for a key: a token to reuse, or the exchange to wait for.
+enum Lookup {
+    Hit(AccessToken),
+    Wait(Pending),
+}
+
+impl GoogleAccess {
+    /// The cached token for `key` while it is fresh, else the exchange under way for it (one
+    /// is started when none is).
+    fn lookup(&self, key: &Key, request: Request<'_>) -> Result<Lookup, Failure> {
+        let Ok(mut slots) = self.slots.lock() else {
+            return Err(Failure::server(
+                "The access-token cache is unusable; this is a fault of the service",
+            ));
+        };
+        if slots.len() >= 10_000 && !slots.contains_key(key) {
+            slots.retain(|_, slot| {
+                slot.pending.is_some()
+                    || slot
+                        .token
+                        .as_ref()
+                        .is_some_and(|(_, _, exp)| !exp.is_past())
+            });
+        }
+        let slot = slots.entry(key.clone()).or_default();
+        if let Some((token, refresh_at, expires_at)) = &slot.token
+            && !refresh_at.is_past()
+        {
+            tracing::debug!(event = "access_token_cache_hit", client_id = %request.client.client_id, "reusing a cached access token");
+            self.metrics.cache(true);
+            let remaining = expires_at.remaining().as_secs();
+            return Ok(Lookup::Hit(AccessToken {
+                expires_in: i64::try_from(remaining).unwrap_or(0),
+                ..token.clone()
+            }));
+        }
+        // An identical exchange is under way: wait for its result, success or failure.
+        if let Some(pending) = &slot.pending {
+            return Ok(Lookup::Wait(pending.clone()));
+        }
+        self.metrics.cache(false);
+        let pending = request.start(self.exchange.clone());
+        slot.pending = Some(pending.clone());
+        Ok(Lookup::Wait(pending))
+    }
+
+    /// Records the result of the exchange `pending` for `key`, if it is still the one of the
+    /// slot (the first waiter back does it): the token is reused for half its lifetime, and
+    /// never in its last minute.
+    fn record(
+        &self,
+        key: &Key,
+        pending: &Pending,
+        started: Stopwatch,
+        result: &Result<AccessToken, Failure>,
+    ) {
+        if let Ok(mut slots) = self.slots.lock()
+            && let Some(slot) = slots.get_mut(key)
+            && slot.pending.as_ref().is_some_and(|p| p.ptr_eq(pending))
+        {
+            slot.pending = None;
+            if let Ok(token) = result {
+                let lifetime = Duration::from_secs(u64::try_from(token.expires_in).unwrap_or(0));
+                let reuse = (lifetime / 2).min(lifetime.saturating_sub(Duration::from_secs(60)));
+                // Both count from the request's start: the exchange took part of the lifetime.
+                let elapsed = started.elapsed();
+                slot.token = Some((
+                    token.clone(),
+                    Deadline::after(reuse.saturating_sub(elapsed)),
+                    Deadline::after(lifetime.saturating_sub(elapsed)),
+                ));
+            }
+        }
+    }
+}
+
+/// One request's part of an exchange: what [`Exchange::fetch`] needs.
+#[derive(Clone, Copy)]
+struct Request<'a> {
+    client: &'a Client,
+    id_token: &'a str,
+    scope: &'a str,
+    service_account: Option<&'a str>,
+    deadline: Deadline,
+}
+
+impl Request<'_> {
+    /// Starts the exchange as a future that every identical request can wait on.
+    fn start(self, exchange: Arc<Exchange>) -> Pending {
+        let (client, id_token, scope) = (
+            self.client.clone(),
+            self.id_token.to_owned(),
+            self.scope.to_owned(),
+        );
+        let (account, deadline) = (self.service_account.map(str::to_owned), self.deadline);
+        async move {
+            exchange
+                .fetch(&client, &id_token, &scope, account.as_deref(), deadline)
+                .await
+        }
+        .boxed()
+        .shared()
+    }
+}
+
 #[async_trait]
 impl AccessTokenBackend for GoogleAccess {
     async fn access_token(
@@ -164,12 +249,13 @@ impl AccessTokenBackend for GoogleAccess {
         id_token: &str,
         scope: &str,
         service_account: Option<&str>,
-    ) -> Result<AccessToken, AccessError> {
+        deadline: Deadline,
+    ) -> Result<AccessToken, Failure> {
         if let Some(account) = service_account
             && !is_email(account)
         {
-            return Err(AccessError::InvalidRequest(format!(
-                "service_account '{}' is not a service account email",
+            return Err(Failure::invalid_request(format!(
+                "service_account '{}' is not a service account email; name one such as NAME@PROJECT.iam.gserviceaccount.com",
                 crate::model::truncate(account, 64)
             )));
         }
@@ -177,7 +263,6 @@ impl AccessTokenBackend for GoogleAccess {
         scopes.sort_unstable();
         scopes.dedup();
         let scope = scopes.join(" ");
-        let deadline = self.upstream.deadline();
         if !self.exchange.settings.cache {
             return self
                 .exchange
@@ -189,70 +274,20 @@ impl AccessTokenBackend for GoogleAccess {
             scope.clone(),
             service_account.unwrap_or("").to_owned(),
         );
-        let started = Instant::now();
-        let pending = {
-            let Ok(mut slots) = self.slots.lock() else {
-                return Err(AccessError::Server(
-                    "the access-token cache is unusable".into(),
-                ));
-            };
-            let now = started;
-            if slots.len() >= 10_000 && !slots.contains_key(&key) {
-                slots.retain(|_, slot| {
-                    slot.pending.is_some()
-                        || slot.token.as_ref().is_some_and(|(_, _, exp)| *exp > now)
-                });
-            }
-            let slot = slots.entry(key.clone()).or_default();
-            if let Some((token, refresh_at, expires_at)) = &slot.token
-                && now < *refresh_at
-            {
-                tracing::debug!(event = "access_token_cache_hit", client_id = %client.client_id, "reusing a cached access token");
-                crate::metrics::metrics().cache(true);
-                let remaining = expires_at.saturating_duration_since(now).as_secs();
-                return Ok(AccessToken {
-                    expires_in: i64::try_from(remaining).unwrap_or(0),
-                    ..token.clone()
-                });
-            }
-            match &slot.pending {
-                // An identical exchange is under way: wait for its result, success or failure.
-                Some(pending) => pending.clone(),
-                None => {
-                    crate::metrics::metrics().cache(false);
-                    let (exchange, client, id_token, scope) = (
-                        self.exchange.clone(),
-                        client.clone(),
-                        id_token.to_owned(),
-                        scope.clone(),
-                    );
-                    let account = service_account.map(str::to_owned);
-                    let pending = async move {
-                        exchange
-                            .fetch(&client, &id_token, &scope, account.as_deref(), deadline)
-                            .await
-                    }
-                    .boxed()
-                    .shared();
-                    slot.pending = Some(pending.clone());
-                    pending
-                }
-            }
+        let request = Request {
+            client,
+            id_token,
+            scope: &scope,
+            service_account,
+            deadline,
+        };
+        let started = Stopwatch::start();
+        let pending = match self.lookup(&key, request)? {
+            Lookup::Hit(token) => return Ok(token),
+            Lookup::Wait(pending) => pending,
         };
         let result = pending.clone().await;
-        if let Ok(mut slots) = self.slots.lock()
-            && let Some(slot) = slots.get_mut(&key)
-            && slot.pending.as_ref().is_some_and(|p| p.ptr_eq(&pending))
-        {
-            slot.pending = None;
-            if let Ok(token) = &result {
-                let lifetime = Duration::from_secs(u64::try_from(token.expires_in).unwrap_or(0));
-                // Reuse for half the lifetime, and never in the last minute.
-                let refresh_at =
-                    started + (lifetime / 2).min(lifetime.saturating_sub(Duration::from_secs(60)));
-                slot.token = Some((token.clone(), refresh_at, started + lifetime));
-            }
-        }
+        self.record(&key, &pending, started, &result);
         result
     }
 }

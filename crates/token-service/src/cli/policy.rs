@@ -159,7 +159,7 @@ fn explain(request: &Request<'_>) -> Result<(String, bool), String> {
             builtin.names().join(", ")
         ));
     }
-    let policy = Policy::load_for(request.policy, &builtin.names())?;
+    let policy = Policy::load_for(request.policy, &builtin.names()).map_err(|e| e.problem)?;
     let pem = std::fs::read(request.cert)
         .map_err(|e| format!("--cert: cannot read '{}': {e}", request.cert.display()))?;
     let chain: Vec<Vec<u8>> = CertificateDer::pem_slice_iter(&pem)

@@ -5,7 +5,7 @@
 //! expiry, with one refresh in flight however many requests wait for it.
 
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
@@ -18,7 +18,8 @@ use serde_json::{Value, json};
 
 use super::metadata::{MetadataClient, token_fields};
 use super::{Upstream, UpstreamError};
-use crate::clock::Clock;
+use crate::clock::{Clock, Deadline};
+use crate::error::{Failure, StartupError};
 
 const OAUTH_API: &str = "OAuth token endpoint";
 const DEFAULT_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
@@ -67,61 +68,45 @@ impl std::fmt::Debug for Credentials {
 }
 
 impl Credentials {
-    /// Reads an application-default credentials file.
-    pub fn from_adc_file(path: &std::path::Path) -> Result<Self, String> {
-        let setting = "GOOGLE_APPLICATION_CREDENTIALS";
+    /// Reads an application-default credentials file; a problem names
+    /// `GOOGLE_APPLICATION_CREDENTIALS` and the file.
+    pub fn from_adc_file(path: &std::path::Path) -> Result<Self, StartupError> {
+        let problem = |text: String| StartupError::setting("GOOGLE_APPLICATION_CREDENTIALS", text);
+        let shown = path.display();
         let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("{setting}: cannot read '{}': {e}", path.display()))?;
-        let v: Value = serde_json::from_str(&text)
-            .map_err(|_| format!("{setting}: '{}' is not JSON", path.display()))?;
-        let field = |name: &str| -> Result<String, String> {
+            .map_err(|e| problem(format!("cannot read '{shown}': {e}")))?;
+        let v: Value =
+            serde_json::from_str(&text).map_err(|_| problem(format!("'{shown}' is not JSON")))?;
+        let field = |name: &str| -> Result<String, StartupError> {
             v[name]
                 .as_str()
                 .filter(|s| !s.is_empty())
                 .map(str::to_owned)
-                .ok_or_else(|| format!("{setting}: '{}' has no \"{name}\"", path.display()))
+                .ok_or_else(|| problem(format!("'{shown}' has no \"{name}\"")))
         };
         let token_uri = v["token_uri"]
             .as_str()
             .unwrap_or(DEFAULT_TOKEN_URI)
             .to_owned();
         match v["type"].as_str() {
-            Some("service_account") => {
-                let pem = field("private_key")?;
-                let mut reader = pem.as_bytes();
-                let der = match rustls_pki_types::pem::from_buf(&mut reader) {
-                    Ok(Some((SectionKind::PrivateKey, der))) => der,
-                    _ => {
-                        return Err(format!(
-                            "{setting}: the private_key of '{}' is not a PKCS#8 PEM key",
-                            path.display()
-                        ));
-                    }
-                };
-                let key = RsaKeyPair::from_pkcs8(&der).map_err(|_| {
-                    format!(
-                        "{setting}: the private_key of '{}' is not an RSA key",
-                        path.display()
-                    )
-                })?;
-                Ok(Self::ServiceAccountKey {
-                    email: field("client_email")?,
-                    key_id: field("private_key_id")?,
-                    key,
-                    token_uri,
-                })
-            }
+            Some("service_account") => Ok(Self::ServiceAccountKey {
+                key: rsa_key(&field("private_key")?).map_err(|what| {
+                    problem(format!("the private_key of '{shown}' is not {what}"))
+                })?,
+                email: field("client_email")?,
+                key_id: field("private_key_id")?,
+                token_uri,
+            }),
             Some("authorized_user") => Ok(Self::AuthorizedUser {
                 client_id: field("client_id")?,
                 client_secret: field("client_secret")?,
                 refresh_token: field("refresh_token")?,
                 token_uri,
             }),
-            other => Err(format!(
-                "{setting}: credential type {:?} of '{}' is not supported; supported: service_account, authorized_user",
+            other => Err(problem(format!(
+                "credential type {:?} of '{shown}' is not supported; supported: service_account, authorized_user",
                 other.unwrap_or("(none)"),
-                path.display()
-            )),
+            ))),
         }
     }
 
@@ -136,7 +121,7 @@ impl Credentials {
     async fn fetch(
         &self,
         upstream: &Upstream,
-        deadline: Instant,
+        deadline: Deadline,
     ) -> Result<(String, u64), UpstreamError> {
         match self {
             Self::Metadata(client) => client.token(deadline).await,
@@ -203,11 +188,22 @@ impl Credentials {
     }
 }
 
+/// The RSA key of a PKCS#8 PEM block; on failure, what the text is not (the caller names the
+/// file).
+fn rsa_key(pem: &str) -> Result<RsaKeyPair, &'static str> {
+    let mut reader = pem.as_bytes();
+    let der = match rustls_pki_types::pem::from_buf(&mut reader) {
+        Ok(Some((SectionKind::PrivateKey, der))) => der,
+        _ => return Err("a PKCS#8 PEM key"),
+    };
+    RsaKeyPair::from_pkcs8(&der).map_err(|_| "an RSA key")
+}
+
 async fn oauth_token(
     upstream: &Upstream,
     uri: &str,
     form: &[(&str, &str)],
-    deadline: Instant,
+    deadline: Deadline,
 ) -> Result<(String, u64), UpstreamError> {
     let body = upstream
         .retry(OAUTH_API, deadline, |timeout| {
@@ -219,8 +215,8 @@ async fn oauth_token(
 
 struct Cached {
     token: String,
-    refresh_at: Instant,
-    expires_at: Instant,
+    refresh_at: Deadline,
+    expires_at: Deadline,
 }
 
 /// One refresh of the service's own token, shared by every caller that waits for it.
@@ -258,7 +254,6 @@ impl TokenSource {
     }
 
     fn store(&self, token: &str, lifetime: u64) {
-        let now = Instant::now();
         let lifetime = Duration::from_secs(lifetime);
         // Refresh five minutes before expiry, or halfway through a short lifetime.
         let refresh_in = lifetime
@@ -267,8 +262,8 @@ impl TokenSource {
         if let Ok(mut cache) = self.cache.write() {
             *cache = Some(Cached {
                 token: token.to_owned(),
-                refresh_at: now + refresh_in,
-                expires_at: now + lifetime,
+                refresh_at: Deadline::after(refresh_in),
+                expires_at: Deadline::after(lifetime),
             });
         }
     }
@@ -276,8 +271,12 @@ impl TokenSource {
     /// A valid access token: the cached one until it is due for refresh, else a fresh one.
     /// Concurrent callers share one refresh. If a refresh fails while the old token is still
     /// valid, the old token is used.
-    pub async fn token(&self, deadline: Instant) -> Result<String, UpstreamError> {
-        let fresh = |c: &Cached| Instant::now() < c.refresh_at;
+    pub async fn token(&self, deadline: Deadline) -> Result<String, Failure> {
+        self.refreshed(deadline).await.map_err(Failure::from)
+    }
+
+    async fn refreshed(&self, deadline: Deadline) -> Result<String, UpstreamError> {
+        let fresh = |c: &Cached| !c.refresh_at.is_past();
         if let Some(token) = self.cached(fresh) {
             return Ok(token);
         }
@@ -325,8 +324,7 @@ impl TokenSource {
                 Ok(token)
             }
             Err(error) => {
-                let still_valid =
-                    |c: &Cached| Instant::now() + Duration::from_secs(10) < c.expires_at;
+                let still_valid = |c: &Cached| c.expires_at.remaining() > Duration::from_secs(10);
                 match self.cached(still_valid) {
                     Some(token) => {
                         tracing::warn!(event = "credentials_refresh_failed", reason = %error, "refreshing the service's own access token failed; using the current one: {error}");

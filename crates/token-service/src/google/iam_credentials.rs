@@ -1,12 +1,14 @@
 //! IAM Credentials API: `signJwt` (the keyless signer) and `generateAccessToken`
-//! (service-account impersonation).
-
-use std::time::Instant;
+//! (service-account impersonation). Answers come back as [`Failure`]s, classified once in
+//! `google.rs`; only what an answer means for this method (a 404 for an unknown or hidden
+//! service account) is decided here.
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::json;
 
 use super::{Upstream, UpstreamError};
+use crate::clock::Deadline;
+use crate::error::Failure;
 
 /// Characters of an email address that stay as they are in the resource path.
 const EMAIL: &AsciiSet = &NON_ALPHANUMERIC
@@ -18,6 +20,7 @@ const EMAIL: &AsciiSet = &NON_ALPHANUMERIC
 
 const SIGN_JWT: &str = "IAM Credentials signJwt";
 const GENERATE: &str = "IAM Credentials generateAccessToken";
+const IMPERSONATION_FAILED: &str = "Impersonating the service account failed";
 
 /// An IAM Credentials client.
 #[derive(Debug, Clone)]
@@ -46,8 +49,8 @@ impl IamCredentialsClient {
         email: &str,
         payload: &str,
         bearer: &str,
-        deadline: Instant,
-    ) -> Result<String, UpstreamError> {
+        deadline: Deadline,
+    ) -> Result<String, Failure> {
         let url = self.url(email, "signJwt");
         let body = json!({ "payload": payload });
         let answer = self
@@ -68,22 +71,26 @@ impl IamCredentialsClient {
             .as_str()
             .filter(|t| !t.is_empty())
             .map(str::to_owned)
-            .ok_or(UpstreamError::Malformed {
-                api: SIGN_JWT,
-                message: "no signedJwt".into(),
+            .ok_or_else(|| {
+                UpstreamError::Malformed {
+                    api: SIGN_JWT,
+                    message: "no signedJwt".into(),
+                }
+                .into()
             })
     }
 
     /// Impersonates `email` with the caller's `bearer` token; returns the token and its expiry
-    /// (RFC 3339).
+    /// (RFC 3339). A 401, 403 or 404 means the account may not be impersonated (or, to us, does
+    /// not exist, which Google does not tell apart): access denied, naming the account.
     pub async fn generate_access_token(
         &self,
         email: &str,
         scopes: &[&str],
         lifetime_seconds: i64,
         bearer: &str,
-        deadline: Instant,
-    ) -> Result<(String, String), UpstreamError> {
+        deadline: Deadline,
+    ) -> Result<(String, String), Failure> {
         let url = self.url(email, "generateAccessToken");
         let body = json!({ "scope": scopes, "lifetime": format!("{lifetime_seconds}s") });
         let answer = self
@@ -99,10 +106,20 @@ impl IamCredentialsClient {
                     timeout,
                 )
             })
-            .await?;
-        let malformed = |m: &str| UpstreamError::Malformed {
-            api: GENERATE,
-            message: m.into(),
+            .await
+            .map_err(|e| match e.status() {
+                Some(401 | 403 | 404) => Failure::access_denied(format!(
+                    "Access to service account '{email}' was denied: {}",
+                    e.message()
+                )),
+                _ => e.in_context(IMPERSONATION_FAILED),
+            })?;
+        let malformed = |m: &str| {
+            UpstreamError::Malformed {
+                api: GENERATE,
+                message: m.into(),
+            }
+            .in_context(IMPERSONATION_FAILED)
         };
         let token = answer["accessToken"]
             .as_str()

@@ -1,11 +1,14 @@
 //! The metadata server of Compute Engine and Cloud Run: the identity the service runs as, its
 //! access token and the project.
 
-use std::time::Instant;
+use std::sync::{Arc, OnceLock};
 
 use serde_json::Value;
 
 use super::{Upstream, UpstreamError};
+use crate::clock::Deadline;
+use crate::error::Failure;
+use crate::tasks::Background;
 
 const API: &str = "metadata server";
 
@@ -22,7 +25,7 @@ impl MetadataClient {
         Self { base, upstream }
     }
 
-    async fn get_text(&self, path: &str, deadline: Instant) -> Result<String, UpstreamError> {
+    async fn get_text(&self, path: &str, deadline: Deadline) -> Result<String, Failure> {
         let url = format!("{}/computeMetadata/v1/{path}", self.base);
         self.upstream
             .retry(API, deadline, |timeout| {
@@ -34,10 +37,11 @@ impl MetadataClient {
                 self.upstream.send_text(API, request, timeout)
             })
             .await
+            .map_err(Failure::from)
     }
 
     /// Email of the attached service account.
-    pub async fn email(&self, deadline: Instant) -> Result<String, UpstreamError> {
+    pub async fn email(&self, deadline: Deadline) -> Result<String, Failure> {
         Ok(self
             .get_text("instance/service-accounts/default/email", deadline)
             .await?
@@ -46,7 +50,7 @@ impl MetadataClient {
     }
 
     /// Project ID.
-    pub async fn project_id(&self, deadline: Instant) -> Result<String, UpstreamError> {
+    pub async fn project_id(&self, deadline: Deadline) -> Result<String, Failure> {
         Ok(self
             .get_text("project/project-id", deadline)
             .await?
@@ -54,8 +58,21 @@ impl MetadataClient {
             .to_owned())
     }
 
+    /// Looks the project up in the background (one try, `UPSTREAM_TIMEOUT` from its start) and
+    /// stores it in `project` unless something else set it first: the trace links of the logs
+    /// need it, no request waits for it.
+    pub fn publish_project(&self, project: Arc<OnceLock<String>>, background: &Background) {
+        let client = self.clone();
+        background.spawn(async move {
+            let deadline = Deadline::after(client.upstream.timeout());
+            if let Ok(id) = client.project_id(deadline).await {
+                let _ = project.set(id);
+            }
+        });
+    }
+
     /// An access token of the attached service account and its lifetime in seconds.
-    pub async fn token(&self, deadline: Instant) -> Result<(String, u64), UpstreamError> {
+    pub(crate) async fn token(&self, deadline: Deadline) -> Result<(String, u64), UpstreamError> {
         let url = format!(
             "{}/computeMetadata/v1/instance/service-accounts/default/token",
             self.base

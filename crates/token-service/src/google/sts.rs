@@ -1,12 +1,14 @@
 //! Google's Security Token Service: exchanges our ID token for a federated access token
 //! (RFC 8693). No Authorization header is sent: STS authenticates the subject token itself and
-//! may reject a request that carries one.
-
-use std::time::Instant;
+//! may reject a request that carries one. Failures come back as [`Failure`]s that say STS
+//! refused the exchange, in STS's words.
 
 use super::{Upstream, UpstreamError};
+use crate::clock::Deadline;
+use crate::error::Failure;
 
 const API: &str = "STS";
+const REFUSED: &str = "STS refused the token exchange";
 
 /// What STS returned.
 #[derive(Debug, Clone)]
@@ -39,8 +41,8 @@ impl StsClient {
         audience: &str,
         scope: &str,
         id_token: &str,
-        deadline: Instant,
-    ) -> Result<FederatedToken, UpstreamError> {
+        deadline: Deadline,
+    ) -> Result<FederatedToken, Failure> {
         let url = format!("{}/v1/token", self.base);
         let form = [
             (
@@ -65,13 +67,17 @@ impl StsClient {
                 self.upstream
                     .send_json(API, self.upstream.http().post(&url).form(&form), timeout)
             })
-            .await?;
+            .await
+            .map_err(|e| e.in_context(REFUSED))?;
         let token = answer["access_token"]
             .as_str()
             .filter(|t| !t.is_empty())
-            .ok_or(UpstreamError::Malformed {
-                api: API,
-                message: "no access_token".into(),
+            .ok_or_else(|| {
+                UpstreamError::Malformed {
+                    api: API,
+                    message: "no access_token".into(),
+                }
+                .in_context(REFUSED)
             })?;
         Ok(FederatedToken {
             access_token: token.to_owned(),

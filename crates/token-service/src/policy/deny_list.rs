@@ -38,7 +38,8 @@ pub struct DenyList {
 
 impl DenyList {
     /// Reads a deny list. Lines hold one entry; `#` starts a comment; blank lines are ignored.
-    /// Errors name the file and line.
+    /// The error is one line naming the file and line (a plain message: it is all the policy
+    /// file's error line and the reload log say).
     pub fn load(kind: Kind, path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;

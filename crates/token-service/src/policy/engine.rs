@@ -1,6 +1,7 @@
 //! The rule-based client policy (`POLICY_FILE`): decides with the policy loaded last, logs every
 //! decision with its rule and facts, and swaps in a new version of the files atomically when they
-//! change and compile; a broken version is refused with an error log naming the line.
+//! change and compile; a broken version is refused with an error log naming the line. Counts
+//! its decisions and reloads into the metrics it is given.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,7 +10,9 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 
 use super::rules::{Outcome, Policy};
-use super::{ClientPolicy, PolicyError, Requested, describe_rule};
+use super::{ClientPolicy, Requested, client_denied, describe_rule};
+use crate::error::{Failure, StartupError};
+use crate::metrics::Metrics;
 use crate::model::{AuthenticatedClient, Client};
 
 /// The policy in force, reloadable.
@@ -18,17 +21,19 @@ pub struct RulesPolicy {
     /// The flows a `match.flow` condition may name.
     flows: Vec<String>,
     current: ArcSwap<Policy>,
+    metrics: Arc<Metrics>,
 }
 
 impl RulesPolicy {
-    /// Loads the policy file, whose flow conditions may name `flows`; the error names the file,
-    /// line and problem.
-    pub fn load(path: &Path, flows: &[&str]) -> Result<Self, String> {
+    /// Loads the policy file, whose flow conditions may name `flows`; the error names
+    /// `POLICY_FILE`, the file, line and problem. Decisions and reloads count into `metrics`.
+    pub fn load(path: &Path, flows: &[&str], metrics: Arc<Metrics>) -> Result<Self, StartupError> {
         let policy = Policy::load_for(path, flows)?;
         Ok(Self {
             path: path.to_owned(),
             flows: flows.iter().map(|f| (*f).to_owned()).collect(),
             current: ArcSwap::from_pointee(policy),
+            metrics,
         })
     }
 
@@ -38,7 +43,8 @@ impl RulesPolicy {
     }
 
     /// Re-reads the files: swaps the new version in if it compiles, else keeps the old one.
-    pub fn reload(&self) -> Result<String, String> {
+    /// Returns the new policy's summary.
+    pub fn reload(&self) -> Result<String, StartupError> {
         let flows: Vec<&str> = self.flows.iter().map(String::as_str).collect();
         let policy = Policy::load_for(&self.path, &flows)?;
         let summary = policy.summary();
@@ -77,11 +83,12 @@ impl RulesPolicy {
             move || files.current().files(),
             move || match policy.reload() {
                 Ok(summary) => {
-                    crate::metrics::metrics().reload("policy", true);
+                    policy.metrics.reload("policy", true);
                     tracing::info!(event = "policy_reloaded", "reloaded the policy: {summary}")
                 }
                 Err(e) => {
-                    crate::metrics::metrics().reload("policy", false);
+                    policy.metrics.reload("policy", false);
+                    let e = &e.problem;
                     tracing::error!(event = "policy_reload_failed", reason = %e, "refused the new policy, keeping the old one: {e}");
                     policy.refresh_deny_lists();
                 }
@@ -95,13 +102,13 @@ impl ClientPolicy for RulesPolicy {
         &self,
         client: &AuthenticatedClient,
         requested: Requested<'_>,
-    ) -> Result<Client, PolicyError> {
+    ) -> Result<Client, Failure> {
         let policy = self.current.load();
         let verdict = policy.decide(client, requested);
         let matched = verdict.matched.join("; ");
         match verdict.outcome {
             Outcome::Allow(admitted) => {
-                crate::metrics::metrics().policy_decision("allow");
+                self.metrics.policy_decision("allow");
                 tracing::info!(
                     event = "policy_decision",
                     decision = "allow",
@@ -117,38 +124,41 @@ impl ClientPolicy for RulesPolicy {
             }
             Outcome::DenyClient(reason) => {
                 let what = format!("denied client '{}'", client.client_id);
-                log_denial("deny", &verdict.rule, client, &matched, &reason, &what);
-                Err(PolicyError::ClientDenied { reason })
+                self.log_denial("deny", &verdict.rule, client, &matched, &reason, &what);
+                Err(client_denied(reason))
             }
             Outcome::DenyAccess { log, message } => {
                 let what = format!("refused what client '{}' asked for", client.client_id);
-                log_denial("deny_access", &verdict.rule, client, &matched, &log, &what);
-                Err(PolicyError::AccessDenied(message))
+                self.log_denial("deny_access", &verdict.rule, client, &matched, &log, &what);
+                Err(Failure::access_denied(message))
             }
         }
     }
 }
 
-/// Counts and logs a denial: `decision` is `deny` (the client) or `deny_access` (a service
-/// account or scope it asked for).
-fn log_denial(
-    decision: &'static str,
-    rule: &str,
-    client: &AuthenticatedClient,
-    matched: &str,
-    reason: &str,
-    what: &str,
-) {
-    crate::metrics::metrics().policy_decision(decision);
-    tracing::warn!(
-        event = "policy_decision",
-        decision,
-        rule = %rule,
-        flow = %client.flow,
-        client_id = %client.client_id,
-        matched = %matched,
-        reason = %reason,
-        "{} {what}: {reason}",
-        describe_rule(rule),
-    );
+impl RulesPolicy {
+    /// Counts and logs a denial: `decision` is `deny` (the client) or `deny_access` (a service
+    /// account or scope it asked for).
+    fn log_denial(
+        &self,
+        decision: &'static str,
+        rule: &str,
+        client: &AuthenticatedClient,
+        matched: &str,
+        reason: &str,
+        what: &str,
+    ) {
+        self.metrics.policy_decision(decision);
+        tracing::warn!(
+            event = "policy_decision",
+            decision,
+            rule = %rule,
+            flow = %client.flow,
+            client_id = %client.client_id,
+            matched = %matched,
+            reason = %reason,
+            "{} {what}: {reason}",
+            describe_rule(rule),
+        );
+    }
 }

@@ -147,6 +147,16 @@ enum Part {
     Fact(Fact),
 }
 
+/// The fact a template needs and the certificate lacks (`dns_san`, `subject.CN`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingFact(pub String);
+
+impl std::fmt::Display for MissingFact {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// A string with `{fact}` placeholders; `{{` and `}}` stand for literal braces.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template {
@@ -155,7 +165,8 @@ pub struct Template {
 }
 
 impl Template {
-    /// Parses a template; the error says what is wrong.
+    /// Parses a template; the error says what is wrong (a plain message: it becomes part of
+    /// the policy file's `FILE:LINE: problem` line).
     pub fn parse(source: &str) -> Result<Self, String> {
         let mut parts = Vec::new();
         let mut text = String::new();
@@ -215,13 +226,13 @@ impl Template {
     }
 
     /// Fills in the facts of `client`; fails with the name of a fact the certificate lacks.
-    pub fn render(&self, client: &AuthenticatedClient) -> Result<String, String> {
+    pub fn render(&self, client: &AuthenticatedClient) -> Result<String, MissingFact> {
         let mut out = String::new();
         for part in &self.parts {
             match part {
                 Part::Text(t) => out.push_str(t),
                 Part::Fact(f) => {
-                    let value = f.value(client).ok_or_else(|| f.name())?;
+                    let value = f.value(client).ok_or_else(|| MissingFact(f.name()))?;
                     let _ = write!(out, "{value}");
                 }
             }

@@ -1,4 +1,4 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! Unit tests of the policy: conditions, rule order, templates, limits and deny lists.
 
 use std::path::Path;
 
@@ -294,7 +294,7 @@ fn templates_render_every_fact_or_name_the_missing_one() {
     for (source, expected) in table {
         let t = Template::parse(source).unwrap();
         assert_eq!(
-            t.render(&c).as_deref().map_err(String::as_str),
+            t.render(&c).as_deref().map_err(|m| m.0.as_str()),
             expected,
             "{source}"
         );
@@ -738,4 +738,75 @@ fn fingerprint_conditions_and_deny_lists_match_the_re_signed_twin_too() {
     // Without the twin (an RSA certificate, or the load balancer's facts) it is not listed.
     c.facts.sha256_fingerprint_twin = None;
     assert_eq!(policy.decide(&c, Requested::default()).rule, "all");
+}
+
+/// The engine's refusals are the one failure type: a denied client is `unauthorized_client`
+/// with a generic sentence and the reason in the log detail only; a scope it may not have is
+/// `access_denied`. Its decisions count into the metrics it was given, and a file that does
+/// not compile is a startup error naming POLICY_FILE.
+#[test]
+fn the_engine_refuses_with_failures_and_counts_into_its_own_metrics() {
+    use std::sync::Arc;
+
+    use super::engine::RulesPolicy;
+    use super::{CLIENT_NOT_AUTHORIZED, ClientPolicy as _};
+    use crate::error::Kind;
+    use crate::metrics::Metrics;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("policy.toml");
+    std::fs::write(
+        &path,
+        "[[rule]]\nname = \"batch\"\ndecision = \"allow\"\nscopes = [\"https://www.googleapis.com/auth/devstorage.read_only\"]\n[rule.match]\ndns_san = \"*.batch.example.com\"\n\n[[rule]]\nname = \"rest\"\ndecision = \"deny\"\nreason = \"only batch hosts\"\n",
+    )
+    .unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let engine = RulesPolicy::load(&path, &["mtls-client-credentials"], metrics.clone()).unwrap();
+
+    let mut stranger = client();
+    stranger.facts.dns_sans = vec!["web.example.com".into()];
+    let denied = engine
+        .authorize(&stranger, Requested::default())
+        .unwrap_err();
+    assert_eq!(denied.kind(), Kind::UnauthorizedClient);
+    assert_eq!(denied.message(), CLIENT_NOT_AUTHORIZED);
+    assert!(
+        denied.log_detail().contains("only batch hosts"),
+        "{}",
+        denied.log_detail()
+    );
+
+    let scope = "https://www.googleapis.com/auth/cloud-platform";
+    let refused = engine
+        .authorize(
+            &client(),
+            Requested {
+                scope: Some(scope),
+                service_account: None,
+            },
+        )
+        .unwrap_err();
+    assert_eq!(refused.kind(), Kind::AccessDenied);
+    assert_eq!(
+        refused.message(),
+        format!("This client may not obtain the scope '{scope}'")
+    );
+    assert!(engine.authorize(&client(), Requested::default()).is_ok());
+
+    let counted = metrics.render();
+    for decision in ["allow", "deny", "deny_access"] {
+        assert!(
+            counted.contains(&format!("decision=\"{decision}\"")),
+            "{counted}"
+        );
+    }
+
+    std::fs::write(&path, "[[rule]]\nname = \"x\"\ndecision = \"maybe\"\n").unwrap();
+    let e = engine.reload().unwrap_err();
+    assert_eq!(e.setting.as_deref(), Some("POLICY_FILE"));
+    assert!(
+        e.to_string()
+            .starts_with(&format!("POLICY_FILE: {}:", path.display())),
+        "{e}"
+    );
 }

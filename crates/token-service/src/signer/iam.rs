@@ -9,11 +9,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 
-use super::{Publication, SignError, Signer};
+use super::{Publication, Signer};
+use crate::clock::Deadline;
+use crate::error::Failure;
+use crate::google::Upstream;
 use crate::google::credentials::TokenSource;
 use crate::google::iam_credentials::IamCredentialsClient;
 use crate::google::metadata::MetadataClient;
-use crate::google::{Outcome, Upstream, UpstreamError};
+use crate::tasks::Background;
 
 /// Where Google publishes a service account's public keys.
 pub const GOOGLE_JWKS_BASE: &str = "https://www.googleapis.com/service_accounts/v1/metadata/jwk/";
@@ -65,9 +68,10 @@ impl IamSigner {
         }
     }
 
-    /// Checks once that the identity can be resolved and a token obtained.
-    async fn check(&self, metadata: Option<&MetadataClient>) -> Result<String, UpstreamError> {
-        let deadline = self.upstream.deadline();
+    /// Checks once that the identity can be resolved and a token obtained, within
+    /// `UPSTREAM_TIMEOUT` from the check's start (no request waits for it).
+    async fn check(&self, metadata: Option<&MetadataClient>) -> Result<String, Failure> {
+        let deadline = Deadline::after(self.upstream.timeout());
         if self.email.get().is_none()
             && let Some(metadata) = metadata
         {
@@ -79,10 +83,11 @@ impl IamSigner {
     }
 
     /// Checks the identity in the background until it succeeds, logging what it runs as; the
-    /// signer is not ready (see `/readyz`) until then.
-    pub fn start(self: &Arc<Self>, metadata: Option<MetadataClient>) {
+    /// signer is not ready (see `/readyz`) until then. The check runs under `background`, so
+    /// shutdown ends it.
+    pub fn start(self: &Arc<Self>, metadata: Option<MetadataClient>, background: &Background) {
         let signer = self.clone();
-        tokio::spawn(async move {
+        background.spawn(async move {
             let mut pause = Duration::from_secs(1);
             loop {
                 match signer.check(metadata.as_ref()).await {
@@ -104,20 +109,6 @@ impl IamSigner {
     }
 }
 
-/// Maps an upstream failure to a signing error.
-fn sign_error(e: UpstreamError) -> SignError {
-    let message = e.to_string();
-    match e.outcome() {
-        Outcome::Invalid => SignError::Rejected(message),
-        Outcome::Denied => SignError::Denied(message),
-        Outcome::Unavailable(retry_after) => SignError::Unavailable {
-            message,
-            retry_after,
-        },
-        Outcome::Server => SignError::Failed(message),
-    }
-}
-
 #[async_trait]
 impl Signer for IamSigner {
     fn algorithm(&self) -> &str {
@@ -133,27 +124,65 @@ impl Signer for IamSigner {
     }
 
     fn readiness(&self) -> Result<(), String> {
+        // A plain message is the contract: `/readyz` shows it as it is.
         self.readiness
             .read()
             .map_err(|_| "readiness unknown".to_owned())?
             .clone()
     }
 
-    async fn sign(&self, claims: &Map<String, Value>) -> Result<String, SignError> {
+    async fn sign(
+        &self,
+        claims: &Map<String, Value>,
+        deadline: Deadline,
+    ) -> Result<String, Failure> {
         let Some(email) = self.email.get() else {
             let reason = self.readiness().err().unwrap_or_default();
-            return Err(SignError::Unavailable {
-                message: format!("The signer is not ready: {reason}"),
-                retry_after: 5,
-            });
+            return Err(Failure::unavailable(
+                format!("The signer is not ready: {reason}"),
+                5,
+            ));
         };
-        let deadline = self.upstream.deadline();
-        let payload =
-            serde_json::to_string(claims).map_err(|e| SignError::Failed(e.to_string()))?;
-        let bearer = self.tokens.token(deadline).await.map_err(sign_error)?;
-        self.iam
-            .sign_jwt(email, &payload, &bearer, deadline)
+        let payload = serde_json::to_string(claims).map_err(|e| {
+            Failure::server("The token could not be signed; this is a fault of the service")
+                .with_detail(format!("encoding the claims failed: {e}"))
+        })?;
+        let bearer = self.tokens.token(deadline).await?;
+        self.iam.sign_jwt(email, &payload, &bearer, deadline).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::google::credentials::Credentials;
+    use crate::metrics::Metrics;
+
+    /// The identity check retries until it succeeds; it runs under the app's `Background`, so
+    /// shutdown ends it (before, it was a detached task that outlived the service).
+    #[tokio::test]
+    async fn the_identity_check_is_owned_by_the_background_and_stops_at_shutdown() {
+        // A port nobody listens on: the check fails and keeps retrying.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", closed.local_addr().unwrap());
+        drop(closed);
+        let upstream =
+            Upstream::new(Duration::from_millis(300), 2, Arc::new(Metrics::new())).unwrap();
+        let metadata = MetadataClient::new(base.clone(), upstream.clone());
+        let tokens = Arc::new(TokenSource::new(
+            Credentials::Metadata(metadata.clone()),
+            upstream.clone(),
+        ));
+        let iam = IamCredentialsClient::new(base, upstream.clone());
+        let signer = Arc::new(IamSigner::new(None, tokens, iam, upstream));
+        let background = Background::new();
+        signer.start(Some(metadata), &background);
+        assert_eq!(background.started(), 1);
+        tokio::time::timeout(Duration::from_secs(5), background.shutdown())
             .await
-            .map_err(sign_error)
+            .expect("shutdown ends the identity check");
+        assert!(signer.readiness().is_err());
+        // Nothing holds the signer but this test: the task let go of its clone.
+        assert_eq!(Arc::strong_count(&signer), 1);
     }
 }

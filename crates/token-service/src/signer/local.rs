@@ -23,7 +23,12 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use rustls_pki_types::pem::SectionKind;
 use serde_json::{Map, Value, json};
 
-use super::{Publication, SignError, Signer};
+use super::{Publication, Signer};
+use crate::clock::Deadline;
+use crate::error::{Failure, StartupError};
+
+/// The setting whose folder holds the generated development key.
+const DATA_DIR: &str = "DATA_DIR";
 
 /// File name of the generated development key inside `DATA_DIR`.
 pub const GENERATED_KEY_FILE: &str = "signing-key.pem";
@@ -46,7 +51,7 @@ struct RsaPool {
 }
 
 impl RsaPool {
-    fn start(pair: &Arc<RsaKeyPair>) -> Result<Self, String> {
+    fn start(pair: &Arc<RsaKeyPair>) -> std::io::Result<Self> {
         let threads = std::thread::available_parallelism().map_or(2, usize::from);
         let (jobs, queue) = std::sync::mpsc::channel::<RsaJob>();
         let queue = Arc::new(std::sync::Mutex::new(queue));
@@ -76,23 +81,28 @@ impl RsaPool {
                         .flatten();
                         let _ = reply.send(signed);
                     }
-                })
-                .map_err(|e| format!("cannot start the RSA signing threads: {e}"))?;
+                })?;
         }
         Ok(Self { jobs })
     }
 
-    async fn sign(&self, message: Vec<u8>) -> Result<Vec<u8>, SignError> {
+    async fn sign(&self, message: Vec<u8>) -> Result<Vec<u8>, Failure> {
         let (reply, signature) = tokio::sync::oneshot::channel();
         self.jobs
             .send((message, reply))
-            .map_err(|_| SignError::Failed("the RSA signing threads stopped".into()))?;
+            .map_err(|_| signing_failed("the RSA signing threads stopped"))?;
         signature
             .await
             .ok()
             .flatten()
-            .ok_or_else(|| SignError::Failed("RSA signing failed".into()))
+            .ok_or_else(|| signing_failed("RSA signing failed"))
     }
+}
+
+/// A local signature that could not be made: a fault of this service, never of the client.
+fn signing_failed(detail: &str) -> Failure {
+    Failure::server("The token could not be signed; this is a fault of the service, retry later")
+        .with_detail(detail)
 }
 
 struct SigningKey {
@@ -122,45 +132,56 @@ impl std::fmt::Debug for LocalSigner {
 }
 
 impl LocalSigner {
-    /// Loads every PKCS#8 private key of a PEM document. `origin` names the source in errors.
-    pub fn from_pem(pem: &[u8], origin: &str) -> Result<Self, String> {
+    /// Loads every PKCS#8 private key of a PEM document. `origin` names the source in errors
+    /// (`origin: problem`).
+    pub fn from_pem(pem: &[u8], origin: &str) -> Result<Self, StartupError> {
+        Self::parse(pem).map_err(|problem| StartupError::other(format!("{origin}: {problem}")))
+    }
+
+    /// The signer of a PEM document, or what is wrong with the document (a plain message: the
+    /// caller adds which setting and file it came from).
+    fn parse(pem: &[u8]) -> Result<Self, String> {
         let mut reader = pem;
         let mut keys = Vec::new();
         let mut block = 0;
         loop {
             let section = rustls_pki_types::pem::from_buf(&mut reader)
-                .map_err(|e| format!("{origin}: not a readable PEM file ({e})"))?;
+                .map_err(|e| format!("not a readable PEM file ({e})"))?;
             let Some((kind, der)) = section else { break };
             block += 1;
             match kind {
                 SectionKind::PrivateKey => {
-                    keys.push(parse_pkcs8(&der).map_err(|e| format!("{origin}: key {block}: {e}"))?)
+                    keys.push(parse_pkcs8(&der).map_err(|e| format!("key {block}: {e}"))?);
                 }
                 SectionKind::RsaPrivateKey | SectionKind::EcPrivateKey => {
                     return Err(format!(
-                        "{origin}: PEM block {block} is a PKCS#1/SEC1 key; convert it to PKCS#8 with `openssl pkcs8 -topk8 -nocrypt -in OLD -out NEW`"
+                        "PEM block {block} is a PKCS#1/SEC1 key; convert it to PKCS#8 with `openssl pkcs8 -topk8 -nocrypt -in OLD -out NEW`"
                     ));
                 }
                 _ => {}
             }
         }
         Self::from_keys(keys).ok_or_else(|| {
-            format!("{origin}: no 'PRIVATE KEY' (PKCS#8) block found; expected RSA ≥ 2048 bits or EC P-256 keys")
+            "no 'PRIVATE KEY' (PKCS#8) block found; expected RSA ≥ 2048 bits or EC P-256 keys"
+                .to_owned()
         })
     }
 
-    /// Reads a key file, without checking who may read or change it.
-    pub fn from_file(path: &Path, setting: &str) -> Result<Self, String> {
+    /// Reads a key file, without checking who may read or change it; a problem names
+    /// `setting` and the file.
+    pub fn from_file(path: &Path, setting: &str) -> Result<Self, StartupError> {
+        let shown = path.display();
         let pem = fs::read(path)
-            .map_err(|e| format!("{setting}: cannot read '{}': {e}", path.display()))?;
-        Self::from_pem(&pem, &format!("{setting} '{}'", path.display()))
+            .map_err(|e| StartupError::setting(setting, format!("cannot read '{shown}': {e}")))?;
+        Self::parse(&pem)
+            .map_err(|problem| StartupError::setting(setting, format!("'{shown}': {problem}")))
     }
 
     /// Reads the operator's key file (`SIGNING_KEY_FILE`), refusing one that other users can
     /// change: writable by group or others, in a folder they can write (without the sticky
     /// bit), or owned by a user other than this one or root. Returns a warning when every user
     /// may read it (Kubernetes' default secret mode 0644).
-    pub fn from_key_file(path: &Path) -> Result<(Self, Vec<String>), String> {
+    pub fn from_key_file(path: &Path) -> Result<(Self, Vec<String>), StartupError> {
         let warnings = files::check_key_file(path)?;
         Ok((Self::from_file(path, "SIGNING_KEY_FILE")?, warnings))
     }
@@ -169,22 +190,27 @@ impl LocalSigner {
     /// written atomically) on first start. Returns the signer, the key's path and whether it
     /// was generated now. Refuses a `DATA_DIR` other users can write and a key file other
     /// users can read or write, or that another user owns.
-    pub fn load_or_generate(data_dir: &Path) -> Result<(Self, PathBuf, bool), String> {
+    pub fn load_or_generate(data_dir: &Path) -> Result<(Self, PathBuf, bool), StartupError> {
         let path = data_dir.join(GENERATED_KEY_FILE);
         files::check_data_dir(data_dir)?;
         if path.exists() {
             files::check_generated_key(&path)?;
-            let signer = Self::from_file(&path, "DATA_DIR").map_err(|e| {
-                format!(
-                    "{e}; if you did not put it there it is left from an interrupted first start: delete '{}' and a new key is generated at the next start (tokens signed by the old one stop verifying), or set SIGNING_KEY_FILE",
+            let signer = Self::from_file(&path, DATA_DIR).map_err(|mut e| {
+                e.problem = format!(
+                    "{}; if you did not put it there it is left from an interrupted first start: delete '{}' and a new key is generated at the next start (tokens signed by the old one stop verifying), or set SIGNING_KEY_FILE",
+                    e.problem,
                     path.display()
-                )
+                );
+                e
             })?;
             return Ok((signer, path, false));
         }
-        let pem = generate_rsa_pem()?;
-        write_atomic(&path, pem.as_bytes(), "DATA_DIR")?;
-        Ok((Self::from_pem(pem.as_bytes(), "generated key")?, path, true))
+        let generated = |problem: &str| StartupError::setting(DATA_DIR, problem);
+        let pem = generate_rsa_pem().map_err(generated)?;
+        write_atomic(&path, pem.as_bytes(), DATA_DIR).map_err(StartupError::other)?;
+        let signer = Self::parse(pem.as_bytes())
+            .map_err(|problem| generated(&format!("the generated key: {problem}")))?;
+        Ok((signer, path, true))
     }
 
     fn from_keys(keys: Vec<SigningKey>) -> Option<Self> {
@@ -218,8 +244,14 @@ impl Signer for LocalSigner {
         Some(&self.publication)
     }
 
-    async fn sign(&self, claims: &Map<String, Value>) -> Result<String, SignError> {
-        let payload = serde_json::to_vec(claims).map_err(|e| SignError::Failed(e.to_string()))?;
+    /// Local keys need no upstream: the deadline does not apply.
+    async fn sign(
+        &self,
+        claims: &Map<String, Value>,
+        _deadline: Deadline,
+    ) -> Result<String, Failure> {
+        let payload = serde_json::to_vec(claims)
+            .map_err(|e| signing_failed(&format!("encoding the claims failed: {e}")))?;
         let key = &self.signing;
         let mut jwt = String::with_capacity(key.header_b64.len() + payload.len() * 4 / 3 + 400);
         jwt.push_str(&key.header_b64);
@@ -231,13 +263,13 @@ impl Signer for LocalSigner {
                 None => {
                     let mut sig = vec![0; pair.public_modulus_len()];
                     pair.sign(&RSA_PKCS1_SHA256, &self.rng, jwt.as_bytes(), &mut sig)
-                        .map_err(|_| SignError::Failed("RSA signing failed".into()))?;
+                        .map_err(|_| signing_failed("RSA signing failed"))?;
                     sig
                 }
             },
             KeyPair::Ec(pair) => pair
                 .sign(&self.rng, jwt.as_bytes())
-                .map_err(|_| SignError::Failed("ECDSA signing failed".into()))?
+                .map_err(|_| signing_failed("ECDSA signing failed"))?
                 .as_ref()
                 .to_vec(),
         };
@@ -258,6 +290,8 @@ pub fn first_key_is_rsa(pem: &[u8]) -> bool {
     false
 }
 
+/// The signing key of one PKCS#8 block, or what is wrong with it (a plain message: the caller
+/// names the setting, file and block).
 fn parse_pkcs8(der: &[u8]) -> Result<SigningKey, String> {
     let pair = match RsaKeyPair::from_pkcs8(der) {
         Ok(rsa) if rsa.public_modulus_len() * 8 >= 2048 => KeyPair::Rsa(Arc::new(rsa)),
@@ -353,12 +387,12 @@ fn strip_zeros(bytes: &[u8]) -> &[u8] {
     &bytes[start..]
 }
 
-fn generate_rsa_pem() -> Result<String, String> {
-    let pair = RsaKeyPair::generate(KeySize::Rsa2048)
-        .map_err(|_| "RSA key generation failed".to_owned())?;
+/// A new RSA-2048 key as PKCS#8 PEM; on failure, what failed.
+fn generate_rsa_pem() -> Result<String, &'static str> {
+    let pair = RsaKeyPair::generate(KeySize::Rsa2048).map_err(|_| "RSA key generation failed")?;
     let der = pair
         .as_der()
-        .map_err(|_| "encoding the generated key failed".to_owned())?;
+        .map_err(|_| "encoding the generated key failed")?;
     let b64 = STANDARD.encode(der.as_ref());
     let mut pem = String::from("-----BEGIN PRIVATE KEY-----\n");
     for line in b64.as_bytes().chunks(64) {
@@ -374,7 +408,8 @@ fn generate_rsa_pem() -> Result<String, String> {
 /// `path`, fsync the folder. Creates the folder (mode 0700) when missing. A temporary file left
 /// by an interrupted earlier write (`.NAME.tmp-*`, older than a minute, so never a concurrent
 /// writer's) is removed. `setting` names the setting in errors. The one way Token Service
-/// writes files: the generated signing key and the development PKI.
+/// writes files: the generated signing key and the development PKI. The error is a complete
+/// line naming `setting` (a plain message: `pki` prints it as it is).
 pub(crate) fn write_atomic(path: &Path, contents: &[u8], setting: &str) -> Result<(), String> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
@@ -396,9 +431,10 @@ pub(crate) fn write_atomic(path: &Path, contents: &[u8], setting: &str) -> Resul
         .map_err(|e| fail("create the folder", dir, e))?;
     let prefix = format!(".{name}.tmp-");
     remove_stale_temporaries(dir, &prefix);
-    let nonce = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
+    // Only needs to differ between writers of one process: random bytes, no clock.
+    let mut nonce = [0u8; 4];
+    let _ = aws_lc_rs::rand::fill(&mut nonce);
+    let nonce = u32::from_le_bytes(nonce);
     let temporary = dir.join(format!("{prefix}{}-{nonce}", std::process::id()));
     let mut options = fs::OpenOptions::new();
     options.write(true).create_new(true);
@@ -444,153 +480,7 @@ fn remove_stale_temporaries(dir: &Path, prefix: &str) {
 }
 
 /// Who may change or read the key files: checks on Unix, nothing elsewhere.
-pub mod files {
-    use std::path::Path;
-
-    /// Refuses a `DATA_DIR` that other users can write (group or others, without the sticky
-    /// bit) or that belongs to another user (root excepted). A missing folder is fine: it is
-    /// created with mode 0700.
-    pub fn check_data_dir(dir: &Path) -> Result<(), String> {
-        imp::check_data_dir(dir)
-    }
-
-    /// Refuses a generated key that anyone but its owner may read or write, or that belongs
-    /// to another user.
-    pub fn check_generated_key(path: &Path) -> Result<(), String> {
-        imp::check_generated_key(path)
-    }
-
-    /// Refuses an operator's key file that other users can change; warns when every user may
-    /// read it.
-    pub fn check_key_file(path: &Path) -> Result<Vec<String>, String> {
-        imp::check_key_file(path)
-    }
-
-    #[cfg(unix)]
-    mod imp {
-        use std::os::unix::fs::MetadataExt as _;
-        use std::path::Path;
-
-        const WRITABLE_BY_OTHERS: u32 = 0o022;
-        const STICKY: u32 = 0o1000;
-
-        fn euid() -> u32 {
-            rustix::process::geteuid().as_raw()
-        }
-
-        fn mode(m: &std::fs::Metadata) -> String {
-            format!("{:04o}", m.mode() & 0o7777)
-        }
-
-        pub fn check_data_dir(dir: &Path) -> Result<(), String> {
-            let Ok(meta) = std::fs::metadata(dir) else {
-                return Ok(());
-            };
-            let shown = dir.display();
-            if !meta.is_dir() {
-                return Err(format!(
-                    "DATA_DIR: '{shown}' is not a folder; point DATA_DIR at a folder"
-                ));
-            }
-            if meta.mode() & WRITABLE_BY_OTHERS != 0 && meta.mode() & STICKY == 0 {
-                return Err(format!(
-                    "DATA_DIR: '{shown}' can be written by other users (mode {}), who could replace the signing key; run `chmod 700 {shown}`, or point DATA_DIR at a folder only this user can write",
-                    mode(&meta)
-                ));
-            }
-            let me = euid();
-            if meta.uid() != me && meta.uid() != 0 {
-                return Err(format!(
-                    "DATA_DIR: '{shown}' belongs to user {}, not to the user Token Service runs as ({me}), who could replace the signing key; run `chown {me} {shown}`, or point DATA_DIR at a folder of this user",
-                    meta.uid()
-                ));
-            }
-            Ok(())
-        }
-
-        pub fn check_generated_key(path: &Path) -> Result<(), String> {
-            let meta = std::fs::metadata(path)
-                .map_err(|e| format!("DATA_DIR: cannot read '{}': {e}", path.display()))?;
-            let shown = path.display();
-            let me = euid();
-            if meta.uid() != me {
-                return Err(format!(
-                    "DATA_DIR: the signing key '{shown}' belongs to user {}, not to the user Token Service runs as ({me}); if it is the key Token Service generated, run `chown {me} {shown}`, else delete it and a new one is generated",
-                    meta.uid()
-                ));
-            }
-            if meta.mode() & 0o077 != 0 {
-                return Err(format!(
-                    "DATA_DIR: the signing key '{shown}' can be read or written by other users (mode {}); run `chmod 600 {shown}`",
-                    mode(&meta)
-                ));
-            }
-            Ok(())
-        }
-
-        pub fn check_key_file(path: &Path) -> Result<Vec<String>, String> {
-            // Kubernetes mounts secrets as symlinks into a root-owned folder: judge the file
-            // the link leads to, and the folder that holds it.
-            let Ok(meta) = std::fs::metadata(path) else {
-                // Unreadable or missing: reading it names the problem.
-                return Ok(Vec::new());
-            };
-            let shown = path.display();
-            if meta.mode() & WRITABLE_BY_OTHERS != 0 {
-                return Err(format!(
-                    "SIGNING_KEY_FILE: '{shown}' can be written by other users (mode {}), who could replace the signing key; run `chmod go-w {shown}` (Kubernetes: defaultMode: 0440 on the secret volume)",
-                    mode(&meta)
-                ));
-            }
-            let me = euid();
-            if meta.uid() != me && meta.uid() != 0 {
-                return Err(format!(
-                    "SIGNING_KEY_FILE: '{shown}' belongs to user {}, neither the user Token Service runs as ({me}) nor root, so that user can replace the signing key; run `chown {me} {shown}`",
-                    meta.uid()
-                ));
-            }
-            if let Some(folder) = std::fs::canonicalize(path)
-                .ok()
-                .and_then(|real| real.parent().map(Path::to_path_buf))
-                && let Ok(dir) = std::fs::metadata(&folder)
-                && dir.mode() & WRITABLE_BY_OTHERS != 0
-                && dir.mode() & STICKY == 0
-            {
-                return Err(format!(
-                    "SIGNING_KEY_FILE: the folder '{}' holding '{shown}' can be written by other users (mode {}), who could replace the signing key; run `chmod go-w {}`",
-                    folder.display(),
-                    mode(&dir),
-                    folder.display()
-                ));
-            }
-            let mut warnings = Vec::new();
-            if meta.mode() & 0o004 != 0 {
-                warnings.push(format!(
-                    "SIGNING_KEY_FILE '{shown}' is readable by every user of this host (mode {}): fine in a single-purpose container, elsewhere run `chmod 600 {shown}` (Kubernetes: defaultMode: 0440 with the pod's fsGroup)",
-                    mode(&meta)
-                ));
-            }
-            Ok(warnings)
-        }
-    }
-
-    #[cfg(not(unix))]
-    mod imp {
-        use std::path::Path;
-
-        pub fn check_data_dir(_dir: &Path) -> Result<(), String> {
-            Ok(())
-        }
-
-        pub fn check_generated_key(_path: &Path) -> Result<(), String> {
-            Ok(())
-        }
-
-        pub fn check_key_file(_path: &Path) -> Result<Vec<String>, String> {
-            Ok(Vec::new())
-        }
-    }
-}
+pub mod files;
 
 #[cfg(test)]
 mod tests;

@@ -109,7 +109,13 @@ async fn signed_token_has_header_with_alg_kid_typ_and_the_claims() {
     let signer = LocalSigner::from_pem(ec_pem().as_bytes(), "test").unwrap();
     let mut claims = Map::new();
     claims.insert("sub".into(), json!("x"));
-    let jwt = signer.sign(&claims).await.unwrap();
+    let jwt = signer
+        .sign(
+            &claims,
+            crate::clock::Deadline::after(std::time::Duration::from_secs(5)),
+        )
+        .await
+        .unwrap();
     let parts: Vec<&str> = jwt.split('.').collect();
     assert_eq!(parts.len(), 3);
     let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).unwrap()).unwrap();
@@ -129,16 +135,21 @@ fn pkcs1_key_is_refused_with_conversion_hint() {
         pem("RSA PRIVATE KEY", b"\x30\x00").as_bytes(),
         "SIGNING_KEY_FILE 'k.pem'",
     )
-    .unwrap_err();
+    .unwrap_err()
+    .to_string();
     assert!(e.starts_with("SIGNING_KEY_FILE 'k.pem'"), "{e}");
     assert!(e.contains("openssl pkcs8 -topk8"), "{e}");
 }
 
 #[test]
 fn file_without_keys_or_with_garbage_is_refused() {
-    let e = LocalSigner::from_pem(b"hello", "SIGNING_KEY_FILE 'k.pem'").unwrap_err();
+    let e = LocalSigner::from_pem(b"hello", "SIGNING_KEY_FILE 'k.pem'")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("no 'PRIVATE KEY'"), "{e}");
-    let e = LocalSigner::from_pem(pem("PRIVATE KEY", b"garbage").as_bytes(), "x").unwrap_err();
+    let e = LocalSigner::from_pem(pem("PRIVATE KEY", b"garbage").as_bytes(), "x")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("neither an RSA"), "{e}");
 }
 
@@ -220,7 +231,9 @@ fn a_start_interrupted_while_writing_the_key_recovers_or_names_the_file_to_delet
     let pem = std::fs::read_to_string(&path).unwrap();
     std::fs::write(&path, &pem[..pem.len() / 2]).unwrap();
     chmod(&path, 0o600);
-    let e = LocalSigner::load_or_generate(&data).unwrap_err();
+    let e = LocalSigner::load_or_generate(&data)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains(&format!("delete '{}'", path.display())), "{e}");
     assert!(path.exists(), "the file is left alone");
 }
@@ -232,7 +245,9 @@ fn data_dir_writable_by_others_and_loose_generated_keys_are_refused() {
     std::fs::create_dir(&data).unwrap();
     for loose in [0o777, 0o770, 0o722] {
         chmod(&data, loose);
-        let e = LocalSigner::load_or_generate(&data).unwrap_err();
+        let e = LocalSigner::load_or_generate(&data)
+            .unwrap_err()
+            .to_string();
         assert!(
             e.starts_with("DATA_DIR: '")
                 && e.contains("can be written by other users")
@@ -250,7 +265,9 @@ fn data_dir_writable_by_others_and_loose_generated_keys_are_refused() {
     chmod(&data, 0o700);
     for loose in [0o640, 0o604, 0o660, 0o644] {
         chmod(&path, loose);
-        let e = LocalSigner::load_or_generate(&data).unwrap_err();
+        let e = LocalSigner::load_or_generate(&data)
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("can be read or written by other users")
                 && e.contains(&format!("chmod 600 {}", path.display())),
@@ -275,7 +292,7 @@ fn signing_key_file_writable_by_others_is_refused_and_world_readable_warns() {
     std::fs::write(&path, ec_pem()).unwrap();
     for loose in [0o666, 0o620, 0o602] {
         chmod(&path, loose);
-        let e = LocalSigner::from_key_file(&path).unwrap_err();
+        let e = LocalSigner::from_key_file(&path).unwrap_err().to_string();
         assert!(
             e.starts_with("SIGNING_KEY_FILE: '")
                 && e.contains("can be written by other users")
@@ -304,7 +321,9 @@ fn signing_key_file_writable_by_others_is_refused_and_world_readable_warns() {
     let link = dir.path().join("link.pem");
     std::os::unix::fs::symlink(&path, &link).unwrap();
     for presented in [&path, &link] {
-        let e = LocalSigner::from_key_file(presented).unwrap_err();
+        let e = LocalSigner::from_key_file(presented)
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("the folder") && e.contains(&format!("chmod go-w {}", keys.display())),
             "{e}"
@@ -325,14 +344,18 @@ fn key_files_and_data_dir_of_another_user_are_refused() {
     let data = dir.path().join("data");
     let (_, path, _) = LocalSigner::load_or_generate(&data).unwrap();
     std::os::unix::fs::chown(&path, other, None).unwrap();
-    let e = LocalSigner::load_or_generate(&data).unwrap_err();
+    let e = LocalSigner::load_or_generate(&data)
+        .unwrap_err()
+        .to_string();
     assert!(
         e.contains("belongs to user 54321") && e.contains("chown 0 "),
         "{e}"
     );
     std::os::unix::fs::chown(&path, Some(0), None).unwrap();
     std::os::unix::fs::chown(&data, other, None).unwrap();
-    let e = LocalSigner::load_or_generate(&data).unwrap_err();
+    let e = LocalSigner::load_or_generate(&data)
+        .unwrap_err()
+        .to_string();
     assert!(
         e.starts_with("DATA_DIR: '") && e.contains("belongs to user 54321"),
         "{e}"
@@ -340,7 +363,7 @@ fn key_files_and_data_dir_of_another_user_are_refused() {
     let key = dir.path().join("key.pem");
     std::fs::write(&key, ec_pem()).unwrap();
     std::os::unix::fs::chown(&key, other, None).unwrap();
-    let e = LocalSigner::from_key_file(&key).unwrap_err();
+    let e = LocalSigner::from_key_file(&key).unwrap_err().to_string();
     assert!(
         e.contains("neither the user Token Service runs as (0) nor root"),
         "{e}"

@@ -1,0 +1,145 @@
+//! Claims of issued ID tokens, with a fixed clock and a real local key.
+
+use std::time::Duration;
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{
+    ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, UnparsedPublicKey,
+};
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use serde_json::{Map, Value, json};
+
+use super::*;
+use crate::model::CertificateFacts;
+use crate::signer::local::LocalSigner;
+
+const NOW: i64 = 1_750_000_000;
+const ISS: &str = "https://tokens.example.com";
+
+fn ec_signer() -> Arc<dyn Signer> {
+    let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+        .unwrap();
+    let b64 = STANDARD.encode(doc.as_ref());
+    let pem = format!("-----BEGIN PRIVATE KEY-----\n{b64}\n-----END PRIVATE KEY-----\n");
+    Arc::new(LocalSigner::from_pem(pem.as_bytes(), "test").unwrap())
+}
+
+fn issuer(validity_seconds: i64) -> IdTokenIssuer {
+    IdTokenIssuer::new(
+        IssuerSettings {
+            audience: "https://audience.example.com".into(),
+            validity_seconds,
+            jwks_uri: None,
+        },
+        ec_signer(),
+        Clock::fixed(NOW),
+    )
+}
+
+/// A client whose policy tried to set every registered claim itself.
+fn client_with_hostile_claims() -> Client {
+    let mut extra = Map::new();
+    for name in ["iss", "sub", "aud", "iat", "exp", "jti", "amr", "client_id"] {
+        extra.insert(name.into(), json!("from-policy"));
+    }
+    extra.insert("team".into(), json!("payments"));
+    Client {
+        flow: "mtls".into(),
+        client_id: "device-1".into(),
+        facts: CertificateFacts::default(),
+        extra_claims: extra,
+        lifetime_seconds: None,
+    }
+}
+
+fn deadline() -> Deadline {
+    Deadline::after(Duration::from_secs(5))
+}
+
+fn part(token: &str, index: usize) -> Value {
+    let segment = token.split('.').nth(index).unwrap();
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(segment).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn registered_claims_win_over_policy_claims_of_the_same_name() {
+    let issued = issuer(600)
+        .issue(ISS, &client_with_hostile_claims(), deadline())
+        .await
+        .unwrap();
+    let claims = part(&issued.token, 1);
+    assert_eq!(claims["iss"], ISS);
+    assert_eq!(claims["sub"], "device-1");
+    assert_eq!(claims["aud"], "https://audience.example.com");
+    assert_eq!(claims["iat"], NOW);
+    assert_eq!(claims["exp"], NOW + 600);
+    assert_eq!(claims["jti"], issued.jti.as_str());
+    assert_eq!(claims["amr"], json!(["mtls"]));
+    assert_eq!(claims["client_id"], "device-1");
+    // A claim of its own name the policy may add.
+    assert_eq!(claims["team"], "payments");
+}
+
+#[tokio::test]
+async fn exp_is_iat_plus_the_validity_or_the_clients_own_lifetime() {
+    let issuer = issuer(900);
+    let mut client = client_with_hostile_claims();
+    let issued = issuer.issue(ISS, &client, deadline()).await.unwrap();
+    let claims = part(&issued.token, 1);
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        900
+    );
+    assert_eq!(issued.expires_at, NOW + 900);
+
+    client.lifetime_seconds = Some(120);
+    let issued = issuer.issue(ISS, &client, deadline()).await.unwrap();
+    assert_eq!(part(&issued.token, 1)["exp"], NOW + 120);
+    assert_eq!(issued.expires_at, NOW + 120);
+}
+
+#[tokio::test]
+async fn every_token_has_its_own_jti() {
+    let issuer = issuer(600);
+    let client = client_with_hostile_claims();
+    let first = issuer.issue(ISS, &client, deadline()).await.unwrap();
+    let second = issuer.issue(ISS, &client, deadline()).await.unwrap();
+    assert_ne!(first.jti, second.jti);
+    assert_ne!(part(&first.token, 1)["jti"], part(&second.token, 1)["jti"]);
+}
+
+#[tokio::test]
+async fn the_signature_verifies_with_the_published_key() {
+    let issuer = issuer(600);
+    let issued = issuer
+        .issue(ISS, &client_with_hostile_claims(), deadline())
+        .await
+        .unwrap();
+    let header = part(&issued.token, 0);
+    let jwks = issuer.jwks().unwrap();
+    let key = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == header["kid"])
+        .expect("the token's kid is published");
+    assert_eq!(header["alg"], "ES256");
+    let coordinate = |name: &str| URL_SAFE_NO_PAD.decode(key[name].as_str().unwrap()).unwrap();
+    let mut point = vec![0x04];
+    point.extend(coordinate("x"));
+    point.extend(coordinate("y"));
+    let (signed, signature) = issued.token.rsplit_once('.').unwrap();
+    let signature = URL_SAFE_NO_PAD.decode(signature).unwrap();
+    UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &point)
+        .verify(signed.as_bytes(), &signature)
+        .expect("the signature verifies");
+    // And a changed payload does not.
+    let tampered = signed.replacen('.', ".e30", 1);
+    assert!(
+        UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &point)
+            .verify(tampered.as_bytes(), &signature)
+            .is_err()
+    );
+    assert_eq!(issuer.jwks_uri(ISS).unwrap(), format!("{ISS}{JWKS_PATH}"));
+}

@@ -1,0 +1,309 @@
+//! Evaluating a compiled policy against an authenticated client: deny lists first, then the
+//! rules in order; the first whose conditions all hold decides. Pure functions of the policy
+//! and the client: no I/O, no logging (the engine logs the verdict).
+
+use super::*;
+use crate::policy::template::MissingFact;
+
+impl Policy {
+    /// Decides a request.
+    pub fn decide(&self, client: &AuthenticatedClient, requested: Requested<'_>) -> Verdict {
+        self.evaluate(client, requested, None)
+    }
+
+    /// Decides a request and reports how every rule up to the deciding one fared.
+    pub fn explain(
+        &self,
+        client: &AuthenticatedClient,
+        requested: Requested<'_>,
+    ) -> (Vec<RuleTrace>, Verdict) {
+        let mut trace = Vec::new();
+        let verdict = self.evaluate(client, requested, Some(&mut trace));
+        (trace, verdict)
+    }
+
+    fn evaluate(
+        &self,
+        client: &AuthenticatedClient,
+        requested: Requested<'_>,
+        mut trace: Option<&mut Vec<RuleTrace>>,
+    ) -> Verdict {
+        let facts = &client.facts;
+        for list in &self.deny_lists {
+            // A fingerprint list holds a certificate in either of its signature encodings.
+            let (fact, value, twin) = match list.kind() {
+                Kind::Fingerprints => (
+                    "sha256_fingerprint",
+                    facts.sha256_fingerprint.as_deref(),
+                    facts.sha256_fingerprint_twin.as_deref(),
+                ),
+                Kind::Serials => ("serial", facts.serial_number.as_deref(), None),
+            };
+            let Some(value) = value else { continue };
+            let how = if list.contains(value) {
+                String::new()
+            } else if let Some(twin) = twin.filter(|t| list.contains(t)) {
+                format!(" {}", twin_phrase(twin))
+            } else {
+                continue;
+            };
+            return Verdict {
+                rule: format!("deny_lists.{}", list.kind().key()),
+                matched: vec![format!("{fact} '{value}' is listed{how}")],
+                outcome: Outcome::DenyClient(format!(
+                    "{fact} '{value}' is on the deny list {}{how}",
+                    list.path().display()
+                )),
+            };
+        }
+        for rule in &self.rules {
+            let mut matched = Vec::with_capacity(rule.conditions.len());
+            let mut failed = None;
+            for condition in &rule.conditions {
+                match condition.check(client) {
+                    Ok(m) => matched.push(m),
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            if let Some(trace) = trace.as_deref_mut() {
+                trace.push(RuleTrace {
+                    name: rule.name.clone(),
+                    line: rule.line,
+                    result: match &failed {
+                        Some(e) => Err(e.clone()),
+                        None => Ok(matched.clone()),
+                    },
+                });
+            }
+            if failed.is_some() {
+                continue;
+            }
+            let outcome = match &rule.decision {
+                Decision::Deny(reason) => Outcome::DenyClient(reason.clone()),
+                Decision::Allow(allowance) => allowance.apply(&rule.name, client, requested),
+            };
+            return Verdict {
+                rule: rule.name.clone(),
+                matched,
+                outcome,
+            };
+        }
+        Verdict {
+            rule: NO_RULE.to_owned(),
+            matched: Vec::new(),
+            outcome: Outcome::DenyClient("no rule of the policy matches this client".into()),
+        }
+    }
+}
+
+// The checks below answer `Ok(what matched)` or `Err(why not)`: plain phrases, which the
+// verdict's `matched` list and `policy explain` show as they are.
+
+/// One fact against globs.
+fn one(name: &str, value: Option<&str>, patterns: &[Pattern]) -> Result<String, String> {
+    match value {
+        None => Err(format!("{name}: the certificate has none")),
+        Some(v) => match first_match(patterns, v) {
+            Some(p) => Ok(format!("{name} '{v}' matches '{}'", p.source)),
+            None => Err(format!(
+                "{name} '{v}' matches none of {}",
+                sources(patterns)
+            )),
+        },
+    }
+}
+
+/// Any of several facts (SANs) against globs.
+fn any(name: &str, values: &[String], patterns: &[Pattern]) -> Result<String, String> {
+    if values.is_empty() {
+        return Err(format!("{name}: the certificate has none"));
+    }
+    for v in values {
+        if let Some(p) = first_match(patterns, v) {
+            return Ok(format!("{name} '{v}' matches '{}'", p.source));
+        }
+    }
+    Err(format!(
+        "{name} {} matches none of {}",
+        values
+            .iter()
+            .map(|v| format!("'{v}'"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        sources(patterns)
+    ))
+}
+
+/// A fact against a set.
+fn set(name: &str, value: Option<&str>, hit: &dyn Fn(&str) -> bool) -> Result<String, String> {
+    match value {
+        None => Err(format!("{name}: not known for this certificate")),
+        Some(v) if hit(v) => Ok(format!("{name} '{v}' is listed")),
+        Some(v) => Err(format!("{name} '{v}' is not listed")),
+    }
+}
+
+/// A fingerprint condition holds for the presented certificate or its re-signed twin.
+fn fingerprints(
+    name: &str,
+    (value, twin): (Option<&str>, Option<&str>),
+    listed: &HashSet<[u8; 32]>,
+) -> Result<String, String> {
+    let hit = |v: &str| parse_fingerprint(v).is_some_and(|fp| listed.contains(&fp));
+    match (value, twin) {
+        (Some(v), Some(t)) if !hit(v) && hit(t) => {
+            Ok(format!("{name} '{v}' is listed {}", twin_phrase(t)))
+        }
+        _ => set(name, value, &hit),
+    }
+}
+
+fn flow(names: &[String], client: &AuthenticatedClient) -> Result<String, String> {
+    if names.contains(&client.flow) {
+        Ok(format!("flow '{}' is listed", client.flow))
+    } else {
+        Err(format!(
+            "flow '{}' is not one of {}",
+            client.flow,
+            names.join(", ")
+        ))
+    }
+}
+
+fn trust_domain(domains: &[String], client: &AuthenticatedClient) -> Result<String, String> {
+    match spiffe_parts(&client.facts) {
+        None => Err("spiffe_trust_domain: the certificate has no SPIFFE ID".into()),
+        Some((domain, _)) if domains.iter().any(|d| d.eq_ignore_ascii_case(domain)) => {
+            Ok(format!("spiffe_trust_domain '{domain}' is listed"))
+        }
+        Some((domain, _)) => Err(format!(
+            "spiffe_trust_domain '{domain}' is not one of {}",
+            domains.join(", ")
+        )),
+    }
+}
+
+impl Condition {
+    /// `Ok(what matched)` or `Err(why not)`, both for logs and `policy explain`.
+    fn check(&self, client: &AuthenticatedClient) -> Result<String, String> {
+        let facts = &client.facts;
+        match self {
+            Self::Flow(names) => flow(names, client),
+            Self::SpiffeId(p) => one("spiffe_id", facts.spiffe_id.as_deref(), p),
+            Self::SpiffeTrustDomain(domains) => trust_domain(domains, client),
+            Self::SpiffePath(p) => one("spiffe_path", spiffe_parts(facts).map(|(_, path)| path), p),
+            Self::DnsSan(p) => any("dns_san", &facts.dns_sans, p),
+            Self::UriSan(p) => any("uri_san", &facts.uri_sans, p),
+            Self::Subject(a, p) => one(&format!("subject.{a}"), attribute(&facts.subject, a), p),
+            Self::Issuer(a, p) => one(&format!("issuer.{a}"), attribute(&facts.issuer, a), p),
+            Self::IssuerCa(s) => fingerprints(
+                "issuer_ca_sha256",
+                (
+                    facts.issuer_ca_sha256.as_deref(),
+                    facts.issuer_ca_sha256_twin.as_deref(),
+                ),
+                s,
+            ),
+            Self::Fingerprint(s) => fingerprints(
+                "sha256_fingerprint",
+                (
+                    facts.sha256_fingerprint.as_deref(),
+                    facts.sha256_fingerprint_twin.as_deref(),
+                ),
+                s,
+            ),
+            Self::Serial(s) => set("serial", facts.serial_number.as_deref(), &|v| {
+                parse_serial(v).is_some_and(|n| s.contains(&n))
+            }),
+        }
+    }
+}
+
+impl ClaimValue {
+    /// The value for `client`, or the fact a template needs and the certificate lacks.
+    fn render(&self, client: &AuthenticatedClient) -> Result<Value, MissingFact> {
+        Ok(match self {
+            Self::Static(v) => v.clone(),
+            Self::Template(t) => Value::String(t.render(client)?),
+            Self::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|v| v.render(client))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Self::Table(entries) => Value::Object(
+                entries
+                    .iter()
+                    .map(|(k, v)| Ok((k.clone(), v.render(client)?)))
+                    .collect::<Result<_, MissingFact>>()?,
+            ),
+        })
+    }
+}
+
+impl Allowance {
+    fn apply(&self, rule: &str, client: &AuthenticatedClient, requested: Requested<'_>) -> Outcome {
+        let missing = |what: &str, fact: MissingFact| {
+            Outcome::DenyClient(format!(
+                "rule '{rule}': the {what} template needs the fact '{fact}', which this certificate lacks"
+            ))
+        };
+        let client_id = match &self.client_id {
+            None => client.client_id.clone(),
+            Some(t) => match t.render(client) {
+                Ok(id) if !id.is_empty() => id,
+                Ok(_) => {
+                    return Outcome::DenyClient(format!(
+                        "rule '{rule}': the client_id template gave an empty client ID"
+                    ));
+                }
+                Err(fact) => return missing("client_id", fact),
+            },
+        };
+        let mut extra_claims = Map::new();
+        for (name, value) in &self.claims {
+            match value.render(client) {
+                Ok(value) => extra_claims.insert(name.clone(), value),
+                Err(fact) => return missing(&format!("claim '{name}'"), fact),
+            };
+        }
+        let refuse = |what: &str, value: &str, allowed: &[Pattern], message: &str| {
+            let listed = if allowed.is_empty() {
+                "(none allowed)".to_owned()
+            } else {
+                sources(allowed)
+            };
+            Outcome::DenyAccess {
+                log: format!("rule '{rule}': {what} '{value}' matches none of {listed}"),
+                message: format!("{message} '{}'", crate::model::truncate(value, 200)),
+            }
+        };
+        if let (Some(allowed), Some(sa)) = (&self.service_accounts, requested.service_account)
+            && first_match(allowed, sa).is_none()
+        {
+            return refuse(
+                "service account",
+                sa,
+                allowed,
+                "This client may not obtain tokens for the service account",
+            );
+        }
+        if let (Some(allowed), Some(scope)) = (&self.scopes, requested.scope)
+            && let Some(s) = scope
+                .split_ascii_whitespace()
+                .find(|s| first_match(allowed, s).is_none())
+        {
+            return refuse("scope", s, allowed, "This client may not obtain the scope");
+        }
+        Outcome::Allow(Box::new(Client {
+            flow: client.flow.clone(),
+            client_id,
+            facts: client.facts.clone(),
+            extra_claims,
+            lifetime_seconds: self.lifetime,
+        }))
+    }
+}
