@@ -103,6 +103,7 @@ impl Handshake {
                 reload_interval: Duration::from_secs(3600),
             },
             Some(trust),
+            std::sync::Arc::new(token_service::metrics::Metrics::new()),
         )
         .unwrap();
         let mut roots = RootCertStore::empty();

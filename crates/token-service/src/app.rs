@@ -24,6 +24,7 @@ use crate::grant::ClientCredentials;
 use crate::http::{AppState, admin_router, router};
 use crate::issuer::{IdTokenIssuer, IssuerSettings};
 use crate::limits::Limits;
+use crate::metrics::Metrics;
 use crate::policy::engine::RulesPolicy;
 use crate::policy::{CertificateFactsPolicy, ClientPolicy};
 use crate::server::ServerSettings;
@@ -39,6 +40,9 @@ use crate::x509::Trust;
 /// the IAM signer checks its identity in the background.
 pub fn build(config: &Config, registry: &FlowRegistry) -> Result<App, Vec<String>> {
     let background = Background::new();
+    // The one registry of this application: everything that counts gets a handle to it, so two
+    // applications in one process (tests, embedders) count apart.
+    let metrics = Arc::new(Metrics::new());
     let trust = match &config.trust {
         Some(settings) => {
             let trust = Trust::load(settings.clone()).map_err(|e| vec![e])?;
@@ -53,7 +57,8 @@ pub fn build(config: &Config, registry: &FlowRegistry) -> Result<App, Vec<String
     };
     let tls = match &config.tls {
         Some(settings) => Some(Arc::new(
-            TlsServer::load(settings.clone(), trust.clone()).map_err(|e| vec![e])?,
+            TlsServer::load(settings.clone(), trust.clone(), metrics.clone())
+                .map_err(|e| vec![e])?,
         )),
         None => None,
     };
@@ -78,7 +83,7 @@ pub fn build(config: &Config, registry: &FlowRegistry) -> Result<App, Vec<String
     for w in &warnings {
         tracing::warn!(event = "config_warning", "{w}");
     }
-    crate::metrics::metrics().signing_key(
+    metrics.signing_key(
         signer.key_id().unwrap_or("google-managed"),
         signer.algorithm(),
     );
@@ -169,6 +174,7 @@ pub fn build(config: &Config, registry: &FlowRegistry) -> Result<App, Vec<String
         server: config.server.clone(),
         warnings,
         background,
+        metrics,
     })
 }
 
@@ -188,6 +194,8 @@ pub struct App {
     pub warnings: Vec<String>,
     /// The file watchers and housekeeping tasks, stopped when serving ends.
     pub background: Arc<Background>,
+    /// This application's metrics (what `/metrics` renders).
+    pub metrics: Arc<Metrics>,
 }
 
 fn build_signer(
@@ -321,6 +329,7 @@ pub async fn serve_until(
         draining,
         server,
         background,
+        metrics,
         ..
     } = app;
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -345,6 +354,7 @@ pub async fn serve_until(
                 admin_router,
                 None,
                 settings,
+                metrics.clone(),
                 stopped,
             )))
         }
@@ -361,7 +371,7 @@ pub async fn serve_until(
             grace.as_secs()
         );
     };
-    let served = crate::server::serve(listener, router, tls, server, signal).await;
+    let served = crate::server::serve(listener, router, tls, server, metrics, signal).await;
     // The admin port outlives the drain, so probes keep getting answers (`/readyz` 503
     // "shutting down", `/healthz` 200) until the last accepted request is answered.
     let _ = stop.send(true);

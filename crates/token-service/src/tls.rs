@@ -16,6 +16,7 @@ use rustls::{DistinguishedName, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 
+use crate::metrics::Metrics;
 use crate::x509::Trust;
 
 /// TLS listener settings.
@@ -102,17 +103,24 @@ pub struct TlsServer {
     trust: Option<Arc<Trust>>,
     config: ArcSwap<ServerConfig>,
     not_after: std::sync::atomic::AtomicI64,
+    /// Where reloads are counted.
+    metrics: Arc<Metrics>,
 }
 
 impl TlsServer {
-    /// Loads the server certificate and key.
-    pub fn load(settings: TlsSettings, trust: Option<Arc<Trust>>) -> Result<Self, String> {
+    /// Loads the server certificate and key; reloads will be counted in `metrics`.
+    pub fn load(
+        settings: TlsSettings,
+        trust: Option<Arc<Trust>>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, String> {
         let (config, not_after) = build_config(&settings, trust.as_ref())?;
         Ok(Self {
             settings,
             trust,
             config: ArcSwap::from_pointee(config),
             not_after: not_after.into(),
+            metrics,
         })
     }
 
@@ -168,11 +176,11 @@ impl TlsServer {
             move || files.files(),
             move || match server.reload() {
                 Ok(summary) => {
-                    crate::metrics::metrics().reload("tls", true);
+                    server.metrics.reload("tls", true);
                     tracing::info!(event = "tls_reloaded", "reloaded TLS material: {summary}")
                 }
                 Err(e) => {
-                    crate::metrics::metrics().reload("tls", false);
+                    server.metrics.reload("tls", false);
                     tracing::error!(event = "tls_reload_failed", reason = %e, "refused new TLS material, keeping the old: {e}")
                 }
             },
