@@ -14,6 +14,7 @@ use crate::access::AccessTokenBackend;
 use crate::access::google::{GoogleAccess, GoogleAccessSettings};
 use crate::clock::Clock;
 use crate::config::{Config, SignerConfig};
+use crate::error::StartupError;
 use crate::flows::FlowRegistry;
 use crate::google::Upstream;
 use crate::google::credentials::{Credentials, TokenSource};
@@ -35,54 +36,146 @@ use crate::tasks::Background;
 use crate::tls::TlsServer;
 use crate::x509::Trust;
 
-/// Builds the router from a validated configuration. Fails with one message per problem
-/// (unreadable key file, flow that refuses its settings...). Must run inside a Tokio runtime:
-/// the IAM signer checks its identity in the background.
-pub fn build(config: &Config, registry: &FlowRegistry) -> Result<App, Vec<String>> {
+/// Builds the application from a validated configuration: one metrics registry, one owner of
+/// background work, and each part from its settings. Fails with the problems found (unreadable
+/// key file, flow that refuses its settings...). Must run inside a Tokio runtime: the IAM
+/// signer checks its identity in the background.
+pub fn build(config: &Config, registry: &FlowRegistry) -> Result<App, Vec<StartupError>> {
     let background = Background::new();
     // The one registry of this application: everything that counts gets a handle to it, so two
     // applications in one process (tests, embedders) count apart.
     let metrics = Arc::new(Metrics::new());
-    let trust = match &config.trust {
-        Some(settings) => {
-            let trust = Trust::load(settings.clone()).map_err(|e| vec![e])?;
-            tracing::info!(
-                event = "client_ca_loaded",
-                "client trust material: {}",
-                trust.current().summary
-            );
-            Some(Arc::new(trust))
-        }
-        None => None,
-    };
-    let tls = match &config.tls {
-        Some(settings) => Some(Arc::new(
-            TlsServer::load(settings.clone(), trust.clone(), metrics.clone())
-                .map_err(|e| vec![e])?,
-        )),
-        None => None,
-    };
+    let trust = build_trust(config)?;
+    let tls = build_tls(config, trust.as_ref(), &metrics)?;
     if let (None, Some(trust)) = (&tls, &trust) {
+        // With TLS here, the TLS reload re-reads the trust material with its own files.
         trust.watch(&background);
     }
-    let mut flow_settings = config.flow_settings.clone();
-    let trust_for_readiness = trust.clone();
-    flow_settings.trust = trust;
-    let flows = registry
-        .build(&config.flows, &flow_settings)
-        .map_err(|e| vec![e])?;
+    let flows = build_flows(config, registry, trust.clone())?;
     let upstream =
-        Upstream::new(config.google.timeout, config.google.max_connections).map_err(|e| vec![e])?;
+        Upstream::new(config.google.timeout, config.google.max_connections).map_err(startup)?;
+    let trace_project = build_trace_project(config);
+    let mut warnings = Vec::new();
+    let signer = build_signer(
+        config,
+        &upstream,
+        &trace_project,
+        &background,
+        &mut warnings,
+    )?;
+    for w in &warnings {
+        tracing::warn!(event = "config_warning", "{w}");
+    }
+    let issuer = build_issuer(config, signer, &metrics);
+    let access = build_access(config, &upstream);
+    let policy = build_policy(config, registry, &background)?;
+    let limits = build_limits(config, &background);
+    let grant = ClientCredentials::new(flows, policy, issuer, access).with_limits(limits.clone());
+    let (state, draining) = build_state(config, grant, limits, trace_project, tls.as_ref(), trust);
+    let admin = build_admin(config, &state);
+    Ok(App {
+        router: build_router(config, state),
+        tls,
+        admin,
+        draining,
+        server: config.server.clone(),
+        warnings,
+        background,
+        metrics,
+    })
+}
+
+/// The built application: its routes, its listeners' settings and what it owns while it runs.
+/// Serve it with [`serve`] or [`serve_until`].
+pub struct App {
+    /// The routes (for router-level tests; serving goes through [`serve_until`]).
+    pub router: Router,
+    /// Warnings found while loading the files (logged by `build`, printed by `check-config`).
+    pub warnings: Vec<String>,
+    /// The TLS server configuration, when `TLS_CERT_FILE` is set.
+    pub(crate) tls: Option<Arc<TlsServer>>,
+    /// The admin listener's address and routes, when `ADMIN_PORT` is set.
+    pub(crate) admin: Option<(SocketAddr, Router)>,
+    /// Set when shutdown begins, so `/readyz` turns 503.
+    pub(crate) draining: Arc<AtomicBool>,
+    /// Connection limits and shutdown timing.
+    pub(crate) server: ServerSettings,
+    /// The file watchers and housekeeping tasks, stopped when serving ends.
+    pub(crate) background: Arc<Background>,
+    /// This application's metrics (what `/metrics` renders).
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+/// A startup problem from a part that reports it as text, `SETTING: problem` when a setting is
+/// at fault. Transitional: the parts move to [`StartupError`] one by one, whose `Display` is
+/// that same text, so the conversion keeps the line printed either way.
+fn startup(e: impl std::fmt::Display) -> Vec<StartupError> {
+    let text = e.to_string();
+    let is_setting = |name: &str| {
+        !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+    };
+    vec![match text.split_once(": ") {
+        Some((setting, problem)) if is_setting(setting) => StartupError::setting(setting, problem),
+        _ => StartupError::other(text),
+    }]
+}
+
+/// The client CA bundle and CRLs, when configured.
+fn build_trust(config: &Config) -> Result<Option<Arc<Trust>>, Vec<StartupError>> {
+    let Some(settings) = &config.trust else {
+        return Ok(None);
+    };
+    let trust = Trust::load(settings.clone()).map_err(startup)?;
+    tracing::info!(
+        event = "client_ca_loaded",
+        "client trust material: {}",
+        trust.current().summary
+    );
+    Ok(Some(Arc::new(trust)))
+}
+
+/// The TLS listener's material, when TLS ends here.
+fn build_tls(
+    config: &Config,
+    trust: Option<&Arc<Trust>>,
+    metrics: &Arc<Metrics>,
+) -> Result<Option<Arc<TlsServer>>, Vec<StartupError>> {
+    let Some(settings) = &config.tls else {
+        return Ok(None);
+    };
+    let tls =
+        TlsServer::load(settings.clone(), trust.cloned(), metrics.clone()).map_err(|e| vec![e])?;
+    Ok(Some(Arc::new(tls)))
+}
+
+/// The enabled flows, in `AUTH_FLOWS` order.
+fn build_flows(
+    config: &Config,
+    registry: &FlowRegistry,
+    trust: Option<Arc<Trust>>,
+) -> Result<Vec<crate::flows::EnabledFlow>, Vec<StartupError>> {
+    let mut flow_settings = config.flow_settings.clone();
+    flow_settings.trust = trust;
+    registry
+        .build(&config.flows, &flow_settings)
+        .map_err(startup)
+}
+
+/// The Google Cloud project for trace IDs in logs: `GOOGLE_CLOUD_PROJECT` now, or the
+/// metadata server's answer later (see [`iam_signer`]).
+fn build_trace_project(config: &Config) -> Arc<OnceLock<String>> {
     let trace_project = Arc::new(OnceLock::new());
     if let Some(project) = &config.trace_project {
         let _ = trace_project.set(project.clone());
     }
-    let mut warnings = Vec::new();
-    let signer =
-        build_signer(config, &upstream, &trace_project, &mut warnings).map_err(|e| vec![e])?;
-    for w in &warnings {
-        tracing::warn!(event = "config_warning", "{w}");
-    }
+    trace_project
+}
+
+/// The ID token issuer over `signer`, whose key is published in `metrics`.
+fn build_issuer(config: &Config, signer: Arc<dyn Signer>, metrics: &Metrics) -> IdTokenIssuer {
     metrics.signing_key(
         signer.key_id().unwrap_or("google-managed"),
         signer.algorithm(),
@@ -95,7 +188,7 @@ pub fn build(config: &Config, registry: &FlowRegistry) -> Result<App, Vec<String
         signer.algorithm(),
         signer.key_id().unwrap_or("managed by Google")
     );
-    let issuer = IdTokenIssuer::new(
+    IdTokenIssuer::new(
         IssuerSettings {
             audience: config.audience.clone(),
             validity_seconds: config.validity_seconds,
@@ -103,46 +196,70 @@ pub fn build(config: &Config, registry: &FlowRegistry) -> Result<App, Vec<String
         },
         signer,
         Clock::system(),
+    )
+}
+
+/// The Google access-token backend, when a workload identity pool is configured.
+fn build_access(config: &Config, upstream: &Upstream) -> Option<Arc<dyn AccessTokenBackend>> {
+    let pool = config.pool.as_ref()?;
+    let endpoints = &config.google.endpoints;
+    let backend = GoogleAccess::new(
+        GoogleAccessSettings {
+            audience: format!("//{}", pool.resource()),
+            lifetime_seconds: config.validity_seconds,
+            cache: config.google.cache,
+        },
+        StsClient::new(endpoints.sts.clone(), upstream.clone()),
+        IamCredentialsClient::new(endpoints.iam_credentials.clone(), upstream.clone()),
+        upstream.clone(),
     );
-    let access = config.pool.as_ref().map(|pool| {
-        let endpoints = &config.google.endpoints;
-        let backend = GoogleAccess::new(
-            GoogleAccessSettings {
-                audience: format!("//{}", pool.resource()),
-                lifetime_seconds: config.validity_seconds,
-                cache: config.google.cache,
-            },
-            StsClient::new(endpoints.sts.clone(), upstream.clone()),
-            IamCredentialsClient::new(endpoints.iam_credentials.clone(), upstream.clone()),
-            upstream.clone(),
-        );
-        Arc::new(backend) as Arc<dyn AccessTokenBackend>
-    });
-    let policy: Arc<dyn ClientPolicy> = match &config.policy {
-        Some(settings) => {
-            let policy = Arc::new(
-                RulesPolicy::load(&settings.file, &registry.names())
-                    .map_err(|e| vec![format!("POLICY_FILE: {e}")])?,
-            );
-            tracing::info!(
-                event = "policy_loaded",
-                "client policy {}: {}",
-                settings.file.display(),
-                policy.current().summary()
-            );
-            policy.watch(settings.reload_interval, &background);
-            policy
-        }
-        None => Arc::new(CertificateFactsPolicy),
+    Some(Arc::new(backend))
+}
+
+/// The client policy: the rules of `POLICY_FILE` (watched for changes), or the certificate's
+/// facts alone.
+fn build_policy(
+    config: &Config,
+    registry: &FlowRegistry,
+    background: &Background,
+) -> Result<Arc<dyn ClientPolicy>, Vec<StartupError>> {
+    let Some(settings) = &config.policy else {
+        return Ok(Arc::new(CertificateFactsPolicy));
     };
+    let policy = RulesPolicy::load(&settings.file, &registry.names())
+        .map_err(|e| vec![StartupError::setting("POLICY_FILE", e.to_string())])?;
+    let policy = Arc::new(policy);
+    tracing::info!(
+        event = "policy_loaded",
+        "client policy {}: {}",
+        settings.file.display(),
+        policy.current().summary()
+    );
+    policy.watch(settings.reload_interval, background);
+    Ok(policy)
+}
+
+/// The rate, concurrency and time limits, with their housekeeping.
+fn build_limits(config: &Config, background: &Background) -> Arc<Limits> {
     let limits = Arc::new(Limits::new(config.limits.clone()));
-    limits.start_housekeeping(&background);
-    let grant = ClientCredentials::new(flows, policy, issuer, access).with_limits(limits.clone());
+    limits.start_housekeeping(background);
+    limits
+}
+
+/// The handlers' state, built once, and the flag that turns `/readyz` 503 at shutdown.
+fn build_state(
+    config: &Config,
+    grant: ClientCredentials,
+    limits: Arc<Limits>,
+    trace_project: Arc<OnceLock<String>>,
+    tls: Option<&Arc<TlsServer>>,
+    trust_for_readiness: Option<Arc<Trust>>,
+) -> (Arc<AppState>, Arc<AtomicBool>) {
     let mut state = AppState::new(grant, config.issuer.clone(), trace_project);
     state.limits = limits;
     state.metrics_here = config.admin.is_none();
     if let Some(tls) = &tls {
-        let tls = tls.clone();
+        let tls = (*tls).clone();
         let clock = Clock::system();
         state
             .readiness_checks
@@ -158,117 +275,118 @@ pub fn build(config: &Config, registry: &FlowRegistry) -> Result<App, Vec<String
     }
     let draining = state.draining.clone();
     let state = Arc::new(state);
-    let admin = config
+    (state, draining)
+}
+
+/// The admin listener's address and routes, when `ADMIN_PORT` is set.
+fn build_admin(config: &Config, state: &Arc<AppState>) -> Option<(SocketAddr, Router)> {
+    config
         .admin
-        .map(|address| (address, admin_router(state.clone())));
+        .map(|address| (address, admin_router(state.clone())))
+}
+
+/// The service's routes, each request with its upstream deadline.
+fn build_router(config: &Config, state: Arc<AppState>) -> Router {
     let timeout = config.google.timeout;
     let deadline = move |request: axum::extract::Request, next: axum::middleware::Next| {
         crate::google::with_request_deadline(timeout, next.run(request))
     };
-    let router = router(state).layer(axum::middleware::from_fn(deadline));
-    Ok(App {
-        router,
-        tls,
-        admin,
-        draining,
-        server: config.server.clone(),
-        warnings,
-        background,
-        metrics,
-    })
+    router(state).layer(axum::middleware::from_fn(deadline))
 }
 
-/// The built application: its routes and, when TLS ends here, the reloadable TLS material.
-pub struct App {
-    /// The routes.
-    pub router: Router,
-    /// The TLS server configuration, when `TLS_CERT_FILE` is set.
-    pub tls: Option<Arc<TlsServer>>,
-    /// The admin listener's address and routes, when `ADMIN_PORT` is set.
-    pub admin: Option<(SocketAddr, Router)>,
-    /// Set when shutdown begins, so `/readyz` turns 503.
-    pub draining: Arc<AtomicBool>,
-    /// Connection limits and shutdown timing.
-    pub server: ServerSettings,
-    /// Warnings found while loading the files (logged by `build`, printed by `check-config`).
-    pub warnings: Vec<String>,
-    /// The file watchers and housekeeping tasks, stopped when serving ends.
-    pub background: Arc<Background>,
-    /// This application's metrics (what `/metrics` renders).
-    pub metrics: Arc<Metrics>,
-}
-
+/// The signer of ID tokens: a local key (from `SIGNING_KEY_FILE`, or the development key in
+/// `DATA_DIR`) or Google's IAM `signJwt`.
 fn build_signer(
     config: &Config,
     upstream: &Upstream,
     trace_project: &Arc<OnceLock<String>>,
+    background: &Background,
     warnings: &mut Vec<String>,
-) -> Result<Arc<dyn Signer>, String> {
+) -> Result<Arc<dyn Signer>, Vec<StartupError>> {
     match &config.signer {
         SignerConfig::Local {
             key_file: Some(path),
             ..
         } => {
-            let (signer, found) = LocalSigner::from_key_file(path)?;
+            let (signer, found) = LocalSigner::from_key_file(path).map_err(startup)?;
             warnings.extend(found);
             Ok(Arc::new(signer))
         }
         SignerConfig::Local {
             key_file: None,
             data_dir,
-        } => {
-            let (signer, path, generated) = LocalSigner::load_or_generate(data_dir)?;
-            let verb = if generated {
-                "generated"
-            } else {
-                "reusing the generated"
-            };
-            tracing::warn!(
-                event = "development_key",
-                path = %path.display(),
-                "{verb} signing key {}: fine for development and a single instance; set SIGNING_KEY_FILE for production",
-                path.display()
-            );
-            Ok(Arc::new(signer))
-        }
-        SignerConfig::Iam { service_account } => {
-            let endpoints = &config.google.endpoints;
-            let (credentials, metadata) = match &config.google.application_credentials {
-                Some(path) => (Credentials::from_adc_file(path)?, None),
-                None => {
-                    let metadata =
-                        MetadataClient::new(endpoints.metadata.clone(), upstream.clone());
-                    (Credentials::Metadata(metadata.clone()), Some(metadata))
-                }
-            };
-            let email = service_account
-                .clone()
-                .or_else(|| credentials.email().map(str::to_owned));
-            if email.is_none() && metadata.is_none() {
-                return Err("SERVICE_ACCOUNT: required when GOOGLE_APPLICATION_CREDENTIALS holds user credentials; name the service account to sign as".into());
-            }
-            tracing::info!(event = "google_credentials", credentials = ?credentials, "Google credentials: {credentials:?}");
-            let tokens = Arc::new(TokenSource::new(credentials, upstream.clone()));
-            let iam =
-                IamCredentialsClient::new(endpoints.iam_credentials.clone(), upstream.clone());
-            let signer = Arc::new(IamSigner::new(email, tokens, iam, upstream.clone()));
-            signer.start(metadata.clone());
-            if trace_project.get().is_none()
-                && let Some(metadata) = metadata
-            {
-                let (trace_project, upstream) = (trace_project.clone(), upstream.clone());
-                tokio::spawn(async move {
-                    if let Ok(project) = metadata.project_id(upstream.deadline()).await {
-                        let _ = trace_project.set(project);
-                    }
-                });
-            }
-            Ok(signer)
-        }
+        } => development_signer(data_dir),
+        SignerConfig::Iam { service_account } => iam_signer(
+            config,
+            service_account.as_deref(),
+            upstream,
+            trace_project,
+            background,
+        ),
     }
 }
 
-/// Binds the configured address.
+/// The development key in `data_dir`, generated on first start.
+fn development_signer(data_dir: &std::path::Path) -> Result<Arc<dyn Signer>, Vec<StartupError>> {
+    let (signer, path, generated) = LocalSigner::load_or_generate(data_dir).map_err(startup)?;
+    let verb = if generated {
+        "generated"
+    } else {
+        "reusing the generated"
+    };
+    tracing::warn!(
+        event = "development_key",
+        path = %path.display(),
+        "{verb} signing key {}: fine for development and a single instance; set SIGNING_KEY_FILE for production",
+        path.display()
+    );
+    Ok(Arc::new(signer))
+}
+
+/// Signing with IAM `signJwt` as `service_account` (or the credentials' own account). The
+/// identity check, and the trace project's lookup on the metadata server, run in `background`.
+fn iam_signer(
+    config: &Config,
+    service_account: Option<&str>,
+    upstream: &Upstream,
+    trace_project: &Arc<OnceLock<String>>,
+    background: &Background,
+) -> Result<Arc<dyn Signer>, Vec<StartupError>> {
+    let endpoints = &config.google.endpoints;
+    let (credentials, metadata) = match &config.google.application_credentials {
+        Some(path) => (Credentials::from_adc_file(path).map_err(startup)?, None),
+        None => {
+            let metadata = MetadataClient::new(endpoints.metadata.clone(), upstream.clone());
+            (Credentials::Metadata(metadata.clone()), Some(metadata))
+        }
+    };
+    let email = service_account
+        .map(str::to_owned)
+        .or_else(|| credentials.email().map(str::to_owned));
+    if email.is_none() && metadata.is_none() {
+        return Err(vec![StartupError::setting(
+            "SERVICE_ACCOUNT",
+            "required when GOOGLE_APPLICATION_CREDENTIALS holds user credentials; name the service account to sign as",
+        )]);
+    }
+    tracing::info!(event = "google_credentials", credentials = ?credentials, "Google credentials: {credentials:?}");
+    let tokens = Arc::new(TokenSource::new(credentials, upstream.clone()));
+    let iam = IamCredentialsClient::new(endpoints.iam_credentials.clone(), upstream.clone());
+    let signer = Arc::new(IamSigner::new(email, tokens, iam, upstream.clone()));
+    signer.start(metadata.clone(), background);
+    if trace_project.get().is_none()
+        && let Some(metadata) = metadata
+    {
+        let (trace_project, upstream) = (trace_project.clone(), upstream.clone());
+        background.spawn(async move {
+            if let Ok(project) = metadata.project_id(upstream.deadline()).await {
+                let _ = trace_project.set(project);
+            }
+        });
+    }
+    Ok(signer)
+}
+
 /// How many async worker threads to run; `None` keeps tokio's default (one per core, or
 /// `TOKIO_WORKER_THREADS` when set, which always wins). A local RSA key has its own signing
 /// threads, one per core, which take ~80 % of the CPU a token costs; as many async workers again
@@ -300,6 +418,7 @@ fn workers_for(rsa: bool, overridden: bool, cores: usize) -> Option<usize> {
     (rsa && !overridden).then(|| (cores / 2).max(1))
 }
 
+/// Binds the configured address.
 pub async fn bind(config: &Config) -> anyhow::Result<TcpListener> {
     let address = SocketAddr::new(config.bind_address, config.port);
     TcpListener::bind(address)

@@ -147,11 +147,15 @@ pub fn main() -> ExitCode {
             *data_dir = scratch.clone();
         }
         let built = match refused {
-            Some(e) => Err(vec![e]),
+            Some(e) => Err(vec![crate::error::StartupError::other(e)]),
             None => tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-                .map_err(|e| vec![format!("cannot start the async runtime: {e}")])
+                .map_err(|e| {
+                    vec![crate::error::StartupError::other(format!(
+                        "cannot start the async runtime: {e}"
+                    ))]
+                })
                 .and_then(|runtime| {
                     runtime.block_on(async { crate::app::build(&checked, &registry) })
                 }),
@@ -187,8 +191,10 @@ pub fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let router = crate::app::build(&config, &registry)
-            .map_err(|errors| anyhow::anyhow!(errors.join("; ")))?;
+        let router = crate::app::build(&config, &registry).map_err(|errors| {
+            let errors: Vec<_> = errors.iter().map(ToString::to_string).collect();
+            anyhow::anyhow!(errors.join("; "))
+        })?;
         let listener = crate::app::bind(&config).await?;
         crate::app::serve(listener, router).await
     });

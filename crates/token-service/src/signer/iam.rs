@@ -80,9 +80,13 @@ impl IamSigner {
 
     /// Checks the identity in the background until it succeeds, logging what it runs as; the
     /// signer is not ready (see `/readyz`) until then.
-    pub fn start(self: &Arc<Self>, metadata: Option<MetadataClient>) {
+    pub fn start(
+        self: &Arc<Self>,
+        metadata: Option<MetadataClient>,
+        background: &crate::tasks::Background,
+    ) {
         let signer = self.clone();
-        tokio::spawn(async move {
+        background.spawn(async move {
             let mut pause = Duration::from_secs(1);
             loop {
                 match signer.check(metadata.as_ref()).await {
