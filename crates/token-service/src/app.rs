@@ -525,15 +525,4 @@ async fn shutdown_signal() {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::workers_for;
-
-    #[test]
-    fn a_local_rsa_key_halves_the_async_workers_unless_tokio_worker_threads_is_set() {
-        assert_eq!(workers_for(true, false, 2), Some(1));
-        assert_eq!(workers_for(true, false, 1), Some(1));
-        assert_eq!(workers_for(true, false, 8), Some(4));
-        assert_eq!(workers_for(true, true, 8), None);
-        assert_eq!(workers_for(false, false, 8), None);
-    }
-}
+mod tests;
