@@ -71,9 +71,13 @@ impl Connection {
     }
 
     fn elapsed_ms(&self) -> u64 {
-        u64::try_from(self.accepted.elapsed().as_millis())
-            .unwrap_or(NONE - 1)
-            .min(NONE - 1)
+        u64::try_from(
+            crate::clock::monotonic()
+                .saturating_duration_since(self.accepted)
+                .as_millis(),
+        )
+        .unwrap_or(NONE - 1)
+        .min(NONE - 1)
     }
 
     /// When the connection was accepted.
@@ -92,7 +96,7 @@ impl Connection {
     /// `HEADER_READ_TIMEOUT` of its head.
     pub fn body_deadline(&self) -> Instant {
         if self.has_admitted() {
-            Instant::now() + self.header_read_timeout
+            crate::clock::monotonic() + self.header_read_timeout
         } else {
             self.accepted + self.header_read_timeout
         }
@@ -125,7 +129,11 @@ impl Connection {
             return None;
         }
         let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-        Some(self.accepted.elapsed().saturating_sub(last))
+        Some(
+            crate::clock::monotonic()
+                .saturating_duration_since(self.accepted)
+                .saturating_sub(last),
+        )
     }
 
     fn touch(&self) {
@@ -153,7 +161,10 @@ mod tests {
 
     #[test]
     fn only_admitted_requests_count_as_activity() {
-        let conn = Arc::new(Connection::new(Instant::now(), Duration::from_secs(10)));
+        let conn = Arc::new(Connection::new(
+            crate::clock::monotonic(),
+            Duration::from_secs(10),
+        ));
         assert!(!conn.has_admitted());
         assert!(conn.idle_for().is_some());
         let first = conn.body_deadline();
