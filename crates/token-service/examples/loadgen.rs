@@ -131,7 +131,7 @@ fn tls_config(o: &Options) -> Arc<ClientConfig> {
             roots.add(c.expect("--cacert")).expect("--cacert");
         }
     }
-    let builder = ClientConfig::builder_with_provider(token_service::x509::provider())
+    let builder = ClientConfig::builder_with_provider(token_service::testing::x509::provider())
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(roots);

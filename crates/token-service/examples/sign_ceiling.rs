@@ -23,9 +23,9 @@ use aws_lc_rs::signature::{
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection};
-use token_service::pki::DevPki;
-use token_service::tls::{TlsServer, TlsSettings};
-use token_service::x509::{Trust, TrustSettings};
+use token_service::testing::pki::DevPki;
+use token_service::testing::tls::{TlsServer, TlsSettings};
+use token_service::testing::x509::{Trust, TrustSettings};
 
 /// Signing input of a typical ID token (header + claims, base64url): about 760 bytes.
 const INPUT_LEN: usize = 760;
@@ -103,7 +103,7 @@ impl Handshake {
                 reload_interval: Duration::from_secs(3600),
             },
             Some(trust),
-            std::sync::Arc::new(token_service::metrics::Metrics::new()),
+            std::sync::Arc::new(token_service::testing::metrics::Metrics::new()),
         )
         .unwrap();
         let mut roots = RootCertStore::empty();
@@ -115,7 +115,7 @@ impl Handshake {
             .map(|c| c.unwrap())
             .collect();
         let key = PrivateKeyDer::from_pem_file(&client.key).unwrap();
-        let mut config = ClientConfig::builder_with_provider(token_service::x509::provider())
+        let mut config = ClientConfig::builder_with_provider(token_service::testing::x509::provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .unwrap()
             .with_root_certificates(roots)

@@ -80,11 +80,6 @@ impl Connection {
         .min(NONE - 1)
     }
 
-    /// When the connection was accepted.
-    pub fn accepted(&self) -> Instant {
-        self.accepted
-    }
-
     /// `HEADER_READ_TIMEOUT`.
     pub fn header_read_timeout(&self) -> Duration {
         self.header_read_timeout
@@ -161,14 +156,12 @@ mod tests {
 
     #[test]
     fn only_admitted_requests_count_as_activity() {
-        let conn = Arc::new(Connection::new(
-            crate::clock::monotonic(),
-            Duration::from_secs(10),
-        ));
+        let accepted = crate::clock::monotonic();
+        let conn = Arc::new(Connection::new(accepted, Duration::from_secs(10)));
         assert!(!conn.has_admitted());
         assert!(conn.idle_for().is_some());
         let first = conn.body_deadline();
-        assert!(first <= conn.accepted() + Duration::from_secs(10));
+        assert!(first <= accepted + Duration::from_secs(10));
         let working = conn.admit();
         assert!(conn.has_admitted());
         assert_eq!(conn.idle_for(), None);

@@ -129,6 +129,10 @@ impl HttpError {
     }
 
     /// The OAuth error code of a failure kind (also the `outcome` of the request's log line).
+    #[expect(
+        dead_code,
+        reason = "transitional (issue 11): the handler's one log line names its outcome with it once the grant reports Failure; remove this expect then"
+    )]
     pub fn code_of(kind: Kind) -> &'static str {
         Self::status_and_code(kind).1
     }
