@@ -28,12 +28,12 @@ use token_service::flows::Flow as _;
 use token_service::flows::forwarded_cert::parse::{ForwardedFormat, parse_forwarded};
 use token_service::flows::mtls::MtlsFlow;
 use token_service::flows::xlb_mtls::{XlbMtlsFlow, XlbSettings, decode_san_list};
+use token_service::model::{CertificateFacts, Client, TokenRequest};
 use token_service::testing::http::form::parse_form;
 use token_service::testing::issuer::{IdTokenIssuer, IssuerSettings};
-use token_service::model::{CertificateFacts, Client, TokenRequest};
 use token_service::testing::pki::DevPki;
-use token_service::testing::signer::Signer;
 use token_service::testing::signer::LocalSigner;
+use token_service::testing::signer::Signer;
 use token_service::testing::x509::{ClientIdAttribute, Trust, TrustSettings, facts};
 
 const ISS: &str = "https://token-service.example.com";

@@ -115,12 +115,13 @@ impl Handshake {
             .map(|c| c.unwrap())
             .collect();
         let key = PrivateKeyDer::from_pem_file(&client.key).unwrap();
-        let mut config = ClientConfig::builder_with_provider(token_service::testing::x509::provider())
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_client_auth_cert(chain, key)
-            .unwrap();
+        let mut config =
+            ClientConfig::builder_with_provider(token_service::testing::x509::provider())
+                .with_protocol_versions(&[&rustls::version::TLS13])
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_client_auth_cert(chain, key)
+                .unwrap();
         config.resumption = rustls::client::Resumption::disabled();
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Self {

@@ -99,10 +99,6 @@ pub fn metrics() -> &'static Metrics {
 }
 
 /// The process-wide metrics as a handle (transitional: call sites not yet given a handle).
-#[expect(
-    dead_code,
-    reason = "transitional (issue 11): called by the modules still moving off the global; deleted with it"
-)]
 pub fn shared() -> Arc<Metrics> {
     METRICS.clone()
 }

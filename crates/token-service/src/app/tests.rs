@@ -55,7 +55,7 @@ async fn two_apps_in_one_process_publish_their_own_signing_keys() {
                 ("TOKEN_ISSUER", "https://issuer.example"),
                 ("TOKEN_AUDIENCE", "https://audience.example"),
             ]);
-            build(&config, &registry).unwrap()
+            build_with_metrics(&config, &registry, Arc::new(Metrics::new())).unwrap()
         })
         .collect();
     let (a, b) = (
