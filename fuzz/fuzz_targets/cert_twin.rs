@@ -1,4 +1,4 @@
-//! The re-signed twin of a certificate (`token_service::x509::twin::twin`): the DER rewriter
+//! The re-signed twin of a certificate (`token_service::testing::x509::twin::twin`): the DER rewriter
 //! behind deny lists that hold a certificate in both ECDSA signature encodings.
 //!
 //! Input: arbitrary DER (seeded with real certificates signed with ECDSA on P-256, P-384 and
@@ -10,8 +10,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use token_service::x509::twin::twin;
-use token_service::x509::{fingerprint, twin_fingerprint};
+use token_service::testing::x509::twin::twin;
+use token_service::testing::x509::{fingerprint, twin_fingerprint};
 
 fuzz_target!(|data: &[u8]| {
     let Some(other) = twin(data) else {

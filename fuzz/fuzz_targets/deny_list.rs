@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use token_service::policy::deny_list::{DenyList, Kind};
+use token_service::testing::policy::deny_list::{DenyList, Kind};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&config, rest)) = data.split_first() else {

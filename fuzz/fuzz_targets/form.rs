@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use token_service::http::form::parse_form;
+use token_service::testing::http::form::parse_form;
 
 fn encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len() * 3);

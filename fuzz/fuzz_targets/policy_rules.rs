@@ -15,8 +15,8 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use token_service::model::{AuthenticatedClient, CertificateFacts};
-use token_service::policy::Requested;
-use token_service::policy::rules::{Outcome, Policy};
+use token_service::testing::policy::Requested;
+use token_service::testing::policy::rules::{Outcome, Policy};
 
 const LIST_FILES: [&str; 2] = ["fingerprints.txt", "serials.txt"];
 

@@ -8,7 +8,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use token_service::model::{AuthenticatedClient, CertificateFacts};
-use token_service::policy::template::{Fact, Template};
+use token_service::testing::policy::template::{Fact, Template};
 
 fn client() -> AuthenticatedClient {
     let pairs = |v: &[(&str, &str)]| {

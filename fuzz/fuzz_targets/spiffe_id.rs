@@ -1,4 +1,4 @@
-//! SPIFFE ID validation (`token_service::x509::spiffe::parse`): what every certificate flow
+//! SPIFFE ID validation (`token_service::testing::x509::spiffe::parse`): what every certificate flow
 //! applies to each `spiffe://` URI SAN, and the xlb flow to the SPIFFE ID header.
 //!
 //! Input: UTF-8 text, the URI.
@@ -10,7 +10,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use token_service::x509::spiffe::{MAX_BYTES, is_spiffe, parse, printable};
+use token_service::testing::x509::spiffe::{MAX_BYTES, is_spiffe, parse, printable};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(uri) = std::str::from_utf8(data) else {

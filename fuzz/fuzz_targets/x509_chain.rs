@@ -1,4 +1,4 @@
-//! Client chain normalisation (`token_service::x509::normalise`): what the `mtls` and
+//! Client chain normalisation (`token_service::testing::x509::normalise`): what the `mtls` and
 //! `forwarded-cert` flows do to the certificates a client sends before any path building.
 //!
 //! Input: byte 0 says how many certificates (mod 8); then each certificate as a two-byte
@@ -11,7 +11,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use token_service::x509::{MAX_INTERMEDIATES, chain, normalise};
+use token_service::testing::x509::{MAX_INTERMEDIATES, chain, normalise};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&count, mut rest)) = data.split_first() else {

@@ -1,4 +1,4 @@
-//! Certificate facts (`token_service::x509::facts`) from arbitrary DER: what the `mtls` and
+//! Certificate facts (`token_service::testing::x509::facts`) from arbitrary DER: what the `mtls` and
 //! `forwarded-cert` flows extract from a client certificate before policy sees it. (The flows
 //! verify the chain first; fuzzing `facts` directly reaches the parser without a valid
 //! signature.)
@@ -7,7 +7,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use token_service::x509::{facts, fingerprint};
+use token_service::testing::x509::{facts, fingerprint};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(f) = facts(data) {

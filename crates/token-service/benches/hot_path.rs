@@ -4,7 +4,10 @@
 //! direct mTLS flow, and for reference jsonwebtoken's `encode` (which re-parses the key on every
 //! call) and the bare aws-lc-rs signature.
 //! Run: `cargo bench -p token-service --bench hot_path`.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![expect(
+    clippy::unwrap_used,
+    reason = "a benchmark: fixtures that fail to build end the run"
+)]
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -25,13 +28,13 @@ use token_service::flows::Flow as _;
 use token_service::flows::forwarded_cert::parse::{ForwardedFormat, parse_forwarded};
 use token_service::flows::mtls::MtlsFlow;
 use token_service::flows::xlb_mtls::{XlbMtlsFlow, XlbSettings, decode_san_list};
-use token_service::http::form::parse_form;
-use token_service::issuer::{IdTokenIssuer, IssuerSettings};
 use token_service::model::{CertificateFacts, Client, TokenRequest};
-use token_service::pki::DevPki;
-use token_service::signer::Signer;
-use token_service::signer::local::LocalSigner;
-use token_service::x509::{ClientIdAttribute, Trust, TrustSettings, facts};
+use token_service::testing::http::form::parse_form;
+use token_service::testing::issuer::{IdTokenIssuer, IssuerSettings};
+use token_service::testing::pki::DevPki;
+use token_service::testing::signer::LocalSigner;
+use token_service::testing::signer::Signer;
+use token_service::testing::x509::{ClientIdAttribute, Trust, TrustSettings, facts};
 
 const ISS: &str = "https://token-service.example.com";
 const SPIFFE: &str = "spiffe://token-service.local/ns/demo/sa/device-1";
@@ -183,14 +186,30 @@ fn header_map(pairs: &[(&str, String)]) -> HeaderMap {
     map
 }
 
-fn bench_requests(c: &mut Criterion) {
-    let rt = runtime();
+/// The development PKI (in a folder that lives as long as it) and its client certificate.
+struct ClientPki {
+    _dir: tempfile::TempDir,
+    pki: DevPki,
+    leaf_pem: Vec<u8>,
+    leaf: Vec<u8>,
+}
+
+fn client_pki() -> ClientPki {
     let dir = tempfile::tempdir().unwrap();
     let pki = DevPki::new(dir.path());
     let (_server, client_files) = pki.ensure().unwrap();
     let leaf_pem = std::fs::read(&client_files.cert).unwrap();
     let leaf = CertificateDer::from_pem_slice(&leaf_pem).unwrap().to_vec();
+    ClientPki {
+        _dir: dir,
+        pki,
+        leaf_pem,
+        leaf,
+    }
+}
 
+fn bench_requests(c: &mut Criterion) {
+    let client = client_pki();
     let mut g = c.benchmark_group("request");
     let body = b"grant_type=client_credentials&scope=https%3A%2F%2Fwww.googleapis.com%2Fauth%2Fcloud-platform&service_account=storage-reader%40demo-project.iam.gserviceaccount.com";
     g.bench_function("parse_form_grant_only", |b| {
@@ -199,7 +218,16 @@ fn bench_requests(c: &mut Criterion) {
     g.bench_function("parse_form_scope_sa", |b| {
         b.iter(|| parse_form(black_box(body)).unwrap())
     });
+    bench_xlb(&mut g);
+    bench_forwarded(&mut g, &client);
+    bench_mtls(&mut g, &client);
+    g.finish();
+}
 
+type Group<'a> = criterion::BenchmarkGroup<'a, criterion::measurement::WallTime>;
+
+fn bench_xlb(g: &mut Group<'_>) {
+    let rt = runtime();
     // Load-balancer header flow, with every header Google's load balancer sends.
     let dns = STANDARD.encode("device-1.token-service.local,device-1.alt.example.org");
     let uri = STANDARD.encode("https://devices.example.org/1");
@@ -242,16 +270,19 @@ fn bench_requests(c: &mut Criterion) {
     g.bench_function("decode_san_list_2_entries", |b| {
         b.iter(|| decode_san_list(black_box(&dns)).unwrap())
     });
+}
 
+fn bench_forwarded(g: &mut Group<'_>, client: &ClientPki) {
+    let (leaf, leaf_pem) = (&client.leaf, &client.leaf_pem);
     // Forwarded-certificate headers (the leaf only).
-    let b64 = STANDARD.encode(&leaf);
+    let b64 = STANDARD.encode(leaf);
     let rfc9440 = format!(":{b64}:");
     let nginx: String = percent_encoding::utf8_percent_encode(
-        std::str::from_utf8(&leaf_pem).unwrap(),
+        std::str::from_utf8(leaf_pem).unwrap(),
         percent_encoding::NON_ALPHANUMERIC,
     )
     .to_string();
-    let hash = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &leaf)
+    let hash = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, leaf)
         .as_ref()
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -269,10 +300,12 @@ fn bench_requests(c: &mut Criterion) {
             b.iter(|| parse_forwarded(format, black_box(value), None).unwrap())
         });
     }
+}
 
-    g.bench_function("x509_facts", |b| {
-        b.iter(|| facts(black_box(&leaf)).unwrap())
-    });
+fn bench_mtls(g: &mut Group<'_>, client: &ClientPki) {
+    let rt = runtime();
+    let (leaf, pki) = (&client.leaf, &client.pki);
+    g.bench_function("x509_facts", |b| b.iter(|| facts(black_box(leaf)).unwrap()));
 
     // The direct mTLS flow: facts, chain verification against the CA bundle (per request, so
     // that a CRL update bites at once), issuer fingerprint.
@@ -284,7 +317,7 @@ fn bench_requests(c: &mut Criterion) {
                 reload_interval: std::time::Duration::from_secs(5),
                 revocation: Default::default(),
             },
-            token_service::metrics::shared(),
+            std::sync::Arc::new(token_service::testing::metrics::Metrics::new()),
         )
         .unwrap(),
     );
@@ -297,7 +330,6 @@ fn bench_requests(c: &mut Criterion) {
     g.bench_function("mtls_authenticate", |b| {
         b.iter(|| rt.block_on(mtls.authenticate(black_box(&request))).unwrap())
     });
-    g.finish();
 }
 
 criterion_group!(benches, bench_tokens, bench_requests);

@@ -13,9 +13,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 use criterion::{Criterion, criterion_group, criterion_main};
 use token_service::model::{AuthenticatedClient, CertificateFacts};
-use token_service::policy::Requested;
-use token_service::policy::deny_list::{DenyList, Kind};
-use token_service::policy::rules::Policy;
+use token_service::testing::policy::Requested;
+use token_service::testing::policy::deny_list::{DenyList, Kind};
+use token_service::testing::policy::rules::Policy;
 
 const ENTRIES: u32 = 1_000_000;
 

@@ -98,7 +98,7 @@ fn main() {
         for c in CertificateDer::pem_file_iter(ca).unwrap() {
             roots.add(c.unwrap()).unwrap();
         }
-        let config = ClientConfig::builder_with_provider(token_service::x509::provider())
+        let config = ClientConfig::builder_with_provider(token_service::testing::x509::provider())
             .with_safe_default_protocol_versions()
             .unwrap()
             .with_root_certificates(roots)

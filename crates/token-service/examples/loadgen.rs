@@ -13,7 +13,12 @@
 //! Prints (and with `--json` writes) one JSON object: requests, ok (2xx), non2xx, errors,
 //! seconds, rps (2xx per second), latency percentiles in ms, status counts, a sample error.
 //! Run: `cargo run --release -p token-service --example loadgen -- --help`
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a measuring tool: a broken option or socket ends the run with its message"
+)]
 
 use std::collections::BTreeMap;
 use std::io;
@@ -126,7 +131,7 @@ fn tls_config(o: &Options) -> Arc<ClientConfig> {
             roots.add(c.expect("--cacert")).expect("--cacert");
         }
     }
-    let builder = ClientConfig::builder_with_provider(token_service::x509::provider())
+    let builder = ClientConfig::builder_with_provider(token_service::testing::x509::provider())
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(roots);
@@ -312,13 +317,13 @@ async fn worker(shared: Arc<Shared>) -> Tally {
                 tokio::time::sleep_until(at.into()).await;
                 at
             }
-            None => Instant::now(),
+            None => token_service::clock::monotonic(),
         };
         if begin >= shared.deadline || shared.stop.load(Ordering::Relaxed) {
             break;
         }
         let result = shared.one(&mut conn, &mut buf).await;
-        let done = Instant::now();
+        let done = token_service::clock::monotonic();
         if done > shared.deadline {
             // Like oha -z: what is in flight at the deadline is not counted.
             break;
@@ -356,7 +361,7 @@ fn main() {
 async fn run(o: Options) {
     let connector = o.tls.then(|| TlsConnector::from(tls_config(&o)));
     let server_name = ServerName::try_from(o.host.clone()).expect("host name");
-    let start = Instant::now();
+    let start = token_service::clock::monotonic();
     let shared = Arc::new(Shared {
         request: request_bytes(&o),
         connector,

@@ -27,9 +27,9 @@ use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection};
 use token_service::clock::Stopwatch;
-use token_service::pki::DevPki;
-use token_service::tls::{TlsServer, TlsSettings};
-use token_service::x509::{Trust, TrustSettings};
+use token_service::testing::pki::DevPki;
+use token_service::testing::tls::{TlsServer, TlsSettings};
+use token_service::testing::x509::{Trust, TrustSettings};
 
 /// Signing input of a typical ID token (header + claims, base64url): about 760 bytes.
 const INPUT_LEN: usize = 760;
@@ -99,7 +99,7 @@ impl Handshake {
                     reload_interval: Duration::from_secs(3600),
                     revocation: Default::default(),
                 },
-                token_service::metrics::shared(),
+                std::sync::Arc::new(token_service::testing::metrics::Metrics::new()),
             )
             .unwrap(),
         );
@@ -110,6 +110,7 @@ impl Handshake {
                 reload_interval: Duration::from_secs(3600),
             },
             Some(trust),
+            std::sync::Arc::new(token_service::testing::metrics::Metrics::new()),
         )
         .unwrap();
         let mut roots = RootCertStore::empty();
@@ -121,12 +122,13 @@ impl Handshake {
             .map(|c| c.unwrap())
             .collect();
         let key = PrivateKeyDer::from_pem_file(&client.key).unwrap();
-        let mut config = ClientConfig::builder_with_provider(token_service::x509::provider())
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_client_auth_cert(chain, key)
-            .unwrap();
+        let mut config =
+            ClientConfig::builder_with_provider(token_service::testing::x509::provider())
+                .with_protocol_versions(&[&rustls::version::TLS13])
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_client_auth_cert(chain, key)
+                .unwrap();
         config.resumption = rustls::client::Resumption::disabled();
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Self {

@@ -14,6 +14,7 @@ use crate::access::AccessTokenBackend;
 use crate::access::google::{GoogleAccess, GoogleAccessSettings};
 use crate::clock::Clock;
 use crate::config::{Config, SignerConfig};
+use crate::error::StartupError;
 use crate::flows::FlowRegistry;
 use crate::google::Upstream;
 use crate::google::credentials::{Credentials, TokenSource};
@@ -24,6 +25,7 @@ use crate::grant::ClientCredentials;
 use crate::http::{AppState, StateParts, admin_router, router};
 use crate::issuer::{IdTokenIssuer, IssuerSettings};
 use crate::limits::Limits;
+use crate::metrics::Metrics;
 use crate::policy::engine::RulesPolicy;
 use crate::policy::{CertificateFactsPolicy, ClientPolicy};
 use crate::server::ServerSettings;
@@ -34,49 +36,36 @@ use crate::tasks::Background;
 use crate::tls::TlsServer;
 use crate::x509::Trust;
 
-/// Builds the router from a validated configuration. Fails with one message per problem
-/// (unreadable key file, flow that refuses its settings...). Must run inside a Tokio runtime:
-/// the IAM signer checks its identity in the background.
-pub fn build(config: &Config, registry: &FlowRegistry) -> Result<App, Vec<String>> {
+/// Builds the application from a validated configuration: one metrics registry, one owner of
+/// background work, and each part from its settings. Fails with the problems found (unreadable
+/// key file, flow that refuses its settings...). Must run inside a Tokio runtime: the IAM
+/// signer checks its identity in the background.
+pub fn build(config: &Config, registry: &FlowRegistry) -> Result<App, Vec<StartupError>> {
+    build_with_metrics(config, registry, Arc::new(Metrics::new()))
+}
+
+/// [`build`] with `metrics` as the application's one registry: everything that counts gets a
+/// handle to it, so two applications in one process (tests, embedders) count apart.
+pub(crate) fn build_with_metrics(
+    config: &Config,
+    registry: &FlowRegistry,
+    metrics: Arc<Metrics>,
+) -> Result<App, Vec<StartupError>> {
     let background = Background::new();
-    let trust = match &config.trust {
-        Some(settings) => {
-            let trust =
-                Trust::load(settings.clone(), crate::metrics::shared()).map_err(|e| vec![e])?;
-            tracing::info!(
-                event = "client_ca_loaded",
-                "client trust material: {}",
-                trust.current().summary
-            );
-            Some(Arc::new(trust))
-        }
-        None => None,
-    };
-    let tls = match &config.tls {
-        Some(settings) => Some(Arc::new(
-            TlsServer::load(settings.clone(), trust.clone()).map_err(|e| vec![e])?,
-        )),
-        None => None,
-    };
+    let trust = build_trust(config, &metrics)?;
+    let tls = build_tls(config, trust.as_ref(), &metrics)?;
     if let (None, Some(trust)) = (&tls, &trust) {
+        // With TLS here, the TLS reload re-reads the trust material with its own files.
         trust.watch(&background);
     }
-    let mut flow_settings = config.flow_settings.clone();
-    let trust_for_readiness = trust.clone();
-    flow_settings.trust = trust;
-    let flows = registry
-        .build(&config.flows, &flow_settings)
-        .map_err(|e| vec![e])?;
+    let flows = build_flows(config, registry, trust.clone())?;
     let upstream = Upstream::new(
         config.google.timeout,
         config.google.max_connections,
-        crate::metrics::shared(),
+        metrics.clone(),
     )
-    .map_err(|e| vec![e.to_string()])?;
-    let trace_project = Arc::new(OnceLock::new());
-    if let Some(project) = &config.trace_project {
-        let _ = trace_project.set(project.clone());
-    }
+    .map_err(startup)?;
+    let trace_project = build_trace_project(config);
     let mut warnings = Vec::new();
     let signer = build_signer(
         config,
@@ -84,12 +73,132 @@ pub fn build(config: &Config, registry: &FlowRegistry) -> Result<App, Vec<String
         &trace_project,
         &background,
         &mut warnings,
-    )
-    .map_err(|e| vec![e])?;
+    )?;
     for w in &warnings {
         tracing::warn!(event = "config_warning", "{w}");
     }
-    crate::metrics::metrics().signing_key(
+    let issuer = build_issuer(config, signer, &metrics);
+    let access = build_access(config, &upstream, &metrics);
+    let policy = build_policy(config, registry, &background, &metrics)?;
+    let limits = build_limits(config, &background, &metrics);
+    let grant = ClientCredentials::new(flows, policy, issuer, access).with_limits(limits.clone());
+    let (state, draining) = build_state(
+        config,
+        grant,
+        limits,
+        metrics.clone(),
+        trace_project,
+        tls.as_ref(),
+        trust,
+    );
+    let admin = build_admin(config, &state);
+    Ok(App {
+        router: build_router(state),
+        tls,
+        admin,
+        draining,
+        server: config.server.clone(),
+        warnings,
+        background,
+        metrics,
+    })
+}
+
+/// The built application: its routes, its listeners' settings and what it owns while it runs.
+/// Serve it with [`serve`] or [`serve_until`].
+pub struct App {
+    /// The routes (for router-level tests; serving goes through [`serve_until`]).
+    pub router: Router,
+    /// Warnings found while loading the files (logged by `build`, printed by `check-config`).
+    pub warnings: Vec<String>,
+    /// The TLS server configuration, when `TLS_CERT_FILE` is set.
+    pub(crate) tls: Option<Arc<TlsServer>>,
+    /// The admin listener's address and routes, when `ADMIN_PORT` is set.
+    pub(crate) admin: Option<(SocketAddr, Router)>,
+    /// Set when shutdown begins, so `/readyz` turns 503.
+    pub(crate) draining: Arc<AtomicBool>,
+    /// Connection limits and shutdown timing.
+    pub(crate) server: ServerSettings,
+    /// The file watchers and housekeeping tasks, stopped when serving ends.
+    pub(crate) background: Arc<Background>,
+    /// This application's metrics (what `/metrics` renders).
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+/// A startup problem from a part that reports it as text, `SETTING: problem` when a setting is
+/// at fault. Transitional: the parts move to [`StartupError`] one by one, whose `Display` is
+/// that same text, so the conversion keeps the line printed either way.
+fn startup(e: impl std::fmt::Display) -> Vec<StartupError> {
+    let text = e.to_string();
+    let is_setting = |name: &str| {
+        !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+    };
+    vec![match text.split_once(": ") {
+        Some((setting, problem)) if is_setting(setting) => StartupError::setting(setting, problem),
+        _ => StartupError::other(text),
+    }]
+}
+
+/// The client CA bundle and CRLs, when configured.
+fn build_trust(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+) -> Result<Option<Arc<Trust>>, Vec<StartupError>> {
+    let Some(settings) = &config.trust else {
+        return Ok(None);
+    };
+    let trust = Trust::load(settings.clone(), metrics.clone()).map_err(startup)?;
+    tracing::info!(
+        event = "client_ca_loaded",
+        "client trust material: {}",
+        trust.current().summary
+    );
+    Ok(Some(Arc::new(trust)))
+}
+
+/// The TLS listener's material, when TLS ends here.
+fn build_tls(
+    config: &Config,
+    trust: Option<&Arc<Trust>>,
+    metrics: &Arc<Metrics>,
+) -> Result<Option<Arc<TlsServer>>, Vec<StartupError>> {
+    let Some(settings) = &config.tls else {
+        return Ok(None);
+    };
+    let tls =
+        TlsServer::load(settings.clone(), trust.cloned(), metrics.clone()).map_err(|e| vec![e])?;
+    Ok(Some(Arc::new(tls)))
+}
+
+/// The enabled flows, in `AUTH_FLOWS` order.
+fn build_flows(
+    config: &Config,
+    registry: &FlowRegistry,
+    trust: Option<Arc<Trust>>,
+) -> Result<Vec<crate::flows::EnabledFlow>, Vec<StartupError>> {
+    let mut flow_settings = config.flow_settings.clone();
+    flow_settings.trust = trust;
+    registry
+        .build(&config.flows, &flow_settings)
+        .map_err(startup)
+}
+
+/// The Google Cloud project for trace IDs in logs: `GOOGLE_CLOUD_PROJECT` now, or the
+/// metadata server's answer later (see [`iam_signer`]).
+fn build_trace_project(config: &Config) -> Arc<OnceLock<String>> {
+    let trace_project = Arc::new(OnceLock::new());
+    if let Some(project) = &config.trace_project {
+        let _ = trace_project.set(project.clone());
+    }
+    trace_project
+}
+
+/// The ID token issuer over `signer`, whose key is published in `metrics`.
+fn build_issuer(config: &Config, signer: Arc<dyn Signer>, metrics: &Metrics) -> IdTokenIssuer {
+    metrics.signing_key(
         signer.key_id().unwrap_or("google-managed"),
         signer.algorithm(),
     );
@@ -101,7 +210,7 @@ pub fn build(config: &Config, registry: &FlowRegistry) -> Result<App, Vec<String
         signer.algorithm(),
         signer.key_id().unwrap_or("managed by Google")
     );
-    let issuer = IdTokenIssuer::new(
+    IdTokenIssuer::new(
         IssuerSettings {
             audience: config.audience.clone(),
             validity_seconds: config.validity_seconds,
@@ -109,44 +218,73 @@ pub fn build(config: &Config, registry: &FlowRegistry) -> Result<App, Vec<String
         },
         signer,
         Clock::system(),
+    )
+}
+
+/// The Google access-token backend, when a workload identity pool is configured.
+fn build_access(
+    config: &Config,
+    upstream: &Upstream,
+    metrics: &Arc<Metrics>,
+) -> Option<Arc<dyn AccessTokenBackend>> {
+    let pool = config.pool.as_ref()?;
+    let endpoints = &config.google.endpoints;
+    let backend = GoogleAccess::new(
+        GoogleAccessSettings {
+            audience: format!("//{}", pool.resource()),
+            lifetime_seconds: config.validity_seconds,
+            cache: config.google.cache,
+        },
+        StsClient::new(endpoints.sts.clone(), upstream.clone()),
+        IamCredentialsClient::new(endpoints.iam_credentials.clone(), upstream.clone()),
+        metrics.clone(),
     );
-    let access = config.pool.as_ref().map(|pool| {
-        let endpoints = &config.google.endpoints;
-        let backend = GoogleAccess::new(
-            GoogleAccessSettings {
-                audience: format!("//{}", pool.resource()),
-                lifetime_seconds: config.validity_seconds,
-                cache: config.google.cache,
-            },
-            StsClient::new(endpoints.sts.clone(), upstream.clone()),
-            IamCredentialsClient::new(endpoints.iam_credentials.clone(), upstream.clone()),
-            crate::metrics::shared(),
-        );
-        Arc::new(backend) as Arc<dyn AccessTokenBackend>
-    });
-    let policy: Arc<dyn ClientPolicy> = match &config.policy {
-        Some(settings) => {
-            let policy = Arc::new(
-                RulesPolicy::load(&settings.file, &registry.names(), crate::metrics::shared())
-                    .map_err(|e| vec![e.to_string()])?,
-            );
-            tracing::info!(
-                event = "policy_loaded",
-                "client policy {}: {}",
-                settings.file.display(),
-                policy.current().summary()
-            );
-            policy.watch(settings.reload_interval, &background);
-            policy
-        }
-        None => Arc::new(CertificateFactsPolicy),
+    Some(Arc::new(backend))
+}
+
+/// The client policy: the rules of `POLICY_FILE` (watched for changes), or the certificate's
+/// facts alone.
+fn build_policy(
+    config: &Config,
+    registry: &FlowRegistry,
+    background: &Background,
+    metrics: &Arc<Metrics>,
+) -> Result<Arc<dyn ClientPolicy>, Vec<StartupError>> {
+    let Some(settings) = &config.policy else {
+        return Ok(Arc::new(CertificateFactsPolicy));
     };
-    let metrics = crate::metrics::shared();
+    let policy = RulesPolicy::load(&settings.file, &registry.names(), metrics.clone())
+        .map_err(|e| vec![e])?;
+    let policy = Arc::new(policy);
+    tracing::info!(
+        event = "policy_loaded",
+        "client policy {}: {}",
+        settings.file.display(),
+        policy.current().summary()
+    );
+    policy.watch(settings.reload_interval, background);
+    Ok(policy)
+}
+
+/// The rate, concurrency and time limits, with their housekeeping.
+fn build_limits(config: &Config, background: &Background, metrics: &Arc<Metrics>) -> Arc<Limits> {
     let limits = Arc::new(Limits::new(config.limits.clone(), metrics.clone()));
-    limits.start_housekeeping(&background);
-    let grant = ClientCredentials::new(flows, policy, issuer, access).with_limits(limits.clone());
+    limits.start_housekeeping(background);
+    limits
+}
+
+/// The handlers' state, built once, and the flag that turns `/readyz` 503 at shutdown.
+fn build_state(
+    config: &Config,
+    grant: ClientCredentials,
+    limits: Arc<Limits>,
+    metrics: Arc<Metrics>,
+    trace_project: Arc<OnceLock<String>>,
+    tls: Option<&Arc<TlsServer>>,
+    trust_for_readiness: Option<Arc<Trust>>,
+) -> (Arc<AppState>, Arc<AtomicBool>) {
     let mut readiness_checks: Vec<crate::http::ReadinessCheck> = Vec::new();
-    if let Some(tls) = &tls {
+    if let Some(tls) = tls {
         let tls = tls.clone();
         let clock = Clock::system();
         readiness_checks.push(Box::new(move || tls.readiness(clock.now())));
@@ -170,111 +308,109 @@ pub fn build(config: &Config, registry: &FlowRegistry) -> Result<App, Vec<String
         readiness_details,
     });
     let draining = state.draining();
-    let state = Arc::new(state);
-    let admin = config
+    (Arc::new(state), draining)
+}
+
+/// The admin listener's address and routes, when `ADMIN_PORT` is set.
+fn build_admin(config: &Config, state: &Arc<AppState>) -> Option<(SocketAddr, Router)> {
+    config
         .admin
-        .map(|address| (address, admin_router(state.clone())));
-    let router = router(state);
-    Ok(App {
-        router,
-        tls,
-        admin,
-        draining,
-        server: config.server.clone(),
-        warnings,
-        background,
-    })
+        .map(|address| (address, admin_router(state.clone())))
 }
 
-/// The built application: its routes and, when TLS ends here, the reloadable TLS material.
-pub struct App {
-    /// The routes.
-    pub router: Router,
-    /// The TLS server configuration, when `TLS_CERT_FILE` is set.
-    pub tls: Option<Arc<TlsServer>>,
-    /// The admin listener's address and routes, when `ADMIN_PORT` is set.
-    pub admin: Option<(SocketAddr, Router)>,
-    /// Set when shutdown begins, so `/readyz` turns 503.
-    pub draining: Arc<AtomicBool>,
-    /// Connection limits and shutdown timing.
-    pub server: ServerSettings,
-    /// Warnings found while loading the files (logged by `build`, printed by `check-config`).
-    pub warnings: Vec<String>,
-    /// The file watchers and housekeeping tasks, stopped when serving ends.
-    pub background: Arc<Background>,
+/// The service's routes.
+fn build_router(state: Arc<AppState>) -> Router {
+    router(state)
 }
 
+/// The signer of ID tokens: a local key (from `SIGNING_KEY_FILE`, or the development key in
+/// `DATA_DIR`) or Google's IAM `signJwt`.
 fn build_signer(
     config: &Config,
     upstream: &Upstream,
     trace_project: &Arc<OnceLock<String>>,
     background: &Background,
     warnings: &mut Vec<String>,
-) -> Result<Arc<dyn Signer>, String> {
+) -> Result<Arc<dyn Signer>, Vec<StartupError>> {
     match &config.signer {
         SignerConfig::Local {
             key_file: Some(path),
             ..
         } => {
-            let (signer, found) = LocalSigner::from_key_file(path).map_err(|e| e.to_string())?;
+            let (signer, found) = LocalSigner::from_key_file(path).map_err(startup)?;
             warnings.extend(found);
             Ok(Arc::new(signer))
         }
         SignerConfig::Local {
             key_file: None,
             data_dir,
-        } => {
-            let (signer, path, generated) =
-                LocalSigner::load_or_generate(data_dir).map_err(|e| e.to_string())?;
-            let verb = if generated {
-                "generated"
-            } else {
-                "reusing the generated"
-            };
-            tracing::warn!(
-                event = "development_key",
-                path = %path.display(),
-                "{verb} signing key {}: fine for development and a single instance; set SIGNING_KEY_FILE for production",
-                path.display()
-            );
-            Ok(Arc::new(signer))
-        }
-        SignerConfig::Iam { service_account } => {
-            let endpoints = &config.google.endpoints;
-            let (credentials, metadata) = match &config.google.application_credentials {
-                Some(path) => (
-                    Credentials::from_adc_file(path).map_err(|e| e.to_string())?,
-                    None,
-                ),
-                None => {
-                    let metadata =
-                        MetadataClient::new(endpoints.metadata.clone(), upstream.clone());
-                    (Credentials::Metadata(metadata.clone()), Some(metadata))
-                }
-            };
-            let email = service_account
-                .clone()
-                .or_else(|| credentials.email().map(str::to_owned));
-            if email.is_none() && metadata.is_none() {
-                return Err("SERVICE_ACCOUNT: required when GOOGLE_APPLICATION_CREDENTIALS holds user credentials; name the service account to sign as".into());
-            }
-            tracing::info!(event = "google_credentials", credentials = ?credentials, "Google credentials: {credentials:?}");
-            let tokens = Arc::new(TokenSource::new(credentials, upstream.clone()));
-            let iam =
-                IamCredentialsClient::new(endpoints.iam_credentials.clone(), upstream.clone());
-            let signer = Arc::new(IamSigner::new(email, tokens, iam, upstream.clone()));
-            signer.start(metadata.clone(), background);
-            if trace_project.get().is_none()
-                && let Some(metadata) = metadata
-            {
-                metadata.publish_project(trace_project.clone(), background);
-            }
-            Ok(signer)
-        }
+        } => development_signer(data_dir),
+        SignerConfig::Iam { service_account } => iam_signer(
+            config,
+            service_account.as_deref(),
+            upstream,
+            trace_project,
+            background,
+        ),
     }
 }
 
-/// Binds the configured address.
+/// The development key in `data_dir`, generated on first start.
+fn development_signer(data_dir: &std::path::Path) -> Result<Arc<dyn Signer>, Vec<StartupError>> {
+    let (signer, path, generated) = LocalSigner::load_or_generate(data_dir).map_err(startup)?;
+    let verb = if generated {
+        "generated"
+    } else {
+        "reusing the generated"
+    };
+    tracing::warn!(
+        event = "development_key",
+        path = %path.display(),
+        "{verb} signing key {}: fine for development and a single instance; set SIGNING_KEY_FILE for production",
+        path.display()
+    );
+    Ok(Arc::new(signer))
+}
+
+/// Signing with IAM `signJwt` as `service_account` (or the credentials' own account). The
+/// identity check, and the trace project's lookup on the metadata server, run in `background`.
+fn iam_signer(
+    config: &Config,
+    service_account: Option<&str>,
+    upstream: &Upstream,
+    trace_project: &Arc<OnceLock<String>>,
+    background: &Background,
+) -> Result<Arc<dyn Signer>, Vec<StartupError>> {
+    let endpoints = &config.google.endpoints;
+    let (credentials, metadata) = match &config.google.application_credentials {
+        Some(path) => (Credentials::from_adc_file(path).map_err(startup)?, None),
+        None => {
+            let metadata = MetadataClient::new(endpoints.metadata.clone(), upstream.clone());
+            (Credentials::Metadata(metadata.clone()), Some(metadata))
+        }
+    };
+    let email = service_account
+        .map(str::to_owned)
+        .or_else(|| credentials.email().map(str::to_owned));
+    if email.is_none() && metadata.is_none() {
+        return Err(vec![StartupError::setting(
+            "SERVICE_ACCOUNT",
+            "required when GOOGLE_APPLICATION_CREDENTIALS holds user credentials; name the service account to sign as",
+        )]);
+    }
+    tracing::info!(event = "google_credentials", credentials = ?credentials, "Google credentials: {credentials:?}");
+    let tokens = Arc::new(TokenSource::new(credentials, upstream.clone()));
+    let iam = IamCredentialsClient::new(endpoints.iam_credentials.clone(), upstream.clone());
+    let signer = Arc::new(IamSigner::new(email, tokens, iam, upstream.clone()));
+    signer.start(metadata.clone(), background);
+    if trace_project.get().is_none()
+        && let Some(metadata) = metadata
+    {
+        metadata.publish_project(trace_project.clone(), background);
+    }
+    Ok(signer)
+}
+
 /// How many async worker threads to run; `None` keeps tokio's default (one per core, or
 /// `TOKIO_WORKER_THREADS` when set, which always wins). A local RSA key has its own signing
 /// threads, one per core, which take ~80 % of the CPU a token costs; as many async workers again
@@ -306,6 +442,7 @@ fn workers_for(rsa: bool, overridden: bool, cores: usize) -> Option<usize> {
     (rsa && !overridden).then(|| (cores / 2).max(1))
 }
 
+/// Binds the configured address.
 pub async fn bind(config: &Config) -> anyhow::Result<TcpListener> {
     let address = SocketAddr::new(config.bind_address, config.port);
     TcpListener::bind(address)
@@ -335,6 +472,7 @@ pub async fn serve_until(
         draining,
         server,
         background,
+        metrics,
         ..
     } = app;
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -359,6 +497,7 @@ pub async fn serve_until(
                 admin_router,
                 None,
                 settings,
+                metrics.clone(),
                 stopped,
             )))
         }
@@ -375,7 +514,7 @@ pub async fn serve_until(
             grace.as_secs()
         );
     };
-    let served = crate::server::serve(listener, router, tls, server, signal).await;
+    let served = crate::server::serve(listener, router, tls, server, metrics, signal).await;
     // The admin port outlives the drain, so probes keep getting answers (`/readyz` 503
     // "shutting down", `/healthz` 200) until the last accepted request is answered.
     let _ = stop.send(true);
@@ -410,15 +549,4 @@ async fn shutdown_signal() {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::workers_for;
-
-    #[test]
-    fn a_local_rsa_key_halves_the_async_workers_unless_tokio_worker_threads_is_set() {
-        assert_eq!(workers_for(true, false, 2), Some(1));
-        assert_eq!(workers_for(true, false, 1), Some(1));
-        assert_eq!(workers_for(true, false, 8), Some(4));
-        assert_eq!(workers_for(true, true, 8), None);
-        assert_eq!(workers_for(false, false, 8), None);
-    }
-}
+mod tests;

@@ -132,14 +132,6 @@ fn refuse(errors: &[StartupError]) -> ExitCode {
     ExitCode::from(2)
 }
 
-/// Prints every message, one line each, and exits with 2.
-fn refuse_text(errors: &[String]) -> ExitCode {
-    for e in errors {
-        eprintln!("error: {e}");
-    }
-    ExitCode::from(2)
-}
-
 /// `check-config`: the resolved settings, the warnings `serve` would log, and what the files
 /// hold (keys, certificates, CAs, policy) loaded as `serve` would, without binding a port.
 fn check_config(config: &Config, registry: &FlowRegistry) -> ExitCode {
@@ -174,11 +166,15 @@ fn check_config(config: &Config, registry: &FlowRegistry) -> ExitCode {
         *data_dir = scratch.clone();
     }
     let built = match refused {
-        Some(e) => Err(vec![e.to_string()]),
+        Some(e) => Err(vec![e]),
         None => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| vec![format!("cannot start the async runtime: {e}")])
+            .map_err(|e| {
+                vec![crate::error::StartupError::other(format!(
+                    "cannot start the async runtime: {e}"
+                ))]
+            })
             .and_then(|runtime| runtime.block_on(async { crate::app::build(&checked, registry) })),
     };
     let _ = std::fs::remove_dir_all(&scratch);
@@ -190,7 +186,7 @@ fn check_config(config: &Config, registry: &FlowRegistry) -> ExitCode {
             println!("configuration is valid");
             ExitCode::SUCCESS
         }
-        Err(errors) => refuse_text(&errors),
+        Err(errors) => refuse(&errors),
     }
 }
 
@@ -212,8 +208,10 @@ fn serve(config: &Config, registry: &FlowRegistry) -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let router = crate::app::build(config, registry)
-            .map_err(|errors| anyhow::anyhow!(errors.join("; ")))?;
+        let router = crate::app::build(config, registry).map_err(|errors| {
+            let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            anyhow::anyhow!(lines.join("; "))
+        })?;
         let listener = crate::app::bind(config).await?;
         crate::app::serve(listener, router).await
     });

@@ -34,6 +34,12 @@ impl Clock {
     }
 }
 
+/// The wall clock now, to the nanosecond: for log timestamps and the validity windows of the
+/// development certificates (decisions use [`Clock`], which tests can fix).
+pub fn utc_now() -> time::OffsetDateTime {
+    time::OffsetDateTime::from(SystemTime::now())
+}
+
 /// The monotonic clock's reading now: the one call of `Instant::now` in the service, so that
 /// every deadline and duration is measured the same way (clippy's `disallowed-methods` keeps
 /// it here).

@@ -275,13 +275,13 @@ impl ClientCredentials {
             (Some(backend), Some(scope)) => Some(
                 backend
                     .access_token(
-                    &client,
-                    &id_token.token,
-                    scope,
-                    requested.service_account,
-                    deadline,
-                )
-                .await?,
+                        &client,
+                        &id_token.token,
+                        scope,
+                        requested.service_account,
+                        deadline,
+                    )
+                    .await?,
             ),
             _ => None,
         };

@@ -1,9 +1,8 @@
-//! Prometheus metrics, served at `/metrics` in the text exposition format. One process-wide set
-//! (like the log), so any module can count without threading a handle through every
-//! constructor; labels are low-cardinality (flow, outcome, API, status), never client IDs.
-//! Depends on nothing else of ours.
+//! Prometheus metrics, served at `/metrics` in the text exposition format. The composition root
+//! (`app`) makes one [`Metrics`] per application and hands an `Arc` of it to what counts, so two
+//! applications in one process (tests, embedders) count apart; labels are low-cardinality (flow,
+//! outcome, API, status), never client IDs. Depends on nothing else of ours.
 
-use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -91,18 +90,6 @@ pub struct Metrics {
     connections_timed_out: Family<ResultLabel, Counter>,
 }
 
-static METRICS: LazyLock<Arc<Metrics>> = LazyLock::new(|| Arc::new(Metrics::new()));
-
-/// The process-wide metrics (transitional: being replaced by a handle passed down).
-pub fn metrics() -> &'static Metrics {
-    &METRICS
-}
-
-/// The process-wide metrics as a handle (transitional: call sites not yet given a handle).
-pub fn shared() -> Arc<Metrics> {
-    METRICS.clone()
-}
-
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
@@ -131,6 +118,14 @@ impl Metrics {
             connections_timed_out: Family::default(),
             registry: Registry::default(),
         };
+        m.register_requests(&mut registry);
+        m.register_connections(&mut registry);
+        Self { registry, ..m }
+    }
+
+    /// Registers what token requests and the calls behind them count.
+    fn register_requests(&self, registry: &mut Registry) {
+        let m = self;
         registry.register(
             "token_requests",
             "Token requests by flow and outcome (issued, or the OAuth error code)",
@@ -176,6 +171,11 @@ impl Metrics {
             "Client policy decisions",
             m.policy_decisions.clone(),
         );
+    }
+
+    /// Registers what connections, the request limits and the client CRLs count.
+    fn register_connections(&self, registry: &mut Registry) {
+        let m = self;
         registry.register(
             "connections_open",
             "Client connections open now",
@@ -206,7 +206,6 @@ impl Metrics {
             "Connections closed for lack of requests: header_read (no complete request within HEADER_READ_TIMEOUT of accept), idle (IDLE_TIMEOUT)",
             m.connections_timed_out.clone(),
         );
-        Self { registry, ..m }
     }
 
     /// The text exposition of every metric.

@@ -8,7 +8,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
-use time::{Duration, OffsetDateTime};
+use time::Duration;
 
 use crate::signer::local::write_atomic;
 
@@ -72,7 +72,7 @@ impl DevPki {
                 KeyUsagePurpose::CrlSign,
                 KeyUsagePurpose::DigitalSignature,
             ];
-            let now = OffsetDateTime::now_utc();
+            let now = crate::clock::utc_now();
             params.not_before = now - Duration::hours(1);
             params.not_after = now + Duration::days(3650);
             let cert = params.self_signed(&key).map_err(err("sign the CA"))?;
@@ -150,7 +150,7 @@ impl DevPki {
             KeyPair::from_pem(&ca_key_pem).map_err(|e| unusable(&ca_key_path, e.to_string()))?;
         let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key)
             .map_err(|e| unusable(&ca_path, e.to_string()))?;
-        let now = OffsetDateTime::now_utc();
+        let now = crate::clock::utc_now();
         params.not_before = now - Duration::minutes(5);
         params.not_after = now + Duration::days(days.clamp(1, 3650));
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];

@@ -6,6 +6,7 @@
 //!
 //! Uses nothing of ours.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -71,12 +72,36 @@ impl Stop {
     }
 }
 
-/// The owner of every background task and thread of one running service.
+/// The owner of every background task and thread of one running service. Dropping it (a
+/// failed build, `check-config`) signals its work to stop without waiting for it.
 #[derive(Default)]
 pub struct Background {
     stop: Stop,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    running: Arc<AtomicUsize>,
+}
+
+/// Counts one task or thread as running for as long as its work lives (aborted or not).
+struct Running(Arc<AtomicUsize>);
+
+impl Running {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count.clone())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.stop.trigger();
+    }
 }
 
 impl Background {
@@ -97,7 +122,9 @@ impl Background {
         F: Future<Output = ()> + Send + 'static,
     {
         let stop = self.stop.clone();
+        let running = Running::new(&self.running);
         let handle = tokio::spawn(async move {
+            let _running = running;
             tokio::select! {
                 () = work => {}
                 () = stop.stopped() => {}
@@ -117,9 +144,13 @@ impl Background {
         F: FnOnce(Stop) + Send + 'static,
     {
         let stop = self.stop.clone();
+        let running = Running::new(&self.running);
         let handle = std::thread::Builder::new()
             .name(name.to_owned())
-            .spawn(move || work(stop))?;
+            .spawn(move || {
+                let _running = running;
+                work(stop);
+            })?;
         self.threads
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -148,7 +179,13 @@ impl Background {
         }
     }
 
-    /// How many tasks and threads were started (finished ones included), for tests.
+    /// How many tasks and threads are running now (started and not yet ended), for tests.
+    pub fn running(&self) -> usize {
+        self.running.load(Ordering::Relaxed)
+    }
+
+    /// How many tasks and threads were started and not yet joined by [`Self::shutdown`]
+    /// (finished ones included), for tests.
     pub fn started(&self) -> usize {
         self.tasks
             .lock()
@@ -180,10 +217,26 @@ mod tests {
             .unwrap();
         background.spawn(std::future::pending());
         assert_eq!(background.started(), 2);
+        assert_eq!(background.running(), 2);
         background.shutdown().await;
+        assert_eq!(background.running(), 0);
         let after = ticks.load(std::sync::atomic::Ordering::Relaxed);
         std::thread::sleep(Duration::from_millis(30));
         assert_eq!(ticks.load(std::sync::atomic::Ordering::Relaxed), after);
         assert!(background.stop_signal().is_stopped());
+    }
+
+    #[tokio::test]
+    async fn dropping_the_owner_stops_its_work() {
+        let background = Background::new();
+        let (ended, done) = std::sync::mpsc::channel();
+        background
+            .spawn_thread("test-drop", move |stop| {
+                while !stop.sleep(Duration::from_secs(60)) {}
+                let _ = ended.send(());
+            })
+            .unwrap();
+        drop(background);
+        done.recv_timeout(Duration::from_secs(5)).unwrap();
     }
 }

@@ -10,7 +10,6 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Map, Value};
-use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id};
@@ -233,7 +232,7 @@ where
         let mut line = Map::new();
         line.insert("severity".into(), severity(event.metadata().level()).into());
         line.insert("message".into(), Value::String(fields.message));
-        if let Ok(now) = OffsetDateTime::now_utc().format(&Rfc3339) {
+        if let Ok(now) = crate::clock::utc_now().format(&Rfc3339) {
             line.insert("time".into(), Value::String(now));
         }
         if !fields.labels.is_empty() {
@@ -255,7 +254,6 @@ where
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use tracing_subscriber::prelude::*;

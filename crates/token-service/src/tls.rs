@@ -15,6 +15,8 @@ use rustls::{DistinguishedName, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 
+use crate::error::StartupError;
+use crate::metrics::Metrics;
 use crate::x509::Trust;
 
 pub(crate) mod settings;
@@ -93,22 +95,30 @@ pub struct TlsServer {
     trust: Option<Arc<Trust>>,
     config: ArcSwap<ServerConfig>,
     not_after: std::sync::atomic::AtomicI64,
+    /// Where reloads are counted.
+    metrics: Arc<Metrics>,
 }
 
 impl TlsServer {
-    /// Loads the server certificate and key.
-    pub fn load(settings: TlsSettings, trust: Option<Arc<Trust>>) -> Result<Self, String> {
+    /// Loads the server certificate and key; reloads will be counted in `metrics`.
+    pub fn load(
+        settings: TlsSettings,
+        trust: Option<Arc<Trust>>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, StartupError> {
         let (config, not_after) = build_config(&settings, trust.as_ref())?;
         Ok(Self {
             settings,
             trust,
             config: ArcSwap::from_pointee(config),
             not_after: not_after.into(),
+            metrics,
         })
     }
 
-    /// Rebuilds from the files (trust first), swapping only when everything loads.
-    fn reload(&self) -> Result<String, String> {
+    /// Rebuilds from the files (trust first), swapping only when everything loads. The error
+    /// is only logged: any error type of the parts will do.
+    fn reload(&self) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
         // The client trust material logs and counts its own outcome (`client_ca_*`), as it does
         // without a TLS listener; a refused one also refuses this reload.
         let trust = match &self.trust {
@@ -134,7 +144,7 @@ impl TlsServer {
     }
 
     /// Whether the server certificate in force is valid at `now` (seconds since the epoch),
-    /// for `/readyz`.
+    /// for `/readyz`. A plain message is the whole contract: `/readyz` shows it as it is.
     pub fn readiness(&self, now: i64) -> Result<(), String> {
         let not_after = self.not_after.load(std::sync::atomic::Ordering::Relaxed);
         if now > not_after {
@@ -159,11 +169,11 @@ impl TlsServer {
             move || files.files(),
             move || match server.reload() {
                 Ok(summary) => {
-                    crate::metrics::metrics().reload("tls", true);
+                    server.metrics.reload("tls", true);
                     tracing::info!(event = "tls_reloaded", "reloaded TLS material: {summary}")
                 }
                 Err(e) => {
-                    crate::metrics::metrics().reload("tls", false);
+                    server.metrics.reload("tls", false);
                     tracing::error!(event = "tls_reload_failed", reason = %e, "refused new TLS material, keeping the old: {e}")
                 }
             },
@@ -174,43 +184,31 @@ impl TlsServer {
 fn build_config(
     settings: &TlsSettings,
     trust: Option<&Arc<Trust>>,
-) -> Result<(ServerConfig, i64), String> {
-    let chain_pem = std::fs::read(&settings.cert_file).map_err(|e| {
-        format!(
-            "TLS_CERT_FILE: cannot read '{}': {e}",
-            settings.cert_file.display()
-        )
-    })?;
+) -> Result<(ServerConfig, i64), StartupError> {
+    let cert_file = settings.cert_file.display();
+    let cert = |problem: String| StartupError::setting("TLS_CERT_FILE", problem);
+    let chain_pem = std::fs::read(&settings.cert_file)
+        .map_err(|e| cert(format!("cannot read '{cert_file}': {e}")))?;
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&chain_pem)
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("TLS_CERT_FILE: '{}': {e}", settings.cert_file.display()))?;
-    if chain.is_empty() {
-        return Err(format!(
-            "TLS_CERT_FILE: '{}' holds no PEM certificate",
-            settings.cert_file.display()
-        ));
-    }
-    let not_after = crate::x509::facts(&chain[0])
+        .map_err(|e| cert(format!("'{cert_file}': {e}")))?;
+    let Some(leaf) = chain.first() else {
+        return Err(cert(format!("'{cert_file}' holds no PEM certificate")));
+    };
+    let not_after = crate::x509::facts(leaf)
         .ok()
         .and_then(|f| f.not_after)
         .ok_or_else(|| {
-            format!(
-                "TLS_CERT_FILE: '{}': the first certificate cannot be parsed",
-                settings.cert_file.display()
-            )
+            cert(format!(
+                "'{cert_file}': the first certificate cannot be parsed"
+            ))
         })?;
-    let key_pem = std::fs::read(&settings.key_file).map_err(|e| {
-        format!(
-            "TLS_KEY_FILE: cannot read '{}': {e}",
-            settings.key_file.display()
-        )
-    })?;
-    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
-        format!(
-            "TLS_KEY_FILE: '{}' holds no usable PEM private key: {e}",
-            settings.key_file.display()
-        )
-    })?;
+    let key_file = settings.key_file.display();
+    let key = |problem: String| StartupError::setting("TLS_KEY_FILE", problem);
+    let key_pem = std::fs::read(&settings.key_file)
+        .map_err(|e| key(format!("cannot read '{key_file}': {e}")))?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem)
+        .map_err(|e| key(format!("'{key_file}' holds no usable PEM private key: {e}")))?;
     let verifier = PossessionVerifier {
         trust: trust.cloned(),
         hints: trust
@@ -219,10 +217,10 @@ fn build_config(
     };
     let mut config = ServerConfig::builder_with_provider(server_provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| format!("TLS: {e}"))?
+        .map_err(|e| StartupError::other(format!("TLS: {e}")))?
         .with_client_cert_verifier(Arc::new(verifier))
         .with_single_cert(chain, key)
-        .map_err(|e| format!("TLS_CERT_FILE / TLS_KEY_FILE: the key does not fit the certificate or is unsupported: {e}"))?;
+        .map_err(|e| StartupError::other(format!("TLS_CERT_FILE / TLS_KEY_FILE: the key does not fit the certificate or is unsupported: {e}")))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     // Choose by the server's order (below), not the client's: clients commonly prefer
     // AES-256-GCM-SHA384, whose key schedule runs SHA-384, which most CPUs lack instructions for.

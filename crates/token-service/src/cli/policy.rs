@@ -191,7 +191,7 @@ fn explain(request: &Request<'_>) -> Result<(String, bool), String> {
                     reload_interval: std::time::Duration::from_secs(5),
                     revocation: Default::default(),
                 },
-                crate::metrics::shared(),
+                std::sync::Arc::new(crate::metrics::Metrics::new()),
             )?;
             (facts.issuer_ca_sha256, facts.issuer_ca_sha256_twin) =
                 trust.issuer_fingerprint(&chain);

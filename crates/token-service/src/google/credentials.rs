@@ -240,11 +240,6 @@ impl TokenSource {
         }
     }
 
-    /// The credentials.
-    pub fn credentials(&self) -> &Credentials {
-        &self.source.0
-    }
-
     fn cached(&self, usable: impl Fn(&Cached) -> bool) -> Option<String> {
         let cache = self.cache.read().ok()?;
         cache

@@ -71,14 +71,13 @@ impl Connection {
     }
 
     fn elapsed_ms(&self) -> u64 {
-        u64::try_from(self.accepted.elapsed().as_millis())
-            .unwrap_or(NONE - 1)
-            .min(NONE - 1)
-    }
-
-    /// When the connection was accepted.
-    pub fn accepted(&self) -> Instant {
-        self.accepted
+        u64::try_from(
+            crate::clock::monotonic()
+                .saturating_duration_since(self.accepted)
+                .as_millis(),
+        )
+        .unwrap_or(NONE - 1)
+        .min(NONE - 1)
     }
 
     /// `HEADER_READ_TIMEOUT`.
@@ -92,7 +91,7 @@ impl Connection {
     /// `HEADER_READ_TIMEOUT` of its head.
     pub fn body_deadline(&self) -> Instant {
         if self.has_admitted() {
-            Instant::now() + self.header_read_timeout
+            crate::clock::monotonic() + self.header_read_timeout
         } else {
             self.accepted + self.header_read_timeout
         }
@@ -125,7 +124,11 @@ impl Connection {
             return None;
         }
         let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-        Some(self.accepted.elapsed().saturating_sub(last))
+        Some(
+            crate::clock::monotonic()
+                .saturating_duration_since(self.accepted)
+                .saturating_sub(last),
+        )
     }
 
     fn touch(&self) {
@@ -153,11 +156,12 @@ mod tests {
 
     #[test]
     fn only_admitted_requests_count_as_activity() {
-        let conn = Arc::new(Connection::new(Instant::now(), Duration::from_secs(10)));
+        let accepted = crate::clock::monotonic();
+        let conn = Arc::new(Connection::new(accepted, Duration::from_secs(10)));
         assert!(!conn.has_admitted());
         assert!(conn.idle_for().is_some());
         let first = conn.body_deadline();
-        assert!(first <= conn.accepted() + Duration::from_secs(10));
+        assert!(first <= accepted + Duration::from_secs(10));
         let working = conn.admit();
         assert!(conn.has_admitted());
         assert_eq!(conn.idle_for(), None);
