@@ -2,7 +2,7 @@
 //! one line, served on a real loopback socket next to the built-in flow.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::support as common;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -5,9 +5,8 @@
 //! scopes. Every kind of decision is checked on the response, on the verified token and on the
 //! `policy_decision` log line; so are hot reloads and startup with a broken file.
 
-mod common;
-#[allow(dead_code)]
-mod tls_support;
+use crate::support as common;
+use crate::support::tls as tls_support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

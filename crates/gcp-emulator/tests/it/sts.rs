@@ -2,7 +2,7 @@
 //! each documented rejection.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::support as common;
 
 use common::*;
 use gcp_emulator::{Config, Emulator};

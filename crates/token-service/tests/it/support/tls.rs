@@ -21,7 +21,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
-use crate::common::{self, Server};
+use crate::support::{self as common, Server};
 
 pub const GRANT: &str = "grant_type=client_credentials";
 pub const FLOW: &str = "mtls-client-credentials";

@@ -2,7 +2,7 @@
 //! file, and the README's quick start driven with the real `curl` binary.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::support as common;
 
 use std::process::{Command, Output};
 

@@ -21,6 +21,7 @@ use serde_json::Value;
 
 pub mod google;
 pub mod http2;
+pub mod tls;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_token-service");
 pub const AUDIENCE: &str =

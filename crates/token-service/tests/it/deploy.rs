@@ -7,7 +7,7 @@
 //! from `token-service pki` standing in for the mounted Secrets and the Google API emulator for
 //! Cloud Run's metadata server and IAM.
 
-mod common;
+use crate::support as common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -3,7 +3,7 @@
 //! refresh of the service's own credentials.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::support as common;
 
 use std::time::{Duration, Instant};
 

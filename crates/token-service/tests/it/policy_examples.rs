@@ -3,9 +3,8 @@
 //! `policy explain` on certificates made here), and the README's command block runs as written.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-#[allow(dead_code)]
-mod tls_support;
+use crate::support as common;
+use crate::support::tls as tls_support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

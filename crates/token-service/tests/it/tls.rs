@@ -3,8 +3,8 @@
 //! terminating TLS with a test PKI, spoken to by reqwest, a raw rustls client and the system
 //! curl; reloads of the CA bundle and CRL files while clients stay connected.
 
-mod common;
-mod tls_support;
+use crate::support as common;
+use crate::support::tls as tls_support;
 
 use rustls::HandshakeKind;
 use serde_json::{Value, json};

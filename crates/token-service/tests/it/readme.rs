@@ -3,7 +3,7 @@
 //! ports and `cargo run` replaced by the built binaries.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::support as common;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

@@ -3,9 +3,8 @@
 //! Each test runs the real binary and talks to it over loopback sockets.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-#[allow(dead_code)]
-mod tls_support;
+use crate::support as common;
+use crate::support::tls as tls_support;
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;

@@ -8,7 +8,7 @@
 //! TOKEN_SERVICE_TEST_PYTHON to use another interpreter.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::support as common;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -89,7 +89,7 @@ async fn google_auth_accepts_our_executable_response_and_gets_access_tokens() {
         command
             .arg(concat!(
                 env!("CARGO_MANIFEST_DIR"),
-                "/tests/interop/google_auth_exec.py"
+                "/tests/it/support/google_auth_exec.py"
             ))
             .env("GOOGLE_EXTERNAL_ACCOUNT_ALLOW_EXECUTABLES", "1")
             .env("NO_PROXY", "127.0.0.1,localhost")

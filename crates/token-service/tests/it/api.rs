@@ -1,7 +1,7 @@
 //! Black-box tests of the HTTP API: the real binary on a loopback port, spoken to over HTTP.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::support as common;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};

@@ -6,9 +6,8 @@
 //! Section 6 runs the README's nginx and HAProxy recipes as written against the real proxies
 //! (Debian's `nginx` and `haproxy`, which `.ci/run` installs; a missing one fails the test).
 
-mod common;
-#[allow(dead_code)]
-mod tls_support;
+use crate::support as common;
+use crate::support::tls as tls_support;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;

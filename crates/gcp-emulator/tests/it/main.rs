@@ -1,0 +1,8 @@
+//! The emulator's integration tests, one binary: one module per area; `support` holds the
+//! helpers shared by them.
+
+mod support;
+
+mod api;
+mod cli;
+mod sts;
