@@ -3,7 +3,6 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{BufRead as _, BufReader};
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
@@ -21,6 +20,7 @@ use serde_json::Value;
 
 pub mod google;
 pub mod http2;
+mod in_process;
 pub mod tls;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_token-service");
@@ -30,22 +30,53 @@ pub const SPIFFE: &str = "spiffe://example.org/ns/prod/sa/workload-1";
 /// The certificate fingerprint [`lb_headers`] report (base64, no padding).
 pub const LB_HASH: &str = "q1Ki0fHfPVfPs2QhGOqPm6qOoJx6JxGNOpr3jxNKsL4";
 
-/// A running service.
+/// A running service: in-process ([`Server::start`]) or the real binary
+/// ([`Server::start_process`]) where the process itself is what a test looks at (its log, its
+/// exit, its signals, its /proc counters).
 pub struct Server {
+    /// Where clients reach the service; its `TOKEN_ISSUER` unless the test set another.
     pub base: String,
+    /// The port the service itself listens on (raw-socket tests connect here).
     pub port: u16,
-    logs: Arc<Mutex<String>>,
-    child: Child,
+    /// The admin listener's URL, when `ADMIN_PORT` is set (processes only).
+    pub admin: Option<String>,
     pub dir: tempfile::TempDir,
+    run: Run,
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+enum Run {
+    InProcess(in_process::InProcess),
+    Process(Process),
 }
+
+struct Process {
+    logs: Arc<Mutex<String>>,
+    child: Child,
+    /// Holds the issuer's port, if the test chose one, and forwards it to the process.
+    _front: Option<Forwarder>,
+}
+
+/// A loopback listener on a port the kernel picks; handed to the service (or to the forwarder
+/// in front of a process), never dropped and bound again.
+pub fn listener() -> std::net::TcpListener {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap()
+}
+
+pub fn port_of(listener: &std::net::TcpListener) -> u16 {
+    listener.local_addr().unwrap().port()
+}
+
+/// LAST RESORT: a port that was free a moment ago, for processes that can neither take a
+/// socket nor report the port they bound (nginx, HAProxy, the README's commands with their
+/// fixed ports, `demo`). Everything else gets a listener bound to port 0 ([`listener`]) or
+/// starts with `PORT=0` and reports its address.
+pub fn unused_port() -> u16 {
+    port_of(&listener())
+}
+
+/// An address where nothing listens: port 1 (tcpmux) is never served on loopback here, so a
+/// connection is refused at once.
+pub const UNREACHABLE: &str = "127.0.0.1:1";
 
 pub fn pem(label: &str, der: &[u8]) -> String {
     let b64 = STANDARD.encode(der);
@@ -71,43 +102,123 @@ pub fn rsa_key_pem() -> String {
     pem("PRIVATE KEY", pair.as_der().unwrap().as_ref())
 }
 
-impl Server {
-    /// Starts the service with a fixed http issuer on a free port, an EC key file and the given
-    /// extra settings (which win).
-    pub fn start(extra: &[(&str, &str)]) -> Server {
-        Self::start_on(free_port(), extra)
-    }
-
-    /// Like [`Server::start`] on a given port.
-    pub fn start_on(port: u16, extra: &[(&str, &str)]) -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let key = dir.path().join("key.pem");
-        std::fs::write(&key, ec_key_pem()).unwrap();
-        let mut env: Vec<(String, String)> = vec![
-            ("PORT".into(), port.to_string()),
-            ("TOKEN_ISSUER".into(), format!("http://127.0.0.1:{port}")),
-            ("TOKEN_AUDIENCE".into(), AUDIENCE.into()),
-            ("SIGNING_KEY_FILE".into(), key.display().to_string()),
-            (
-                "DATA_DIR".into(),
-                dir.path().join("data").display().to_string(),
-            ),
-        ];
-        for (k, v) in extra {
-            env.retain(|(name, _)| name != k);
-            if !v.is_empty() {
-                env.push(((*k).into(), (*v).into()));
-            }
+/// The settings every test service starts with, `extra` winning (an empty value unsets).
+/// `TOKEN_ISSUER` is the service's own address on `port`, https when TLS ends at the service.
+fn settings(port: u16, dir: &tempfile::TempDir, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let key = dir.path().join("key.pem");
+    std::fs::write(&key, ec_key_pem()).unwrap();
+    let owned: Vec<(String, String)> = extra
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let scheme = scheme_of(&owned);
+    let mut env: Vec<(String, String)> = vec![
+        (
+            "TOKEN_ISSUER".into(),
+            format!("{scheme}://127.0.0.1:{port}"),
+        ),
+        ("TOKEN_AUDIENCE".into(), AUDIENCE.into()),
+        ("SIGNING_KEY_FILE".into(), key.display().to_string()),
+        (
+            "DATA_DIR".into(),
+            dir.path().join("data").display().to_string(),
+        ),
+    ];
+    for (k, v) in extra {
+        env.retain(|(name, _)| name != k);
+        if !v.is_empty() {
+            env.push(((*k).into(), (*v).into()));
         }
-        Self::spawn(&["serve"], env, dir, port)
+    }
+    env
+}
+
+impl Server {
+    /// Starts the service in-process with a fixed issuer on a port of its own, an EC key file
+    /// and the given extra settings (which win).
+    pub fn start(extra: &[(&str, &str)]) -> Server {
+        Self::start_on(listener(), extra)
     }
 
-    pub fn spawn(
+    /// Like [`Server::start`] on a listener the test bound (to know the port beforehand).
+    pub fn start_on(listener: std::net::TcpListener, extra: &[(&str, &str)]) -> Server {
+        let port = port_of(&listener);
+        let dir = tempfile::tempdir().unwrap();
+        let env = settings(port, &dir, extra);
+        let scheme = scheme_of(&env);
+        let app = in_process::spawn_app(listener, &env)
+            .unwrap_or_else(|problems| panic!("service did not start:\n{problems}"));
+        Server {
+            base: format!("{scheme}://127.0.0.1:{port}"),
+            port,
+            admin: None,
+            dir,
+            run: Run::InProcess(app),
+        }
+    }
+
+    /// Runs the real binary (`serve`) with the settings of [`Server::start`].
+    pub fn start_process(extra: &[(&str, &str)]) -> Server {
+        Self::start_process_on(listener(), extra)
+    }
+
+    /// Like [`Server::start_process`]; `front` is the issuer's address, forwarded to the port
+    /// the process binds.
+    pub fn start_process_on(front: std::net::TcpListener, extra: &[(&str, &str)]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let mut env = settings(port_of(&front), &dir, extra);
+        env.push(("PORT".into(), "0".into()));
+        Self::spawn_on(front, &["serve"], env, dir)
+    }
+
+    /// Runs the binary with exactly `env` (and `PORT=0` unless `env` sets a port) in `dir`;
+    /// waits for its `listening` log line and reads the bound address from it, which is
+    /// [`Server::base`].
+    pub fn spawn(args: &[&str], env: Vec<(String, String)>, dir: tempfile::TempDir) -> Server {
+        Self::try_spawn_on(None, args, env, dir)
+            .unwrap_or_else(|logs| panic!("service did not start:\n{logs}"))
+    }
+
+    /// Like [`Server::spawn`]; `front` (whose port `env` may name, e.g. in `TOKEN_ISSUER`)
+    /// forwards to the process, and [`Server::base`] is its address.
+    pub fn spawn_on(
+        front: std::net::TcpListener,
         args: &[&str],
         env: Vec<(String, String)>,
         dir: tempfile::TempDir,
-        port: u16,
     ) -> Server {
+        Self::try_spawn_on(Some(front), args, env, dir)
+            .unwrap_or_else(|logs| panic!("service did not start:\n{logs}"))
+    }
+
+    /// LAST RESORT, for `demo`, which prints its port (in its curl line and issuer) from the
+    /// setting, so it cannot be started with `PORT=0`: runs it on [`unused_port`], and on a
+    /// new one when another process took that port in between (at most three tries).
+    pub fn spawn_at_unused_port(
+        args: &[&str],
+        env: impl Fn(u16) -> Vec<(String, String)>,
+    ) -> (Server, u16) {
+        let mut failures = String::new();
+        for _ in 0..3 {
+            let port = unused_port();
+            let dir = tempfile::tempdir().unwrap();
+            match Self::try_spawn_on(None, args, env(port), dir) {
+                Ok(server) => return (server, port),
+                Err(logs) => failures.push_str(&logs),
+            }
+        }
+        panic!("service did not start:\n{failures}")
+    }
+
+    fn try_spawn_on(
+        front: Option<std::net::TcpListener>,
+        args: &[&str],
+        mut env: Vec<(String, String)>,
+        dir: tempfile::TempDir,
+    ) -> Result<Server, String> {
+        if !env.iter().any(|(k, _)| k == "PORT") {
+            env.push(("PORT".into(), "0".into()));
+        }
         let mut child = Command::new(BIN)
             .args(args)
             .env_clear()
@@ -122,10 +233,13 @@ impl Server {
         let stdout = child.stdout.take().unwrap();
         let sink = logs.clone();
         std::thread::spawn(move || {
+            let mut admin = None;
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if line.contains("listening") {
-                    let _ = tx.send(());
+                if line.contains("admin endpoints") {
+                    admin = url_after(&line, " on ");
+                } else if let Some(url) = url_after(&line, "listening on ") {
+                    let _ = tx.send((url, admin.take()));
                 }
                 let mut logs = sink.lock().unwrap();
                 logs.push_str(&line);
@@ -141,21 +255,59 @@ impl Server {
                 logs.push('\n');
             }
         });
-        if rx.recv_timeout(Duration::from_secs(30)).is_err() {
+        let Ok((url, admin)) = rx.recv_timeout(Duration::from_secs(30)) else {
             let _ = child.kill();
-            panic!("service did not start:\n{}", logs.lock().unwrap());
-        }
-        Server {
-            base: format!("http://127.0.0.1:{port}"),
-            port,
-            logs,
-            child,
+            let _ = child.wait();
+            return Err(logs.lock().unwrap().clone());
+        };
+        let (scheme, address) = url.split_once("://").unwrap();
+        let address: std::net::SocketAddr = address.parse().unwrap();
+        let base = match &front {
+            Some(front) => format!("{scheme}://127.0.0.1:{}", port_of(front)),
+            None => url.clone(),
+        };
+        Ok(Server {
+            base,
+            port: address.port(),
+            admin,
             dir,
-        }
+            run: Run::Process(Process {
+                logs,
+                child,
+                _front: front.map(|front| forward(front, address)),
+            }),
+        })
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// `path` at the port the service itself listens on, not through the forwarder in front
+    /// of a process.
+    pub fn direct_url(&self, path: &str) -> String {
+        let scheme = self
+            .base
+            .split_once("://")
+            .map_or("http", |(scheme, _)| scheme);
+        format!("{scheme}://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// `path` on the admin listener.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!(
+            "{}{path}",
+            self.admin.as_deref().expect("ADMIN_PORT is set")
+        )
+    }
+
+    fn process(&self) -> &Process {
+        match &self.run {
+            Run::Process(process) => process,
+            Run::InProcess(_) => {
+                panic!("an in-process service has no log or pid: use Server::start_process")
+            }
+        }
     }
 
     /// Everything the process printed so far.
@@ -163,7 +315,7 @@ impl Server {
         // Log lines are written synchronously before the response; a short pause lets the
         // reader thread catch up with the pipe.
         std::thread::sleep(Duration::from_millis(100));
-        self.logs.lock().unwrap().clone()
+        self.process().logs.lock().unwrap().clone()
     }
 
     /// Parsed JSON log lines.
@@ -175,7 +327,7 @@ impl Server {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process().child.id()
     }
 
     /// Sends SIGTERM, as Cloud Run and Kubernetes do.
@@ -189,9 +341,12 @@ impl Server {
 
     /// Waits up to `timeout` for the process to exit.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let Run::Process(process) = &mut self.run else {
+            panic!("an in-process service has no exit status: use Server::start_process")
+        };
         let until = std::time::Instant::now() + timeout;
         while std::time::Instant::now() < until {
-            if let Some(status) = self.child.try_wait().unwrap() {
+            if let Some(status) = process.child.try_wait().unwrap() {
                 return Some(status);
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -202,9 +357,65 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Run::Process(process) = &mut self.run {
+            let _ = process.child.kill();
+            let _ = process.child.wait();
+        }
     }
+}
+
+fn scheme_of(env: &[(String, String)]) -> &'static str {
+    if env
+        .iter()
+        .any(|(k, v)| k == "TLS_CERT_FILE" && !v.is_empty())
+    {
+        "https"
+    } else {
+        "http"
+    }
+}
+
+/// The `scheme://address` after `marker` in a log line (JSON or text).
+fn url_after(line: &str, marker: &str) -> Option<String> {
+    let rest = &line[line.rfind(marker)? + marker.len()..];
+    let end = rest
+        .find(|c: char| c.is_whitespace() || c.is_control() || c == '"' || c == '\\')
+        .unwrap_or(rest.len());
+    let url = &rest[..end];
+    url.contains("://").then(|| url.to_owned())
+}
+
+/// Forwards every connection to `front` to `to`, on a thread of its own, until dropped.
+struct Forwarder {
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+fn forward(front: std::net::TcpListener, to: std::net::SocketAddr) -> Forwarder {
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    front.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let front = tokio::net::TcpListener::from_std(front).unwrap();
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => return,
+                    accepted = front.accept() => {
+                        let Ok((mut client, _)) = accepted else { continue };
+                        tokio::spawn(async move {
+                            if let Ok(mut service) = tokio::net::TcpStream::connect(to).await {
+                                let _ = tokio::io::copy_bidirectional(&mut client, &mut service).await;
+                            }
+                        });
+                    }
+                }
+            }
+        });
+    });
+    Forwarder { _stop: stop }
 }
 
 pub fn client() -> reqwest::Client {
