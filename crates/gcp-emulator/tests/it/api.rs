@@ -1,6 +1,5 @@
 //! Metadata server, IAM Credentials, service-account JWKS, the OAuth token
 //! endpoint for ADC files, and fault injection, over real loopback HTTP.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use crate::support as common;
 

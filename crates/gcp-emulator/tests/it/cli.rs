@@ -1,5 +1,4 @@
 //! The `gcp-emulator` binary: help text, the listening line, serving, SIGTERM.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::process::Stdio;
 use std::time::Duration;

@@ -1,6 +1,5 @@
 //! STS token exchange against a live in-test OIDC issuer: success paths and
 //! each documented rejection.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use crate::support as common;
 

@@ -1,5 +1,4 @@
 //! Black-box tests of the HTTP API: the real binary on a loopback port, spoken to over HTTP.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use crate::support as common;
 

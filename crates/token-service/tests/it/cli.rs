@@ -1,6 +1,5 @@
 //! The command line as a user meets it: help, configuration errors, check-config, the config
 //! file, and the README's quick start driven with the real `curl` binary.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use crate::support as common;
 

@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! The container image and the deployment manifests, checked as far as CI can without Docker or
 //! a cluster: the Dockerfile's stages (static build, minimal non-root final image), the YAML of
 //! `deploy/kubernetes.yaml` and `deploy/cloud-run.yaml` (kinds, setting names, mounted files,

@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! Black-box tests of the `forwarded-cert-client-credentials` flow: the real binary on a plain
 //! HTTP listener behind an emulated TLS-terminating proxy. The test sets the headers Envoy,
 //! nginx, HAProxy, Traefik or an RFC 9440 proxy (Google's load balancer) would set, with

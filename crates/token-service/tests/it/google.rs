@@ -1,7 +1,6 @@
 //! Token Service against the Google API emulator over real sockets: keyless signing with
 //! signJwt, STS exchange, impersonation, error mapping, retries, deadline, caches and the
 //! refresh of the service's own credentials.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use crate::support as common;
 

@@ -6,7 +6,6 @@
 //!
 //! Needs a Python with google-auth: `.ci/run` creates `.venv` at the repository root; set
 //! TOKEN_SERVICE_TEST_PYTHON to use another interpreter.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use crate::support as common;
 

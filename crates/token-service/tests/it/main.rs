@@ -1,5 +1,11 @@
 //! The service's integration tests, one binary: one module per area; `support` holds the
 //! harness shared by all of them.
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test fails by panicking, with the value it did not expect"
+)]
 
 mod support;
 

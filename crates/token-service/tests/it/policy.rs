@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! Black-box tests of the client policy (`POLICY_FILE`): the real binary, driven through its
 //! `/token` endpoint by the load-balancer header flow, by direct mutual TLS with certificates of
 //! the TLS suite's test PKI, and against the Google API emulator for service accounts and

@@ -1,7 +1,6 @@
 //! Operating the service: metrics, probes on an admin port, rate and concurrency limits,
 //! request, header and idle timeouts, the connection cap, and graceful shutdown on SIGTERM.
 //! Each test runs the real binary and talks to it over loopback sockets.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use crate::support as common;
 use crate::support::tls as tls_support;

@@ -1,7 +1,6 @@
 //! The README as a contract: its settings table names every setting, and its local
 //! end-to-end walkthrough (emulator + Token Service + curl) runs as written, with only the
 //! ports and `cargo run` replaced by the built binaries.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use crate::support as common;
 

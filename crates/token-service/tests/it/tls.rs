@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! Black-box tests of the TLS listener and the `mtls-client-credentials` flow: the real binary
 //! terminating TLS with a test PKI, spoken to by reqwest, a raw rustls client and the system
 //! curl; reloads of the CA bundle and CRL files while clients stay connected.

@@ -1,6 +1,5 @@
 //! Test harness: runs the real `token-service` binary on a loopback port and talks HTTP to it;
 //! verifies tokens the way an outside party would (discovery → jwks_uri → signature).
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{BufRead as _, BufReader};
 use std::path::PathBuf;
@@ -45,7 +44,10 @@ pub struct Server {
 }
 
 enum Run {
-    InProcess(in_process::InProcess),
+    /// Held for its `Drop`, which stops the service.
+    InProcess {
+        _app: in_process::InProcess,
+    },
     Process(Process),
 }
 
@@ -153,7 +155,7 @@ impl Server {
             port,
             admin: None,
             dir,
-            run: Run::InProcess(app),
+            run: Run::InProcess { _app: app },
         }
     }
 
@@ -304,7 +306,7 @@ impl Server {
     fn process(&self) -> &Process {
         match &self.run {
             Run::Process(process) => process,
-            Run::InProcess(_) => {
+            Run::InProcess { .. } => {
                 panic!("an in-process service has no log or pid: use Server::start_process")
             }
         }
