@@ -1,6 +1,6 @@
 //! Token Service with one more flow: clients from a static table authenticate with
 //! `client_id` and `client_secret` (RFC 6749 §2.3.1, `client_secret_post`). The README's
-//! "Writing a custom flow" is this file; `tests/custom_flow.rs` runs it as the real server.
+//! "Writing a custom flow" is this file; `tests/it/custom_flow.rs` runs it as the real server.
 //!
 //! `STATIC_CLIENT_SECRETS=batch-job=pw-123 AUTH_FLOWS=static-client-credentials
 //! TOKEN_AUDIENCE=aud cargo run --example custom_flow -- serve`

@@ -1,7 +1,6 @@
 //! Black-box tests of the HTTP API: the real binary on a loopback port, spoken to over HTTP.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::support as common;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -114,11 +113,11 @@ async fn generated_key_is_written_once_and_reused_across_restarts() {
         let url = server.url("/.well-known/jwks.json");
         async move { json_of(client().get(url).send().await.unwrap()).await["keys"][0]["kid"].clone() }
     };
-    let first = Server::start(&[("SIGNING_KEY_FILE", ""), ("DATA_DIR", data)]);
+    let first = Server::start_process(&[("SIGNING_KEY_FILE", ""), ("DATA_DIR", data)]);
     let first_kid = kid(&first).await;
     assert!(first.logs().contains("development"), "{}", first.logs());
     drop(first);
-    let second = Server::start(&[("SIGNING_KEY_FILE", ""), ("DATA_DIR", data)]);
+    let second = Server::start_process(&[("SIGNING_KEY_FILE", ""), ("DATA_DIR", data)]);
     assert_eq!(kid(&second).await, first_kid);
     let body = json_of(token(&second, GRANT, &[]).await).await;
     let claims = verify(body["id_token"].as_str().unwrap(), &second.base, AUDIENCE).await;
@@ -201,7 +200,7 @@ async fn jwks_uri_setting_overrides_the_published_uri() {
 
 #[tokio::test]
 async fn issuer_is_derived_from_host_when_not_configured() {
-    let server = Server::start(&[("TOKEN_ISSUER", "")]);
+    let server = Server::start_process(&[("TOKEN_ISSUER", "")]);
     assert!(
         server.logs().contains("TOKEN_ISSUER is not set"),
         "{}",
@@ -254,11 +253,11 @@ async fn issuer_is_derived_from_host_when_not_configured() {
 
 #[tokio::test]
 async fn issuer_setting_loses_its_trailing_slash() {
-    let port = free_port();
+    let front = listener();
+    let port = port_of(&front);
     let dir = tempfile::tempdir().unwrap();
     let key = temp_file(&dir, "k.pem", &ec_key_pem());
     let env = vec![
-        ("PORT".to_owned(), port.to_string()),
         (
             "TOKEN_ISSUER".to_owned(),
             format!("http://127.0.0.1:{port}/"),
@@ -266,7 +265,7 @@ async fn issuer_setting_loses_its_trailing_slash() {
         ("TOKEN_AUDIENCE".to_owned(), "aud".to_owned()),
         ("SIGNING_KEY_FILE".to_owned(), key.display().to_string()),
     ];
-    let server = Server::spawn(&["serve"], env, dir, port);
+    let server = Server::spawn_on(front, &["serve"], env, dir);
     let body = json_of(token(&server, GRANT, &[]).await).await;
     verify(body["id_token"].as_str().unwrap(), &server.base, "aud").await;
     assert!(
@@ -309,7 +308,7 @@ async fn root_redirects_and_unknown_paths_and_methods_get_json_errors() {
 
 #[tokio::test]
 async fn malformed_requests_get_oauth_errors() {
-    let server = Server::start(&[]);
+    let server = Server::start_process(&[]);
     let send = |content_type: &'static str, body: Vec<u8>| {
         let url = server.url("/token");
         async move {
@@ -429,7 +428,7 @@ async fn malformed_requests_get_oauth_errors() {
 
 #[tokio::test]
 async fn requests_without_a_usable_flow_or_with_bad_headers_are_refused() {
-    let server = Server::start(&[]);
+    let server = Server::start_process(&[]);
     let no_cert = token(&server, GRANT, &[("X-Client-Cert-Present", "false")]).await;
     assert_eq!(no_cert.status(), 400);
     assert_eq!(
@@ -491,7 +490,7 @@ async fn requests_without_a_usable_flow_or_with_bad_headers_are_refused() {
 
 #[tokio::test]
 async fn unverified_chain_is_unauthorized_and_logged_with_every_certificate_header() {
-    let server = Server::start(&[]);
+    let server = Server::start_process(&[]);
     let response = token(
         &server,
         GRANT,
@@ -642,7 +641,7 @@ async fn custom_header_names_are_honoured() {
 
 #[tokio::test]
 async fn load_balancer_secret_header_is_required_when_configured() {
-    let server = Server::start(&[
+    let server = Server::start_process(&[
         ("MTLS_LB_SECRET", "correct horse"),
         ("MTLS_LB_SECRET_HEADER", "X-LB-Auth"),
     ]);
@@ -666,7 +665,7 @@ async fn load_balancer_secret_header_is_required_when_configured() {
 
 #[tokio::test]
 async fn logs_are_cloud_logging_json_with_trace_and_never_contain_tokens() {
-    let server = Server::start(&[("GOOGLE_CLOUD_PROJECT", "my-project")]);
+    let server = Server::start_process(&[("GOOGLE_CLOUD_PROJECT", "my-project")]);
     let mut tokens = Vec::new();
     let traced = token(
         &server,
@@ -738,7 +737,7 @@ async fn logs_are_cloud_logging_json_with_trace_and_never_contain_tokens() {
 
 #[tokio::test]
 async fn text_log_format_is_for_terminals() {
-    let server = Server::start(&[("LOG_FORMAT", "text")]);
+    let server = Server::start_process(&[("LOG_FORMAT", "text")]);
     assert_eq!(token(&server, GRANT, &[]).await.status(), 200);
     let logs = server.logs();
     assert!(logs.contains("issued a token to client"), "{logs}");
@@ -751,7 +750,7 @@ async fn text_log_format_is_for_terminals() {
 
 #[tokio::test]
 async fn text_logs_escape_newlines_and_terminal_escapes_from_certificate_facts() {
-    let server = Server::start(&[
+    let server = Server::start_process(&[
         ("LOG_FORMAT", "text"),
         ("MTLS_HEADER_CLIENT_ID", "X-Client-Cert-DNSName-SANs"),
     ]);

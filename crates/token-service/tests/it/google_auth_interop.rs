@@ -6,9 +6,8 @@
 //!
 //! Needs a Python with google-auth: `.ci/run` creates `.venv` at the repository root; set
 //! TOKEN_SERVICE_TEST_PYTHON to use another interpreter.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::support as common;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -37,8 +36,8 @@ fn python() -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn google_auth_accepts_our_executable_response_and_gets_access_tokens() {
-    let port = free_port();
-    let issuer = format!("http://127.0.0.1:{port}");
+    let listener = listener();
+    let issuer = format!("http://127.0.0.1:{}", port_of(&listener));
     let config = EmulatorConfig {
         project_number: PROJECT_NUMBER.into(),
         extra_service_accounts: vec![SA.into()],
@@ -61,7 +60,7 @@ async fn google_auth_accepts_our_executable_response_and_gets_access_tokens() {
         .await
         .unwrap();
     let server = Server::start_on(
-        port,
+        listener,
         &[
             ("TOKEN_AUDIENCE", ""),
             ("WORKLOAD_IDENTITY_PROJECT_NUMBER", PROJECT_NUMBER),
@@ -89,7 +88,7 @@ async fn google_auth_accepts_our_executable_response_and_gets_access_tokens() {
         command
             .arg(concat!(
                 env!("CARGO_MANIFEST_DIR"),
-                "/tests/interop/google_auth_exec.py"
+                "/tests/it/support/google_auth_exec.py"
             ))
             .env("GOOGLE_EXTERNAL_ACCOUNT_ALLOW_EXECUTABLES", "1")
             .env("NO_PROXY", "127.0.0.1,localhost")
@@ -108,9 +107,9 @@ async fn google_auth_accepts_our_executable_response_and_gets_access_tokens() {
             .unwrap();
         assert!(
             output.status.success(),
-            "google-auth failed:\n{}\n{}",
-            String::from_utf8_lossy(&output.stderr),
-            server.logs()
+            "google-auth failed against {}:\n{}",
+            server.base,
+            String::from_utf8_lossy(&output.stderr)
         );
         let result: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
         let principal = emulator

@@ -2,9 +2,8 @@
 //! example that runs, and its local
 //! end-to-end walkthrough (emulator + Token Service + curl) runs as written, with only the
 //! ports and `cargo run` replaced by the built binaries.
-#![expect(clippy::unwrap_used, clippy::panic, reason = "tests fail by panicking")]
 
-mod common;
+use crate::support as common;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -39,7 +38,7 @@ fn readme_settings_table_names_every_setting() {
     }
 }
 
-/// "Writing a custom flow" shows the example that `tests/custom_flow.rs` runs as the real
+/// "Writing a custom flow" shows the example that `tests/it/custom_flow.rs` runs as the real
 /// server, verbatim: the README cannot drift from code that compiles and serves tokens.
 #[test]
 fn readme_custom_flow_is_the_example_that_runs() {
@@ -94,7 +93,9 @@ fn spawn(script: &str, dir: &std::path::Path) -> Killed {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readme_walkthrough_with_the_emulator_runs_as_written() {
     let readme = readme();
-    let (emu_port, ts_port) = (free_port(), free_port());
+    // The README's commands name fixed ports, each in the other's command line: both processes
+    // get ports that were free a moment ago (the harness's last resort).
+    let (emu_port, ts_port) = (unused_port(), unused_port());
     let ports = |s: String| {
         s.replace("9090", &emu_port.to_string())
             .replace("8080", &ts_port.to_string())
@@ -103,7 +104,7 @@ async fn readme_walkthrough_with_the_emulator_runs_as_written() {
         "cargo run -p gcp-emulator --",
         emulator_binary().to_str().unwrap(),
     );
-    // The README's service listens on the default port; here it gets a free one.
+    // The README's service listens on the default port; here on the one picked above.
     let service = format!(
         "PORT={ts_port} {}",
         ports(block(&readme, "SIGNER=iam")).replace("cargo run --", BIN)
@@ -213,13 +214,8 @@ async fn readme_quick_start_token_verifies_with_pyjwt_as_written() {
         readme.contains("audience `token-service-demo`"),
         "the README names the demo's audience"
     );
-    let port = free_port();
-    let server = Server::spawn(
-        &["demo"],
-        vec![("PORT".into(), port.to_string())],
-        tempfile::tempdir().unwrap(),
-        port,
-    );
+    let (server, port) =
+        Server::spawn_at_unused_port(&["demo"], |port| vec![("PORT".into(), port.to_string())]);
     let python = python_with_pyjwt();
     let script = verify
         .replace("127.0.0.1:8443", &format!("127.0.0.1:{port}"))

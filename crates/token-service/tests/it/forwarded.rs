@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! Black-box tests of the `forwarded-cert-client-credentials` flow: the real binary on a plain
 //! HTTP listener behind an emulated TLS-terminating proxy. The test sets the headers Envoy,
 //! nginx, HAProxy, Traefik or an RFC 9440 proxy (Google's load balancer) would set, with
@@ -6,9 +5,8 @@
 //! Section 6 runs the README's nginx and HAProxy recipes as written against the real proxies
 //! (Debian's `nginx` and `haproxy`, which `.ci/run` installs; a missing one fails the test).
 
-mod common;
-#[allow(dead_code)]
-mod tls_support;
+use crate::support as common;
+use crate::support::tls as tls_support;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -42,6 +40,21 @@ impl Proxied {
     /// Starts the service trusting `pki.root`, with 127.0.0.1 as the trusted proxy, an optional
     /// CRL file and extra settings (which win; an empty value removes a setting).
     fn start(pki: &Pki, crl_pem: Option<&str>, extra: &[(&str, &str)]) -> Proxied {
+        Self::start_with(common::Server::start, pki, crl_pem, extra)
+    }
+
+    /// [`Proxied::start`] with the real binary, for tests that read its log or set its
+    /// listening address.
+    fn start_process(pki: &Pki, crl_pem: Option<&str>, extra: &[(&str, &str)]) -> Proxied {
+        Self::start_with(common::Server::start_process, pki, crl_pem, extra)
+    }
+
+    fn start_with(
+        start: fn(&[(&str, &str)]) -> common::Server,
+        pki: &Pki,
+        crl_pem: Option<&str>,
+        extra: &[(&str, &str)],
+    ) -> Proxied {
         let files = tempfile::tempdir().unwrap();
         let ca = common::temp_file(&files, "client-ca.pem", &pki.root.pem)
             .display()
@@ -64,7 +77,7 @@ impl Proxied {
             env.push((k, v));
         }
         Proxied {
-            server: common::Server::start(&env),
+            server: start(&env),
             _files: files,
         }
     }
@@ -72,6 +85,11 @@ impl Proxied {
     /// [`Proxied::start`] with `FORWARDED_CERT_FORMAT=format`.
     fn with_format(pki: &Pki, format: &str) -> Proxied {
         Self::start(pki, None, &[("FORWARDED_CERT_FORMAT", format)])
+    }
+
+    /// [`Proxied::start_process`] with `FORWARDED_CERT_FORMAT=format`.
+    fn with_format_process(pki: &Pki, format: &str) -> Proxied {
+        Self::start_process(pki, None, &[("FORWARDED_CERT_FORMAT", format)])
     }
 
     /// POSTs the client-credentials grant with these headers (a name may repeat); returns the
@@ -250,7 +268,7 @@ const INNER_ENVOY: &str = "spiffe://example.org/ns/mesh/sa/ingress";
 #[tokio::test]
 async fn rfc9440_client_cert_gets_token_with_facts_of_the_der_with_and_without_chain() {
     let pki = Pki::new();
-    let service = Proxied::start(&pki, None, &[]); // rfc9440 is the default format
+    let service = Proxied::start_process(&pki, None, &[]); // rfc9440 is the default format
     let valid = sf_binary(&pki.valid.der);
     let claims = service
         .assert_token_for(service.post(&[("Client-Cert", &valid)]).await, &pki.valid)
@@ -598,7 +616,7 @@ async fn dns_san_client_id_attribute_applies_to_forwarded_certificates() {
 #[tokio::test]
 async fn spoofed_header_from_an_address_outside_trusted_proxies_is_refused_and_logged() {
     let pki = Pki::new();
-    let service = Proxied::start(
+    let service = Proxied::start_process(
         &pki,
         None,
         &[("TRUSTED_PROXIES", "10.0.0.0/8, 192.168.0.0/16,fd00::/8")],
@@ -638,7 +656,7 @@ async fn spoofed_header_from_an_address_outside_trusted_proxies_is_refused_and_l
 
     // The same service trusts 127.0.0.1 when it is listed, as a CIDR or a bare address.
     for trusted in ["10.0.0.0/8,127.0.0.0/8", "10.0.0.0/8, 127.0.0.1"] {
-        let service = Proxied::start(&pki, None, &[("TRUSTED_PROXIES", trusted)]);
+        let service = Proxied::start_process(&pki, None, &[("TRUSTED_PROXIES", trusted)]);
         service
             .assert_token_for(service.post(&[("Client-Cert", &cert)]).await, &pki.valid)
             .await;
@@ -650,7 +668,7 @@ async fn spoofed_header_from_an_address_outside_trusted_proxies_is_refused_and_l
 #[tokio::test]
 async fn ipv4_proxy_is_trusted_on_a_dual_stack_listener() {
     let pki = Pki::new();
-    let service = Proxied::start(&pki, None, &[("BIND_ADDRESS", "::")]);
+    let service = Proxied::start_process(&pki, None, &[("BIND_ADDRESS", "::")]);
     let cert = sf_binary(&pki.valid.der);
     service
         .assert_token_for(service.post(&[("Client-Cert", &cert)]).await, &pki.valid)
@@ -658,7 +676,7 @@ async fn ipv4_proxy_is_trusted_on_a_dual_stack_listener() {
 
     // An IPv6 proxy is matched by an IPv6 entry, and an untrusted IPv4 peer is reported as
     // such, not as an IPv6 address.
-    let service = Proxied::start(
+    let service = Proxied::start_process(
         &pki,
         None,
         &[
@@ -688,7 +706,7 @@ async fn ipv4_proxy_is_trusted_on_a_dual_stack_listener() {
 #[tokio::test]
 async fn header_sent_twice_is_refused_with_400() {
     let pki = Pki::new();
-    let service = Proxied::start(&pki, None, &[]);
+    let service = Proxied::start_process(&pki, None, &[]);
     let valid = sf_binary(&pki.valid.der);
     let leaf = sf_binary(&pki.via_intermediate.der);
     let chain = sf_list(&[&pki.intermediate.der]);
@@ -707,7 +725,7 @@ async fn header_sent_twice_is_refused_with_400() {
         .await;
     assert_bad_request("Client-Cert-Chain twice", &answer, "client-cert-chain");
 
-    let service = Proxied::with_format(&pki, "xfcc");
+    let service = Proxied::with_format_process(&pki, "xfcc");
     let element = xfcc_element(EDGE_ENVOY, &pki.valid);
     let answer = service
         .post(&[
@@ -847,7 +865,7 @@ async fn malformed_headers_get_4xx_json_never_500_and_the_service_stays_up() {
     ];
     let formats = ["rfc9440", "xfcc", "nginx", "haproxy", "traefik"];
     for format in formats {
-        let service = Proxied::with_format(&pki, format);
+        let service = Proxied::with_format_process(&pki, format);
         for (_, header, value, expected) in cases.iter().filter(|c| c.0 == format) {
             let what = format!("{format} {header}: {:?}", snippet(value));
             let answer = service.post(&[(*header, value.as_str())]).await;
@@ -884,7 +902,7 @@ async fn malformed_headers_get_4xx_json_never_500_and_the_service_stays_up() {
     }
     // Beyond what the HTTP server reads at all (1 MiB of headers), hyper itself answers 431
     // (without an OAuth body: the request never reaches /token); never a 500.
-    let service = Proxied::start(&pki, None, &[]);
+    let service = Proxied::start_process(&pki, None, &[]);
     let response = common::client()
         .post(service.server.url("/token"))
         .header("content-type", "application/x-www-form-urlencoded")
@@ -944,7 +962,8 @@ async fn forwarded_certificates_are_reverified_with_precise_reasons_and_no_token
         }),
     ];
     for (format, header, encode) in formats {
-        let service = Proxied::start(&pki, Some(&crl), &[("FORWARDED_CERT_FORMAT", format)]);
+        let service =
+            Proxied::start_process(&pki, Some(&crl), &[("FORWARDED_CERT_FORMAT", format)]);
         for (leaf, description) in &cases {
             let (status, body) = service.post(&[(header, &encode(leaf))]).await;
             let name = &leaf.spec.name;
@@ -982,7 +1001,7 @@ async fn forwarded_certificates_are_reverified_with_precise_reasons_and_no_token
 #[tokio::test]
 async fn request_without_the_header_is_400_like_any_request_without_credentials() {
     let pki = Pki::new();
-    let service = Proxied::start(&pki, None, &[]);
+    let service = Proxied::start_process(&pki, None, &[]);
     let chain = sf_list(&[&pki.intermediate.der]);
     let cases: [&[(&str, &str)]; 3] = [
         &[],
@@ -1223,7 +1242,8 @@ impl RecipeRun {
         std::fs::write(path("client-ca.pem"), ca_pem).unwrap();
         std::fs::write(path("server.pem"), &pki.server.chain_pem).unwrap();
         std::fs::write(path("server.key"), &pki.server.key_pem).unwrap();
-        let (proxy_port, service_port) = (common::free_port(), common::free_port());
+        // nginx and HAProxy can neither take a socket nor report the port they bound.
+        let proxy_port = common::unused_port();
         let issuer = format!("https://127.0.0.1:{proxy_port}");
 
         // Token Service: the README's command line, its variables as the environment.
@@ -1265,8 +1285,8 @@ impl RecipeRun {
                 (k.to_owned(), v.to_owned())
             })
             .collect();
-        // The README's service listens on the default port; here it gets a free one.
-        env.push(("PORT".into(), service_port.to_string()));
+        // The README's service listens on the default port; here on one the kernel picks.
+        env.push(("PORT".into(), "0".into()));
         let get = |name: &str| env.iter().find(|(k, _)| k == name).unwrap().1.clone();
         let audience = format!(
             "https://iam.googleapis.com/projects/{}/locations/global/workloadIdentityPools/{}/providers/{}",
@@ -1274,10 +1294,9 @@ impl RecipeRun {
             get("WORKLOAD_IDENTITY_POOL_ID"),
             get("WORKLOAD_IDENTITY_PROVIDER_ID"),
         );
-        let service =
-            common::Server::spawn(&["serve"], env, tempfile::tempdir().unwrap(), service_port);
+        let service = common::Server::spawn(&["serve"], env, tempfile::tempdir().unwrap());
 
-        let backend = format!("127.0.0.1:{service_port}");
+        let backend = format!("127.0.0.1:{}", service.port);
         let proxy = match recipe {
             Recipe::Nginx => {
                 let mut site = readme_block(&readme, "nginx", "ssl_client_escaped_cert");

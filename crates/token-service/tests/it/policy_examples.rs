@@ -1,11 +1,9 @@
 //! The policy files in `policy/` and the README's policy commands, as a new user would use them:
 //! every file passes `policy check`, each worked example decides as the README says (through
 //! `policy explain` on certificates made here), and the README's command block runs as written.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-#[allow(dead_code)]
-mod tls_support;
+use crate::support as common;
+use crate::support::tls as tls_support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -2,11 +2,6 @@
 //! the example binary is the real server (`cli::main_with`: TLS, limits, drain), its setting
 //! is in `--help`, `check-config` and `--config`, and it issues tokens next to the built-in
 //! flow. The binary is started with `PORT=0`; the address comes from its startup log line.
-#![expect(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "tests fail by panicking"
-)]
 
 use std::io::{BufRead as _, BufReader};
 use std::path::PathBuf;

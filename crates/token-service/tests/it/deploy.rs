@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! The container image and the deployment manifests, checked as far as CI can without Docker or
 //! a cluster: the Dockerfile's stages (static build, minimal non-root final image), the YAML of
 //! `deploy/kubernetes.yaml` and `deploy/cloud-run.yaml` (kinds, setting names, mounted files,
@@ -7,7 +6,7 @@
 //! from `token-service pki` standing in for the mounted Secrets and the Google API emulator for
 //! Cloud Run's metadata server and IAM.
 
-mod common;
+use crate::support as common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -16,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::{BIN, Server, ec_key_pem, free_port, lb_headers};
+use common::{BIN, Server, ec_key_pem, lb_headers};
 use gcp_emulator::{Config as EmulatorConfig, Emulator};
 use serde::Deserialize as _;
 use serde_yaml_ng::Value;
@@ -638,18 +637,17 @@ async fn kubernetes_settings_pass_check_config_and_answer_probes_without_a_clien
         "{stdout}"
     );
 
-    // The same settings serve; only the port and the address are the test's own.
-    let port = free_port();
+    // The same settings serve; only the ports (picked by the kernel, read from the log) and
+    // the address are the test's own.
     let manifest_admin: Option<u64> =
         literal(&env(container), "ADMIN_PORT").map(|p| p.parse().unwrap());
-    let admin = free_port();
-    set(&mut settings, "PORT", &port.to_string());
+    set(&mut settings, "PORT", "0");
     set(&mut settings, "BIND_ADDRESS", "127.0.0.1");
     if manifest_admin.is_some() {
-        set(&mut settings, "ADMIN_PORT", &admin.to_string());
+        set(&mut settings, "ADMIN_PORT", "0");
     }
-    let server = Server::spawn(&["serve"], settings, dir, port);
-    let base = format!("https://127.0.0.1:{port}");
+    let server = Server::spawn(&["serve"], settings, dir);
+    let base = server.base.clone();
     let ca = file("ca.pem");
 
     // Like the kubelet: no client certificate; HTTP on the admin port, else HTTPS.
@@ -657,7 +655,7 @@ async fn kubernetes_settings_pass_check_config_and_answer_probes_without_a_clien
     for (kind, path, scheme, probe_port) in probes(container) {
         let url = if Some(probe_port) == manifest_admin {
             assert_eq!(scheme, "HTTP");
-            format!("http://127.0.0.1:{admin}{path}")
+            server.admin_url(&path)
         } else {
             format!("{base}{path}")
         };
@@ -666,7 +664,7 @@ async fn kubernetes_settings_pass_check_config_and_answer_probes_without_a_clien
     }
     if manifest_admin.is_some() {
         let metrics = anonymous
-            .get(format!("http://127.0.0.1:{admin}/metrics"))
+            .get(server.admin_url("/metrics"))
             .send()
             .await
             .unwrap();
@@ -834,8 +832,7 @@ async fn cloud_run_settings_pass_check_config_and_become_ready_with_the_iam_sign
         pod["serviceAccountName"].as_str(),
         Some(EmulatorConfig::default().service_account.as_str())
     );
-    let port = free_port();
-    set(&mut settings, "PORT", &port.to_string());
+    set(&mut settings, "PORT", "0");
     set(&mut settings, "BIND_ADDRESS", "127.0.0.1");
     set(
         &mut settings,
@@ -847,7 +844,7 @@ async fn cloud_run_settings_pass_check_config_and_become_ready_with_the_iam_sign
         "IAM_CREDENTIALS_ENDPOINT",
         &emulator.base_url(),
     );
-    let server = Server::spawn(&["serve"], settings, tempfile::tempdir().unwrap(), port);
+    let server = Server::spawn(&["serve"], settings, tempfile::tempdir().unwrap());
     let http = common::client();
 
     // The startup probe passes within its budget once the signer knows its account.

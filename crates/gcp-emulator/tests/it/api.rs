@@ -1,8 +1,7 @@
 //! Metadata server, IAM Credentials, service-account JWKS, the OAuth token
 //! endpoint for ADC files, and fault injection, over real loopback HTTP.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::support as common;
 
 use std::time::{Duration, Instant};
 

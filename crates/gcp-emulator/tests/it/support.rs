@@ -1,7 +1,6 @@
 //! Helpers shared by the integration tests: starting emulators on loopback,
 //! a reqwest client, and a tiny OIDC issuer (discovery + JWKS) whose tokens
 //! are signed with aws-lc-rs keys.
-#![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};

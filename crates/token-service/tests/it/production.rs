@@ -1,11 +1,9 @@
 //! Operating the service: metrics, probes on an admin port, rate and concurrency limits,
 //! request, header and idle timeouts, the connection cap, and graceful shutdown on SIGTERM.
 //! Each test runs the real binary and talks to it over loopback sockets.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-#[allow(dead_code)]
-mod tls_support;
+use crate::support as common;
+use crate::support::tls as tls_support;
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
@@ -113,7 +111,7 @@ fn read_until_closed(stream: &mut TcpStream) -> (String, Duration) {
 
 #[tokio::test]
 async fn metrics_count_requests_outcomes_and_the_signing_key() {
-    let server = Server::start(&[("AUTH_FLOWS", "xlb-mtls-client-credentials")]);
+    let server = Server::start_process(&[("AUTH_FLOWS", "xlb-mtls-client-credentials")]);
     assert_eq!(token(&server, GRANT, &[]).await.status(), 200);
     assert_eq!(token(&server, GRANT, &[]).await.status(), 200);
     assert_eq!(
@@ -190,9 +188,9 @@ async fn metrics_count_requests_outcomes_and_the_signing_key() {
 
 #[tokio::test]
 async fn admin_port_serves_probes_and_metrics_apart_from_the_main_port() {
-    let admin = free_port();
-    let server = Server::start(&[("ADMIN_PORT", &admin.to_string())]);
-    let admin_url = |path: &str| format!("http://127.0.0.1:{admin}{path}");
+    // The real binary: an in-process service binds no admin port of its own.
+    let server = Server::start_process(&[("ADMIN_PORT", "0")]);
+    let admin_url = |path: &str| server.admin_url(path);
     let text = metrics_text(&admin_url("/metrics")).await;
     assert!(text.contains("token_service_signing_key_info"), "{text}");
     for path in ["/healthz", "/readyz"] {
@@ -301,9 +299,9 @@ async fn global_rate_limit_counts_every_client() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_beyond_max_concurrent_requests_get_503() {
     use common::google::*;
-    let port = free_port();
-    let emulator = start_emulator(emulator_config(port)).await;
-    let server = start_service(port, &emulator, &[("MAX_CONCURRENT_REQUESTS", "1")]).await;
+    let listener = listener();
+    let emulator = start_emulator(emulator_config(port_of(&listener))).await;
+    let server = start_service(listener, &emulator, &[("MAX_CONCURRENT_REQUESTS", "1")]).await;
     emulator.inject(
         "iam.signJwt",
         gcp_emulator::Fault {
@@ -488,7 +486,7 @@ async fn idle_http2_connections_are_closed_even_if_the_client_never_answers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_http2_streams_take_no_request_permit() {
     use tokio::io::AsyncWriteExt as _;
-    let server = Server::start(&[
+    let server = Server::start_process(&[
         ("MAX_CONCURRENT_REQUESTS", "64"),
         ("HEADER_READ_TIMEOUT", "3"),
         ("REQUEST_TIMEOUT", "30"),
@@ -570,7 +568,7 @@ async fn stalled_http2_streams_take_no_request_permit() {
 /// entry of X-Forwarded-For) are served. On by default; `off` turns it off.
 #[tokio::test]
 async fn failed_authentications_are_rate_limited_per_caller() {
-    let server = Server::start(&[
+    let server = Server::start_process(&[
         ("RATE_LIMIT_AUTH_FAILURES", "1"),
         ("RATE_LIMIT_AUTH_FAILURES_BURST", "3"),
         ("RATE_LIMIT_PER_CLIENT", "0"),
@@ -591,8 +589,9 @@ async fn failed_authentications_are_rate_limited_per_caller() {
         .local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap())
         .build()
         .unwrap();
+    // Straight to the process: the harness's forwarder in front of it would be the peer.
     let mut request = other_peer
-        .post(server.url("/token"))
+        .post(server.direct_url("/token"))
         .header("content-type", "application/x-www-form-urlencoded")
         .body(GRANT);
     for (k, v) in lb_headers(SPIFFE) {
@@ -631,7 +630,7 @@ async fn failed_authentications_are_rate_limited_per_caller() {
     );
 
     // On by default (10/s, burst 50): a flood of failures is cut off.
-    let default = Server::start(&[("RATE_LIMIT_PER_CLIENT", "0")]);
+    let default = Server::start_process(&[("RATE_LIMIT_PER_CLIENT", "0")]);
     let flood = (0..150).map(|_| token_request(&default, GRANT, &forged).send());
     let statuses: Vec<u16> = futures_util::future::join_all(flood)
         .await
@@ -645,7 +644,7 @@ async fn failed_authentications_are_rate_limited_per_caller() {
         "{statuses:?}"
     );
     // Off.
-    let off = Server::start(&[
+    let off = Server::start_process(&[
         ("RATE_LIMIT_AUTH_FAILURES", "off"),
         ("RATE_LIMIT_PER_CLIENT", "0"),
     ]);
@@ -815,12 +814,9 @@ fn exchange(stream: &mut TcpStream, request: &[u8], reused: bool) -> Exchange {
 /// until the last accepted request is answered and the process exits 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_reports_shutting_down_on_the_admin_port_while_draining() {
-    let admin = free_port();
-    let mut server = Server::start(&[
-        ("ADMIN_PORT", &admin.to_string()),
-        ("SHUTDOWN_GRACE_PERIOD", "5"),
-    ]);
-    let admin_url = |path: &str| format!("http://127.0.0.1:{admin}{path}");
+    let mut server = Server::start_process(&[("ADMIN_PORT", "0"), ("SHUTDOWN_GRACE_PERIOD", "5")]);
+    let admin = server.admin_url("");
+    let admin_url = move |path: &str| format!("{admin}{path}");
     let get = |path: &'static str| {
         let url = admin_url(path);
         async move {
@@ -860,7 +856,7 @@ async fn readyz_reports_shutting_down_on_the_admin_port_while_draining() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_load_loses_no_accepted_request() {
-    let mut server = Server::start(&[
+    let mut server = Server::start_process(&[
         ("SHUTDOWN_GRACE_PERIOD", "5"),
         ("RATE_LIMIT_PER_CLIENT", "0"),
     ]);

@@ -9,12 +9,9 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite};
 /// The client connection preface.
 pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-pub const DATA: u8 = 0;
 pub const HEADERS: u8 = 1;
 pub const RST_STREAM: u8 = 3;
 pub const SETTINGS: u8 = 4;
-pub const PING: u8 = 6;
-pub const GOAWAY: u8 = 7;
 pub const END_STREAM: u8 = 1;
 pub const END_HEADERS: u8 = 4;
 /// RST_STREAM error code REFUSED_STREAM.

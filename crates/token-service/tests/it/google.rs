@@ -1,9 +1,8 @@
 //! Token Service against the Google API emulator over real sockets: keyless signing with
 //! signJwt, STS exchange, impersonation, error mapping, retries, deadline, caches and the
 //! refresh of the service's own credentials.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::support as common;
 
 use std::time::{Duration, Instant};
 
@@ -32,11 +31,19 @@ async fn emulator_for(port: u16, tweak: impl FnOnce(&mut EmulatorConfig)) -> Emu
     start_emulator(config).await
 }
 
+/// [`setup`] with the real binary, for tests that read its log.
+async fn setup_process(extra: &[(&str, &str)], tweak: impl FnOnce(&mut EmulatorConfig)) -> Setup {
+    let front = listener();
+    let emulator = emulator_for(port_of(&front), tweak).await;
+    let server = start_service_process(front, &emulator, extra).await;
+    Setup { emulator, server }
+}
+
 /// Starts the emulator and Token Service (SIGNER=iam, pool configured) and waits until ready.
 async fn setup(extra: &[(&str, &str)], tweak: impl FnOnce(&mut EmulatorConfig)) -> Setup {
-    let port = free_port();
-    let emulator = emulator_for(port, tweak).await;
-    let server = start_service(port, &emulator, extra).await;
+    let listener = listener();
+    let emulator = emulator_for(port_of(&listener), tweak).await;
+    let server = start_service(listener, &emulator, extra).await;
     Setup { emulator, server }
 }
 
@@ -65,7 +72,7 @@ fn form(scope: Option<&str>, sa: Option<&str>) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn iam_signer_tokens_verify_through_the_published_service_account_keys() {
-    let s = setup(&[], |_| {}).await;
+    let s = setup_process(&[], |_| {}).await;
     let (status, json, _) = body(token(&s.server, GRANT, &[]).await).await;
     assert_eq!(status, 200, "{json}");
     let claims = verify(
@@ -119,7 +126,7 @@ async fn without_jwks_uri_discovery_points_at_googles_service_account_keys() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scope_yields_an_sts_token_and_service_account_an_impersonated_one() {
-    let s = setup(&[], |_| {}).await;
+    let s = setup_process(&[], |_| {}).await;
     let (status, json, _) = body(token(&s.server, &form(Some(SCOPE), None), &[]).await).await;
     assert_eq!(status, 200, "{json}");
     assert_eq!(json["token_type"], "Bearer");
@@ -502,16 +509,21 @@ async fn the_services_own_token_is_cached_and_refreshed_ahead_of_expiry() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_fails_clearly_while_the_metadata_server_is_unreachable() {
-    let port = free_port();
-    let dead = free_port();
-    let emulator = emulator_for(port, |_| {}).await;
-    let server = start_service_unready(
-        port,
-        &emulator,
-        &[
-            ("GCE_METADATA_HOST", &format!("127.0.0.1:{dead}")),
-            ("UPSTREAM_TIMEOUT", "1"),
-        ],
+    let front = listener();
+    let emulator = emulator_for(port_of(&front), |_| {}).await;
+    // The real binary: the test reads its log.
+    let server = Server::start_process_on(
+        front,
+        &google_settings(
+            &emulator,
+            &[
+                ("GCE_METADATA_HOST", UNREACHABLE),
+                ("UPSTREAM_TIMEOUT", "1"),
+            ],
+        )
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect::<Vec<_>>(),
     );
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let (status, json, _) = body(client().get(server.url("/readyz")).send().await.unwrap()).await;
@@ -543,19 +555,20 @@ async fn readiness_fails_clearly_while_the_metadata_server_is_unreachable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn application_default_credentials_from_a_service_account_key_sign_tokens() {
-    let port = free_port();
-    let emulator = emulator_for(port, |_| {}).await;
+    let front = listener();
+    let emulator = emulator_for(port_of(&front), |_| {}).await;
     let dir = tempfile::tempdir().unwrap();
     let key = temp_file(
         &dir,
         "adc.json",
         &emulator.service_account_key_json(SELF_SA).unwrap(),
     );
-    let server = start_service(
-        port,
+    // The real binary: the test reads its log.
+    let server = start_service_process(
+        front,
         &emulator,
         &[
-            ("GCE_METADATA_HOST", &format!("127.0.0.1:{}", free_port())),
+            ("GCE_METADATA_HOST", UNREACHABLE),
             ("GOOGLE_APPLICATION_CREDENTIALS", &key.display().to_string()),
         ],
     )
@@ -579,16 +592,16 @@ async fn application_default_credentials_from_a_service_account_key_sign_tokens(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn application_default_credentials_of_a_user_need_a_service_account() {
-    let port = free_port();
+    let listener = listener();
     let user = "developer@example.com";
-    let emulator = emulator_for(port, |c| {
+    let emulator = emulator_for(port_of(&listener), |c| {
         c.token_creators.push((SELF_SA.into(), user.into()))
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
     let adc = temp_file(&dir, "adc.json", &emulator.authorized_user_json(user));
     let server = start_service(
-        port,
+        listener,
         &emulator,
         &[
             ("GOOGLE_APPLICATION_CREDENTIALS", &adc.display().to_string()),

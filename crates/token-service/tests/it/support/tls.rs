@@ -21,7 +21,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
-use crate::common::{self, Server};
+use crate::support::{self as common, Server};
 
 pub const GRANT: &str = "grant_type=client_credentials";
 pub const FLOW: &str = "mtls-client-credentials";
@@ -483,9 +483,29 @@ pub struct TlsService {
 }
 
 impl TlsService {
-    /// Starts the service trusting `ca_pem` for clients, with an optional CRL file and extra
-    /// settings (which win).
+    /// Starts the service in-process trusting `ca_pem` for clients, with an optional CRL file
+    /// and extra settings (which win).
     pub fn start(pki: &Pki, ca_pem: &str, crl_pem: Option<&str>, extra: &[(&str, &str)]) -> Self {
+        Self::start_with(Server::start, pki, ca_pem, crl_pem, extra)
+    }
+
+    /// [`TlsService::start`] with the real binary, for tests of its log or its /proc counters.
+    pub fn start_process(
+        pki: &Pki,
+        ca_pem: &str,
+        crl_pem: Option<&str>,
+        extra: &[(&str, &str)],
+    ) -> Self {
+        Self::start_with(Server::start_process, pki, ca_pem, crl_pem, extra)
+    }
+
+    fn start_with(
+        start: fn(&[(&str, &str)]) -> Server,
+        pki: &Pki,
+        ca_pem: &str,
+        crl_pem: Option<&str>,
+        extra: &[(&str, &str)],
+    ) -> Self {
         let files = tempfile::tempdir().unwrap();
         let path = |name: &str| files.path().join(name);
         std::fs::write(path("server.pem"), &pki.server.chain_pem).unwrap();
@@ -494,8 +514,6 @@ impl TlsService {
         if let Some(crl) = crl_pem {
             std::fs::write(path("client.crl"), crl).unwrap();
         }
-        let port = common::free_port();
-        let base = format!("https://127.0.0.1:{port}");
         let (cert, key, ca, crl) = (
             path("server.pem").display().to_string(),
             path("server.key").display().to_string(),
@@ -504,7 +522,6 @@ impl TlsService {
         );
         let mut env: Vec<(&str, &str)> = vec![
             ("AUTH_FLOWS", FLOW),
-            ("TOKEN_ISSUER", &base),
             ("TLS_CERT_FILE", &cert),
             ("TLS_KEY_FILE", &key),
             ("TLS_CLIENT_CA_FILE", &ca),
@@ -516,10 +533,10 @@ impl TlsService {
             env.retain(|(name, _)| name != k);
             env.push((k, v));
         }
-        let server = Server::start_on(port, &env);
+        let server = start(&env);
         TlsService {
+            base: server.base.clone(),
             server,
-            base,
             ca_file: path("client-ca.pem"),
             crl_file: path("client.crl"),
             files,
@@ -581,13 +598,12 @@ impl TlsService {
         std::fs::write(path("server.key"), &pki.server.key_pem).unwrap();
         std::fs::write(path("client-ca.pem"), ca_pem).unwrap();
         std::fs::write(path("signing.pem"), common::ec_key_pem()).unwrap();
-        let port = common::free_port().to_string();
         let mut command = std::process::Command::new(common::BIN);
         command
             .arg("serve")
             .env_clear()
-            .env("PORT", &port)
-            .env("TOKEN_ISSUER", format!("https://127.0.0.1:{port}"))
+            .env("PORT", "0")
+            .env("TOKEN_ISSUER", "https://token-service.test")
             .env("TOKEN_AUDIENCE", common::AUDIENCE)
             .env("SIGNING_KEY_FILE", path("signing.pem"))
             .env("AUTH_FLOWS", FLOW)

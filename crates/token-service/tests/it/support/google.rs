@@ -2,6 +2,7 @@
 //! (one workload identity pool trusting the service as its OIDC provider) and the settings that
 //! point the service at it.
 
+use std::net::TcpListener;
 use std::time::Duration;
 
 use gcp_emulator::{Config as EmulatorConfig, Emulator, Provider};
@@ -73,9 +74,8 @@ pub fn google_env(emulator: &Emulator) -> Vec<(&'static str, String)> {
     ]
 }
 
-/// Starts the service on `port` with [`google_env`] plus `extra` (which wins; an empty value
-/// unsets), without waiting for it to be ready.
-pub fn start_service_unready(port: u16, emulator: &Emulator, extra: &[(&str, &str)]) -> Server {
+/// [`google_env`] plus `extra` (which wins; an empty value unsets).
+pub fn google_settings(emulator: &Emulator, extra: &[(&str, &str)]) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = google_env(emulator)
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -84,13 +84,41 @@ pub fn start_service_unready(port: u16, emulator: &Emulator, extra: &[(&str, &st
         env.retain(|(name, _)| name != k);
         env.push(((*k).to_owned(), (*v).to_owned()));
     }
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    Server::start_on(port, &env)
+    env
+}
+
+fn borrowed(env: &[(String, String)]) -> Vec<(&str, &str)> {
+    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+/// Starts the service in-process on `listener` with [`google_env`] plus `extra` (which wins;
+/// an empty value unsets), without waiting for it to be ready.
+pub fn start_service_unready(
+    listener: TcpListener,
+    emulator: &Emulator,
+    extra: &[(&str, &str)],
+) -> Server {
+    Server::start_on(listener, &borrowed(&google_settings(emulator, extra)))
 }
 
 /// [`start_service_unready`], then waits until `/readyz` answers 200.
-pub async fn start_service(port: u16, emulator: &Emulator, extra: &[(&str, &str)]) -> Server {
-    let server = start_service_unready(port, emulator, extra);
+pub async fn start_service(
+    listener: TcpListener,
+    emulator: &Emulator,
+    extra: &[(&str, &str)],
+) -> Server {
+    let server = start_service_unready(listener, emulator, extra);
+    wait_ready(&server).await;
+    server
+}
+
+/// [`start_service`] with the real binary, for tests that read its log.
+pub async fn start_service_process(
+    front: TcpListener,
+    emulator: &Emulator,
+    extra: &[(&str, &str)],
+) -> Server {
+    let server = Server::start_process_on(front, &borrowed(&google_settings(emulator, extra)));
     wait_ready(&server).await;
     server
 }
@@ -104,5 +132,5 @@ pub async fn wait_ready(server: &Server) {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("not ready:\n{}", server.logs());
+    panic!("{} not ready", server.base);
 }

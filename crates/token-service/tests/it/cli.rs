@@ -1,8 +1,7 @@
 //! The command line as a user meets it: help, configuration errors, check-config, the config
 //! file, and the README's quick start driven with the real `curl` binary.
-#![expect(clippy::unwrap_used, reason = "tests fail by panicking")]
 
-mod common;
+use crate::support as common;
 
 use std::process::{Command, Output};
 
@@ -210,14 +209,8 @@ fn config_file_holds_settings_and_the_environment_wins() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readme_quick_start_demo_and_its_curl_line_get_a_verifiable_token() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let server = Server::spawn(
-        &["demo"],
-        vec![("PORT".into(), port.to_string())],
-        dir,
-        port,
-    );
+    let (server, port) =
+        Server::spawn_at_unused_port(&["demo"], |port| vec![("PORT".into(), port.to_string())]);
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
     assert!(
@@ -455,7 +448,7 @@ fn xlb_flow_without_mtls_lb_secret_on_a_non_loopback_address_is_warned_about() {
     assert!(out.status.success(), "{lines:?}");
     assert_eq!(warning(&lines), 1, "beside a proxy flow: {lines:?}");
     // `serve` logs the same warning at startup.
-    let server = Server::start(&[("BIND_ADDRESS", "0.0.0.0")]);
+    let server = Server::start_process(&[("BIND_ADDRESS", "0.0.0.0")]);
     let logged = server
         .json_logs()
         .into_iter()

@@ -1,10 +1,9 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! Black-box tests of the TLS listener and the `mtls-client-credentials` flow: the real binary
 //! terminating TLS with a test PKI, spoken to by reqwest, a raw rustls client and the system
 //! curl; reloads of the CA bundle and CRL files while clients stay connected.
 
-mod common;
-mod tls_support;
+use crate::support as common;
+use crate::support::tls as tls_support;
 
 use rustls::HandshakeKind;
 use serde_json::{Value, json};
@@ -39,7 +38,7 @@ async fn assert_token_with_facts_from_der(service: &TlsService, pki: &Pki, leaf:
 async fn bad_client_certificates_get_403_with_precise_reason_and_rejection_log_with_serial() {
     let pki = Pki::new();
     let crl = pki.root.crl_pem(&[&pki.revoked]);
-    let service = TlsService::start(&pki, &pki.root.pem, Some(&crl), &[]);
+    let service = TlsService::start_process(&pki, &pki.root.pem, Some(&crl), &[]);
     // (leaf, description, whether the description is exact or only must contain the text)
     let cases: [(&Leaf, &str, bool); 7] = [
         (&pki.expired, EXPIRED, true),
@@ -164,7 +163,7 @@ async fn leaf_sent_with_its_intermediate_gets_token_when_bundle_holds_only_root(
 async fn dns_san_client_id_attribute_makes_first_dns_san_the_subject_and_refuses_cert_without_one()
 {
     let pki = Pki::new();
-    let service = TlsService::start(
+    let service = TlsService::start_process(
         &pki,
         &pki.root.pem,
         None,
@@ -206,7 +205,7 @@ async fn dns_san_client_id_attribute_makes_first_dns_san_the_subject_and_refuses
 async fn crl_written_while_connected_revokes_at_once_even_on_kept_alive_connections() {
     let pki = Pki::new();
     let empty_crl = pki.root.crl_pem(&[]);
-    let service = TlsService::start(
+    let service = TlsService::start_process(
         &pki,
         &pki.root.pem,
         Some(&empty_crl),
@@ -258,7 +257,8 @@ async fn crl_written_while_connected_revokes_at_once_even_on_kept_alive_connecti
 #[tokio::test]
 async fn ca_bundle_replaced_while_running_trusts_the_new_ca_and_no_longer_the_old() {
     let pki = Pki::new();
-    let service = TlsService::start(&pki, &pki.root.pem, None, &[("TLS_RELOAD_INTERVAL", "1")]);
+    let service =
+        TlsService::start_process(&pki, &pki.root.pem, None, &[("TLS_RELOAD_INTERVAL", "1")]);
     let old_kept_alive = https_client(&pki.root.pem, Some(&pki.valid));
     let (status, body) = post_token(&old_kept_alive, &service).await;
     id_token(status, &body);
@@ -292,7 +292,8 @@ async fn ca_bundle_replaced_while_running_trusts_the_new_ca_and_no_longer_the_ol
 #[tokio::test]
 async fn broken_new_ca_bundle_is_refused_with_log_and_old_material_keeps_issuing() {
     let pki = Pki::new();
-    let service = TlsService::start(&pki, &pki.root.pem, None, &[("TLS_RELOAD_INTERVAL", "1")]);
+    let service =
+        TlsService::start_process(&pki, &pki.root.pem, None, &[("TLS_RELOAD_INTERVAL", "1")]);
     let client = https_client(&pki.root.pem, Some(&pki.valid));
     let (status, body) = post_token(&client, &service).await;
     id_token(status, &body);
@@ -328,7 +329,7 @@ async fn broken_new_ca_bundle_is_refused_with_log_and_old_material_keeps_issuing
 #[tokio::test]
 async fn client_signing_handshake_with_another_key_than_its_certificate_gets_no_response() {
     let pki = Pki::new();
-    let service = TlsService::start(&pki, &pki.root.pem, None, &[]);
+    let service = TlsService::start_process(&pki, &pki.root.pem, None, &[]);
     let impostor_key = rcgen::KeyPair::generate().unwrap().serialize_der();
     for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
         // The same client code with the right key gets a token.
@@ -517,7 +518,7 @@ fn readyz_turns_503_when_the_server_certificate_in_force_has_expired() {
 async fn flow_order_does_not_matter_a_request_without_the_lb_secret_is_left_to_direct_mtls() {
     const SECRET: &str = "a-load-balancer-secret-of-32-byte";
     let pki = Pki::new();
-    let service = TlsService::start(
+    let service = TlsService::start_process(
         &pki,
         &pki.root.pem,
         None,
@@ -780,7 +781,7 @@ async fn token_on_new_connection(
 async fn refusing_a_leaf_with_nine_self_issued_cas_costs_about_what_a_good_request_costs() {
     const N: usize = 6;
     let pki = Pki::new();
-    let service = TlsService::start(&pki, &pki.root.pem, None, &[]);
+    let service = TlsService::start_process(&pki, &pki.root.pem, None, &[]);
     let attacks: Vec<_> = (0..N).map(|_| self_issued_ca_chain(9)).collect();
     // Warm up (first handshake, first signature).
     let (status, body) =
@@ -831,7 +832,7 @@ async fn refusing_a_leaf_with_nine_self_issued_cas_costs_about_what_a_good_reque
 async fn root_crl_listing_the_issuing_ca_refuses_the_leaves_it_issued() {
     let pki = Pki::new();
     let crl = pki.root.crl_pem_revoking_cas(&[&pki.intermediate]);
-    let service = TlsService::start(&pki, &pki.root.pem, Some(&crl), &[]);
+    let service = TlsService::start_process(&pki, &pki.root.pem, Some(&crl), &[]);
     let revoked_ca = "The client certificate's issuing CA 'O=Token Service TLS tests, CN=Test Intermediate CA' has been revoked";
     let client = https_client(&pki.root.pem, Some(&pki.via_intermediate));
     let (status, body) = post_token(&client, &service).await;
@@ -866,7 +867,7 @@ async fn memory_stays_flat_when_a_large_crl_is_reloaded_with_a_new_client_each_t
         &serials,
         time::OffsetDateTime::now_utc() + time::Duration::days(1),
     );
-    let service = TlsService::start(
+    let service = TlsService::start_process(
         &pki,
         &pki.root.pem,
         Some(&crl),
@@ -916,7 +917,7 @@ async fn crl_whose_signature_does_not_verify_is_refused_on_reload_and_at_startup
     );
     assert!(!printed.contains("panicked"), "{printed}");
 
-    let service = TlsService::start(
+    let service = TlsService::start_process(
         &pki,
         &pki.root.pem,
         Some(&pki.root.crl_pem(&[&pki.revoked])),
@@ -1026,7 +1027,7 @@ async fn issuing_ca_with_key_usage_without_key_cert_sign_is_refused() {
 async fn expired_crl_under_warn_still_revokes_and_is_reported_in_logs_metrics_and_readyz() {
     let pki = Pki::new();
     let crl = pki.root.expired_crl_pem(&[&pki.revoked]);
-    let service = TlsService::start(&pki, &pki.root.pem, Some(&crl), &[]);
+    let service = TlsService::start_process(&pki, &pki.root.pem, Some(&crl), &[]);
     let (status, body) =
         token_on_new_connection(&service, &pki, &pki.revoked.chain_der, &pki.revoked.key_der).await;
     assert_refused(status, &body, REVOKED);
@@ -1067,7 +1068,7 @@ async fn expired_crl_under_deny_refuses_that_cas_certificates_until_a_fresh_crl_
     let other = Ca::root("Other fresh CA");
     let other_leaf = other.issue(Spec::client("other-fresh", &[0x41, 0x01]));
     let crls = format!("{}{}", pki.root.expired_crl_pem(&[]), other.crl_pem(&[]));
-    let service = TlsService::start(
+    let service = TlsService::start_process(
         &pki,
         &format!("{}{}", pki.root.pem, other.pem),
         Some(&crls),
@@ -1202,7 +1203,8 @@ async fn bundle_intermediate_listed_on_its_roots_crl_is_left_out_of_the_trusted_
     let pki = Pki::new();
     let bundle = format!("{}{}", pki.root.pem, pki.intermediate.pem);
     let crl = pki.root.crl_pem_revoking_cas(&[&pki.intermediate]);
-    let service = TlsService::start(&pki, &bundle, Some(&crl), &[("TLS_RELOAD_INTERVAL", "1")]);
+    let service =
+        TlsService::start_process(&pki, &bundle, Some(&crl), &[("TLS_RELOAD_INTERVAL", "1")]);
     let subject = "O=Token Service TLS tests, CN=Test Intermediate CA";
     let serial = colon_hex(&der_serial(&pki.intermediate.der));
     let warned = |events: Vec<Value>| {

@@ -1,13 +1,11 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! Black-box tests of the client policy (`POLICY_FILE`): the real binary, driven through its
 //! `/token` endpoint by the load-balancer header flow, by direct mutual TLS with certificates of
 //! the TLS suite's test PKI, and against the Google API emulator for service accounts and
 //! scopes. Every kind of decision is checked on the response, on the verified token and on the
 //! `policy_decision` log line; so are hot reloads and startup with a broken file.
 
-mod common;
-#[allow(dead_code)]
-mod tls_support;
+use crate::support as common;
+use crate::support::tls as tls_support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -16,7 +14,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 use common::google::{
-    OTHER_SA, TARGET_SA, emulator_config, pool_principals, start_emulator, start_service,
+    OTHER_SA, TARGET_SA, emulator_config, pool_principals, start_emulator, start_service_process,
 };
 use common::{AUDIENCE, LB_HASH, SPIFFE, Server};
 use gcp_emulator::Emulator;
@@ -57,7 +55,8 @@ impl Policed {
         let file = path.display().to_string();
         let mut env: Vec<(&str, &str)> = vec![("POLICY_FILE", &file)];
         env.extend_from_slice(extra);
-        let server = Server::start(&env);
+        // The real binary: most of these tests read the decision's log line.
+        let server = Server::start_process(&env);
         Policed {
             server,
             policy: path,
@@ -284,7 +283,7 @@ async fn allow_rule_templates_client_id_adds_claims_and_overrides_token_lifetime
     let pki = Pki::new();
     let dir = tempfile::tempdir().unwrap();
     let policy = policy_in(&dir, ALLOW_POLICY);
-    let service = TlsService::start(&pki, &pki.root.pem, None, &[("POLICY_FILE", &policy)]);
+    let service = TlsService::start_process(&pki, &pki.root.pem, None, &[("POLICY_FILE", &policy)]);
 
     let (status, body) = mtls_token(&service, &pki, &pki.valid).await;
     let claims = verify_tls(&service, &pki, &id_token(status, &body)).await;
@@ -565,7 +564,7 @@ name = "everyone"
 decision = "allow"
 "#,
     );
-    let service = TlsService::start(&pki, &pki.root.pem, None, &[("POLICY_FILE", &policy)]);
+    let service = TlsService::start_process(&pki, &pki.root.pem, None, &[("POLICY_FILE", &policy)]);
 
     let (status, body) = mtls_token(&service, &pki, &pki.no_dns).await;
     assert_denied(status, &body, &["revoked", "deny"]);
@@ -628,15 +627,16 @@ const BIGQUERY: &str = "https://www.googleapis.com/auth/bigquery";
 /// The service with SIGNER=iam and the pool, against a fresh emulator, with this policy. The
 /// pool may impersonate both accounts: only the policy keeps the client from the admin.
 async fn google_service(policy: &str) -> (Emulator, Server, tempfile::TempDir) {
-    let port = common::free_port();
-    let mut config = emulator_config(port);
+    let front = common::listener();
+    let mut config = emulator_config(common::port_of(&front));
     config
         .impersonation
         .push((OTHER_SA.into(), pool_principals()));
     let emulator = start_emulator(config).await;
     let dir = tempfile::tempdir().unwrap();
     let policy = policy_in(&dir, policy);
-    let server = start_service(port, &emulator, &[("POLICY_FILE", &policy)]).await;
+    // The real binary: the test reads the decision's log line.
+    let server = start_service_process(front, &emulator, &[("POLICY_FILE", &policy)]).await;
     (emulator, server, dir)
 }
 
@@ -842,7 +842,7 @@ async fn conditions_hold_on_the_facts_each_flow_has_and_fail_closed_on_absent_on
         .replace("ROOT_B64", &sha256_b64(&pki.root.der))
         .replace("INTERMEDIATE_B64", &sha256_b64(&pki.intermediate.der));
     let policy = policy_in(&dir, &policy);
-    let service = TlsService::start(
+    let service = TlsService::start_process(
         &pki,
         &pki.root.pem,
         None,
@@ -1367,7 +1367,7 @@ async fn a_re_signed_certificate_stays_denied_over_mtls() {
     let pki = Pki::new();
     let (_dir, policy) = re_signed_files(&pki);
     // The intermediate is not in TLS_CLIENT_CA_FILE: its fingerprint comes from the client.
-    let service = TlsService::start(&pki, &pki.root.pem, None, &[("POLICY_FILE", &policy)]);
+    let service = TlsService::start_process(&pki, &pki.root.pem, None, &[("POLICY_FILE", &policy)]);
     let intermediate = pki.intermediate.der.as_slice();
     let intermediate_twin = re_signed(intermediate);
 
@@ -1465,7 +1465,7 @@ async fn a_re_signed_certificate_stays_denied_through_the_forwarded_certificate_
         .display()
         .to_string();
     // Clients named by fingerprint: the client ID too is the hash of the bytes presented.
-    let server = Server::start(&[
+    let server = Server::start_process(&[
         ("AUTH_FLOWS", "forwarded-cert-client-credentials"),
         ("TLS_CLIENT_CA_FILE", &ca),
         ("TRUSTED_PROXIES", "127.0.0.1/32"),
