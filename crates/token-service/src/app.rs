@@ -433,7 +433,7 @@ pub fn async_workers(config: &Config) -> Option<usize> {
     let cores = std::thread::available_parallelism().map_or(2, usize::from);
     workers_for(
         rsa,
-        std::env::var_os("TOKIO_WORKER_THREADS").is_some(),
+        crate::config::source::tokio_worker_threads_set(),
         cores,
     )
 }

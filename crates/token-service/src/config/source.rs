@@ -24,6 +24,10 @@ pub type Values = BTreeMap<String, (String, Origin)>;
 /// The settings of `table` present in the process environment, and the variables that look
 /// like ours but are not in it ([`super::looks_like_ours`]), so that loading can warn about
 /// them. Nothing else is read.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "source.rs is the one reader of the environment"
+)]
 pub fn process_env(table: &[Setting]) -> Values {
     let mut values: Values = table
         .iter()
@@ -123,4 +127,14 @@ fn syntax_error(shown: &str, text: &str, e: &toml::de::Error) -> String {
         }
         None => format!("--config '{shown}': TOML syntax error: {what}"),
     }
+}
+
+/// Whether `TOKIO_WORKER_THREADS` is set: tokio's own variable, which always wins over the
+/// service's choice of async workers, so the service only asks whether it is there.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "source.rs is the one reader of the environment"
+)]
+pub fn tokio_worker_threads_set() -> bool {
+    std::env::var_os("TOKIO_WORKER_THREADS").is_some()
 }
