@@ -7,12 +7,13 @@ use clap::Subcommand;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject as _;
 
+use crate::clock::Clock;
 use crate::config::reader::Reader;
 use crate::config::source::Values;
 use crate::flows::FlowRegistry;
 use crate::model::AuthenticatedClient;
 use crate::policy::Requested;
-use crate::policy::rules::{Outcome, Policy};
+use crate::policy::rules::{Outcome, Policy, RuleTrace, Verdict};
 use crate::x509::{ClientIdAttribute, Trust, TrustSettings};
 
 /// `policy` subcommands.
@@ -52,29 +53,8 @@ pub enum PolicyCommand {
 /// Runs a `policy` subcommand; `values` are the settings (environment and `--config`), and
 /// a policy's flow conditions may name the flows of `registry`.
 pub fn run(command: &PolicyCommand, values: &Values, registry: &FlowRegistry) -> ExitCode {
-    let builtin = registry;
     match command {
-        PolicyCommand::Check { file } => match Policy::load_for(file, &builtin.names()) {
-            Ok(policy) => {
-                println!("{}: valid: {}", file.display(), policy.summary());
-                for rule in policy.rules() {
-                    println!(
-                        "  line {:<4} rule '{}': {}",
-                        rule.line,
-                        rule.name,
-                        if rule.allows() { "allow" } else { "deny" }
-                    );
-                }
-                if policy.rules().is_empty() {
-                    println!("  no rules: every client would be denied");
-                }
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        PolicyCommand::Check { file } => check(file, registry),
         PolicyCommand::Explain {
             cert,
             policy,
@@ -107,7 +87,7 @@ pub fn run(command: &PolicyCommand, values: &Values, registry: &FlowRegistry) ->
                 .clone()
                 .or_else(|| setting("TLS_CLIENT_CA_FILE").map(PathBuf::from));
             let scope = scope.join(" ");
-            let request = Request {
+            print_explanation(&Request {
                 cert,
                 policy: &policy_path,
                 ca: ca.as_deref(),
@@ -118,21 +98,52 @@ pub fn run(command: &PolicyCommand, values: &Values, registry: &FlowRegistry) ->
                     scope: Some(scope.as_str()).filter(|s| !s.trim().is_empty()),
                     service_account: service_account.as_deref(),
                 },
-            };
-            match explain(&request) {
-                Ok((text, allowed)) => {
-                    print!("{text}");
-                    if allowed {
-                        ExitCode::SUCCESS
-                    } else {
-                        ExitCode::FAILURE
-                    }
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::from(2)
-                }
+            })
+        }
+    }
+}
+
+/// `policy check FILE`: the rules with their lines, or the first problem. The output lines are
+/// a tested contract.
+fn check(file: &Path, registry: &FlowRegistry) -> ExitCode {
+    match Policy::load_for(file, &registry.names()) {
+        Ok(policy) => {
+            println!("{}: valid: {}", file.display(), policy.summary());
+            for rule in policy.rules() {
+                println!(
+                    "  line {:<4} rule '{}': {}",
+                    rule.line,
+                    rule.name,
+                    if rule.allows() { "allow" } else { "deny" }
+                );
             }
+            if policy.rules().is_empty() {
+                println!("  no rules: every client would be denied");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            // The file names itself in the problem; the setting is not what was passed here.
+            eprintln!("error: {}", e.problem);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `policy explain`: prints the trace; exits 0 when the client would be allowed.
+fn print_explanation(request: &Request<'_>) -> ExitCode {
+    match explain(request) {
+        Ok((text, allowed)) => {
+            print!("{text}");
+            if allowed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
         }
     }
 }
@@ -147,7 +158,8 @@ struct Request<'a> {
     requested: Requested<'a>,
 }
 
-/// The explanation as text, and whether the client would be allowed.
+/// The explanation as text, and whether the client would be allowed. The error is the one line
+/// `policy explain` prints after `error: ` (a plain message is its whole contract).
 fn explain(request: &Request<'_>) -> Result<(String, bool), String> {
     use std::fmt::Write as _;
     // Offline, a flow condition may name the flows registered in this binary.
@@ -160,12 +172,7 @@ fn explain(request: &Request<'_>) -> Result<(String, bool), String> {
         ));
     }
     let policy = Policy::load_for(request.policy, &builtin.names()).map_err(|e| e.problem)?;
-    let pem = std::fs::read(request.cert)
-        .map_err(|e| format!("--cert: cannot read '{}': {e}", request.cert.display()))?;
-    let chain: Vec<Vec<u8>> = CertificateDer::pem_slice_iter(&pem)
-        .map(|c| c.map(|c| c.to_vec()))
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("--cert: '{}': {e}", request.cert.display()))?;
+    let chain = read_chain(request.cert)?;
     let leaf = chain.first().ok_or_else(|| {
         format!(
             "--cert: '{}' holds no PEM certificate",
@@ -173,53 +180,9 @@ fn explain(request: &Request<'_>) -> Result<(String, bool), String> {
         )
     })?;
     let mut facts = crate::x509::facts(leaf)?;
+    let verification = verification(request.ca, &chain, &mut facts)?;
     let mut out = String::new();
-    let dash = |v: Option<&str>| v.unwrap_or("-").to_owned();
-    let list = |v: &[String]| {
-        if v.is_empty() {
-            "-".to_owned()
-        } else {
-            v.join(", ")
-        }
-    };
-    let verification = match request.ca {
-        Some(ca) => {
-            let trust = Trust::load(
-                TrustSettings {
-                    ca_file: ca.to_owned(),
-                    crl_file: None,
-                    reload_interval: std::time::Duration::from_secs(5),
-                    revocation: Default::default(),
-                },
-                std::sync::Arc::new(crate::metrics::Metrics::new()),
-            )?;
-            (facts.issuer_ca_sha256, facts.issuer_ca_sha256_twin) =
-                trust.issuer_fingerprint(&chain);
-            let now = rustls_pki_types::UnixTime::now();
-            match trust.verify(&chain, now) {
-                Ok(()) => format!("verifies against {}", ca.display()),
-                Err(e) => format!("REFUSED against {}: {e}", ca.display()),
-            }
-        }
-        None => "not checked (pass --ca or set TLS_CLIENT_CA_FILE)".to_owned(),
-    };
-    field(&mut out, "subject", &dash(facts.subject_dn.as_deref()));
-    field(&mut out, "issuer", &dash(facts.issuer_dn.as_deref()));
-    field(&mut out, "spiffe_id", &dash(facts.spiffe_id.as_deref()));
-    field(&mut out, "dns_san", &list(&facts.dns_sans));
-    field(&mut out, "uri_san", &list(&facts.uri_sans));
-    field(
-        &mut out,
-        "sha256",
-        &dash(facts.sha256_fingerprint.as_deref()),
-    );
-    field(&mut out, "serial", &dash(facts.serial_number.as_deref()));
-    field(
-        &mut out,
-        "issuer_ca_sha256",
-        &dash(facts.issuer_ca_sha256.as_deref()),
-    );
-    field(&mut out, "verification", &verification);
+    write_facts(&mut out, &facts, &verification);
     let Some(client_id) = request.attribute.client_id(&facts) else {
         let _ = writeln!(
             out,
@@ -251,7 +214,81 @@ fn explain(request: &Request<'_>) -> Result<(String, bool), String> {
         request.policy.display(),
         policy.summary()
     );
-    for t in &trace {
+    write_trace(&mut out, &trace);
+    let allowed = write_decision(&mut out, &verdict, request.requested);
+    Ok((
+        format!("Certificate {}\n{out}", request.cert.display()),
+        allowed,
+    ))
+}
+
+/// The certificates of `--cert`, leaf first. Errors here and in [`verification`] are lines of
+/// [`explain`]'s output.
+fn read_chain(cert: &Path) -> Result<Vec<Vec<u8>>, String> {
+    let pem = std::fs::read(cert)
+        .map_err(|e| format!("--cert: cannot read '{}': {e}", cert.display()))?;
+    CertificateDer::pem_slice_iter(&pem)
+        .map(|c| c.map(|c| c.to_vec()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("--cert: '{}': {e}", cert.display()))
+}
+
+/// Whether the chain verifies against `--ca` (which also names the issuing CA's fingerprint in
+/// `facts`), as a phrase.
+fn verification(
+    ca: Option<&Path>,
+    chain: &[Vec<u8>],
+    facts: &mut crate::model::CertificateFacts,
+) -> Result<String, String> {
+    let Some(ca) = ca else {
+        return Ok("not checked (pass --ca or set TLS_CLIENT_CA_FILE)".to_owned());
+    };
+    let trust = Trust::load(
+        TrustSettings {
+            ca_file: ca.to_owned(),
+            crl_file: None,
+            reload_interval: std::time::Duration::from_secs(5),
+            revocation: Default::default(),
+        },
+        std::sync::Arc::new(crate::metrics::Metrics::new()),
+    )
+    .map_err(|e| e.to_string())?;
+    (facts.issuer_ca_sha256, facts.issuer_ca_sha256_twin) = trust.issuer_fingerprint(chain);
+    let seconds = u64::try_from(Clock::system().now()).unwrap_or(0);
+    let now = rustls_pki_types::UnixTime::since_unix_epoch(std::time::Duration::from_secs(seconds));
+    Ok(match trust.verify(chain, now) {
+        Ok(()) => format!("verifies against {}", ca.display()),
+        Err(e) => format!("REFUSED against {}: {e}", ca.display()),
+    })
+}
+
+fn write_facts(out: &mut String, facts: &crate::model::CertificateFacts, verification: &str) {
+    let dash = |v: Option<&str>| v.unwrap_or("-").to_owned();
+    let list = |v: &[String]| {
+        if v.is_empty() {
+            "-".to_owned()
+        } else {
+            v.join(", ")
+        }
+    };
+    field(out, "subject", &dash(facts.subject_dn.as_deref()));
+    field(out, "issuer", &dash(facts.issuer_dn.as_deref()));
+    field(out, "spiffe_id", &dash(facts.spiffe_id.as_deref()));
+    field(out, "dns_san", &list(&facts.dns_sans));
+    field(out, "uri_san", &list(&facts.uri_sans));
+    field(out, "sha256", &dash(facts.sha256_fingerprint.as_deref()));
+    field(out, "serial", &dash(facts.serial_number.as_deref()));
+    field(
+        out,
+        "issuer_ca_sha256",
+        &dash(facts.issuer_ca_sha256.as_deref()),
+    );
+    field(out, "verification", verification);
+}
+
+fn write_trace(out: &mut String, trace: &[RuleTrace]) {
+    use std::fmt::Write as _;
+    for t in trace {
         match &t.result {
             Ok(matched) if matched.is_empty() => {
                 let _ = writeln!(
@@ -278,7 +315,12 @@ fn explain(request: &Request<'_>) -> Result<(String, bool), String> {
             }
         }
     }
-    let allowed = match &verdict.outcome {
+}
+
+/// Writes the decision; returns whether the client would be allowed.
+fn write_decision(out: &mut String, verdict: &Verdict, requested: Requested<'_>) -> bool {
+    use std::fmt::Write as _;
+    match &verdict.outcome {
         Outcome::Allow(admitted) => {
             let _ = writeln!(out, "\nDecision: ALLOW by rule '{}'", verdict.rule);
             let _ = writeln!(out, "  client_id            {}", admitted.client_id);
@@ -292,10 +334,10 @@ fn explain(request: &Request<'_>) -> Result<(String, bool), String> {
             if let Some(l) = admitted.lifetime_seconds {
                 let _ = writeln!(out, "  token lifetime       {l} s");
             }
-            if let Some(sa) = request.requested.service_account {
+            if let Some(sa) = requested.service_account {
                 let _ = writeln!(out, "  service account      {sa}: allowed");
             }
-            if let Some(scope) = request.requested.scope {
+            if let Some(scope) = requested.scope {
                 let _ = writeln!(out, "  scope                {scope}: allowed");
             }
             true
@@ -321,11 +363,7 @@ fn explain(request: &Request<'_>) -> Result<(String, bool), String> {
             );
             false
         }
-    };
-    Ok((
-        format!("Certificate {}\n{out}", request.cert.display()),
-        allowed,
-    ))
+    }
 }
 
 fn field(out: &mut String, key: &str, value: &str) {
