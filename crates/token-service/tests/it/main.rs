@@ -14,6 +14,7 @@ mod cli;
 mod custom_flow;
 mod deploy;
 mod forwarded;
+mod layout;
 mod google;
 mod google_auth_interop;
 mod policy;

@@ -5,8 +5,8 @@
 
 use std::net::TcpListener;
 
-use token_service::config::source::{Origin, Values};
 use token_service::config::load;
+use token_service::config::source::{Origin, Values};
 use token_service::flows::FlowRegistry;
 
 /// A service served in-process; dropping it stops it (and its background tasks).
