@@ -242,13 +242,11 @@ fn load(
 }
 
 fn data_dir(values: &Values) -> PathBuf {
-    PathBuf::from(
-        values
-            .get("DATA_DIR")
-            .map(|(v, _)| v.trim())
-            .filter(|v| !v.is_empty())
-            .unwrap_or("./.token-service"),
-    )
+    // Through the declaration, so the default exists once (signer/settings.rs).
+    let mut reader = crate::config::reader::Reader::new(values);
+    reader
+        .path(&crate::signer::settings::DATA_DIR)
+        .unwrap_or_default()
 }
 
 fn demo_defaults(values: &mut Values) -> Result<(), String> {
