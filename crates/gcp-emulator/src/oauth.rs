@@ -164,6 +164,41 @@ fn refresh(
     }))
 }
 
+/// Whether one of the account's keys (the one named by `kid`, if any) signed `assertion`.
+fn signed_by(account: &crate::Account, header: &Value, assertion: &str) -> bool {
+    let kid = header.get("kid").and_then(Value::as_str);
+    let mut validation = Validation::new(Algorithm::RS256);
+    validation.required_spec_claims = HashSet::new();
+    validation.validate_exp = false;
+    validation.validate_aud = false;
+    account
+        .keys
+        .iter()
+        .filter(|k| kid.is_none_or(|kid| k.kid() == kid))
+        .any(|k| jsonwebtoken::decode::<Value>(assertion, &k.decoding_key(), &validation).is_ok())
+}
+
+/// The assertion's `iat`/`exp`: present, ordered, at most an hour apart, and current within
+/// the configured clock skew.
+fn check_lifetime(state: &AppState, claims: &Value) -> Result<(), OAuthError> {
+    let now = now_unix();
+    let skew = state.config.clock_skew_secs;
+    let (Some(iat), Some(exp)) = (
+        claims.get("iat").and_then(json_integer),
+        claims.get("exp").and_then(json_integer),
+    ) else {
+        return Err(OAuthError::invalid_grant(SHORT_LIVED));
+    };
+    if exp <= iat
+        || exp.saturating_sub(iat) > MAX_ASSERTION_LIFETIME
+        || exp.saturating_add(skew) < now
+        || iat.saturating_sub(skew) > now
+    {
+        return Err(OAuthError::invalid_grant(SHORT_LIVED));
+    }
+    Ok(())
+}
+
 fn jwt_bearer(state: &AppState, params: &HashMap<String, String>) -> Result<Value, OAuthError> {
     let Some(assertion) = params.get("assertion").filter(|a| !a.is_empty()) else {
         return Err(OAuthError::invalid_request(
@@ -189,20 +224,7 @@ fn jwt_bearer(state: &AppState, params: &HashMap<String, String>) -> Result<Valu
             "Invalid grant: account not found",
         ));
     };
-    let kid = header.get("kid").and_then(Value::as_str);
-    let candidates: Vec<_> = account
-        .keys
-        .iter()
-        .filter(|k| kid.is_none_or(|kid| k.kid() == kid))
-        .collect();
-    let mut validation = Validation::new(Algorithm::RS256);
-    validation.required_spec_claims = HashSet::new();
-    validation.validate_exp = false;
-    validation.validate_aud = false;
-    let verified = candidates
-        .iter()
-        .any(|k| jsonwebtoken::decode::<Value>(assertion, &k.decoding_key(), &validation).is_ok());
-    if !verified {
+    if !signed_by(&account, &header, assertion) {
         return Err(OAuthError::invalid_grant("Invalid JWT Signature."));
     }
 
@@ -213,21 +235,7 @@ fn jwt_bearer(state: &AppState, params: &HashMap<String, String>) -> Result<Valu
             "Invalid JWT: Failed audience check. The right audience is {token_uri}"
         )));
     }
-    let now = now_unix();
-    let skew = state.config.clock_skew_secs;
-    let (Some(iat), Some(exp)) = (
-        claims.get("iat").and_then(json_integer),
-        claims.get("exp").and_then(json_integer),
-    ) else {
-        return Err(OAuthError::invalid_grant(SHORT_LIVED));
-    };
-    if exp <= iat
-        || exp.saturating_sub(iat) > MAX_ASSERTION_LIFETIME
-        || exp.saturating_add(skew) < now
-        || iat.saturating_sub(skew) > now
-    {
-        return Err(OAuthError::invalid_grant(SHORT_LIVED));
-    }
+    check_lifetime(state, &claims)?;
     if let Some(sub) = claims.get("sub").and_then(Value::as_str)
         && !sub.eq_ignore_ascii_case(iss)
     {

@@ -141,16 +141,9 @@ pub(crate) fn parse_request(
     Ok(params)
 }
 
-async fn exchange(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Value, OAuthError> {
-    if headers.contains_key(header::AUTHORIZATION) {
-        return Err(OAuthError::invalid_request(
-            "The Security Token Service does not accept an Authorization header on token exchange: \
-             the subject token in the request body is the only credential. Remove the Authorization header.",
-        ));
-    }
-    let params = parse_request(headers, body)?;
+/// The grant type and the token types of a token exchange request.
+fn check_token_types(params: &HashMap<&str, String>) -> Result<(), OAuthError> {
     let get = |k: &str| params.get(k).map(String::as_str).unwrap_or("");
-
     let grant_type = get("grant_type");
     if grant_type != TOKEN_EXCHANGE {
         return Err(OAuthError::new(
@@ -174,6 +167,20 @@ async fn exchange(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<
             SUBJECT_TOKEN_TYPES.join(", ")
         )));
     }
+    Ok(())
+}
+
+async fn exchange(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Value, OAuthError> {
+    if headers.contains_key(header::AUTHORIZATION) {
+        return Err(OAuthError::invalid_request(
+            "The Security Token Service does not accept an Authorization header on token exchange: \
+             the subject token in the request body is the only credential. Remove the Authorization header.",
+        ));
+    }
+    let params = parse_request(headers, body)?;
+    let get = |k: &str| params.get(k).map(String::as_str).unwrap_or("");
+
+    check_token_types(&params)?;
     let scope = get("scope");
     let scopes: Vec<String> = scope.split_whitespace().map(str::to_owned).collect();
     if scopes.is_empty() {
@@ -246,43 +253,9 @@ async fn fetch_json(state: &AppState, url: &str) -> Result<Value, String> {
 }
 
 /// Header and issuer checks, discovery, JWKS lookup and signature verification.
-async fn verify_subject_token(
-    state: &AppState,
-    provider: &Provider,
-    token: &str,
-) -> Result<Value, OAuthError> {
-    let Some((header, claims)) = parse_jws(token) else {
-        return Err(OAuthError::invalid_grant(
-            "Unable to parse the subject token: it must be a JWT in JWS compact serialization (header.payload.signature).",
-        ));
-    };
-    let alg = match header.get("alg").and_then(Value::as_str) {
-        Some("RS256") => Algorithm::RS256,
-        Some("ES256") => Algorithm::ES256,
-        other => {
-            return Err(OAuthError::invalid_grant(format!(
-                "The subject token is signed with an unsupported algorithm {}: only RS256 and ES256 are supported.",
-                other.unwrap_or("(none)")
-            )));
-        }
-    };
-    let Some(kid) = header
-        .get("kid")
-        .and_then(Value::as_str)
-        .filter(|k| !k.is_empty())
-    else {
-        return Err(OAuthError::invalid_grant(
-            "The subject token header has no kid (key ID).",
-        ));
-    };
-    let iss = claims.get("iss").and_then(Value::as_str).unwrap_or("");
-    if iss != provider.issuer_uri {
-        return Err(OAuthError::invalid_grant(format!(
-            "The issuer in ID Token {iss} does not match the expected ISSUER {}.",
-            provider.issuer_uri
-        )));
-    }
-
+/// The public key `kid` of the issuer `iss`, found the way Google's STS finds it: the issuer's
+/// discovery document names its `jwks_uri`, whose JWK Set holds the key.
+async fn fetch_key(state: &AppState, iss: &str, kid: &str) -> Result<DecodingKey, OAuthError> {
     let discovery_url = format!(
         "{}/.well-known/openid-configuration",
         iss.trim_end_matches('/')
@@ -325,6 +298,47 @@ async fn verify_subject_token(
                 "The JWK with kid {kid} at {jwks_uri} is not a usable public key."
             ))
         })?;
+    Ok(key)
+}
+
+async fn verify_subject_token(
+    state: &AppState,
+    provider: &Provider,
+    token: &str,
+) -> Result<Value, OAuthError> {
+    let Some((header, claims)) = parse_jws(token) else {
+        return Err(OAuthError::invalid_grant(
+            "Unable to parse the subject token: it must be a JWT in JWS compact serialization (header.payload.signature).",
+        ));
+    };
+    let alg = match header.get("alg").and_then(Value::as_str) {
+        Some("RS256") => Algorithm::RS256,
+        Some("ES256") => Algorithm::ES256,
+        other => {
+            return Err(OAuthError::invalid_grant(format!(
+                "The subject token is signed with an unsupported algorithm {}: only RS256 and ES256 are supported.",
+                other.unwrap_or("(none)")
+            )));
+        }
+    };
+    let Some(kid) = header
+        .get("kid")
+        .and_then(Value::as_str)
+        .filter(|k| !k.is_empty())
+    else {
+        return Err(OAuthError::invalid_grant(
+            "The subject token header has no kid (key ID).",
+        ));
+    };
+    let iss = claims.get("iss").and_then(Value::as_str).unwrap_or("");
+    if iss != provider.issuer_uri {
+        return Err(OAuthError::invalid_grant(format!(
+            "The issuer in ID Token {iss} does not match the expected ISSUER {}.",
+            provider.issuer_uri
+        )));
+    }
+
+    let key = fetch_key(state, iss, kid).await?;
 
     let mut validation = Validation::new(alg);
     validation.required_spec_claims = HashSet::new();

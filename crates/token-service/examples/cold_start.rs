@@ -8,7 +8,13 @@
 //! HTTP), it then also times the first `POST /token` (the first signature of a process pays
 //! aws-lc's one-time seeding of its random generator).
 //! Run: `cargo run --release -p token-service --example cold_start -- [--runs 30] [--binary PATH] [--cacert CA.pem]`
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods,
+    reason = "a measuring tool: it fails by panicking, reads its environment and times the process it starts"
+)]
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;

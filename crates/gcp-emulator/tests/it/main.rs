@@ -2,7 +2,8 @@
 //! helpers shared by them.
 #![expect(
     clippy::unwrap_used,
-    reason = "a test fails by panicking, with the value it did not expect"
+    clippy::too_many_lines,
+    reason = "a test fails by panicking, with the value it did not expect, and may list its steps at length"
 )]
 
 mod support;

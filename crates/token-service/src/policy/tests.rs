@@ -1,4 +1,5 @@
 //! Unit tests of the policy: conditions, rule order, templates, limits and deny lists.
+#![expect(clippy::too_many_lines, reason = "a test lists its cases in one table")]
 
 use std::path::Path;
 

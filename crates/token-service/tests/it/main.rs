@@ -4,7 +4,10 @@
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
-    reason = "a test fails by panicking, with the value it did not expect"
+    clippy::too_many_lines,
+    clippy::disallowed_methods,
+    reason = "a test fails by panicking, with the value it did not expect; it may list its steps \
+              at length, and it drives processes: it reads their environment and waits on the clock"
 )]
 
 mod support;
@@ -14,9 +17,9 @@ mod cli;
 mod custom_flow;
 mod deploy;
 mod forwarded;
-mod layout;
 mod google;
 mod google_auth_interop;
+mod layout;
 mod policy;
 mod policy_examples;
 mod production;

@@ -216,7 +216,10 @@ fn a_start_interrupted_while_writing_the_key_recovers_or_names_the_file_to_delet
     // (and removed once stale), and the key is generated.
     let temporary = data.join(".signing-key.pem.tmp-1234-5678");
     std::fs::write(&temporary, "-----BEGIN PRIVATE KEY-----\nMIIE").unwrap();
-    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    let old = std::time::UNIX_EPOCH
+        + std::time::Duration::from_secs(
+            u64::try_from(crate::clock::Clock::system().now()).unwrap() - 3600,
+        );
     std::fs::File::options()
         .write(true)
         .open(&temporary)

@@ -1,3 +1,8 @@
+#![expect(
+    clippy::too_many_lines,
+    reason = "a test builds its PKI and its cases in one place"
+)]
+
 use super::*;
 use crate::x509::TrustSettings;
 use rcgen::{
