@@ -110,10 +110,14 @@ pub(super) fn describe(e: &rustls::Error, policy: RevocationPolicy) -> String {
                 "cannot be checked for revocation: the CRL of a CA of its chain is past its nextUpdate, and TLS_CLIENT_CRL_EXPIRED={} refuses certificates until a fresh CRL is loaded",
                 policy.expired.name()
             ),
-            other => format!("was rejected: {other:?}"),
+            CertificateError::Other(inner) if inner.0.to_string().contains("CaUsedAsEndEntity") => {
+                "is a CA certificate: present the client's own (end-entity) certificate, with its CA certificates after it as the chain".to_owned()
+            }
+            // webpki's other reasons have only programmer names; the log keeps them as detail.
+            _ => "was rejected by chain verification: it must be an end-entity certificate for client authentication, issued by a CA in TLS_CLIENT_CA_FILE".to_owned(),
         },
-        rustls::Error::InvalidCertRevocationList(crl) => {
-            format!("cannot be checked for revocation: the CRL of a CA of its chain is not usable ({crl:?})")
+        rustls::Error::InvalidCertRevocationList(_) => {
+            "cannot be checked for revocation: the CRL of a CA of its chain is not usable (check its signature and format in TLS_CLIENT_CRL_FILE)".to_owned()
         }
         other => format!("was rejected: {other}"),
     };

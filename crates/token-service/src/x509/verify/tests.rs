@@ -231,3 +231,39 @@ fn a_full_map_forgets_only_its_oldest_entry() {
     assert_eq!(map.get(&[1; 32]), None);
     assert_eq!(map.get(&[7; 32]), Some(&7));
 }
+
+/// A CA certificate presented as the client's own is refused with a sentence that says what
+/// to present instead, never webpki's programmer name for the case (issue 11).
+#[tokio::test]
+async fn a_ca_presented_as_the_leaf_is_refused_with_a_sentence() {
+    let root = ca("Root", None);
+    let intermediate = ca("Intermediate", Some(&root));
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &root.pem).unwrap();
+    let trust = Arc::new(
+        Trust::load(
+            TrustSettings {
+                ca_file,
+                crl_file: None,
+                reload_interval: Duration::from_secs(5),
+                revocation: Default::default(),
+            },
+            Arc::new(crate::metrics::Metrics::new()),
+        )
+        .unwrap(),
+    );
+    let refused = VerifiedChains::default()
+        .authenticate(
+            &trust,
+            &Clock::system(),
+            ClientIdAttribute::Spiffe,
+            std::slice::from_ref(&intermediate.der),
+        )
+        .await
+        .unwrap_err();
+    let message = refused.message();
+    assert!(message.contains("is a CA certificate"), "{message}");
+    assert!(!message.contains("CaUsedAsEndEntity"), "{message}");
+    assert!(!message.contains("Other("), "{message}");
+}
