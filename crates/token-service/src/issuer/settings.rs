@@ -51,11 +51,13 @@ pub const PROVIDER_ID_TYPO: Setting = Setting::text(
     None,
     "Reference spelling of WORKLOAD_IDENTITY_PROVIDER_ID",
 );
+/// The bounds of `TOKEN_VALIDITY` in minutes, which per-rule lifetimes of the policy share.
+pub const VALIDITY_MINUTES: (u64, u64) = (1, 60);
 /// `TOKEN_VALIDITY`.
 pub const VALIDITY: Setting = Setting::minutes(
     "TOKEN_VALIDITY",
     5,
-    1..=60,
+    VALIDITY_MINUTES.0..=VALIDITY_MINUTES.1,
     "ID token lifetime in minutes, 1 to 60",
 );
 /// `JWKS_URI`.

@@ -21,7 +21,11 @@ use crate::error::StartupError;
 use crate::model::{AuthenticatedClient, Client};
 
 /// Bounds of `token_lifetime`, in seconds: those of `TOKEN_VALIDITY` (1 to 60 minutes).
-pub const LIFETIME_BOUNDS: std::ops::RangeInclusive<i64> = 60..=3600;
+pub const LIFETIME_BOUNDS: std::ops::RangeInclusive<i64> = {
+    // TOKEN_VALIDITY's bounds, in seconds: one bound for both.
+    let (min, max) = crate::issuer::settings::VALIDITY_MINUTES;
+    (min as i64 * 60)..=(max as i64 * 60)
+};
 
 /// Claims a policy may not set: the service sets them itself.
 pub const RESERVED_CLAIMS: &[&str] = &[
