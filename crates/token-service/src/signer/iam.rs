@@ -163,9 +163,8 @@ mod tests {
     #[tokio::test]
     async fn the_identity_check_is_owned_by_the_background_and_stops_at_shutdown() {
         // A port nobody listens on: the check fails and keeps retrying.
-        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let base = format!("http://{}", closed.local_addr().unwrap());
-        drop(closed);
+        // Port 1 refuses connections at once; no port is reserved and released.
+        let base = "http://127.0.0.1:1".to_owned();
         let upstream =
             Upstream::new(Duration::from_millis(300), 2, Arc::new(Metrics::new())).unwrap();
         let metadata = MetadataClient::new(base.clone(), upstream.clone());
