@@ -48,6 +48,23 @@ struct Pattern {
     dns: bool,
 }
 
+/// A glob that does not compile: the glob as written and why.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("bad glob '{glob}': {reason}")]
+struct BadGlob {
+    glob: String,
+    reason: globset::ErrorKind,
+}
+
+/// What is wrong with a claim value: its template, or a number JSON cannot hold.
+#[derive(Debug, Clone, thiserror::Error)]
+enum ClaimError {
+    #[error(transparent)]
+    Template(#[from] super::template::TemplateError),
+    #[error("{0} cannot be written in JSON")]
+    NotJson(f64),
+}
+
 /// How a glob treats separators.
 #[derive(Debug, Clone, Copy)]
 enum GlobKind {
@@ -60,9 +77,9 @@ enum GlobKind {
 }
 
 impl Pattern {
-    /// The glob, or what is wrong with it (a plain message: it becomes part of the policy
-    /// file's `FILE:LINE: problem` line).
-    fn new(source: &str, kind: GlobKind) -> Result<Self, String> {
+    /// The glob, or what is wrong with it (which becomes part of the policy file's
+    /// `FILE:LINE: problem` line).
+    fn new(source: &str, kind: GlobKind) -> Result<Self, BadGlob> {
         let (text, separator, dns) = match kind {
             GlobKind::Plain => (source.to_owned(), false, false),
             GlobKind::Path => (source.to_owned(), true, false),
@@ -71,7 +88,10 @@ impl Pattern {
         let matcher = GlobBuilder::new(&text)
             .literal_separator(separator)
             .build()
-            .map_err(|e| format!("bad glob '{source}': {}", e.kind()))?
+            .map_err(|e| BadGlob {
+                glob: source.to_owned(),
+                reason: e.kind().clone(),
+            })?
             .compile_matcher();
         Ok(Self {
             source: source.to_owned(),
@@ -216,8 +236,14 @@ pub struct RuleTrace {
     /// Its line.
     pub line: usize,
     /// `Ok(matches)` when every condition held, else `Err(the first that failed)`.
-    pub result: Result<Vec<String>, String>,
+    pub result: Result<Vec<String>, Unmatched>,
 }
+
+/// Why a rule's condition did not hold, as the phrase `policy explain` prints after
+/// `no match: ` (e.g. `dns_san 'a.example' matches none of '*.example.org'`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Unmatched(pub String);
 
 /// Name of the pseudo-rule that decides when no rule matches.
 pub const NO_RULE: &str = "(no rule matched)";

@@ -161,8 +161,8 @@ impl Policy {
 }
 
 impl ClaimValue {
-    /// The claim value, or what is wrong with it (a plain message, as for [`Pattern::new`]).
-    fn compile(value: toml::Value) -> Result<Self, String> {
+    /// The claim value, or what is wrong with it.
+    fn compile(value: toml::Value) -> Result<Self, ClaimError> {
         Ok(match value {
             toml::Value::String(s) => Self::Template(Template::parse(&s)?),
             toml::Value::Array(items) => Self::Array(
@@ -175,13 +175,12 @@ impl ClaimValue {
                 table
                     .into_iter()
                     .map(|(k, v)| Ok((k, Self::compile(v)?)))
-                    .collect::<Result<_, String>>()?,
+                    .collect::<Result<_, ClaimError>>()?,
             ),
             toml::Value::Integer(i) => Self::Static(Value::from(i)),
             // NaN and infinities, which JSON cannot represent, are refused, not made null.
             toml::Value::Float(f) => Self::Static(Value::Number(
-                serde_json::Number::from_f64(f)
-                    .ok_or_else(|| format!("{f} cannot be written in JSON"))?,
+                serde_json::Number::from_f64(f).ok_or(ClaimError::NotJson(f))?,
             )),
             toml::Value::Boolean(b) => Self::Static(Value::Bool(b)),
             // RFC 3339 text (serde would give toml's private `$__toml_private_datetime` wrapper).
