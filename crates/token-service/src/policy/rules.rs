@@ -245,6 +245,36 @@ pub struct RuleTrace {
 #[error("{0}")]
 pub struct Unmatched(pub String);
 
+/// A problem in a policy file: the file, the line when known, and what is wrong. Prints as
+/// `FILE:LINE: problem` (or `FILE: problem`), the line `policy check` prints.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{}: {problem}", path.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
+pub struct PolicyFileError {
+    /// The policy file.
+    pub path: PathBuf,
+    /// 1-based line, when the problem has one.
+    pub line: Option<usize>,
+    /// What is wrong, and what would be valid.
+    pub problem: String,
+}
+
+impl PolicyFileError {
+    fn at(path: &Path, line: Option<usize>, problem: impl Into<String>) -> Self {
+        Self {
+            path: path.to_owned(),
+            line,
+            problem: problem.into(),
+        }
+    }
+}
+
+impl From<PolicyFileError> for StartupError {
+    /// A policy file's problem is `POLICY_FILE`'s.
+    fn from(e: PolicyFileError) -> Self {
+        StartupError::setting(POLICY_FILE, e.to_string())
+    }
+}
+
 /// Name of the pseudo-rule that decides when no rule matches.
 pub const NO_RULE: &str = "(no rule matched)";
 
@@ -255,10 +285,9 @@ impl Policy {
     /// Reads and compiles a policy file (and its deny lists, relative to the file's folder); a
     /// problem names `POLICY_FILE`, the file and the line.
     pub fn load(path: &Path) -> Result<Self, StartupError> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            StartupError::setting(POLICY_FILE, format!("{}: cannot read: {e}", path.display()))
-        })?;
-        Self::parse(path, &text).map_err(|problem| StartupError::setting(POLICY_FILE, problem))
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| PolicyFileError::at(path, None, format!("cannot read: {e}")))?;
+        Ok(Self::parse(path, &text)?)
     }
 
     /// The policy file.
@@ -274,16 +303,13 @@ impl Policy {
     /// Reads and compiles a policy file and checks its flow names against `known`.
     pub fn load_for(path: &Path, known: &[&str]) -> Result<Self, StartupError> {
         let policy = Self::load(path)?;
-        policy
-            .check_flows(path, known)
-            .map_err(|problem| StartupError::setting(POLICY_FILE, problem))?;
+        policy.check_flows(path, known)?;
         Ok(policy)
     }
 
     /// The same rules with the deny lists read again from their files: revocations still apply
-    /// while a broken policy file is being fixed. The error is the deny list's own line, for
-    /// the log.
-    pub fn with_reloaded_deny_lists(&self) -> Result<Self, String> {
+    /// while a broken policy file is being fixed. The error is the deny list's own, for the log.
+    pub fn with_reloaded_deny_lists(&self) -> Result<Self, super::deny_list::DenyListError> {
         let deny_lists = self
             .deny_lists
             .iter()
