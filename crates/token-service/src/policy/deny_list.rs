@@ -27,6 +27,31 @@ impl Kind {
     }
 }
 
+/// Why a deny list was refused, printed as one line naming the file (and the line).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DenyListError {
+    /// The file cannot be read.
+    #[error("{}: cannot read: {reason}", path.display())]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error, as text.
+        reason: String,
+    },
+    /// A line holds no valid entry.
+    #[error("{}:{line}: '{entry}' is not {expected}", path.display())]
+    BadEntry {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// The entry, truncated to 100 characters.
+        entry: String,
+        /// What an entry of this list must be.
+        expected: &'static str,
+    },
+}
+
 /// A loaded deny list.
 #[derive(Debug, Clone)]
 pub struct DenyList {
@@ -38,16 +63,17 @@ pub struct DenyList {
 
 impl DenyList {
     /// Reads a deny list. Lines hold one entry; `#` starts a comment; blank lines are ignored.
-    /// The error is one line naming the file and line (a plain message: it is all the policy
-    /// file's error line and the reload log say).
-    pub fn load(kind: Kind, path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    /// The error prints as one line naming the file and line.
+    pub fn load(kind: Kind, path: &Path) -> Result<Self, DenyListError> {
+        let text = std::fs::read_to_string(path).map_err(|e| DenyListError::Unreadable {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
         Self::parse(kind, path, &text)
     }
 
     /// Parses the text of a deny list read from `path`.
-    pub fn parse(kind: Kind, path: &Path, text: &str) -> Result<Self, String> {
+    pub fn parse(kind: Kind, path: &Path, text: &str) -> Result<Self, DenyListError> {
         let estimate = text.len() / 45;
         let mut list = Self {
             kind,
@@ -64,13 +90,11 @@ impl DenyList {
             if entry.is_empty() {
                 continue;
             }
-            let fail = |what: &str| {
-                format!(
-                    "{}:{}: '{}' is not {what}",
-                    path.display(),
-                    i + 1,
-                    crate::model::truncate(entry, 100)
-                )
+            let fail = |what: &'static str| DenyListError::BadEntry {
+                path: path.to_owned(),
+                line: i + 1,
+                entry: crate::model::truncate(entry, 100),
+                expected: what,
             };
             match kind {
                 Kind::Fingerprints => {

@@ -52,6 +52,23 @@ struct Pattern {
     dns: bool,
 }
 
+/// A glob that does not compile: the glob as written and why.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("bad glob '{glob}': {reason}")]
+struct BadGlob {
+    glob: String,
+    reason: globset::ErrorKind,
+}
+
+/// What is wrong with a claim value: its template, or a number JSON cannot hold.
+#[derive(Debug, Clone, thiserror::Error)]
+enum ClaimError {
+    #[error(transparent)]
+    Template(#[from] super::template::TemplateError),
+    #[error("{0} cannot be written in JSON")]
+    NotJson(f64),
+}
+
 /// How a glob treats separators.
 #[derive(Debug, Clone, Copy)]
 enum GlobKind {
@@ -64,9 +81,9 @@ enum GlobKind {
 }
 
 impl Pattern {
-    /// The glob, or what is wrong with it (a plain message: it becomes part of the policy
-    /// file's `FILE:LINE: problem` line).
-    fn new(source: &str, kind: GlobKind) -> Result<Self, String> {
+    /// The glob, or what is wrong with it (which becomes part of the policy file's
+    /// `FILE:LINE: problem` line).
+    fn new(source: &str, kind: GlobKind) -> Result<Self, BadGlob> {
         let (text, separator, dns) = match kind {
             GlobKind::Plain => (source.to_owned(), false, false),
             GlobKind::Path => (source.to_owned(), true, false),
@@ -75,7 +92,10 @@ impl Pattern {
         let matcher = GlobBuilder::new(&text)
             .literal_separator(separator)
             .build()
-            .map_err(|e| format!("bad glob '{source}': {}", e.kind()))?
+            .map_err(|e| BadGlob {
+                glob: source.to_owned(),
+                reason: e.kind().clone(),
+            })?
             .compile_matcher();
         Ok(Self {
             source: source.to_owned(),
@@ -220,7 +240,43 @@ pub struct RuleTrace {
     /// Its line.
     pub line: usize,
     /// `Ok(matches)` when every condition held, else `Err(the first that failed)`.
-    pub result: Result<Vec<String>, String>,
+    pub result: Result<Vec<String>, Unmatched>,
+}
+
+/// Why a rule's condition did not hold, as the phrase `policy explain` prints after
+/// `no match: ` (e.g. `dns_san 'a.example' matches none of '*.example.org'`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Unmatched(pub String);
+
+/// A problem in a policy file: the file, the line when known, and what is wrong. Prints as
+/// `FILE:LINE: problem` (or `FILE: problem`), the line `policy check` prints.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{}: {problem}", path.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
+pub struct PolicyFileError {
+    /// The policy file.
+    pub path: PathBuf,
+    /// 1-based line, when the problem has one.
+    pub line: Option<usize>,
+    /// What is wrong, and what would be valid.
+    pub problem: String,
+}
+
+impl PolicyFileError {
+    fn at(path: &Path, line: Option<usize>, problem: impl Into<String>) -> Self {
+        Self {
+            path: path.to_owned(),
+            line,
+            problem: problem.into(),
+        }
+    }
+}
+
+impl From<PolicyFileError> for StartupError {
+    /// A policy file's problem is `POLICY_FILE`'s.
+    fn from(e: PolicyFileError) -> Self {
+        StartupError::setting(POLICY_FILE, e.to_string())
+    }
 }
 
 /// Name of the pseudo-rule that decides when no rule matches.
@@ -233,10 +289,9 @@ impl Policy {
     /// Reads and compiles a policy file (and its deny lists, relative to the file's folder); a
     /// problem names `POLICY_FILE`, the file and the line.
     pub fn load(path: &Path) -> Result<Self, StartupError> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            StartupError::setting(POLICY_FILE, format!("{}: cannot read: {e}", path.display()))
-        })?;
-        Self::parse(path, &text).map_err(|problem| StartupError::setting(POLICY_FILE, problem))
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| PolicyFileError::at(path, None, format!("cannot read: {e}")))?;
+        Ok(Self::parse(path, &text)?)
     }
 
     /// The policy file.
@@ -252,16 +307,13 @@ impl Policy {
     /// Reads and compiles a policy file and checks its flow names against `known`.
     pub fn load_for(path: &Path, known: &[&str]) -> Result<Self, StartupError> {
         let policy = Self::load(path)?;
-        policy
-            .check_flows(path, known)
-            .map_err(|problem| StartupError::setting(POLICY_FILE, problem))?;
+        policy.check_flows(path, known)?;
         Ok(policy)
     }
 
     /// The same rules with the deny lists read again from their files: revocations still apply
-    /// while a broken policy file is being fixed. The error is the deny list's own line, for
-    /// the log.
-    pub fn with_reloaded_deny_lists(&self) -> Result<Self, String> {
+    /// while a broken policy file is being fixed. The error is the deny list's own, for the log.
+    pub fn with_reloaded_deny_lists(&self) -> Result<Self, super::deny_list::DenyListError> {
         let deny_lists = self
             .deny_lists
             .iter()

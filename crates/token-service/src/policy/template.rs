@@ -157,6 +157,42 @@ impl std::fmt::Display for MissingFact {
     }
 }
 
+/// What is wrong with a template, as the phrase the policy file's error line ends with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    /// A `{` without its `}`.
+    #[error(
+        "template '{template}': '{{' at position {position} is not closed (write '{{{{' for a literal brace)"
+    )]
+    Unclosed {
+        /// The template as written.
+        template: String,
+        /// 1-based character position of the brace.
+        position: usize,
+    },
+    /// A `{name}` that is not a fact.
+    #[error(
+        "template '{template}' names an unknown fact '{name}'; known facts: {}",
+        FACT_NAMES
+    )]
+    UnknownFact {
+        /// The template as written.
+        template: String,
+        /// The name between the braces.
+        name: String,
+    },
+    /// A `}` without its `{`.
+    #[error(
+        "template '{template}': '}}' at position {position} has no opening '{{' (write '}}}}' for a literal brace)"
+    )]
+    Unopened {
+        /// The template as written.
+        template: String,
+        /// 1-based character position of the brace.
+        position: usize,
+    },
+}
+
 /// A string with `{fact}` placeholders; `{{` and `}}` stand for literal braces.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template {
@@ -165,9 +201,9 @@ pub struct Template {
 }
 
 impl Template {
-    /// Parses a template; the error says what is wrong (a plain message: it becomes part of
-    /// the policy file's `FILE:LINE: problem` line).
-    pub fn parse(source: &str) -> Result<Self, String> {
+    /// Parses a template; the error says what is wrong (it becomes part of the policy file's
+    /// `FILE:LINE: problem` line).
+    pub fn parse(source: &str) -> Result<Self, TemplateError> {
         let mut parts = Vec::new();
         let mut text = String::new();
         let mut chars = source.char_indices().peekable();
@@ -184,14 +220,15 @@ impl Template {
                 '{' => {
                     let rest = &source[i + 1..];
                     let Some(end) = rest.find('}') else {
-                        return Err(format!(
-                            "template '{source}': '{{' at position {} is not closed (write '{{{{' for a literal brace)",
-                            i + 1
-                        ));
+                        return Err(TemplateError::Unclosed {
+                            template: source.to_owned(),
+                            position: i + 1,
+                        });
                     };
                     let name = rest[..end].trim();
-                    let fact = Fact::parse(name).ok_or_else(|| {
-                        format!("template '{source}' names an unknown fact '{name}'; known facts: {FACT_NAMES}")
+                    let fact = Fact::parse(name).ok_or_else(|| TemplateError::UnknownFact {
+                        template: source.to_owned(),
+                        name: name.to_owned(),
                     })?;
                     if !text.is_empty() {
                         parts.push(Part::Text(std::mem::take(&mut text)));
@@ -203,10 +240,10 @@ impl Template {
                     while chars.next_if(|&(j, _)| j <= close).is_some() {}
                 }
                 '}' => {
-                    return Err(format!(
-                        "template '{source}': '}}' at position {} has no opening '{{' (write '}}}}' for a literal brace)",
-                        i + 1
-                    ));
+                    return Err(TemplateError::Unopened {
+                        template: source.to_owned(),
+                        position: i + 1,
+                    });
                 }
                 c => text.push(c),
             }

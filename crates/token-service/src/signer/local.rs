@@ -140,30 +140,32 @@ impl LocalSigner {
 
     /// The signer of a PEM document, or what is wrong with the document (a plain message: the
     /// caller adds which setting and file it came from).
-    fn parse(pem: &[u8]) -> Result<Self, String> {
+    fn parse(pem: &[u8]) -> Result<Self, BadKey> {
         let mut reader = pem;
         let mut keys = Vec::new();
         let mut block = 0;
         loop {
             let section = rustls_pki_types::pem::from_buf(&mut reader)
-                .map_err(|e| format!("not a readable PEM file ({e})"))?;
+                .map_err(|e| BadKey(format!("not a readable PEM file ({e})")))?;
             let Some((kind, der)) = section else { break };
             block += 1;
             match kind {
                 SectionKind::PrivateKey => {
-                    keys.push(parse_pkcs8(&der).map_err(|e| format!("key {block}: {e}"))?);
+                    keys.push(parse_pkcs8(&der).map_err(|e| BadKey(format!("key {block}: {e}")))?);
                 }
                 SectionKind::RsaPrivateKey | SectionKind::EcPrivateKey => {
-                    return Err(format!(
+                    return Err(BadKey(format!(
                         "PEM block {block} is a PKCS#1/SEC1 key; convert it to PKCS#8 with `openssl pkcs8 -topk8 -nocrypt -in OLD -out NEW`"
-                    ));
+                    )));
                 }
                 _ => {}
             }
         }
         Self::from_keys(keys).ok_or_else(|| {
-            "no 'PRIVATE KEY' (PKCS#8) block found; expected RSA ≥ 2048 bits or EC P-256 keys"
-                .to_owned()
+            BadKey(
+                "no 'PRIVATE KEY' (PKCS#8) block found; expected RSA ≥ 2048 bits or EC P-256 keys"
+                    .to_owned(),
+            )
         })
     }
 
@@ -290,21 +292,29 @@ pub fn first_key_is_rsa(pem: &[u8]) -> bool {
     false
 }
 
+/// What is wrong with a PEM key document, as a phrase; the caller names the setting, file and
+/// block.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+struct BadKey(String);
+
 /// The signing key of one PKCS#8 block, or what is wrong with it (a plain message: the caller
 /// names the setting, file and block).
-fn parse_pkcs8(der: &[u8]) -> Result<SigningKey, String> {
+fn parse_pkcs8(der: &[u8]) -> Result<SigningKey, BadKey> {
     let pair = match RsaKeyPair::from_pkcs8(der) {
         Ok(rsa) if rsa.public_modulus_len() * 8 >= 2048 => KeyPair::Rsa(Arc::new(rsa)),
         Ok(rsa) => {
-            return Err(format!(
+            return Err(BadKey(format!(
                 "RSA key of {} bits is too short; at least 2048 bits are required",
                 rsa.public_modulus_len() * 8
-            ));
+            )));
         }
         Err(_) => match EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der) {
             Ok(ec) => KeyPair::Ec(ec),
             Err(_) => {
-                return Err("neither an RSA (≥ 2048 bits) nor an EC P-256 private key".into());
+                return Err(BadKey(
+                    "neither an RSA (≥ 2048 bits) nor an EC P-256 private key".into(),
+                ));
             }
         },
     };

@@ -81,18 +81,17 @@ impl<'de> Deserialize<'de> for OneOrMany {
 }
 
 impl Policy {
-    /// Compiles the text of a policy file read from `path`. The error is one line,
-    /// `FILE:LINE: problem`, which `policy check` prints as it is (a tested contract, hence a
-    /// plain message).
-    pub fn parse(path: &Path, text: &str) -> Result<Self, String> {
+    /// Compiles the text of a policy file read from `path`. The error prints as one line,
+    /// `FILE:LINE: problem`, which `policy check` prints as it is (a tested contract).
+    pub fn parse(path: &Path, text: &str) -> Result<Self, PolicyFileError> {
         let at = |offset: usize, message: &str| {
-            format!("{}:{}: {message}", path.display(), line_of(text, offset))
+            PolicyFileError::at(path, Some(line_of(text, offset)), message)
         };
         let raw: RawPolicy = toml::from_str(text).map_err(|e| {
             let message = e.message().trim().to_owned();
             match e.span() {
                 Some(span) => at(span.start, &message),
-                None => format!("{}: {message}", path.display()),
+                None => PolicyFileError::at(path, None, message),
             }
         })?;
         let folder = path.parent().unwrap_or(Path::new("."));
@@ -120,11 +119,13 @@ impl Policy {
             let rule =
                 compile_rule(raw_rule.into_inner(), line).map_err(|(offset, m)| at(offset, &m))?;
             if let Some(other) = rules.iter().find(|r| r.name == rule.name) {
-                return Err(format!(
-                    "{}:{line}: rule name '{}' is already used by the rule at line {}; names must be unique",
-                    path.display(),
-                    rule.name,
-                    other.line
+                return Err(PolicyFileError::at(
+                    path,
+                    Some(line),
+                    format!(
+                        "rule name '{}' is already used by the rule at line {}; names must be unique",
+                        rule.name, other.line
+                    ),
                 ));
             }
             rules.push(rule);
@@ -139,19 +140,21 @@ impl Policy {
     /// Refuses `match.flow` names that are not among `known` (the flows this binary has): a
     /// misspelt flow would never match, so a deny rule naming it would silently let clients by.
     /// The error is a `FILE:LINE: problem` line, as [`Policy::parse`]'s.
-    pub fn check_flows(&self, path: &Path, known: &[&str]) -> Result<(), String> {
+    pub fn check_flows(&self, path: &Path, known: &[&str]) -> Result<(), PolicyFileError> {
         for rule in &self.rules {
             for condition in &rule.conditions {
                 let Condition::Flow(names) = condition else {
                     continue;
                 };
                 if let Some(unknown) = names.iter().find(|n| !known.contains(&n.as_str())) {
-                    return Err(format!(
-                        "{}:{}: rule '{}': match.flow: '{unknown}' is not a flow; known flows: {}",
-                        path.display(),
-                        rule.line,
-                        rule.name,
-                        known.join(", ")
+                    return Err(PolicyFileError::at(
+                        path,
+                        Some(rule.line),
+                        format!(
+                            "rule '{}': match.flow: '{unknown}' is not a flow; known flows: {}",
+                            rule.name,
+                            known.join(", ")
+                        ),
                     ));
                 }
             }
@@ -161,8 +164,8 @@ impl Policy {
 }
 
 impl ClaimValue {
-    /// The claim value, or what is wrong with it (a plain message, as for [`Pattern::new`]).
-    fn compile(value: toml::Value) -> Result<Self, String> {
+    /// The claim value, or what is wrong with it.
+    fn compile(value: toml::Value) -> Result<Self, ClaimError> {
         Ok(match value {
             toml::Value::String(s) => Self::Template(Template::parse(&s)?),
             toml::Value::Array(items) => Self::Array(
@@ -175,13 +178,12 @@ impl ClaimValue {
                 table
                     .into_iter()
                     .map(|(k, v)| Ok((k, Self::compile(v)?)))
-                    .collect::<Result<_, String>>()?,
+                    .collect::<Result<_, ClaimError>>()?,
             ),
             toml::Value::Integer(i) => Self::Static(Value::from(i)),
             // NaN and infinities, which JSON cannot represent, are refused, not made null.
             toml::Value::Float(f) => Self::Static(Value::Number(
-                serde_json::Number::from_f64(f)
-                    .ok_or_else(|| format!("{f} cannot be written in JSON"))?,
+                serde_json::Number::from_f64(f).ok_or(ClaimError::NotJson(f))?,
             )),
             toml::Value::Boolean(b) => Self::Static(Value::Bool(b)),
             // RFC 3339 text (serde would give toml's private `$__toml_private_datetime` wrapper).

@@ -99,34 +99,34 @@ impl Policy {
     }
 }
 
-// The checks below answer `Ok(what matched)` or `Err(why not)`: plain phrases, which the
-// verdict's `matched` list and `policy explain` show as they are.
+// The checks below answer `Ok(what matched)` or `Err(why not)`: phrases which the verdict's
+// `matched` list and `policy explain` show as they are; the why-not is an [`Unmatched`].
 
 /// One fact against globs.
-fn one(name: &str, value: Option<&str>, patterns: &[Pattern]) -> Result<String, String> {
+fn one(name: &str, value: Option<&str>, patterns: &[Pattern]) -> Result<String, Unmatched> {
     match value {
-        None => Err(format!("{name}: the certificate has none")),
+        None => Err(Unmatched(format!("{name}: the certificate has none"))),
         Some(v) => match first_match(patterns, v) {
             Some(p) => Ok(format!("{name} '{v}' matches '{}'", p.source)),
-            None => Err(format!(
+            None => Err(Unmatched(format!(
                 "{name} '{v}' matches none of {}",
                 sources(patterns)
-            )),
+            ))),
         },
     }
 }
 
 /// Any of several facts (SANs) against globs.
-fn any(name: &str, values: &[String], patterns: &[Pattern]) -> Result<String, String> {
+fn any(name: &str, values: &[String], patterns: &[Pattern]) -> Result<String, Unmatched> {
     if values.is_empty() {
-        return Err(format!("{name}: the certificate has none"));
+        return Err(Unmatched(format!("{name}: the certificate has none")));
     }
     for v in values {
         if let Some(p) = first_match(patterns, v) {
             return Ok(format!("{name} '{v}' matches '{}'", p.source));
         }
     }
-    Err(format!(
+    Err(Unmatched(format!(
         "{name} {} matches none of {}",
         values
             .iter()
@@ -134,15 +134,15 @@ fn any(name: &str, values: &[String], patterns: &[Pattern]) -> Result<String, St
             .collect::<Vec<_>>()
             .join(", "),
         sources(patterns)
-    ))
+    )))
 }
 
 /// A fact against a set.
-fn set(name: &str, value: Option<&str>, hit: &dyn Fn(&str) -> bool) -> Result<String, String> {
+fn set(name: &str, value: Option<&str>, hit: &dyn Fn(&str) -> bool) -> Result<String, Unmatched> {
     match value {
-        None => Err(format!("{name}: not known for this certificate")),
+        None => Err(Unmatched(format!("{name}: not known for this certificate"))),
         Some(v) if hit(v) => Ok(format!("{name} '{v}' is listed")),
-        Some(v) => Err(format!("{name} '{v}' is not listed")),
+        Some(v) => Err(Unmatched(format!("{name} '{v}' is not listed"))),
     }
 }
 
@@ -151,7 +151,7 @@ fn fingerprints(
     name: &str,
     (value, twin): (Option<&str>, Option<&str>),
     listed: &HashSet<[u8; 32]>,
-) -> Result<String, String> {
+) -> Result<String, Unmatched> {
     let hit = |v: &str| parse_fingerprint(v).is_some_and(|fp| listed.contains(&fp));
     match (value, twin) {
         (Some(v), Some(t)) if !hit(v) && hit(t) => {
@@ -161,34 +161,36 @@ fn fingerprints(
     }
 }
 
-fn flow(names: &[String], client: &AuthenticatedClient) -> Result<String, String> {
+fn flow(names: &[String], client: &AuthenticatedClient) -> Result<String, Unmatched> {
     if names.contains(&client.flow) {
         Ok(format!("flow '{}' is listed", client.flow))
     } else {
-        Err(format!(
+        Err(Unmatched(format!(
             "flow '{}' is not one of {}",
             client.flow,
             names.join(", ")
-        ))
+        )))
     }
 }
 
-fn trust_domain(domains: &[String], client: &AuthenticatedClient) -> Result<String, String> {
+fn trust_domain(domains: &[String], client: &AuthenticatedClient) -> Result<String, Unmatched> {
     match spiffe_parts(&client.facts) {
-        None => Err("spiffe_trust_domain: the certificate has no SPIFFE ID".into()),
+        None => Err(Unmatched(
+            "spiffe_trust_domain: the certificate has no SPIFFE ID".into(),
+        )),
         Some((domain, _)) if domains.iter().any(|d| d.eq_ignore_ascii_case(domain)) => {
             Ok(format!("spiffe_trust_domain '{domain}' is listed"))
         }
-        Some((domain, _)) => Err(format!(
+        Some((domain, _)) => Err(Unmatched(format!(
             "spiffe_trust_domain '{domain}' is not one of {}",
             domains.join(", ")
-        )),
+        ))),
     }
 }
 
 impl Condition {
     /// `Ok(what matched)` or `Err(why not)`, both for logs and `policy explain`.
-    fn check(&self, client: &AuthenticatedClient) -> Result<String, String> {
+    fn check(&self, client: &AuthenticatedClient) -> Result<String, Unmatched> {
         let facts = &client.facts;
         match self {
             Self::Flow(names) => flow(names, client),
