@@ -5,35 +5,48 @@ use std::collections::BTreeMap;
 
 use percent_encoding::percent_decode;
 
-/// Parses a form body into a map; fails with a message that says what to fix.
-pub fn parse_form(body: &[u8]) -> Result<BTreeMap<String, String>, String> {
-    let body =
-        std::str::from_utf8(body).map_err(|_| "The request body is not valid UTF-8".to_owned())?;
+/// Why a form body was refused; each message says what to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FormError {
+    /// The body is not UTF-8.
+    #[error("The request body is not valid UTF-8")]
+    NotUtf8,
+    /// A `&`-separated part has no name before its `=`.
+    #[error("The request body has a parameter without a name")]
+    Unnamed,
+    /// A parameter appears twice (RFC 6749 §3.2); the name is cut to 64 characters.
+    #[error("The parameter '{0}' is given more than once")]
+    Repeated(String),
+    /// A percent-escape decodes to bytes that are not UTF-8.
+    #[error("A form parameter is not valid UTF-8 after percent-decoding")]
+    EscapeNotUtf8,
+}
+
+/// Parses a form body into a map; fails with a [`FormError`] that says what to fix.
+pub fn parse_form(body: &[u8]) -> Result<BTreeMap<String, String>, FormError> {
+    let body = std::str::from_utf8(body).map_err(|_| FormError::NotUtf8)?;
     let mut params = BTreeMap::new();
     for pair in body.split('&').filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
         let name = decode(name)?;
         let value = decode(value)?;
         if name.is_empty() {
-            return Err("The request body has a parameter without a name".into());
+            return Err(FormError::Unnamed);
         }
         if params.contains_key(&name) {
-            return Err(format!(
-                "The parameter '{}' is given more than once",
-                crate::model::truncate(&name, 64)
-            ));
+            return Err(FormError::Repeated(crate::model::truncate(&name, 64)));
         }
         params.insert(name, value);
     }
     Ok(params)
 }
 
-fn decode(text: &str) -> Result<String, String> {
+fn decode(text: &str) -> Result<String, FormError> {
     let plus = text.replace('+', " ");
     percent_decode(plus.as_bytes())
         .decode_utf8()
         .map(|s| s.into_owned())
-        .map_err(|_| "A form parameter is not valid UTF-8 after percent-decoding".to_owned())
+        .map_err(|_| FormError::EscapeNotUtf8)
 }
 
 #[cfg(test)]
@@ -50,7 +63,10 @@ mod tests {
     #[test]
     fn form_with_duplicate_parameter_is_refused() {
         let e = parse_form(b"grant_type=a&grant_type=b").unwrap_err();
-        assert!(e.contains("'grant_type' is given more than once"), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "The parameter 'grant_type' is given more than once"
+        );
     }
 
     #[test]

@@ -61,7 +61,8 @@ async fn parse(
     let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
         .await
         .map_err(|e| oauth(unreadable(&e)))?;
-    let mut params = form::parse_form(&bytes).map_err(|m| oauth(HttpError::bad_request(m)))?;
+    let mut params =
+        form::parse_form(&bytes).map_err(|e| oauth(HttpError::bad_request(e.to_string())))?;
     let format = match params.remove("format").as_deref() {
         None | Some("") => Format::OAuth,
         Some("external_credential") => Format::ExternalCredential,
