@@ -269,9 +269,9 @@ async fn complete_body(
     }
     let connection = request.extensions().get::<Arc<Connection>>().cloned();
     let (parts, body) = request.into_parts();
-    if token::declared_too_large(&parts.headers) {
-        return Err(token::refused_input(token::too_large()));
-    }
+    // An oversized body is read up to the limit and then refused (413 from the limit below),
+    // not refused unread: closing on a client that is still sending resets the connection,
+    // and it sees a broken request instead of the 413.
     let (body_deadline, header_read_timeout) = match &connection {
         Some(c) => (c.body_deadline(), c.header_read_timeout()),
         None => (request_deadline.instant(), Duration::ZERO),
