@@ -1,0 +1,1 @@
+//! Integration tests of token-client against the real broker over mTLS.
