@@ -5,7 +5,24 @@
 //! - [`settings`]: the command line; every setting is a flag and an environment variable.
 //! - [`broker`]: [`broker::Broker`], the `/token` client that follows certificate rotation.
 //! - [`files`]: atomic writes of token and cache files.
+//! - [`token`]: the subcommands.
 
 pub mod broker;
 pub mod files;
 pub mod settings;
+pub mod token;
+
+use std::process::ExitCode;
+
+use settings::{Cli, Command};
+
+/// Runs a parsed command line; returns the process's exit code.
+pub async fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Token(args) => token::run(&cli.broker, &args).await,
+        other => {
+            eprintln!("token-client: {other:?} is not implemented yet");
+            ExitCode::from(2)
+        }
+    }
+}
