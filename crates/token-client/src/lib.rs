@@ -5,9 +5,10 @@
 //! - [`settings`]: the command line; every setting is a flag and an environment variable.
 //! - [`broker`]: [`broker::Broker`], the `/token` client that follows certificate rotation.
 //! - [`files`]: atomic writes of token and cache files.
-//! - [`token`]: the subcommands.
+//! - [`executable`], [`token`]: the subcommands.
 
 pub mod broker;
+pub mod executable;
 pub mod files;
 pub mod settings;
 pub mod token;
@@ -20,6 +21,7 @@ use settings::{Cli, Command};
 pub async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Token(args) => token::run(&cli.broker, &args).await,
+        Command::Executable(args) => executable::run(&cli.broker, &args).await,
         other => {
             eprintln!("token-client: {other:?} is not implemented yet");
             ExitCode::from(2)

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
+use clap::error::ErrorKind;
 use token_client::settings::Cli;
 
 fn main() -> ExitCode {
@@ -23,8 +24,26 @@ fn main() -> ExitCode {
     runtime.block_on(token_client::run(cli))
 }
 
-/// clap's message and exit code.
+/// clap's message; for `executable` (run by a Google library, which reads only stdout and
+/// exit code 0 reliably) the executable failure JSON on stdout instead.
 fn usage_error(e: &clap::Error) -> ExitCode {
+    let help = matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    );
+    let executable = std::env::args().skip(1).any(|a| a == "executable");
+    if executable && !help {
+        let message = e.render().to_string();
+        let message = message
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim_start_matches("error: ");
+        token_client::executable::print_failure("invalid_arguments", message);
+        return ExitCode::SUCCESS;
+    }
     let _ = e.print();
     ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2))
 }
