@@ -5,11 +5,12 @@
 //! - [`settings`]: the command line; every setting is a flag and an environment variable.
 //! - [`broker`]: [`broker::Broker`], the `/token` client that follows certificate rotation.
 //! - [`files`]: atomic writes of token and cache files.
-//! - [`executable`], [`token`]: the subcommands.
+//! - [`executable`], [`google_config`], [`token`]: the subcommands.
 
 pub mod broker;
 pub mod executable;
 pub mod files;
+pub mod google_config;
 pub mod settings;
 pub mod token;
 
@@ -22,9 +23,6 @@ pub async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Token(args) => token::run(&cli.broker, &args).await,
         Command::Executable(args) => executable::run(&cli.broker, &args).await,
-        other => {
-            eprintln!("token-client: {other:?} is not implemented yet");
-            ExitCode::from(2)
-        }
+        Command::GoogleConfig(args) => google_config::run(&cli.broker, &args),
     }
 }
