@@ -11,6 +11,7 @@ pub mod broker;
 pub mod executable;
 pub mod files;
 pub mod google_config;
+pub mod serve;
 pub mod settings;
 pub mod token;
 
@@ -24,5 +25,6 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Token(args) => token::run(&cli.broker, &args).await,
         Command::Executable(args) => executable::run(&cli.broker, &args).await,
         Command::GoogleConfig(args) => google_config::run(&cli.broker, &args),
+        Command::Serve(args) => serve::run(&cli.broker, &args).await,
     }
 }

@@ -80,6 +80,8 @@ pub enum Command {
     /// Writes a Google external_account credential configuration for the executable, file
     /// or URL source and prints the environment to set.
     GoogleConfig(GoogleConfigArgs),
+    /// The device's agent: metadata server, /token (URL source) and token files, kept fresh.
+    Serve(crate::serve::ServeArgs),
 }
 
 #[derive(Debug, Args)]

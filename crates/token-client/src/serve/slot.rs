@@ -1,0 +1,375 @@
+//! One kind of token kept fresh: the last good token, the state of its refreshes, and the
+//! single-flight refresh that makes many concurrent callers cause one broker request.
+//!
+//! - A token is **usable** while more than its floor is left (10 s for ID tokens, 300 s for
+//!   access tokens: Google's libraries refresh a token with less than about 4 minutes left).
+//! - It is **due** for a refresh at half its life, and at the latest one minute before it
+//!   stops being usable.
+//! - A failed refresh keeps the last good token; the keeper retries with jittered
+//!   exponential backoff (1 s doubling to 60 s) and wakes when the token stops being usable,
+//!   so that callers then get a clear error instead of an expired token.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use crate::broker::{Broker, BrokerError, Query, Tokens, unix_now};
+
+/// Seconds an ID token must still have to be handed out.
+pub const ID_TOKEN_FLOOR: u64 = 10;
+/// Seconds an access token must still have to be handed out (`expires_in` ≥ 300).
+pub const ACCESS_TOKEN_FLOOR: u64 = 300;
+/// Longest pause between two failed refreshes.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// What a slot holds: the ID token alone, or an access token for a scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    IdToken,
+    AccessToken,
+}
+
+/// A token that can be handed out now, with its expiry (unix seconds).
+#[derive(Clone)]
+pub struct Current {
+    pub token: String,
+    pub expires_at: u64,
+    /// The ID token's claims (for its `aud`); `Null` for access tokens.
+    pub claims: serde_json::Value,
+}
+
+/// Why a slot has no usable token.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Unavailable {
+    #[error("token-client serve has no valid {what}: {reason}. It keeps retrying; see GET /status")]
+    NoToken { what: &'static str, reason: String },
+    /// The broker refused (e.g. a scope or service account outside the client's policy).
+    #[error("The broker refused the {what} ({code}): {message}")]
+    Refused {
+        what: &'static str,
+        code: String,
+        message: String,
+    },
+}
+
+#[derive(Default)]
+struct State {
+    token: Option<Current>,
+    obtained_at: u64,
+    generation: u64,
+    refreshes: u64,
+    failures: u32,
+    last_attempt: Option<u64>,
+    last_success: Option<u64>,
+    last_error: Option<BrokerFailure>,
+}
+
+#[derive(Clone)]
+struct BrokerFailure {
+    message: String,
+    refused: Option<(String, String)>,
+}
+
+/// One kind of token for one query; share it (`Arc<Slot>`).
+pub struct Slot {
+    pub kind: Kind,
+    pub query: Query,
+    broker: Arc<Broker>,
+    state: Mutex<State>,
+    refreshing: tokio::sync::Mutex<()>,
+}
+
+impl Slot {
+    pub fn new(kind: Kind, query: Query, broker: Arc<Broker>) -> Arc<Self> {
+        Arc::new(Self {
+            kind,
+            query,
+            broker,
+            state: Mutex::new(State::default()),
+            refreshing: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn floor(&self) -> u64 {
+        match self.kind {
+            Kind::IdToken => ID_TOKEN_FLOOR,
+            Kind::AccessToken => ACCESS_TOKEN_FLOOR,
+        }
+    }
+
+    /// Words for messages: "ID token" or "access token (scope …)".
+    pub fn what(&self) -> String {
+        match self.kind {
+            Kind::IdToken => "ID token".into(),
+            Kind::AccessToken => format!(
+                "access token (scope {})",
+                self.query.scope.as_deref().unwrap_or("")
+            ),
+        }
+    }
+
+    fn short_what(&self) -> &'static str {
+        match self.kind {
+            Kind::IdToken => "ID token",
+            Kind::AccessToken => "access token",
+        }
+    }
+
+    /// The token if it is usable now.
+    pub fn usable(&self) -> Option<Current> {
+        let now = unix_now();
+        let floor = self.floor();
+        self.state()
+            .token
+            .clone()
+            .filter(|t| t.expires_at > now.saturating_add(floor))
+    }
+
+    /// A usable token: the current one, or else one refresh (shared with every concurrent
+    /// caller) and its result.
+    pub async fn get(&self) -> Result<Current, Unavailable> {
+        if let Some(token) = self.usable() {
+            return Ok(token);
+        }
+        let seen = self.state().generation;
+        self.refresh(seen).await;
+        self.usable().ok_or_else(|| self.unavailable())
+    }
+
+    fn unavailable(&self) -> Unavailable {
+        let what = self.short_what();
+        let state = self.state();
+        match &state.last_error {
+            Some(BrokerFailure {
+                refused: Some((code, message)),
+                ..
+            }) => Unavailable::Refused {
+                what,
+                code: code.clone(),
+                message: message.clone(),
+            },
+            Some(failure) => Unavailable::NoToken {
+                what,
+                reason: match &state.token {
+                    Some(t) => format!(
+                        "the last one expired at {} (unix time) and the refresh failed: {}",
+                        t.expires_at, failure.message
+                    ),
+                    None => failure.message.clone(),
+                },
+            },
+            None => Unavailable::NoToken {
+                what,
+                reason: "the last one expired and no refresh has completed yet".into(),
+            },
+        }
+    }
+
+    /// One broker request unless another caller's refresh finished since `seen` (then its
+    /// result stands for this one too). Returns whether this call asked the broker.
+    pub async fn refresh(&self, seen: u64) -> bool {
+        let _flight = self.refreshing.lock().await;
+        if self.state().generation != seen {
+            return false;
+        }
+        let started = unix_now();
+        let result = self.broker.fetch(&self.query).await;
+        let result = result
+            .map_err(|e| failure(&e))
+            .and_then(|tokens| self.current(&tokens));
+        let mut state = self.state();
+        state.generation += 1;
+        state.last_attempt = Some(started);
+        match result {
+            Ok(current) => {
+                eprintln!(
+                    "token-client serve: {} refreshed; it expires in {} s",
+                    self.what(),
+                    current.expires_at.saturating_sub(unix_now())
+                );
+                state.token = Some(current);
+                state.obtained_at = started;
+                state.refreshes += 1;
+                state.failures = 0;
+                state.last_success = Some(started);
+                state.last_error = None;
+            }
+            Err(e) => {
+                state.failures = state.failures.saturating_add(1);
+                state.last_error = Some(e);
+            }
+        }
+        true
+    }
+
+    /// The token of this slot's kind in the broker's answer, checked for its lifetime.
+    fn current(&self, tokens: &Tokens) -> Result<Current, BrokerFailure> {
+        let now = unix_now();
+        let (token, expires_at, claims) = match self.kind {
+            Kind::IdToken => (
+                tokens.id_token.clone(),
+                tokens.id_token_expires_at,
+                claims(&tokens.id_token),
+            ),
+            Kind::AccessToken => match &tokens.access_token {
+                Some(a) => (a.token.clone(), a.expires_at, serde_json::Value::Null),
+                None => return Err(plain("the broker's answer holds no access token".into())),
+            },
+        };
+        let left = expires_at.saturating_sub(now);
+        let floor = self.floor();
+        if left <= floor.saturating_add(30) {
+            return Err(plain(format!(
+                "the broker's {} expires in {left} s, but token-client serve hands out only {}s with more than {floor} s left (Google's libraries refresh earlier); raise the broker's token lifetime (TOKEN_VALIDITY, in minutes)",
+                self.short_what(),
+                self.short_what(),
+            )));
+        }
+        Ok(Current {
+            token,
+            expires_at,
+            claims,
+        })
+    }
+
+    /// Whether the keeper should refresh now: no token yet, the last attempt failed (the
+    /// keeper has already waited its backoff), or the token is due.
+    pub fn due(&self) -> bool {
+        let state = self.state();
+        state.failures > 0 || self.due_at(&state).is_none_or(|due| unix_now() >= due)
+    }
+
+    /// Half the token's life, and at the latest one minute before it stops being usable.
+    fn due_at(&self, state: &State) -> Option<u64> {
+        let token = state.token.as_ref()?;
+        let life = token.expires_at.saturating_sub(state.obtained_at);
+        let half = state.obtained_at.saturating_add(life / 2);
+        let latest = token
+            .expires_at
+            .saturating_sub(self.floor())
+            .saturating_sub(60);
+        Some(half.min(latest))
+    }
+
+    /// How long the keeper sleeps: until the token is due; after a failure the jittered
+    /// backoff, but no later than the moment the token stops being usable.
+    pub fn next_wake(&self) -> Duration {
+        let now = unix_now();
+        let state = self.state();
+        let unusable_in = state.token.as_ref().map(|t| {
+            t.expires_at
+                .saturating_sub(self.floor())
+                .saturating_sub(now)
+        });
+        if state.failures > 0 || state.token.is_none() {
+            let pause = jitter(backoff(state.failures));
+            return match unusable_in {
+                Some(left) if left > 0 => pause.min(Duration::from_secs(left)),
+                _ => pause,
+            };
+        }
+        let due = self.due_at(&state).unwrap_or(now);
+        Duration::from_secs(due.saturating_sub(now).max(1))
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.state().generation
+    }
+
+    /// The last refresh error, if the last attempt failed.
+    pub fn last_error(&self) -> Option<String> {
+        self.state().last_error.as_ref().map(|e| e.message.clone())
+    }
+
+    /// Consecutive failed refreshes.
+    pub fn failures(&self) -> u32 {
+        self.state().failures
+    }
+
+    /// The slot's state for `GET /status` (no token).
+    pub fn status(&self) -> serde_json::Value {
+        let now = unix_now();
+        let state = self.state();
+        let expires_at = state.token.as_ref().map(|t| t.expires_at);
+        serde_json::json!({
+            "kind": match self.kind { Kind::IdToken => "id_token", Kind::AccessToken => "access_token" },
+            "scope": self.query.scope,
+            "service_account": self.query.service_account,
+            "serving": expires_at.is_some_and(|e| e > now.saturating_add(self.floor())),
+            "expires_at": expires_at,
+            "expires_in": expires_at.map(|e| e.saturating_sub(now)),
+            "last_refresh": state.last_success,
+            "last_attempt": state.last_attempt,
+            "last_error": state.last_error.as_ref().map(|e| e.message.clone()),
+            "consecutive_failures": state.failures,
+            "refreshes": state.refreshes,
+        })
+    }
+}
+
+fn plain(message: String) -> BrokerFailure {
+    BrokerFailure {
+        message,
+        refused: None,
+    }
+}
+
+fn failure(e: &BrokerError) -> BrokerFailure {
+    BrokerFailure {
+        message: e.to_string(),
+        refused: match e {
+            BrokerError::Refused { code, message, .. } => Some((code.clone(), message.clone())),
+            _ => None,
+        },
+    }
+}
+
+/// The claims of a JWT's payload (`Null` when it is not one).
+pub fn claims(jwt: &str) -> serde_json::Value {
+    use base64::Engine as _;
+    jwt.split('.')
+        .nth(1)
+        .and_then(|p| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(p.trim_end_matches('='))
+                .ok()
+        })
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// 1 s after the first failure, doubling, at most [`MAX_BACKOFF`].
+fn backoff(failures: u32) -> Duration {
+    let exponent = failures.saturating_sub(1).min(6);
+    Duration::from_secs(1u64 << exponent).min(MAX_BACKOFF)
+}
+
+/// "Full jitter": a random pause between half and all of `max`.
+fn jitter(max: Duration) -> Duration {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(unix_now());
+    let fraction = u32::try_from(hasher.finish() % 1000).unwrap_or(0);
+    max / 2 + max / 2 * fraction / 1000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_a_minute_with_jitter() {
+        assert_eq!(backoff(1), Duration::from_secs(1));
+        assert_eq!(backoff(3), Duration::from_secs(4));
+        assert_eq!(backoff(30), MAX_BACKOFF);
+        for _ in 0..20 {
+            let pause = jitter(Duration::from_secs(8));
+            assert!(pause >= Duration::from_secs(4) && pause <= Duration::from_secs(8));
+        }
+    }
+}
