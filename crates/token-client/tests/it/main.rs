@@ -13,4 +13,5 @@ mod support;
 
 mod executable;
 mod google_config;
+mod google_libraries;
 mod token;

@@ -61,6 +61,11 @@ fn target_dir() -> PathBuf {
     }
 }
 
+/// A test setting the test's environment may override (interpreter paths).
+pub fn env_setting(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
 /// Everything a test needs: PKI files, the emulator, the broker and its discovery front.
 pub struct Fixture {
     pub dir: tempfile::TempDir,
