@@ -9,9 +9,11 @@
               and reads their environment"
 )]
 
+mod serve_support;
 mod support;
 
 mod executable;
 mod google_config;
 mod google_libraries;
+mod serve;
 mod token;
