@@ -136,8 +136,19 @@ impl Slot {
         if let Some(token) = self.usable() {
             return Ok(token);
         }
-        let seen = self.state().generation;
-        self.refresh(seen).await;
+        let (seen, just_failed) = {
+            let state = self.state();
+            let just_failed = state.failures > 0
+                && state
+                    .last_attempt
+                    .is_some_and(|t| unix_now().saturating_sub(t) < 1);
+            (state.generation, just_failed)
+        };
+        // A failure in this second stands (a crowd of callers during an outage does not
+        // become a crowd of broker requests).
+        if !just_failed {
+            self.refresh(seen).await;
+        }
         self.usable().ok_or_else(|| self.unavailable())
     }
 
@@ -244,16 +255,16 @@ impl Slot {
         state.failures > 0 || self.due_at(&state).is_none_or(|due| unix_now() >= due)
     }
 
-    /// Half the token's life, and at the latest one minute before it stops being usable.
+    /// Half the token's life, and at the latest one minute before it stops being usable;
+    /// for a short-lived token no earlier than half its usable time (no refresh loop).
     fn due_at(&self, state: &State) -> Option<u64> {
         let token = state.token.as_ref()?;
         let life = token.expires_at.saturating_sub(state.obtained_at);
         let half = state.obtained_at.saturating_add(life / 2);
-        let latest = token
-            .expires_at
-            .saturating_sub(self.floor())
-            .saturating_sub(60);
-        Some(half.min(latest))
+        let usable_until = token.expires_at.saturating_sub(self.floor());
+        let latest = usable_until.saturating_sub(60);
+        let earliest = state.obtained_at + usable_until.saturating_sub(state.obtained_at) / 2;
+        Some(half.min(latest).max(earliest))
     }
 
     /// How long the keeper sleeps: until the token is due; after a failure the jittered

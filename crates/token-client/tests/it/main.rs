@@ -16,4 +16,6 @@ mod executable;
 mod google_config;
 mod google_libraries;
 mod serve;
+mod serve_libraries;
+mod serve_resilience;
 mod token;
