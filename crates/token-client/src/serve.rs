@@ -279,7 +279,10 @@ pub async fn keep(slot: Arc<Slot>, files: Vec<PathBuf>) {
                 }
             }
         }
-        tokio::time::sleep(slot.next_wake()).await;
+        tokio::select! {
+            () = tokio::time::sleep(slot.next_wake()) => {}
+            () = slot.refreshed() => {}
+        }
     }
 }
 
@@ -339,5 +342,30 @@ mod tests {
             Some("demo-project")
         );
         assert_eq!(project_of("someone@example.com"), None);
+    }
+
+    #[test]
+    fn serve_help_lists_every_setting() {
+        use clap::CommandFactory as _;
+        let mut cli = crate::settings::Cli::command();
+        cli.build();
+        let help = cli
+            .find_subcommand_mut("serve")
+            .map(|c| c.render_long_help().to_string())
+            .unwrap_or_default();
+        for env in [
+            "TOKEN_CLIENT_LISTEN",
+            "TOKEN_CLIENT_ALLOW_NON_LOOPBACK",
+            "TOKEN_CLIENT_TOKEN_FILE",
+            "TOKEN_CLIENT_NO_METADATA",
+            "TOKEN_CLIENT_PROJECT_ID",
+            "TOKEN_CLIENT_NUMERIC_PROJECT_ID",
+            "TOKEN_CLIENT_SERVICE_ACCOUNT",
+        ] {
+            assert!(
+                help.contains(env),
+                "{env} missing from serve --help:\n{help}"
+            );
+        }
     }
 }

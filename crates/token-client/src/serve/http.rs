@@ -133,13 +133,12 @@ fn status(app: &App) -> Answer {
 }
 
 /// The answer for a slot without a usable token: 403 for a broker refusal, else 503; the
-/// body says why.
+/// body says why (the keeper logs it, once, not every answer).
 pub fn unavailable(e: &Unavailable) -> Answer {
     let status = match e {
         Unavailable::Refused { .. } => StatusCode::FORBIDDEN,
         Unavailable::NoToken { .. } => StatusCode::SERVICE_UNAVAILABLE,
     };
-    eprintln!("token-client serve: answered {}: {e}", status.as_u16());
     text(status, &format!("{e}\n"))
 }
 

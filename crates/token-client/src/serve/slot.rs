@@ -76,6 +76,8 @@ pub struct Slot {
     broker: Arc<Broker>,
     state: Mutex<State>,
     refreshing: tokio::sync::Mutex<()>,
+    /// Woken after each successful refresh (the keeper then writes the token files).
+    refreshed: tokio::sync::Notify,
 }
 
 impl Slot {
@@ -86,6 +88,7 @@ impl Slot {
             broker,
             state: Mutex::new(State::default()),
             refreshing: tokio::sync::Mutex::new(()),
+            refreshed: tokio::sync::Notify::new(),
         })
     }
 
@@ -209,6 +212,7 @@ impl Slot {
                 state.failures = 0;
                 state.last_success = Some(started);
                 state.last_error = None;
+                self.refreshed.notify_one();
             }
             Err(e) => {
                 state.failures = state.failures.saturating_add(1);
@@ -286,6 +290,12 @@ impl Slot {
         }
         let due = self.due_at(&state).unwrap_or(now);
         Duration::from_secs(due.saturating_sub(now).max(1))
+    }
+
+    /// Resolves after the next successful refresh (or at once if one happened since the
+    /// last call).
+    pub async fn refreshed(&self) {
+        self.refreshed.notified().await;
     }
 
     pub fn generation(&self) -> u64 {
