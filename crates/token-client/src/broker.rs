@@ -89,7 +89,7 @@ impl std::fmt::Debug for AccessToken {
 }
 
 /// Why [`Broker::fetch`] returned no tokens. Messages are sentences that say what to fix.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BrokerError {
     /// The broker answered with its OAuth error (`{"error", "error_description"}`).
     #[error("The broker refused the request ({status} {code}): {message}")]
@@ -137,7 +137,7 @@ impl BrokerError {
 }
 
 /// A certificate, key or CA file that cannot be read or used.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CredentialsError {
     #[error("The {what} file {path} could not be read ({detail}); check {setting}")]
     Unreadable {
@@ -414,6 +414,13 @@ mod tests {
         let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r#"{"exp":1700}"#);
         assert_eq!(jwt_exp(&format!("e30.{payload}.sig")), Some(1700));
         assert_eq!(jwt_exp("not-a-jwt"), None);
+    }
+
+    #[test]
+    fn a_broker_is_shared_across_tasks() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<Broker>();
+        shareable::<BrokerError>();
     }
 
     #[test]
