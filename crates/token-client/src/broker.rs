@@ -419,8 +419,19 @@ mod tests {
     #[test]
     fn a_broker_is_shared_across_tasks() {
         fn shareable<T: Send + Sync>() {}
+        fn spawnable<T: Send>(_: &T) {}
         shareable::<Broker>();
         shareable::<BrokerError>();
+        let broker = Broker::new(BrokerSettings {
+            token_url: "https://broker.test/token".parse().unwrap(),
+            broker: "https://broker.test".into(),
+            cert: "/nonexistent/cert.pem".into(),
+            key: "/nonexistent/key.pem".into(),
+            ca: None,
+            timeout: Duration::from_secs(1),
+        });
+        let query = Query::id_token();
+        spawnable(&broker.fetch(&query));
     }
 
     #[test]
