@@ -89,7 +89,7 @@ impl std::fmt::Debug for AccessToken {
 }
 
 /// Why [`Broker::fetch`] returned no tokens. Messages are sentences that say what to fix.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BrokerError {
     /// The broker answered with its OAuth error (`{"error", "error_description"}`).
     #[error("The broker refused the request ({status} {code}): {message}")]
@@ -137,7 +137,7 @@ impl BrokerError {
 }
 
 /// A certificate, key or CA file that cannot be read or used.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CredentialsError {
     #[error("The {what} file {path} could not be read ({detail}); check {setting}")]
     Unreadable {
@@ -414,6 +414,24 @@ mod tests {
         let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r#"{"exp":1700}"#);
         assert_eq!(jwt_exp(&format!("e30.{payload}.sig")), Some(1700));
         assert_eq!(jwt_exp("not-a-jwt"), None);
+    }
+
+    #[test]
+    fn a_broker_is_shared_across_tasks() {
+        fn shareable<T: Send + Sync>() {}
+        fn spawnable<T: Send>(_: &T) {}
+        shareable::<Broker>();
+        shareable::<BrokerError>();
+        let broker = Broker::new(BrokerSettings {
+            token_url: "https://broker.test/token".parse().unwrap(),
+            broker: "https://broker.test".into(),
+            cert: "/nonexistent/cert.pem".into(),
+            key: "/nonexistent/key.pem".into(),
+            ca: None,
+            timeout: Duration::from_secs(1),
+        });
+        let query = Query::id_token();
+        spawnable(&broker.fetch(&query));
     }
 
     #[test]

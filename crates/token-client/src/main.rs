@@ -33,7 +33,7 @@ fn usage_error(e: &clap::Error) -> ExitCode {
             | ErrorKind::DisplayVersion
             | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
     );
-    let executable = std::env::args().skip(1).any(|a| a == "executable");
+    let executable = std::env::args_os().skip(1).any(|a| a == "executable");
     if executable && !help {
         let message = e.render().to_string();
         let message = message

@@ -17,10 +17,21 @@ pub const DEFAULT_STS_URL: &str = "https://sts.googleapis.com/v1/token";
 /// Google's IAM Credentials API base URL.
 pub const DEFAULT_IAM_CREDENTIALS_ENDPOINT: &str = "https://iamcredentials.googleapis.com";
 
+/// The settings of the subcommands, for the top-level `--help` (each is a flag too; see
+/// `token-client help SUBCOMMAND`).
+const SUBCOMMAND_SETTINGS: &str = "\
+Settings of the subcommands (flags too; `token-client help SUBCOMMAND`):
+  token          TOKEN_CLIENT_OUTPUT
+  executable     GOOGLE_EXTERNAL_ACCOUNT_OUTPUT_FILE (set by Google's libraries)
+  google-config  TOKEN_CLIENT_SOURCE, TOKEN_CLIENT_CONFIG_FILE, TOKEN_CLIENT_AUDIENCE,
+                 TOKEN_CLIENT_STS_URL, TOKEN_CLIENT_IAM_CREDENTIALS_ENDPOINT,
+                 TOKEN_CLIENT_EXECUTABLE_TIMEOUT_MILLIS, TOKEN_CLIENT_EXECUTABLE_OUTPUT_FILE,
+                 TOKEN_CLIENT_TOKEN_FILE, TOKEN_CLIENT_SERVE_ADDRESS";
+
 /// Device-side client of Token Service: authenticates with the device's certificate (mTLS)
 /// and hands the broker's tokens to Google's client libraries.
 #[derive(Debug, Parser)]
-#[command(name = "token-client", version, about, long_about = None)]
+#[command(name = "token-client", version, about, long_about = None, after_help = SUBCOMMAND_SETTINGS)]
 pub struct Cli {
     #[command(flatten)]
     pub broker: BrokerArgs,
@@ -293,9 +304,10 @@ mod tests {
     }
 
     #[test]
-    fn every_setting_has_an_environment_variable() {
+    fn top_level_help_lists_every_setting() {
         use clap::CommandFactory as _;
-        let help = Cli::command().render_long_help().to_string();
+        let mut command = Cli::command();
+        let help = command.render_long_help().to_string();
         for env in [
             "TOKEN_CLIENT_BROKER",
             "TOKEN_CLIENT_CERT",
@@ -306,6 +318,16 @@ mod tests {
             "TOKEN_CLIENT_TIMEOUT",
         ] {
             assert!(help.contains(env), "{env} missing from --help:\n{help}");
+        }
+        for sub in command.get_subcommands().filter(|s| s.get_name() != "help") {
+            for arg in sub.get_arguments() {
+                if arg.get_id() == "help" || arg.is_global_set() {
+                    continue;
+                }
+                let env = arg.get_env().map(|e| e.to_string_lossy().into_owned());
+                let env = env.unwrap_or_else(|| panic!("--{} has no variable", arg.get_id()));
+                assert!(help.contains(&env), "{env} missing from --help:\n{help}");
+            }
         }
     }
 }

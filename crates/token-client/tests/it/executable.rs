@@ -95,6 +95,18 @@ async fn failures_without_a_broker_answer_still_exit_0_with_json() {
         "could not be reached",
     );
 
+    // A broker that accepts the connection and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut slow = env(&format!("https://{}", silent.local_addr().unwrap()));
+    slow.push(("TOKEN_CLIENT_TIMEOUT".into(), "1".into()));
+    let timed_out = run_client(&["executable"], &slow).await;
+    assert_failure(
+        &response(&timed_out),
+        "broker_timeout",
+        "did not answer within 1 s",
+    );
+    drop(silent);
+
     let unconfigured = run_client(&["executable"], &library_env(vec![])).await;
     assert_failure(
         &response(&unconfigured),
