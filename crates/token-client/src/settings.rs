@@ -26,7 +26,10 @@ Settings of the subcommands (flags too; `token-client help SUBCOMMAND`):
   google-config  TOKEN_CLIENT_SOURCE, TOKEN_CLIENT_CONFIG_FILE, TOKEN_CLIENT_AUDIENCE,
                  TOKEN_CLIENT_STS_URL, TOKEN_CLIENT_IAM_CREDENTIALS_ENDPOINT,
                  TOKEN_CLIENT_EXECUTABLE_TIMEOUT_MILLIS, TOKEN_CLIENT_EXECUTABLE_OUTPUT_FILE,
-                 TOKEN_CLIENT_TOKEN_FILE, TOKEN_CLIENT_SERVE_ADDRESS";
+                 TOKEN_CLIENT_TOKEN_FILE, TOKEN_CLIENT_SERVE_ADDRESS
+  serve          TOKEN_CLIENT_LISTEN, TOKEN_CLIENT_ALLOW_NON_LOOPBACK, TOKEN_CLIENT_TOKEN_FILE,
+                 TOKEN_CLIENT_NO_METADATA, TOKEN_CLIENT_PROJECT_ID,
+                 TOKEN_CLIENT_NUMERIC_PROJECT_ID";
 
 /// Device-side client of Token Service: authenticates with the device's certificate (mTLS)
 /// and hands the broker's tokens to Google's client libraries.
