@@ -246,41 +246,48 @@ fn project_of(email: &str) -> Option<&str> {
 /// writes the token files after each new ID token and removes them when it expires.
 pub async fn keep(slot: Arc<Slot>, files: Vec<PathBuf>) {
     let mut written = None;
-    let mut expired_logged = false;
+    let mut serving = true;
     loop {
-        if slot.due() {
-            slot.refresh(slot.generation()).await;
-        }
+        let attempted = slot.due() && slot.refresh(slot.generation()).await;
+        let wait = slot.next_wake();
+        let error = slot.last_error().filter(|_| attempted);
         match slot.usable() {
             Some(current) => {
-                expired_logged = false;
+                serving = true;
                 if written != Some(current.expires_at) {
                     write_files(&files, &current.token);
                     written = Some(current.expires_at);
                 }
-                if let Some(error) = slot.last_error() {
+                if let Some(error) = error {
                     eprintln!(
-                        "token-client serve: refreshing the {} failed ({error}); the current one is served for {} s more; retrying",
+                        "token-client serve: refreshing the {} failed: {error}; the current one is served for {} s more; retrying in {} s",
                         slot.what(),
                         current.expires_at.saturating_sub(unix_now()),
+                        wait.as_secs().max(1),
                     );
                 }
             }
             None => {
-                if !expired_logged {
-                    expired_logged = true;
+                if serving {
+                    serving = false;
                     written = None;
                     remove_files(&files);
                     eprintln!(
-                        "token-client serve: no valid {} ({}); answering 503 until a refresh succeeds",
+                        "token-client serve: no valid {}; answering 503 until a refresh succeeds",
                         slot.what(),
-                        slot.last_error().unwrap_or_else(|| "no answer yet".into()),
+                    );
+                }
+                if let Some(error) = error {
+                    eprintln!(
+                        "token-client serve: refreshing the {} failed: {error}; retrying in {} s",
+                        slot.what(),
+                        wait.as_secs().max(1),
                     );
                 }
             }
         }
         tokio::select! {
-            () = tokio::time::sleep(slot.next_wake()) => {}
+            () = tokio::time::sleep(wait) => {}
             () = slot.refreshed() => {}
         }
     }

@@ -266,3 +266,29 @@ async fn short_lived_access_tokens_are_refused_with_the_fix() {
     assert!(answer.body.contains("TOKEN_VALIDITY"), "{}", answer.body);
     assert!(!answer.body.contains("access_token"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_broker_it_starts_answers_503_and_stops_on_sigint() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("device.pem").display().to_string();
+    let env: Vec<(String, String)> = [
+        ("TOKEN_CLIENT_BROKER", "https://127.0.0.1:9"),
+        ("TOKEN_CLIENT_CERT", missing.as_str()),
+        ("TOKEN_CLIENT_KEY", missing.as_str()),
+    ]
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .into();
+    let mut serve = start_serve(&env, &["--no-metadata"]);
+    let answer = get(&serve.url, "/token", &[]).await;
+    assert_eq!(answer.status, 503, "{answer:?}");
+    assert!(answer.body.contains("no valid ID token"), "{}", answer.body);
+    assert!(answer.body.contains("TOKEN_CLIENT_CERT"), "{}", answer.body);
+    let status = get(&serve.url, "/status", &[]).await.json();
+    assert_eq!(status["id_token"]["serving"], false);
+    assert!(status["id_token"]["consecutive_failures"].as_u64().unwrap() >= 1);
+    let metadata = "/computeMetadata/v1/instance/service-accounts/default/token";
+    assert_eq!(get(&serve.url, metadata, &[FLAVOR]).await.status, 404);
+    assert_eq!(serve.signal("-INT").code(), Some(0), "{}", serve.logs());
+    let logs = serve.logs();
+    assert!(logs.contains("refreshing the ID token failed"), "{logs}");
+}

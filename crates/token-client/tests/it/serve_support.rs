@@ -182,8 +182,13 @@ impl Process {
 
     /// Sends SIGTERM and waits for the exit.
     pub fn terminate(&mut self) -> ExitStatus {
+        self.signal("-TERM")
+    }
+
+    /// Sends `signal` (`-TERM`, `-INT`) and waits for the exit.
+    pub fn signal(&mut self, signal: &str) -> ExitStatus {
         let pid = self.child.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let sent = Command::new("kill").args([signal, &pid]).status().unwrap();
         assert!(sent.success());
         for _ in 0..100 {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -191,7 +196,7 @@ impl Process {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("no exit within 10 s of SIGTERM:\n{}", self.logs());
+        panic!("no exit within 10 s of {signal}:\n{}", self.logs());
     }
 }
 
