@@ -70,7 +70,7 @@ pub fn port_of(listener: &std::net::TcpListener) -> u16 {
 
 /// LAST RESORT: a port that was free a moment ago, for processes that can neither take a
 /// socket nor report the port they bound (nginx, HAProxy, the README's commands with their
-/// fixed ports, `demo`). Everything else gets a listener bound to port 0 ([`listener`]) or
+/// fixed ports). Everything else gets a listener bound to port 0 ([`listener`]) or
 /// starts with `PORT=0` and reports its address.
 pub fn unused_port() -> u16 {
     port_of(&listener())
@@ -191,25 +191,6 @@ impl Server {
     ) -> Server {
         Self::try_spawn_on(Some(front), args, env, dir)
             .unwrap_or_else(|logs| panic!("service did not start:\n{logs}"))
-    }
-
-    /// LAST RESORT, for `demo`, which prints its port (in its curl line and issuer) from the
-    /// setting, so it cannot be started with `PORT=0`: runs it on [`unused_port`], and on a
-    /// new one when another process took that port in between (at most three tries).
-    pub fn spawn_at_unused_port(
-        args: &[&str],
-        env: impl Fn(u16) -> Vec<(String, String)>,
-    ) -> (Server, u16) {
-        let mut failures = String::new();
-        for _ in 0..3 {
-            let port = unused_port();
-            let dir = tempfile::tempdir().unwrap();
-            match Self::try_spawn_on(None, args, env(port), dir) {
-                Ok(server) => return (server, port),
-                Err(logs) => failures.push_str(&logs),
-            }
-        }
-        panic!("service did not start:\n{failures}")
     }
 
     fn try_spawn_on(
