@@ -202,10 +202,30 @@ impl Server {
         if !env.iter().any(|(k, _)| k == "PORT") {
             env.push(("PORT".into(), "0".into()));
         }
-        let mut child = Command::new(BIN)
-            .args(args)
-            .env_clear()
-            .envs(env)
+        let mut command = Command::new(BIN);
+        command.args(args).env_clear().envs(env);
+        Self::try_start(front, command, dir)
+    }
+
+    /// Runs `command` (the service's binary as a shell line runs it, or another server that
+    /// logs `listening on URL` once bound, such as the emulator) in `dir`, and reads its
+    /// address from that line. `front`, if any, forwards to it and is [`Server::base`].
+    pub fn spawn_command(
+        front: Option<std::net::TcpListener>,
+        command: Command,
+        dir: tempfile::TempDir,
+    ) -> Server {
+        let shown = format!("{command:?}");
+        Self::try_start(front, command, dir)
+            .unwrap_or_else(|logs| panic!("{shown} did not start:\n{logs}"))
+    }
+
+    fn try_start(
+        front: Option<std::net::TcpListener>,
+        mut command: Command,
+        dir: tempfile::TempDir,
+    ) -> Result<Server, String> {
+        let mut child = command
             .current_dir(dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
