@@ -59,21 +59,14 @@ struct Process {
 }
 
 /// A loopback listener on a port the kernel picks; handed to the service (or to the forwarder
-/// in front of a process), never dropped and bound again.
+/// in front of a process, or to a proxy as its socket), never dropped and bound again. A
+/// process that binds its own port starts on port 0 and logs the address ([`Server::spawn`]).
 pub fn listener() -> std::net::TcpListener {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap()
 }
 
 pub fn port_of(listener: &std::net::TcpListener) -> u16 {
     listener.local_addr().unwrap().port()
-}
-
-/// LAST RESORT: a port that was free a moment ago, for processes that can neither take a
-/// socket nor report the port they bound (nginx, HAProxy, the README's commands with their
-/// fixed ports). Everything else gets a listener bound to port 0 ([`listener`]) or
-/// starts with `PORT=0` and reports its address.
-pub fn unused_port() -> u16 {
-    port_of(&listener())
 }
 
 /// An address where nothing listens: port 1 (tcpmux) is never served on loopback here, so a
