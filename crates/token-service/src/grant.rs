@@ -350,3 +350,6 @@ fn check_grant_type(grant: &str) -> Result<(), Failure> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;
