@@ -50,6 +50,7 @@ fn client_with_hostile_claims() -> Client {
         facts: CertificateFacts::default(),
         extra_claims: extra,
         lifetime_seconds: None,
+        decision: None,
     }
 }
 
