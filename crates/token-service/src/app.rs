@@ -232,7 +232,7 @@ fn build_access(
     let backend = GoogleAccess::new(
         GoogleAccessSettings {
             audience: format!("//{}", pool.resource()),
-            lifetime_seconds: config.validity_seconds,
+            lifetime_seconds: config.google.access_token_lifetime,
             cache: config.google.cache,
         },
         StsClient::new(endpoints.sts.clone(), upstream.clone()),
