@@ -235,6 +235,9 @@ pub struct Trust {
     current: ArcSwap<TrustMaterial>,
     versions: AtomicU64,
     metrics: Arc<Metrics>,
+    /// Chain verifications allowed to run at once for this material's users (see
+    /// [`VerifiedChains`]): owned here, so two applications in one process bound theirs apart.
+    verifications: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Trust {
@@ -267,7 +270,13 @@ impl Trust {
             current: ArcSwap::from_pointee(material),
             versions: AtomicU64::new(1),
             metrics,
+            verifications: Arc::new(tokio::sync::Semaphore::new(verify::concurrency())),
         })
+    }
+
+    /// The permits of chain verifications for this trust material: half the CPUs, at least one.
+    pub(crate) fn verifications(&self) -> &Arc<tokio::sync::Semaphore> {
+        &self.verifications
     }
 
     /// Re-reads the files; on success swaps the new material in, else keeps the old one.

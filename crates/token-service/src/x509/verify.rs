@@ -2,8 +2,8 @@
 //! or a proxy forwarded it): normalise the chain, verify it against the trust material in
 //! force, derive the client, and remember the verdict so a client on a keep-alive connection
 //! (or a proxy forwarding the same certificate) is not re-verified on every request.
-//! Verification runs on the blocking pool, bounded process-wide, so the async workers keep
-//! answering whatever chains arrive. Uses `model`, `clock`, `error` and the rest of `x509`;
+//! Verification runs on the blocking pool, bounded per trust material (so per application), so
+//! the async workers keep answering whatever chains arrive. Uses `model`, `clock`, `error` and the rest of `x509`;
 //! knows nothing of flows or HTTP, and logs nothing: a refusal carries the certificate's facts
 //! as labels of its `Failure`, for the request's one log line.
 
@@ -185,7 +185,8 @@ impl<V> Bounded<V> {
 /// full; only chains that verify enter the first, so no client can evict another's entry there
 /// without certificates of its own.
 ///
-/// Verification runs on the blocking pool, at most [`verifications`] at a time, so the async
+/// Verification runs on the blocking pool, at most [`concurrency`] at a time per [`Trust`] (whose
+/// permits they are, so two applications in one process do not share them), so the async
 /// workers keep answering `/healthz`, discovery and cached clients whatever chains arrive.
 pub struct VerifiedChains {
     /// Keyed by the leaf's hash, so one certificate holds one entry whatever chains it comes
@@ -231,14 +232,11 @@ fn leaf_key(chain: &[Vec<u8>], chain_key: [u8; 32]) -> [u8; 32] {
     }
 }
 
-/// Chain verifications running at once, process-wide: half the CPUs, at least one.
-fn verifications() -> Arc<tokio::sync::Semaphore> {
-    static PERMITS: std::sync::LazyLock<Arc<tokio::sync::Semaphore>> =
-        std::sync::LazyLock::new(|| {
-            let cpus = std::thread::available_parallelism().map_or(2, usize::from);
-            Arc::new(tokio::sync::Semaphore::new((cpus / 2).max(1)))
-        });
-    PERMITS.clone()
+/// Chain verifications allowed at once per [`Trust`] (so per application): half the CPUs, at
+/// least one.
+pub(super) fn concurrency() -> usize {
+    let cpus = std::thread::available_parallelism().map_or(2, usize::from);
+    (cpus / 2).max(1)
 }
 
 impl VerifiedChains {
@@ -264,9 +262,14 @@ impl VerifiedChains {
         let version = material.version;
         // The permit moves into the task: it is held until the work ends, even when the
         // request stops waiting for it (deadline).
-        let permit = verifications().acquire_owned().await.map_err(|_| {
-            Failure::unauthorized("The client certificate could not be verified now")
-        })?;
+        let permit = trust
+            .verifications()
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| {
+                Failure::unauthorized("The client certificate could not be verified now")
+            })?;
         let clock = *clock;
         let chain = normalised.chain;
         let outcome = tokio::task::spawn_blocking(move || {
