@@ -120,12 +120,13 @@ impl TrustMaterial {
         }
     }
 
-    /// Verifies an already normalised chain (leaf first) against this material at `now`.
+    /// Verifies an already normalised chain (leaf first) against this material at `now`. A
+    /// predicate: it neither logs nor counts (expired CRLs are noted at load, reload and by
+    /// `/readyz`, see [`Trust::readiness_details`]).
     pub fn verify(&self, chain: &[Vec<u8>], now: UnixTime) -> Result<(), String> {
         let Some((leaf, intermediates)) = chain.split_first() else {
             return Err("No client certificate was presented".into());
         };
-        self.note_expired(i64::try_from(now.as_secs()).unwrap_or(i64::MAX));
         let leaf_der = CertificateDer::from(leaf.as_slice());
         let intermediates: Vec<CertificateDer<'_>> = intermediates
             .iter()
@@ -311,7 +312,9 @@ impl Trust {
         }
     }
 
-    /// For `/readyz`: one sentence per CRL in force that is past its nextUpdate.
+    /// For `/readyz`: one sentence per CRL in force that is past its nextUpdate. Also where a
+    /// CRL that expired since the last (re)load is first logged (`client_crl_expired`, once) and
+    /// counted: the orchestrator polls `/readyz` every few seconds, token requests never do it.
     pub fn readiness_details(&self, now: i64) -> Vec<String> {
         self.current().expired_crls(now)
     }
