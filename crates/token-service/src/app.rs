@@ -150,7 +150,7 @@ fn build_trust(
     let Some(settings) = &config.trust else {
         return Ok(None);
     };
-    let trust = Trust::load(settings.clone(), metrics.clone()).map_err(startup)?;
+    let trust = Trust::load(settings.clone(), metrics.clone()).map_err(|e| vec![e.into()])?;
     tracing::info!(
         event = "client_ca_loaded",
         "client trust material: {}",

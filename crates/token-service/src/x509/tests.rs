@@ -80,3 +80,53 @@ fn verify_notes_no_expired_crl_and_readiness_does() {
     assert_eq!(details.len(), 1, "{details:?}");
     assert!(has(&gauge(1)), "{}", metrics.render());
 }
+
+fn settings_of(ca_file: std::path::PathBuf, crl_file: Option<std::path::PathBuf>) -> TrustSettings {
+    TrustSettings {
+        ca_file,
+        crl_file,
+        reload_interval: std::time::Duration::from_secs(5),
+        revocation: RevocationPolicy::default(),
+    }
+}
+
+/// Issue 11, point 1: a refused file is a typed error that prints as it always has
+/// (`SETTING: problem`) and becomes the startup error of the setting the file came from.
+#[test]
+fn refused_trust_files_name_their_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.pem");
+    let metrics = Arc::new(Metrics::new());
+    let e = Trust::load(settings_of(missing.clone(), None), metrics.clone()).unwrap_err();
+    let text = e.to_string();
+    let prefix = format!("TLS_CLIENT_CA_FILE: cannot read '{}': ", missing.display());
+    assert!(text.starts_with(&prefix), "{text}");
+    let startup = crate::error::StartupError::from(e);
+    assert_eq!(startup.setting.as_deref(), Some("TLS_CLIENT_CA_FILE"));
+    assert_eq!(startup.to_string(), text);
+
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "").unwrap();
+    let e = Trust::load(settings_of(empty.clone(), None), metrics.clone()).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "TLS_CLIENT_CA_FILE: '{}' holds no PEM certificate",
+            empty.display()
+        )
+    );
+
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, params.self_signed(&key).unwrap().pem()).unwrap();
+    let crl = dir.path().join("crl.pem");
+    std::fs::write(&crl, "").unwrap();
+    let e = Trust::load(settings_of(ca.clone(), Some(crl.clone())), metrics.clone()).unwrap_err();
+    let text = e.to_string();
+    assert!(text.starts_with("TLS_CLIENT_CRL_FILE: '"), "{text}");
+    let startup = crate::error::StartupError::from(e);
+    assert_eq!(startup.setting.as_deref(), Some("TLS_CLIENT_CRL_FILE"));
+    assert_eq!(startup.to_string(), text);
+}
