@@ -58,6 +58,9 @@ pub(crate) fn build_with_metrics(
         // With TLS here, the TLS reload re-reads the trust material with its own files.
         trust.watch(&background);
     }
+    if let Some(trust) = &trust {
+        trust.watch_expiry(&background, crate::clock::Clock::system());
+    }
     let flows = build_flows(config, registry, trust.clone())?;
     let upstream = Upstream::new(
         config.google.timeout,

@@ -25,6 +25,7 @@ use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
 use x509_parser::prelude::{FromDer, X509Certificate};
 use x509_parser::revocation_list::CertificateRevocationList;
 
+use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::model::CertificateFacts;
 
@@ -177,7 +178,6 @@ impl TrustMaterial {
 
     /// The expired CRLs at `now`, one sentence each (for `/readyz`).
     pub fn expired_crls(&self, now: i64) -> Vec<String> {
-        self.note_expired(now);
         self.crl_info
             .iter()
             .filter(|c| c.expired(now))
@@ -256,7 +256,7 @@ impl Trust {
     pub fn load(settings: TrustSettings, metrics: Arc<Metrics>) -> Result<Self, TrustError> {
         let provider = provider();
         let material = Self::build(&settings, &provider, 1, &metrics)?;
-        let now = crate::clock::Clock::system().now();
+        let now = Clock::system().now();
         material.publish(now);
         material.note_expired(now);
         Ok(Self {
@@ -279,7 +279,7 @@ impl Trust {
         let version = self.versions.fetch_add(1, Ordering::Relaxed) + 1;
         let material = Self::build(&self.settings, &self.provider, version, &self.metrics)?;
         let summary = material.summary.clone();
-        let now = crate::clock::Clock::system().now();
+        let now = Clock::system().now();
         material.publish(now);
         material.note_expired(now);
         self.current.store(Arc::new(material));
@@ -306,9 +306,7 @@ impl Trust {
         }
     }
 
-    /// For `/readyz`: one sentence per CRL in force that is past its nextUpdate. Also where a
-    /// CRL that expired since the last (re)load is first logged (`client_crl_expired`, once) and
-    /// counted: the orchestrator polls `/readyz` every few seconds, token requests never do it.
+    /// For `/readyz`: one sentence per CRL in force that is past its nextUpdate.
     pub fn readiness_details(&self, now: i64) -> Vec<String> {
         self.current().expired_crls(now)
     }
@@ -337,6 +335,27 @@ impl Trust {
                 let _ = trust.reload_logged();
             },
         );
+    }
+
+    /// Notes CRLs that expire between reloads: every `TLS_RELOAD_INTERVAL`, logs each newly
+    /// expired one once (`client_crl_expired`) and counts them, as a load or reload does. Token
+    /// requests never do it (they only verify). Nothing to do without `TLS_CLIENT_CRL_FILE`.
+    pub fn watch_expiry(self: &Arc<Self>, background: &crate::tasks::Background, clock: Clock) {
+        if self.settings.crl_file.is_none() {
+            return;
+        }
+        let (trust, interval) = (self.clone(), self.settings.reload_interval);
+        let spawned = background.spawn_thread("token-service-crl-expiry", move |stop| {
+            while !stop.sleep(interval) {
+                trust.current().note_expired(clock.now());
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::error!(
+                event = "watch_failed",
+                "cannot start the thread that notes expired CRLs: {e}; they are logged and counted only at reloads"
+            );
+        }
     }
 
     /// The material in force now.

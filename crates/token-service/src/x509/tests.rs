@@ -20,8 +20,9 @@ fn facts_refuse_garbage() {
     assert!(facts(&[]).is_err());
 }
 
-/// Issue 11, point 2: verifying a chain is a predicate. A CRL that expires after the load is
-/// neither logged nor counted by the requests that use it; `/readyz` notes it (log, metric).
+/// Issue 11, point 2: verifying a chain (and listing expired CRLs for `/readyz`) is a
+/// predicate. A CRL that expires after the load is neither logged nor counted by the requests
+/// that use it; the expiry watcher notes it (log, metric).
 #[test]
 fn verify_notes_no_expired_crl_and_readiness_does() {
     use rcgen::{
@@ -62,7 +63,7 @@ fn verify_notes_no_expired_crl_and_readiness_does() {
     let settings = TrustSettings {
         ca_file,
         crl_file: Some(crl_file),
-        reload_interval: std::time::Duration::from_secs(5),
+        reload_interval: std::time::Duration::from_millis(10),
         revocation: RevocationPolicy::default(),
     };
     let trust = Trust::load(settings, metrics.clone()).unwrap();
@@ -78,7 +79,17 @@ fn verify_notes_no_expired_crl_and_readiness_does() {
     assert!(has(&gauge(0)), "{}", metrics.render());
     let details = trust.readiness_details(after_expiry);
     assert_eq!(details.len(), 1, "{details:?}");
+    assert!(has(&gauge(0)), "{}", metrics.render());
+    // The expiry watcher notes it within an interval, with the clock it is given.
+    let trust = Arc::new(trust);
+    let background = crate::tasks::Background::new();
+    trust.watch_expiry(&background, crate::clock::Clock::fixed(after_expiry));
+    let noted = crate::clock::Deadline::after(std::time::Duration::from_secs(10));
+    while !has(&gauge(1)) && !noted.is_past() {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     assert!(has(&gauge(1)), "{}", metrics.render());
+    assert_eq!(background.running(), 1);
 }
 
 fn settings_of(ca_file: std::path::PathBuf, crl_file: Option<std::path::PathBuf>) -> TrustSettings {
