@@ -58,6 +58,9 @@ pub(crate) fn build_with_metrics(
         // With TLS here, the TLS reload re-reads the trust material with its own files.
         trust.watch(&background);
     }
+    if let Some(trust) = &trust {
+        trust.watch_expiry(&background, crate::clock::Clock::system());
+    }
     let flows = build_flows(config, registry, trust.clone())?;
     let upstream = Upstream::new(
         config.google.timeout,
@@ -150,7 +153,7 @@ fn build_trust(
     let Some(settings) = &config.trust else {
         return Ok(None);
     };
-    let trust = Trust::load(settings.clone(), metrics.clone()).map_err(startup)?;
+    let trust = Trust::load(settings.clone(), metrics.clone()).map_err(|e| vec![e.into()])?;
     tracing::info!(
         event = "client_ca_loaded",
         "client trust material: {}",

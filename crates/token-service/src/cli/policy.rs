@@ -179,7 +179,7 @@ fn explain(request: &Request<'_>) -> Result<(String, bool), String> {
             request.cert.display()
         )
     })?;
-    let mut facts = crate::x509::facts(leaf)?;
+    let mut facts = crate::x509::facts(leaf).map_err(|e| e.to_string())?;
     let verification = verification(request.ca, &chain, &mut facts)?;
     let mut out = String::new();
     write_facts(&mut out, &facts, &verification);
