@@ -232,11 +232,11 @@ impl FlowRegistry {
                     .iter()
                     .find(|(n, _)| n == name)
                     .map(|(_, b)| Arc::clone(b))
-                    .ok_or_else(|| format!("the settings of the flow {name} were not read; load the configuration with this registry"))?;
+                    .ok_or_else(|| StartupError::other(format!("the settings of the flow {name} were not read; load the configuration with this registry")))?;
                 Ok(EnabledFlow {
                     name: Arc::from(name.as_str()),
                     auth_method: spec.auth_method,
-                    flow: build(settings).map_err(|e| e.to_string())?,
+                    flow: build(settings)?,
                 })
             })
             .collect()
