@@ -247,13 +247,12 @@ fn xlb_spec() -> FlowSpec {
     FlowSpec::new(xlb_mtls::NAME, TLS_CLIENT_AUTH, xlb_mtls::SETTINGS, |r| {
         let settings = xlb_mtls::XlbSettings::read(r);
         if let Err(e) = settings.validate() {
-            // The message is `MTLS_HEADER_CLIENT_ID: ...` already.
-            r.fail_other(e);
+            r.fail(xlb_mtls::settings::CLIENT_ID.name, e.to_string());
         }
         move |shared: &FlowSettings| {
             let mut settings = settings.clone();
             settings.clock = shared.clock;
-            let flow = xlb_mtls::XlbMtlsFlow::new(settings).map_err(StartupError::other)?;
+            let flow = xlb_mtls::XlbMtlsFlow::new(settings)?;
             Ok(Arc::new(flow) as Arc<dyn Flow>)
         }
     })
