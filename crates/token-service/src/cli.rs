@@ -236,7 +236,7 @@ fn load(
     };
     values.extend(source::process_env(table));
     if let Command::Demo = cli.command {
-        demo_defaults(&mut values).map_err(|e| vec![StartupError::other(e)])?;
+        demo_defaults(&mut values).map_err(|e| vec![StartupError::from(e)])?;
     }
     config::load(values, registry)
 }
@@ -249,7 +249,7 @@ fn data_dir(values: &Values) -> PathBuf {
         .unwrap_or_default()
 }
 
-fn demo_defaults(values: &mut Values) -> Result<(), String> {
+fn demo_defaults(values: &mut Values) -> Result<(), crate::pki::PkiError> {
     let pki = DevPki::new(&data_dir(values));
     let (server, _client) = pki.ensure()?;
     let port = values

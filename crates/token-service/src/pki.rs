@@ -10,6 +10,7 @@ use rcgen::{
 };
 use time::Duration;
 
+use crate::error::StartupError;
 use crate::signer::local::write_atomic;
 
 /// Paths of the development PKI.
@@ -33,8 +34,55 @@ pub const DEMO_SPIFFE_ID: &str = "spiffe://token-service.local/ns/demo/sa/device
 /// The demo client's DNS SAN.
 pub const DEMO_DNS: &str = "device-1.token-service.local";
 
-fn err(what: &str) -> impl Fn(rcgen::Error) -> String + '_ {
-    move |e| format!("development PKI: cannot {what}: {e}")
+/// Why the development PKI cannot be created or used, or a client certificate not issued.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    /// Generating, describing or signing failed.
+    #[error("development PKI: cannot {what}: {source}")]
+    Rcgen {
+        /// What was being done, e.g. `sign the CA`.
+        what: &'static str,
+        /// The underlying error.
+        source: rcgen::Error,
+    },
+    /// A file of the PKI cannot be read or parsed.
+    #[error(
+        "development PKI: cannot use '{}' ({problem}); delete the folder '{}' and a new development PKI is created at the next start",
+        path.display(),
+        dir.display()
+    )]
+    Unusable {
+        /// The file at fault.
+        path: PathBuf,
+        /// The PKI's folder.
+        dir: PathBuf,
+        /// What is wrong with the file.
+        problem: String,
+    },
+    /// Writing a key or certificate failed (the message names the file).
+    #[error("{0}")]
+    Write(String),
+    /// `pki client --name` would overwrite an existing file.
+    #[error("pki: '{}' exists already; choose another --name", .0.display())]
+    Exists(PathBuf),
+    /// `pki client --name` is not a safe file name.
+    #[error("pki: name '{0}' must be letters, digits, '-', '_' or '.'")]
+    BadName(String),
+}
+
+impl From<PkiError> for StartupError {
+    fn from(e: PkiError) -> Self {
+        StartupError::other(e.to_string())
+    }
+}
+
+fn err(what: &'static str) -> impl Fn(rcgen::Error) -> PkiError {
+    move |source| PkiError::Rcgen { what, source }
+}
+
+/// Writes a file of the PKI (mode 0600, atomically).
+fn write(path: &Path, contents: &[u8]) -> Result<(), PkiError> {
+    write_atomic(path, contents, PKI).map_err(|e| PkiError::Write(e.to_string()))
 }
 
 impl DevPki {
@@ -59,7 +107,7 @@ impl DevPki {
 
     /// Creates the CA, the server certificate and the demo client certificate once; later calls
     /// reuse them.
-    pub fn ensure(&self) -> Result<(Issued, Issued), String> {
+    pub fn ensure(&self) -> Result<(Issued, Issued), PkiError> {
         let server = self.pair("server");
         let client = self.pair("client");
         if !self.ca_cert().exists() {
@@ -78,8 +126,8 @@ impl DevPki {
             let cert = params.self_signed(&key).map_err(err("sign the CA"))?;
             // A CA key without its certificate is left from an interrupted first start, and
             // nothing was issued with it: replace it.
-            write_atomic(&self.ca_key(), key.serialize_pem().as_bytes(), PKI)?;
-            write_atomic(&self.ca_cert(), cert.pem().as_bytes(), PKI)?;
+            write(&self.ca_key(), key.serialize_pem().as_bytes())?;
+            write(&self.ca_cert(), cert.pem().as_bytes())?;
         }
         if !server.cert.exists() {
             let mut params =
@@ -103,7 +151,7 @@ impl DevPki {
         spiffe_id: Option<&str>,
         dns: &[String],
         days: i64,
-    ) -> Result<Issued, String> {
+    ) -> Result<Issued, PkiError> {
         self.issue_client_as(name_, name_, spiffe_id, dns, days)
     }
 
@@ -114,15 +162,12 @@ impl DevPki {
         spiffe_id: Option<&str>,
         dns: &[String],
         days: i64,
-    ) -> Result<Issued, String> {
+    ) -> Result<Issued, PkiError> {
         let params = client_params(name_, spiffe_id, dns)?;
         let issued = self.pair(file);
         for existing in [&issued.cert, &issued.key] {
             if existing.exists() {
-                return Err(format!(
-                    "pki: '{}' exists already; choose another --name",
-                    existing.display()
-                ));
+                return Err(PkiError::Exists(existing.clone()));
             }
         }
         self.issue(&issued, params, days)?;
@@ -133,23 +178,19 @@ impl DevPki {
         self.dir.join("ca.key")
     }
 
-    fn issue(&self, to: &Issued, mut params: CertificateParams, days: i64) -> Result<(), String> {
-        let unusable = |path: &Path, e: String| {
-            format!(
-                "development PKI: cannot use '{}' ({e}); delete the folder '{}' and a new development PKI is created at the next start",
-                path.display(),
-                self.dir.display()
-            )
+    fn issue(&self, to: &Issued, mut params: CertificateParams, days: i64) -> Result<(), PkiError> {
+        let unusable = |path: &Path, e: &dyn std::fmt::Display| PkiError::Unusable {
+            path: path.to_owned(),
+            dir: self.dir.clone(),
+            problem: e.to_string(),
         };
         let (ca_key_path, ca_path) = (self.ca_key(), self.ca_cert());
-        let ca_key_pem = std::fs::read_to_string(&ca_key_path)
-            .map_err(|e| unusable(&ca_key_path, e.to_string()))?;
-        let ca_pem =
-            std::fs::read_to_string(&ca_path).map_err(|e| unusable(&ca_path, e.to_string()))?;
-        let ca_key =
-            KeyPair::from_pem(&ca_key_pem).map_err(|e| unusable(&ca_key_path, e.to_string()))?;
-        let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key)
-            .map_err(|e| unusable(&ca_path, e.to_string()))?;
+        let ca_key_pem =
+            std::fs::read_to_string(&ca_key_path).map_err(|e| unusable(&ca_key_path, &e))?;
+        let ca_pem = std::fs::read_to_string(&ca_path).map_err(|e| unusable(&ca_path, &e))?;
+        let ca_key = KeyPair::from_pem(&ca_key_pem).map_err(|e| unusable(&ca_key_path, &e))?;
+        let issuer =
+            Issuer::from_ca_cert_pem(&ca_pem, ca_key).map_err(|e| unusable(&ca_path, &e))?;
         let now = crate::clock::utc_now();
         params.not_before = now - Duration::minutes(5);
         params.not_after = now + Duration::days(days.clamp(1, 3650));
@@ -158,8 +199,8 @@ impl DevPki {
         let cert = params
             .signed_by(&key, &issuer)
             .map_err(err("sign the certificate"))?;
-        write_atomic(&to.key, key.serialize_pem().as_bytes(), PKI)?;
-        write_atomic(&to.cert, cert.pem().as_bytes(), PKI)
+        write(&to.key, key.serialize_pem().as_bytes())?;
+        write(&to.cert, cert.pem().as_bytes())
     }
 }
 
@@ -171,16 +212,14 @@ fn client_params(
     name_: &str,
     spiffe_id: Option<&str>,
     dns: &[String],
-) -> Result<CertificateParams, String> {
+) -> Result<CertificateParams, PkiError> {
     if name_.is_empty()
         || !name_
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
         || name_.starts_with('.')
     {
-        return Err(format!(
-            "pki: name '{name_}' must be letters, digits, '-', '_' or '.'"
-        ));
+        return Err(PkiError::BadName(name_.to_owned()));
     }
     let mut params = CertificateParams::default();
     params.distinguished_name = name(name_);
