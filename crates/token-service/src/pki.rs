@@ -245,3 +245,53 @@ fn name(common_name: &str) -> DistinguishedName {
     dn.push(DnType::CommonName, common_name);
     dn
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_client_names_and_existing_files_keep_their_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = DevPki::new(dir.path());
+        let bad = pki.issue_client(".hidden", None, &[], 1).unwrap_err();
+        assert_eq!(
+            StartupError::from(bad).to_string(),
+            "pki: name '.hidden' must be letters, digits, '-', '_' or '.'"
+        );
+        pki.ensure().unwrap();
+        let again = pki.issue_client("client", None, &[], 1).unwrap_err();
+        let cert = pki.dir.join("client.pem");
+        assert_eq!(
+            again.to_string(),
+            format!(
+                "pki: '{}' exists already; choose another --name",
+                cert.display()
+            )
+        );
+    }
+
+    #[test]
+    fn an_unreadable_ca_key_says_to_delete_the_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = DevPki::new(dir.path());
+        pki.ensure().unwrap();
+        std::fs::write(pki.ca_key(), "not a key").unwrap();
+        let e = pki.issue_client("device-2", None, &[], 1).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.starts_with(&format!(
+                "development PKI: cannot use '{}' (",
+                pki.ca_key().display()
+            )),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(&format!(
+                "); delete the folder '{}' and a new development PKI is created at the next start",
+                pki.dir.display()
+            )),
+            "{text}"
+        );
+    }
+}
