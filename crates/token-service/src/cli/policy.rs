@@ -410,3 +410,54 @@ fn field(out: &mut String, key: &str, value: &str) {
     use std::fmt::Write as _;
     let _ = writeln!(out, "  {key:<20} {value}");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request<'a>(
+        cert: &'a Path,
+        policy: &'a Path,
+        flow: &'a str,
+        flows: &'a FlowRegistry,
+    ) -> Request<'a> {
+        Request {
+            cert,
+            policy,
+            ca: None,
+            flow,
+            flows,
+            attribute: ClientIdAttribute::default(),
+            requested: Requested::default(),
+        }
+    }
+
+    #[test]
+    fn explain_errors_are_the_lines_printed_after_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = dir.path().join("policy.toml");
+        std::fs::write(&policy, "").unwrap();
+        let flows = FlowRegistry::builtin();
+        let missing = dir.path().join("missing.pem");
+        let unknown = explain(&request(&missing, &policy, "mtls", &flows)).unwrap_err();
+        assert_eq!(
+            unknown.to_string(),
+            "--flow: 'mtls' is not a flow; known flows: forwarded-cert-client-credentials, mtls-client-credentials, xlb-mtls-client-credentials"
+        );
+        let flow = "mtls-client-credentials";
+        let unreadable = explain(&request(&missing, &policy, flow, &flows)).unwrap_err();
+        assert!(
+            unreadable
+                .to_string()
+                .starts_with(&format!("--cert: cannot read '{}': ", missing.display())),
+            "{unreadable}"
+        );
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "no PEM here\n").unwrap();
+        let none = explain(&request(&empty, &policy, flow, &flows)).unwrap_err();
+        assert_eq!(
+            none.to_string(),
+            format!("--cert: '{}' holds no PEM certificate", empty.display())
+        );
+    }
+}
