@@ -270,7 +270,7 @@ fn load(
         values.insert("PORT".into(), (port.to_string(), origin));
     }
     if let Command::Demo = cli.command {
-        demo_defaults(&mut values).map_err(|e| vec![StartupError::other(e)])?;
+        demo_defaults(&mut values).map_err(|e| vec![StartupError::from(e)])?;
     }
     config::load(values, registry)
 }
@@ -283,7 +283,7 @@ fn data_dir(values: &Values) -> PathBuf {
         .unwrap_or_default()
 }
 
-fn demo_defaults(values: &mut Values) -> Result<(), String> {
+fn demo_defaults(values: &mut Values) -> Result<(), crate::pki::PkiError> {
     let pki = DevPki::new(&data_dir(values));
     let (server, _client) = pki.ensure()?;
     let port = values

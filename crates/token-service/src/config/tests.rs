@@ -7,7 +7,9 @@ use super::*;
 fn registry() -> FlowRegistry {
     let mut registry = FlowRegistry::builtin();
     registry.register("other-flow", "client_secret_post", |_| {
-        Err("other-flow is never built in these tests".into())
+        Err(crate::error::StartupError::other(
+            "other-flow is never built in these tests",
+        ))
     });
     registry
 }
