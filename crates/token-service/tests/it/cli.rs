@@ -29,7 +29,7 @@ fn help_lists_every_setting() {
     let out = run(&["--help"], &[]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    for name in token_service::config::SETTINGS.iter().map(|s| s.name) {
+    for name in builtin_settings().iter().map(|s| s.name) {
         assert!(text.contains(name), "--help does not list {name}");
     }
     for command in ["serve", "demo", "check-config", "--config"] {
