@@ -37,9 +37,10 @@ use crate::tls::TlsServer;
 use crate::x509::Trust;
 
 /// Builds the application from a validated configuration: one metrics registry, one owner of
-/// background work, and each part from its settings. Fails with the problems found (unreadable
-/// key file, flow that refuses its settings...). Must run inside a Tokio runtime: the IAM
-/// signer checks its identity in the background.
+/// background work, and each part from its settings. Fails with every problem found (unreadable
+/// key file, flow that refuses its settings...): each part is tried, except one that needs a
+/// part that failed. Must run inside a Tokio runtime: the IAM signer checks its identity in the
+/// background.
 pub fn build(config: &Config, registry: &FlowRegistry) -> Result<App, Vec<StartupError>> {
     build_with_metrics(config, registry, Arc::new(Metrics::new()))
 }
@@ -52,8 +53,42 @@ pub(crate) fn build_with_metrics(
     metrics: Arc<Metrics>,
 ) -> Result<App, Vec<StartupError>> {
     let background = Background::new();
-    let trust = build_trust(config, &metrics)?;
-    let tls = build_tls(config, trust.as_ref(), &metrics)?;
+    // Every part that can be built is tried, so that every problem is reported at once; a
+    // part that needs one that failed is skipped.
+    let mut problems = Vec::new();
+    let trust = part(build_trust(config, &metrics), &mut problems);
+    // The listener's own files do not depend on the trust material (only its client verifier
+    // does): they are checked even when that failed.
+    let trusted = trust.clone().flatten();
+    let tls = part(build_tls(config, trusted.as_ref(), &metrics), &mut problems);
+    let flows = trust
+        .clone()
+        .and_then(|trust| part(build_flows(config, registry, trust), &mut problems));
+    let upstream = Upstream::new(
+        config.google.timeout,
+        config.google.max_connections,
+        metrics.clone(),
+    );
+    let upstream = part(upstream.map_err(startup), &mut problems);
+    let trace_project = build_trace_project(config);
+    let mut warnings = Vec::new();
+    let signer = upstream.as_ref().and_then(|upstream| {
+        let signer = build_signer(config, upstream, &trace_project, &background, &mut warnings);
+        part(signer, &mut problems)
+    });
+    for w in &warnings {
+        tracing::warn!(event = "config_warning", "{w}");
+    }
+    let issuer = signer.map(|signer| build_issuer(config, signer, &metrics));
+    let policy = part(
+        build_policy(config, registry, &background, &metrics),
+        &mut problems,
+    );
+    let (Some(trust), Some(tls), Some(flows), Some(upstream), Some(issuer), Some(policy)) =
+        (trust, tls, flows, upstream, issuer, policy)
+    else {
+        return Err(problems);
+    };
     if let (None, Some(trust)) = (&tls, &trust) {
         // With TLS here, the TLS reload re-reads the trust material with its own files.
         trust.watch(&background);
@@ -61,28 +96,7 @@ pub(crate) fn build_with_metrics(
     if let Some(trust) = &trust {
         trust.watch_expiry(&background, crate::clock::Clock::system());
     }
-    let flows = build_flows(config, registry, trust.clone())?;
-    let upstream = Upstream::new(
-        config.google.timeout,
-        config.google.max_connections,
-        metrics.clone(),
-    )
-    .map_err(startup)?;
-    let trace_project = build_trace_project(config);
-    let mut warnings = Vec::new();
-    let signer = build_signer(
-        config,
-        &upstream,
-        &trace_project,
-        &background,
-        &mut warnings,
-    )?;
-    for w in &warnings {
-        tracing::warn!(event = "config_warning", "{w}");
-    }
-    let issuer = build_issuer(config, signer, &metrics);
     let access = build_access(config, &upstream, &metrics);
-    let policy = build_policy(config, registry, &background, &metrics)?;
     let limits = build_limits(config, &background, &metrics);
     let grant = ClientCredentials::new(flows, policy, issuer, access).with_limits(limits.clone());
     let (state, draining) = build_state(
@@ -105,6 +119,11 @@ pub(crate) fn build_with_metrics(
         background,
         metrics,
     })
+}
+
+/// The part `built`, or `None` with its problems added to `problems`.
+fn part<T>(built: Result<T, Vec<StartupError>>, problems: &mut Vec<StartupError>) -> Option<T> {
+    built.map_err(|found| problems.extend(found)).ok()
 }
 
 /// The built application: its routes, its listeners' settings and what it owns while it runs.

@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rustls_pki_types::UnixTime;
 
@@ -197,7 +197,7 @@ pub struct VerifiedChains {
 }
 
 /// A refused chain: trust version, when, and the refusal (with the certificate's facts).
-type Refused = (u64, Instant, Failure);
+type Refused = (u64, crate::clock::Instant, Failure);
 
 /// An accepted chain: its normalised key, the trust version, until when the verdict holds
 /// ([`TrustMaterial::verdict_valid_until`]), and the client.

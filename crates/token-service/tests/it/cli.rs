@@ -29,7 +29,7 @@ fn help_lists_every_setting() {
     let out = run(&["--help"], &[]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    for name in token_service::config::SETTINGS.iter().map(|s| s.name) {
+    for name in builtin_settings().iter().map(|s| s.name) {
         assert!(text.contains(name), "--help does not list {name}");
     }
     for command in ["serve", "demo", "check-config", "--config"] {
@@ -350,6 +350,42 @@ fn check_config_loads_the_files_as_serve_would_without_writing_any() {
         !std::path::Path::new(data).exists(),
         "check-config wrote into DATA_DIR"
     );
+}
+
+/// Startup problems of independent parts are printed together, one line each: fixing the
+/// first one does not reveal the next only on the following run.
+#[test]
+fn check_config_prints_the_problems_of_every_part_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let out = run(
+        &["check-config"],
+        &[
+            ("TOKEN_AUDIENCE", "x"),
+            ("AUTH_FLOWS", "mtls-client-credentials"),
+            ("TLS_CLIENT_CA_FILE", &path("ca.pem")),
+            ("TLS_CERT_FILE", &path("tls.pem")),
+            ("TLS_KEY_FILE", &path("tls.key")),
+            ("SIGNING_KEY_FILE", &path("signing.pem")),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let errors: Vec<String> = stderr_lines(&out)
+        .into_iter()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
+    let expected = [
+        ("TLS_CLIENT_CA_FILE", "ca.pem"),
+        ("TLS_CERT_FILE", "tls.pem"),
+        ("SIGNING_KEY_FILE", "signing.pem"),
+    ];
+    assert_eq!(errors.len(), expected.len(), "{errors:?}");
+    for (line, (setting, file)) in errors.iter().zip(expected) {
+        assert!(
+            line.starts_with(&format!("error: {setting}: ")) && line.contains(file),
+            "{errors:?}"
+        );
+    }
 }
 
 /// The lines of stderr.

@@ -29,7 +29,7 @@ fn block(readme: &str, marker: &str) -> String {
 #[test]
 fn readme_settings_table_names_every_setting() {
     let readme = readme();
-    for setting in token_service::config::SETTINGS.iter() {
+    for setting in builtin_settings() {
         assert!(
             readme.contains(&format!("`{}`", setting.name)),
             "README does not document {}",

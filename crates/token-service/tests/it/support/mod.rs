@@ -58,6 +58,12 @@ struct Process {
     _front: Option<Forwarder>,
 }
 
+/// Every setting of the service with the built-in flows, in help order: what `--help` and
+/// `check-config` list.
+pub fn builtin_settings() -> Vec<token_service::config::Setting> {
+    token_service::config::table(&token_service::flows::FlowRegistry::builtin())
+}
+
 /// A loopback listener on a port the kernel picks; handed to the service (or to the forwarder
 /// in front of a process, or to a proxy as its socket), never dropped and bound again. A
 /// process that binds its own port starts on port 0 and logs the address ([`Server::spawn`]).
