@@ -78,8 +78,9 @@ impl DevPki {
             let cert = params.self_signed(&key).map_err(err("sign the CA"))?;
             // A CA key without its certificate is left from an interrupted first start, and
             // nothing was issued with it: replace it.
-            write_atomic(&self.ca_key(), key.serialize_pem().as_bytes(), PKI)?;
-            write_atomic(&self.ca_cert(), cert.pem().as_bytes(), PKI)?;
+            write_atomic(&self.ca_key(), key.serialize_pem().as_bytes(), PKI)
+                .map_err(|e| e.to_string())?;
+            write_atomic(&self.ca_cert(), cert.pem().as_bytes(), PKI).map_err(|e| e.to_string())?;
         }
         if !server.cert.exists() {
             let mut params =
@@ -158,8 +159,8 @@ impl DevPki {
         let cert = params
             .signed_by(&key, &issuer)
             .map_err(err("sign the certificate"))?;
-        write_atomic(&to.key, key.serialize_pem().as_bytes(), PKI)?;
-        write_atomic(&to.cert, cert.pem().as_bytes(), PKI)
+        write_atomic(&to.key, key.serialize_pem().as_bytes(), PKI).map_err(|e| e.to_string())?;
+        write_atomic(&to.cert, cert.pem().as_bytes(), PKI).map_err(|e| e.to_string())
     }
 }
 

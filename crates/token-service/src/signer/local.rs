@@ -209,7 +209,7 @@ impl LocalSigner {
         }
         let generated = |problem: &str| StartupError::setting(DATA_DIR, problem);
         let pem = generate_rsa_pem().map_err(generated)?;
-        write_atomic(&path, pem.as_bytes(), DATA_DIR).map_err(StartupError::other)?;
+        write_atomic(&path, pem.as_bytes(), DATA_DIR)?;
         let signer = Self::parse(pem.as_bytes())
             .map_err(|problem| generated(&format!("the generated key: {problem}")))?;
         Ok((signer, path, true))
@@ -418,9 +418,12 @@ fn generate_rsa_pem() -> Result<String, &'static str> {
 /// `path`, fsync the folder. Creates the folder (mode 0700) when missing. A temporary file left
 /// by an interrupted earlier write (`.NAME.tmp-*`, older than a minute, so never a concurrent
 /// writer's) is removed. `setting` names the setting in errors. The one way Token Service
-/// writes files: the generated signing key and the development PKI. The error is a complete
-/// line naming `setting` (a plain message: `pki` prints it as it is).
-pub(crate) fn write_atomic(path: &Path, contents: &[u8], setting: &str) -> Result<(), String> {
+/// writes files: the generated signing key and the development PKI.
+pub(crate) fn write_atomic(
+    path: &Path,
+    contents: &[u8],
+    setting: &'static str,
+) -> Result<(), WriteError> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -429,8 +432,11 @@ pub(crate) fn write_atomic(path: &Path, contents: &[u8], setting: &str) -> Resul
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let fail = |what: &str, target: &Path, e: std::io::Error| {
-        format!("{setting}: cannot {what} '{}': {e}", target.display())
+    let fail = |step: WriteStep, target: &Path, source: std::io::Error| WriteError {
+        setting,
+        step,
+        path: target.to_path_buf(),
+        source,
     };
     let mut builder = fs::DirBuilder::new();
     builder.recursive(true);
@@ -438,7 +444,7 @@ pub(crate) fn write_atomic(path: &Path, contents: &[u8], setting: &str) -> Resul
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
     builder
         .create(dir)
-        .map_err(|e| fail("create the folder", dir, e))?;
+        .map_err(|e| fail(WriteStep::CreateFolder, dir, e))?;
     let prefix = format!(".{name}.tmp-");
     remove_stale_temporaries(dir, &prefix);
     // Only needs to differ between writers of one process: random bytes, no clock.
@@ -459,14 +465,47 @@ pub(crate) fn write_atomic(path: &Path, contents: &[u8], setting: &str) -> Resul
         .and_then(|()| fs::rename(&temporary, path));
     if let Err(e) = written {
         let _ = fs::remove_file(&temporary);
-        return Err(fail("write", path, e));
+        return Err(fail(WriteStep::Write, path, e));
     }
     // The rename is durable only once the folder's entry is on disk.
     #[cfg(unix)]
     fs::File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(|e| fail("sync the folder", dir, e))?;
+        .map_err(|e| fail(WriteStep::SyncFolder, dir, e))?;
     Ok(())
+}
+
+/// A file [`write_atomic`] could not write: which step failed on which path, and the setting
+/// (or part, e.g. `development PKI`) the file belongs to. Shown as `SETTING: cannot STEP
+/// 'PATH': ERROR`.
+#[derive(Debug, thiserror::Error)]
+#[error("{setting}: cannot {step} '{}': {source}", path.display())]
+pub(crate) struct WriteError {
+    setting: &'static str,
+    step: WriteStep,
+    path: PathBuf,
+    source: std::io::Error,
+}
+
+/// The step of [`write_atomic`] that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum WriteStep {
+    #[error("create the folder")]
+    CreateFolder,
+    #[error("write")]
+    Write,
+    #[error("sync the folder")]
+    SyncFolder,
+}
+
+impl From<WriteError> for StartupError {
+    /// The setting at fault, and `cannot STEP 'PATH': ERROR` as the problem.
+    fn from(e: WriteError) -> Self {
+        StartupError::setting(
+            e.setting,
+            format!("cannot {} '{}': {}", e.step, e.path.display(), e.source),
+        )
+    }
 }
 
 /// Removes `prefix*` files older than a minute: temporary files of writes that never finished.

@@ -193,7 +193,15 @@ fn write_atomic_leaves_the_whole_file_or_none_and_no_temporary() {
     // temporary file behind, and names the file.
     let folder = dir.path().join("new").join("taken");
     std::fs::create_dir(&folder).unwrap();
-    let e = write_atomic(&folder, b"x", "X").unwrap_err();
+    let error = write_atomic(&folder, b"x", "X").unwrap_err();
+    let e = error.to_string();
+    let startup = StartupError::from(error);
+    assert_eq!(startup.setting.as_deref(), Some("X"));
+    assert_eq!(
+        startup.to_string(),
+        e,
+        "a startup error prints as the write error"
+    );
     assert!(
         e.starts_with("X: cannot write '") && e.contains("taken"),
         "{e}"
