@@ -51,6 +51,7 @@ pub(crate) mod metrics;
 pub mod model;
 pub(crate) mod pki;
 pub(crate) mod policy;
+pub(crate) mod readiness;
 pub(crate) mod server;
 pub(crate) mod signer;
 pub(crate) mod tasks;
