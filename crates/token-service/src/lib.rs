@@ -98,6 +98,11 @@ pub mod testing {
         pub use crate::signer::local::LocalSigner;
     }
 
+    /// The owner of background work (the RSA signer's threads run under one).
+    pub mod tasks {
+        pub use crate::tasks::Background;
+    }
+
     /// The TLS listener's material.
     pub mod tls {
         pub use crate::tls::{TlsServer, TlsSettings};

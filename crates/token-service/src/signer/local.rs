@@ -9,7 +9,9 @@
 use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_lc_rs::encoding::AsDer;
@@ -26,6 +28,7 @@ use serde_json::{Map, Value, json};
 use super::{Publication, Signer};
 use crate::clock::Deadline;
 use crate::error::{Failure, StartupError};
+use crate::tasks::Background;
 
 /// The setting whose folder holds the generated development key.
 const DATA_DIR: &str = "DATA_DIR";
@@ -38,64 +41,86 @@ enum KeyPair {
     Ec(EcdsaKeyPair),
 }
 
-/// One RSA signature to make: the signing input and where to send the signature.
-type RsaJob = (Vec<u8>, tokio::sync::oneshot::Sender<Option<Vec<u8>>>);
+/// What the RSA signing threads are sent.
+enum RsaJob {
+    /// Sign this input and send the signature (`None` if signing failed) back.
+    Sign(Vec<u8>, tokio::sync::oneshot::Sender<Option<Vec<u8>>>),
+    /// Shutdown has begun: the thread that takes this ends.
+    Quit,
+}
 
 /// Threads that make RSA signatures (about 0.25 ms each for RSA-2048), one per core, so the
 /// async workers never block on them and no worker hands its core over per signature (as
-/// `block_in_place` would).
+/// `block_in_place` would). They belong to the service's [`Background`]: at shutdown one more
+/// thread of it sends each a [`RsaJob::Quit`] (behind the signatures already queued), so
+/// `Background::shutdown` joins them.
 struct RsaPool {
     /// One queue for all threads: a signature goes to whichever thread is free first, so a
     /// thread that the scheduler set aside does not hold up the jobs queued behind it.
-    jobs: std::sync::mpsc::Sender<RsaJob>,
+    jobs: mpsc::Sender<RsaJob>,
 }
 
 impl RsaPool {
-    fn start(pair: &Arc<RsaKeyPair>) -> std::io::Result<Self> {
+    /// Starts the threads under `background`; `None` when the OS gives none.
+    fn start(pair: &Arc<RsaKeyPair>, background: &Background) -> Option<Self> {
         let threads = std::thread::available_parallelism().map_or(2, usize::from);
-        let (jobs, queue) = std::sync::mpsc::channel::<RsaJob>();
-        let queue = Arc::new(std::sync::Mutex::new(queue));
+        let (jobs, queue) = mpsc::channel::<RsaJob>();
+        // The stopper first: a signing thread that nothing tells to end would hold up shutdown.
+        let quit = jobs.clone();
+        background
+            .spawn_thread("rsa-signer-stop", move |stop| {
+                while !stop.sleep(Duration::from_secs(3600)) {}
+                for _ in 0..threads {
+                    let _ = quit.send(RsaJob::Quit);
+                }
+            })
+            .ok()?;
+        let queue = Arc::new(Mutex::new(queue));
+        let mut started = 0;
         for i in 0..threads {
             let (queue, pair) = (queue.clone(), pair.clone());
-            std::thread::Builder::new()
-                .name(format!("rsa-signer-{i}"))
-                .spawn(move || {
-                    let rng = SystemRandom::new();
-                    loop {
-                        // The thread holding the lock waits for the next job; the others wait
-                        // for the lock.
-                        let job = queue
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner)
-                            .recv();
-                        let Ok((message, reply)) = job else { return };
-                        // A panic fails this one signature, never the thread: the pool must
-                        // outlive anything a single job does.
-                        let signed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                            let mut sig = vec![0; pair.public_modulus_len()];
-                            pair.sign(&RSA_PKCS1_SHA256, &rng, &message, &mut sig)
-                                .ok()
-                                .map(|()| sig)
-                        }))
-                        .ok()
-                        .flatten();
-                        let _ = reply.send(signed);
-                    }
-                })?;
+            let spawned = background.spawn_thread(&format!("rsa-signer-{i}"), move |_stop| {
+                sign_jobs(&queue, &pair);
+            });
+            started += usize::from(spawned.is_ok());
         }
-        Ok(Self { jobs })
+        (started > 0).then_some(Self { jobs })
     }
 
     async fn sign(&self, message: Vec<u8>) -> Result<Vec<u8>, Failure> {
         let (reply, signature) = tokio::sync::oneshot::channel();
         self.jobs
-            .send((message, reply))
+            .send(RsaJob::Sign(message, reply))
             .map_err(|_| signing_failed("the RSA signing threads stopped"))?;
         signature
             .await
             .ok()
             .flatten()
             .ok_or_else(|| signing_failed("RSA signing failed"))
+    }
+}
+
+/// The loop of one RSA signing thread: signs what the queue holds until it takes a
+/// [`RsaJob::Quit`] (or every sender is gone).
+fn sign_jobs(queue: &Mutex<mpsc::Receiver<RsaJob>>, pair: &RsaKeyPair) {
+    let rng = SystemRandom::new();
+    loop {
+        // The thread holding the lock waits for the next job; the others wait for the lock.
+        let job = queue.lock().unwrap_or_else(PoisonError::into_inner).recv();
+        let Ok(RsaJob::Sign(message, reply)) = job else {
+            return;
+        };
+        // A panic fails this one signature, never the thread: the pool must outlive anything
+        // a single job does.
+        let signed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut sig = vec![0; pair.public_modulus_len()];
+            pair.sign(&RSA_PKCS1_SHA256, &rng, &message, &mut sig)
+                .ok()
+                .map(|()| sig)
+        }))
+        .ok()
+        .flatten();
+        let _ = reply.send(signed);
     }
 }
 
@@ -218,17 +243,21 @@ impl LocalSigner {
     fn from_keys(keys: Vec<SigningKey>) -> Option<Self> {
         let jwks: Vec<Value> = keys.iter().map(public_jwk).collect::<Vec<_>>();
         let signing = keys.into_iter().next()?;
-        // Without threads, RSA signatures are made inline (slower under load, still correct).
-        let rsa = match &signing.pair {
-            KeyPair::Rsa(pair) => RsaPool::start(pair).ok(),
-            KeyPair::Ec(_) => None,
-        };
         Some(Self {
             signing,
             publication: Publication::Jwks(json!({ "keys": jwks })),
             rng: SystemRandom::new(),
-            rsa,
+            rsa: None,
         })
+    }
+
+    /// Starts the threads that make RSA signatures, one per core, under `background`, so
+    /// shutdown ends them; an EC key needs none. Until then, or when the OS gives no thread,
+    /// RSA signatures are made inline (slower under load, still correct).
+    pub fn start(&mut self, background: &Background) {
+        if let (KeyPair::Rsa(pair), None) = (&self.signing.pair, &self.rsa) {
+            self.rsa = RsaPool::start(pair, background);
+        }
     }
 }
 
