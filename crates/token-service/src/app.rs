@@ -359,14 +359,15 @@ fn build_signer(
             key_file: Some(path),
             ..
         } => {
-            let (signer, found) = LocalSigner::from_key_file(path).map_err(startup)?;
+            let (mut signer, found) = LocalSigner::from_key_file(path).map_err(startup)?;
+            signer.start(background);
             warnings.extend(found);
             Ok(Arc::new(signer))
         }
         SignerConfig::Local {
             key_file: None,
             data_dir,
-        } => development_signer(data_dir),
+        } => development_signer(data_dir, background),
         SignerConfig::Iam { service_account } => iam_signer(
             config,
             service_account.as_deref(),
@@ -377,9 +378,14 @@ fn build_signer(
     }
 }
 
-/// The development key in `data_dir`, generated on first start.
-fn development_signer(data_dir: &std::path::Path) -> Result<Arc<dyn Signer>, Vec<StartupError>> {
-    let (signer, path, generated) = LocalSigner::load_or_generate(data_dir).map_err(startup)?;
+/// The development key in `data_dir`, generated on first start; its signing threads run in
+/// `background`.
+fn development_signer(
+    data_dir: &std::path::Path,
+    background: &Background,
+) -> Result<Arc<dyn Signer>, Vec<StartupError>> {
+    let (mut signer, path, generated) = LocalSigner::load_or_generate(data_dir).map_err(startup)?;
+    signer.start(background);
     let verb = if generated {
         "generated"
     } else {

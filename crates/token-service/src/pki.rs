@@ -60,8 +60,8 @@ pub enum PkiError {
         problem: String,
     },
     /// Writing a key or certificate failed (the message names the file).
-    #[error("{0}")]
-    Write(String),
+    #[error(transparent)]
+    Write(#[from] crate::signer::local::WriteError),
     /// `pki client --name` would overwrite an existing file.
     #[error("pki: '{}' exists already; choose another --name", .0.display())]
     Exists(PathBuf),
@@ -82,7 +82,7 @@ fn err(what: &'static str) -> impl Fn(rcgen::Error) -> PkiError {
 
 /// Writes a file of the PKI (mode 0600, atomically).
 fn write(path: &Path, contents: &[u8]) -> Result<(), PkiError> {
-    write_atomic(path, contents, PKI).map_err(|e| PkiError::Write(e.to_string()))
+    Ok(write_atomic(path, contents, PKI)?)
 }
 
 impl DevPki {
