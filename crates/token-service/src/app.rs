@@ -147,21 +147,9 @@ pub struct App {
     pub(crate) metrics: Arc<Metrics>,
 }
 
-/// A startup problem from a part that reports it as text, `SETTING: problem` when a setting is
-/// at fault. Transitional: the parts move to [`StartupError`] one by one, whose `Display` is
-/// that same text, so the conversion keeps the line printed either way.
-fn startup(e: impl std::fmt::Display) -> Vec<StartupError> {
-    let text = e.to_string();
-    let is_setting = |name: &str| {
-        !name.is_empty()
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
-    };
-    vec![match text.split_once(": ") {
-        Some((setting, problem)) if is_setting(setting) => StartupError::setting(setting, problem),
-        _ => StartupError::other(text),
-    }]
+/// One part's startup problem as the list [`build`] collects.
+fn startup(e: StartupError) -> Vec<StartupError> {
+    vec![e]
 }
 
 /// The client CA bundle and CRLs, when configured.
