@@ -217,10 +217,23 @@ fn build_app(config: &Config, registry: &FlowRegistry) -> anyhow::Result<crate::
     crate::app::build(config, registry).map_err(joined)
 }
 
-/// Startup problems as one error, for the `startup_failed` log line.
+/// Every startup problem found, carried through `anyhow` so that [`run`] prints and logs one
+/// line each, as `check-config` does.
+#[derive(Debug)]
+struct Problems(Vec<StartupError>);
+
+impl std::fmt::Display for Problems {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let lines: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        f.write_str(&lines.join("; "))
+    }
+}
+
+impl std::error::Error for Problems {}
+
+/// Startup problems as one error that [`run`] reports line by line.
 fn joined(errors: Vec<StartupError>) -> anyhow::Error {
-    let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
-    anyhow::anyhow!(lines.join("; "))
+    anyhow::Error::new(Problems(errors))
 }
 
 /// Logs, the runtime and `work` on it; a failure is logged and printed, and exits with 2.
@@ -243,8 +256,14 @@ fn run(config: &Config, work: impl Future<Output = anyhow::Result<()>>) -> ExitC
     match runtime.block_on(work) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(event = "startup_failed", "{e:#}");
-            eprintln!("error: {e:#}");
+            let lines: Vec<String> = match e.downcast_ref::<Problems>() {
+                Some(problems) => problems.0.iter().map(ToString::to_string).collect(),
+                None => vec![format!("{e:#}")],
+            };
+            for line in &lines {
+                tracing::error!(event = "startup_failed", "{line}");
+                eprintln!("error: {line}");
+            }
             ExitCode::from(2)
         }
     }

@@ -355,11 +355,17 @@ fn check_config_loads_the_files_as_serve_would_without_writing_any() {
 /// Startup problems of independent parts are printed together, one line each: fixing the
 /// first one does not reveal the next only on the following run.
 #[test]
-fn check_config_prints_the_problems_of_every_part_at_once() {
+fn check_config_and_serve_print_the_problems_of_every_part_at_once() {
+    for command in ["check-config", "serve"] {
+        every_problem_on_its_own_line(command);
+    }
+}
+
+fn every_problem_on_its_own_line(command: &str) {
     let dir = tempfile::tempdir().unwrap();
     let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
     let out = run(
-        &["check-config"],
+        &[command],
         &[
             ("TOKEN_AUDIENCE", "x"),
             ("AUTH_FLOWS", "mtls-client-credentials"),
@@ -379,7 +385,7 @@ fn check_config_prints_the_problems_of_every_part_at_once() {
         ("TLS_CERT_FILE", "tls.pem"),
         ("SIGNING_KEY_FILE", "signing.pem"),
     ];
-    assert_eq!(errors.len(), expected.len(), "{errors:?}");
+    assert_eq!(errors.len(), expected.len(), "{command}: {errors:?}");
     for (line, (setting, file)) in errors.iter().zip(expected) {
         assert!(
             line.starts_with(&format!("error: {setting}: ")) && line.contains(file),
