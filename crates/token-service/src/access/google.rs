@@ -168,7 +168,6 @@ impl GoogleAccess {
         if let Some((token, refresh_at, expires_at)) = &slot.token
             && !refresh_at.is_past()
         {
-            tracing::debug!(event = "access_token_cache_hit", client_id = %request.client.client_id, "reusing a cached access token");
             self.metrics.cache(true);
             let remaining = expires_at.remaining().as_secs();
             return Ok(Lookup::Hit(AccessToken {
@@ -219,7 +218,6 @@ impl GoogleAccess {
 /// One request's part of an exchange: what [`Exchange::fetch`] needs.
 #[derive(Clone, Copy)]
 struct Request<'a> {
-    client: &'a Client,
     id_token: &'a str,
     scope: &'a str,
     service_account: Option<&'a str>,
@@ -275,7 +273,6 @@ impl AccessTokenBackend for GoogleAccess {
             service_account.unwrap_or("").to_owned(),
         );
         let request = Request {
-            client,
             id_token,
             scope: &scope,
             service_account,
