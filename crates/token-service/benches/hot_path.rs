@@ -34,6 +34,7 @@ use token_service::testing::issuer::{IdTokenIssuer, IssuerSettings};
 use token_service::testing::pki::DevPki;
 use token_service::testing::signer::LocalSigner;
 use token_service::testing::signer::Signer;
+use token_service::testing::tasks::Background;
 use token_service::testing::x509::{ClientIdAttribute, Trust, TrustSettings, facts};
 
 const ISS: &str = "https://token-service.example.com";
@@ -75,6 +76,7 @@ fn client() -> Client {
         },
         extra_claims: Map::new(),
         lifetime_seconds: None,
+        decision: None,
     }
 }
 
@@ -93,8 +95,11 @@ fn issuer(signer: Arc<dyn Signer>) -> IdTokenIssuer {
 fn bench_tokens(c: &mut Criterion) {
     let rt = runtime();
     let (rsa_pem, ec_pem) = keys();
-    let rs256: Arc<dyn Signer> =
-        Arc::new(LocalSigner::from_pem(rsa_pem.as_bytes(), "rsa").unwrap());
+    // The RSA signer signs on its threads, as the service's does.
+    let background = Background::new();
+    let mut rsa = LocalSigner::from_pem(rsa_pem.as_bytes(), "rsa").unwrap();
+    rsa.start(&background);
+    let rs256: Arc<dyn Signer> = Arc::new(rsa);
     let es256: Arc<dyn Signer> = Arc::new(LocalSigner::from_pem(ec_pem.as_bytes(), "ec").unwrap());
     let client = client();
     let jti = "0b6f0e0e-7c1b-4d0a-9f3e-5a4c1f2e9d01";

@@ -13,6 +13,7 @@
     clippy::expect_used,
     clippy::panic,
     clippy::disallowed_methods,
+    clippy::disallowed_types,
     reason = "a measuring tool: it fails by panicking, reads its environment and times the process it starts"
 )]
 

@@ -24,11 +24,12 @@ use std::collections::BTreeMap;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
+use token_service::clock::Instant;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -314,7 +315,7 @@ async fn worker(shared: Arc<Shared>) -> Tally {
                 if at >= shared.deadline {
                     break;
                 }
-                tokio::time::sleep_until(at.into()).await;
+                token_service::clock::sleep_until(at).await;
                 at
             }
             None => token_service::clock::monotonic(),
@@ -331,7 +332,10 @@ async fn worker(shared: Arc<Shared>) -> Tally {
         match result {
             Ok(status) => {
                 *tally.statuses.entry(status).or_default() += 1;
-                let us = (done - begin).as_micros().min(u32::MAX as u128) as u32;
+                let us = done
+                    .saturating_duration_since(begin)
+                    .as_micros()
+                    .min(u32::MAX as u128) as u32;
                 tally.latencies_us.push(us);
             }
             Err(e) => {

@@ -37,9 +37,10 @@ use crate::tls::TlsServer;
 use crate::x509::Trust;
 
 /// Builds the application from a validated configuration: one metrics registry, one owner of
-/// background work, and each part from its settings. Fails with the problems found (unreadable
-/// key file, flow that refuses its settings...). Must run inside a Tokio runtime: the IAM
-/// signer checks its identity in the background.
+/// background work, and each part from its settings. Fails with every problem found (unreadable
+/// key file, flow that refuses its settings...): each part is tried, except one that needs a
+/// part that failed. Must run inside a Tokio runtime: the IAM signer checks its identity in the
+/// background.
 pub fn build(config: &Config, registry: &FlowRegistry) -> Result<App, Vec<StartupError>> {
     build_with_metrics(config, registry, Arc::new(Metrics::new()))
 }
@@ -52,34 +53,50 @@ pub(crate) fn build_with_metrics(
     metrics: Arc<Metrics>,
 ) -> Result<App, Vec<StartupError>> {
     let background = Background::new();
-    let trust = build_trust(config, &metrics)?;
-    let tls = build_tls(config, trust.as_ref(), &metrics)?;
-    if let (None, Some(trust)) = (&tls, &trust) {
-        // With TLS here, the TLS reload re-reads the trust material with its own files.
-        trust.watch(&background);
-    }
-    let flows = build_flows(config, registry, trust.clone())?;
+    // Every part that can be built is tried, so that every problem is reported at once; a
+    // part that needs one that failed is skipped.
+    let mut problems = Vec::new();
+    let trust = part(build_trust(config, &metrics), &mut problems);
+    // The listener's own files do not depend on the trust material (only its client verifier
+    // does): they are checked even when that failed.
+    let trusted = trust.clone().flatten();
+    let tls = part(build_tls(config, trusted.as_ref(), &metrics), &mut problems);
+    let flows = trust
+        .clone()
+        .and_then(|trust| part(build_flows(config, registry, trust), &mut problems));
     let upstream = Upstream::new(
         config.google.timeout,
         config.google.max_connections,
         metrics.clone(),
-    )
-    .map_err(startup)?;
+    );
+    let upstream = part(upstream.map_err(startup), &mut problems);
     let trace_project = build_trace_project(config);
     let mut warnings = Vec::new();
-    let signer = build_signer(
-        config,
-        &upstream,
-        &trace_project,
-        &background,
-        &mut warnings,
-    )?;
+    let signer = upstream.as_ref().and_then(|upstream| {
+        let signer = build_signer(config, upstream, &trace_project, &background, &mut warnings);
+        part(signer, &mut problems)
+    });
     for w in &warnings {
         tracing::warn!(event = "config_warning", "{w}");
     }
-    let issuer = build_issuer(config, signer, &metrics);
+    let issuer = signer.map(|signer| build_issuer(config, signer, &metrics));
+    let policy = part(
+        build_policy(config, registry, &background, &metrics),
+        &mut problems,
+    );
+    let (Some(trust), Some(tls), Some(flows), Some(upstream), Some(issuer), Some(policy)) =
+        (trust, tls, flows, upstream, issuer, policy)
+    else {
+        return Err(problems);
+    };
+    if let (None, Some(trust)) = (&tls, &trust) {
+        // With TLS here, the TLS reload re-reads the trust material with its own files.
+        trust.watch(&background);
+    }
+    if let Some(trust) = &trust {
+        trust.watch_expiry(&background, crate::clock::Clock::system());
+    }
     let access = build_access(config, &upstream, &metrics);
-    let policy = build_policy(config, registry, &background, &metrics)?;
     let limits = build_limits(config, &background, &metrics);
     let grant = ClientCredentials::new(flows, policy, issuer, access).with_limits(limits.clone());
     let (state, draining) = build_state(
@@ -104,6 +121,11 @@ pub(crate) fn build_with_metrics(
     })
 }
 
+/// The part `built`, or `None` with its problems added to `problems`.
+fn part<T>(built: Result<T, Vec<StartupError>>, problems: &mut Vec<StartupError>) -> Option<T> {
+    built.map_err(|found| problems.extend(found)).ok()
+}
+
 /// The built application: its routes, its listeners' settings and what it owns while it runs.
 /// Serve it with [`serve`] or [`serve_until`].
 pub struct App {
@@ -125,21 +147,9 @@ pub struct App {
     pub(crate) metrics: Arc<Metrics>,
 }
 
-/// A startup problem from a part that reports it as text, `SETTING: problem` when a setting is
-/// at fault. Transitional: the parts move to [`StartupError`] one by one, whose `Display` is
-/// that same text, so the conversion keeps the line printed either way.
-fn startup(e: impl std::fmt::Display) -> Vec<StartupError> {
-    let text = e.to_string();
-    let is_setting = |name: &str| {
-        !name.is_empty()
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
-    };
-    vec![match text.split_once(": ") {
-        Some((setting, problem)) if is_setting(setting) => StartupError::setting(setting, problem),
-        _ => StartupError::other(text),
-    }]
+/// One part's startup problem as the list [`build`] collects.
+fn startup(e: StartupError) -> Vec<StartupError> {
+    vec![e]
 }
 
 /// The client CA bundle and CRLs, when configured.
@@ -150,7 +160,7 @@ fn build_trust(
     let Some(settings) = &config.trust else {
         return Ok(None);
     };
-    let trust = Trust::load(settings.clone(), metrics.clone()).map_err(startup)?;
+    let trust = Trust::load(settings.clone(), metrics.clone()).map_err(|e| vec![e.into()])?;
     tracing::info!(
         event = "client_ca_loaded",
         "client trust material: {}",
@@ -232,7 +242,7 @@ fn build_access(
     let backend = GoogleAccess::new(
         GoogleAccessSettings {
             audience: format!("//{}", pool.resource()),
-            lifetime_seconds: config.validity_seconds,
+            lifetime_seconds: config.google.access_token_lifetime,
             cache: config.google.cache,
         },
         StsClient::new(endpoints.sts.clone(), upstream.clone()),
@@ -337,14 +347,15 @@ fn build_signer(
             key_file: Some(path),
             ..
         } => {
-            let (signer, found) = LocalSigner::from_key_file(path).map_err(startup)?;
+            let (mut signer, found) = LocalSigner::from_key_file(path).map_err(startup)?;
+            signer.start(background);
             warnings.extend(found);
             Ok(Arc::new(signer))
         }
         SignerConfig::Local {
             key_file: None,
             data_dir,
-        } => development_signer(data_dir),
+        } => development_signer(data_dir, background),
         SignerConfig::Iam { service_account } => iam_signer(
             config,
             service_account.as_deref(),
@@ -355,9 +366,14 @@ fn build_signer(
     }
 }
 
-/// The development key in `data_dir`, generated on first start.
-fn development_signer(data_dir: &std::path::Path) -> Result<Arc<dyn Signer>, Vec<StartupError>> {
-    let (signer, path, generated) = LocalSigner::load_or_generate(data_dir).map_err(startup)?;
+/// The development key in `data_dir`, generated on first start; its signing threads run in
+/// `background`.
+fn development_signer(
+    data_dir: &std::path::Path,
+    background: &Background,
+) -> Result<Arc<dyn Signer>, Vec<StartupError>> {
+    let (mut signer, path, generated) = LocalSigner::load_or_generate(data_dir).map_err(startup)?;
+    signer.start(background);
     let verb = if generated {
         "generated"
     } else {

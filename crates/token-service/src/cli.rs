@@ -110,16 +110,13 @@ pub fn main_with(registry: FlowRegistry) -> ExitCode {
             Err(code) => code,
         };
     }
-    let config = match load(&cli, &registry, &table) {
+    let config = match load(&cli, &registry, &table, None) {
         Ok(config) => config,
         Err(errors) => return refuse(&errors),
     };
     match cli.command {
         Command::CheckConfig => check_config(&config, &registry),
-        Command::Demo => {
-            print_demo_hint(&config);
-            serve(&config, &registry)
-        }
+        Command::Demo => demo(&cli, &config, &registry, &table),
         _ => serve(&config, &registry),
     }
 }
@@ -190,8 +187,57 @@ fn check_config(config: &Config, registry: &FlowRegistry) -> ExitCode {
     }
 }
 
-/// `serve` (and `demo`): logs, runtime, the app, the listener, until SIGTERM and the drain.
+/// `serve`: logs, runtime, the app, the listener, until SIGTERM and the drain.
 fn serve(config: &Config, registry: &FlowRegistry) -> ExitCode {
+    run(config, async {
+        let app = build_app(config, registry)?;
+        let listener = crate::app::bind(config).await?;
+        crate::app::serve(listener, app).await
+    })
+}
+
+/// `demo`: like `serve`, but binds first, so that on `PORT=0` its issuer and the curl line it
+/// prints name the port the kernel picked (its settings are loaded again with that port).
+fn demo(cli: &Cli, config: &Config, registry: &FlowRegistry, table: &[Setting]) -> ExitCode {
+    run(config, async {
+        let listener = crate::app::bind(config).await?;
+        let port = listener.local_addr()?.port();
+        let config = if port == config.port {
+            config.clone()
+        } else {
+            load(cli, registry, table, Some(port)).map_err(joined)?
+        };
+        print_demo_hint(&config);
+        let app = build_app(&config, registry)?;
+        crate::app::serve(listener, app).await
+    })
+}
+
+fn build_app(config: &Config, registry: &FlowRegistry) -> anyhow::Result<crate::app::App> {
+    crate::app::build(config, registry).map_err(joined)
+}
+
+/// Every startup problem found, carried through `anyhow` so that [`run`] prints and logs one
+/// line each, as `check-config` does.
+#[derive(Debug)]
+struct Problems(Vec<StartupError>);
+
+impl std::fmt::Display for Problems {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let lines: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        f.write_str(&lines.join("; "))
+    }
+}
+
+impl std::error::Error for Problems {}
+
+/// Startup problems as one error that [`run`] reports line by line.
+fn joined(errors: Vec<StartupError>) -> anyhow::Error {
+    anyhow::Error::new(Problems(errors))
+}
+
+/// Logs, the runtime and `work` on it; a failure is logged and printed, and exits with 2.
+fn run(config: &Config, work: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
     crate::telemetry::init(config.log_format, &config.log_level);
     for w in &config.warnings {
         tracing::warn!(event = "config_warning", "{w}");
@@ -207,36 +253,43 @@ fn serve(config: &Config, registry: &FlowRegistry) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async {
-        let router = crate::app::build(config, registry).map_err(|errors| {
-            let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
-            anyhow::anyhow!(lines.join("; "))
-        })?;
-        let listener = crate::app::bind(config).await?;
-        crate::app::serve(listener, router).await
-    });
-    match result {
+    match runtime.block_on(work) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(event = "startup_failed", "{e:#}");
-            eprintln!("error: {e:#}");
+            let lines: Vec<String> = match e.downcast_ref::<Problems>() {
+                Some(problems) => problems.0.iter().map(ToString::to_string).collect(),
+                None => vec![format!("{e:#}")],
+            };
+            for line in &lines {
+                tracing::error!(event = "startup_failed", "{line}");
+                eprintln!("error: {line}");
+            }
             ExitCode::from(2)
         }
     }
 }
 
+/// The settings of `cli` (with `demo`'s defaults for `demo`), `PORT` replaced by `bound_port`
+/// when `demo` bound port 0.
 fn load(
     cli: &Cli,
     registry: &FlowRegistry,
     table: &[Setting],
+    bound_port: Option<u16>,
 ) -> Result<Config, Vec<StartupError>> {
     let mut values: Values = match &cli.config {
         Some(path) => source::read_file(path, table)?,
         None => Values::new(),
     };
     values.extend(source::process_env(table));
+    if let Some(port) = bound_port {
+        let origin = values
+            .get("PORT")
+            .map_or(Origin::Command, |(_, origin)| *origin);
+        values.insert("PORT".into(), (port.to_string(), origin));
+    }
     if let Command::Demo = cli.command {
-        demo_defaults(&mut values).map_err(|e| vec![StartupError::other(e)])?;
+        demo_defaults(&mut values).map_err(|e| vec![StartupError::from(e)])?;
     }
     config::load(values, registry)
 }
@@ -249,7 +302,7 @@ fn data_dir(values: &Values) -> PathBuf {
         .unwrap_or_default()
 }
 
-fn demo_defaults(values: &mut Values) -> Result<(), String> {
+fn demo_defaults(values: &mut Values) -> Result<(), crate::pki::PkiError> {
     let pki = DevPki::new(&data_dir(values));
     let (server, _client) = pki.ensure()?;
     let port = values

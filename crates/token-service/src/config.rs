@@ -15,7 +15,6 @@ pub mod source;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::LazyLock;
 
 use crate::error::StartupError;
 use crate::flows::{FlowRegistry, FlowSettings, forwarded_cert, xlb_mtls};
@@ -35,10 +34,6 @@ pub const K_SERVICE: Setting = Setting::text(
     None,
     "Set by Cloud Run; changes the BIND_ADDRESS and SIGNER defaults",
 );
-
-/// The settings of the service with the built-in flows, in the order `--help` and
-/// `check-config` show them.
-pub static SETTINGS: LazyLock<Vec<Setting>> = LazyLock::new(|| table(&FlowRegistry::builtin()));
 
 /// Every setting of the service with the flows of `registry`, in help order: the modules'
 /// tables, the flows' after the issuer's. A name declared twice is listed once.

@@ -6,7 +6,8 @@
 //!
 //! Uses `flows`, `policy`, `issuer`, `access` and `limits`; knows nothing of HTTP and logs
 //! nothing: it returns an [`Exchange`] (which flow, which client, the tokens or the
-//! [`Failure`]) from which the HTTP handler writes the request's one log line.
+//! [`Failure`], each with the policy's decision once it decided) from which the HTTP handler
+//! writes the request's one log line.
 
 use std::sync::Arc;
 
@@ -16,9 +17,9 @@ use crate::error::{Failure, Kind};
 use crate::flows::{Authentication, EnabledFlow};
 use crate::issuer::{FlowSummary, IdTokenIssuer};
 use crate::limits::Limits;
-use crate::model::{AuthenticatedClient, CLIENT_CREDENTIALS, IssuedTokens};
+use crate::model::{AuthenticatedClient, CLIENT_CREDENTIALS, Client, IssuedTokens};
 use crate::model::{TokenRequest, truncate};
-use crate::policy::{ClientPolicy, Requested};
+use crate::policy::{ClientPolicy, Requested, with_decision};
 
 /// The grant types this service serves, for discovery.
 pub const GRANT_TYPES: &[&str] = &[CLIENT_CREDENTIALS];
@@ -270,12 +271,32 @@ impl ClientCredentials {
                     charge();
                 }
             })?;
-        let id_token = self.issuer.issue(iss, &client, deadline).await?;
+        // A failure after the policy admitted the client still shows its decision.
+        let decided = |failure: Failure| match &client.decision {
+            Some(decision) => with_decision(failure, decision),
+            None => failure,
+        };
+        let tokens = self
+            .tokens(&client, requested, iss, deadline)
+            .await
+            .map_err(decided)?;
+        Ok((client.client_id, tokens))
+    }
+
+    /// The ID token for an admitted client, and the access token when one was asked for.
+    async fn tokens(
+        &self,
+        client: &Client,
+        requested: Requested<'_>,
+        iss: &str,
+        deadline: Deadline,
+    ) -> Result<IssuedTokens, Failure> {
+        let id_token = self.issuer.issue(iss, client, deadline).await?;
         let access_token = match (&self.access, requested.scope) {
             (Some(backend), Some(scope)) => Some(
                 backend
                     .access_token(
-                        &client,
+                        client,
                         &id_token.token,
                         scope,
                         requested.service_account,
@@ -285,13 +306,13 @@ impl ClientCredentials {
             ),
             _ => None,
         };
-        let tokens = IssuedTokens {
+        Ok(IssuedTokens {
             id_token: id_token.token,
             id_token_expires_at: id_token.expires_at,
             jti: id_token.jti,
             access_token,
-        };
-        Ok((client.client_id, tokens))
+            decision: client.decision.clone(),
+        })
     }
 }
 
@@ -329,3 +350,6 @@ fn check_grant_type(grant: &str) -> Result<(), Failure> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

@@ -29,12 +29,13 @@ use crate::grant::ClientCredentials;
 use crate::issuer::{FlowSummary, JWKS_PATH, TOKEN_PATH};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
+use crate::readiness::NotReady;
 
 /// Largest accepted `/token` body.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
-/// A readiness condition for `/readyz`.
-pub type ReadinessCheck = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
+/// A readiness condition for `/readyz`: `Err` with the reason while it is not met.
+pub type ReadinessCheck = Box<dyn Fn() -> Result<(), NotReady> + Send + Sync>;
 
 /// Warnings `/readyz` reports without turning 503 (an expired CRL under
 /// `TLS_CLIENT_CRL_EXPIRED=warn`...), one sentence each.
@@ -83,7 +84,7 @@ pub struct StateParts {
     pub upstream_timeout: Duration,
     /// Whether `/metrics` is served on this router (off when an admin port serves it).
     pub metrics_here: bool,
-    /// Further readiness conditions (TLS material valid...), each `Err(reason)` when not met.
+    /// Further readiness conditions (TLS material valid...), each `Err` when not met.
     pub readiness_checks: Vec<ReadinessCheck>,
     /// Warnings shown by `/readyz` (field `warnings`) that leave it ready.
     pub readiness_details: Vec<ReadinessDetail>,

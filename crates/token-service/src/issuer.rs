@@ -1,6 +1,6 @@
 //! ID-token issuance: builds the claims for an admitted client and has the signer sign them;
-//! also builds the OIDC discovery document. Uses `model`, `clock`, `error` and the `signer`
-//! trait; the request's deadline is passed on to the signer.
+//! also builds the OIDC discovery document. Uses `model`, `clock`, `error`, `readiness` and the
+//! `signer` trait; the request's deadline is passed on to the signer.
 
 pub(crate) mod settings;
 pub use settings::WorkloadIdentityPool;
@@ -12,6 +12,7 @@ use serde_json::{Map, Value, json};
 use crate::clock::{Clock, Deadline};
 use crate::error::Failure;
 use crate::model::Client;
+use crate::readiness::{NotReady, RETRY_AFTER};
 use crate::signer::{Publication, Signer};
 
 /// Path where this service serves its JWK Set (local signer).
@@ -154,21 +155,38 @@ pub struct FlowSummary {
     pub auth_methods: Vec<String>,
 }
 
+/// Why discovery cannot name the signing keys yet; discovery answers 503 with it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum KeysNotKnown {
+    /// The signer is not ready (its Google identity is still being checked...).
+    #[error(transparent)]
+    NotReady(#[from] NotReady),
+    /// The signer is ready but does not say where its keys are.
+    #[error("the signing keys are not known yet")]
+    Unpublished,
+}
+
+impl From<KeysNotKnown> for Failure {
+    /// 503, retry shortly: "The signing keys are not available yet: REASON".
+    fn from(reason: KeysNotKnown) -> Self {
+        Failure::unavailable(
+            format!("The signing keys are not available yet: {reason}"),
+            RETRY_AFTER,
+        )
+    }
+}
+
 /// Builds the OIDC discovery document for issuer `iss`; fails with the signer's readiness
-/// problem while the signing keys cannot be named (a plain message: discovery shows it in its
-/// 503 as it is).
+/// problem while the signing keys cannot be named.
 pub fn discovery_document(
     iss: &str,
     issuer: &IdTokenIssuer,
     flows: &FlowSummary,
-) -> Result<Value, String> {
+) -> Result<Value, KeysNotKnown> {
     let token_endpoint = format!("{iss}{TOKEN_PATH}");
     let Some(jwks_uri) = issuer.jwks_uri(iss) else {
-        return Err(issuer
-            .signer()
-            .readiness()
-            .err()
-            .unwrap_or_else(|| "the signing keys are not known yet".into()));
+        issuer.signer().readiness()?;
+        return Err(KeysNotKnown::Unpublished);
     };
     Ok(json!({
         "issuer": iss,

@@ -51,6 +51,7 @@ pub(crate) mod metrics;
 pub mod model;
 pub(crate) mod pki;
 pub(crate) mod policy;
+pub(crate) mod readiness;
 pub(crate) mod server;
 pub(crate) mod signer;
 pub(crate) mod tasks;
@@ -95,6 +96,11 @@ pub mod testing {
     pub mod signer {
         pub use crate::signer::Signer;
         pub use crate::signer::local::LocalSigner;
+    }
+
+    /// The owner of background work (the RSA signer's threads run under one).
+    pub mod tasks {
+        pub use crate::tasks::Background;
     }
 
     /// The TLS listener's material.

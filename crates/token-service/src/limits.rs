@@ -10,9 +10,9 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::clock::monotonic;
+use crate::clock::{Instant, monotonic};
 use crate::metrics::Metrics;
 
 use http::HeaderMap;

@@ -104,6 +104,33 @@ pub struct Client {
     pub extra_claims: Map<String, Value>,
     /// Token lifetime in seconds when the policy overrides the global one.
     pub lifetime_seconds: Option<i64>,
+    /// What the policy decided, for the request's log line; `None` from a policy without
+    /// rules (the reference policy).
+    pub decision: Option<PolicyDecision>,
+}
+
+/// A policy's decision about a client, as the request's one log line shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyDecision {
+    /// `allow`, `deny` (the client) or `deny_access` (a service account or scope it asked
+    /// for).
+    pub decision: &'static str,
+    /// The rule that decided, a deny list (`deny_lists.serials`) or `(no rule matched)`.
+    pub rule: String,
+    /// The facts that matched, one phrase each, separated by `; ` (empty when none did).
+    pub matched: String,
+}
+
+impl PolicyDecision {
+    /// The decision as labels of the request's log line: `policy_decision`, `policy_rule`,
+    /// `policy_matched`.
+    pub fn labels(&self) -> [(&'static str, &str); 3] {
+        [
+            ("policy_decision", self.decision),
+            ("policy_rule", &self.rule),
+            ("policy_matched", &self.matched),
+        ]
+    }
 }
 
 /// An issued access token.
@@ -128,6 +155,8 @@ pub struct IssuedTokens {
     pub jti: String,
     /// The access token, when the request asked for one.
     pub access_token: Option<AccessToken>,
+    /// What the policy decided, for the request's log line.
+    pub decision: Option<PolicyDecision>,
 }
 
 /// Cuts untrusted text for logs and messages, on a character boundary.

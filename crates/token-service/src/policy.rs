@@ -17,7 +17,7 @@ pub use settings::PolicySettings;
 use serde_json::Map;
 
 use crate::error::Failure;
-use crate::model::{AuthenticatedClient, Client};
+use crate::model::{AuthenticatedClient, Client, PolicyDecision};
 
 /// What a client the policy does not admit is told; why is in the log detail only.
 pub const CLIENT_NOT_AUTHORIZED: &str = "The client is not authorized to obtain tokens";
@@ -25,6 +25,18 @@ pub const CLIENT_NOT_AUTHORIZED: &str = "The client is not authorized to obtain 
 /// The failure of a client the policy does not admit: `reason` reaches the log, not the client.
 pub fn client_denied(reason: impl Into<String>) -> Failure {
     Failure::unauthorized(CLIENT_NOT_AUTHORIZED).with_detail(reason)
+}
+
+/// `failure` with the policy's `decision` as labels of the request's log line (see
+/// [`PolicyDecision::labels`]): how a refusal, or a later failure of an admitted client,
+/// carries the decision to that line.
+pub fn with_decision(failure: Failure, decision: &PolicyDecision) -> Failure {
+    decision
+        .labels()
+        .into_iter()
+        .fold(failure, |failure, (key, value)| {
+            failure.with_label(key, value)
+        })
 }
 
 /// What the client asked for beyond an ID token.
@@ -63,6 +75,7 @@ impl ClientPolicy for CertificateFactsPolicy {
             facts: client.facts.clone(),
             extra_claims: Map::new(),
             lifetime_seconds: None,
+            decision: None,
         })
     }
 }

@@ -9,7 +9,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
@@ -22,7 +22,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tower::ServiceExt as _;
 
-use crate::clock::monotonic;
+use crate::clock::{Instant, monotonic};
 use crate::http::{Connection as ConnectionInfo, PeerCertificates};
 use crate::metrics::Metrics;
 use crate::tls::TlsServer;
@@ -199,8 +199,7 @@ async fn accepted(
     };
     // The TLS handshake counts against the time to the first complete request.
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
-    let deadline = tokio::time::Instant::from_std(timing.head_deadline());
-    match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
+    match crate::clock::timeout_at(timing.head_deadline(), acceptor.accept(tcp)).await {
         Ok(Ok(stream)) => {
             let certs = stream
                 .get_ref()
@@ -300,7 +299,7 @@ async fn connection<S>(
         let wake = life.wake_at(&info, timing, monotonic(), http2.load(Ordering::Relaxed));
         let sleep = async {
             match wake {
-                Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+                Some(at) => crate::clock::sleep_until(at).await,
                 None => std::future::pending().await,
             }
         };

@@ -1,7 +1,7 @@
 //! Signers turn ID-token claims into a compact JWT. The trait is the extension point between
 //! local keys (`signer/local.rs`) and keyless signing through Google's IAM `signJwt`
 //! (`signer/iam.rs`). Failures are the service's [`Failure`]; a signer that calls upstream finishes by
-//! the caller's [`Deadline`]. Uses `clock`, `error` and the Google clients (IAM), nothing of the
+//! the caller's [`Deadline`]. Uses `clock`, `error`, `readiness` and the Google clients (IAM), nothing of the
 //! HTTP edge or the grant.
 
 pub mod iam;
@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 
 use crate::clock::Deadline;
 use crate::error::Failure;
+use crate::readiness::NotReady;
 
 /// Where verifiers find the public keys.
 #[derive(Debug, Clone)]
@@ -34,9 +35,9 @@ pub trait Signer: Send + Sync {
     /// How verifiers find the public keys; `None` while that is not known yet (the signer is
     /// not ready, see [`Signer::readiness`]).
     fn publication(&self) -> Option<&Publication>;
-    /// Whether the signer can sign now, and if not, why. The reason is the whole contract
-    /// (`/readyz` and discovery show it as it is), hence a plain message.
-    fn readiness(&self) -> Result<(), String> {
+    /// Whether the signer can sign now, and if not, why (`/readyz` and discovery show the
+    /// reason).
+    fn readiness(&self) -> Result<(), NotReady> {
         Ok(())
     }
     /// Signs the claims and returns the compact JWT; a signer that calls upstream gives up at

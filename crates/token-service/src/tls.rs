@@ -17,6 +17,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 
 use crate::error::StartupError;
 use crate::metrics::Metrics;
+use crate::readiness::NotReady;
 use crate::x509::Trust;
 
 pub(crate) mod settings;
@@ -144,13 +145,11 @@ impl TlsServer {
     }
 
     /// Whether the server certificate in force is valid at `now` (seconds since the epoch),
-    /// for `/readyz`. A plain message is the whole contract: `/readyz` shows it as it is.
-    pub fn readiness(&self, now: i64) -> Result<(), String> {
+    /// for `/readyz`.
+    pub fn readiness(&self, now: i64) -> Result<(), NotReady> {
         let not_after = self.not_after.load(std::sync::atomic::Ordering::Relaxed);
         if now > not_after {
-            return Err(format!(
-                "the TLS server certificate in TLS_CERT_FILE expired at {not_after} (seconds since the epoch); replace the file"
-            ));
+            return Err(CertificateExpired { not_after }.into());
         }
         Ok(())
     }
@@ -178,6 +177,23 @@ impl TlsServer {
                 }
             },
         );
+    }
+}
+
+/// The server certificate in force is past its notAfter: `/readyz` answers 503 until a valid
+/// one is loaded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the TLS server certificate in TLS_CERT_FILE expired at {not_after} (seconds since the epoch); replace the file"
+)]
+pub struct CertificateExpired {
+    /// The certificate's notAfter, in seconds since the epoch.
+    pub not_after: i64,
+}
+
+impl From<CertificateExpired> for NotReady {
+    fn from(expired: CertificateExpired) -> Self {
+        NotReady::new(expired)
     }
 }
 

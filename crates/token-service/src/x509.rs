@@ -6,10 +6,11 @@
 //!
 //! Facts use the encodings of Google's load balancer, so claims do not depend on where TLS
 //! ended (`facts.rs`); which CA issued a leaf is `issuer.rs`; verification of a request's
-//! chain and the cache of verdicts are `verify.rs`. Uses `model`, `clock`, `error` and
+//! chain and the cache of verdicts are `verify.rs`; a refused file or chain is a typed error of
+//! `error.rs` (a `StartupError` or `Failure` through `From`). Uses `model`, `clock`, `error` and
 //! `metrics`; knows nothing of flows, listeners or HTTP.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -24,10 +25,12 @@ use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
 use x509_parser::prelude::{FromDer, X509Certificate};
 use x509_parser::revocation_list::CertificateRevocationList;
 
+use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::model::CertificateFacts;
 
 pub mod chain;
+mod error;
 mod facts;
 mod issuer;
 pub mod revocation;
@@ -35,7 +38,8 @@ pub mod spiffe;
 pub mod twin;
 mod verify;
 
-pub use chain::{MAX_INTERMEDIATES, Normalised, normalise};
+pub use chain::{ChainError, MAX_INTERMEDIATES, Normalised, normalise};
+pub use error::{BundleError, Refusal, TrustError};
 pub use facts::{facts, fingerprint, twin_fingerprint};
 use issuer::{CaCert, unique};
 pub use revocation::{ExpiredCrl, RevocationPolicy};
@@ -120,12 +124,13 @@ impl TrustMaterial {
         }
     }
 
-    /// Verifies an already normalised chain (leaf first) against this material at `now`.
-    pub fn verify(&self, chain: &[Vec<u8>], now: UnixTime) -> Result<(), String> {
+    /// Verifies an already normalised chain (leaf first) against this material at `now`. A
+    /// predicate: it neither logs nor counts (expired CRLs are noted at load, reload and by
+    /// `/readyz`, see [`Trust::readiness_details`]).
+    pub fn verify(&self, chain: &[Vec<u8>], now: UnixTime) -> Result<(), Refusal> {
         let Some((leaf, intermediates)) = chain.split_first() else {
-            return Err("No client certificate was presented".into());
+            return Err(ChainError::NoCertificate.into());
         };
-        self.note_expired(i64::try_from(now.as_secs()).unwrap_or(i64::MAX));
         let leaf_der = CertificateDer::from(leaf.as_slice());
         let intermediates: Vec<CertificateDer<'_>> = intermediates
             .iter()
@@ -173,7 +178,6 @@ impl TrustMaterial {
 
     /// The expired CRLs at `now`, one sentence each (for `/readyz`).
     pub fn expired_crls(&self, now: i64) -> Vec<String> {
-        self.note_expired(now);
         self.crl_info
             .iter()
             .filter(|c| c.expired(now))
@@ -183,18 +187,16 @@ impl TrustMaterial {
 
     /// For a chain with no path to a trusted CA: the revoked bundle CA that issued one of its
     /// certificates, named in a sentence.
-    fn revoked_issuer(&self, chain: &[Vec<u8>]) -> Option<String> {
+    fn revoked_issuer(&self, chain: &[Vec<u8>]) -> Option<Refusal> {
         chain.iter().find_map(|der| {
             let (_, cert) = X509Certificate::from_der(der).ok()?;
             let (_, subject) = self.revoked_cas.iter().find(|(ca, _)| ca.issued(&cert))?;
-            Some(format!(
-                "The client certificate's issuing CA '{subject}' has been revoked"
-            ))
+            Some(Refusal::IssuerRevoked(subject.clone()))
         })
     }
 
     /// Which certificate of `chain` a CRL lists: the leaf, or a CA certificate of its chain.
-    fn describe_revoked(&self, chain: &[Vec<u8>]) -> String {
+    fn describe_revoked(&self, chain: &[Vec<u8>]) -> Refusal {
         let crls: Vec<CertificateRevocationList<'_>> = self
             .crls
             .iter()
@@ -215,16 +217,13 @@ impl TrustMaterial {
                         .any(|r| r.raw_serial() == cert.raw_serial())
             });
             if listed && i > 0 {
-                return format!(
-                    "The client certificate's issuing CA '{}' has been revoked",
-                    cert.subject()
-                );
+                return Refusal::IssuerRevoked(cert.subject().to_string());
             }
             if listed {
                 break;
             }
         }
-        "The client certificate has been revoked".to_owned()
+        Refusal::Revoked
     }
 }
 
@@ -235,6 +234,9 @@ pub struct Trust {
     current: ArcSwap<TrustMaterial>,
     versions: AtomicU64,
     metrics: Arc<Metrics>,
+    /// Chain verifications allowed to run at once for this material's users (see
+    /// [`VerifiedChains`]): owned here, so two applications in one process bound theirs apart.
+    verifications: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Trust {
@@ -248,17 +250,13 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
-fn read(path: &Path, setting: &str) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("{setting}: cannot read '{}': {e}", path.display()))
-}
-
 impl Trust {
-    /// Loads the trust material; fails with a message naming the setting and the problem.
+    /// Loads the trust material; fails naming the setting and the problem.
     /// Reloads and expired CRLs are counted in `metrics`.
-    pub fn load(settings: TrustSettings, metrics: Arc<Metrics>) -> Result<Self, String> {
+    pub fn load(settings: TrustSettings, metrics: Arc<Metrics>) -> Result<Self, TrustError> {
         let provider = provider();
         let material = Self::build(&settings, &provider, 1, &metrics)?;
-        let now = crate::clock::Clock::system().now();
+        let now = Clock::system().now();
         material.publish(now);
         material.note_expired(now);
         Ok(Self {
@@ -267,15 +265,21 @@ impl Trust {
             current: ArcSwap::from_pointee(material),
             versions: AtomicU64::new(1),
             metrics,
+            verifications: Arc::new(tokio::sync::Semaphore::new(verify::concurrency())),
         })
     }
 
+    /// The permits of chain verifications for this trust material: half the CPUs, at least one.
+    pub(crate) fn verifications(&self) -> &Arc<tokio::sync::Semaphore> {
+        &self.verifications
+    }
+
     /// Re-reads the files; on success swaps the new material in, else keeps the old one.
-    pub fn reload(&self) -> Result<String, String> {
+    pub fn reload(&self) -> Result<String, TrustError> {
         let version = self.versions.fetch_add(1, Ordering::Relaxed) + 1;
         let material = Self::build(&self.settings, &self.provider, version, &self.metrics)?;
         let summary = material.summary.clone();
-        let now = crate::clock::Clock::system().now();
+        let now = Clock::system().now();
         material.publish(now);
         material.note_expired(now);
         self.current.store(Arc::new(material));
@@ -284,7 +288,7 @@ impl Trust {
 
     /// Re-reads the files with the `client_ca_reloaded` / `client_ca_reload_failed` log line and
     /// reload metric; `Err` when the new material was refused.
-    pub fn reload_logged(&self) -> Result<String, String> {
+    pub fn reload_logged(&self) -> Result<String, TrustError> {
         match self.reload() {
             Ok(summary) => {
                 self.metrics.reload("client_ca", true);
@@ -333,6 +337,27 @@ impl Trust {
         );
     }
 
+    /// Notes CRLs that expire between reloads: every `TLS_RELOAD_INTERVAL`, logs each newly
+    /// expired one once (`client_crl_expired`) and counts them, as a load or reload does. Token
+    /// requests never do it (they only verify). Nothing to do without `TLS_CLIENT_CRL_FILE`.
+    pub fn watch_expiry(self: &Arc<Self>, background: &crate::tasks::Background, clock: Clock) {
+        if self.settings.crl_file.is_none() {
+            return;
+        }
+        let (trust, interval) = (self.clone(), self.settings.reload_interval);
+        let spawned = background.spawn_thread("token-service-crl-expiry", move |stop| {
+            while !stop.sleep(interval) {
+                trust.current().note_expired(clock.now());
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::error!(
+                event = "watch_failed",
+                "cannot start the thread that notes expired CRLs: {e}; they are logged and counted only at reloads"
+            );
+        }
+    }
+
     /// The material in force now.
     pub fn current(&self) -> Arc<TrustMaterial> {
         self.current.load_full()
@@ -343,8 +368,8 @@ impl Trust {
         provider: &Arc<CryptoProvider>,
         version: u64,
         metrics: &Arc<Metrics>,
-    ) -> Result<TrustMaterial, String> {
-        let setting = "TLS_CLIENT_CA_FILE";
+    ) -> Result<TrustMaterial, TrustError> {
+        let setting = error::CA_SETTING;
         let (cas, bundle) = read_bundle(settings)?;
         let (mut crls, mut crl_info, mut revoked) = (Vec::new(), Vec::new(), Vec::new());
         let loaded = match &settings.crl_file {
@@ -371,9 +396,7 @@ impl Trust {
                 .apply(builder.with_crls(loaded.crls.clone()));
             (crls, crl_info) = (loaded.crls, loaded.info);
         }
-        let verifier = builder.build().map_err(|e| {
-            format!("TLS_CLIENT_CRL_FILE / TLS_CLIENT_CA_FILE: cannot build the verifier: {e}")
-        })?;
+        let verifier = builder.build().map_err(TrustError::Verifier)?;
         let first_expiry = crl_info.iter().filter_map(|c| c.next_update).min();
         for r in &revoked {
             tracing::warn!(
@@ -412,7 +435,7 @@ impl Trust {
 
     /// Verifies a client chain (DER, leaf first) against the current material at `now`, after
     /// normalising it (see [`chain`]).
-    pub fn verify(&self, chain: &[Vec<u8>], now: UnixTime) -> Result<(), String> {
+    pub fn verify(&self, chain: &[Vec<u8>], now: UnixTime) -> Result<(), Refusal> {
         let normalised = normalise(chain)?;
         self.current().verify(&normalised.chain, now)
     }
@@ -450,27 +473,27 @@ impl Trust {
 /// certificate that may not sign certificates.
 fn read_bundle(
     settings: &TrustSettings,
-) -> Result<(Vec<CaCert>, Vec<CertificateDer<'static>>), String> {
-    let setting = "TLS_CLIENT_CA_FILE";
-    let pem = read(&settings.ca_file, setting)?;
+) -> Result<(Vec<CaCert>, Vec<CertificateDer<'static>>), BundleError> {
+    let path = || settings.ca_file.clone();
+    let pem = std::fs::read(&settings.ca_file).map_err(|error| BundleError::Read {
+        path: path(),
+        error,
+    })?;
     let mut cas = Vec::new();
     let mut bundle = Vec::new();
     for (i, cert) in CertificateDer::pem_slice_iter(&pem).enumerate() {
-        let cert = cert.map_err(|e| {
-            format!(
-                "{setting}: '{}': certificate {}: {e}",
-                settings.ca_file.display(),
-                i + 1
-            )
+        let n = i + 1;
+        let cert = cert.map_err(|error| BundleError::Pem {
+            path: path(),
+            n,
+            error,
         })?;
         if let Ok((_, parsed)) = X509Certificate::from_der(&cert) {
-            chain::may_sign_certificates(&parsed).map_err(|why| {
-                format!(
-                    "{setting}: '{}': certificate {} ('{}') {why}; remove it from the bundle or reissue it with keyCertSign",
-                    settings.ca_file.display(),
-                    i + 1,
-                    parsed.subject()
-                )
+            chain::may_sign_certificates(&parsed).map_err(|why| BundleError::MayNotSign {
+                path: path(),
+                n,
+                subject: parsed.subject().to_string(),
+                why,
             })?;
             cas.push(CaCert::of(&parsed, &cert));
         }
@@ -485,8 +508,8 @@ fn anchors(
     settings: &TrustSettings,
     bundle: &[CertificateDer<'static>],
     revoked: &[revocation::RevokedCa],
-) -> Result<(RootCertStore, Vec<(CaCert, String)>), String> {
-    let setting = "TLS_CLIENT_CA_FILE";
+) -> Result<(RootCertStore, Vec<(CaCert, String)>), BundleError> {
+    let path = || settings.ca_file.clone();
     let mut roots = RootCertStore::empty();
     let mut revoked_cas = Vec::new();
     for (i, cert) in bundle.iter().enumerate() {
@@ -496,25 +519,19 @@ fn anchors(
             }
             continue;
         }
-        roots.add(cert.clone()).map_err(|e| {
-            format!(
-                "{setting}: '{}': certificate {} is not a usable CA: {e}",
-                settings.ca_file.display(),
-                i + 1
-            )
-        })?;
+        roots
+            .add(cert.clone())
+            .map_err(|error| BundleError::NotUsable {
+                path: path(),
+                n: i + 1,
+                error,
+            })?;
     }
     if bundle.is_empty() {
-        return Err(format!(
-            "{setting}: '{}' holds no PEM certificate",
-            settings.ca_file.display()
-        ));
+        return Err(BundleError::Empty { path: path() });
     }
     if roots.is_empty() {
-        return Err(format!(
-            "{setting}: '{}': every CA certificate in it is revoked by TLS_CLIENT_CRL_FILE, so no client certificate could be accepted; add a CA that is not revoked",
-            settings.ca_file.display()
-        ));
+        return Err(BundleError::AllRevoked { path: path() });
     }
     Ok((roots, revoked_cas))
 }

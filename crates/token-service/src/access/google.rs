@@ -1,7 +1,7 @@
 //! Google access tokens: the ID token is exchanged at STS for a federated access token, and,
 //! when the client names a service account, that token impersonates it through
 //! `generateAccessToken`. Tokens are cached per (client ID, scope, service account) and reused
-//! while comfortably inside their lifetime; concurrent identical requests share one upstream
+//! for half their lifetime, never with less than five minutes left; concurrent identical requests share one upstream
 //! exchange. Failures are the Google clients' own [`Failure`]s, passed on unchanged.
 
 use std::collections::HashMap;
@@ -27,13 +27,17 @@ use crate::model::{AccessToken, Client};
 pub struct GoogleAccessSettings {
     /// STS audience: `//iam.googleapis.com/projects/N/locations/global/workloadIdentityPools/P/providers/X`.
     pub audience: String,
-    /// Lifetime requested for impersonated tokens, in seconds (the ID token validity).
+    /// Lifetime requested for impersonated tokens, in seconds (`ACCESS_TOKEN_LIFETIME`).
     pub lifetime_seconds: i64,
     /// Whether tokens are cached (`ACCESS_TOKEN_CACHE`).
     pub cache: bool,
 }
 
 type Key = (String, String, String);
+
+/// What a cached token must have left to be handed out: Google's client libraries treat a token
+/// with less than about four minutes left as expired and would fetch it again at once.
+const MIN_REMAINING: Duration = Duration::from_secs(300);
 
 /// The result of one upstream exchange, shared by every request that waits for it.
 type Pending = Shared<BoxFuture<'static, Result<AccessToken, Failure>>>;
@@ -80,7 +84,6 @@ impl GoogleAccess {
 impl Exchange {
     async fn fetch(
         &self,
-        client: &Client,
         id_token: &str,
         scope: &str,
         service_account: Option<&str>,
@@ -98,9 +101,10 @@ impl Exchange {
             });
         };
         let scopes: Vec<&str> = scope.split_whitespace().collect();
-        let lifetime = client
-            .lifetime_seconds
-            .unwrap_or(self.settings.lifetime_seconds);
+        // `ACCESS_TOKEN_LIFETIME`, not the policy's ID-token lifetime: Google's libraries
+        // refresh a token with less than about four minutes left, so short impersonated tokens
+        // would be fetched again on almost every call.
+        let lifetime = self.settings.lifetime_seconds;
         let (token, expiry) = self
             .iam
             .generate_access_token(
@@ -164,7 +168,6 @@ impl GoogleAccess {
         if let Some((token, refresh_at, expires_at)) = &slot.token
             && !refresh_at.is_past()
         {
-            tracing::debug!(event = "access_token_cache_hit", client_id = %request.client.client_id, "reusing a cached access token");
             self.metrics.cache(true);
             let remaining = expires_at.remaining().as_secs();
             return Ok(Lookup::Hit(AccessToken {
@@ -184,7 +187,7 @@ impl GoogleAccess {
 
     /// Records the result of the exchange `pending` for `key`, if it is still the one of the
     /// slot (the first waiter back does it): the token is reused for half its lifetime, and
-    /// never in its last minute.
+    /// never in its last [`MIN_REMAINING`].
     fn record(
         &self,
         key: &Key,
@@ -199,7 +202,7 @@ impl GoogleAccess {
             slot.pending = None;
             if let Ok(token) = result {
                 let lifetime = Duration::from_secs(u64::try_from(token.expires_in).unwrap_or(0));
-                let reuse = (lifetime / 2).min(lifetime.saturating_sub(Duration::from_secs(60)));
+                let reuse = (lifetime / 2).min(lifetime.saturating_sub(MIN_REMAINING));
                 // Both count from the request's start: the exchange took part of the lifetime.
                 let elapsed = started.elapsed();
                 slot.token = Some((
@@ -215,7 +218,6 @@ impl GoogleAccess {
 /// One request's part of an exchange: what [`Exchange::fetch`] needs.
 #[derive(Clone, Copy)]
 struct Request<'a> {
-    client: &'a Client,
     id_token: &'a str,
     scope: &'a str,
     service_account: Option<&'a str>,
@@ -225,15 +227,11 @@ struct Request<'a> {
 impl Request<'_> {
     /// Starts the exchange as a future that every identical request can wait on.
     fn start(self, exchange: Arc<Exchange>) -> Pending {
-        let (client, id_token, scope) = (
-            self.client.clone(),
-            self.id_token.to_owned(),
-            self.scope.to_owned(),
-        );
+        let (id_token, scope) = (self.id_token.to_owned(), self.scope.to_owned());
         let (account, deadline) = (self.service_account.map(str::to_owned), self.deadline);
         async move {
             exchange
-                .fetch(&client, &id_token, &scope, account.as_deref(), deadline)
+                .fetch(&id_token, &scope, account.as_deref(), deadline)
                 .await
         }
         .boxed()
@@ -266,7 +264,7 @@ impl AccessTokenBackend for GoogleAccess {
         if !self.exchange.settings.cache {
             return self
                 .exchange
-                .fetch(client, id_token, &scope, service_account, deadline)
+                .fetch(id_token, &scope, service_account, deadline)
                 .await;
         }
         let key = (
@@ -275,7 +273,6 @@ impl AccessTokenBackend for GoogleAccess {
             service_account.unwrap_or("").to_owned(),
         );
         let request = Request {
-            client,
             id_token,
             scope: &scope,
             service_account,

@@ -66,6 +66,38 @@ async fn two_apps_in_one_process_publish_their_own_signing_keys() {
     assert_ne!(a, b, "the second app replaced the first app's signing key");
 }
 
+/// Independent parts are all tried: a broken client CA, TLS listener, signing key and policy
+/// are reported together, in that order, not only the first of them.
+#[tokio::test]
+async fn every_broken_part_is_reported_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let config = config(&[
+        ("AUTH_FLOWS", "mtls-client-credentials"),
+        ("TLS_CLIENT_CA_FILE", &missing("ca.pem")),
+        ("TLS_CERT_FILE", &missing("tls.pem")),
+        ("TLS_KEY_FILE", &missing("tls.key")),
+        ("SIGNING_KEY_FILE", &missing("signing.pem")),
+        ("POLICY_FILE", &missing("policy.yaml")),
+        ("TOKEN_ISSUER", "https://issuer.example"),
+        ("TOKEN_AUDIENCE", "https://audience.example"),
+    ]);
+    let Err(errors) = build(&config, &FlowRegistry::builtin()) else {
+        panic!("a configuration with unreadable files was built");
+    };
+    let settings: Vec<&str> = errors.iter().filter_map(|e| e.setting.as_deref()).collect();
+    assert_eq!(
+        settings,
+        [
+            "TLS_CLIENT_CA_FILE",
+            "TLS_CERT_FILE",
+            "SIGNING_KEY_FILE",
+            "POLICY_FILE"
+        ],
+        "{errors:?}"
+    );
+}
+
 /// What a test subscriber wrote.
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);

@@ -10,6 +10,7 @@ use rustls_pki_types::pem::PemObject as _;
 use crate::clock::Clock;
 use crate::config::reader::Reader;
 use crate::config::source::Values;
+use crate::error::StartupError;
 use crate::flows::FlowRegistry;
 use crate::model::AuthenticatedClient;
 use crate::policy::Requested;
@@ -158,28 +159,62 @@ struct Request<'a> {
     requested: Requested<'a>,
 }
 
-/// The explanation as text, and whether the client would be allowed. The error is the one line
-/// `policy explain` prints after `error: ` (a plain message is its whole contract).
-fn explain(request: &Request<'_>) -> Result<(String, bool), String> {
+/// Why `policy explain` cannot answer: its Display is the one line printed after `error: `
+/// (a tested contract).
+#[derive(Debug, thiserror::Error)]
+enum ExplainError {
+    /// `--flow` names no registered flow.
+    #[error("--flow: '{flow}' is not a flow; known flows: {known}")]
+    UnknownFlow {
+        /// What was passed.
+        flow: String,
+        /// The registered flows, comma-separated.
+        known: String,
+    },
+    /// The policy file is unusable; its problem names the file.
+    #[error("{}", .0.problem)]
+    Policy(#[from] StartupError),
+    /// `--cert` cannot be read.
+    #[error("--cert: cannot read '{}': {source}", path.display())]
+    ReadCert {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// `--cert` is not PEM.
+    #[error("--cert: '{}': {source}", path.display())]
+    CertPem {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: rustls_pki_types::pem::Error,
+    },
+    /// `--cert` holds no certificate.
+    #[error("--cert: '{}' holds no PEM certificate", .0.display())]
+    NoCert(PathBuf),
+    /// The leaf cannot be parsed, or the `--ca` bundle not loaded (the message says which).
+    #[error("{0}")]
+    Unusable(String),
+}
+
+/// The explanation as text, and whether the client would be allowed.
+fn explain(request: &Request<'_>) -> Result<(String, bool), ExplainError> {
     use std::fmt::Write as _;
     // Offline, a flow condition may name the flows registered in this binary.
     let builtin = request.flows;
     if !builtin.contains(request.flow) {
-        return Err(format!(
-            "--flow: '{}' is not a flow; known flows: {}",
-            request.flow,
-            builtin.names().join(", ")
-        ));
+        return Err(ExplainError::UnknownFlow {
+            flow: request.flow.to_owned(),
+            known: builtin.names().join(", "),
+        });
     }
-    let policy = Policy::load_for(request.policy, &builtin.names()).map_err(|e| e.problem)?;
+    let policy = Policy::load_for(request.policy, &builtin.names())?;
     let chain = read_chain(request.cert)?;
-    let leaf = chain.first().ok_or_else(|| {
-        format!(
-            "--cert: '{}' holds no PEM certificate",
-            request.cert.display()
-        )
-    })?;
-    let mut facts = crate::x509::facts(leaf)?;
+    let leaf = chain
+        .first()
+        .ok_or_else(|| ExplainError::NoCert(request.cert.to_owned()))?;
+    let mut facts = crate::x509::facts(leaf).map_err(|e| ExplainError::Unusable(e.to_string()))?;
     let verification = verification(request.ca, &chain, &mut facts)?;
     let mut out = String::new();
     write_facts(&mut out, &facts, &verification);
@@ -224,13 +259,18 @@ fn explain(request: &Request<'_>) -> Result<(String, bool), String> {
 
 /// The certificates of `--cert`, leaf first. Errors here and in [`verification`] are lines of
 /// [`explain`]'s output.
-fn read_chain(cert: &Path) -> Result<Vec<Vec<u8>>, String> {
-    let pem = std::fs::read(cert)
-        .map_err(|e| format!("--cert: cannot read '{}': {e}", cert.display()))?;
+fn read_chain(cert: &Path) -> Result<Vec<Vec<u8>>, ExplainError> {
+    let pem = std::fs::read(cert).map_err(|source| ExplainError::ReadCert {
+        path: cert.to_owned(),
+        source,
+    })?;
     CertificateDer::pem_slice_iter(&pem)
         .map(|c| c.map(|c| c.to_vec()))
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("--cert: '{}': {e}", cert.display()))
+        .map_err(|source| ExplainError::CertPem {
+            path: cert.to_owned(),
+            source,
+        })
 }
 
 /// Whether the chain verifies against `--ca` (which also names the issuing CA's fingerprint in
@@ -239,7 +279,7 @@ fn verification(
     ca: Option<&Path>,
     chain: &[Vec<u8>],
     facts: &mut crate::model::CertificateFacts,
-) -> Result<String, String> {
+) -> Result<String, ExplainError> {
     let Some(ca) = ca else {
         return Ok("not checked (pass --ca or set TLS_CLIENT_CA_FILE)".to_owned());
     };
@@ -252,7 +292,7 @@ fn verification(
         },
         std::sync::Arc::new(crate::metrics::Metrics::new()),
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| ExplainError::Unusable(e.to_string()))?;
     (facts.issuer_ca_sha256, facts.issuer_ca_sha256_twin) = trust.issuer_fingerprint(chain);
     let seconds = u64::try_from(Clock::system().now()).unwrap_or(0);
     let now = rustls_pki_types::UnixTime::since_unix_epoch(std::time::Duration::from_secs(seconds));
@@ -369,4 +409,55 @@ fn write_decision(out: &mut String, verdict: &Verdict, requested: Requested<'_>)
 fn field(out: &mut String, key: &str, value: &str) {
     use std::fmt::Write as _;
     let _ = writeln!(out, "  {key:<20} {value}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request<'a>(
+        cert: &'a Path,
+        policy: &'a Path,
+        flow: &'a str,
+        flows: &'a FlowRegistry,
+    ) -> Request<'a> {
+        Request {
+            cert,
+            policy,
+            ca: None,
+            flow,
+            flows,
+            attribute: ClientIdAttribute::default(),
+            requested: Requested::default(),
+        }
+    }
+
+    #[test]
+    fn explain_errors_are_the_lines_printed_after_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = dir.path().join("policy.toml");
+        std::fs::write(&policy, "").unwrap();
+        let flows = FlowRegistry::builtin();
+        let missing = dir.path().join("missing.pem");
+        let unknown = explain(&request(&missing, &policy, "mtls", &flows)).unwrap_err();
+        assert_eq!(
+            unknown.to_string(),
+            "--flow: 'mtls' is not a flow; known flows: forwarded-cert-client-credentials, mtls-client-credentials, xlb-mtls-client-credentials"
+        );
+        let flow = "mtls-client-credentials";
+        let unreadable = explain(&request(&missing, &policy, flow, &flows)).unwrap_err();
+        assert!(
+            unreadable
+                .to_string()
+                .starts_with(&format!("--cert: cannot read '{}': ", missing.display())),
+            "{unreadable}"
+        );
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "no PEM here\n").unwrap();
+        let none = explain(&request(&empty, &policy, flow, &flows)).unwrap_err();
+        assert_eq!(
+            none.to_string(),
+            format!("--cert: '{}' holds no PEM certificate", empty.display())
+        );
+    }
 }

@@ -7,9 +7,16 @@ use super::*;
 fn registry() -> FlowRegistry {
     let mut registry = FlowRegistry::builtin();
     registry.register("other-flow", "client_secret_post", |_| {
-        Err("other-flow is never built in these tests".into())
+        Err(crate::error::StartupError::other(
+            "other-flow is never built in these tests",
+        ))
     });
     registry
+}
+
+/// The table of the service with the built-in flows.
+fn builtin_table() -> Vec<Setting> {
+    table(&FlowRegistry::builtin())
 }
 
 fn values(pairs: &[(&str, &str)]) -> Values {
@@ -235,12 +242,12 @@ fn lb_secret_is_redacted_in_the_description() {
 fn config_file_accepts_known_settings_in_any_case_and_refuses_unknown_ones() {
     let mut f = tempfile::NamedTempFile::new().unwrap();
     writeln!(f, "token_audience = \"https://file.example\"\nTOKEN_VALIDITY = 10\nAUTH_FLOWS = [\"other-flow\"]").unwrap();
-    let v = read_file(f.path(), &SETTINGS).unwrap();
+    let v = read_file(f.path(), &builtin_table()).unwrap();
     assert_eq!(v["TOKEN_VALIDITY"], ("10".to_owned(), Origin::File));
     assert_eq!(v["AUTH_FLOWS"].0, "other-flow");
     let mut f = tempfile::NamedTempFile::new().unwrap();
     writeln!(f, "TOKEN_VALIDTY = 10").unwrap();
-    let e = read_file(f.path(), &SETTINGS).unwrap_err();
+    let e = read_file(f.path(), &builtin_table()).unwrap_err();
     assert!(
         e[0].to_string().contains("unknown setting 'TOKEN_VALIDTY'"),
         "{e:?}"
@@ -248,7 +255,7 @@ fn config_file_accepts_known_settings_in_any_case_and_refuses_unknown_ones() {
     let mut f = tempfile::NamedTempFile::new().unwrap();
     writeln!(f, "TOKEN_VALIDITY = ").unwrap();
     assert!(
-        read_file(f.path(), &SETTINGS).unwrap_err()[0]
+        read_file(f.path(), &builtin_table()).unwrap_err()[0]
             .to_string()
             .starts_with("--config")
     );
@@ -483,7 +490,8 @@ fn edit_distance_counts_insertions_deletions_and_substitutions() {
 fn every_declared_default_is_valid_and_every_name_unique() {
     let empty = Values::new();
     let mut r = reader::Reader::new(&empty);
-    for setting in SETTINGS.iter() {
+    let settings = builtin_table();
+    for setting in &settings {
         if let reader::Kind::Header {
             default: Some(default),
         } = setting.kind
@@ -495,7 +503,7 @@ fn every_declared_default_is_valid_and_every_name_unique() {
             );
             r.header(setting, None);
         }
-        let twice = SETTINGS.iter().filter(|s| s.name == setting.name).count();
+        let twice = settings.iter().filter(|s| s.name == setting.name).count();
         assert_eq!(twice, 1, "{} is declared twice", setting.name);
     }
     assert!(!r.has_errors());
@@ -503,8 +511,9 @@ fn every_declared_default_is_valid_and_every_name_unique() {
 
 #[test]
 fn help_default_text_is_derived_from_the_typed_default() {
+    let settings = builtin_table();
     let text = |name: &str| {
-        SETTINGS
+        settings
             .iter()
             .find(|s| s.name == name)
             .map(Setting::default_text)

@@ -17,7 +17,7 @@ use http::HeaderName;
 
 use super::{Authentication, Declined, Flow};
 use crate::clock::Clock;
-use crate::error::Failure;
+use crate::error::{Failure, StartupError};
 use crate::model::TokenRequest;
 use crate::x509::{ClientIdAttribute, Trust, VerifiedChains};
 use parse::parse_forwarded;
@@ -41,10 +41,13 @@ impl ForwardedCertFlow {
         attribute: ClientIdAttribute,
         trust: Arc<Trust>,
         clock: Clock,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, StartupError> {
         if settings.trusted_proxies.is_empty() {
-            return Err(format!(
-                "TRUSTED_PROXIES: required by the flow {NAME}; list the addresses of the proxies that forward certificates (CIDR, e.g. 10.0.0.0/8)"
+            return Err(StartupError::setting(
+                "TRUSTED_PROXIES",
+                format!(
+                    "required by the flow {NAME}; list the addresses of the proxies that forward certificates (CIDR, e.g. 10.0.0.0/8)"
+                ),
             ));
         }
         Ok(Self {

@@ -177,16 +177,16 @@ impl FlowRegistry {
     }
 
     /// Registers a flow without settings under `name` with its token-endpoint authentication
-    /// method, replacing any flow of that name. The factory's message names the setting at
-    /// fault.
+    /// method, replacing any flow of that name. The factory's error names the setting at fault
+    /// (`StartupError::setting`) or none (`StartupError::other`).
     pub fn register<F>(&mut self, name: &str, auth_method: &'static str, factory: F)
     where
-        F: Fn(&FlowSettings) -> Result<Arc<dyn Flow>, String> + Send + Sync + 'static,
+        F: Fn(&FlowSettings) -> Result<Arc<dyn Flow>, StartupError> + Send + Sync + 'static,
     {
         let factory = Arc::new(factory);
         self.add(FlowSpec::new(name, auth_method, &[], move |_| {
             let factory = Arc::clone(&factory);
-            move |shared: &FlowSettings| factory(shared).map_err(StartupError::other)
+            move |shared: &FlowSettings| factory(shared)
         }));
     }
 
@@ -217,14 +217,17 @@ impl FlowRegistry {
         &self,
         enabled: &[String],
         settings: &FlowSettings,
-    ) -> Result<Vec<EnabledFlow>, String> {
+    ) -> Result<Vec<EnabledFlow>, StartupError> {
         enabled
             .iter()
             .map(|name| {
                 let spec = self.spec(name).ok_or_else(|| {
-                    format!(
-                        "AUTH_FLOWS: unknown flow '{name}'; known flows: {}",
-                        self.names().join(", ")
+                    StartupError::setting(
+                        AUTH_FLOWS.name,
+                        format!(
+                            "unknown flow '{name}'; known flows: {}",
+                            self.names().join(", ")
+                        ),
                     )
                 })?;
                 let build = settings
@@ -232,11 +235,11 @@ impl FlowRegistry {
                     .iter()
                     .find(|(n, _)| n == name)
                     .map(|(_, b)| Arc::clone(b))
-                    .ok_or_else(|| format!("the settings of the flow {name} were not read; load the configuration with this registry"))?;
+                    .ok_or_else(|| StartupError::other(format!("the settings of the flow {name} were not read; load the configuration with this registry")))?;
                 Ok(EnabledFlow {
                     name: Arc::from(name.as_str()),
                     auth_method: spec.auth_method,
-                    flow: build(settings).map_err(|e| e.to_string())?,
+                    flow: build(settings)?,
                 })
             })
             .collect()
@@ -247,13 +250,12 @@ fn xlb_spec() -> FlowSpec {
     FlowSpec::new(xlb_mtls::NAME, TLS_CLIENT_AUTH, xlb_mtls::SETTINGS, |r| {
         let settings = xlb_mtls::XlbSettings::read(r);
         if let Err(e) = settings.validate() {
-            // The message is `MTLS_HEADER_CLIENT_ID: ...` already.
-            r.fail_other(e);
+            r.fail(xlb_mtls::settings::CLIENT_ID.name, e.to_string());
         }
         move |shared: &FlowSettings| {
             let mut settings = settings.clone();
             settings.clock = shared.clock;
-            let flow = xlb_mtls::XlbMtlsFlow::new(settings).map_err(StartupError::other)?;
+            let flow = xlb_mtls::XlbMtlsFlow::new(settings)?;
             Ok(Arc::new(flow) as Arc<dyn Flow>)
         }
     })
@@ -278,8 +280,7 @@ fn forwarded_spec() -> FlowSpec {
                 attribute,
                 shared.trust(name)?,
                 shared.clock,
-            )
-            .map_err(StartupError::other)?;
+            )?;
             Ok(Arc::new(flow) as Arc<dyn Flow>)
         }
     })

@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::{Authentication, Declined};
-use crate::error::Failure;
+use crate::error::{Failure, StartupError};
 use crate::model::{AuthenticatedClient, CertificateFacts, TokenRequest, truncate};
 
 /// Name of this flow in `AUTH_FLOWS` and `amr`.
@@ -30,7 +30,7 @@ const BASE64: GeneralPurpose = GeneralPurpose::new(
 
 pub(crate) mod settings;
 pub(crate) use settings::SETTINGS;
-pub use settings::{LbSecret, MIN_LB_SECRET_BYTES, XlbSettings};
+pub use settings::{ClientIdHeaderError, LbSecret, MIN_LB_SECRET_BYTES, XlbSettings};
 
 impl XlbSettings {
     fn certificate_headers(&self) -> [&HeaderName; 10] {
@@ -56,7 +56,7 @@ pub struct XlbMtlsFlow {
 
 impl XlbMtlsFlow {
     /// Builds the flow; fails when `MTLS_HEADER_CLIENT_ID` names an unsuitable header.
-    pub fn new(settings: XlbSettings) -> Result<Self, String> {
+    pub fn new(settings: XlbSettings) -> Result<Self, StartupError> {
         settings.validate()?;
         Ok(Self { settings })
     }
@@ -275,16 +275,16 @@ fn san_header(headers: &HeaderMap, name: &HeaderName) -> Result<Vec<String>, Fai
 /// reads both as "the whole list base64-encoded" (what the reference assumed) and as "each entry
 /// base64-encoded"; both are accepted. Base64 has no comma, so a comma in the raw value means
 /// per-entry encoding. Entries are trimmed; empty ones are dropped.
-pub fn decode_san_list(value: &str) -> Result<Vec<String>, String> {
+pub fn decode_san_list(value: &str) -> Result<Vec<String>, SanListError> {
     let value = value.trim();
     if value.is_empty() {
         return Ok(Vec::new());
     }
-    let decode = |part: &str| -> Result<String, String> {
+    let decode = |part: &str| -> Result<String, SanListError> {
         let bytes = BASE64
             .decode(part.trim())
-            .map_err(|_| format!("'{}' is not valid base64", truncate(part.trim(), 64)))?;
-        String::from_utf8(bytes).map_err(|_| "a decoded SAN is not valid UTF-8".to_owned())
+            .map_err(|_| SanListError::NotBase64(truncate(part.trim(), 64)))?;
+        String::from_utf8(bytes).map_err(|_| SanListError::NotUtf8)
     };
     let entries: Vec<String> = if value.contains(',') {
         value
@@ -300,6 +300,17 @@ pub fn decode_san_list(value: &str) -> Result<Vec<String>, String> {
         .map(|e| e.trim().to_owned())
         .filter(|e| !e.is_empty())
         .collect())
+}
+
+/// Why a SAN header cannot be decoded; the flow prefixes the header's name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SanListError {
+    /// An entry (shown truncated) is not base64.
+    #[error("'{0}' is not valid base64")]
+    NotBase64(String),
+    /// An entry decodes to bytes that are not UTF-8.
+    #[error("a decoded SAN is not valid UTF-8")]
+    NotUtf8,
 }
 
 fn parse_time(name: &HeaderName, value: &str) -> Result<i64, Failure> {

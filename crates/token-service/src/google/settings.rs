@@ -52,6 +52,14 @@ pub const ACCESS_TOKEN_CACHE: Setting = Setting::flag(
     "Cache access tokens per client, scope and service account: on or off",
 );
 
+/// `ACCESS_TOKEN_LIFETIME`.
+pub const ACCESS_TOKEN_LIFETIME: Setting = Setting::seconds(
+    "ACCESS_TOKEN_LIFETIME",
+    3600,
+    300..=43_200,
+    "Seconds an impersonated access token (scope + service_account) lives, 300 to 43200; above 3600 needs the organization policy constraints/iam.allowServiceAccountCredentialLifetimeExtension",
+);
+
 /// Every setting of the Google clients, in help order.
 pub const SETTINGS: &[Setting] = &[
     APPLICATION_CREDENTIALS,
@@ -61,6 +69,7 @@ pub const SETTINGS: &[Setting] = &[
     UPSTREAM_TIMEOUT,
     UPSTREAM_MAX_CONNECTIONS,
     ACCESS_TOKEN_CACHE,
+    ACCESS_TOKEN_LIFETIME,
 ];
 
 /// How Token Service reaches Google.
@@ -76,6 +85,8 @@ pub struct GoogleConfig {
     pub application_credentials: Option<PathBuf>,
     /// `ACCESS_TOKEN_CACHE`.
     pub cache: bool,
+    /// `ACCESS_TOKEN_LIFETIME`, in seconds.
+    pub access_token_lifetime: i64,
 }
 
 impl GoogleConfig {
@@ -95,6 +106,8 @@ impl GoogleConfig {
         let timeout = r.seconds(&UPSTREAM_TIMEOUT);
         let max_connections = r.count(&UPSTREAM_MAX_CONNECTIONS).unwrap_or_default();
         let cache = r.flag(&ACCESS_TOKEN_CACHE);
+        let access_token_lifetime =
+            i64::try_from(r.seconds(&ACCESS_TOKEN_LIFETIME).as_secs()).unwrap_or(3600);
         Self {
             endpoints: Endpoints {
                 metadata: format!("http://{metadata_host}"),
@@ -105,6 +118,7 @@ impl GoogleConfig {
             max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
             application_credentials: r.path(&APPLICATION_CREDENTIALS),
             cache,
+            access_token_lifetime,
         }
     }
 }

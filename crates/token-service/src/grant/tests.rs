@@ -19,7 +19,7 @@ use crate::flows::{Declined, Flow, TLS_CLIENT_AUTH};
 use crate::issuer::IssuerSettings;
 use crate::limits::{LimitSettings, Rate};
 use crate::metrics::Metrics;
-use crate::model::CertificateFacts;
+use crate::model::{AccessToken, CertificateFacts, PolicyDecision};
 use crate::signer::local::LocalSigner;
 
 const NOW: i64 = 1_800_000_000;
@@ -78,15 +78,15 @@ impl ClientPolicy for TestPolicy {
         &self,
         client: &AuthenticatedClient,
         requested: Requested<'_>,
-    ) -> Result<Client, PolicyError> {
+    ) -> Result<Client, Failure> {
         if client.client_id == "denied" {
-            return Err(PolicyError::ClientDenied {
-                reason: "the test policy denies 'denied'".into(),
-            });
+            return Err(crate::policy::client_denied(
+                "the test policy denies 'denied'",
+            ));
         }
         if requested.scope == Some("forbidden") {
-            return Err(PolicyError::AccessDenied(
-                "The scope 'forbidden' is not allowed".into(),
+            return Err(Failure::access_denied(
+                "The scope 'forbidden' is not allowed",
             ));
         }
         // A template may rename the client.
@@ -100,11 +100,21 @@ impl ClientPolicy for TestPolicy {
             facts: client.facts.clone(),
             extra_claims: Map::new(),
             lifetime_seconds: None,
+            decision: Some(allowed()),
         })
     }
 }
 
-/// An access backend that hands out a fixed token.
+/// What [`TestPolicy`] says when it admits a client.
+fn allowed() -> PolicyDecision {
+    PolicyDecision {
+        decision: "allow",
+        rule: "test".into(),
+        matched: "client_id is known".into(),
+    }
+}
+
+/// An access backend that hands out a fixed token, except for the scope `down` (503).
 struct TestBackend;
 
 #[async_trait]
@@ -115,7 +125,14 @@ impl AccessTokenBackend for TestBackend {
         _id_token: &str,
         scope: &str,
         _service_account: Option<&str>,
-    ) -> Result<AccessToken, AccessError> {
+        _deadline: Deadline,
+    ) -> Result<AccessToken, Failure> {
+        if scope == "down" {
+            return Err(Failure::unavailable(
+                "Google is unavailable; retry later",
+                5,
+            ));
+        }
         Ok(AccessToken {
             token: "ya29.test".into(),
             expires_in: 3600,
@@ -433,4 +450,32 @@ async fn the_exchange_names_the_client_the_policy_admitted() {
     assert_eq!(exchange.client_id.as_deref(), Some("device-renamed"));
     let issued = exchange.result.unwrap();
     assert_eq!(claims(&issued.id_token)["sub"], "device-renamed");
+}
+
+/// The policy's decision reaches the request's log line: on the issued tokens, and as labels
+/// of a failure that comes after the policy admitted the client; a client the policy does not
+/// admit has no tokens and no decision of ours (its policy labels its refusal).
+#[tokio::test]
+async fn the_policy_decision_travels_with_the_tokens_and_with_a_later_failure() {
+    let (a, _) = enabled("a", |_| client("spiffe://example.org/a"));
+    let backed = with_backend(vec![a]);
+    let issued = exchange(&backed, &request()).await.result.unwrap();
+    assert_eq!(issued.decision, Some(allowed()));
+
+    let down = exchange(&backed, &with_scope(Some("down"), None)).await;
+    let unavailable = failure(&down);
+    assert_eq!(unavailable.kind(), Kind::Unavailable { retry_after: 5 });
+    let label = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+    assert_eq!(
+        unavailable.labels(),
+        [
+            label("policy_decision", "allow"),
+            label("policy_rule", "test"),
+            label("policy_matched", "client_id is known"),
+        ]
+    );
+
+    let (denied, _) = enabled("denied", |_| client("denied"));
+    let refused = exchange(&grant(vec![denied]), &request()).await;
+    assert!(failure(&refused).labels().is_empty());
 }

@@ -29,12 +29,8 @@ pub async fn discovery(
     };
     let doc = match discovery_document(&iss, state.grant.issuer(), &state.summary) {
         Ok(doc) => doc,
-        Err(reason) => {
-            return HttpError::from(Failure::unavailable(
-                format!("The signing keys are not available yet: {reason}"),
-                5,
-            ))
-            .into_response();
+        Err(keys_not_known) => {
+            return HttpError::from(Failure::from(keys_not_known)).into_response();
         }
     };
     let mut response = Json(doc).into_response();

@@ -11,6 +11,12 @@ use serde_json::json;
 use super::AppState;
 use super::error::HttpError;
 use crate::error::Failure;
+use crate::readiness::NotReady;
+
+/// Shutdown has begun: load balancers should stop sending.
+#[derive(Debug, thiserror::Error)]
+#[error("shutting down")]
+struct Draining;
 
 /// Always 200 while the process serves.
 pub async fn healthz() -> Response {
@@ -32,7 +38,7 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 /// 200 when tokens can be issued, else 503 with the reason.
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let ready = if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
-        Err("shutting down".to_owned())
+        Err(NotReady::new(Draining))
     } else {
         state
             .grant
@@ -50,8 +56,6 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
                 Json(json!({ "status": "ready", "warnings": warnings })).into_response()
             }
         }
-        Err(reason) => {
-            HttpError::from(Failure::unavailable(format!("Not ready: {reason}"), 5)).into_response()
-        }
+        Err(not_ready) => HttpError::from(Failure::from(not_ready)).into_response(),
     }
 }

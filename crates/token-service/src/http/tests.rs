@@ -32,6 +32,14 @@ impl Flow for Nobody {
 }
 
 fn state(limits: LimitSettings, issuer: IssuerSource) -> Arc<AppState> {
+    state_with_checks(limits, issuer, Vec::new())
+}
+
+fn state_with_checks(
+    limits: LimitSettings,
+    issuer: IssuerSource,
+    readiness_checks: Vec<ReadinessCheck>,
+) -> Arc<AppState> {
     let pem = rcgen::KeyPair::generate().unwrap().serialize_pem();
     let signer = LocalSigner::from_pem(pem.as_bytes(), "test").unwrap();
     let issuer_of_tokens = IdTokenIssuer::new(
@@ -65,7 +73,7 @@ fn state(limits: LimitSettings, issuer: IssuerSource) -> Arc<AppState> {
         metrics,
         upstream_timeout: Duration::from_secs(5),
         metrics_here: true,
-        readiness_checks: Vec::new(),
+        readiness_checks,
         readiness_details: Vec::new(),
     }))
 }
@@ -288,4 +296,37 @@ fn authorities_need_a_host_and_a_valid_port() {
     ] {
         assert!(!valid_authority(bad), "{bad}");
     }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the widget file expired; replace it")]
+struct Expired;
+
+/// `/readyz` is 200 while every condition holds; a condition that fails, or shutdown, turns it
+/// 503 "Not ready: REASON" with `Retry-After`, through the one failure table.
+#[tokio::test]
+async fn readyz_names_the_condition_that_is_not_met() {
+    let fixed = || IssuerSource::Fixed("https://tokens.example.com".into());
+    let (status, _, body) = send(app(), get("/readyz")).await;
+    assert_eq!(
+        (status, &body["status"]),
+        (StatusCode::OK, &Value::from("ready"))
+    );
+    let failing: ReadinessCheck = Box::new(|| Err(NotReady::new(Expired)));
+    let unready = state_with_checks(LimitSettings::default(), fixed(), vec![failing]);
+    let (status, headers, body) = send(router(unready), get("/readyz")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(headers[header::RETRY_AFTER], "5");
+    assert_eq!(body["error"], "temporarily_unavailable");
+    assert_eq!(
+        body["error_description"],
+        "Not ready: the widget file expired; replace it"
+    );
+    let draining = state(LimitSettings::default(), fixed());
+    draining
+        .draining()
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let (status, _, body) = send(router(draining), get("/readyz")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["error_description"], "Not ready: shutting down");
 }

@@ -17,7 +17,7 @@ use super::{AppState, MAX_BODY_BYTES, form, request_issuer};
 use crate::clock::{Deadline, Stopwatch};
 use crate::error::Failure;
 use crate::grant::Exchange;
-use crate::model::{IssuedTokens, TokenRequest};
+use crate::model::{IssuedTokens, PolicyDecision, TokenRequest};
 
 /// TLS peer certificates (DER, leaf first) that a TLS listener puts into request extensions.
 #[derive(Debug, Clone)]
@@ -102,6 +102,8 @@ struct Line<'a> {
     client_id: Option<&'a str>,
     jti: Option<&'a str>,
     access_token: bool,
+    /// The policy's decision behind issued tokens (a refusal carries it in its labels).
+    decision: Option<&'a PolicyDecision>,
     labels: &'a [(String, String)],
 }
 
@@ -122,6 +124,7 @@ impl<'a> Line<'a> {
                 client_id,
                 jti: Some(&issued.jti),
                 access_token: issued.access_token.is_some(),
+                decision: issued.decision.as_ref(),
                 labels: &[],
             },
             Err(failure) => Self {
@@ -136,6 +139,7 @@ impl<'a> Line<'a> {
                 client_id,
                 jti: None,
                 access_token: false,
+                decision: None,
                 labels: failure.labels(),
             },
         }
@@ -151,6 +155,7 @@ impl<'a> Line<'a> {
             client_id: None,
             jti: None,
             access_token: false,
+            decision: None,
             labels: &[],
         }
     }
@@ -193,11 +198,14 @@ pub(super) fn refused_input(e: HttpError) -> Response {
 }
 
 /// Writes the one log line of a token request: the only place that logs one. Never logs a
-/// token; the `jti` identifies an issued one.
+/// token; the `jti` identifies an issued one. When a policy decided, the line says how
+/// (`policy_decision`, `policy_rule`, `policy_matched`): from the issued tokens, or from the
+/// refusal's labels.
 fn log_line(line: &Line<'_>) {
     let flow = line.flow.unwrap_or("");
     let client_id = line.client_id.unwrap_or("");
     if line.event == "token_issued" {
+        let decision = line.decision;
         tracing::info!(
             event = line.event,
             outcome = line.outcome,
@@ -205,6 +213,9 @@ fn log_line(line: &Line<'_>) {
             client_id,
             jti = line.jti.unwrap_or(""),
             access_token = line.access_token,
+            policy_decision = decision.map(|d| d.decision),
+            policy_rule = decision.map(|d| d.rule.as_str()),
+            policy_matched = decision.map(|d| d.matched.as_str()),
             "issued a token to client '{client_id}' through {flow}"
         );
         return;

@@ -50,6 +50,7 @@ fn client_with_hostile_claims() -> Client {
         facts: CertificateFacts::default(),
         extra_claims: extra,
         lifetime_seconds: None,
+        decision: None,
     }
 }
 
@@ -142,4 +143,70 @@ async fn the_signature_verifies_with_the_published_key() {
             .is_err()
     );
     assert_eq!(issuer.jwks_uri(ISS).unwrap(), format!("{ISS}{JWKS_PATH}"));
+}
+
+/// A signer whose keys are not known: not ready (with a reason), or ready without saying
+/// where its keys are.
+struct Keyless(Option<&'static str>);
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Reason(&'static str);
+
+#[async_trait::async_trait]
+impl Signer for Keyless {
+    fn algorithm(&self) -> &str {
+        "RS256"
+    }
+    fn key_id(&self) -> Option<&str> {
+        None
+    }
+    fn publication(&self) -> Option<&Publication> {
+        None
+    }
+    fn readiness(&self) -> Result<(), NotReady> {
+        self.0
+            .map_or(Ok(()), |reason| Err(NotReady::new(Reason(reason))))
+    }
+    async fn sign(&self, _: &Map<String, Value>, _: Deadline) -> Result<String, Failure> {
+        Err(Failure::server("no keys"))
+    }
+}
+
+/// Discovery cannot name the keys of a signer that has none yet: a 503 that says why.
+#[test]
+fn discovery_without_keys_is_unavailable_with_the_signers_reason() {
+    let issuer_of = |signer: Keyless| {
+        IdTokenIssuer::new(
+            IssuerSettings {
+                audience: "https://audience.example.com".into(),
+                validity_seconds: 600,
+                jwks_uri: None,
+            },
+            Arc::new(signer),
+            Clock::fixed(NOW),
+        )
+    };
+    let flows = FlowSummary::default();
+    let cases = [
+        (
+            Keyless(Some("the identity is being checked")),
+            "The signing keys are not available yet: the identity is being checked",
+        ),
+        (
+            Keyless(None),
+            "The signing keys are not available yet: the signing keys are not known yet",
+        ),
+    ];
+    for (signer, message) in cases {
+        let failure =
+            Failure::from(discovery_document(ISS, &issuer_of(signer), &flows).unwrap_err());
+        assert_eq!(failure.message(), message);
+        assert_eq!(
+            failure.kind(),
+            crate::error::Kind::Unavailable { retry_after: 5 }
+        );
+    }
+    let document = discovery_document(ISS, &issuer(600), &flows).unwrap();
+    assert_eq!(document["jwks_uri"], format!("{ISS}{JWKS_PATH}"));
 }

@@ -1,7 +1,8 @@
-//! The rule-based client policy (`POLICY_FILE`): decides with the policy loaded last, logs every
-//! decision with its rule and facts, and swaps in a new version of the files atomically when they
-//! change and compile; a broken version is refused with an error log naming the line. Counts
-//! its decisions and reloads into the metrics it is given.
+//! The rule-based client policy (`POLICY_FILE`): decides with the policy loaded last and
+//! returns each decision with its rule and facts (the request's one log line shows them; this
+//! module logs no request), and swaps in a new version of the files atomically when they change
+//! and compile; a broken version is refused with an error log naming the line. Counts its
+//! decisions and reloads into the metrics it is given.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,10 +11,10 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 
 use super::rules::{Outcome, Policy};
-use super::{ClientPolicy, Requested, client_denied, describe_rule};
+use super::{ClientPolicy, Requested, client_denied, with_decision};
 use crate::error::{Failure, StartupError};
 use crate::metrics::Metrics;
-use crate::model::{AuthenticatedClient, Client};
+use crate::model::{AuthenticatedClient, Client, PolicyDecision};
 
 /// The policy in force, reloadable.
 pub struct RulesPolicy {
@@ -98,6 +99,9 @@ impl RulesPolicy {
 }
 
 impl ClientPolicy for RulesPolicy {
+    /// Decides with the policy in force and counts the decision; logs nothing: the decision
+    /// (rule and matched facts) travels with the answer to the request's one log line, on the
+    /// admitted client or as labels of the refusal.
     fn authorize(
         &self,
         client: &AuthenticatedClient,
@@ -105,60 +109,24 @@ impl ClientPolicy for RulesPolicy {
     ) -> Result<Client, Failure> {
         let policy = self.current.load();
         let verdict = policy.decide(client, requested);
-        let matched = verdict.matched.join("; ");
-        match verdict.outcome {
-            Outcome::Allow(admitted) => {
-                self.metrics.policy_decision("allow");
-                tracing::info!(
-                    event = "policy_decision",
-                    decision = "allow",
-                    rule = %verdict.rule,
-                    flow = %client.flow,
-                    client_id = %admitted.client_id,
-                    matched = %matched,
-                    "rule '{}' allowed client '{}' ({matched})",
-                    verdict.rule,
-                    admitted.client_id
-                );
-                Ok(*admitted)
-            }
-            Outcome::DenyClient(reason) => {
-                let what = format!("denied client '{}'", client.client_id);
-                self.log_denial("deny", &verdict.rule, client, &matched, &reason, &what);
-                Err(client_denied(reason))
-            }
-            Outcome::DenyAccess { log, message } => {
-                let what = format!("refused what client '{}' asked for", client.client_id);
-                self.log_denial("deny_access", &verdict.rule, client, &matched, &log, &what);
-                Err(Failure::access_denied(message))
-            }
-        }
-    }
-}
-
-impl RulesPolicy {
-    /// Counts and logs a denial: `decision` is `deny` (the client) or `deny_access` (a service
-    /// account or scope it asked for).
-    fn log_denial(
-        &self,
-        decision: &'static str,
-        rule: &str,
-        client: &AuthenticatedClient,
-        matched: &str,
-        reason: &str,
-        what: &str,
-    ) {
-        self.metrics.policy_decision(decision);
-        tracing::warn!(
-            event = "policy_decision",
+        let decision = |decision| PolicyDecision {
             decision,
-            rule = %rule,
-            flow = %client.flow,
-            client_id = %client.client_id,
-            matched = %matched,
-            reason = %reason,
-            "{} {what}: {reason}",
-            describe_rule(rule),
-        );
+            rule: verdict.rule.clone(),
+            matched: verdict.matched.join("; "),
+        };
+        let (decision, refusal) = match verdict.outcome {
+            Outcome::Allow(mut admitted) => {
+                self.metrics.policy_decision("allow");
+                admitted.decision = Some(decision("allow"));
+                return Ok(*admitted);
+            }
+            Outcome::DenyClient(reason) => (decision("deny"), client_denied(reason)),
+            Outcome::DenyAccess { log, message } => (
+                decision("deny_access"),
+                Failure::access_denied(message).with_detail(log),
+            ),
+        };
+        self.metrics.policy_decision(decision.decision);
+        Err(with_decision(refusal, &decision))
     }
 }

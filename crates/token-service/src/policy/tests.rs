@@ -752,8 +752,10 @@ fn fingerprint_conditions_and_deny_lists_match_the_re_signed_twin_too() {
 
 /// The engine's refusals are the one failure type: a denied client is `unauthorized_client`
 /// with a generic sentence and the reason in the log detail only; a scope it may not have is
-/// `access_denied`. Its decisions count into the metrics it was given, and a file that does
-/// not compile is a startup error naming POLICY_FILE.
+/// `access_denied`. Each decision travels with its answer (rule and matched facts on the
+/// admitted client, as labels of a refusal) for the request's one log line; decisions count
+/// into the metrics it was given, and a file that does not compile is a startup error naming
+/// POLICY_FILE.
 #[test]
 fn the_engine_refuses_with_failures_and_counts_into_its_own_metrics() {
     use std::sync::Arc;
@@ -762,6 +764,7 @@ fn the_engine_refuses_with_failures_and_counts_into_its_own_metrics() {
     use super::{CLIENT_NOT_AUTHORIZED, ClientPolicy as _};
     use crate::error::Kind;
     use crate::metrics::Metrics;
+    use crate::model::PolicyDecision;
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("policy.toml");
@@ -785,6 +788,17 @@ fn the_engine_refuses_with_failures_and_counts_into_its_own_metrics() {
         "{}",
         denied.log_detail()
     );
+    let labels =
+        |failure: &crate::error::Failure| -> Vec<(String, String)> { failure.labels().to_vec() };
+    let label = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+    assert_eq!(
+        labels(&denied),
+        [
+            label("policy_decision", "deny"),
+            label("policy_rule", "rest"),
+            label("policy_matched", ""),
+        ]
+    );
 
     let scope = "https://www.googleapis.com/auth/cloud-platform";
     let refused = engine
@@ -801,7 +815,24 @@ fn the_engine_refuses_with_failures_and_counts_into_its_own_metrics() {
         refused.message(),
         format!("This client may not obtain the scope '{scope}'")
     );
-    assert!(engine.authorize(&client(), Requested::default()).is_ok());
+    // The log says more than the client is told: which rule, and what it allows.
+    assert_eq!(
+        refused.log_detail(),
+        format!(
+            "rule 'batch': scope '{scope}' matches none of 'https://www.googleapis.com/auth/devstorage.read_only'"
+        )
+    );
+    assert_eq!(labels(&refused)[0], label("policy_decision", "deny_access"));
+    assert_eq!(labels(&refused)[1], label("policy_rule", "batch"));
+    let admitted = engine.authorize(&client(), Requested::default()).unwrap();
+    assert_eq!(
+        admitted.decision,
+        Some(PolicyDecision {
+            decision: "allow",
+            rule: "batch".into(),
+            matched: "dns_san 'etl-7.batch.example.com' matches '*.batch.example.com'".into(),
+        })
+    );
 
     let counted = metrics.render();
     for decision in ["allow", "deny", "deny_access"] {

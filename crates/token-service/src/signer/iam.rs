@@ -3,7 +3,7 @@
 //! at `https://www.googleapis.com/service_accounts/v1/metadata/jwk/{email}`. The service account
 //! needs Service Account Token Creator on itself.
 
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -16,6 +16,7 @@ use crate::google::Upstream;
 use crate::google::credentials::TokenSource;
 use crate::google::iam_credentials::IamCredentialsClient;
 use crate::google::metadata::MetadataClient;
+use crate::readiness::{NotReady, RETRY_AFTER};
 use crate::tasks::Background;
 
 /// Where Google publishes a service account's public keys.
@@ -25,7 +26,7 @@ pub const GOOGLE_JWKS_BASE: &str = "https://www.googleapis.com/service_accounts/
 pub struct IamSigner {
     email: OnceLock<String>,
     publication: OnceLock<Publication>,
-    readiness: RwLock<Result<(), String>>,
+    readiness: RwLock<Result<(), IdentityNotReady>>,
     tokens: Arc<TokenSource>,
     iam: IamCredentialsClient,
     upstream: Upstream,
@@ -42,9 +43,7 @@ impl IamSigner {
         let signer = Self {
             email: OnceLock::new(),
             publication: OnceLock::new(),
-            readiness: RwLock::new(Err(
-                "the service's Google identity has not been checked yet".into(),
-            )),
+            readiness: RwLock::new(Err(IdentityNotReady::NotChecked)),
             tokens,
             iam,
             upstream,
@@ -62,10 +61,19 @@ impl IamSigner {
         let _ = self.email.set(email);
     }
 
-    fn set_readiness(&self, value: Result<(), String>) {
-        if let Ok(mut r) = self.readiness.write() {
-            *r = value;
-        }
+    fn set_readiness(&self, value: Result<(), IdentityNotReady>) {
+        *self
+            .readiness
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = value;
+    }
+
+    /// Whether the identity check has succeeded, and if not, why.
+    fn identity(&self) -> Result<(), IdentityNotReady> {
+        self.readiness
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Checks once that the identity can be resolved and a token obtained, within
@@ -97,9 +105,8 @@ impl IamSigner {
                         return;
                     }
                     Err(e) => {
-                        let reason = format!("cannot obtain the service's Google identity: {e}");
-                        tracing::error!(event = "google_identity_unavailable", reason = %e, "{reason}; retrying in {} s", pause.as_secs());
-                        signer.set_readiness(Err(reason));
+                        tracing::error!(event = "google_identity_unavailable", reason = %e, "cannot obtain the service's Google identity: {e}; retrying in {} s", pause.as_secs());
+                        signer.set_readiness(Err(IdentityNotReady::Unavailable(e)));
                         tokio::time::sleep(pause).await;
                         pause = (pause * 2).min(Duration::from_secs(30));
                     }
@@ -123,12 +130,8 @@ impl Signer for IamSigner {
         self.publication.get()
     }
 
-    fn readiness(&self) -> Result<(), String> {
-        // A plain message is the contract: `/readyz` shows it as it is.
-        self.readiness
-            .read()
-            .map_err(|_| "readiness unknown".to_owned())?
-            .clone()
+    fn readiness(&self) -> Result<(), NotReady> {
+        Ok(self.identity()?)
     }
 
     async fn sign(
@@ -137,11 +140,11 @@ impl Signer for IamSigner {
         deadline: Deadline,
     ) -> Result<String, Failure> {
         let Some(email) = self.email.get() else {
-            let reason = self.readiness().err().unwrap_or_default();
-            return Err(Failure::unavailable(
-                format!("The signer is not ready: {reason}"),
-                5,
-            ));
+            return Err(self
+                .identity()
+                .err()
+                .unwrap_or(IdentityNotReady::NoAccount)
+                .into());
         };
         let payload = serde_json::to_string(claims).map_err(|e| {
             Failure::server("The token could not be signed; this is a fault of the service")
@@ -152,11 +155,88 @@ impl Signer for IamSigner {
     }
 }
 
+/// Why the IAM signer cannot sign yet.
+#[derive(Debug, Clone, thiserror::Error)]
+enum IdentityNotReady {
+    /// The first identity check has not finished.
+    #[error("the service's Google identity has not been checked yet")]
+    NotChecked,
+    /// The last identity check failed; it is retried.
+    #[error("cannot obtain the service's Google identity: {0}")]
+    Unavailable(#[source] Failure),
+    /// The check succeeded without naming the account to sign as (not expected: `app` refuses
+    /// a configuration without `SERVICE_ACCOUNT` where the metadata server cannot name it).
+    #[error("the service account to sign as is not known; set SERVICE_ACCOUNT")]
+    NoAccount,
+}
+
+impl From<IdentityNotReady> for NotReady {
+    fn from(reason: IdentityNotReady) -> Self {
+        NotReady::new(reason)
+    }
+}
+
+impl From<IdentityNotReady> for Failure {
+    /// A token request while the identity is not known: 503, retry shortly.
+    fn from(reason: IdentityNotReady) -> Self {
+        Failure::unavailable(format!("The signer is not ready: {reason}"), RETRY_AFTER)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::google::credentials::Credentials;
     use crate::metrics::Metrics;
+
+    fn unchecked_signer() -> IamSigner {
+        let base = "http://127.0.0.1:1".to_owned();
+        let upstream =
+            Upstream::new(Duration::from_millis(300), 2, Arc::new(Metrics::new())).unwrap();
+        let metadata = MetadataClient::new(base.clone(), upstream.clone());
+        let tokens = Arc::new(TokenSource::new(
+            Credentials::Metadata(metadata),
+            upstream.clone(),
+        ));
+        IamSigner::new(
+            None,
+            tokens,
+            IamCredentialsClient::new(base, upstream.clone()),
+            upstream,
+        )
+    }
+
+    /// Until the identity is checked, the signer is not ready and says so: `/readyz` shows the
+    /// reason, and a token request gets a 503 with it.
+    #[tokio::test]
+    async fn an_unchecked_identity_is_not_ready_and_refuses_to_sign_with_a_503() {
+        let signer = unchecked_signer();
+        let reason = signer.readiness().unwrap_err().to_string();
+        assert_eq!(
+            reason,
+            "the service's Google identity has not been checked yet"
+        );
+        let refused = signer
+            .sign(&Map::new(), Deadline::after(Duration::from_secs(1)))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            refused.message(),
+            format!("The signer is not ready: {reason}")
+        );
+        assert_eq!(
+            refused.kind(),
+            crate::error::Kind::Unavailable { retry_after: 5 }
+        );
+        signer.set_readiness(Err(IdentityNotReady::Unavailable(Failure::unavailable(
+            "The metadata server did not answer; retry",
+            1,
+        ))));
+        assert_eq!(
+            signer.readiness().unwrap_err().to_string(),
+            "cannot obtain the service's Google identity: The metadata server did not answer; retry"
+        );
+    }
 
     /// The identity check retries until it succeeds; it runs under the app's `Background`, so
     /// shutdown ends it (before, it was a detached task that outlived the service).

@@ -9,7 +9,9 @@
 use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_lc_rs::encoding::AsDer;
@@ -26,6 +28,7 @@ use serde_json::{Map, Value, json};
 use super::{Publication, Signer};
 use crate::clock::Deadline;
 use crate::error::{Failure, StartupError};
+use crate::tasks::Background;
 
 /// The setting whose folder holds the generated development key.
 const DATA_DIR: &str = "DATA_DIR";
@@ -38,64 +41,86 @@ enum KeyPair {
     Ec(EcdsaKeyPair),
 }
 
-/// One RSA signature to make: the signing input and where to send the signature.
-type RsaJob = (Vec<u8>, tokio::sync::oneshot::Sender<Option<Vec<u8>>>);
+/// What the RSA signing threads are sent.
+enum RsaJob {
+    /// Sign this input and send the signature (`None` if signing failed) back.
+    Sign(Vec<u8>, tokio::sync::oneshot::Sender<Option<Vec<u8>>>),
+    /// Shutdown has begun: the thread that takes this ends.
+    Quit,
+}
 
 /// Threads that make RSA signatures (about 0.25 ms each for RSA-2048), one per core, so the
 /// async workers never block on them and no worker hands its core over per signature (as
-/// `block_in_place` would).
+/// `block_in_place` would). They belong to the service's [`Background`]: at shutdown one more
+/// thread of it sends each a [`RsaJob::Quit`] (behind the signatures already queued), so
+/// `Background::shutdown` joins them.
 struct RsaPool {
     /// One queue for all threads: a signature goes to whichever thread is free first, so a
     /// thread that the scheduler set aside does not hold up the jobs queued behind it.
-    jobs: std::sync::mpsc::Sender<RsaJob>,
+    jobs: mpsc::Sender<RsaJob>,
 }
 
 impl RsaPool {
-    fn start(pair: &Arc<RsaKeyPair>) -> std::io::Result<Self> {
+    /// Starts the threads under `background`; `None` when the OS gives none.
+    fn start(pair: &Arc<RsaKeyPair>, background: &Background) -> Option<Self> {
         let threads = std::thread::available_parallelism().map_or(2, usize::from);
-        let (jobs, queue) = std::sync::mpsc::channel::<RsaJob>();
-        let queue = Arc::new(std::sync::Mutex::new(queue));
+        let (jobs, queue) = mpsc::channel::<RsaJob>();
+        // The stopper first: a signing thread that nothing tells to end would hold up shutdown.
+        let quit = jobs.clone();
+        background
+            .spawn_thread("rsa-signer-stop", move |stop| {
+                while !stop.sleep(Duration::from_secs(3600)) {}
+                for _ in 0..threads {
+                    let _ = quit.send(RsaJob::Quit);
+                }
+            })
+            .ok()?;
+        let queue = Arc::new(Mutex::new(queue));
+        let mut started = 0;
         for i in 0..threads {
             let (queue, pair) = (queue.clone(), pair.clone());
-            std::thread::Builder::new()
-                .name(format!("rsa-signer-{i}"))
-                .spawn(move || {
-                    let rng = SystemRandom::new();
-                    loop {
-                        // The thread holding the lock waits for the next job; the others wait
-                        // for the lock.
-                        let job = queue
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner)
-                            .recv();
-                        let Ok((message, reply)) = job else { return };
-                        // A panic fails this one signature, never the thread: the pool must
-                        // outlive anything a single job does.
-                        let signed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                            let mut sig = vec![0; pair.public_modulus_len()];
-                            pair.sign(&RSA_PKCS1_SHA256, &rng, &message, &mut sig)
-                                .ok()
-                                .map(|()| sig)
-                        }))
-                        .ok()
-                        .flatten();
-                        let _ = reply.send(signed);
-                    }
-                })?;
+            let spawned = background.spawn_thread(&format!("rsa-signer-{i}"), move |_stop| {
+                sign_jobs(&queue, &pair);
+            });
+            started += usize::from(spawned.is_ok());
         }
-        Ok(Self { jobs })
+        (started > 0).then_some(Self { jobs })
     }
 
     async fn sign(&self, message: Vec<u8>) -> Result<Vec<u8>, Failure> {
         let (reply, signature) = tokio::sync::oneshot::channel();
         self.jobs
-            .send((message, reply))
+            .send(RsaJob::Sign(message, reply))
             .map_err(|_| signing_failed("the RSA signing threads stopped"))?;
         signature
             .await
             .ok()
             .flatten()
             .ok_or_else(|| signing_failed("RSA signing failed"))
+    }
+}
+
+/// The loop of one RSA signing thread: signs what the queue holds until it takes a
+/// [`RsaJob::Quit`] (or every sender is gone).
+fn sign_jobs(queue: &Mutex<mpsc::Receiver<RsaJob>>, pair: &RsaKeyPair) {
+    let rng = SystemRandom::new();
+    loop {
+        // The thread holding the lock waits for the next job; the others wait for the lock.
+        let job = queue.lock().unwrap_or_else(PoisonError::into_inner).recv();
+        let Ok(RsaJob::Sign(message, reply)) = job else {
+            return;
+        };
+        // A panic fails this one signature, never the thread: the pool must outlive anything
+        // a single job does.
+        let signed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut sig = vec![0; pair.public_modulus_len()];
+            pair.sign(&RSA_PKCS1_SHA256, &rng, &message, &mut sig)
+                .ok()
+                .map(|()| sig)
+        }))
+        .ok()
+        .flatten();
+        let _ = reply.send(signed);
     }
 }
 
@@ -209,7 +234,7 @@ impl LocalSigner {
         }
         let generated = |problem: &str| StartupError::setting(DATA_DIR, problem);
         let pem = generate_rsa_pem().map_err(generated)?;
-        write_atomic(&path, pem.as_bytes(), DATA_DIR).map_err(StartupError::other)?;
+        write_atomic(&path, pem.as_bytes(), DATA_DIR)?;
         let signer = Self::parse(pem.as_bytes())
             .map_err(|problem| generated(&format!("the generated key: {problem}")))?;
         Ok((signer, path, true))
@@ -218,17 +243,21 @@ impl LocalSigner {
     fn from_keys(keys: Vec<SigningKey>) -> Option<Self> {
         let jwks: Vec<Value> = keys.iter().map(public_jwk).collect::<Vec<_>>();
         let signing = keys.into_iter().next()?;
-        // Without threads, RSA signatures are made inline (slower under load, still correct).
-        let rsa = match &signing.pair {
-            KeyPair::Rsa(pair) => RsaPool::start(pair).ok(),
-            KeyPair::Ec(_) => None,
-        };
         Some(Self {
             signing,
             publication: Publication::Jwks(json!({ "keys": jwks })),
             rng: SystemRandom::new(),
-            rsa,
+            rsa: None,
         })
+    }
+
+    /// Starts the threads that make RSA signatures, one per core, under `background`, so
+    /// shutdown ends them; an EC key needs none. Until then, or when the OS gives no thread,
+    /// RSA signatures are made inline (slower under load, still correct).
+    pub fn start(&mut self, background: &Background) {
+        if let (KeyPair::Rsa(pair), None) = (&self.signing.pair, &self.rsa) {
+            self.rsa = RsaPool::start(pair, background);
+        }
     }
 }
 
@@ -418,9 +447,12 @@ fn generate_rsa_pem() -> Result<String, &'static str> {
 /// `path`, fsync the folder. Creates the folder (mode 0700) when missing. A temporary file left
 /// by an interrupted earlier write (`.NAME.tmp-*`, older than a minute, so never a concurrent
 /// writer's) is removed. `setting` names the setting in errors. The one way Token Service
-/// writes files: the generated signing key and the development PKI. The error is a complete
-/// line naming `setting` (a plain message: `pki` prints it as it is).
-pub(crate) fn write_atomic(path: &Path, contents: &[u8], setting: &str) -> Result<(), String> {
+/// writes files: the generated signing key and the development PKI.
+pub(crate) fn write_atomic(
+    path: &Path,
+    contents: &[u8],
+    setting: &'static str,
+) -> Result<(), WriteError> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -429,8 +461,11 @@ pub(crate) fn write_atomic(path: &Path, contents: &[u8], setting: &str) -> Resul
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let fail = |what: &str, target: &Path, e: std::io::Error| {
-        format!("{setting}: cannot {what} '{}': {e}", target.display())
+    let fail = |step: WriteStep, target: &Path, source: std::io::Error| WriteError {
+        setting,
+        step,
+        path: target.to_path_buf(),
+        source,
     };
     let mut builder = fs::DirBuilder::new();
     builder.recursive(true);
@@ -438,7 +473,7 @@ pub(crate) fn write_atomic(path: &Path, contents: &[u8], setting: &str) -> Resul
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
     builder
         .create(dir)
-        .map_err(|e| fail("create the folder", dir, e))?;
+        .map_err(|e| fail(WriteStep::CreateFolder, dir, e))?;
     let prefix = format!(".{name}.tmp-");
     remove_stale_temporaries(dir, &prefix);
     // Only needs to differ between writers of one process: random bytes, no clock.
@@ -459,14 +494,47 @@ pub(crate) fn write_atomic(path: &Path, contents: &[u8], setting: &str) -> Resul
         .and_then(|()| fs::rename(&temporary, path));
     if let Err(e) = written {
         let _ = fs::remove_file(&temporary);
-        return Err(fail("write", path, e));
+        return Err(fail(WriteStep::Write, path, e));
     }
     // The rename is durable only once the folder's entry is on disk.
     #[cfg(unix)]
     fs::File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(|e| fail("sync the folder", dir, e))?;
+        .map_err(|e| fail(WriteStep::SyncFolder, dir, e))?;
     Ok(())
+}
+
+/// A file [`write_atomic`] could not write: which step failed on which path, and the setting
+/// (or part, e.g. `development PKI`) the file belongs to. Shown as `SETTING: cannot STEP
+/// 'PATH': ERROR`.
+#[derive(Debug, thiserror::Error)]
+#[error("{setting}: cannot {step} '{}': {source}", path.display())]
+pub struct WriteError {
+    setting: &'static str,
+    step: WriteStep,
+    path: PathBuf,
+    source: std::io::Error,
+}
+
+/// The step of [`write_atomic`] that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum WriteStep {
+    #[error("create the folder")]
+    CreateFolder,
+    #[error("write")]
+    Write,
+    #[error("sync the folder")]
+    SyncFolder,
+}
+
+impl From<WriteError> for StartupError {
+    /// The setting at fault, and `cannot STEP 'PATH': ERROR` as the problem.
+    fn from(e: WriteError) -> Self {
+        StartupError::setting(
+            e.setting,
+            format!("cannot {} '{}': {}", e.step, e.path.display(), e.source),
+        )
+    }
 }
 
 /// Removes `prefix*` files older than a minute: temporary files of writes that never finished.

@@ -22,6 +22,40 @@ pub struct Normalised {
     pub key: [u8; 32],
 }
 
+/// Why a client's chain is refused before path building: a client-facing sentence.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChainError {
+    /// An empty chain.
+    #[error("No client certificate was presented")]
+    NoCertificate,
+    /// More than [`MAX_INTERMEDIATES`] after the leaf (how many were sent).
+    #[error(
+        "The client sent {0} CA certificates after its own; at most {MAX_INTERMEDIATES} are accepted: send only the intermediates between the client certificate and a CA in TLS_CLIENT_CA_FILE"
+    )]
+    TooManyIntermediates(usize),
+    /// The leaf is not a certificate.
+    #[error("The client certificate cannot be parsed")]
+    UnparseableLeaf,
+    /// A certificate after the leaf is not one.
+    #[error("A CA certificate the client sent after its own cannot be parsed")]
+    UnparseableIntermediate,
+    /// A CA on the issuer path that may not sign certificates: its subject and why.
+    #[error("The client certificate's chain holds the CA certificate '{subject}', which {why}")]
+    MayNotSign {
+        /// The CA's subject.
+        subject: String,
+        /// From [`may_sign_certificates`].
+        why: &'static str,
+    },
+}
+
+impl From<ChainError> for crate::error::Failure {
+    /// 403 `unauthorized_client` with the sentence.
+    fn from(e: ChainError) -> Self {
+        Self::unauthorized(e.to_string())
+    }
+}
+
 /// Whether a parsed certificate's keyUsage extension, if present, allows signing certificates.
 /// `Err` with the reason when it is present without keyCertSign or cannot be parsed.
 pub(crate) fn may_sign_certificates(cert: &X509Certificate<'_>) -> Result<(), &'static str> {
@@ -37,16 +71,13 @@ pub(crate) fn may_sign_certificates(cert: &X509Certificate<'_>) -> Result<(), &'
 
 /// Reduces `chain` (DER, leaf first) as described in the module documentation. The leaf itself
 /// is not checked here (it is parsed for its issuer name only when CA certificates follow);
-/// `Err` is a client-facing sentence.
-pub fn normalise(chain: &[Vec<u8>]) -> Result<Normalised, String> {
+/// `Err` is a client-facing sentence ([`ChainError`]).
+pub fn normalise(chain: &[Vec<u8>]) -> Result<Normalised, ChainError> {
     let Some((leaf_der, rest)) = chain.split_first() else {
-        return Err("No client certificate was presented".into());
+        return Err(ChainError::NoCertificate);
     };
     if rest.len() > MAX_INTERMEDIATES {
-        return Err(format!(
-            "The client sent {} CA certificates after its own; at most {MAX_INTERMEDIATES} are accepted: send only the intermediates between the client certificate and a CA in TLS_CLIENT_CA_FILE",
-            rest.len()
-        ));
+        return Err(ChainError::TooManyIntermediates(rest.len()));
     }
     if rest.is_empty() {
         // The common case costs no parsing: the leaf is parsed for its facts anyway.
@@ -54,17 +85,14 @@ pub fn normalise(chain: &[Vec<u8>]) -> Result<Normalised, String> {
         let key = key(&chain);
         return Ok(Normalised { chain, key });
     }
-    let (_, leaf) = X509Certificate::from_der(leaf_der)
-        .map_err(|_| "The client certificate cannot be parsed".to_owned())?;
+    let (_, leaf) = X509Certificate::from_der(leaf_der).map_err(|_| ChainError::UnparseableLeaf)?;
     let mut candidates: Vec<(&Vec<u8>, X509Certificate<'_>)> = Vec::with_capacity(rest.len());
     for der in rest {
         if der == leaf_der || candidates.iter().any(|(d, _)| *d == der) {
             continue;
         }
         let Ok((_, cert)) = X509Certificate::from_der(der) else {
-            return Err(
-                "A CA certificate the client sent after its own cannot be parsed".to_owned(),
-            );
+            return Err(ChainError::UnparseableIntermediate);
         };
         if cert.subject().as_raw() == cert.issuer().as_raw() {
             continue;
@@ -96,11 +124,9 @@ pub fn normalise(chain: &[Vec<u8>]) -> Result<Normalised, String> {
         }
     }
     for (_, cert) in &kept {
-        may_sign_certificates(cert).map_err(|why| {
-            format!(
-                "The client certificate's chain holds the CA certificate '{}', which {why}",
-                cert.subject()
-            )
+        may_sign_certificates(cert).map_err(|why| ChainError::MayNotSign {
+            subject: cert.subject().to_string(),
+            why,
         })?;
     }
     let mut intermediates: Vec<Vec<u8>> = kept.into_iter().map(|(der, _)| der.clone()).collect();
@@ -212,13 +238,13 @@ mod tests {
     #[test]
     fn more_than_four_intermediates_are_refused_before_parsing() {
         let chain = vec![b"leaf".to_vec(); 1 + MAX_INTERMEDIATES + 1];
-        let refused = normalise(&chain).unwrap_err();
+        let refused = normalise(&chain).unwrap_err().to_string();
         assert!(
             refused.starts_with("The client sent 5 CA certificates after its own; at most 4"),
             "{refused}"
         );
         assert_eq!(
-            normalise(&[]).unwrap_err(),
+            normalise(&[]).unwrap_err().to_string(),
             "No client certificate was presented"
         );
     }
@@ -231,7 +257,9 @@ mod tests {
             Some(&root_issuer),
             vec![KeyUsagePurpose::DigitalSignature],
         );
-        let refused = normalise(&[leaf(&bad_issuer), bad]).unwrap_err();
+        let refused = normalise(&[leaf(&bad_issuer), bad])
+            .unwrap_err()
+            .to_string();
         assert!(
             refused.contains("'CN=No CertSign'") && refused.contains("without keyCertSign"),
             "{refused}"

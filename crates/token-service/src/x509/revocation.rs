@@ -9,7 +9,7 @@
 //! clients send) cannot be checked at load and is verified against that intermediate's key when
 //! a chain uses it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use rustls::server::ClientCertVerifierBuilder;
@@ -217,28 +217,115 @@ pub fn revoked_bundle_cas(bundle: &[CertificateDer<'_>], loaded: &LoadedCrls) ->
     }
 }
 
-const SETTING: &str = "TLS_CLIENT_CRL_FILE";
+/// `TLS_CLIENT_CRL_FILE`, the setting every [`CrlError`] is about.
+pub const SETTING: &str = "TLS_CLIENT_CRL_FILE";
+
+/// Why the CRL file is refused; the text follows `TLS_CLIENT_CRL_FILE: ` (see
+/// [`crate::x509::TrustError`]).
+#[derive(Debug, thiserror::Error)]
+pub enum CrlError {
+    /// The file cannot be read.
+    #[error("cannot read '{}': {error}", .path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// Broken PEM.
+    #[error("'{}': {error}", .path.display())]
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        error: rustls_pki_types::pem::Error,
+    },
+    /// PEM without a CRL.
+    #[error("'{}' holds no CRL", .path.display())]
+    Empty {
+        /// The file.
+        path: PathBuf,
+    },
+    /// CRL `n` (from 1) is not a CRL.
+    #[error("'{}': CRL {n} cannot be parsed: {error}", .path.display())]
+    Unparseable {
+        /// The file.
+        path: PathBuf,
+        /// Which CRL, from 1.
+        n: usize,
+        /// The parser's reason.
+        error: x509_parser::nom::Err<x509_parser::error::X509Error>,
+    },
+    /// Two CRLs of one CA outside the bundle.
+    #[error(
+        "'{}': CRLs {first} and {n} are both issued by '{issuer}', which is not in TLS_CLIENT_CA_FILE, so their signatures cannot be checked at load; keep one CRL per CA, or add that CA to TLS_CLIENT_CA_FILE",
+        .path.display()
+    )]
+    TwoUnchecked {
+        /// The file.
+        path: PathBuf,
+        /// The first of the two, from 1.
+        first: usize,
+        /// The second.
+        n: usize,
+        /// Their issuer.
+        issuer: String,
+    },
+    /// A CRL whose signature the bundle CA it names does not verify.
+    #[error(
+        "'{}': CRL {n} claims to be issued by '{issuer}', but its signature does not verify with the key of that CA in TLS_CLIENT_CA_FILE (forged, damaged or signed by another key); the file is refused",
+        .path.display()
+    )]
+    BadSignature {
+        /// The file.
+        path: PathBuf,
+        /// Which CRL, from 1.
+        n: usize,
+        /// The issuer it names.
+        issuer: String,
+    },
+    /// A CRL signed by a CA whose keyUsage lacks cRLSign.
+    #[error(
+        "'{}': CRL {n} is signed by '{issuer}', whose keyUsage extension lacks cRLSign, so it may not sign CRLs (RFC 5280 4.2.1.3); the file is refused",
+        .path.display()
+    )]
+    NoCrlSign {
+        /// The file.
+        path: PathBuf,
+        /// Which CRL, from 1.
+        n: usize,
+        /// Its signer.
+        issuer: String,
+    },
+}
 
 /// The CRLs of the file: PEM (any number) or one DER CRL; at least one.
-fn read_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| format!("{SETTING}: cannot read '{}': {e}", path.display()))?;
+fn read_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, CrlError> {
+    let bytes = std::fs::read(path).map_err(|error| CrlError::Read {
+        path: path.to_owned(),
+        error,
+    })?;
     let crls: Vec<CertificateRevocationListDer<'static>> =
         if bytes.trim_ascii_start().starts_with(b"-----") {
             CertificateRevocationListDer::pem_slice_iter(&bytes)
                 .collect::<Result<_, _>>()
-                .map_err(|e| format!("{SETTING}: '{}': {e}", path.display()))?
+                .map_err(|error| CrlError::Pem {
+                    path: path.to_owned(),
+                    error,
+                })?
         } else {
             vec![CertificateRevocationListDer::from(bytes)]
         };
     if crls.is_empty() {
-        return Err(format!("{SETTING}: '{}' holds no CRL", path.display()));
+        return Err(CrlError::Empty {
+            path: path.to_owned(),
+        });
     }
     Ok(crls)
 }
 
 /// Reads the CRL file (PEM or DER) and checks each CRL against the CAs of the bundle.
-pub fn load(path: &Path, bundle: &[CertificateDer<'_>]) -> Result<LoadedCrls, String> {
+pub fn load(path: &Path, bundle: &[CertificateDer<'_>]) -> Result<LoadedCrls, CrlError> {
     let crls = read_crls(path)?;
     let cas: Vec<(usize, X509Certificate<'_>)> = bundle
         .iter()
@@ -251,12 +338,12 @@ pub fn load(path: &Path, bundle: &[CertificateDer<'_>]) -> Result<LoadedCrls, St
     let mut unchecked: Vec<(Vec<u8>, usize)> = Vec::new();
     for (i, der) in crls.iter().enumerate() {
         let n = i + 1;
-        let (_, crl) = CertificateRevocationList::from_der(der).map_err(|e| {
-            format!(
-                "{SETTING}: '{}': CRL {n} cannot be parsed: {e}",
-                path.display()
-            )
-        })?;
+        let (_, crl) =
+            CertificateRevocationList::from_der(der).map_err(|error| CrlError::Unparseable {
+                path: path.to_owned(),
+                n,
+                error,
+            })?;
         let issuer = crl.issuer().to_string();
         let issuers: Vec<&(usize, X509Certificate<'_>)> = cas
             .iter()
@@ -269,10 +356,12 @@ pub fn load(path: &Path, bundle: &[CertificateDer<'_>]) -> Result<LoadedCrls, St
                 .iter()
                 .find(|(raw, _)| raw == crl.issuer().as_raw())
             {
-                return Err(format!(
-                    "{SETTING}: '{}': CRLs {first} and {n} are both issued by '{issuer}', which is not in TLS_CLIENT_CA_FILE, so their signatures cannot be checked at load; keep one CRL per CA, or add that CA to TLS_CLIENT_CA_FILE",
-                    path.display()
-                ));
+                return Err(CrlError::TwoUnchecked {
+                    path: path.to_owned(),
+                    first: *first,
+                    n,
+                    issuer,
+                });
             }
             unchecked.push((crl.issuer().as_raw().to_vec(), n));
             warnings.push(format!(
@@ -286,18 +375,20 @@ pub fn load(path: &Path, bundle: &[CertificateDer<'_>]) -> Result<LoadedCrls, St
                 .find(|(_, ca)| crl.verify_signature(ca.public_key()).is_ok())
                 .map(|(i, ca)| (*i, ca))
             else {
-                return Err(format!(
-                    "{SETTING}: '{}': CRL {n} claims to be issued by '{issuer}', but its signature does not verify with the key of that CA in TLS_CLIENT_CA_FILE (forged, damaged or signed by another key); the file is refused",
-                    path.display()
-                ));
+                return Err(CrlError::BadSignature {
+                    path: path.to_owned(),
+                    n,
+                    issuer,
+                });
             };
             if let Ok(Some(ku)) = signer.key_usage()
                 && !ku.value.crl_sign()
             {
-                return Err(format!(
-                    "{SETTING}: '{}': CRL {n} is signed by '{issuer}', whose keyUsage extension lacks cRLSign, so it may not sign CRLs (RFC 5280 4.2.1.3); the file is refused",
-                    path.display()
-                ));
+                return Err(CrlError::NoCrlSign {
+                    path: path.to_owned(),
+                    n,
+                    issuer,
+                });
             }
             signers.push(Some(index));
         }

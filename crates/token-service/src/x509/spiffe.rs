@@ -45,17 +45,65 @@ pub fn is_spiffe(uri: &str) -> bool {
         .is_some_and(|s| s.eq_ignore_ascii_case("spiffe:"))
 }
 
-/// Validates a SPIFFE ID; the error is a phrase saying what is wrong ("the trust domain must
-/// be lowercase"), to follow "is not a valid SPIFFE ID: ".
-pub fn parse(uri: &str) -> Result<SpiffeId<'_>, String> {
+/// Why a URI is not a valid SPIFFE ID: a phrase ("the trust domain must be lowercase"), to
+/// follow "is not a valid SPIFFE ID: ".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpiffeError {
+    /// Longer than [`MAX_BYTES`].
+    #[error("it is {0} bytes long, more than the {MAX_BYTES} allowed")]
+    TooLong(usize),
+    /// A control character anywhere.
+    #[error("it contains the control character {0:?}")]
+    ControlCharacter(char),
+    /// `SPIFFE://` and the like.
+    #[error("the scheme must be written in lowercase ('spiffe://')")]
+    SchemeCase,
+    /// Not `spiffe://` at all.
+    #[error("it must start with 'spiffe://' followed by the trust domain")]
+    NoPrefix,
+    /// A query, fragment or percent-encoding (what it is, named).
+    #[error("it must not contain {0}")]
+    Forbidden(&'static str),
+    /// `spiffe://` then nothing, or `/`.
+    #[error("the trust domain is empty")]
+    EmptyTrustDomain,
+    /// `user@`.
+    #[error("the trust domain must not carry userinfo ('@')")]
+    Userinfo,
+    /// `:port`.
+    #[error("the trust domain must not carry a port (':')")]
+    Port,
+    /// An uppercase letter in the trust domain.
+    #[error("the trust domain must be lowercase")]
+    TrustDomainCase,
+    /// Another character in the trust domain.
+    #[error(
+        "the trust domain contains {0:?}; only lowercase letters, digits, '.', '-' and '_' are allowed"
+    )]
+    TrustDomainCharacter(char),
+    /// A trailing `/`.
+    #[error("the path must not end with '/'")]
+    TrailingSlash,
+    /// `//`.
+    #[error("the path has an empty segment ('//')")]
+    EmptySegment,
+    /// `.` or `..`.
+    #[error("the path has a '{0}' segment")]
+    DotSegment(&'static str),
+    /// Another character in a path segment.
+    #[error(
+        "the path contains {0:?}; only letters, digits, '.', '-' and '_' are allowed in a segment"
+    )]
+    PathCharacter(char),
+}
+
+/// Validates a SPIFFE ID; the error says what is wrong ([`SpiffeError`]).
+pub fn parse(uri: &str) -> Result<SpiffeId<'_>, SpiffeError> {
     if uri.len() > MAX_BYTES {
-        return Err(format!(
-            "it is {} bytes long, more than the {MAX_BYTES} allowed",
-            uri.len()
-        ));
+        return Err(SpiffeError::TooLong(uri.len()));
     }
     if let Some(c) = uri.chars().find(|c| c.is_control()) {
-        return Err(format!("it contains the control character {c:?}"));
+        return Err(SpiffeError::ControlCharacter(c));
     }
     if !uri.starts_with(PREFIX) {
         return Err(
@@ -63,9 +111,9 @@ pub fn parse(uri: &str) -> Result<SpiffeId<'_>, String> {
                 .get(..PREFIX.len())
                 .is_some_and(|s| s.eq_ignore_ascii_case(PREFIX))
             {
-                "the scheme must be written in lowercase ('spiffe://')".to_owned()
+                SpiffeError::SchemeCase
             } else {
-                "it must start with 'spiffe://' followed by the trust domain".to_owned()
+                SpiffeError::NoPrefix
             },
         );
     }
@@ -76,7 +124,7 @@ pub fn parse(uri: &str) -> Result<SpiffeId<'_>, String> {
         ('%', "percent-encoding ('%')"),
     ] {
         if rest.contains(c) {
-            return Err(format!("it must not contain {what}"));
+            return Err(SpiffeError::Forbidden(what));
         }
     }
     let (trust_domain, path) = match rest.find('/') {
@@ -94,53 +142,46 @@ pub fn parse(uri: &str) -> Result<SpiffeId<'_>, String> {
 
 /// The trust domain's rules (non-empty, no userinfo or port, lowercase letters, digits, `.`,
 /// `-`, `_`); the error is a phrase, as for [`parse`].
-fn check_trust_domain(trust_domain: &str) -> Result<(), String> {
+fn check_trust_domain(trust_domain: &str) -> Result<(), SpiffeError> {
     if trust_domain.is_empty() {
-        return Err("the trust domain is empty".to_owned());
+        return Err(SpiffeError::EmptyTrustDomain);
     }
     if trust_domain.contains('@') {
-        return Err("the trust domain must not carry userinfo ('@')".to_owned());
+        return Err(SpiffeError::Userinfo);
     }
     if trust_domain.contains(':') {
-        return Err("the trust domain must not carry a port (':')".to_owned());
+        return Err(SpiffeError::Port);
     }
     if trust_domain.bytes().any(|b| b.is_ascii_uppercase()) {
-        return Err("the trust domain must be lowercase".to_owned());
+        return Err(SpiffeError::TrustDomainCase);
     }
     if let Some(c) = trust_domain
         .chars()
         .find(|c| !matches!(c, 'a'..='z' | '0'..='9' | '.' | '-' | '_'))
     {
-        return Err(format!(
-            "the trust domain contains {c:?}; only lowercase letters, digits, '.', '-' and '_' are allowed"
-        ));
+        return Err(SpiffeError::TrustDomainCharacter(c));
     }
     Ok(())
 }
 
 /// The path's rules (no empty, `.` or `..` segment, no trailing `/`, letters, digits, `.`,
 /// `-`, `_` in a segment); the error is a phrase, as for [`parse`].
-fn check_path(path: &str) -> Result<(), String> {
+fn check_path(path: &str) -> Result<(), SpiffeError> {
     if !path.is_empty() {
         let segments: Vec<&str> = path[1..].split('/').collect();
         for (i, segment) in segments.iter().enumerate() {
             match *segment {
-                "" if i + 1 == segments.len() => {
-                    return Err("the path must not end with '/'".to_owned());
-                }
-                "" => return Err("the path has an empty segment ('//')".to_owned()),
-                "." | ".." => {
-                    return Err(format!("the path has a '{segment}' segment"));
-                }
+                "" if i + 1 == segments.len() => return Err(SpiffeError::TrailingSlash),
+                "" => return Err(SpiffeError::EmptySegment),
+                "." => return Err(SpiffeError::DotSegment(".")),
+                ".." => return Err(SpiffeError::DotSegment("..")),
                 _ => {}
             }
             if let Some(c) = segment
                 .chars()
                 .find(|c| !matches!(c, 'a'..='z' | 'A'..='Z' | '0'..='9' | '.' | '-' | '_'))
             {
-                return Err(format!(
-                    "the path contains {c:?}; only letters, digits, '.', '-' and '_' are allowed in a segment"
-                ));
+                return Err(SpiffeError::PathCharacter(c));
             }
         }
     }
@@ -181,7 +222,12 @@ mod tests {
         let longest = format!("spiffe://example.org/{}", "a".repeat(MAX_BYTES - 21));
         assert_eq!(longest.len(), MAX_BYTES);
         assert!(parse(&longest).is_ok());
-        assert!(parse(&format!("{longest}a")).unwrap_err().contains("2048"));
+        assert!(
+            parse(&format!("{longest}a"))
+                .unwrap_err()
+                .to_string()
+                .contains("2048")
+        );
     }
 
     #[test]
@@ -211,12 +257,38 @@ mod tests {
             ("spiffe://example.org/a+b", "path contains '+'"),
             ("spiffe://ex*.org/a", "trust domain contains '*'"),
         ] {
-            let e = parse(id).unwrap_err();
+            let e = parse(id).unwrap_err().to_string();
             assert!(e.contains(why), "{id:?}: {e}");
             assert!(is_spiffe(id) || !id.starts_with("spiffe"), "{id:?}");
         }
         assert!(is_spiffe("SPIFFE://x") && is_spiffe("spiffe:x") && !is_spiffe("https://x"));
         assert!(!is_spiffe("spiff"));
+    }
+
+    /// The phrases are contracts (they follow "is not a valid SPIFFE ID: " in refusals).
+    #[test]
+    fn refusals_read_as_phrases() {
+        for (id, phrase) in [
+            (
+                "spiffe://ex*.org",
+                "the trust domain contains '*'; only lowercase letters, digits, '.', '-' and '_' are allowed",
+            ),
+            (
+                "spiffe://example.org/a+b",
+                "the path contains '+'; only letters, digits, '.', '-' and '_' are allowed in a segment",
+            ),
+            ("spiffe://example.org/a/..", "the path has a '..' segment"),
+            (
+                "spiffe://example.org/a#f",
+                "it must not contain a fragment ('#')",
+            ),
+            (
+                "https://example.org",
+                "it must start with 'spiffe://' followed by the trust domain",
+            ),
+        ] {
+            assert_eq!(parse(id).unwrap_err().to_string(), phrase, "{id:?}");
+        }
     }
 
     #[test]

@@ -2,20 +2,20 @@
 //! or a proxy forwarded it): normalise the chain, verify it against the trust material in
 //! force, derive the client, and remember the verdict so a client on a keep-alive connection
 //! (or a proxy forwarding the same certificate) is not re-verified on every request.
-//! Verification runs on the blocking pool, bounded process-wide, so the async workers keep
-//! answering whatever chains arrive. Uses `model`, `clock`, `error` and the rest of `x509`;
+//! Verification runs on the blocking pool, bounded per trust material (so per application), so
+//! the async workers keep answering whatever chains arrive. Uses `model`, `clock`, `error` and the rest of `x509`;
 //! knows nothing of flows or HTTP, and logs nothing: a refusal carries the certificate's facts
 //! as labels of its `Failure`, for the request's one log line.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rustls_pki_types::UnixTime;
 
 use rustls::CertificateError;
 
-use super::{ClientIdAttribute, RevocationPolicy, Trust, TrustMaterial, facts, normalise};
+use super::{ClientIdAttribute, Refusal, RevocationPolicy, Trust, TrustMaterial, facts, normalise};
 use crate::clock::{Clock, monotonic};
 use crate::error::Failure;
 use crate::model::{AuthenticatedClient, CertificateFacts};
@@ -31,11 +31,11 @@ pub(crate) fn authenticate_chain(
     let leaf = chain
         .first()
         .ok_or_else(|| Failure::unauthorized("No client certificate was presented"))?;
-    let mut facts = facts(leaf).map_err(Failure::unauthorized)?;
+    let mut facts = facts(leaf)?;
     let now =
         UnixTime::since_unix_epoch(Duration::from_secs(u64::try_from(clock.now()).unwrap_or(0)));
-    if let Err(reason) = material.verify(chain, now) {
-        return Err(rejected(&facts, reason));
+    if let Err(refusal) = material.verify(chain, now) {
+        return Err(rejected(&facts, refusal.into()));
     }
     (facts.issuer_ca_sha256, facts.issuer_ca_sha256_twin) = material.issuer_fingerprint(chain);
     let Some(client_id) = attribute.client_id(&facts) else {
@@ -49,16 +49,16 @@ pub(crate) fn authenticate_chain(
             "The client certificate has {what}, which MTLS_CLIENT_ID_ATTRIBUTE={} requires",
             attribute.name()
         );
-        return Err(rejected(&facts, reason));
+        return Err(rejected(&facts, Failure::unauthorized(reason)));
     };
     Ok(AuthenticatedClient::new(client_id, facts))
 }
 
-/// A refused certificate: 403 with the reason, and the facts operators need to find the
-/// certificate (`cert/subject`, `cert/serial`, ...) as labels of the request's log line.
-fn rejected(facts: &CertificateFacts, reason: String) -> Failure {
+/// A refused certificate: the refusal, with the facts operators need to find the certificate
+/// (`cert/subject`, `cert/serial`, ...) as labels of the request's log line.
+fn rejected(facts: &CertificateFacts, refusal: Failure) -> Failure {
     let text = |v: &Option<String>| v.clone().unwrap_or_default();
-    Failure::unauthorized(reason)
+    refusal
         .with_label("event", "client_certificate_rejected")
         .with_label("cert/subject", text(&facts.subject_dn))
         .with_label("cert/issuer", text(&facts.issuer_dn))
@@ -72,15 +72,15 @@ fn rejected(facts: &CertificateFacts, reason: String) -> Failure {
 }
 
 /// A refusal of `chain` with its leaf's facts when the leaf parses.
-fn refused_chain(chain: &[Vec<u8>], reason: String) -> Failure {
+fn refused_chain(chain: &[Vec<u8>], refusal: Failure) -> Failure {
     match chain.first().map(|leaf| facts(leaf)) {
-        Some(Ok(facts)) => rejected(&facts, reason),
-        _ => Failure::unauthorized(reason),
+        Some(Ok(facts)) => rejected(&facts, refusal),
+        _ => refusal,
     }
 }
 
 /// A precise, client-facing reason for a rejected certificate.
-pub(super) fn describe(e: &rustls::Error, policy: RevocationPolicy) -> String {
+pub(super) fn describe(e: &rustls::Error, policy: RevocationPolicy) -> Refusal {
     let what = match e {
         rustls::Error::InvalidCertificate(c) => match c {
             CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
@@ -121,7 +121,7 @@ pub(super) fn describe(e: &rustls::Error, policy: RevocationPolicy) -> String {
         }
         other => format!("was rejected: {other}"),
     };
-    format!("The client certificate {what}")
+    Refusal::Rejected(what)
 }
 
 /// A map bounded to `max` entries that forgets the oldest insertion when full (never everything
@@ -185,7 +185,8 @@ impl<V> Bounded<V> {
 /// full; only chains that verify enter the first, so no client can evict another's entry there
 /// without certificates of its own.
 ///
-/// Verification runs on the blocking pool, at most [`verifications`] at a time, so the async
+/// Verification runs on the blocking pool, at most [`concurrency`] at a time per [`Trust`] (whose
+/// permits they are, so two applications in one process do not share them), so the async
 /// workers keep answering `/healthz`, discovery and cached clients whatever chains arrive.
 pub struct VerifiedChains {
     /// Keyed by the leaf's hash, so one certificate holds one entry whatever chains it comes
@@ -196,7 +197,7 @@ pub struct VerifiedChains {
 }
 
 /// A refused chain: trust version, when, and the refusal (with the certificate's facts).
-type Refused = (u64, Instant, Failure);
+type Refused = (u64, crate::clock::Instant, Failure);
 
 /// An accepted chain: its normalised key, the trust version, until when the verdict holds
 /// ([`TrustMaterial::verdict_valid_until`]), and the client.
@@ -231,14 +232,11 @@ fn leaf_key(chain: &[Vec<u8>], chain_key: [u8; 32]) -> [u8; 32] {
     }
 }
 
-/// Chain verifications running at once, process-wide: half the CPUs, at least one.
-fn verifications() -> Arc<tokio::sync::Semaphore> {
-    static PERMITS: std::sync::LazyLock<Arc<tokio::sync::Semaphore>> =
-        std::sync::LazyLock::new(|| {
-            let cpus = std::thread::available_parallelism().map_or(2, usize::from);
-            Arc::new(tokio::sync::Semaphore::new((cpus / 2).max(1)))
-        });
-    PERMITS.clone()
+/// Chain verifications allowed at once per [`Trust`] (so per application): half the CPUs, at
+/// least one.
+pub(super) fn concurrency() -> usize {
+    let cpus = std::thread::available_parallelism().map_or(2, usize::from);
+    (cpus / 2).max(1)
 }
 
 impl VerifiedChains {
@@ -251,7 +249,7 @@ impl VerifiedChains {
         attribute: ClientIdAttribute,
         chain: &[Vec<u8>],
     ) -> Result<AuthenticatedClient, Failure> {
-        let normalised = normalise(chain).map_err(|reason| refused_chain(chain, reason))?;
+        let normalised = normalise(chain).map_err(|e| refused_chain(chain, e.into()))?;
         let key = normalised.key;
         let leaf_key = leaf_key(&normalised.chain, key);
         let material = trust.current();
@@ -264,9 +262,14 @@ impl VerifiedChains {
         let version = material.version;
         // The permit moves into the task: it is held until the work ends, even when the
         // request stops waiting for it (deadline).
-        let permit = verifications().acquire_owned().await.map_err(|_| {
-            Failure::unauthorized("The client certificate could not be verified now")
-        })?;
+        let permit = trust
+            .verifications()
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| {
+                Failure::unauthorized("The client certificate could not be verified now")
+            })?;
         let clock = *clock;
         let chain = normalised.chain;
         let outcome = tokio::task::spawn_blocking(move || {

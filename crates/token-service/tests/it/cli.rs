@@ -29,7 +29,7 @@ fn help_lists_every_setting() {
     let out = run(&["--help"], &[]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    for name in token_service::config::SETTINGS.iter().map(|s| s.name) {
+    for name in builtin_settings().iter().map(|s| s.name) {
         assert!(text.contains(name), "--help does not list {name}");
     }
     for command in ["serve", "demo", "check-config", "--config"] {
@@ -209,8 +209,10 @@ fn config_file_holds_settings_and_the_environment_wins() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readme_quick_start_demo_and_its_curl_line_get_a_verifiable_token() {
-    let (server, port) =
-        Server::spawn_at_unused_port(&["demo"], |port| vec![("PORT".into(), port.to_string())]);
+    // On `PORT=0`, which the harness sets: `demo` names the port it bound in its issuer and its
+    // curl line, and logs it.
+    let server = Server::spawn(&["demo"], Vec::new(), tempfile::tempdir().unwrap());
+    let port = server.port;
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
     assert!(
@@ -348,6 +350,48 @@ fn check_config_loads_the_files_as_serve_would_without_writing_any() {
         !std::path::Path::new(data).exists(),
         "check-config wrote into DATA_DIR"
     );
+}
+
+/// Startup problems of independent parts are printed together, one line each: fixing the
+/// first one does not reveal the next only on the following run.
+#[test]
+fn check_config_and_serve_print_the_problems_of_every_part_at_once() {
+    for command in ["check-config", "serve"] {
+        every_problem_on_its_own_line(command);
+    }
+}
+
+fn every_problem_on_its_own_line(command: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let out = run(
+        &[command],
+        &[
+            ("TOKEN_AUDIENCE", "x"),
+            ("AUTH_FLOWS", "mtls-client-credentials"),
+            ("TLS_CLIENT_CA_FILE", &path("ca.pem")),
+            ("TLS_CERT_FILE", &path("tls.pem")),
+            ("TLS_KEY_FILE", &path("tls.key")),
+            ("SIGNING_KEY_FILE", &path("signing.pem")),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let errors: Vec<String> = stderr_lines(&out)
+        .into_iter()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
+    let expected = [
+        ("TLS_CLIENT_CA_FILE", "ca.pem"),
+        ("TLS_CERT_FILE", "tls.pem"),
+        ("SIGNING_KEY_FILE", "signing.pem"),
+    ];
+    assert_eq!(errors.len(), expected.len(), "{command}: {errors:?}");
+    for (line, (setting, file)) in errors.iter().zip(expected) {
+        assert!(
+            line.starts_with(&format!("error: {setting}: ")) && line.contains(file),
+            "{errors:?}"
+        );
+    }
 }
 
 /// The lines of stderr.

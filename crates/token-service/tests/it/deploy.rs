@@ -15,11 +15,10 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::{BIN, Server, ec_key_pem, lb_headers};
+use common::{BIN, Server, builtin_settings, ec_key_pem, lb_headers};
 use gcp_emulator::{Config as EmulatorConfig, Emulator};
 use serde::Deserialize as _;
 use serde_yaml_ng::Value;
-use token_service::config::SETTINGS;
 
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 const KUBERNETES: &str = "deploy/kubernetes.yaml";
@@ -207,12 +206,13 @@ fn assert_probe(container: &Value, kind: &str, path: &str) {
 /// when the service terminates TLS.
 fn check_container(pod: &Value, container: &Value) {
     let env = env(container);
-    let known: BTreeSet<&str> = SETTINGS.iter().map(|s| s.name).collect();
+    let settings = builtin_settings();
+    let known: BTreeSet<&str> = settings.iter().map(|s| s.name).collect();
     let mut seen = BTreeSet::new();
     for (name, value) in &env {
         assert!(
             known.contains(name.as_str()),
-            "{name} is not a setting of token_service::config::SETTINGS"
+            "{name} is not a setting of token_service::config::table"
         );
         assert!(seen.insert(name.clone()), "{name} is set twice");
         if is_path_setting(name) {
@@ -402,7 +402,8 @@ fn dockerfile_builds_a_static_binary_into_a_minimal_non_root_image() {
         ["/usr/local/bin/token-service"]
     );
     assert_eq!(exec_form(last.one("CMD")), ["serve"]);
-    let known: BTreeSet<&str> = SETTINGS.iter().map(|s| s.name).collect();
+    let settings = builtin_settings();
+    let known: BTreeSet<&str> = settings.iter().map(|s| s.name).collect();
     let env = last.one("ENV");
     for pair in env.split_whitespace() {
         let (name, _) = pair.split_once('=').expect("ENV NAME=VALUE");

@@ -1127,35 +1127,59 @@ struct ProxyProcess {
 }
 
 impl ProxyProcess {
+    /// Starts `name` with `socket`, a listener bound to port 0, as its standard input (HAProxy's
+    /// `bind fd@0`; nginx's inherited sockets, `NGINX=0;`) and waits until it answers there.
     fn spawn(
         name: &'static str,
         args: &[&str],
+        env: &[(&str, &str)],
         logs: Vec<std::path::PathBuf>,
-        port: u16,
+        socket: std::net::TcpListener,
     ) -> ProxyProcess {
+        use std::io::{ErrorKind, Read as _, Write as _};
+        let address = socket.local_addr().unwrap();
+        // The proxy's workers accept from an event loop: a blocking socket could stall one.
+        socket.set_nonblocking(true).unwrap();
         let out = std::fs::File::create(&logs[0]).unwrap();
         let mut process = ProxyProcess {
             name,
             child: std::process::Command::new(proxy_binary(name))
                 .args(args)
-                .stdin(std::process::Stdio::null())
+                .envs(env.iter().copied())
+                .stdin(std::os::fd::OwnedFd::from(socket))
                 .stdout(out.try_clone().unwrap())
                 .stderr(out)
                 .spawn()
                 .unwrap(),
             logs,
         };
+        // The socket listens from the start, so a connection is queued at once; the proxy is
+        // ready when it answers one (a plain-text request on its TLS port: an error, or a close).
+        let mut probe = std::net::TcpStream::connect(address).unwrap();
+        probe.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+        probe
+            .set_read_timeout(Some(std::time::Duration::from_millis(50)))
+            .unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        loop {
+            match probe.read(&mut [0; 512]) {
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                // Bytes, the end, or a reset: the proxy took the connection, or it exited and
+                // the socket closed (then nothing listens there any more).
+                _ => break,
+            }
             if let Some(status) = process.child.try_wait().unwrap() {
                 panic!("{name} exited ({status}):\n{}", process.log());
             }
             assert!(
                 std::time::Instant::now() < deadline,
-                "{name} does not listen on {port}:\n{}",
+                "{name} does not answer on {address}:\n{}",
                 process.log()
             );
-            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        if std::net::TcpStream::connect(address).is_err() {
+            let status = process.child.wait().unwrap();
+            panic!("{name} exited ({status}):\n{}", process.log());
         }
         process
     }
@@ -1242,8 +1266,9 @@ impl RecipeRun {
         std::fs::write(path("client-ca.pem"), ca_pem).unwrap();
         std::fs::write(path("server.pem"), &pki.server.chain_pem).unwrap();
         std::fs::write(path("server.key"), &pki.server.key_pem).unwrap();
-        // nginx and HAProxy can neither take a socket nor report the port they bound.
-        let proxy_port = common::unused_port();
+        // The proxy's socket, handed over bound: the issuer's port is known before it starts.
+        let proxy_socket = common::listener();
+        let proxy_port = common::port_of(&proxy_socket);
         let issuer = format!("https://127.0.0.1:{proxy_port}");
 
         // Token Service: the README's command line, its variables as the environment.
@@ -1303,6 +1328,7 @@ impl RecipeRun {
                 site = substitute(
                     &site,
                     "listen 443 ssl;",
+                    // The inherited socket's address, which nginx matches it by.
                     &format!("listen 127.0.0.1:{proxy_port} ssl;"),
                 );
                 site = substitute(
@@ -1344,8 +1370,10 @@ impl RecipeRun {
                         "-g",
                         "daemon off;",
                     ],
+                    // The sockets nginx inherits (its binary-upgrade mechanism): fd 0.
+                    &[("NGINX", "0;")],
                     vec![dir.join("nginx.out"), dir.join("nginx.log")],
-                    proxy_port,
+                    proxy_socket,
                 )
             }
             Recipe::Haproxy => {
@@ -1355,11 +1383,7 @@ impl RecipeRun {
                 )
                 .unwrap();
                 let mut sections = readme_block(&readme, "haproxy", "ssl_c_chain_der");
-                sections = substitute(
-                    &sections,
-                    "bind :443 ",
-                    &format!("bind 127.0.0.1:{proxy_port} "),
-                );
+                sections = substitute(&sections, "bind :443 ", "bind fd@0 ");
                 sections = substitute(
                     &sections,
                     "/etc/haproxy/token-service.pem",
@@ -1380,8 +1404,9 @@ impl RecipeRun {
                 ProxyProcess::spawn(
                     "haproxy",
                     &["-f", &path("haproxy.cfg"), "-db"],
+                    &[],
                     vec![dir.join("haproxy.out")],
-                    proxy_port,
+                    proxy_socket,
                 )
             }
         };

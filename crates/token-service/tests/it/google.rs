@@ -153,10 +153,9 @@ async fn scope_yields_an_sts_token_and_service_account_an_impersonated_one() {
             .unwrap(),
         TARGET_SA
     );
-    assert!(
-        json["expires_in"].as_i64().unwrap() > 250 && json["expires_in"].as_i64().unwrap() <= 300,
-        "{json}"
-    );
+    // ACCESS_TOKEN_LIFETIME's default (an hour, as Google's), not the ID token's 5 minutes.
+    let expires_in = json["expires_in"].as_i64().unwrap();
+    assert!(expires_in > 3500 && expires_in <= 3600, "{json}");
     assert_eq!(s.emulator.calls("iam.generateAccessToken"), 1);
 
     let logs = s.server.logs();
@@ -474,6 +473,42 @@ async fn concurrent_identical_requests_share_one_exchange() {
     }
     assert_eq!(tokens.len(), 1);
     assert_eq!(s.emulator.calls("sts.token"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_never_hands_out_a_token_with_less_than_five_minutes_left() {
+    // A 300-second token has no time to spare: each request gets a fresh one.
+    let s = setup(&[("ACCESS_TOKEN_LIFETIME", "300")], |_| {}).await;
+    for _ in 0..2 {
+        let (status, json, _) =
+            body(token(&s.server, &form(Some(SCOPE), Some(TARGET_SA)), &[]).await).await;
+        assert_eq!(status, 200, "{json}");
+        assert!(json["expires_in"].as_i64().unwrap() > 250, "{json}");
+    }
+    assert_eq!(s.emulator.calls("iam.generateAccessToken"), 2);
+    // A 900-second token is reused for half its life; a hit still has over 5 minutes left.
+    let s = setup(&[("ACCESS_TOKEN_LIFETIME", "900")], |_| {}).await;
+    for _ in 0..2 {
+        let (status, json, _) =
+            body(token(&s.server, &form(Some(SCOPE), Some(TARGET_SA)), &[]).await).await;
+        assert_eq!(status, 200, "{json}");
+        assert!(json["expires_in"].as_i64().unwrap() >= 300, "{json}");
+    }
+    assert_eq!(s.emulator.calls("iam.generateAccessToken"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_token_lifetime_is_checked_at_startup() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_token-service"))
+        .arg("check-config")
+        .env("TOKEN_AUDIENCE", "https://example.org")
+        .env("ACCESS_TOKEN_LIFETIME", "120")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("ACCESS_TOKEN_LIFETIME"), "{stderr}");
+    assert!(stderr.contains("300"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

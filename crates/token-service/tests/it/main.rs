@@ -6,6 +6,7 @@
     clippy::panic,
     clippy::too_many_lines,
     clippy::disallowed_methods,
+    clippy::disallowed_types,
     reason = "a test fails by panicking, with the value it did not expect; it may list its steps \
               at length, and it drives processes: it reads their environment and waits on the clock"
 )]

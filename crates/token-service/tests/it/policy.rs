@@ -2,7 +2,8 @@
 //! `/token` endpoint by the load-balancer header flow, by direct mutual TLS with certificates of
 //! the TLS suite's test PKI, and against the Google API emulator for service accounts and
 //! scopes. Every kind of decision is checked on the response, on the verified token and on the
-//! `policy_decision` log line; so are hot reloads and startup with a broken file.
+//! request's one log line (its `policy_decision`, `policy_rule` and `policy_matched` labels);
+//! so are hot reloads and startup with a broken file.
 
 use crate::support as common;
 use crate::support::tls as tls_support;
@@ -21,8 +22,8 @@ use gcp_emulator::Emulator;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Value, json};
 use tls_support::{
-    GRANT, Leaf, Pki, TlsService, assert_refused, events, https_client, id_token, post_token,
-    sha256_b64, write_atomic,
+    GRANT, Leaf, Pki, TlsService, assert_refused, events, https_client, id_token, log_lines,
+    post_token, sha256_b64, write_atomic,
 };
 
 /// What a client refused by the policy is told, whatever the reason.
@@ -138,7 +139,8 @@ fn assert_access_denied(status: u16, body: &Value, description: &str) {
     assert_eq!(body["error_description"], description, "{body}");
 }
 
-/// Checks the newest decision's labels: decision, rule, client ID, flow; returns them all.
+/// Checks the policy's decision on the newest token-request line that shows one: decision,
+/// rule, client ID, flow; returns all its labels.
 fn assert_decision(
     server: &Server,
     decision: &str,
@@ -146,21 +148,41 @@ fn assert_decision(
     client_id: &str,
     flow: &str,
 ) -> Value {
-    wait_for_line(
-        server,
-        "policy_decision",
-        &[
-            ("decision", decision),
-            ("rule", rule),
-            ("client_id", client_id),
-            ("flow", flow),
-        ],
-    )
+    let want = [
+        ("policy_decision", decision),
+        ("policy_rule", rule),
+        ("client_id", client_id),
+        ("flow", flow),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let newest = decided(server).pop();
+        if let Some(line) = &newest
+            && want.iter().all(|(k, v)| line[*k] == *v)
+        {
+            return line.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the newest line with a policy decision is {newest:?}, expected {want:?}; logs:\n{}",
+            server.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
-/// The matched facts of a decision line, one phrase each.
+/// The labels of the log lines that show a policy decision.
+fn decided(server: &Server) -> Vec<Value> {
+    log_lines(server)
+        .into_iter()
+        .map(|l| l["logging.googleapis.com/labels"].clone())
+        .filter(|labels| labels["policy_decision"].is_string())
+        .collect()
+}
+
+/// The matched facts of a decision, one phrase each.
 fn matched(line: &Value) -> Vec<String> {
-    line["matched"]
+    line["policy_matched"]
         .as_str()
         .unwrap()
         .split("; ")
@@ -463,7 +485,7 @@ async fn no_matching_rule_denies_and_logs_no_rule_matched() {
         assert_denied(status, &body, &["no rule", "matched"]);
         let line = assert_decision(&p.server, "deny", "(no rule matched)", spiffe, XLB);
         assert_eq!(line["reason"], "no rule of the policy matches this client");
-        assert_eq!(line["matched"], "");
+        assert_eq!(line["policy_matched"], "");
     }
 
     // A policy without rules is valid and admits nobody.
@@ -471,6 +493,31 @@ async fn no_matching_rule_denies_and_logs_no_rule_matched() {
     let (status, body) = empty.token(&[]).await;
     assert_denied(status, &body, &[]);
     assert_decision(&empty.server, "deny", "(no rule matched)", SPIFFE, XLB);
+}
+
+/// A policed token request writes one log line, the request's, which says how the policy
+/// decided: no separate policy line, for an allow and for a deny.
+#[tokio::test]
+async fn a_policed_token_request_writes_exactly_one_log_line() {
+    let p = Policed::start(DENY_POLICY, &[], &[]);
+    // Whatever the service logs while it starts is written before its first answer.
+    let (status, body) = p.token_as("spiffe://example.org/ns/dev/sa/warm-up").await;
+    assert_eq!(status, 403, "{body}");
+    wait_for_line(&p.server, "authentication_failed", &[]);
+    let legacy = "spiffe://example.org/ns/legacy/old-gateway";
+    for (client_id, want, event, decision, rule) in [
+        (SPIFFE, 200, "token_issued", "allow", "prod"),
+        (legacy, 403, "authentication_failed", "deny", "legacy"),
+    ] {
+        let before = log_lines(&p.server).len();
+        let (status, body) = p.token_as(client_id).await;
+        assert_eq!(status, want, "{body}");
+        let line = assert_decision(&p.server, decision, rule, client_id, XLB);
+        assert_eq!(line["event"], event, "{line}");
+        // A line written beside the request's would come before it, so it is in by now.
+        let new = log_lines(&p.server).split_off(before);
+        assert_eq!(new.len(), 1, "{decision}: {new:#?}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -577,7 +624,7 @@ decision = "allow"
     );
     let fingerprint = sha256_b64(&pki.no_dns.der);
     assert_eq!(
-        line["matched"],
+        line["policy_matched"],
         format!("sha256_fingerprint '{fingerprint}' is listed")
     );
     let reason = line["reason"].as_str().unwrap();
@@ -595,7 +642,7 @@ decision = "allow"
         pki.via_intermediate.spiffe(),
         MTLS,
     );
-    assert_eq!(line["matched"], "serial '00:80:02:ab' is listed");
+    assert_eq!(line["policy_matched"], "serial '00:80:02:ab' is listed");
     assert!(
         line["reason"]
             .as_str()
@@ -714,17 +761,10 @@ spiffe_path = "/ns/dev/**"
             "rule 'storage-readers': service account '{OTHER_SA}' matches none of 'storage-*@demo-project.iam.gserviceaccount.com'"
         )
     );
-    wait_for_line(
-        &server,
-        "authentication_failed",
-        &[
-            ("outcome", "access_denied"),
-            (
-                "reason",
-                &format!("This client may not obtain tokens for the service account '{OTHER_SA}'"),
-            ),
-        ],
-    );
+    // That is the request's one line: its outcome, and the reason the log keeps (more than
+    // the client is told).
+    assert_eq!(line["event"], "authentication_failed", "{line}");
+    assert_eq!(line["outcome"], "access_denied", "{line}");
 
     // One scope outside the globs among allowed ones.
     let (status, body) = send(request(
@@ -901,7 +941,10 @@ async fn conditions_hold_on_the_facts_each_flow_has_and_fail_closed_on_absent_on
         pki.no_dns.spiffe(),
         MTLS,
     );
-    assert_eq!(line["matched"], "subject.CN 'no-dns' matches 'no-dns'");
+    assert_eq!(
+        line["policy_matched"],
+        "subject.CN 'no-dns' matches 'no-dns'"
+    );
 
     // The load balancer's flow on the same listener (no client certificate in the handshake):
     // the subject and issuing-CA conditions fail for lack of facts, the SPIFFE ID one holds.
@@ -1013,7 +1056,7 @@ async fn policy_and_deny_lists_reload_and_a_broken_file_keeps_the_previous_polic
         XLB,
     );
     assert_eq!(
-        line["matched"],
+        line["policy_matched"],
         format!("sha256_fingerprint '{LB_HASH}' is listed")
     );
     let (status, body) = p.token(other).await;
@@ -1415,7 +1458,7 @@ async fn a_re_signed_certificate_stays_denied_over_mtls() {
         let presented = sha256_b64(&leaf.der);
         if rule.starts_with("deny_lists") {
             assert!(
-                line["matched"]
+                line["policy_matched"]
                     .as_str()
                     .unwrap()
                     .starts_with(&format!("sha256_fingerprint '{presented}' is listed")),
@@ -1427,7 +1470,7 @@ async fn a_re_signed_certificate_stays_denied_over_mtls() {
             // both encodings sent, the chain is reduced to a fixed order first, so which one
             // counts as presented is not the client's choice.)
             assert!(
-                line["matched"]
+                line["policy_matched"]
                     .as_str()
                     .unwrap()
                     .contains("other ECDSA signature encoding"),

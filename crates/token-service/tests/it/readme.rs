@@ -6,7 +6,7 @@
 use crate::support as common;
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -29,7 +29,7 @@ fn block(readme: &str, marker: &str) -> String {
 #[test]
 fn readme_settings_table_names_every_setting() {
     let readme = readme();
-    for setting in token_service::config::SETTINGS.iter() {
+    for setting in builtin_settings() {
         assert!(
             readme.contains(&format!("`{}`", setting.name)),
             "README does not document {}",
@@ -69,56 +69,50 @@ fn emulator_binary() -> PathBuf {
     path
 }
 
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// `script` as a shell runs it, the last program exec'd (so its process is the script's).
+fn shell(script: &str) -> Command {
+    let mut command = Command::new("bash");
+    command.arg("-c").arg(format!("exec env {script}"));
+    command
 }
 
-fn spawn(script: &str, dir: &std::path::Path) -> Killed {
-    Killed(
-        Command::new("bash")
-            .arg("-c")
-            .arg(format!("exec env {script}"))
-            .current_dir(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
+/// `from` replaced by `to` in `text`, which must contain it.
+fn substitute(text: &str, from: &str, to: &str) -> String {
+    assert!(text.contains(from), "{from:?} is not in:\n{text}");
+    text.replace(from, to)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readme_walkthrough_with_the_emulator_runs_as_written() {
     let readme = readme();
-    // The README's commands name fixed ports, each in the other's command line: both processes
-    // get ports that were free a moment ago (the harness's last resort).
-    let (emu_port, ts_port) = (unused_port(), unused_port());
-    let ports = |s: String| {
-        s.replace("9090", &emu_port.to_string())
-            .replace("8080", &ts_port.to_string())
-    };
-    let emulator = ports(block(&readme, "cargo run -p gcp-emulator")).replace(
+    // The README's commands name fixed ports, each in the other's command line. The emulator
+    // binds port 0 and logs its address; the service's issuer, whose discovery document the
+    // emulator reads, is a listener the test holds and forwards to the service, which binds
+    // port 0 and logs its address too.
+    let front = listener();
+    let issuer = format!("127.0.0.1:{}", port_of(&front));
+    let emulator = block(&readme, "cargo run -p gcp-emulator");
+    let emulator = substitute(&emulator, "--port 9090", "--port 0");
+    let emulator = substitute(&emulator, "127.0.0.1:8080", &issuer);
+    let emulator = substitute(
+        &emulator,
         "cargo run -p gcp-emulator --",
         emulator_binary().to_str().unwrap(),
     );
-    // The README's service listens on the default port; here on the one picked above.
-    let service = format!(
-        "PORT={ts_port} {}",
-        ports(block(&readme, "SIGNER=iam")).replace("cargo run --", BIN)
-    );
-    let curl = ports(block(&readme, "service_account=storage-reader"));
-    let dir = tempfile::tempdir().unwrap();
-    let _emulator = spawn(&emulator, dir.path());
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let _service = spawn(&service, dir.path());
-    let ready = format!("http://127.0.0.1:{ts_port}/readyz");
+    let emulator = Server::spawn_command(None, shell(&emulator), tempfile::tempdir().unwrap());
+    let emu = format!("127.0.0.1:{}", emulator.port);
+    // The README's service listens on the default port; here on one the kernel picks.
+    let service = block(&readme, "SIGNER=iam");
+    let service = substitute(&service, "127.0.0.1:9090", &emu);
+    let service = substitute(&service, "127.0.0.1:8080", &issuer);
+    let service = format!("PORT=0 {}", substitute(&service, "cargo run --", BIN));
+    let service = Server::spawn_command(Some(front), shell(&service), tempfile::tempdir().unwrap());
+    let curl = block(&readme, "service_account=storage-reader");
+    let curl = substitute(&curl, "127.0.0.1:8080", &issuer);
     let mut ok = false;
     for _ in 0..100 {
         if client()
-            .get(&ready)
+            .get(service.url("/readyz"))
             .send()
             .await
             .is_ok_and(|r| r.status() == 200)
@@ -130,7 +124,8 @@ async fn readme_walkthrough_with_the_emulator_runs_as_written() {
     }
     assert!(
         ok,
-        "Token Service from the README did not become ready:\n{service}"
+        "Token Service from the README did not become ready:\n{}",
+        service.logs()
     );
     let out = tokio::task::spawn_blocking(move || {
         Command::new("bash").arg("-c").arg(&curl).output().unwrap()
@@ -143,7 +138,7 @@ async fn readme_walkthrough_with_the_emulator_runs_as_written() {
     assert_eq!(body["token_type"], "Bearer", "{body}");
     assert!(body["access_token"].as_str().unwrap().len() > 10, "{body}");
     let calls: Value = client()
-        .get(format!("http://127.0.0.1:{emu_port}/emulator/calls"))
+        .get(emulator.url("/emulator/calls"))
         .send()
         .await
         .unwrap()
@@ -214,8 +209,10 @@ async fn readme_quick_start_token_verifies_with_pyjwt_as_written() {
         readme.contains("audience `token-service-demo`"),
         "the README names the demo's audience"
     );
-    let (server, port) =
-        Server::spawn_at_unused_port(&["demo"], |port| vec![("PORT".into(), port.to_string())]);
+    // On `PORT=0`, which the harness sets: `demo` names the port it bound in its issuer and its
+    // curl line, and logs it.
+    let server = Server::spawn(&["demo"], Vec::new(), tempfile::tempdir().unwrap());
+    let port = server.port;
     let python = python_with_pyjwt();
     let script = verify
         .replace("127.0.0.1:8443", &format!("127.0.0.1:{port}"))

@@ -8,6 +8,7 @@ use subtle::ConstantTimeEq;
 use crate::clock::Clock;
 use crate::config::reader::{Reader, Setting};
 use crate::config::source::Values;
+use crate::error::StartupError;
 
 /// Shorter load-balancer secrets get a warning: 16 random bytes cannot be guessed, and
 /// `openssl rand -base64 32` (the deployment's recipe) makes 44.
@@ -235,16 +236,37 @@ impl XlbSettings {
     }
 
     /// Checks that the client-ID header is one of the headers that identify a certificate.
-    /// The message is the whole contract: it becomes the `MTLS_HEADER_CLIENT_ID` startup error.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ClientIdHeaderError> {
         let allowed = [&self.spiffe, &self.dns_sans, &self.uri_sans, &self.sha256];
         if allowed.contains(&&self.client_id) {
             Ok(())
         } else {
-            Err(format!(
-                "MTLS_HEADER_CLIENT_ID: '{}' must name the SPIFFE ({}), DNS-SAN ({}), URI-SAN ({}) or SHA-256 ({}) header",
-                self.client_id, self.spiffe, self.dns_sans, self.uri_sans, self.sha256
-            ))
+            Err(ClientIdHeaderError {
+                client_id: self.client_id.clone(),
+                allowed: Box::new(allowed.map(Clone::clone)),
+            })
         }
+    }
+}
+
+/// `MTLS_HEADER_CLIENT_ID` names a header that does not identify a certificate (e.g. the
+/// serial number's); the four that do are named in the message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "'{client_id}' must name the SPIFFE ({}), DNS-SAN ({}), URI-SAN ({}) or SHA-256 ({}) header",
+    allowed[0], allowed[1], allowed[2], allowed[3]
+)]
+pub struct ClientIdHeaderError {
+    /// The configured client-ID header.
+    pub client_id: HeaderName,
+    /// The headers that would do: SPIFFE ID, DNS SANs, URI SANs, SHA-256 fingerprint (boxed:
+    /// an error is rare and a `Result` stays small).
+    pub allowed: Box<[HeaderName; 4]>,
+}
+
+impl From<ClientIdHeaderError> for StartupError {
+    /// `MTLS_HEADER_CLIENT_ID: '…' must name …`.
+    fn from(e: ClientIdHeaderError) -> Self {
+        StartupError::setting(CLIENT_ID.name, e.to_string())
     }
 }

@@ -306,6 +306,7 @@ impl Allowance {
             facts: client.facts.clone(),
             extra_claims,
             lifetime_seconds: self.lifetime,
+            decision: None,
         }))
     }
 }

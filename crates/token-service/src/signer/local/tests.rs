@@ -193,7 +193,15 @@ fn write_atomic_leaves_the_whole_file_or_none_and_no_temporary() {
     // temporary file behind, and names the file.
     let folder = dir.path().join("new").join("taken");
     std::fs::create_dir(&folder).unwrap();
-    let e = write_atomic(&folder, b"x", "X").unwrap_err();
+    let error = write_atomic(&folder, b"x", "X").unwrap_err();
+    let e = error.to_string();
+    let startup = StartupError::from(error);
+    assert_eq!(startup.setting.as_deref(), Some("X"));
+    assert_eq!(
+        startup.to_string(),
+        e,
+        "a startup error prints as the write error"
+    );
     assert!(
         e.starts_with("X: cannot write '") && e.contains("taken"),
         "{e}"
@@ -370,5 +378,45 @@ fn key_files_and_data_dir_of_another_user_are_refused() {
     assert!(
         e.contains("neither the user Token Service runs as (0) nor root"),
         "{e}"
+    );
+}
+
+/// The RSA signing threads belong to the service's `Background`: parsing a key starts none,
+/// `start` starts them there, and shutdown ends and joins them (before, they were detached
+/// and outlived the service). A signature asked for afterwards fails instead of waiting.
+#[tokio::test]
+async fn rsa_signing_threads_belong_to_the_background_and_end_at_shutdown() {
+    let deadline = || crate::clock::Deadline::after(std::time::Duration::from_secs(5));
+    let claims: Map<String, Value> = json!({ "sub": "device-1" }).as_object().unwrap().clone();
+    let background = Background::new();
+    let mut ec = LocalSigner::from_pem(ec_pem().as_bytes(), "test").unwrap();
+    ec.start(&background);
+    let mut rsa = LocalSigner::from_pem(rsa_pem().as_bytes(), "test").unwrap();
+    assert_eq!(
+        background.running(),
+        0,
+        "an EC key and parsing start no thread"
+    );
+    rsa.start(&background);
+    let threads = background.running();
+    assert!(threads >= 2, "signing threads and their stopper: {threads}");
+    assert_eq!(background.started(), threads);
+    assert!(rsa.rsa.is_some(), "signatures go to the threads");
+    let jwt = rsa.sign(&claims, deadline()).await.unwrap();
+    assert_eq!(jwt.split('.').count(), 3);
+    tokio::time::timeout(std::time::Duration::from_secs(5), background.shutdown())
+        .await
+        .expect("shutdown ends the signing threads");
+    assert_eq!(background.running(), 0, "a signing thread is still running");
+    let late = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        rsa.sign(&claims, deadline()),
+    )
+    .await
+    .expect("a signature after shutdown does not wait forever");
+    assert!(late.is_err());
+    assert!(
+        ec.sign(&claims, deadline()).await.is_ok(),
+        "EC signs inline"
     );
 }

@@ -51,7 +51,7 @@ fn signed(ca_alg: &'static SignatureAlgorithm) -> Signed {
 }
 
 impl Signed {
-    fn verify(&self, der: &[u8]) -> Result<(), String> {
+    fn verify(&self, der: &[u8]) -> Result<(), crate::x509::Refusal> {
         self.trust.verify(&[der.to_vec()], UnixTime::now())
     }
 }

@@ -56,6 +56,68 @@ fn lengths(chains: &VerifiedChains) -> (usize, usize) {
     )
 }
 
+fn trust_of(root: &TestCa, dir: &std::path::Path) -> Arc<Trust> {
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, &root.pem).unwrap();
+    Arc::new(
+        Trust::load(
+            TrustSettings {
+                ca_file,
+                crl_file: None,
+                reload_interval: Duration::from_secs(5),
+                revocation: Default::default(),
+            },
+            Arc::new(crate::metrics::Metrics::new()),
+        )
+        .unwrap(),
+    )
+}
+
+/// Issue 11, no ambient state: the verification permits belong to each trust material (so to
+/// each application), so one application using all of its own leaves another's untouched.
+#[tokio::test]
+async fn two_trust_instances_have_independent_verification_permits() {
+    let root = ca("Root", None);
+    let dir = tempfile::tempdir().unwrap();
+    let (busy, idle) = (trust_of(&root, dir.path()), trust_of(&root, dir.path()));
+    let all = u32::try_from(concurrency()).unwrap();
+    assert_eq!(busy.verifications().available_permits(), concurrency());
+    let _held = busy
+        .verifications()
+        .clone()
+        .try_acquire_many_owned(all)
+        .unwrap();
+    assert_eq!(busy.verifications().available_permits(), 0);
+    assert_eq!(idle.verifications().available_permits(), concurrency());
+    let client = tokio::time::timeout(
+        Duration::from_secs(10),
+        VerifiedChains::default().authenticate(
+            &idle,
+            &Clock::system(),
+            ClientIdAttribute::Spiffe,
+            &[leaf("idle", &root)],
+        ),
+    )
+    .await
+    .expect("the idle application verifies while the other holds all of its permits")
+    .unwrap();
+    assert_eq!(client.client_id, "spiffe://example.org/idle");
+    let waiting = tokio::time::timeout(
+        Duration::from_millis(200),
+        VerifiedChains::default().authenticate(
+            &busy,
+            &Clock::system(),
+            ClientIdAttribute::Spiffe,
+            &[leaf("busy", &root)],
+        ),
+    )
+    .await;
+    assert!(
+        waiting.is_err(),
+        "the busy application waits for its own permits"
+    );
+}
+
 /// Finding 8 (issue 10): padding or reordering a chain with unrelated certificates finds the
 /// same verdict, so it neither adds entries nor evicts another client's.
 #[tokio::test]

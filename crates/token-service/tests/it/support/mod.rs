@@ -58,22 +58,21 @@ struct Process {
     _front: Option<Forwarder>,
 }
 
+/// Every setting of the service with the built-in flows, in help order: what `--help` and
+/// `check-config` list.
+pub fn builtin_settings() -> Vec<token_service::config::Setting> {
+    token_service::config::table(&token_service::flows::FlowRegistry::builtin())
+}
+
 /// A loopback listener on a port the kernel picks; handed to the service (or to the forwarder
-/// in front of a process), never dropped and bound again.
+/// in front of a process, or to a proxy as its socket), never dropped and bound again. A
+/// process that binds its own port starts on port 0 and logs the address ([`Server::spawn`]).
 pub fn listener() -> std::net::TcpListener {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap()
 }
 
 pub fn port_of(listener: &std::net::TcpListener) -> u16 {
     listener.local_addr().unwrap().port()
-}
-
-/// LAST RESORT: a port that was free a moment ago, for processes that can neither take a
-/// socket nor report the port they bound (nginx, HAProxy, the README's commands with their
-/// fixed ports, `demo`). Everything else gets a listener bound to port 0 ([`listener`]) or
-/// starts with `PORT=0` and reports its address.
-pub fn unused_port() -> u16 {
-    port_of(&listener())
 }
 
 /// An address where nothing listens: port 1 (tcpmux) is never served on loopback here, so a
@@ -193,25 +192,6 @@ impl Server {
             .unwrap_or_else(|logs| panic!("service did not start:\n{logs}"))
     }
 
-    /// LAST RESORT, for `demo`, which prints its port (in its curl line and issuer) from the
-    /// setting, so it cannot be started with `PORT=0`: runs it on [`unused_port`], and on a
-    /// new one when another process took that port in between (at most three tries).
-    pub fn spawn_at_unused_port(
-        args: &[&str],
-        env: impl Fn(u16) -> Vec<(String, String)>,
-    ) -> (Server, u16) {
-        let mut failures = String::new();
-        for _ in 0..3 {
-            let port = unused_port();
-            let dir = tempfile::tempdir().unwrap();
-            match Self::try_spawn_on(None, args, env(port), dir) {
-                Ok(server) => return (server, port),
-                Err(logs) => failures.push_str(&logs),
-            }
-        }
-        panic!("service did not start:\n{failures}")
-    }
-
     fn try_spawn_on(
         front: Option<std::net::TcpListener>,
         args: &[&str],
@@ -221,10 +201,30 @@ impl Server {
         if !env.iter().any(|(k, _)| k == "PORT") {
             env.push(("PORT".into(), "0".into()));
         }
-        let mut child = Command::new(BIN)
-            .args(args)
-            .env_clear()
-            .envs(env)
+        let mut command = Command::new(BIN);
+        command.args(args).env_clear().envs(env);
+        Self::try_start(front, command, dir)
+    }
+
+    /// Runs `command` (the service's binary as a shell line runs it, or another server that
+    /// logs `listening on URL` once bound, such as the emulator) in `dir`, and reads its
+    /// address from that line. `front`, if any, forwards to it and is [`Server::base`].
+    pub fn spawn_command(
+        front: Option<std::net::TcpListener>,
+        command: Command,
+        dir: tempfile::TempDir,
+    ) -> Server {
+        let shown = format!("{command:?}");
+        Self::try_start(front, command, dir)
+            .unwrap_or_else(|logs| panic!("{shown} did not start:\n{logs}"))
+    }
+
+    fn try_start(
+        front: Option<std::net::TcpListener>,
+        mut command: Command,
+        dir: tempfile::TempDir,
+    ) -> Result<Server, String> {
+        let mut child = command
             .current_dir(dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
