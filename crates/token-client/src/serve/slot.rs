@@ -240,9 +240,15 @@ impl Slot {
         let floor = self.floor();
         if left <= floor.saturating_add(30) {
             return Err(plain(format!(
-                "the broker's {} expires in {left} s, but token-client serve hands out only {}s with more than {floor} s left (Google's libraries refresh earlier); raise the broker's token lifetime (TOKEN_VALIDITY, in minutes)",
+                "the broker's {} expires in {left} s, but token-client serve hands out only {}s with more than {floor} s left (Google's libraries refresh earlier); raise the broker's {}",
                 self.short_what(),
                 self.short_what(),
+                match self.kind {
+                    Kind::IdToken =>
+                        "ID-token lifetime (TOKEN_VALIDITY, in minutes, or the policy's token_lifetime)",
+                    Kind::AccessToken =>
+                        "impersonated-token lifetime (ACCESS_TOKEN_LIFETIME, in seconds; an hour by default)",
+                },
             )));
         }
         Ok(Current {

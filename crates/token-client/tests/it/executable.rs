@@ -148,7 +148,7 @@ async fn the_output_file_is_written_0600_and_reused_without_a_request() {
     assert_eq!(mode & 0o777, 0o600);
     let cached: Value = serde_json::from_slice(&std::fs::read(&cache).unwrap()).unwrap();
     assert_eq!(cached, body);
-    let issued = f.broker.issued();
+    let issued = f.issued();
     assert_eq!(issued, 1, "{}", f.broker.logs());
 
     // No request: the broker is not even reachable for the second run.
@@ -157,7 +157,7 @@ async fn the_output_file_is_written_0600_and_reused_without_a_request() {
     offline.push(("TOKEN_CLIENT_BROKER".into(), "https://127.0.0.1:1".into()));
     let second = run_client(&["executable"], &offline).await;
     assert_eq!(response(&second), body);
-    assert_eq!(f.broker.issued(), issued);
+    assert_eq!(f.issued(), issued);
 
     // An expired entry (or a cached failure) is replaced.
     for stale in [
@@ -171,5 +171,5 @@ async fn the_output_file_is_written_0600_and_reused_without_a_request() {
         let cached: Value = serde_json::from_slice(&std::fs::read(&cache).unwrap()).unwrap();
         assert_eq!(cached, fresh);
     }
-    assert_eq!(f.broker.issued(), issued + 2);
+    assert_eq!(f.issued(), issued + 2);
 }

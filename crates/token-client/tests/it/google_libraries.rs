@@ -3,9 +3,7 @@
 //! token at STS (the emulator) and impersonate a service account; a broker refusal reaches
 //! the application with its code and message; a valid output file is reused.
 //!
-//! Needs `.ci/run`'s installs: `.venv` (google-auth) at the repository root or
-//! TOKEN_CLIENT_TEST_PYTHON; `crates/token-client/tests/node/node_modules`
-//! (google-auth-library 9) or TOKEN_CLIENT_TEST_NODE_MODULES, and `node` on PATH.
+//! Needs `.ci/run`'s installs (see [`crate::support::libraries`]) and `node` on PATH.
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
@@ -13,6 +11,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
+use crate::support::libraries;
 use crate::support::*;
 
 #[derive(Clone, Copy, Debug)]
@@ -24,47 +23,10 @@ enum Library {
 impl Library {
     fn command(self) -> Command {
         match self {
-            Library::Python => {
-                let python = env_setting("TOKEN_CLIENT_TEST_PYTHON")
-                    .or_else(|| env_setting("TOKEN_SERVICE_TEST_PYTHON"))
-                    .map_or_else(|| repo().join(".venv/bin/python"), PathBuf::from);
-                assert!(
-                    python.exists(),
-                    "no Python with google-auth at {}: run .ci/run (it creates .venv) or set TOKEN_CLIENT_TEST_PYTHON",
-                    python.display()
-                );
-                let mut command = Command::new(python);
-                command.arg(here().join("support/google_auth.py"));
-                command
-            }
-            Library::Node => {
-                let modules = env_setting("TOKEN_CLIENT_TEST_NODE_MODULES")
-                    .map_or_else(|| node_dir().join("node_modules"), PathBuf::from);
-                assert!(
-                    modules.join("google-auth-library").exists(),
-                    "no google-auth-library in {}: run .ci/run (npm ci in crates/token-client/tests/node) or set TOKEN_CLIENT_TEST_NODE_MODULES",
-                    modules.display()
-                );
-                let mut command = Command::new("node");
-                command
-                    .arg(node_dir().join("google_auth.js"))
-                    .env("NODE_PATH", modules);
-                command
-            }
+            Library::Python => libraries::google_auth_py(),
+            Library::Node => libraries::google_auth_js(),
         }
     }
-}
-
-fn repo() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-}
-
-fn here() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it"))
-}
-
-fn node_dir() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node"))
 }
 
 /// Writes an executable-source configuration with the broker settings `env`, the emulator's
@@ -110,9 +72,9 @@ async fn executable_config(
 /// project besides).
 async fn run_library(library: Library, config: &Path) -> (bool, Value) {
     let mut command = library.command();
+    // NODE_PATH (set by the command) survives; nothing else of the test's environment does.
+    libraries::clear_env_keeping_own(&mut command);
     command
-        .env_clear()
-        .env("PATH", env_setting("PATH").unwrap_or_default())
         .env("GOOGLE_APPLICATION_CREDENTIALS", config)
         .env("GOOGLE_EXTERNAL_ACCOUNT_ALLOW_EXECUTABLES", "1")
         .env("NO_PROXY", "127.0.0.1,localhost")
@@ -145,14 +107,10 @@ async fn executable_source_end_to_end(library: Library) {
     let cache = f.path("impersonated-cache.json");
     let mode = std::fs::metadata(&cache).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
-    let issued = f.broker.issued();
+    let issued = f.issued();
     let (ok, body) = run_library(library, &config).await;
     assert!(ok, "{library:?}: {body}");
-    assert_eq!(
-        f.broker.issued(),
-        issued,
-        "the cached ID token was not reused"
-    );
+    assert_eq!(f.issued(), issued, "the cached ID token was not reused");
 
     let direct = executable_config(&f, "direct", &env, false).await;
     let (ok, body) = run_library(library, &direct).await;

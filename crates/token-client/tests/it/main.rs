@@ -9,7 +9,6 @@
               and reads their environment"
 )]
 
-mod serve_support;
 mod support;
 
 mod executable;

@@ -6,7 +6,6 @@
 use base64::Engine as _;
 use serde_json::Value;
 
-use crate::serve_support::*;
 use crate::support::*;
 
 const V1: &str = "/computeMetadata/v1";
@@ -26,7 +25,7 @@ pub fn broker_audience() -> String {
 }
 
 /// `serve` for the metadata server as [`TARGET_SA`], with `extra` arguments.
-pub fn serve_metadata(f: &ServeFixture, extra: &[&str]) -> Process {
+pub fn serve_metadata(f: &Fixture, extra: &[&str]) -> Process {
     let mut args = vec!["--service-account", TARGET_SA];
     args.extend_from_slice(extra);
     start_serve(&f.client_env(), &args)
@@ -148,7 +147,7 @@ async fn check_tokens(base: &str) -> (String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_metadata_server_answers_as_gce_does() {
-    let f = ServeFixture::start(15).await;
+    let f = Fixture::start().await;
     let file = f.path("token.jwt");
     let extra = [
         "--numeric-project-id",
@@ -185,7 +184,7 @@ async fn the_metadata_server_answers_as_gce_does() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_concurrent_clients_cause_one_broker_request() {
-    let f = ServeFixture::start(15).await;
+    let f = Fixture::start().await;
     let serve = serve_metadata(&f, &[]);
     let ready = || async {
         let body = get(&serve.url, "/status", &[]).await.json();
@@ -257,13 +256,21 @@ async fn serve_refuses_what_it_cannot_do_safely() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn short_lived_access_tokens_are_refused_with_the_fix() {
-    // The broker's default: impersonated tokens of TOKEN_VALIDITY = 5 minutes.
-    let f = ServeFixture::start(5).await;
+    // The broker's shortest impersonated tokens: 5 minutes, which serve cannot hand out.
+    let f = Fixture::with(Lifetimes {
+        access_token_lifetime_seconds: Some(300),
+        ..Lifetimes::default()
+    })
+    .await;
     let serve = serve_metadata(&f, &[]);
     let token = format!("{V1}/instance/service-accounts/default/token");
     let answer = get(&serve.url, &token, &[FLAVOR]).await;
     assert_eq!(answer.status, 503, "{answer:?}");
-    assert!(answer.body.contains("TOKEN_VALIDITY"), "{}", answer.body);
+    assert!(
+        answer.body.contains("ACCESS_TOKEN_LIFETIME"),
+        "{}",
+        answer.body
+    );
     assert!(!answer.body.contains("access_token"));
 }
 

@@ -4,65 +4,15 @@
 //! the file source and the URL source (configurations written by `token-client
 //! google-config`), which exchange the ID token at the emulated STS themselves.
 //!
-//! Needs what `.ci/run` installs (see google_libraries.rs): `.venv` with google-auth or
-//! TOKEN_CLIENT_TEST_PYTHON, `crates/token-client/tests/node/node_modules` or
-//! TOKEN_CLIENT_TEST_NODE_MODULES, and `node` on PATH.
+//! Needs what `.ci/run` installs (see [`crate::support::libraries`]) and `node` on PATH.
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use serde_json::Value;
 
 use crate::serve::{broker_audience, claims, serve_metadata};
-use crate::serve_support::*;
+use crate::support::libraries;
 use crate::support::*;
-
-fn python() -> Command {
-    let python = env_setting("TOKEN_CLIENT_TEST_PYTHON")
-        .or_else(|| env_setting("TOKEN_SERVICE_TEST_PYTHON"))
-        .map_or_else(
-            || {
-                PathBuf::from(concat!(
-                    env!("CARGO_MANIFEST_DIR"),
-                    "/../../.venv/bin/python"
-                ))
-            },
-            PathBuf::from,
-        );
-    assert!(
-        python.exists(),
-        "no Python with google-auth at {}: run .ci/run or set TOKEN_CLIENT_TEST_PYTHON",
-        python.display()
-    );
-    Command::new(python)
-}
-
-fn node() -> Command {
-    let node_dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node"));
-    let modules = env_setting("TOKEN_CLIENT_TEST_NODE_MODULES")
-        .map_or_else(|| node_dir.join("node_modules"), PathBuf::from);
-    assert!(
-        modules.join("google-auth-library").exists(),
-        "no google-auth-library in {}: run .ci/run or set TOKEN_CLIENT_TEST_NODE_MODULES",
-        modules.display()
-    );
-    let mut command = Command::new("node");
-    command
-        .arg(node_dir.join("google_auth.js"))
-        .env("NODE_PATH", modules);
-    command
-}
-
-const GOOGLE_AUTH_PY: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/it/support/google_auth.py"
-);
-
-fn google_auth_py() -> Command {
-    let mut command = python();
-    command.arg(GOOGLE_AUTH_PY);
-    command
-}
 
 /// Prints the ID token that google.oauth2.id_token.fetch_id_token gets for `AUDIENCE`
 /// (through the metadata server's identity endpoint).
@@ -77,16 +27,8 @@ print(json.dumps({"token": google.oauth2.id_token.fetch_id_token(request, os.env
 /// Runs a library with a clean environment plus what the command set and `env`; its JSON
 /// line.
 async fn library(mut command: Command, home: &std::path::Path, env: &[(&str, String)]) -> Value {
-    let given: Vec<_> = command
-        .get_envs()
-        .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned())))
-        .collect();
-    command
-        .env_clear()
-        .envs(given)
-        .env("PATH", env_setting("PATH").unwrap_or_default())
-        .env("HOME", home)
-        .env("SCOPE", SCOPE);
+    libraries::clear_env_keeping_own(&mut command);
+    command.env("HOME", home).env("SCOPE", SCOPE);
     for (name, value) in env {
         command.env(name, value);
     }
@@ -114,10 +56,10 @@ async fn metadata_token(serve: &Process) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_google_auth_uses_the_metadata_server() {
-    let f = ServeFixture::start(15).await;
+    let f = Fixture::start().await;
     let serve = serve_metadata(&f, &[]);
     let env = metadata_env(&serve);
-    let got = library(google_auth_py(), f.dir.path(), &env).await;
+    let got = library(libraries::google_auth_py(), f.dir.path(), &env).await;
     assert_eq!(
         got["type"], "google.auth.compute_engine.credentials",
         "{got}"
@@ -125,7 +67,7 @@ async fn python_google_auth_uses_the_metadata_server() {
     assert_eq!(got["token"], metadata_token(&serve).await.as_str());
     let mut env = env;
     env.push(("AUDIENCE", broker_audience()));
-    let mut fetch = python();
+    let mut fetch = libraries::python();
     fetch.args(["-c", FETCH_ID_TOKEN_PY]);
     let id = library(fetch, f.dir.path(), &env).await;
     let id = id["token"].as_str().unwrap();
@@ -135,14 +77,19 @@ async fn python_google_auth_uses_the_metadata_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_google_auth_library_uses_the_metadata_server() {
-    let f = ServeFixture::start(15).await;
+    let f = Fixture::start().await;
     let serve = serve_metadata(&f, &[]);
-    let got = library(node(), f.dir.path(), &metadata_env(&serve)).await;
+    let got = library(
+        libraries::google_auth_js(),
+        f.dir.path(),
+        &metadata_env(&serve),
+    )
+    .await;
     assert_eq!(got["token"], metadata_token(&serve).await.as_str(), "{got}");
 }
 
 /// `token-client google-config` for `source` with the emulator's STS and impersonation.
-async fn config(f: &ServeFixture, name: &str, source: &[&str]) -> String {
+async fn config(f: &Fixture, name: &str, source: &[&str]) -> String {
     let path = f.path(name).display().to_string();
     let base = f.emulator.base_url();
     let sts = format!("{base}/v1/token");
@@ -167,7 +114,7 @@ async fn config(f: &ServeFixture, name: &str, source: &[&str]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_identity_pool_credentials_use_the_token_file_and_the_url() {
-    let f = ServeFixture::start(15).await;
+    let f = Fixture::start().await;
     let file = f.path("token.jwt").display().to_string();
     let serve = start_serve(&f.client_env(), &["--no-metadata", "--token-file", &file]);
     let address = serve.url.trim_start_matches("http://").to_owned();
@@ -191,7 +138,7 @@ async fn python_identity_pool_credentials_use_the_token_file_and_the_url() {
     .await;
     for credentials in [file_config, url_config] {
         let env = [("GOOGLE_APPLICATION_CREDENTIALS", credentials.clone())];
-        let got = library(google_auth_py(), f.dir.path(), &env).await;
+        let got = library(libraries::google_auth_py(), f.dir.path(), &env).await;
         assert_eq!(
             got["type"], "google.auth.identity_pool",
             "{credentials}: {got}"

@@ -7,8 +7,13 @@
 use std::time::Duration;
 
 use crate::serve::claims;
-use crate::serve_support::*;
 use crate::support::*;
+
+/// The broker's one-minute ID tokens: expiry within a test's time.
+const ONE_MINUTE_ID_TOKENS: Lifetimes = Lifetimes {
+    token_validity_minutes: Some(1),
+    access_token_lifetime_seconds: None,
+};
 
 const DEVICE_2: &str = "spiffe://example.org/ns/prod/sa/device-2";
 
@@ -27,7 +32,7 @@ fn subject(answer: &Answer) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotated_certificate_is_used_without_a_restart() {
-    let f = ServeFixture::start(1).await;
+    let f = Fixture::with(ONE_MINUTE_ID_TOKENS).await;
     let serve = start_serve(&f.client_env(), &["--no-metadata"]);
     assert_eq!(subject(&id_token(&serve).await), DEVICE);
     // Replace both files by rename, as a renewal tool or a secret mount does.
@@ -80,7 +85,7 @@ fn check_token_file(file: &std::path::Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn during_an_outage_the_last_token_is_served_until_it_expires() {
-    let f = ServeFixture::start(1).await;
+    let f = Fixture::with(ONE_MINUTE_ID_TOKENS).await;
     let file = f.path("token.jwt");
     let serve = start_serve(
         &f.client_env(),

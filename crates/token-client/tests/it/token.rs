@@ -98,8 +98,8 @@ async fn a_rotated_certificate_is_used_without_restart() {
     std::os::unix::fs::symlink("..data/tls.key", f.path("tls.key")).unwrap();
 
     let settings = token_client::settings::BrokerSettings {
-        token_url: format!("{}/token", f.broker.base).parse().unwrap(),
-        broker: f.broker.base.clone(),
+        token_url: format!("{}/token", f.broker_url()).parse().unwrap(),
+        broker: f.broker_url(),
         cert: f.path("tls.crt"),
         key: f.path("tls.key"),
         ca: Some(f.ca.clone()),

@@ -3,21 +3,26 @@
 //! `token-client` binary.
 //!
 //! Google's STS (the emulator) fetches the issuer's discovery document; it cannot trust the
-//! test CA, so the issuer is a plain-HTTP loopback front ([`DiscoveryFront`]) that relays
-//! GETs to the broker over TLS.
+//! test CA, so the issuer is a plain-HTTP loopback front ([`Relay::start_http_to_tls`]) that
+//! relays GETs to the broker over TLS. token-client reaches the broker through a TCP relay
+//! that a test can cut ([`Relay::stop`]): a broker outage without killing the broker.
 
-use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex, OnceLock, mpsc};
-use std::time::Duration;
+use std::process::{Command, Output};
+use std::sync::OnceLock;
 
 use gcp_emulator::{Config as EmulatorConfig, Emulator, Provider};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
+pub mod http;
+pub mod libraries;
 pub mod pki;
+pub mod process;
+pub mod relay;
 
+pub use http::{Answer, FLAVOR, get, start_serve};
 pub use pki::{Ca, Leaf};
+pub use process::Process;
+pub use relay::Relay;
 
 pub const CLIENT: &str = env!("CARGO_BIN_EXE_token-client");
 pub const PROJECT_NUMBER: &str = "123456789012";
@@ -34,30 +39,39 @@ pub const DEVICE: &str = "spiffe://example.org/ns/prod/sa/device-1";
 pub const UNKNOWN_ISSUER: &str =
     "The client certificate was not issued by a CA in TLS_CLIENT_CA_FILE (unknown issuer)";
 
-/// The `token-service` binary: next to this test binary's target folder; built when missing
-/// (`cargo test -p token-client` does not build other packages' binaries).
+/// The `token-service` binary in this test binary's target folder, built (or brought up to
+/// date: a stale broker would test old behaviour) once per run, since `cargo test -p
+/// token-client` does not build other packages' binaries.
 pub fn broker_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let target = target_dir();
-        let bin = target.join("debug").join("token-service");
-        if !bin.exists() {
-            let status = Command::new(env!("CARGO"))
-                .args(["build", "-p", "token-service", "--bin", "token-service"])
-                .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-                .status()
-                .unwrap();
-            assert!(status.success(), "cargo build -p token-service failed");
-        }
-        bin
+        let status = Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "token-service",
+                "--bin",
+                "token-service",
+            ])
+            .current_dir(repo())
+            .status()
+            .unwrap();
+        assert!(status.success(), "cargo build -p token-service failed");
+        target_dir().join("debug").join("token-service")
     })
     .clone()
+}
+
+/// The workspace's root folder.
+pub fn repo() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
 }
 
 fn target_dir() -> PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR") {
         Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../target")),
+        None => repo().join("target"),
     }
 }
 
@@ -66,7 +80,18 @@ pub fn env_setting(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
-/// Everything a test needs: PKI files, the emulator, the broker and its discovery front.
+/// The broker's lifetimes, where a test needs other than its defaults (5-minute ID tokens,
+/// one-hour impersonated access tokens).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Lifetimes {
+    /// `TOKEN_VALIDITY`: the ID token's lifetime in minutes.
+    pub token_validity_minutes: Option<u32>,
+    /// `ACCESS_TOKEN_LIFETIME`: the impersonated access token's lifetime in seconds.
+    pub access_token_lifetime_seconds: Option<u32>,
+}
+
+/// Everything a test needs: PKI files, the emulator, the broker, its discovery front and the
+/// relay token-client talks to.
 pub struct Fixture {
     pub dir: tempfile::TempDir,
     pub root: Ca,
@@ -76,12 +101,20 @@ pub struct Fixture {
     pub key: PathBuf,
     pub ca: PathBuf,
     pub emulator: Emulator,
-    pub broker: Broker,
-    _front: DiscoveryFront,
+    /// The broker process; its `url` is `https://127.0.0.1:PORT`.
+    pub broker: Process,
+    /// What token-client talks to: a TCP relay to the broker (cut it with [`Relay::stop`]).
+    pub relay: Relay,
+    _front: Relay,
 }
 
 impl Fixture {
+    /// The broker with its default lifetimes.
     pub async fn start() -> Fixture {
+        Fixture::with(Lifetimes::default()).await
+    }
+
+    pub async fn with(lifetimes: Lifetimes) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let root = Ca::root("Test Root CA");
         let server = root.issue_server();
@@ -97,13 +130,15 @@ impl Fixture {
         file("server.pem", &server.pem);
         file("server.key", &server.key_pem);
         file("signing.pem", &pki::ec_key_pem());
-        let front = DiscoveryFront::bind().await;
-        let emulator =
-            Emulator::start(emulator_config(&front.base), "127.0.0.1:0".parse().unwrap())
-                .await
-                .unwrap();
-        let broker = Broker::start(dir.path(), &front.base, &emulator.base_url());
-        front.relay_to(&broker.base, &root.pem);
+        let front = Relay::bind().await;
+        let issuer = format!("http://{}", front.address);
+        let emulator = Emulator::start(emulator_config(&issuer), "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let broker = start_broker(dir.path(), &issuer, &emulator.base_url(), lifetimes);
+        front.start_http_to_tls(&broker.url, &root.pem);
+        let relay = Relay::bind().await;
+        relay.start_tcp(broker.url.trim_start_matches("https://"));
         Fixture {
             dir,
             root,
@@ -113,14 +148,20 @@ impl Fixture {
             ca,
             emulator,
             broker,
+            relay,
             _front: front,
         }
+    }
+
+    /// The broker's base URL as token-client sees it (through the relay).
+    pub fn broker_url(&self) -> String {
+        format!("https://{}", self.relay.address)
     }
 
     /// The broker settings as environment variables for `token-client`.
     pub fn client_env(&self) -> Vec<(String, String)> {
         vec![
-            ("TOKEN_CLIENT_BROKER".into(), self.broker.base.clone()),
+            ("TOKEN_CLIENT_BROKER".into(), self.broker_url()),
             ("TOKEN_CLIENT_CERT".into(), self.cert.display().to_string()),
             ("TOKEN_CLIENT_KEY".into(), self.key.display().to_string()),
             ("TOKEN_CLIENT_CA".into(), self.ca.display().to_string()),
@@ -130,6 +171,11 @@ impl Fixture {
     /// A path in the fixture's folder.
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
+    }
+
+    /// How many tokens the broker issued so far (its `token_issued` log lines).
+    pub fn issued(&self) -> usize {
+        self.broker.logs().matches("\"token_issued\"").count()
     }
 
     /// Writes a certificate and key of another CA (which the broker refuses) into the
@@ -144,7 +190,7 @@ impl Fixture {
     }
 }
 
-/// Runs `token-client` with only `env` (plus PATH) and `args`.
+/// Runs `token-client` with only `env` and `args`.
 pub async fn run_client(args: &[&str], env: &[(String, String)]) -> Output {
     let mut command = Command::new(CLIENT);
     command.args(args).env_clear().envs(env.iter().cloned());
@@ -180,160 +226,32 @@ fn emulator_config(issuer: &str) -> EmulatorConfig {
 }
 
 /// The real `token-service serve` with TLS and mTLS, on a port it picks (`PORT=0`).
-pub struct Broker {
-    /// `https://127.0.0.1:PORT`, read from its `listening on` log line.
-    pub base: String,
-    logs: Arc<Mutex<String>>,
-    child: Child,
-}
-
-impl Broker {
-    fn start(dir: &Path, issuer: &str, emulator: &str) -> Broker {
-        let path = |name: &str| dir.join(name).display().to_string();
-        let mut child = Command::new(broker_bin())
-            .arg("serve")
-            .env_clear()
-            .env("PORT", "0")
-            .env("AUTH_FLOWS", "mtls-client-credentials")
-            .env("TLS_CERT_FILE", path("server.pem"))
-            .env("TLS_KEY_FILE", path("server.key"))
-            .env("TLS_CLIENT_CA_FILE", path("ca.pem"))
-            .env("SIGNING_KEY_FILE", path("signing.pem"))
-            .env("DATA_DIR", path("data"))
-            .env("TOKEN_ISSUER", issuer)
-            .env("WORKLOAD_IDENTITY_PROJECT_NUMBER", PROJECT_NUMBER)
-            .env("WORKLOAD_IDENTITY_POOL_ID", POOL)
-            .env("WORKLOAD_IDENTITY_PROVIDER_ID", PROVIDER)
-            .env("STS_ENDPOINT", emulator)
-            .env("IAM_CREDENTIALS_ENDPOINT", emulator)
-            .env("RATE_LIMIT_PER_CLIENT", "0")
-            .env("RATE_LIMIT_AUTH_FAILURES", "0")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let logs = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = mpsc::channel();
-        let stdout = child.stdout.take().unwrap();
-        let sink = logs.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(url) = url_after(&line, "listening on ") {
-                    let _ = tx.send(url);
-                }
-                let mut logs = sink.lock().unwrap();
-                logs.push_str(&line);
-                logs.push('\n');
-            }
-        });
-        let stderr = child.stderr.take().unwrap();
-        let sink = logs.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push_str(&format!("{line}\n"));
-            }
-        });
-        let Ok(base) = rx.recv_timeout(Duration::from_secs(30)) else {
-            let _ = child.kill();
-            panic!("the broker did not start:\n{}", logs.lock().unwrap());
-        };
-        Broker { base, logs, child }
+fn start_broker(dir: &Path, issuer: &str, emulator: &str, lifetimes: Lifetimes) -> Process {
+    let path = |name: &str| dir.join(name).display().to_string();
+    let mut command = Command::new(broker_bin());
+    command
+        .arg("serve")
+        .env_clear()
+        .env("PORT", "0")
+        .env("AUTH_FLOWS", "mtls-client-credentials")
+        .env("TLS_CERT_FILE", path("server.pem"))
+        .env("TLS_KEY_FILE", path("server.key"))
+        .env("TLS_CLIENT_CA_FILE", path("ca.pem"))
+        .env("SIGNING_KEY_FILE", path("signing.pem"))
+        .env("DATA_DIR", path("data"))
+        .env("TOKEN_ISSUER", issuer)
+        .env("WORKLOAD_IDENTITY_PROJECT_NUMBER", PROJECT_NUMBER)
+        .env("WORKLOAD_IDENTITY_POOL_ID", POOL)
+        .env("WORKLOAD_IDENTITY_PROVIDER_ID", PROVIDER)
+        .env("STS_ENDPOINT", emulator)
+        .env("IAM_CREDENTIALS_ENDPOINT", emulator)
+        .env("RATE_LIMIT_PER_CLIENT", "0")
+        .env("RATE_LIMIT_AUTH_FAILURES", "0");
+    if let Some(minutes) = lifetimes.token_validity_minutes {
+        command.env("TOKEN_VALIDITY", minutes.to_string());
     }
-
-    /// Everything the broker printed so far.
-    pub fn logs(&self) -> String {
-        std::thread::sleep(Duration::from_millis(100));
-        self.logs.lock().unwrap().clone()
+    if let Some(seconds) = lifetimes.access_token_lifetime_seconds {
+        command.env("ACCESS_TOKEN_LIFETIME", seconds.to_string());
     }
-
-    /// How many tokens the broker issued so far (its `token_issued` log lines).
-    pub fn issued(&self) -> usize {
-        self.logs().matches("\"token_issued\"").count()
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The `scheme://address` after `marker` in a log line.
-fn url_after(line: &str, marker: &str) -> Option<String> {
-    let rest = &line[line.rfind(marker)? + marker.len()..];
-    let end = rest
-        .find(|c: char| c.is_whitespace() || c == '"' || c == '\\')
-        .unwrap_or(rest.len());
-    let url = &rest[..end];
-    url.contains("://").then(|| url.to_owned())
-}
-
-/// A plain-HTTP loopback listener that relays each GET to the broker over TLS (trusting the
-/// test CA): the issuer URL that Google's STS (the emulator) can fetch discovery and keys from.
-pub struct DiscoveryFront {
-    pub base: String,
-    listener: Mutex<Option<tokio::net::TcpListener>>,
-    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
-}
-
-impl DiscoveryFront {
-    async fn bind() -> DiscoveryFront {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        DiscoveryFront {
-            base,
-            listener: Mutex::new(Some(listener)),
-            task: Mutex::new(None),
-        }
-    }
-
-    fn relay_to(&self, broker: &str, ca_pem: &str) {
-        let listener = self.listener.lock().unwrap().take().unwrap();
-        let http = reqwest::Client::builder()
-            .tls_certs_only([reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap()])
-            .build()
-            .unwrap();
-        let broker = broker.to_owned();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((socket, _)) = listener.accept().await else {
-                    continue;
-                };
-                tokio::spawn(relay(socket, http.clone(), broker.clone()));
-            }
-        });
-        *self.task.lock().unwrap() = Some(task);
-    }
-}
-
-impl Drop for DiscoveryFront {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.lock().unwrap().take() {
-            task.abort();
-        }
-    }
-}
-
-async fn relay(mut socket: tokio::net::TcpStream, http: reqwest::Client, broker: String) {
-    let mut request = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-        match socket.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => request.extend_from_slice(&buf[..n]),
-        }
-    }
-    let text = String::from_utf8_lossy(&request);
-    let path = text.split_whitespace().nth(1).unwrap_or("/").to_owned();
-    let (status, body) = match http.get(format!("{broker}{path}")).send().await {
-        Ok(r) => (r.status().as_u16(), r.bytes().await.unwrap_or_default()),
-        Err(_) => (502, Default::default()),
-    };
-    let head = format!(
-        "HTTP/1.1 {status} Relayed\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
-    );
-    let _ = socket.write_all(head.as_bytes()).await;
-    let _ = socket.write_all(&body).await;
+    Process::start(command, "listening on ")
 }
