@@ -175,17 +175,24 @@ fn executable_source(args: &BrokerArgs, config: &GoogleConfigArgs) -> Result<Val
 }
 
 fn file_source(config: &GoogleConfigArgs) -> Result<Value, ConfigError> {
-    let file = config.token_file.as_ref().ok_or(ConfigError::Needs {
+    let (file, others) = config.token_files.split_first().ok_or(ConfigError::Needs {
         source_name: "file",
         flag: "--token-file",
         env: "TOKEN_CLIENT_TOKEN_FILE",
     })?;
     let file = absolute(file, "--token-file")?;
+    if !others.is_empty() {
+        eprintln!(
+            "token-client: {} token files are set; the configuration reads the first, {}",
+            others.len() + 1,
+            file.display()
+        );
+    }
     Ok(json!({ "file": file.display().to_string(), "format": {"type": "text"} }))
 }
 
 fn url_source(config: &GoogleConfigArgs) -> Value {
-    let address = config.serve_address.trim().trim_start_matches("http://");
+    let address = config.listen.trim().trim_start_matches("http://");
     let address = address.trim_end_matches('/');
     json!({
         "url": format!("http://{address}/token"),

@@ -26,7 +26,7 @@ Settings of the subcommands (flags too; `token-client help SUBCOMMAND`):
   google-config  TOKEN_CLIENT_SOURCE, TOKEN_CLIENT_CONFIG_FILE, TOKEN_CLIENT_AUDIENCE,
                  TOKEN_CLIENT_STS_URL, TOKEN_CLIENT_IAM_CREDENTIALS_ENDPOINT,
                  TOKEN_CLIENT_EXECUTABLE_TIMEOUT_MILLIS, TOKEN_CLIENT_EXECUTABLE_OUTPUT_FILE,
-                 TOKEN_CLIENT_TOKEN_FILE, TOKEN_CLIENT_SERVE_ADDRESS
+                 TOKEN_CLIENT_TOKEN_FILE, TOKEN_CLIENT_LISTEN (both shared with serve)
   serve          TOKEN_CLIENT_LISTEN, TOKEN_CLIENT_ALLOW_NON_LOOPBACK, TOKEN_CLIENT_TOKEN_FILE,
                  TOKEN_CLIENT_NO_METADATA, TOKEN_CLIENT_PROJECT_ID,
                  TOKEN_CLIENT_NUMERIC_PROJECT_ID";
@@ -169,17 +169,24 @@ pub struct GoogleConfigArgs {
     /// Executable source: the cache file of the response (output_file); unset: no cache.
     #[arg(long, env = "TOKEN_CLIENT_EXECUTABLE_OUTPUT_FILE", value_name = "FILE")]
     pub executable_output_file: Option<PathBuf>,
-    /// File source: the token file `token-client serve --token-file` keeps fresh.
-    #[arg(long, env = "TOKEN_CLIENT_TOKEN_FILE", value_name = "FILE")]
-    pub token_file: Option<PathBuf>,
-    /// URL source: the loopback address of `token-client serve`.
+    /// File source: the token file `token-client serve --token-file` keeps fresh (the same
+    /// variable as serve's; of a comma-separated list the first is used).
+    #[arg(
+        long = "token-file",
+        env = "TOKEN_CLIENT_TOKEN_FILE",
+        value_name = "FILE",
+        value_delimiter = ','
+    )]
+    pub token_files: Vec<PathBuf>,
+    /// URL source: the address `token-client serve` listens on (the same setting as serve's
+    /// --listen).
     #[arg(
         long,
-        env = "TOKEN_CLIENT_SERVE_ADDRESS",
+        env = "TOKEN_CLIENT_LISTEN",
         value_name = "HOST:PORT",
         default_value = DEFAULT_SERVE_ADDRESS
     )]
-    pub serve_address: String,
+    pub listen: String,
 }
 
 /// A setting that is missing or invalid; the message names the flag and the variable.

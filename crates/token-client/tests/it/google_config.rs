@@ -116,11 +116,7 @@ async fn file_and_url_configurations_and_impersonation() {
     assert_eq!(file["credential_source"]["format"]["type"], "text");
     assert_eq!(lines.len(), 1, "{lines:?}");
 
-    let (url, _) = google_config(
-        &f,
-        &["--source", "url", "--serve-address", "127.0.0.1:9123"],
-    )
-    .await;
+    let (url, _) = google_config(&f, &["--source", "url", "--listen", "127.0.0.1:9123"]).await;
     assert_common(&url, "https://sts.googleapis.com/v1/token");
     let source = &url["credential_source"];
     assert_eq!(source["url"], "http://127.0.0.1:9123/token");
@@ -183,6 +179,48 @@ async fn google_config_names_what_to_fix() {
         stderr(&spaced)
     );
     assert!(!config.exists());
+}
+
+/// One environment drives `serve` and `google-config`: TOKEN_CLIENT_LISTEN is the URL
+/// source's address, and of serve's comma-separated TOKEN_CLIENT_TOKEN_FILE the file
+/// source reads the first (and says so).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn google_config_reads_serves_variables() {
+    let f = Fixture::start().await;
+    let (first, second) = (f.path("a.jwt"), f.path("b.jwt"));
+    let mut env = f.client_env();
+    env.push(("TOKEN_CLIENT_LISTEN".into(), "127.0.0.1:9124".into()));
+    env.push((
+        "TOKEN_CLIENT_TOKEN_FILE".into(),
+        format!("{},{}", first.display(), second.display()),
+    ));
+    let config = f.path("shared.json");
+    let config = config.to_str().unwrap();
+    for source in ["file", "url"] {
+        let args = [
+            "google-config",
+            "--audience",
+            POOL_AUDIENCE,
+            "--config-file",
+            config,
+            "--source",
+            source,
+        ];
+        let output = run_client(&args, &env).await;
+        assert!(output.status.success(), "{}", stderr(&output));
+        let document: Value = serde_json::from_slice(&std::fs::read(config).unwrap()).unwrap();
+        let source_json = &document["credential_source"];
+        if source == "file" {
+            assert_eq!(source_json["file"], first.to_str().unwrap());
+            assert!(
+                stderr(&output).contains("reads the first"),
+                "{}",
+                stderr(&output)
+            );
+        } else {
+            assert_eq!(source_json["url"], "http://127.0.0.1:9124/token");
+        }
+    }
 }
 
 /// The README's device section names every broker setting (the subcommands' are in

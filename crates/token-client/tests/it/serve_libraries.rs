@@ -130,12 +130,7 @@ async fn python_identity_pool_credentials_use_the_token_file_and_the_url() {
         &["--source", "file", "--token-file", &file],
     )
     .await;
-    let url_config = config(
-        &f,
-        "url.json",
-        &["--source", "url", "--serve-address", &address],
-    )
-    .await;
+    let url_config = config(&f, "url.json", &["--source", "url", "--listen", &address]).await;
     for credentials in [file_config, url_config] {
         let env = [("GOOGLE_APPLICATION_CREDENTIALS", credentials.clone())];
         let got = library(libraries::google_auth_py(), f.dir.path(), &env).await;
