@@ -11,6 +11,7 @@
 
 mod support;
 
+mod dependencies;
 mod executable;
 mod google_config;
 mod google_libraries;
