@@ -222,30 +222,3 @@ async fn google_config_reads_serves_variables() {
         }
     }
 }
-
-/// The README's device section names every broker setting (the subcommands' are in
-/// `token-client --help`, checked by a unit test).
-#[test]
-fn readme_lists_every_broker_setting() {
-    use clap::CommandFactory as _;
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
-    let section = readme
-        .split("## On the device: token-client")
-        .nth(1)
-        .unwrap()
-        .split("\n## ")
-        .next()
-        .unwrap();
-    let command = token_client::settings::Cli::command();
-    let global: Vec<_> = command
-        .get_arguments()
-        .filter(|a| a.is_global_set())
-        .collect();
-    assert_eq!(global.len(), 7);
-    for arg in global {
-        let env = arg.get_env().unwrap().to_string_lossy().into_owned();
-        assert!(section.contains(&format!("`{env}`")), "README lacks {env}");
-        assert!(section.contains(&format!("`--{}`", arg.get_long().unwrap())));
-    }
-}

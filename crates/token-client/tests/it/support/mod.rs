@@ -39,28 +39,29 @@ pub const DEVICE: &str = "spiffe://example.org/ns/prod/sa/device-1";
 pub const UNKNOWN_ISSUER: &str =
     "The client certificate was not issued by a CA in TLS_CLIENT_CA_FILE (unknown issuer)";
 
-/// The `token-service` binary in this test binary's target folder, built (or brought up to
-/// date: a stale broker would test old behaviour) once per run, since `cargo test -p
-/// token-client` does not build other packages' binaries.
+/// The `token-service` binary in this test binary's target folder.
 pub fn broker_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let status = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "token-service",
-                "--bin",
-                "token-service",
-            ])
-            .current_dir(repo())
-            .status()
-            .unwrap();
-        assert!(status.success(), "cargo build -p token-service failed");
-        target_dir().join("debug").join("token-service")
-    })
-    .clone()
+    BIN.get_or_init(|| workspace_bin("token-service")).clone()
+}
+
+/// The `gcp-emulator` binary in this test binary's target folder.
+pub fn emulator_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| workspace_bin("gcp-emulator")).clone()
+}
+
+/// The binary of the workspace package `name` (named as the package), built or brought up to
+/// date (a stale broker would test old behaviour): `cargo test -p token-client` does not
+/// build other packages' binaries.
+fn workspace_bin(name: &str) -> PathBuf {
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "-p", name, "--bin", name])
+        .current_dir(repo())
+        .status()
+        .unwrap();
+    assert!(status.success(), "cargo build -p {name} failed");
+    target_dir().join("debug").join(name)
 }
 
 /// The workspace's root folder.

@@ -1,0 +1,288 @@
+//! The README's "On the device" section as a contract: it names every broker setting, and its
+//! laptop walkthrough runs as written: the demo broker with a pool, the emulator trusting the
+//! demo's CA, then on the device `token-client token`, the executable source with Python's
+//! google-auth, `serve` with a curl of the metadata endpoint and google-auth through
+//! `GCE_METADATA_HOST`, and the file and URL sources. Replaced: the fixed ports (by free ones),
+//! `cargo run`/`cargo build` (by the built binaries; `./target/release/token-client` is a link
+//! to the test's binary), `python3` (by the Python with google-auth) and HOME (a temporary
+//! folder).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+use crate::support::*;
+
+const SECTION: &str = "## On the device: token-client";
+
+fn readme() -> String {
+    std::fs::read_to_string(repo().join("README.md")).unwrap()
+}
+
+/// The device section, up to the next `## ` heading.
+fn section(readme: &str) -> &str {
+    let start = readme.find(SECTION).expect("README has no device section");
+    let rest = &readme[start + SECTION.len()..];
+    &rest[..rest.find("\n## ").unwrap_or(rest.len())]
+}
+
+/// The section's `sh` block that contains `marker`.
+fn block(section: &str, marker: &str) -> String {
+    section
+        .split("```")
+        .skip(1)
+        .step_by(2)
+        .filter_map(|b| b.strip_prefix("sh\n"))
+        .find(|b| b.contains(marker))
+        .unwrap_or_else(|| panic!("the device section has no sh block with {marker:?}"))
+        .to_owned()
+}
+
+/// `text` with each `from` replaced by its `to`; every `from` must occur.
+fn substitute(text: &str, pairs: &[(&str, &str)]) -> String {
+    let mut text = text.to_owned();
+    for (from, to) in pairs {
+        assert!(text.contains(from), "{from:?} is not in:\n{text}");
+        text = text.replace(from, to);
+    }
+    text
+}
+
+/// The README's device section names every broker setting (the subcommands' are in
+/// `token-client --help`, checked by a unit test).
+#[test]
+fn readme_lists_every_broker_setting() {
+    use clap::CommandFactory as _;
+    let readme = readme();
+    let section = section(&readme);
+    let command = token_client::settings::Cli::command();
+    let global: Vec<_> = command
+        .get_arguments()
+        .filter(|a| a.is_global_set())
+        .collect();
+    assert_eq!(global.len(), 7);
+    for arg in global {
+        let env = arg.get_env().unwrap().to_string_lossy().into_owned();
+        assert!(section.contains(&format!("`{env}`")), "README lacks {env}");
+        assert!(section.contains(&format!("`--{}`", arg.get_long().unwrap())));
+    }
+    for shared in ["TOKEN_CLIENT_LISTEN", "TOKEN_CLIENT_TOKEN_FILE"] {
+        assert!(
+            section.contains(&format!("`{shared}`")),
+            "README lacks {shared}"
+        );
+    }
+}
+
+/// A free loopback port (bound and released; the README names fixed ports).
+fn free_port() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port().to_string()
+}
+
+/// The walkthrough's folder, ports and the replacements every block gets.
+struct Walkthrough {
+    dir: tempfile::TempDir,
+    demo: String,
+    emulator: String,
+    serve: String,
+    python: String,
+}
+
+impl Walkthrough {
+    fn new() -> Walkthrough {
+        let python = libraries::python()
+            .get_program()
+            .to_string_lossy()
+            .into_owned();
+        Walkthrough {
+            dir: tempfile::tempdir().unwrap(),
+            demo: format!("127.0.0.1:{}", free_port()),
+            emulator: format!("127.0.0.1:{}", free_port()),
+            serve: format!("127.0.0.1:{}", free_port()),
+            python,
+        }
+    }
+
+    fn home(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+
+    /// `script` in the walkthrough's folder with only PATH and HOME from here, stopped
+    /// after two minutes.
+    fn bash(&self, script: &str) -> Command {
+        let mut command = Command::new("timeout");
+        command.args(["120", "bash", "-euo", "pipefail", "-c", script]);
+        self.clean(command)
+    }
+
+    /// A server's `script` (`exec`s it, so that its process is the server).
+    fn server(&self, script: &str) -> Command {
+        let mut command = Command::new("bash");
+        command.args(["-c", &format!("exec env {}", script.trim())]);
+        self.clean(command)
+    }
+
+    fn clean(&self, mut command: Command) -> Command {
+        command
+            .current_dir(self.dir.path())
+            .env_clear()
+            .env("PATH", env_setting("PATH").unwrap_or_default())
+            .env("HOME", self.home());
+        command
+    }
+
+    /// The ports and the Python of the walkthrough in `text` (where they occur).
+    fn ports(&self, text: &str) -> String {
+        text.replace("127.0.0.1:8443", &self.demo)
+            .replace("127.0.0.1:9090", &self.emulator)
+            .replace("127.0.0.1:8954", &self.serve)
+            .replace("python3 -c", &format!("{} -c", self.python))
+    }
+}
+
+async fn run(command: Command) -> Output {
+    let mut command = command;
+    tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap()
+}
+
+fn assert_ok(output: &Output, script: &str) -> Vec<String> {
+    assert!(
+        output.status.success(),
+        "{script}\nstdout:\n{}\nstderr:\n{}",
+        stdout(output),
+        stderr(output)
+    );
+    stdout(output).lines().map(str::to_owned).collect()
+}
+
+/// The demo broker with the pool and the emulator, from the README's two terminals.
+fn start_brokers(w: &Walkthrough, section: &str) -> (Process, Process) {
+    let demo = block(section, "cargo run --release -- demo");
+    let demo = substitute(
+        &w.ports(&demo),
+        &[("cargo run --release --", broker_bin().to_str().unwrap())],
+    );
+    let port = w.demo.rsplit(':').next().unwrap();
+    let demo = Process::start(w.server(&format!("PORT={port} {demo}")), "listening on ");
+    let emulator = block(section, "cargo run --release -p gcp-emulator");
+    let emulator_port = w.emulator.rsplit(':').next().unwrap();
+    let emulator = substitute(
+        &emulator,
+        &[
+            (
+                "cargo run --release -p gcp-emulator --",
+                emulator_bin().to_str().unwrap(),
+            ),
+            ("--port 9090", &format!("--port {emulator_port}")),
+        ],
+    );
+    let emulator = Process::start(w.server(&w.ports(&emulator)), "listening on ");
+    (demo, emulator)
+}
+
+/// Checks the device block's two lines of output: the ID token and the JSON with the
+/// impersonated access token.
+fn check_token_output(lines: &[String]) {
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let claims = crate::serve::claims(&lines[0]);
+    assert_eq!(
+        claims["sub"], "spiffe://token-service.local/ns/demo/sa/device-1",
+        "{claims}"
+    );
+    let json: Value = serde_json::from_str(&lines[1]).unwrap();
+    assert!(
+        json["access_token"].as_str().unwrap().starts_with("ya29."),
+        "{json}"
+    );
+    assert!(json["expires_in"].as_u64().unwrap() >= 3000, "{json}");
+}
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readme_device_walkthrough_runs_as_written() {
+    let readme = readme();
+    let section = section(&readme);
+    let w = Walkthrough::new();
+    std::fs::create_dir(w.home()).unwrap();
+    let (demo, emulator) = start_brokers(&w, section);
+    let release = w.dir.path().join("target/release");
+    std::fs::create_dir_all(&release).unwrap();
+    std::os::unix::fs::symlink(CLIENT, release.join("token-client")).unwrap();
+
+    let device = block(section, "cargo build --release -p token-client");
+    let device = substitute(&device, &[("cargo build --release -p token-client\n", "")]);
+    let device = w.ports(&device);
+    let exports: String = device
+        .lines()
+        .filter(|l| l.starts_with("export "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let output = run(w.bash(&device)).await;
+    check_token_output(&assert_ok(&output, &device));
+
+    let executable = w.ports(&block(section, "--source executable"));
+    let script = format!("{exports}{executable}");
+    let lines = assert_ok(&run(w.bash(&script)).await, &script);
+    assert!(lines.last().unwrap().starts_with("ya29."), "{lines:?}");
+    let cache = w.home().join(".cache/token-client/google-executable.json");
+    assert_eq!(mode(&cache), 0o600);
+
+    // serve runs in the background (`&`) for the file and URL sources, on the test's port
+    // (TOKEN_CLIENT_LISTEN, which the URL source reads too); the test then asks Python for a
+    // token with the URL-sourced configuration and stops serve.
+    let serve = w.ports(&block(section, "token-client serve"));
+    let sources = w.ports(&block(section, "--source file"));
+    let url_config = w
+        .home()
+        .join(".config/token-client/google-url-credentials.json");
+    let python_line = sources
+        .lines()
+        .find(|l| l.contains(" -c "))
+        .unwrap()
+        .to_owned();
+    let script = format!(
+        "trap 'kill $(jobs -p) 2>/dev/null; wait' EXIT\nexport TOKEN_CLIENT_LISTEN={}\n{exports}{serve}{sources}GOOGLE_APPLICATION_CREDENTIALS={} {python_line}\n",
+        w.serve,
+        url_config.display()
+    );
+    let output = run(w.bash(&script)).await;
+    let lines = assert_ok(&output, &script);
+    check_serve_output(&lines, &output);
+    drop((demo, emulator));
+}
+
+/// The curl's metadata token, google-auth's tokens through the metadata server, the token
+/// file and the URL source, and the URL configuration's export line.
+fn check_serve_output(lines: &[String], output: &Output) {
+    let context = || format!("{lines:?}\n{}", stderr(output));
+    assert_eq!(lines.len(), 5, "{}", context());
+    let metadata: Value =
+        serde_json::from_str(&lines[0]).unwrap_or_else(|_| panic!("{}", context()));
+    assert_eq!(metadata["token_type"], "Bearer", "{metadata}");
+    assert!(
+        metadata["expires_in"].as_u64().unwrap() >= 300,
+        "{metadata}"
+    );
+    assert_eq!(
+        lines[1],
+        metadata["access_token"].as_str().unwrap(),
+        "{}",
+        context()
+    );
+    assert!(lines[2].starts_with("ya29."), "{}", context());
+    assert!(
+        lines[3].starts_with("export GOOGLE_APPLICATION_CREDENTIALS="),
+        "{}",
+        context()
+    );
+    assert!(lines[4].starts_with("ya29."), "{}", context());
+    assert!(stderr(output).contains("SIGTERM received"), "{}", context());
+}
