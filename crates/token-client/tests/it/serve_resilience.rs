@@ -144,3 +144,42 @@ async fn during_an_outage_the_last_token_is_served_until_it_expires() {
             > exp
     );
 }
+
+/// Token files are rewritten at half the token's life, well before it expires: a reader never
+/// needs a token from the file's last moments.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_files_are_refreshed_well_before_expiry() {
+    let f = Fixture::with(ONE_MINUTE_ID_TOKENS).await;
+    let file = f.path("token.jwt");
+    let serve = start_serve(
+        &f.client_env(),
+        &["--no-metadata", "--token-file", file.to_str().unwrap()],
+    );
+    let mut first = None;
+    for _ in 0..100 {
+        if let Ok(token) = std::fs::read_to_string(&file) {
+            first = Some(token);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let first = first.unwrap_or_else(|| panic!("no token file:\n{}", serve.logs()));
+    let exp = claims(&first)["exp"].as_u64().unwrap();
+    while now() < exp {
+        let current = std::fs::read_to_string(&file).unwrap();
+        if current != first {
+            let left = exp.saturating_sub(now());
+            assert!(
+                left >= 20,
+                "rewritten only {left} s before the old token expired"
+            );
+            assert!(claims(&current)["exp"].as_u64().unwrap() > exp);
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!(
+        "the token file was not rewritten before expiry:\n{}",
+        serve.logs()
+    );
+}
