@@ -15,6 +15,7 @@ mod dependencies;
 mod executable;
 mod google_config;
 mod google_libraries;
+mod layout;
 mod readme;
 mod serve;
 mod serve_libraries;
