@@ -2,7 +2,8 @@
 //! laptop walkthrough runs as written: the demo broker with a pool, the emulator trusting the
 //! demo's CA, then on the device `token-client token`, the executable source with Python's
 //! google-auth, `serve` with a curl of the metadata endpoint and google-auth through
-//! `GCE_METADATA_HOST`, and the file and URL sources. Replaced: the fixed ports (by free ones),
+//! `GCE_METADATA_HOST`, the file and URL sources, and the curl executable command of "Without
+//! the binary". Replaced: the fixed ports (by free ones),
 //! `cargo run`/`cargo build` (by the built binaries; `./target/release/token-client` is a link
 //! to the test's binary), `python3` (by the Python with google-auth) and HOME (a temporary
 //! folder).
@@ -227,6 +228,7 @@ async fn readme_device_walkthrough_runs_as_written() {
         .collect();
     let output = run(w.bash(&device)).await;
     check_token_output(&assert_ok(&output, &device));
+    check_curl_command(&w, section).await;
 
     let executable = w.ports(&block(section, "--source executable"));
     let script = format!("{exports}{executable}");
@@ -285,4 +287,42 @@ fn check_serve_output(lines: &[String], output: &Output) {
     );
     assert!(lines[4].starts_with("ya29."), "{}", context());
     assert!(stderr(output).contains("SIGTERM received"), "{}", context());
+}
+
+/// The "without the binary" curl command, as the library runs it (no shell, any folder),
+/// with the demo's files, address and CA (`CURL_CA_BUNDLE`) substituted: the executable
+/// response on stdout, nothing on stderr, exit 0.
+async fn check_curl_command(w: &Walkthrough, section: &str) {
+    let gcloud = block(section, "create-cred-config");
+    let start = gcloud.find("--executable-command='").unwrap() + "--executable-command='".len();
+    let command = &gcloud[start..];
+    let command = &command[..command.find('\'').unwrap()];
+    let pki = w.dir.path().join(".token-service/pki");
+    let command = substitute(
+        command,
+        &[
+            (
+                "/ABSOLUTE/PATH/client.pem",
+                pki.join("client.pem").to_str().unwrap(),
+            ),
+            (
+                "/ABSOLUTE/PATH/client.key",
+                pki.join("client.key").to_str().unwrap(),
+            ),
+            ("YOUR-DOMAIN", &w.demo),
+        ],
+    );
+    let words: Vec<&str> = command.split(' ').collect();
+    let mut curl = Command::new(words[0]);
+    curl.args(&words[1..])
+        .current_dir("/")
+        .env_clear()
+        .env("CURL_CA_BUNDLE", pki.join("ca.pem"));
+    let output = run(curl).await;
+    assert_eq!(output.status.code(), Some(0), "{command}");
+    assert!(stderr(&output).is_empty(), "{}", stderr(&output));
+    let body: Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(body["success"], true, "{body}");
+    assert_eq!(body["version"], 1, "{body}");
+    assert!(body["expiration_time"].is_u64(), "{body}");
 }
