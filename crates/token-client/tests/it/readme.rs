@@ -76,13 +76,8 @@ fn readme_lists_every_broker_setting() {
     }
 }
 
-/// A free loopback port (bound and released; the README names fixed ports).
-fn free_port() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port().to_string()
-}
-
-/// The walkthrough's folder, ports and the replacements every block gets.
+/// The walkthrough's folder, the addresses that replace the README's fixed ports (each learnt
+/// from a listener bound to port 0, never taken by binding and releasing), and the Python.
 struct Walkthrough {
     dir: tempfile::TempDir,
     demo: String,
@@ -99,9 +94,9 @@ impl Walkthrough {
             .into_owned();
         Walkthrough {
             dir: tempfile::tempdir().unwrap(),
-            demo: format!("127.0.0.1:{}", free_port()),
-            emulator: format!("127.0.0.1:{}", free_port()),
-            serve: format!("127.0.0.1:{}", free_port()),
+            demo: String::new(),
+            emulator: String::new(),
+            serve: String::new(),
             python,
         }
     }
@@ -160,17 +155,21 @@ fn assert_ok(output: &Output, script: &str) -> Vec<String> {
     stdout(output).lines().map(str::to_owned).collect()
 }
 
-/// The demo broker with the pool and the emulator, from the README's two terminals.
-fn start_brokers(w: &Walkthrough, section: &str) -> (Process, Process) {
+/// The demo broker with the pool and the emulator, from the README's two terminals. Each
+/// names the other: the demo starts on port 0 with the emulator's address held by a relay
+/// bound to port 0, and the relay forwards to the emulator once it has started on port 0.
+async fn start_brokers(w: &mut Walkthrough, section: &str) -> (Process, Process, Relay) {
+    let relay = Relay::bind().await;
+    w.emulator = relay.address.to_string();
     let demo = block(section, "cargo run --release -- demo");
     let demo = substitute(
         &w.ports(&demo),
         &[("cargo run --release --", broker_bin().to_str().unwrap())],
     );
-    let port = w.demo.rsplit(':').next().unwrap();
-    let demo = Process::start(w.server(&format!("PORT={port} {demo}")), "listening on ");
+    let demo = Process::start(w.server(&format!("PORT=0 {demo}")), "listening on ");
+    w.demo = address_of(&demo.url);
     let emulator = block(section, "cargo run --release -p gcp-emulator");
-    let emulator_port = w.emulator.rsplit(':').next().unwrap();
+    let emulator_port = "0";
     let emulator = substitute(
         &emulator,
         &[
@@ -182,7 +181,14 @@ fn start_brokers(w: &Walkthrough, section: &str) -> (Process, Process) {
         ],
     );
     let emulator = Process::start(w.server(&w.ports(&emulator)), "listening on ");
-    (demo, emulator)
+    relay.start_tcp(&address_of(&emulator.url));
+    (demo, emulator, relay)
+}
+
+/// `host:port` of a `scheme://host:port[/…]` URL.
+fn address_of(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    rest.split('/').next().unwrap_or(rest).to_owned()
 }
 
 /// Checks the device block's two lines of output: the ID token and the JSON with the
@@ -211,9 +217,9 @@ fn mode(path: &Path) -> u32 {
 async fn readme_device_walkthrough_runs_as_written() {
     let readme = readme();
     let section = section(&readme);
-    let w = Walkthrough::new();
+    let mut w = Walkthrough::new();
     std::fs::create_dir(w.home()).unwrap();
-    let (demo, emulator) = start_brokers(&w, section);
+    let (demo, emulator, relay) = start_brokers(&mut w, section).await;
     let release = w.dir.path().join("target/release");
     std::fs::create_dir_all(&release).unwrap();
     std::os::unix::fs::symlink(CLIENT, release.join("token-client")).unwrap();
@@ -237,10 +243,23 @@ async fn readme_device_walkthrough_runs_as_written() {
     let cache = w.home().join(".cache/token-client/google-executable.json");
     assert_eq!(mode(&cache), 0o600);
 
-    // serve runs in the background (`&`) for the file and URL sources, on the test's port
-    // (TOKEN_CLIENT_LISTEN, which the URL source reads too); the test then asks Python for a
-    // token with the URL-sourced configuration and stops serve.
-    let serve = w.ports(&block(section, "token-client serve"));
+    // The block's first line starts serve in the background (`&`): the test starts that line
+    // itself on port 0 (TOKEN_CLIENT_LISTEN, which the URL source reads too), runs the rest
+    // of the block and the sources' block, asks Python for a token with the URL-sourced
+    // configuration, and stops serve.
+    let serve = block(section, "token-client serve");
+    let (serve_line, rest) = serve.split_once('\n').unwrap();
+    let serve_line = serve_line.trim().strip_suffix('&').unwrap().trim();
+    let mut agent = Command::new("bash");
+    agent.args([
+        "-euo",
+        "pipefail",
+        "-c",
+        &format!("{exports}export TOKEN_CLIENT_LISTEN=127.0.0.1:0\nexec {serve_line}"),
+    ]);
+    let mut agent = Process::start(w.clean(agent), "listening on ");
+    w.serve = address_of(&agent.url);
+    let serve = w.ports(rest);
     let sources = w.ports(&block(section, "--source file"));
     let url_config = w
         .home()
@@ -251,14 +270,20 @@ async fn readme_device_walkthrough_runs_as_written() {
         .unwrap()
         .to_owned();
     let script = format!(
-        "trap 'kill $(jobs -p) 2>/dev/null; wait' EXIT\nexport TOKEN_CLIENT_LISTEN={}\n{exports}{serve}{sources}GOOGLE_APPLICATION_CREDENTIALS={} {python_line}\n",
+        "export TOKEN_CLIENT_LISTEN={}\n{exports}{serve}{sources}GOOGLE_APPLICATION_CREDENTIALS={} {python_line}\n",
         w.serve,
         url_config.display()
     );
     let output = run(w.bash(&script)).await;
     let lines = assert_ok(&output, &script);
     check_serve_output(&lines, &output);
-    drop((demo, emulator));
+    assert!(agent.terminate().success());
+    assert!(
+        agent.logs().contains("SIGTERM received"),
+        "{}",
+        agent.logs()
+    );
+    drop((demo, emulator, relay));
 }
 
 /// The curl's metadata token, google-auth's tokens through the metadata server, the token
@@ -286,7 +311,6 @@ fn check_serve_output(lines: &[String], output: &Output) {
         context()
     );
     assert!(lines[4].starts_with("ya29."), "{}", context());
-    assert!(stderr(output).contains("SIGTERM received"), "{}", context());
 }
 
 /// The "without the binary" curl command, as the library runs it (no shell, any folder),
