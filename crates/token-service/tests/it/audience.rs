@@ -319,3 +319,31 @@ fn policy_check_and_explain_show_the_audiences() {
         "{stdout}"
     );
 }
+
+/// The README's policy snippet for audiences is a valid policy, as written.
+#[test]
+fn the_readmes_audience_snippet_is_a_valid_policy() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let snippet = readme
+        .split("```")
+        .skip(1)
+        .step_by(2)
+        .find(|b| b.contains("[rule.audience."))
+        .expect("README shows a [rule.audience.\"AUD\"] table")
+        .trim_start_matches("toml");
+    let dir = tempfile::tempdir().unwrap();
+    let policy = common::temp_file(&dir, "policy.toml", snippet);
+    let output = Command::new(common::BIN)
+        .args(["policy", "check", policy.to_str().unwrap()])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains(
+            "'api://AzureADTokenExchange': sub 'device-class-{subject.OU}', token_lifetime 1200 s"
+        ),
+        "{output:?}"
+    );
+}
