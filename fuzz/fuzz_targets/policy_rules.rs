@@ -124,6 +124,11 @@ fuzz_target!(|data: &[u8]| {
         Requested {
             scope: Some("https://www.googleapis.com/auth/cloud-platform openid"),
             service_account: Some("sa@project.iam.gserviceaccount.com"),
+            audience: None,
+        },
+        Requested {
+            audience: Some("api://AzureADTokenExchange"),
+            ..Requested::default()
         },
     ];
     for client in clients() {

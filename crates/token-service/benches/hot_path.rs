@@ -77,6 +77,7 @@ fn client() -> Client {
         extra_claims: Map::new(),
         lifetime_seconds: None,
         decision: None,
+        audience: None,
     }
 }
 

@@ -86,6 +86,7 @@ workload_class = "batch"
                 Requested {
                     scope: Some("https://www.googleapis.com/auth/cloud-platform"),
                     service_account: Some("batch-1@p.iam.gserviceaccount.com"),
+                    audience: None,
                 },
             )
         })

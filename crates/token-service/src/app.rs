@@ -229,6 +229,7 @@ fn build_issuer(config: &Config, signer: Arc<dyn Signer>, metrics: &Metrics) -> 
         signer,
         Clock::system(),
     )
+    .with_audiences(config.audiences.clone())
 }
 
 /// The Google access-token backend, when a workload identity pool is configured.

@@ -128,6 +128,8 @@ pub struct Config {
     pub pool: Option<WorkloadIdentityPool>,
     /// Token lifetime in seconds.
     pub validity_seconds: i64,
+    /// The audiences a client may ask for besides `audience`, and their lifetimes.
+    pub audiences: crate::issuer::AudienceSettings,
     /// `JWKS_URI`.
     pub jwks_uri: Option<String>,
     /// Signer.
@@ -212,6 +214,7 @@ pub fn load(values: Values, registry: &FlowRegistry) -> Result<Config, Vec<Start
         audience: tokens.audience,
         pool: tokens.pool,
         validity_seconds: tokens.validity_seconds,
+        audiences: tokens.audiences,
         jwks_uri: tokens.jwks_uri,
         signer,
         google,

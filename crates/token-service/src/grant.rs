@@ -1,7 +1,8 @@
 //! The client-credentials grant every flow reuses: check the grant type, let the enabled flows
 //! authenticate the client (the first that takes the request or refuses it decides), apply the
-//! per-client limit and the client policy, issue the ID token, then (when asked and
-//! configured) obtain an access token. The grant owns the grant types; flows only
+//! per-client limit and the client policy, issue the ID token (for the audience the request
+//! names, when `TOKEN_AUDIENCES` and the policy allow it), then (when asked and configured)
+//! obtain an access token. The grant owns the grant types; flows only
 //! authenticate.
 //!
 //! Uses `flows`, `policy`, `issuer`, `access` and `limits`; knows nothing of HTTP and logs
@@ -33,6 +34,9 @@ pub struct Exchange {
     pub flow: Option<Arc<str>>,
     /// The client ID, once a flow identified the client.
     pub client_id: Option<String>,
+    /// The audience the request named (the parameter `audience`), for the log line of a
+    /// refusal; issued tokens carry their own.
+    pub audience: Option<String>,
     /// The tokens, or why there are none.
     pub result: Result<IssuedTokens, Failure>,
 }
@@ -124,9 +128,11 @@ impl ClientCredentials {
                 limits.auth_failed(caller);
             }
         };
+        let audience = named_audience(request).map(|a| truncate(a, 200));
         let refused = |failure: Failure| Exchange {
             flow: None,
             client_id: None,
+            audience: audience.clone(),
             result: Err(failure),
         };
         if let (Some(limits), Some(caller)) = (limits, caller)
@@ -153,6 +159,7 @@ impl ClientCredentials {
                 return Exchange {
                     flow: Some(flow.name.clone()),
                     client_id: None,
+                    audience,
                     result: Err(requested.err().unwrap_or(failure)),
                 };
             }
@@ -161,6 +168,7 @@ impl ClientCredentials {
         let mut exchange = Exchange {
             flow: Some(flow.name.clone()),
             client_id: None,
+            audience,
             result: Err(Failure::server("The token request was not answered")),
         };
         let requested = match requested {
@@ -185,13 +193,26 @@ impl ClientCredentials {
         exchange
     }
 
-    /// The scope and service account asked for, when this service can serve them.
+    /// The scope, service account and audience asked for, when this service can serve them.
+    /// `audience` with `scope` is refused (400): the access token is exchanged at Google's STS,
+    /// which accepts only the default audience (the workload identity pool's); an audience
+    /// that is neither the default nor one of `TOKEN_AUDIENCES` is refused (403).
     fn requested<'r>(&self, request: &'r TokenRequest) -> Result<Requested<'r>, Failure> {
         let scope = request.scope.as_deref().filter(|s| !s.trim().is_empty());
         let service_account = request
             .service_account
             .as_deref()
             .filter(|s| !s.trim().is_empty());
+        let audience = named_audience(request);
+        if audience.is_some() && scope.is_some() {
+            return Err(Failure::invalid_request(
+                "The parameters 'audience' and 'scope' cannot be combined: an access token needs the default audience (Google's STS accepts only the workload identity pool's); remove 'audience' to get an access token, or 'scope' to get an ID token for the audience",
+            ));
+        }
+        let audience = match audience {
+            Some(audience) => self.issuer.requested_audience(audience)?,
+            None => None,
+        };
         if self.access.is_none() && (scope.is_some() || service_account.is_some()) {
             return Err(Failure::invalid_request(
                 "Access tokens are not configured on this service: remove 'scope' and 'service_account' to get an ID token",
@@ -205,6 +226,7 @@ impl ClientCredentials {
         Ok(Requested {
             scope,
             service_account,
+            audience,
         })
     }
 
@@ -310,10 +332,16 @@ impl ClientCredentials {
             id_token: id_token.token,
             id_token_expires_at: id_token.expires_at,
             jti: id_token.jti,
+            audience: id_token.audience,
             access_token,
             decision: client.decision.clone(),
         })
     }
+}
+
+/// The parameter `audience`, when the request gives one (blank counts as none, as for `scope`).
+fn named_audience(request: &TokenRequest) -> Option<&str> {
+    request.audience.as_deref().filter(|a| !a.trim().is_empty())
 }
 
 /// Refuses a caller whose failed-authentication bucket is empty (429), before any flow works

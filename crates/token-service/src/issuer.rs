@@ -3,7 +3,7 @@
 //! `signer` trait; the request's deadline is passed on to the signer.
 
 pub(crate) mod settings;
-pub use settings::WorkloadIdentityPool;
+pub use settings::{AudienceSettings, WorkloadIdentityPool};
 
 use std::sync::Arc;
 
@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 
 use crate::clock::{Clock, Deadline};
 use crate::error::Failure;
-use crate::model::Client;
+use crate::model::{Client, truncate};
 use crate::readiness::{NotReady, RETRY_AFTER};
 use crate::signer::{Publication, Signer};
 
@@ -23,7 +23,7 @@ pub const TOKEN_PATH: &str = "/token";
 /// Settings of the issuer.
 #[derive(Debug, Clone)]
 pub struct IssuerSettings {
-    /// `aud` of every ID token.
+    /// `aud` of every ID token whose request names no other audience (`TOKEN_AUDIENCE`).
     pub audience: String,
     /// Token lifetime in seconds (`TOKEN_VALIDITY` minutes).
     pub validity_seconds: i64,
@@ -40,11 +40,14 @@ pub struct IdToken {
     pub expires_at: i64,
     /// `jti`.
     pub jti: String,
+    /// `aud`.
+    pub audience: String,
 }
 
 /// Issues ID tokens.
 pub struct IdTokenIssuer {
     settings: IssuerSettings,
+    audiences: AudienceSettings,
     signer: Arc<dyn Signer>,
     clock: Clock,
 }
@@ -54,9 +57,47 @@ impl IdTokenIssuer {
     pub fn new(settings: IssuerSettings, signer: Arc<dyn Signer>, clock: Clock) -> Self {
         Self {
             settings,
+            audiences: AudienceSettings::default(),
             signer,
             clock,
         }
+    }
+
+    /// Lets clients ask for the audiences of `audiences` (`TOKEN_AUDIENCES`), with their
+    /// lifetimes (`TOKEN_AUDIENCE_VALIDITY`).
+    #[must_use]
+    pub fn with_audiences(mut self, audiences: AudienceSettings) -> Self {
+        self.audiences = audiences;
+        self
+    }
+
+    /// The audience a request names with the parameter `audience`, when this service issues
+    /// tokens for it: `None` for the default audience (also when named), the audience when
+    /// `TOKEN_AUDIENCES` lists it; any other is refused with 403 `access_denied`. A policy may
+    /// restrict a listed audience further.
+    pub fn requested_audience<'r>(&self, audience: &'r str) -> Result<Option<&'r str>, Failure> {
+        if audience == self.settings.audience {
+            return Ok(None);
+        }
+        if self.audiences.allowed.iter().any(|a| a == audience) {
+            return Ok(Some(audience));
+        }
+        Err(Failure::access_denied(format!(
+            "The audience '{}' is not allowed: the parameter 'audience' must name this service's default audience or one of its TOKEN_AUDIENCES; leave 'audience' out for a token for the default audience, or have the audience added to TOKEN_AUDIENCES",
+            truncate(audience, 200)
+        ))
+        .with_detail(format!(
+            "audience '{}' is neither TOKEN_AUDIENCE nor one of TOKEN_AUDIENCES",
+            truncate(audience, 200)
+        )))
+    }
+
+    /// `aud` of this client's token: the audience it was admitted for, else the default.
+    pub fn audience<'c>(&'c self, client: &'c Client) -> &'c str {
+        client
+            .audience
+            .as_ref()
+            .map_or(self.settings.audience.as_str(), |a| a.audience.as_str())
     }
 
     /// The settings.
@@ -69,10 +110,15 @@ impl IdTokenIssuer {
         &self.signer
     }
 
-    /// Token lifetime for this client, in seconds.
+    /// Token lifetime for this client, in seconds: the most specific wins, the policy's for
+    /// the client's audience, then `TOKEN_AUDIENCE_VALIDITY`'s for it, then the policy's for
+    /// the client, then `TOKEN_VALIDITY`.
     pub fn lifetime(&self, client: &Client) -> i64 {
-        client
-            .lifetime_seconds
+        let audience = client.audience.as_ref();
+        audience
+            .and_then(|a| a.lifetime_seconds)
+            .or_else(|| audience.and_then(|a| self.audiences.lifetimes.get(&a.audience).copied()))
+            .or(client.lifetime_seconds)
             .unwrap_or(self.settings.validity_seconds)
     }
 
@@ -87,8 +133,12 @@ impl IdTokenIssuer {
         }
         let fixed = json!({
             "iss": iss,
-            "sub": client.client_id,
-            "aud": self.settings.audience,
+            "sub": client
+                .audience
+                .as_ref()
+                .and_then(|a| a.subject.as_deref())
+                .unwrap_or(&client.client_id),
+            "aud": self.audience(client),
             "iat": now,
             "exp": now + self.lifetime(client),
             "jti": jti,
@@ -123,6 +173,7 @@ impl IdTokenIssuer {
             token,
             expires_at: now + self.lifetime(client),
             jti,
+            audience: self.audience(client).to_owned(),
         })
     }
 

@@ -20,6 +20,8 @@ pub struct TokenRequest {
     pub scope: Option<String>,
     /// `service_account`, when the client asked to impersonate a service account.
     pub service_account: Option<String>,
+    /// `audience`, when the client asked for an ID token for an audience of its choice.
+    pub audience: Option<String>,
     /// Every other form parameter, for the flow to use as it sees fit.
     pub params: BTreeMap<String, String>,
     /// Request headers (certificate facts from a load balancer arrive here).
@@ -107,6 +109,33 @@ pub struct Client {
     /// What the policy decided, for the request's log line; `None` from a policy without
     /// rules (the reference policy).
     pub decision: Option<PolicyDecision>,
+    /// The audience the client asked for and was admitted for, when it is not the default
+    /// audience; `None`: the token is for the default audience.
+    pub audience: Option<AudienceGrant>,
+}
+
+/// An audience a client asked for (the `/token` parameter `audience`) and was admitted for,
+/// with what the policy sets for tokens of that audience.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AudienceGrant {
+    /// `aud` of the ID token.
+    pub audience: String,
+    /// `sub` of the ID token, when the policy maps this audience to a subject other than the
+    /// client ID (`client_id` stays the client's).
+    pub subject: Option<String>,
+    /// Lifetime in seconds the policy sets for tokens of this audience.
+    pub lifetime_seconds: Option<i64>,
+}
+
+impl AudienceGrant {
+    /// `audience`, with nothing the policy sets for it.
+    pub fn new(audience: impl Into<String>) -> Self {
+        Self {
+            audience: audience.into(),
+            subject: None,
+            lifetime_seconds: None,
+        }
+    }
 }
 
 /// A policy's decision about a client, as the request's one log line shows it.
@@ -153,6 +182,8 @@ pub struct IssuedTokens {
     pub id_token_expires_at: i64,
     /// Its `jti`, which may be logged.
     pub jti: String,
+    /// Its `aud`, which may be logged.
+    pub audience: String,
     /// The access token, when the request asked for one.
     pub access_token: Option<AccessToken>,
     /// What the policy decided, for the request's log line.

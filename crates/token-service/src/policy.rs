@@ -17,7 +17,7 @@ pub use settings::PolicySettings;
 use serde_json::Map;
 
 use crate::error::Failure;
-use crate::model::{AuthenticatedClient, Client, PolicyDecision};
+use crate::model::{AudienceGrant, AuthenticatedClient, Client, PolicyDecision};
 
 /// What a client the policy does not admit is told; why is in the log detail only.
 pub const CLIENT_NOT_AUTHORIZED: &str = "The client is not authorized to obtain tokens";
@@ -46,6 +46,9 @@ pub struct Requested<'a> {
     pub scope: Option<&'a str>,
     /// Service account to impersonate.
     pub service_account: Option<&'a str>,
+    /// Audience asked for with the parameter `audience`, when it is not the default audience
+    /// (which every admitted client may have) and `TOKEN_AUDIENCES` lists it.
+    pub audience: Option<&'a str>,
 }
 
 /// A client policy.
@@ -59,7 +62,7 @@ pub trait ClientPolicy: Send + Sync {
 }
 
 /// The reference's policy: any client a flow authenticated is admitted, with the client ID the
-/// flow derived and no extra claims.
+/// flow derived and no extra claims, for any audience `TOKEN_AUDIENCES` lists.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct CertificateFactsPolicy;
 
@@ -67,7 +70,7 @@ impl ClientPolicy for CertificateFactsPolicy {
     fn authorize(
         &self,
         client: &AuthenticatedClient,
-        _requested: Requested<'_>,
+        requested: Requested<'_>,
     ) -> Result<Client, Failure> {
         Ok(Client {
             flow: client.flow.clone(),
@@ -76,6 +79,7 @@ impl ClientPolicy for CertificateFactsPolicy {
             extra_claims: Map::new(),
             lifetime_seconds: None,
             decision: None,
+            audience: requested.audience.map(AudienceGrant::new),
         })
     }
 }

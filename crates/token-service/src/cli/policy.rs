@@ -41,6 +41,10 @@ pub enum PolicyCommand {
         /// Scope(s) the client would ask for (space-separated, or repeat the option).
         #[arg(long)]
         scope: Vec<String>,
+        /// Audience the client would ask for with the parameter `audience` (one of
+        /// TOKEN_AUDIENCES; leave it out for the default audience).
+        #[arg(long, value_name = "AUD")]
+        audience: Option<String>,
         /// Flow that would authenticate the client.
         #[arg(long, default_value = "mtls-client-credentials")]
         flow: String,
@@ -61,6 +65,7 @@ pub fn run(command: &PolicyCommand, values: &Values, registry: &FlowRegistry) ->
             policy,
             service_account,
             scope,
+            audience,
             flow,
             ca,
         } => {
@@ -98,6 +103,7 @@ pub fn run(command: &PolicyCommand, values: &Values, registry: &FlowRegistry) ->
                 requested: Requested {
                     scope: Some(scope.as_str()).filter(|s| !s.trim().is_empty()),
                     service_account: service_account.as_deref(),
+                    audience: audience.as_deref().filter(|a| !a.trim().is_empty()),
                 },
             })
         }
@@ -117,6 +123,9 @@ fn check(file: &Path, registry: &FlowRegistry) -> ExitCode {
                     rule.name,
                     if rule.allows() { "allow" } else { "deny" }
                 );
+                if let Some(audiences) = rule.audiences() {
+                    println!("             {audiences}");
+                }
             }
             if policy.rules().is_empty() {
                 println!("  no rules: every client would be denied");
@@ -374,6 +383,9 @@ fn write_decision(out: &mut String, verdict: &Verdict, requested: Requested<'_>)
             if let Some(l) = admitted.lifetime_seconds {
                 let _ = writeln!(out, "  token lifetime       {l} s");
             }
+            if let Some(audience) = &admitted.audience {
+                write_audience(out, audience);
+            }
             if let Some(sa) = requested.service_account {
                 let _ = writeln!(out, "  service account      {sa}: allowed");
             }
@@ -403,6 +415,26 @@ fn write_decision(out: &mut String, verdict: &Verdict, requested: Requested<'_>)
             );
             false
         }
+    }
+}
+
+/// The audience the client would get, with the rule's `sub` and lifetime for it. The service
+/// also requires the audience to be one of `TOKEN_AUDIENCES` (not checked here), and
+/// `TOKEN_AUDIENCE_VALIDITY` may set its lifetime where the rule does not.
+fn write_audience(out: &mut String, audience: &crate::model::AudienceGrant) {
+    field(
+        out,
+        "audience",
+        &format!(
+            "{}: allowed by the rule (the service also requires it in TOKEN_AUDIENCES)",
+            audience.audience
+        ),
+    );
+    if let Some(sub) = &audience.subject {
+        field(out, "sub", &format!("{sub} (for this audience)"));
+    }
+    if let Some(l) = audience.lifetime_seconds {
+        field(out, "token lifetime", &format!("{l} s (for this audience)"));
     }
 }
 

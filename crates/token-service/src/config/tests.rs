@@ -539,3 +539,58 @@ fn help_default_text_is_derived_from_the_typed_default() {
         10
     );
 }
+
+#[test]
+fn token_audiences_and_their_lifetimes_are_read_within_token_validitys_bounds() {
+    let c = ok(&[AUD]);
+    assert_eq!(c.audiences, crate::issuer::AudienceSettings::default());
+    let c = ok(&[
+        AUD,
+        (
+            "TOKEN_AUDIENCES",
+            "api://AzureADTokenExchange, sts.amazonaws.com",
+        ),
+        ("TOKEN_AUDIENCE_VALIDITY", "api://AzureADTokenExchange=15"),
+    ]);
+    assert_eq!(
+        c.audiences.allowed,
+        vec!["api://AzureADTokenExchange", "sts.amazonaws.com"]
+    );
+    assert_eq!(
+        c.audiences.lifetimes.get("api://AzureADTokenExchange"),
+        Some(&900)
+    );
+    assert_eq!(
+        c.resolved.get("TOKEN_AUDIENCES").map(String::as_str),
+        Some("api://AzureADTokenExchange,sts.amazonaws.com")
+    );
+    let listed = ("TOKEN_AUDIENCES", "api://AzureADTokenExchange");
+    for (value, problem) in [
+        (
+            "api://AzureADTokenExchange=61",
+            "TOKEN_AUDIENCE_VALIDITY: 'api://AzureADTokenExchange=61' is not valid; expected whole minutes from 1 to 60 after '=' (the bounds of TOKEN_VALIDITY)",
+        ),
+        (
+            "api://AzureADTokenExchange=0",
+            "TOKEN_AUDIENCE_VALIDITY: 'api://AzureADTokenExchange=0' is not valid; expected whole minutes from 1 to 60 after '=' (the bounds of TOKEN_VALIDITY)",
+        ),
+        (
+            "api://AzureADTokenExchange",
+            "TOKEN_AUDIENCE_VALIDITY: 'api://AzureADTokenExchange' is not valid; expected AUDIENCE=MINUTES, e.g. api://AzureADTokenExchange=15",
+        ),
+        (
+            "sts.amazonaws.com=10",
+            "TOKEN_AUDIENCE_VALIDITY: 'sts.amazonaws.com' is not one of TOKEN_AUDIENCES; add it to TOKEN_AUDIENCES or remove it here",
+        ),
+        (
+            "https://aud.example=10",
+            "TOKEN_AUDIENCE_VALIDITY: 'https://aud.example' is the default audience, whose lifetime is TOKEN_VALIDITY; set TOKEN_VALIDITY instead",
+        ),
+    ] {
+        assert_eq!(
+            errors(&[AUD, listed, ("TOKEN_AUDIENCE_VALIDITY", value)]),
+            vec![problem],
+            "{value}"
+        );
+    }
+}

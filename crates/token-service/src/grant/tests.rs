@@ -19,7 +19,7 @@ use crate::flows::{Declined, Flow, TLS_CLIENT_AUTH};
 use crate::issuer::IssuerSettings;
 use crate::limits::{LimitSettings, Rate};
 use crate::metrics::Metrics;
-use crate::model::{AccessToken, CertificateFacts, PolicyDecision};
+use crate::model::{AccessToken, AudienceGrant, CertificateFacts, PolicyDecision};
 use crate::signer::local::LocalSigner;
 
 const NOW: i64 = 1_800_000_000;
@@ -101,6 +101,7 @@ impl ClientPolicy for TestPolicy {
             extra_claims: Map::new(),
             lifetime_seconds: None,
             decision: Some(allowed()),
+            audience: requested.audience.map(AudienceGrant::new),
         })
     }
 }
@@ -478,4 +479,105 @@ async fn the_policy_decision_travels_with_the_tokens_and_with_a_later_failure() 
     let (denied, _) = enabled("denied", |_| client("denied"));
     let refused = exchange(&grant(vec![denied]), &request()).await;
     assert!(failure(&refused).labels().is_empty());
+}
+
+const ENTRA: &str = "api://AzureADTokenExchange";
+
+/// A grant whose issuer lets clients ask for `ENTRA` (TOKEN_AUDIENCES).
+fn with_audiences(access: bool) -> ClientCredentials {
+    let (a, _) = enabled("a", |_| client("spiffe://example.org/a"));
+    let issuer = issuer().with_audiences(crate::issuer::AudienceSettings {
+        allowed: vec![ENTRA.into()],
+        lifetimes: Default::default(),
+    });
+    let backend: Option<Arc<dyn AccessTokenBackend>> = if access {
+        Some(Arc::new(TestBackend))
+    } else {
+        None
+    };
+    ClientCredentials::new(vec![a], Arc::new(TestPolicy), issuer, backend)
+}
+
+fn asking(audience: &str) -> TokenRequest {
+    TokenRequest {
+        audience: Some(audience.into()),
+        ..request()
+    }
+}
+
+#[tokio::test]
+async fn without_audience_the_token_is_for_the_default_audience() {
+    let grant = with_audiences(false);
+    for request in [request(), asking(""), asking("https://api.example.com")] {
+        let exchange = exchange(&grant, &request).await;
+        let issued = exchange.result.unwrap();
+        assert_eq!(claims(&issued.id_token)["aud"], "https://api.example.com");
+        assert_eq!(issued.audience, "https://api.example.com");
+    }
+}
+
+#[tokio::test]
+async fn a_listed_audience_is_the_tokens_aud() {
+    let grant = with_audiences(false);
+    let exchange = exchange(&grant, &asking(ENTRA)).await;
+    assert_eq!(exchange.audience.as_deref(), Some(ENTRA));
+    let issued = exchange.result.unwrap();
+    assert_eq!(claims(&issued.id_token)["aud"], ENTRA);
+    assert_eq!(claims(&issued.id_token)["sub"], "spiffe://example.org/a");
+    assert_eq!(issued.audience, ENTRA);
+}
+
+#[tokio::test]
+async fn an_unlisted_audience_is_refused_with_403_naming_the_parameter() {
+    let grant = with_audiences(false);
+    let exchange = exchange(&grant, &asking("https://evil.example")).await;
+    assert_eq!(exchange.audience.as_deref(), Some("https://evil.example"));
+    let failure = failure(&exchange);
+    assert_eq!(failure.kind(), Kind::AccessDenied);
+    assert!(
+        failure.message().contains("parameter 'audience'")
+            && failure.message().contains("'https://evil.example'"),
+        "{failure:?}"
+    );
+}
+
+#[tokio::test]
+async fn audience_with_scope_is_refused_with_400() {
+    let grant = with_audiences(true);
+    let request = TokenRequest {
+        scope: Some("https://www.googleapis.com/auth/cloud-platform".into()),
+        ..asking(ENTRA)
+    };
+    let failure = failure(&exchange(&grant, &request).await).clone();
+    assert_eq!(failure.kind(), Kind::InvalidRequest);
+    assert!(
+        failure.message().contains("'audience' and 'scope'"),
+        "{failure:?}"
+    );
+    // Even the default audience, named, cannot come with a scope: the request is ambiguous.
+    let named_default = TokenRequest {
+        scope: Some("https://www.googleapis.com/auth/cloud-platform".into()),
+        ..asking("https://api.example.com")
+    };
+    assert_eq!(
+        failure_kind(&exchange(&grant, &named_default).await),
+        Kind::InvalidRequest
+    );
+    // Without an audience, the scope still gets its access token.
+    let plain = TokenRequest {
+        scope: Some("https://www.googleapis.com/auth/cloud-platform".into()),
+        ..self::request()
+    };
+    assert!(
+        exchange(&grant, &plain)
+            .await
+            .result
+            .unwrap()
+            .access_token
+            .is_some()
+    );
+}
+
+fn failure_kind(exchange: &Exchange) -> Kind {
+    failure(exchange).kind()
 }

@@ -79,6 +79,7 @@ async fn parse(
         grant_type: params.remove("grant_type").unwrap_or_default(),
         scope: params.remove("scope"),
         service_account: params.remove("service_account"),
+        audience: params.remove("audience"),
         params,
         remote_addr: parts
             .extensions
@@ -100,6 +101,8 @@ struct Line<'a> {
     reason: Option<String>,
     flow: Option<&'a str>,
     client_id: Option<&'a str>,
+    /// The issued token's `aud`, or the audience a refused request named.
+    audience: Option<&'a str>,
     jti: Option<&'a str>,
     access_token: bool,
     /// The policy's decision behind issued tokens (a refusal carries it in its labels).
@@ -122,6 +125,7 @@ impl<'a> Line<'a> {
                 reason: None,
                 flow,
                 client_id,
+                audience: Some(&issued.audience),
                 jti: Some(&issued.jti),
                 access_token: issued.access_token.is_some(),
                 decision: issued.decision.as_ref(),
@@ -137,6 +141,7 @@ impl<'a> Line<'a> {
                 reason: Some(failure.log_detail()),
                 flow,
                 client_id,
+                audience: exchange.audience.as_deref(),
                 jti: None,
                 access_token: false,
                 decision: None,
@@ -153,6 +158,7 @@ impl<'a> Line<'a> {
             reason: Some(e.description.clone()),
             flow: None,
             client_id: None,
+            audience: None,
             jti: None,
             access_token: false,
             decision: None,
@@ -198,7 +204,8 @@ pub(super) fn refused_input(e: HttpError) -> Response {
 }
 
 /// Writes the one log line of a token request: the only place that logs one. Never logs a
-/// token; the `jti` identifies an issued one. When a policy decided, the line says how
+/// token; the `jti` identifies an issued one, `audience` is its `aud` (or the audience a
+/// refused request named). When a policy decided, the line says how
 /// (`policy_decision`, `policy_rule`, `policy_matched`): from the issued tokens, or from the
 /// refusal's labels.
 fn log_line(line: &Line<'_>) {
@@ -211,6 +218,7 @@ fn log_line(line: &Line<'_>) {
             outcome = line.outcome,
             flow,
             client_id,
+            audience = line.audience.unwrap_or(""),
             jti = line.jti.unwrap_or(""),
             access_token = line.access_token,
             policy_decision = decision.map(|d| d.decision),
@@ -229,9 +237,9 @@ fn log_line(line: &Line<'_>) {
         .collect();
     let labels = Value::Object(labels);
     if flow.is_empty() {
-        tracing::warn!(event = line.event, outcome = line.outcome, reason, labels = %labels, "token request rejected: {reason}");
+        tracing::warn!(event = line.event, outcome = line.outcome, audience = line.audience, reason, labels = %labels, "token request rejected: {reason}");
     } else {
-        tracing::warn!(event = line.event, outcome = line.outcome, flow, client_id, reason, labels = %labels, "{flow} refused the request: {reason}");
+        tracing::warn!(event = line.event, outcome = line.outcome, flow, client_id, audience = line.audience, reason, labels = %labels, "{flow} refused the request: {reason}");
     }
 }
 

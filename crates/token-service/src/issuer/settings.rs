@@ -1,6 +1,9 @@
 //! Settings of the ID tokens: issuer, audience (or the workload identity pool it is derived
-//! from), lifetime and published `jwks_uri`. The declarations and [`TokenSettings`], which
-//! they fill. Read through `config::reader`; reads no environment.
+//! from), the further audiences a client may ask for and their lifetimes, lifetime and
+//! published `jwks_uri`. The declarations and [`TokenSettings`], which they fill. Read through
+//! `config::reader`; reads no environment.
+
+use std::collections::BTreeMap;
 
 use crate::config::reader::{Reader, Setting};
 use crate::http::IssuerSource;
@@ -60,6 +63,19 @@ pub const VALIDITY: Setting = Setting::minutes(
     VALIDITY_MINUTES.0..=VALIDITY_MINUTES.1,
     "ID token lifetime in minutes, 1 to 60",
 );
+/// `TOKEN_AUDIENCES`.
+pub const AUDIENCES: Setting = Setting::list(
+    "TOKEN_AUDIENCES",
+    "",
+    "Further audiences a client may ask for with the /token parameter 'audience', comma-separated",
+);
+/// `TOKEN_AUDIENCE_VALIDITY`.
+pub const AUDIENCE_VALIDITY: Setting = Setting::list(
+    "TOKEN_AUDIENCE_VALIDITY",
+    "",
+    "ID token lifetime per audience of TOKEN_AUDIENCES, AUDIENCE=MINUTES (1 to 60), comma-separated",
+)
+.noted("TOKEN_VALIDITY");
 /// `JWKS_URI`.
 pub const JWKS_URI: Setting = Setting::url("JWKS_URI", None, "jwks_uri published in discovery")
     .noted("issuer + /.well-known/jwks.json");
@@ -75,6 +91,8 @@ pub const TOKENS: &[Setting] = &[
     POOL_ID_TYPO,
     PROVIDER_ID_TYPO,
     VALIDITY,
+    AUDIENCES,
+    AUDIENCE_VALIDITY,
 ];
 /// The published key location.
 pub const PUBLICATION: &[Setting] = &[JWKS_URI];
@@ -111,8 +129,19 @@ pub struct TokenSettings {
     pub pool: Option<WorkloadIdentityPool>,
     /// `TOKEN_VALIDITY`, in seconds.
     pub validity_seconds: i64,
+    /// `TOKEN_AUDIENCES` and `TOKEN_AUDIENCE_VALIDITY`.
+    pub audiences: AudienceSettings,
     /// `JWKS_URI`.
     pub jwks_uri: Option<String>,
+}
+
+/// The audiences a client may ask for besides the default one, and their lifetimes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AudienceSettings {
+    /// `TOKEN_AUDIENCES`: the audiences a client may name with the parameter `audience`.
+    pub allowed: Vec<String>,
+    /// `TOKEN_AUDIENCE_VALIDITY`: ID-token lifetime in seconds per audience.
+    pub lifetimes: BTreeMap<String, i64>,
 }
 
 impl TokenSettings {
@@ -132,14 +161,52 @@ impl TokenSettings {
         };
         let (audience, pool) = read_audience(r);
         let validity = r.seconds(&VALIDITY);
+        let audiences = read_audiences(r, &audience);
         Self {
             issuer,
             audience,
             pool,
             validity_seconds: i64::try_from(validity.as_secs()).unwrap_or(i64::MAX),
+            audiences,
             jwks_uri: r.url(&JWKS_URI),
         }
     }
+}
+
+/// `TOKEN_AUDIENCES`, and `TOKEN_AUDIENCE_VALIDITY`'s `AUDIENCE=MINUTES` items: each audience
+/// one of `TOKEN_AUDIENCES` (the default's lifetime is `TOKEN_VALIDITY`), each lifetime within
+/// `TOKEN_VALIDITY`'s bounds.
+fn read_audiences(r: &mut Reader<'_>, default: &str) -> AudienceSettings {
+    let allowed = r.list(&AUDIENCES);
+    let (min, max) = VALIDITY_MINUTES;
+    let mut lifetimes = BTreeMap::new();
+    for item in r.list(&AUDIENCE_VALIDITY) {
+        // The minutes follow the last '=', so an audience may hold one.
+        let Some((audience, minutes)) = item.rsplit_once('=') else {
+            r.fail(AUDIENCE_VALIDITY.name, format!("'{item}' is not valid; expected AUDIENCE=MINUTES, e.g. api://AzureADTokenExchange=15"));
+            continue;
+        };
+        let (audience, minutes) = (audience.trim(), minutes.trim());
+        let Some(minutes) = minutes
+            .parse::<u64>()
+            .ok()
+            .filter(|m| (min..=max).contains(m))
+        else {
+            r.fail(AUDIENCE_VALIDITY.name, format!("'{item}' is not valid; expected whole minutes from {min} to {max} after '=' (the bounds of TOKEN_VALIDITY)"));
+            continue;
+        };
+        if audience == default {
+            r.fail(AUDIENCE_VALIDITY.name, format!("'{audience}' is the default audience, whose lifetime is TOKEN_VALIDITY; set TOKEN_VALIDITY instead"));
+        } else if !allowed.iter().any(|a| a == audience) {
+            r.fail(AUDIENCE_VALIDITY.name, format!("'{audience}' is not one of TOKEN_AUDIENCES; add it to TOKEN_AUDIENCES or remove it here"));
+        } else {
+            lifetimes.insert(
+                audience.to_owned(),
+                i64::try_from(minutes * 60).unwrap_or(i64::MAX),
+            );
+        }
+    }
+    AudienceSettings { allowed, lifetimes }
 }
 
 fn read_audience(r: &mut Reader<'_>) -> (String, Option<WorkloadIdentityPool>) {

@@ -51,6 +51,7 @@ fn client_with_hostile_claims() -> Client {
         extra_claims: extra,
         lifetime_seconds: None,
         decision: None,
+        audience: None,
     }
 }
 
@@ -209,4 +210,100 @@ fn discovery_without_keys_is_unavailable_with_the_signers_reason() {
     }
     let document = discovery_document(ISS, &issuer(600), &flows).unwrap();
     assert_eq!(document["jwks_uri"], format!("{ISS}{JWKS_PATH}"));
+}
+
+const ENTRA: &str = "api://AzureADTokenExchange";
+
+fn with_audiences(validity_seconds: i64) -> IdTokenIssuer {
+    issuer(validity_seconds).with_audiences(AudienceSettings {
+        allowed: vec![ENTRA.into(), "sts.amazonaws.com".into()],
+        lifetimes: [(ENTRA.to_owned(), 900)].into_iter().collect(),
+    })
+}
+
+#[test]
+fn a_requested_audience_is_the_default_or_one_of_token_audiences() {
+    let service = with_audiences(300);
+    assert_eq!(
+        service.requested_audience("https://audience.example.com"),
+        Ok(None)
+    );
+    assert_eq!(service.requested_audience(ENTRA), Ok(Some(ENTRA)));
+    let refused = service
+        .requested_audience("https://other.example")
+        .unwrap_err();
+    assert_eq!(refused.kind(), crate::error::Kind::AccessDenied);
+    let message = refused.message();
+    assert!(
+        message.contains("'https://other.example'")
+            && message.contains("parameter 'audience'")
+            && message.contains("TOKEN_AUDIENCES"),
+        "{message}"
+    );
+    // Without TOKEN_AUDIENCES only the default audience is served.
+    assert!(issuer(300).requested_audience(ENTRA).is_err());
+}
+
+#[tokio::test]
+async fn a_token_for_a_granted_audience_has_that_aud_and_the_policys_sub() {
+    let issuer = with_audiences(300);
+    let mut client = client_with_hostile_claims();
+    let issued = issuer.issue(ISS, &client, deadline()).await.unwrap();
+    assert_eq!(
+        part(&issued.token, 1)["aud"],
+        "https://audience.example.com"
+    );
+    assert_eq!(issued.audience, "https://audience.example.com");
+
+    client.audience = Some(crate::model::AudienceGrant {
+        audience: ENTRA.into(),
+        subject: Some("device-class-a".into()),
+        lifetime_seconds: None,
+    });
+    let issued = issuer.issue(ISS, &client, deadline()).await.unwrap();
+    let claims = part(&issued.token, 1);
+    assert_eq!(claims["aud"], ENTRA);
+    assert_eq!(issued.audience, ENTRA);
+    assert_eq!(claims["sub"], "device-class-a");
+    assert_eq!(
+        claims["client_id"], "device-1",
+        "client_id stays the client's"
+    );
+}
+
+#[tokio::test]
+async fn the_most_specific_lifetime_wins() {
+    let service = with_audiences(300);
+    let lifetime = |rule: Option<i64>, audience: Option<(&str, Option<i64>)>| {
+        let mut client = client_with_hostile_claims();
+        client.lifetime_seconds = rule;
+        client.audience = audience.map(|(aud, lifetime_seconds)| crate::model::AudienceGrant {
+            audience: aud.into(),
+            subject: None,
+            lifetime_seconds,
+        });
+        service.lifetime(&client)
+    };
+    assert_eq!(lifetime(None, None), 300, "TOKEN_VALIDITY");
+    assert_eq!(lifetime(Some(120), None), 120, "the rule's token_lifetime");
+    assert_eq!(
+        lifetime(Some(120), Some(("sts.amazonaws.com", None))),
+        120,
+        "an audience without a lifetime of its own"
+    );
+    assert_eq!(
+        lifetime(Some(120), Some((ENTRA, None))),
+        900,
+        "TOKEN_AUDIENCE_VALIDITY beats the rule's lifetime"
+    );
+    assert_eq!(
+        lifetime(Some(120), Some((ENTRA, Some(1200)))),
+        1200,
+        "the rule's lifetime for the audience beats all"
+    );
+    let mut client = client_with_hostile_claims();
+    client.audience = Some(crate::model::AudienceGrant::new(ENTRA));
+    let issued = service.issue(ISS, &client, deadline()).await.unwrap();
+    assert_eq!(part(&issued.token, 1)["exp"], NOW + 900);
+    assert_eq!(issued.expires_at, NOW + 900);
 }

@@ -170,6 +170,26 @@ struct Allowance {
     service_accounts: Option<Vec<Pattern>>,
     scopes: Option<Vec<Pattern>>,
     lifetime: Option<i64>,
+    audiences: AudienceRules,
+}
+
+/// What an allow rule says about the audiences a client may name with the parameter
+/// `audience` (the default audience is always allowed).
+#[derive(Debug, Clone, Default)]
+struct AudienceRules {
+    /// `audiences`: globs; `None` (absent) allows any of `TOKEN_AUDIENCES`, `[]` none.
+    allowed: Option<Vec<Pattern>>,
+    /// `[rule.audience."AUD"]`: what tokens for that exact audience get.
+    each: BTreeMap<String, AudienceRule>,
+}
+
+/// `[rule.audience."AUD"]`, compiled.
+#[derive(Debug, Clone)]
+struct AudienceRule {
+    /// `sub` of tokens for the audience (a template); `client_id` stays the client's.
+    sub: Option<Template>,
+    /// Their lifetime in seconds, within [`LIFETIME_BOUNDS`].
+    lifetime: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -193,6 +213,33 @@ impl Rule {
     /// Whether the rule admits the clients it matches.
     pub fn allows(&self) -> bool {
         matches!(self.decision, Decision::Allow(_))
+    }
+
+    /// What the rule says about audiences, for `policy check`; `None` when it says nothing
+    /// (any audience of `TOKEN_AUDIENCES`, with the rule's client ID and lifetime).
+    pub fn audiences(&self) -> Option<String> {
+        let Decision::Allow(allowance) = &self.decision else {
+            return None;
+        };
+        let rules = &allowance.audiences;
+        let allowed = match &rules.allowed {
+            None if rules.each.is_empty() => return None,
+            None => "any of TOKEN_AUDIENCES".to_owned(),
+            Some(globs) if globs.is_empty() => "none but the default".to_owned(),
+            Some(globs) => sources(globs),
+        };
+        let mut text = format!("audiences {allowed}");
+        for (audience, rule) in &rules.each {
+            let mut keys = Vec::new();
+            if let Some(sub) = &rule.sub {
+                keys.push(format!("sub '{}'", sub.source()));
+            }
+            if let Some(lifetime) = rule.lifetime {
+                keys.push(format!("token_lifetime {lifetime} s"));
+            }
+            text.push_str(&format!("; '{audience}': {}", keys.join(", ")));
+        }
+        Some(text)
     }
 }
 

@@ -327,6 +327,7 @@ scopes = ["https://www.googleapis.com/auth/devstorage.*"]
             Requested {
                 scope,
                 service_account: sa,
+                audience: None,
             },
         )
         .outcome
@@ -370,7 +371,8 @@ scopes = ["https://www.googleapis.com/auth/devstorage.*"]
             none,
             Requested {
                 scope: storage,
-                service_account: Some("a@b")
+                service_account: Some("a@b"),
+                audience: None,
             }
         )
         .outcome,
@@ -382,7 +384,8 @@ scopes = ["https://www.googleapis.com/auth/devstorage.*"]
             any,
             Requested {
                 scope: storage,
-                service_account: Some("a@b")
+                service_account: Some("a@b"),
+                audience: None,
             }
         )
         .outcome,
@@ -807,6 +810,7 @@ fn the_engine_refuses_with_failures_and_counts_into_its_own_metrics() {
             Requested {
                 scope: Some(scope),
                 service_account: None,
+                audience: None,
             },
         )
         .unwrap_err();
@@ -851,3 +855,5 @@ fn the_engine_refuses_with_failures_and_counts_into_its_own_metrics() {
         "{e}"
     );
 }
+
+mod audience;

@@ -197,11 +197,12 @@ fn config_file_holds_settings_and_the_environment_wins() {
         validity.contains("20") && validity.contains("(environment)"),
         "{validity}"
     );
-    let bad = temp_file(&dir, "bad.toml", "TOKEN_AUDIENCES = \"x\"\n");
+    // TOKEN_AUDIENCES is a setting now (issue 13): the misspelling is another name.
+    let bad = temp_file(&dir, "bad.toml", "TOKEN_AUDIENCE_LIST = \"x\"\n");
     let out = run(&["check-config", "--config", bad.to_str().unwrap()], &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        stderr(&out).contains("unknown setting 'TOKEN_AUDIENCES'"),
+        stderr(&out).contains("unknown setting 'TOKEN_AUDIENCE_LIST'"),
         "{}",
         stderr(&out)
     );

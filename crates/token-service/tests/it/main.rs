@@ -14,6 +14,7 @@
 mod support;
 
 mod api;
+mod audience;
 mod cli;
 mod custom_flow;
 mod deploy;

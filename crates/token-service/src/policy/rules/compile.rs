@@ -4,6 +4,8 @@
 
 use super::*;
 
+mod audience;
+
 // ---------------------------------------------------------------------------------------------
 // The file as written.
 
@@ -36,6 +38,8 @@ struct RawRule {
     service_accounts: Option<Spanned<OneOrMany>>,
     scopes: Option<Spanned<OneOrMany>>,
     token_lifetime: Option<Spanned<i64>>,
+    audiences: Option<Spanned<OneOrMany>>,
+    audience: Option<audience::RawAudiences>,
 }
 
 #[derive(Deserialize, Default)]
@@ -233,6 +237,7 @@ fn compile_rule(raw: RawRule, line: usize) -> Result<Rule, Located> {
                     ),
                 ));
             }
+            audience::refuse_in_deny(&name, raw.audiences.as_ref(), raw.audience.as_ref())?;
             if raw.claims.is_some() {
                 return Err((
                     decision_span,
@@ -254,14 +259,16 @@ fn compile_rule(raw: RawRule, line: usize) -> Result<Rule, Located> {
                     format!("rule '{name}': 'reason' applies to deny rules only"),
                 ));
             }
-            Decision::Allow(compile_allowance(
+            let mut allowance = compile_allowance(
                 &name,
                 raw.client_id,
                 raw.claims,
                 raw.service_accounts,
                 raw.scopes,
                 raw.token_lifetime,
-            )?)
+            )?;
+            allowance.audiences = audience::compile(&name, raw.audiences, raw.audience)?;
+            Decision::Allow(allowance)
         }
         other => {
             return Err((
@@ -343,6 +350,7 @@ fn compile_allowance(
         service_accounts: patterns(service_accounts)?,
         scopes: patterns(scopes)?,
         lifetime,
+        audiences: AudienceRules::default(),
     })
 }
 

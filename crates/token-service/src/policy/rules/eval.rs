@@ -3,6 +3,7 @@
 //! and the client: no I/O, no logging (the engine logs the verdict).
 
 use super::*;
+use crate::model::AudienceGrant;
 use crate::policy::template::MissingFact;
 
 impl Policy {
@@ -300,6 +301,13 @@ impl Allowance {
         {
             return refuse("scope", s, allowed, "This client may not obtain the scope");
         }
+        let audience = match requested.audience {
+            None => None,
+            Some(audience) => match self.audiences.grant(rule, client, audience) {
+                Ok(grant) => Some(grant),
+                Err(outcome) => return outcome,
+            },
+        };
         Outcome::Allow(Box::new(Client {
             flow: client.flow.clone(),
             client_id,
@@ -307,6 +315,59 @@ impl Allowance {
             extra_claims,
             lifetime_seconds: self.lifetime,
             decision: None,
+            audience,
         }))
+    }
+}
+
+impl AudienceRules {
+    /// The grant of `audience` (named with the parameter, listed in `TOKEN_AUDIENCES`) to a
+    /// client of `rule`: refused (`access_denied`) when the rule's `audiences` globs do not
+    /// admit it; else with the `sub` and lifetime of its `[rule.audience."AUD"]` table. A `sub`
+    /// template the certificate cannot fill denies the client, as a `client_id` template does.
+    fn grant(
+        &self,
+        rule: &str,
+        client: &AuthenticatedClient,
+        audience: &str,
+    ) -> Result<AudienceGrant, Outcome> {
+        if let Some(allowed) = &self.allowed
+            && first_match(allowed, audience).is_none()
+        {
+            let listed = if allowed.is_empty() {
+                "(none allowed but the default)".to_owned()
+            } else {
+                sources(allowed)
+            };
+            return Err(Outcome::DenyAccess {
+                log: format!("rule '{rule}': audience '{audience}' matches none of {listed}"),
+                message: format!(
+                    "This client may not obtain tokens for the audience '{}': the parameter 'audience' must name an audience its policy rule allows; leave 'audience' out for a token for the default audience",
+                    crate::model::truncate(audience, 200)
+                ),
+            });
+        }
+        let table = self.each.get(audience);
+        let subject = match table.and_then(|t| t.sub.as_ref()) {
+            None => None,
+            Some(template) => match template.render(client) {
+                Ok(sub) if !sub.is_empty() => Some(sub),
+                Ok(_) => {
+                    return Err(Outcome::DenyClient(format!(
+                        "rule '{rule}': the sub template of audience '{audience}' gave an empty subject"
+                    )));
+                }
+                Err(fact) => {
+                    return Err(Outcome::DenyClient(format!(
+                        "rule '{rule}': the sub template of audience '{audience}' needs the fact '{fact}', which this certificate lacks"
+                    )));
+                }
+            },
+        };
+        Ok(AudienceGrant {
+            audience: audience.to_owned(),
+            subject,
+            lifetime_seconds: table.and_then(|t| t.lifetime),
+        })
     }
 }
