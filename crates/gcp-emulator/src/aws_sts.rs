@@ -120,7 +120,7 @@ fn xml_response(status: StatusCode, request_id: &str, body: String) -> Response 
     resp
 }
 
-/// XML character escaping for element content.
+/// XML character escaping for element content (quotes need none there).
 fn xml(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
@@ -128,8 +128,6 @@ fn xml(text: &str) -> String {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
             c => out.push(c),
         }
     }

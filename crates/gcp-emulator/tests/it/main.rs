@@ -9,5 +9,6 @@
 mod support;
 
 mod api;
+mod aws;
 mod cli;
 mod sts;
