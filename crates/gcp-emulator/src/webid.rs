@@ -142,6 +142,11 @@ pub(crate) fn algorithm(name: &str) -> Option<Algorithm> {
 /// Why the issuer's key could not be found.
 #[derive(Debug, Clone, thiserror::Error)]
 pub(crate) enum KeyError {
+    #[error("the issuer {url} is not fetched: {problem}")]
+    IssuerForm {
+        url: String,
+        problem: IssuerFormError,
+    },
     #[error("the discovery document {url} could not be retrieved: {problem}")]
     Discovery { url: String, problem: String },
     #[error("the discovery document names issuer {found:?}, not {expected:?}")]
@@ -186,6 +191,12 @@ pub(crate) async fn fetch_key(
     kid: &str,
     allow_loopback: bool,
 ) -> Result<DecodingKey, KeyError> {
+    if let Err(problem) = check_jwks_uri(iss, allow_loopback) {
+        return Err(KeyError::IssuerForm {
+            url: iss.to_owned(),
+            problem,
+        });
+    }
     let url = format!(
         "{}/.well-known/openid-configuration",
         iss.trim_end_matches('/')
@@ -237,7 +248,8 @@ pub(crate) async fn fetch_key(
         })
 }
 
-/// A `jwks_uri` must be https (a port is fine there), unless it is local and allowed.
+/// An issuer to fetch from and a `jwks_uri` must be https (a port is fine there), unless
+/// local and allowed.
 fn check_jwks_uri(url: &str, allow_loopback: bool) -> Result<(), IssuerFormError> {
     if allow_loopback && is_loopback_url(url) {
         return Ok(());

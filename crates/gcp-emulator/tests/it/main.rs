@@ -11,4 +11,5 @@ mod support;
 mod api;
 mod aws;
 mod cli;
+mod entra;
 mod sts;
