@@ -12,4 +12,5 @@ mod api;
 mod aws;
 mod cli;
 mod entra;
+mod https;
 mod sts;
