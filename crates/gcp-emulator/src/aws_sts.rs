@@ -340,9 +340,15 @@ async fn verify_token<'s>(
             "The token header has no kid, so no verification key can be chosen from the provider's JWKS.",
         ));
     };
-    let key = fetch_key(&state.http, &iss, &kid, state.config.allow_loopback_issuers)
-        .await
-        .map_err(|e| key_error(&e))?;
+    let key = fetch_key(
+        &state.http,
+        &iss,
+        &kid,
+        state.config.allow_loopback_issuers,
+        false,
+    )
+    .await
+    .map_err(|e| key_error(&e))?;
     if !signature_valid(token, &key, alg) {
         return Err(AwsError::invalid_token(
             "The signature of the web identity token could not be verified with the provider's key.",

@@ -160,6 +160,15 @@ pub struct Cli {
     /// REQUESTS_CA_BUNDLE / SSL_CERT_FILE).
     #[arg(long, value_name = "PATH")]
     pub https_ca_out: Option<std::path::PathBuf>,
+
+    /// A CA certificate file (PEM) to trust when fetching an issuer's discovery document
+    /// and JWKS over HTTPS, besides the public roots (repeatable).
+    #[arg(long = "issuer-ca-file", value_name = "PATH", value_parser = read_pem)]
+    pub issuer_ca_pems: Vec<String>,
+}
+
+fn read_pem(path: &str) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("cannot read the CA file {path}: {e}"))
 }
 
 fn parse_aws_provider(raw: &str) -> Result<(String, Vec<String>), String> {
@@ -295,6 +304,7 @@ impl Cli {
             entra: self.entra_config(),
             allow_loopback_issuers: self.allow_loopback_issuers,
             https: self.https_ca_out.is_some(),
+            issuer_ca_pems: self.issuer_ca_pems.clone(),
         }
     }
 

@@ -47,6 +47,9 @@ pub struct Config {
     /// Serve HTTPS with a certificate from a CA the emulator generates (see
     /// `Emulator::ca_pem`) instead of plain HTTP.
     pub https: bool,
+    /// Extra CA certificates (PEM) the emulator trusts when it fetches an issuer's discovery
+    /// document and JWKS over HTTPS, besides the public roots.
+    pub issuer_ca_pems: Vec<String>,
 }
 
 impl Default for Config {
@@ -67,6 +70,7 @@ impl Default for Config {
             entra: EntraConfig::default(),
             allow_loopback_issuers: false,
             https: false,
+            issuer_ca_pems: Vec::new(),
         }
     }
 }

@@ -397,19 +397,25 @@ async fn verify_assertion(
             "The client assertion header has no kid.",
         ));
     };
-    let key = fetch_key(&state.http, &iss, &kid, state.config.allow_loopback_issuers)
-        .await
-        .map_err(|e| {
-            if e.is_communication() {
-                EntraError::new(
-                    "invalid_client",
-                    50166,
-                    format!("Request to External OIDC endpoint failed: {e}."),
-                )
-            } else {
-                EntraError::invalid_jwt(&format!("The signing key could not be found: {e}."))
-            }
-        })?;
+    let key = fetch_key(
+        &state.http,
+        &iss,
+        &kid,
+        state.config.allow_loopback_issuers,
+        true,
+    )
+    .await
+    .map_err(|e| {
+        if e.is_communication() {
+            EntraError::new(
+                "invalid_client",
+                50166,
+                format!("Request to External OIDC endpoint failed: {e}."),
+            )
+        } else {
+            EntraError::invalid_jwt(&format!("The signing key could not be found: {e}."))
+        }
+    })?;
     let alg = algorithm("RS256").ok_or_else(|| EntraError::invalid_jwt("RS256 is unavailable."))?;
     if !signature_valid(assertion, &key, alg) {
         return Err(EntraError::invalid_jwt(

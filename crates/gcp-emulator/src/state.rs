@@ -92,10 +92,15 @@ impl Shared {
         accounts: Vec<Account>,
         entra_key: Arc<SigningKey>,
     ) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
-            .connect_timeout(Duration::from_secs(5))
-            .build()?;
+            .connect_timeout(Duration::from_secs(5));
+        for pem in &config.issuer_ca_pems {
+            for cert in reqwest::Certificate::from_pem_bundle(pem.as_bytes())? {
+                http = http.add_root_certificate(cert);
+            }
+        }
+        let http = http.build()?;
         Ok(Shared {
             config,
             base_url,

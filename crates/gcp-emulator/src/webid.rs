@@ -164,6 +164,14 @@ pub(crate) enum KeyError {
     UnknownKid { url: String, kid: String },
     #[error("the JWK with kid {kid:?} at {url} is not a usable public key")]
     Unusable { url: String, kid: String },
+    #[error(
+        "the JWK with kid {kid:?} at {url} has \"use\": {found:?}; a signing key must say \"sig\""
+    )]
+    KeyUse {
+        url: String,
+        kid: String,
+        found: String,
+    },
 }
 
 impl KeyError {
@@ -184,12 +192,14 @@ async fn fetch_json(http: &reqwest::Client, url: &str) -> Result<Value, String> 
         .map_err(|e| format!("the response is not JSON: {e}"))
 }
 
-/// The public key `kid` of issuer `iss`, via discovery and `jwks_uri`.
+/// The public key `kid` of issuer `iss`, via discovery and `jwks_uri`. With `require_sig_use`
+/// (Entra) a key whose `use` is present and not `"sig"` is refused.
 pub(crate) async fn fetch_key(
     http: &reqwest::Client,
     iss: &str,
     kid: &str,
     allow_loopback: bool,
+    require_sig_use: bool,
 ) -> Result<DecodingKey, KeyError> {
     if let Err(problem) = check_jwks_uri(iss, allow_loopback) {
         return Err(KeyError::IssuerForm {
@@ -239,6 +249,16 @@ pub(crate) async fn fetch_key(
             kid: kid.to_owned(),
         });
     };
+    if let Some(found) = jwk.get("use").and_then(Value::as_str)
+        && require_sig_use
+        && found != "sig"
+    {
+        return Err(KeyError::KeyUse {
+            url,
+            kid: kid.to_owned(),
+            found: found.to_owned(),
+        });
+    }
     serde_json::from_value::<Jwk>(jwk.clone())
         .ok()
         .and_then(|jwk| DecodingKey::from_jwk(&jwk).ok())

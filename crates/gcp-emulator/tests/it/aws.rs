@@ -618,3 +618,20 @@ async fn injected_faults_answer_in_the_aws_format() {
     assert_eq!(status, 200);
     assert_eq!(emu.calls("aws.sts"), 4);
 }
+
+#[tokio::test]
+async fn xml_special_characters_in_claims_are_escaped() {
+    let (issuer, emu) = setup().await;
+    let (status, body) = post(
+        &emu,
+        &params(&issuer.sign(&claims(&issuer, "device-<1>&\"x\""))),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains(
+            "<SubjectFromWebIdentityToken>device-&lt;1&gt;&amp;\"x\"</SubjectFromWebIdentityToken>"
+        ),
+        "{body}"
+    );
+}

@@ -526,3 +526,24 @@ async fn injected_faults_answer_in_the_entra_format() {
     assert_eq!(status, 200);
     assert_eq!(emu.calls("entra.token"), 2);
 }
+
+#[tokio::test]
+async fn a_key_whose_use_is_not_sig_is_refused() {
+    let (issuer, emu) = setup().await;
+    let mut jwk = issuer_key().jwk(ISSUER_KID);
+    jwk["use"] = json!("sign");
+    issuer.set_jwks(vec![jwk]);
+    let got = post(
+        &emu,
+        TENANT,
+        &form(&issuer.sign(&claims(&issuer, "device-class-a"))),
+    )
+    .await;
+    assert_aadsts(
+        &got,
+        400,
+        "invalid_request",
+        50027,
+        "a signing key must say \"sig\"",
+    );
+}
