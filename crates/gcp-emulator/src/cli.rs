@@ -60,7 +60,8 @@ EXAMPLE:
     --entra-federated-credential 'TENANT/CLIENT_ID=http://127.0.0.1:8080|device-class-a'";
 
 /// Local emulator of the Google Cloud metadata server, IAM Credentials, STS,
-/// service-account JWKS and OAuth token endpoint.
+/// service-account JWKS and OAuth token endpoint, of AWS STS
+/// AssumeRoleWithWebIdentity and of the Microsoft Entra v2 token endpoint.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "gcp-emulator", version, about, after_help = AFTER_HELP)]
 pub struct Cli {
