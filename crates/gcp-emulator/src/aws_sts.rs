@@ -4,7 +4,7 @@
 //! listing each constraint), the web-identity token as IAM does: the issuer
 //! must be a registered OIDC provider, its key is fetched through discovery
 //! and `jwks_uri` by `kid`, the algorithm must be RS256/384/512 or
-//! ES256/384, `aud` must be in the provider's client-ID list, the time claims
+//! ES256/384/512, `aud` must be in the provider's client-ID list, the time claims
 //! hold within the skew, and the role's trust policy (provider, `sub`/`aud`
 //! conditions) must allow it. Answers are the XML STS sends; the error codes
 //! and statuses are STS's (`InvalidIdentityToken` 400, `ExpiredTokenException`
@@ -28,7 +28,7 @@ use crate::webid::{Jws, KeyError, algorithm, fetch_key, glob_match, signature_va
 pub(crate) const ENDPOINT: &str = "aws.sts";
 const VERSION: &str = "2011-06-15";
 const NAMESPACE: &str = "https://sts.amazonaws.com/doc/2011-06-15/";
-const ALGORITHMS: [&str; 5] = ["RS256", "RS384", "RS512", "ES256", "ES384"];
+const ALGORITHMS: [&str; 6] = ["RS256", "RS384", "RS512", "ES256", "ES384", "ES512"];
 const NOT_AUTHORIZED: &str = "Not authorized to perform sts:AssumeRoleWithWebIdentity";
 /// Codes a fault's message may start with (`"IDPCommunicationError: …"`) to choose the code.
 const FAULT_CODES: [&str; 9] = [

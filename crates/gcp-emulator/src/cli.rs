@@ -27,7 +27,7 @@ EMULATED ENDPOINTS (one port):
   GET  /?Action=AssumeRoleWithWebIdentity&Version=2011-06-15&...      aws.sts
   POST /   (form: Action, Version, RoleArn, RoleSessionName, WebIdentityToken[, DurationSeconds])
        AWS STS AssumeRoleWithWebIdentity: XML answers and errors as AWS sends them; the token is
-       verified against --aws-oidc-provider (discovery + JWKS by kid, RS256/384/512, ES256/384,
+       verified against --aws-oidc-provider (discovery + JWKS by kid, RS256/384/512, ES256/384/512,
        aud in the client-ID list, exp/iat/nbf with 300 s skew) and the role's trust conditions
   POST /{TENANT}/oauth2/v2.0/token                                     entra.token
        Entra v2 client credentials with client_assertion_type=
@@ -60,7 +60,8 @@ EXAMPLE:
     --entra-federated-credential 'TENANT/CLIENT_ID=http://127.0.0.1:8080|device-class-a'";
 
 /// Local emulator of the Google Cloud metadata server, IAM Credentials, STS,
-/// service-account JWKS and OAuth token endpoint.
+/// service-account JWKS and OAuth token endpoint, of AWS STS
+/// AssumeRoleWithWebIdentity and of the Microsoft Entra v2 token endpoint.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "gcp-emulator", version, about, after_help = AFTER_HELP)]
 pub struct Cli {

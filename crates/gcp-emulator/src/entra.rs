@@ -416,7 +416,7 @@ async fn verify_assertion(
             EntraError::invalid_jwt(&format!("The signing key could not be found: {e}."))
         }
     })?;
-    let alg = algorithm("RS256").ok_or_else(|| EntraError::invalid_jwt("RS256 is unavailable."))?;
+    let alg = algorithm("RS256").ok_or_else(|| EntraError::invalid_jwt("RS256 is unavailable"))?;
     if !signature_valid(assertion, &key, alg) {
         return Err(EntraError::invalid_jwt(
             "The client assertion signature is invalid.",

@@ -127,16 +127,50 @@ impl Jws {
     }
 }
 
-/// The JWS algorithms by name.
-pub(crate) fn algorithm(name: &str) -> Option<Algorithm> {
+/// The JWS algorithms the emulator verifies, by name (ES512 through aws-lc-rs, as
+/// jsonwebtoken has no P-521).
+pub(crate) fn algorithm(name: &str) -> Option<Alg> {
     Some(match name {
-        "RS256" => Algorithm::RS256,
-        "RS384" => Algorithm::RS384,
-        "RS512" => Algorithm::RS512,
-        "ES256" => Algorithm::ES256,
-        "ES384" => Algorithm::ES384,
+        "RS256" => Alg::Jwt(Algorithm::RS256),
+        "RS384" => Alg::Jwt(Algorithm::RS384),
+        "RS512" => Alg::Jwt(Algorithm::RS512),
+        "ES256" => Alg::Jwt(Algorithm::ES256),
+        "ES384" => Alg::Jwt(Algorithm::ES384),
+        "ES512" => Alg::Es512,
         _ => return None,
     })
+}
+
+/// A verifiable JWS algorithm.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Alg {
+    Jwt(Algorithm),
+    Es512,
+}
+
+/// An issuer's public key: a jsonwebtoken key, or a P-521 point (uncompressed).
+pub(crate) enum IssuerKey {
+    Jwt(DecodingKey),
+    P521(Vec<u8>),
+}
+
+/// A P-521 JWK's uncompressed point `04 || x || y`.
+fn p521_point(jwk: &Value) -> Option<Vec<u8>> {
+    if jwk.get("kty").and_then(Value::as_str) != Some("EC")
+        || jwk.get("crv").and_then(Value::as_str) != Some("P-521")
+    {
+        return None;
+    }
+    let coordinate = |name: &str| {
+        jwk.get(name)
+            .and_then(Value::as_str)
+            .and_then(crate::keys::b64url_decode)
+            .filter(|c| c.len() == 66)
+    };
+    let mut point = vec![4u8];
+    point.extend(coordinate("x")?);
+    point.extend(coordinate("y")?);
+    Some(point)
 }
 
 /// Why the issuer's key could not be found.
@@ -200,7 +234,7 @@ pub(crate) async fn fetch_key(
     kid: &str,
     allow_loopback: bool,
     require_sig_use: bool,
-) -> Result<DecodingKey, KeyError> {
+) -> Result<IssuerKey, KeyError> {
     if let Err(problem) = check_jwks_uri(iss, allow_loopback) {
         return Err(KeyError::IssuerForm {
             url: iss.to_owned(),
@@ -259,9 +293,13 @@ pub(crate) async fn fetch_key(
             found: found.to_owned(),
         });
     }
+    if let Some(point) = p521_point(jwk) {
+        return Ok(IssuerKey::P521(point));
+    }
     serde_json::from_value::<Jwk>(jwk.clone())
         .ok()
         .and_then(|jwk| DecodingKey::from_jwk(&jwk).ok())
+        .map(IssuerKey::Jwt)
         .ok_or(KeyError::Unusable {
             url,
             kid: kid.to_owned(),
@@ -282,13 +320,32 @@ fn check_jwks_uri(url: &str, allow_loopback: bool) -> Result<(), IssuerFormError
 }
 
 /// Whether `key` verifies the signature of `token` under `alg` (claims are checked elsewhere).
-pub(crate) fn signature_valid(token: &str, key: &DecodingKey, alg: Algorithm) -> bool {
-    let mut validation = Validation::new(alg);
-    validation.required_spec_claims = HashSet::new();
-    validation.validate_exp = false;
-    validation.validate_nbf = false;
-    validation.validate_aud = false;
-    jsonwebtoken::decode::<Value>(token, key, &validation).is_ok()
+pub(crate) fn signature_valid(token: &str, key: &IssuerKey, alg: Alg) -> bool {
+    match (alg, key) {
+        (Alg::Jwt(alg), IssuerKey::Jwt(key)) => {
+            let mut validation = Validation::new(alg);
+            validation.required_spec_claims = HashSet::new();
+            validation.validate_exp = false;
+            validation.validate_nbf = false;
+            validation.validate_aud = false;
+            jsonwebtoken::decode::<Value>(token, key, &validation).is_ok()
+        }
+        (Alg::Es512, IssuerKey::P521(point)) => {
+            let Some((input, signature)) = token.rsplit_once('.') else {
+                return false;
+            };
+            let Some(signature) = crate::keys::b64url_decode(signature) else {
+                return false;
+            };
+            aws_lc_rs::signature::UnparsedPublicKey::new(
+                &aws_lc_rs::signature::ECDSA_P521_SHA512_FIXED,
+                point,
+            )
+            .verify(input.as_bytes(), &signature)
+            .is_ok()
+        }
+        _ => false,
+    }
 }
 
 /// Glob match with `*` (any run) and `?` (one character), as IAM's `StringLike`.

@@ -635,3 +635,61 @@ async fn xml_special_characters_in_claims_are_escaped() {
         "{body}"
     );
 }
+
+/// Sign `claims` with `alg` (RS384/RS512 with the issuer's RSA key; ES384, else ES512, with a
+/// fresh EC key) and return the token and the JWK that verifies it.
+fn sign_with(alg: &str, kid: &str, claims: &Value) -> (String, Value) {
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::signature::{self, EcdsaKeyPair, KeyPair};
+    let header = json!({"alg": alg, "kid": kid, "typ": "JWT"});
+    let input = format!(
+        "{}.{}",
+        b64(serde_json::to_vec(&header).unwrap()),
+        b64(serde_json::to_vec(claims).unwrap())
+    );
+    let rng = SystemRandom::new();
+    let (curve, signing, size) = match alg {
+        "RS384" | "RS512" => {
+            let TestKey::Rsa(pair) = issuer_key() else {
+                unreachable!()
+            };
+            let padding = if alg == "RS384" {
+                &signature::RSA_PKCS1_SHA384
+            } else {
+                &signature::RSA_PKCS1_SHA512
+            };
+            let mut sig = vec![0; pair.public_modulus_len()];
+            pair.sign(padding, &rng, input.as_bytes(), &mut sig)
+                .unwrap();
+            let mut jwk = issuer_key().jwk(kid);
+            jwk["alg"] = json!(alg);
+            return (format!("{input}.{}", b64(sig)), jwk);
+        }
+        "ES384" => ("P-384", &signature::ECDSA_P384_SHA384_FIXED_SIGNING, 48),
+        _ => ("P-521", &signature::ECDSA_P521_SHA512_FIXED_SIGNING, 66),
+    };
+    let pair = EcdsaKeyPair::generate(signing).unwrap();
+    let sig = pair.sign(&rng, input.as_bytes()).unwrap();
+    let point = pair.public_key().as_ref();
+    let jwk = json!({"kty": "EC", "crv": curve, "alg": alg, "use": "sig", "kid": kid,
+        "x": b64(&point[1..=size]), "y": b64(&point[size + 1..])});
+    (format!("{input}.{}", b64(sig.as_ref())), jwk)
+}
+
+#[tokio::test]
+async fn every_algorithm_aws_accepts_verifies() {
+    let (issuer, emu) = setup().await;
+    for alg in ["RS384", "RS512", "ES384", "ES512"] {
+        let kid = format!("{alg}-key");
+        let (token, jwk) = sign_with(alg, &kid, &claims(&issuer, "device-1"));
+        issuer.set_jwks(vec![jwk.clone()]);
+        let (status, body) = post(&emu, &params(&token)).await;
+        assert_eq!(status, 200, "{alg}: {body}");
+        // A signature by another key of the same kind does not verify.
+        let (forged, _) = sign_with(alg, &kid, &claims(&issuer, "device-2"));
+        if alg.starts_with("ES") {
+            let got = post(&emu, &params(&forged)).await;
+            assert_aws_error(&got, 400, "InvalidIdentityToken", "signature");
+        }
+    }
+}
