@@ -125,6 +125,7 @@ fuzz_target!(|data: &[u8]| {
             scope: Some("https://www.googleapis.com/auth/cloud-platform openid"),
             service_account: Some("sa@project.iam.gserviceaccount.com"),
             audience: None,
+            aws_role: None,
         },
         Requested {
             audience: Some("api://AzureADTokenExchange"),

@@ -87,6 +87,7 @@ workload_class = "batch"
                     scope: Some("https://www.googleapis.com/auth/cloud-platform"),
                     service_account: Some("batch-1@p.iam.gserviceaccount.com"),
                     audience: None,
+                    aws_role: None,
                 },
             )
         })

@@ -98,7 +98,10 @@ pub(crate) fn build_with_metrics(
     }
     let access = build_access(config, &upstream, &metrics);
     let limits = build_limits(config, &background, &metrics);
-    let grant = ClientCredentials::new(flows, policy, issuer, access).with_limits(limits.clone());
+    let aws = crate::aws::AwsExchange::new(config.aws.clone(), upstream.clone());
+    let grant = ClientCredentials::new(flows, policy, issuer, access)
+        .with_limits(limits.clone())
+        .with_aws(aws);
     let (state, draining) = build_state(
         config,
         grant,

@@ -38,18 +38,19 @@ pub const K_SERVICE: Setting = Setting::text(
 /// Every setting of the service with the flows of `registry`, in help order: the modules'
 /// tables, the flows' after the issuer's. A name declared twice is listed once.
 pub fn table(registry: &FlowRegistry) -> Vec<Setting> {
-    use crate::{google, issuer, limits, policy, server, signer, telemetry, tls, x509};
+    use crate::{aws, google, issuer, limits, policy, server, signer, telemetry, tls, x509};
     let flows: Vec<Setting> = registry
         .specs()
         .iter()
         .flat_map(|s| s.settings.iter().copied())
         .collect();
-    let groups: [&[Setting]; 16] = [
+    let groups: [&[Setting]; 17] = [
         server::settings::LISTEN,
         &[crate::flows::AUTH_FLOWS],
         issuer::settings::TOKENS,
         signer::settings::CHOICE,
         google::settings::SETTINGS,
+        aws::settings::SETTINGS,
         signer::settings::LOCAL,
         issuer::settings::PUBLICATION,
         &flows,
@@ -136,6 +137,8 @@ pub struct Config {
     pub signer: SignerConfig,
     /// Google APIs.
     pub google: GoogleConfig,
+    /// AWS STS and the audience of the tokens presented to it.
+    pub aws: crate::aws::AwsConfig,
     /// Log format.
     pub log_format: LogFormat,
     /// Log filter.
@@ -191,6 +194,7 @@ pub fn load(values: Values, registry: &FlowRegistry) -> Result<Config, Vec<Start
     let tokens = crate::issuer::settings::TokenSettings::read(&mut r);
     let signer = SignerConfig::read(&mut r, on_cloud_run);
     let google = GoogleConfig::read(&mut r);
+    let aws = crate::aws::AwsConfig::read(&mut r);
     let logs = crate::telemetry::LogSettings::read(&mut r);
     let mut limits = crate::limits::LimitSettings::read(&mut r);
     let server = crate::server::ServerSettings::read(&mut r, limits.max_concurrent_requests);
@@ -218,6 +222,7 @@ pub fn load(values: Values, registry: &FlowRegistry) -> Result<Config, Vec<Start
         jwks_uri: tokens.jwks_uri,
         signer,
         google,
+        aws,
         log_format: logs.format,
         log_level: logs.level,
         trace_project: logs.trace_project,

@@ -282,6 +282,28 @@ impl Upstream {
         request: reqwest::RequestBuilder,
         timeout: Duration,
     ) -> Result<String, UpstreamError> {
+        let answer = self.send_raw(api, request, timeout, usize::MAX).await?;
+        if answer.status.is_success() {
+            return Ok(answer.body);
+        }
+        Err(UpstreamError::Status {
+            api,
+            status: answer.status.as_u16(),
+            message: error_message(&answer.body),
+            retry_after: answer.retry_after,
+        })
+    }
+
+    /// Sends a request and returns the answer whatever its status, for APIs whose error
+    /// bodies the caller reads itself (AWS STS answers XML). A body over `max_bytes` is
+    /// refused as malformed without being read further.
+    pub async fn send_raw(
+        &self,
+        api: &'static str,
+        request: reqwest::RequestBuilder,
+        timeout: Duration,
+        max_bytes: usize,
+    ) -> Result<Answer, UpstreamError> {
         let queued = Stopwatch::start();
         let end = Deadline::after(timeout);
         let slots = self.slots(api);
@@ -315,23 +337,58 @@ impl Upstream {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
-        let body = response
-            .text()
+        let body = read_body(api, response, max_bytes).await?;
+        Ok(Answer {
+            status,
+            retry_after,
+            body,
+        })
+    }
+}
+
+/// An API's answer, whatever its status.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The HTTP status.
+    pub status: reqwest::StatusCode,
+    /// `Retry-After` in seconds, when given.
+    pub retry_after: Option<u64>,
+    /// The body, as text.
+    pub body: String,
+}
+
+/// The body of `response`, refused once it exceeds `max_bytes`.
+async fn read_body(
+    api: &'static str,
+    mut response: reqwest::Response,
+    max_bytes: usize,
+) -> Result<String, UpstreamError> {
+    let too_large = || UpstreamError::Malformed {
+        api,
+        message: format!("the body exceeds {max_bytes} bytes"),
+    };
+    if response
+        .content_length()
+        .is_some_and(|n| n > u64::try_from(max_bytes).unwrap_or(u64::MAX))
+    {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    loop {
+        let chunk = response
+            .chunk()
             .await
             .map_err(|e| UpstreamError::Unreachable {
                 api,
                 message: describe_transport(&e),
             })?;
-        if status.is_success() {
-            return Ok(body);
+        let Some(chunk) = chunk else { break };
+        if body.len().saturating_add(chunk.len()) > max_bytes {
+            return Err(too_large());
         }
-        Err(UpstreamError::Status {
-            api,
-            status: status.as_u16(),
-            message: error_message(&body),
-            retry_after,
-        })
+        body.extend_from_slice(&chunk);
     }
+    Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
 /// What would be left of `deadline` after waiting `pause`.

@@ -2,7 +2,8 @@
 //! authenticate the client (the first that takes the request or refuses it decides), apply the
 //! per-client limit and the client policy, issue the ID token (for the audience the request
 //! names, when `TOKEN_AUDIENCES` and the policy allow it), then (when asked and configured)
-//! obtain an access token. The grant owns the grant types; flows only
+//! obtain an access token, or exchange the ID token for `AWS_AUDIENCE` for the credentials of
+//! the AWS role the request names. The grant owns the grant types; flows only
 //! authenticate.
 //!
 //! Uses `flows`, `policy`, `issuer`, `access` and `limits`; knows nothing of HTTP and logs
@@ -13,6 +14,7 @@
 use std::sync::Arc;
 
 use crate::access::AccessTokenBackend;
+use crate::aws::{AssumeRole, AwsExchange, AwsRequest};
 use crate::clock::Deadline;
 use crate::error::{Failure, Kind};
 use crate::flows::{Authentication, EnabledFlow};
@@ -37,6 +39,8 @@ pub struct Exchange {
     /// The audience the request named (the parameter `audience`), for the log line of a
     /// refusal; issued tokens carry their own.
     pub audience: Option<String>,
+    /// The AWS role the request named (the parameter `aws_role_arn`), for the log line.
+    pub aws_role_arn: Option<String>,
     /// The tokens, or why there are none.
     pub result: Result<IssuedTokens, Failure>,
 }
@@ -48,6 +52,15 @@ pub struct ClientCredentials {
     issuer: IdTokenIssuer,
     access: Option<Arc<dyn AccessTokenBackend>>,
     limits: Option<Arc<Limits>>,
+    aws: Option<AwsExchange>,
+}
+
+/// What a request asks for beyond an ID token for the default audience: what the policy
+/// decides on, and the AWS call to make.
+#[derive(Debug, Clone, Copy)]
+struct Asked<'r> {
+    requested: Requested<'r>,
+    aws: Option<AwsRequest<'r>>,
 }
 
 /// What the enabled flows made of a request.
@@ -78,7 +91,15 @@ impl ClientCredentials {
             issuer,
             access,
             limits: None,
+            aws: None,
         }
+    }
+
+    /// Serves requests that name an AWS role (`aws_role_arn`) through `aws`.
+    #[must_use]
+    pub fn with_aws(mut self, aws: AwsExchange) -> Self {
+        self.aws = Some(aws);
+        self
     }
 
     /// Applies the per-client and failed-authentication limits of `limits`.
@@ -129,10 +150,16 @@ impl ClientCredentials {
             }
         };
         let audience = named_audience(request).map(|a| truncate(a, 200));
+        let aws_role_arn = request
+            .params
+            .get(crate::aws::params::ROLE_ARN)
+            .filter(|a| !a.trim().is_empty())
+            .map(|a| truncate(a, 200));
         let refused = |failure: Failure| Exchange {
             flow: None,
             client_id: None,
             audience: audience.clone(),
+            aws_role_arn: aws_role_arn.clone(),
             result: Err(failure),
         };
         if let (Some(limits), Some(caller)) = (limits, caller)
@@ -160,6 +187,7 @@ impl ClientCredentials {
                     flow: Some(flow.name.clone()),
                     client_id: None,
                     audience,
+                    aws_role_arn,
                     result: Err(requested.err().unwrap_or(failure)),
                 };
             }
@@ -169,10 +197,11 @@ impl ClientCredentials {
             flow: Some(flow.name.clone()),
             client_id: None,
             audience,
+            aws_role_arn,
             result: Err(Failure::server("The token request was not answered")),
         };
-        let requested = match requested {
-            Ok(requested) => requested,
+        let asked = match requested {
+            Ok(asked) => asked,
             Err(failure) => {
                 exchange.result = Err(failure);
                 return exchange;
@@ -180,7 +209,7 @@ impl ClientCredentials {
         };
         exchange.client_id = Some(authenticated.client_id.clone());
         exchange.result = match self
-            .admitted(authenticated, requested, iss, deadline, &charge)
+            .admitted(authenticated, asked, iss, deadline, &charge)
             .await
         {
             Ok((client_id, tokens)) => {
@@ -197,7 +226,11 @@ impl ClientCredentials {
     /// `audience` with `scope` is refused (400): the access token is exchanged at Google's STS,
     /// which accepts only the default audience (the workload identity pool's); an audience
     /// that is neither the default nor one of `TOKEN_AUDIENCES` is refused (403).
-    fn requested<'r>(&self, request: &'r TokenRequest) -> Result<Requested<'r>, Failure> {
+    fn requested<'r>(&'r self, request: &'r TokenRequest) -> Result<Asked<'r>, Failure> {
+        let aws = crate::aws::params::aws_request(&request.params)?;
+        if let Some(aws) = aws {
+            return self.requested_aws(request, aws);
+        }
         let scope = request.scope.as_deref().filter(|s| !s.trim().is_empty());
         let service_account = request
             .service_account
@@ -223,10 +256,53 @@ impl ClientCredentials {
                 "The parameter 'scope' is required when 'service_account' is given",
             ));
         }
-        Ok(Requested {
-            scope,
-            service_account,
-            audience,
+        Ok(Asked {
+            requested: Requested {
+                scope,
+                service_account,
+                audience,
+                aws_role: None,
+            },
+            aws: None,
+        })
+    }
+
+    /// A request that names an AWS role: no `scope` or `service_account` (400), no audience
+    /// but `AWS_AUDIENCE` (400), which must be allowed like any requested audience (the
+    /// default, or one of `TOKEN_AUDIENCES`; else 403).
+    fn requested_aws<'r>(
+        &'r self,
+        request: &'r TokenRequest,
+        aws: AwsRequest<'r>,
+    ) -> Result<Asked<'r>, Failure> {
+        let Some(exchange) = &self.aws else {
+            return Err(Failure::invalid_request(
+                "AWS credentials are not configured on this service: remove 'aws_role_arn' to get an ID token",
+            ));
+        };
+        let blank = |v: &Option<String>| v.as_deref().is_none_or(|v| v.trim().is_empty());
+        if !blank(&request.scope) || !blank(&request.service_account) {
+            return Err(Failure::invalid_request(
+                "The parameter 'aws_role_arn' cannot be combined with 'scope' or 'service_account': AWS credentials and Google access tokens are separate requests; remove one of them",
+            ));
+        }
+        if let Some(named) = named_audience(request)
+            && named != exchange.audience()
+        {
+            return Err(Failure::invalid_request(format!(
+                "The parameters 'aws_role_arn' and 'audience' cannot be combined: the token presented to AWS is for AWS_AUDIENCE ('{}'); remove 'audience'",
+                truncate(exchange.audience(), 200)
+            )));
+        }
+        let audience = self.issuer.requested_audience(exchange.audience())?;
+        Ok(Asked {
+            requested: Requested {
+                scope: None,
+                service_account: None,
+                audience,
+                aws_role: Some(aws.role_arn),
+            },
+            aws: Some(aws),
         })
     }
 
@@ -269,7 +345,7 @@ impl ClientCredentials {
     async fn admitted(
         &self,
         authenticated: AuthenticatedClient,
-        requested: Requested<'_>,
+        asked: Asked<'_>,
         iss: &str,
         deadline: Deadline,
         charge: &(dyn Fn() + Sync),
@@ -287,7 +363,7 @@ impl ClientCredentials {
         }
         let client = self
             .policy
-            .authorize(&authenticated, requested)
+            .authorize(&authenticated, asked.requested)
             .inspect_err(|failure| {
                 if failure.kind() == Kind::UnauthorizedClient {
                     charge();
@@ -299,21 +375,36 @@ impl ClientCredentials {
             None => failure,
         };
         let tokens = self
-            .tokens(&client, requested, iss, deadline)
+            .tokens(&client, asked, iss, deadline)
             .await
             .map_err(decided)?;
         Ok((client.client_id, tokens))
     }
 
-    /// The ID token for an admitted client, and the access token when one was asked for.
+    /// The ID token for an admitted client, and the access token or AWS credentials when
+    /// they were asked for.
     async fn tokens(
         &self,
         client: &Client,
-        requested: Requested<'_>,
+        asked: Asked<'_>,
         iss: &str,
         deadline: Deadline,
     ) -> Result<IssuedTokens, Failure> {
+        let requested = asked.requested;
         let id_token = self.issuer.issue(iss, client, deadline).await?;
+        let aws_credentials = match (&self.aws, asked.aws) {
+            (Some(exchange), Some(aws)) => {
+                let derived = crate::aws::params::session_name_for(&client.client_id);
+                let call = AssumeRole {
+                    role_arn: aws.role_arn,
+                    session_name: aws.session_name.unwrap_or(&derived),
+                    duration_seconds: aws.duration_seconds,
+                    web_identity_token: &id_token.token,
+                };
+                Some(exchange.assume_role(call, deadline).await?)
+            }
+            _ => None,
+        };
         let access_token = match (&self.access, requested.scope) {
             (Some(backend), Some(scope)) => Some(
                 backend
@@ -334,6 +425,7 @@ impl ClientCredentials {
             jti: id_token.jti,
             audience: id_token.audience,
             access_token,
+            aws_credentials,
             decision: client.decision.clone(),
         })
     }

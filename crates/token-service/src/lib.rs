@@ -11,6 +11,7 @@
 //!        -> policy: may this client get a token? claims        policy.rs
 //!        -> issuer: claims -> signer -> compact JWT            issuer.rs, signer.rs, signer/*.rs
 //!        -> access: optional access token                      access.rs
+//!        -> aws: optional AWS role credentials (STS)           aws.rs
 //!   -> http: OAuth JSON or executable-sourced credential JSON  http/error.rs, http/token.rs
 //! ```
 //!
@@ -37,6 +38,7 @@
 
 pub(crate) mod access;
 pub mod app;
+pub(crate) mod aws;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -173,6 +173,29 @@ pub struct AccessToken {
     pub scope: String,
 }
 
+/// Temporary credentials of an AWS role (`AssumeRoleWithWebIdentity`). Never logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AwsCredentials {
+    /// `AccessKeyId`.
+    pub access_key_id: String,
+    /// `SecretAccessKey`.
+    pub secret_access_key: String,
+    /// `SessionToken`.
+    pub session_token: String,
+    /// `Expiration`, RFC 3339.
+    pub expiration: String,
+}
+
+impl std::fmt::Debug for AwsCredentials {
+    /// The access key ID and expiration only: the secrets never reach a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AwsCredentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("expiration", &self.expiration)
+            .finish_non_exhaustive()
+    }
+}
+
 /// What the shared client-credentials path returns on success.
 #[derive(Debug, Clone)]
 pub struct IssuedTokens {
@@ -186,6 +209,8 @@ pub struct IssuedTokens {
     pub audience: String,
     /// The access token, when the request asked for one.
     pub access_token: Option<AccessToken>,
+    /// Temporary AWS credentials, when the request named an AWS role.
+    pub aws_credentials: Option<AwsCredentials>,
     /// What the policy decided, for the request's log line.
     pub decision: Option<PolicyDecision>,
 }

@@ -49,6 +49,8 @@ pub struct Requested<'a> {
     /// Audience asked for with the parameter `audience`, when it is not the default audience
     /// (which every admitted client may have) and `TOKEN_AUDIENCES` lists it.
     pub audience: Option<&'a str>,
+    /// AWS role asked for with the parameter `aws_role_arn` (its format checked).
+    pub aws_role: Option<&'a str>,
 }
 
 /// A client policy.

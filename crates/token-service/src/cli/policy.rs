@@ -45,6 +45,11 @@ pub enum PolicyCommand {
         /// TOKEN_AUDIENCES; leave it out for the default audience).
         #[arg(long, value_name = "AUD")]
         audience: Option<String>,
+        /// AWS role the client would ask for with the parameter `aws_role_arn` (checked
+        /// against the rule's `aws_roles`; the audience is then AWS_AUDIENCE unless --audience
+        /// says otherwise).
+        #[arg(long, value_name = "ARN")]
+        aws_role_arn: Option<String>,
         /// Flow that would authenticate the client.
         #[arg(long, default_value = "mtls-client-credentials")]
         flow: String,
@@ -66,6 +71,7 @@ pub fn run(command: &PolicyCommand, values: &Values, registry: &FlowRegistry) ->
             service_account,
             scope,
             audience,
+            aws_role_arn,
             flow,
             ca,
         } => {
@@ -84,6 +90,7 @@ pub fn run(command: &PolicyCommand, values: &Values, registry: &FlowRegistry) ->
             };
             let mut reader = Reader::new(values);
             let attribute = crate::x509::settings::read_client_id(&mut reader);
+            let aws = crate::aws::AwsConfig::read(&mut reader);
             let (errors, _, _) = reader.finish();
             if let Some(e) = errors.first() {
                 eprintln!("error: {e}");
@@ -93,6 +100,16 @@ pub fn run(command: &PolicyCommand, values: &Values, registry: &FlowRegistry) ->
                 .clone()
                 .or_else(|| setting("TLS_CLIENT_CA_FILE").map(PathBuf::from));
             let scope = scope.join(" ");
+            let aws_role = aws_role_arn.as_deref().filter(|a| !a.trim().is_empty());
+            // A request naming a role asks for a token for AWS_AUDIENCE; the default audience
+            // (TOKEN_AUDIENCE) needs no policy check.
+            let aws_audience = aws_role
+                .map(|_| aws.audience.as_str())
+                .filter(|a| setting("TOKEN_AUDIENCE").as_deref() != Some(a));
+            let audience = audience
+                .as_deref()
+                .filter(|a| !a.trim().is_empty())
+                .or(aws_audience);
             print_explanation(&Request {
                 cert,
                 policy: &policy_path,
@@ -103,7 +120,8 @@ pub fn run(command: &PolicyCommand, values: &Values, registry: &FlowRegistry) ->
                 requested: Requested {
                     scope: Some(scope.as_str()).filter(|s| !s.trim().is_empty()),
                     service_account: service_account.as_deref(),
-                    audience: audience.as_deref().filter(|a| !a.trim().is_empty()),
+                    audience,
+                    aws_role,
                 },
             })
         }
@@ -125,6 +143,9 @@ fn check(file: &Path, registry: &FlowRegistry) -> ExitCode {
                 );
                 if let Some(audiences) = rule.audiences() {
                     println!("             {audiences}");
+                }
+                if let Some(roles) = rule.aws_roles() {
+                    println!("             {roles}");
                 }
             }
             if policy.rules().is_empty() {
@@ -391,6 +412,9 @@ fn write_decision(out: &mut String, verdict: &Verdict, requested: Requested<'_>)
             }
             if let Some(scope) = requested.scope {
                 let _ = writeln!(out, "  scope                {scope}: allowed");
+            }
+            if let Some(role) = requested.aws_role {
+                let _ = writeln!(out, "  aws role             {role}: allowed");
             }
             true
         }

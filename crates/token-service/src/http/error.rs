@@ -19,6 +19,9 @@ pub enum Format {
     OAuth,
     /// `format=external_credential`: executable-sourced credential JSON.
     ExternalCredential,
+    /// `format=aws_credential_process`: the JSON an AWS `credential_process` prints; its
+    /// errors are OAuth JSON (the helper printing it exits non-zero on them).
+    AwsCredentialProcess,
 }
 
 /// An error response: status, OAuth error code and a description that says what to fix.
@@ -53,7 +56,9 @@ impl HttpError {
     /// The response in the given format.
     pub fn into_response_as(self, format: Format) -> Response {
         let body = match format {
-            Format::OAuth => json!({ "error": self.code, "error_description": self.description }),
+            Format::OAuth | Format::AwsCredentialProcess => {
+                json!({ "error": self.code, "error_description": self.description })
+            }
             Format::ExternalCredential => json!({
                 "success": false,
                 "version": 1,

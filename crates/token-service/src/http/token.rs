@@ -66,13 +66,15 @@ async fn parse(
     let format = match params.remove("format").as_deref() {
         None | Some("") => Format::OAuth,
         Some("external_credential") => Format::ExternalCredential,
+        Some("aws_credential_process") => Format::AwsCredentialProcess,
         Some(other) => {
             return Err(oauth(HttpError::bad_request(format!(
-                "Unknown format '{}'; the only format is 'external_credential'",
+                "Unknown format '{}'; the formats are 'external_credential' and 'aws_credential_process'",
                 crate::model::truncate(other, 64)
             ))));
         }
     };
+    check_format(format, &params).map_err(|e| (format, e))?;
     let iss = request_issuer(&state.issuer, &parts.headers, &parts.uri)
         .map_err(|e| (format, HttpError::from(e)))?;
     let token_request = TokenRequest {
@@ -94,6 +96,26 @@ async fn parse(
     Ok((format, token_request, iss))
 }
 
+/// A format that fits the request: `aws_credential_process` answers with AWS credentials only
+/// (it needs `aws_role_arn`), `external_credential` with an ID token only (it refuses it).
+fn check_format(
+    format: Format,
+    params: &std::collections::BTreeMap<String, String>,
+) -> Result<(), HttpError> {
+    let aws = params
+        .get(crate::aws::params::ROLE_ARN)
+        .is_some_and(|a| !a.trim().is_empty());
+    match (format, aws) {
+        (Format::AwsCredentialProcess, false) => Err(HttpError::bad_request(
+            "The format 'aws_credential_process' needs the parameter 'aws_role_arn': name the AWS role whose credentials to return",
+        )),
+        (Format::ExternalCredential, true) => Err(HttpError::bad_request(
+            "The format 'external_credential' answers with an ID token only: use format 'aws_credential_process' (or none) with 'aws_role_arn'",
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// What the one log line of a token request says.
 struct Line<'a> {
     event: &'static str,
@@ -105,6 +127,8 @@ struct Line<'a> {
     audience: Option<&'a str>,
     jti: Option<&'a str>,
     access_token: bool,
+    /// The AWS role the request named.
+    aws_role_arn: Option<&'a str>,
     /// The policy's decision behind issued tokens (a refusal carries it in its labels).
     decision: Option<&'a PolicyDecision>,
     labels: &'a [(String, String)],
@@ -128,6 +152,7 @@ impl<'a> Line<'a> {
                 audience: Some(&issued.audience),
                 jti: Some(&issued.jti),
                 access_token: issued.access_token.is_some(),
+                aws_role_arn: exchange.aws_role_arn.as_deref(),
                 decision: issued.decision.as_ref(),
                 labels: &[],
             },
@@ -144,6 +169,7 @@ impl<'a> Line<'a> {
                 audience: exchange.audience.as_deref(),
                 jti: None,
                 access_token: false,
+                aws_role_arn: exchange.aws_role_arn.as_deref(),
                 decision: None,
                 labels: failure.labels(),
             },
@@ -161,6 +187,7 @@ impl<'a> Line<'a> {
             audience: None,
             jti: None,
             access_token: false,
+            aws_role_arn: None,
             decision: None,
             labels: &[],
         }
@@ -221,6 +248,7 @@ fn log_line(line: &Line<'_>) {
             audience = line.audience.unwrap_or(""),
             jti = line.jti.unwrap_or(""),
             access_token = line.access_token,
+            aws_role_arn = line.aws_role_arn,
             policy_decision = decision.map(|d| d.decision),
             policy_rule = decision.map(|d| d.rule.as_str()),
             policy_matched = decision.map(|d| d.matched.as_str()),
@@ -237,9 +265,9 @@ fn log_line(line: &Line<'_>) {
         .collect();
     let labels = Value::Object(labels);
     if flow.is_empty() {
-        tracing::warn!(event = line.event, outcome = line.outcome, audience = line.audience, reason, labels = %labels, "token request rejected: {reason}");
+        tracing::warn!(event = line.event, outcome = line.outcome, audience = line.audience, aws_role_arn = line.aws_role_arn, reason, labels = %labels, "token request rejected: {reason}");
     } else {
-        tracing::warn!(event = line.event, outcome = line.outcome, flow, client_id, audience = line.audience, reason, labels = %labels, "{flow} refused the request: {reason}");
+        tracing::warn!(event = line.event, outcome = line.outcome, flow, client_id, audience = line.audience, aws_role_arn = line.aws_role_arn, reason, labels = %labels, "{flow} refused the request: {reason}");
     }
 }
 
@@ -287,18 +315,52 @@ pub(super) fn too_large() -> HttpError {
 }
 
 fn success(format: Format, issued: IssuedTokens) -> Response {
-    let body = match format {
+    let body = match (format, issued.aws_credentials) {
+        (Format::AwsCredentialProcess, Some(aws)) => json!({
+            "Version": 1,
+            "AccessKeyId": aws.access_key_id,
+            "SecretAccessKey": aws.secret_access_key,
+            "SessionToken": aws.session_token,
+            "Expiration": aws.expiration,
+        }),
+        (_, Some(aws)) => json!({
+            "id_token": issued.id_token,
+            "aws_credentials": {
+                "access_key_id": aws.access_key_id,
+                "secret_access_key": aws.secret_access_key,
+                "session_token": aws.session_token,
+                "expiration": aws.expiration,
+            },
+        }),
+        (format, None) => tokens_body(
+            format,
+            issued.id_token,
+            issued.id_token_expires_at,
+            issued.access_token,
+        ),
+    };
+    (StatusCode::OK, Json(body)).into_response()
+}
+
+/// The body of an ID token (and access token) answer.
+fn tokens_body(
+    format: Format,
+    id_token: String,
+    expires_at: i64,
+    access_token: Option<crate::model::AccessToken>,
+) -> Value {
+    match format {
         Format::ExternalCredential => json!({
             "success": true,
             "version": 1,
-            "id_token": issued.id_token,
+            "id_token": id_token,
             "token_type": "urn:ietf:params:oauth:token-type:id_token",
-            "expiration_time": issued.id_token_expires_at,
+            "expiration_time": expires_at,
         }),
-        Format::OAuth => {
+        Format::OAuth | Format::AwsCredentialProcess => {
             let mut body = Map::new();
-            body.insert("id_token".into(), Value::String(issued.id_token));
-            if let Some(access) = issued.access_token {
+            body.insert("id_token".into(), Value::String(id_token));
+            if let Some(access) = access_token {
                 body.insert("access_token".into(), Value::String(access.token));
                 body.insert("token_type".into(), Value::String("Bearer".into()));
                 body.insert("expires_in".into(), Value::from(access.expires_in));
@@ -306,8 +368,7 @@ fn success(format: Format, issued: IssuedTokens) -> Response {
             }
             Value::Object(body)
         }
-    };
-    (StatusCode::OK, Json(body)).into_response()
+    }
 }
 
 /// `/token` with any method but POST.

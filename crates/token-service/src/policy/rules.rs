@@ -171,6 +171,9 @@ struct Allowance {
     scopes: Option<Vec<Pattern>>,
     lifetime: Option<i64>,
     audiences: AudienceRules,
+    /// `aws_roles`: globs over the AWS role ARNs a client may name with `aws_role_arn`;
+    /// `None` (absent) allows any, `[]` none.
+    aws_roles: Option<Vec<Pattern>>,
 }
 
 /// What an allow rule says about the audiences a client may name with the parameter
@@ -240,6 +243,20 @@ impl Rule {
             text.push_str(&format!("; '{audience}': {}", keys.join(", ")));
         }
         Some(text)
+    }
+}
+
+impl Rule {
+    /// What the rule says about AWS roles, for `policy check`; `None` when it says nothing
+    /// (any role).
+    pub fn aws_roles(&self) -> Option<String> {
+        let Decision::Allow(allowance) = &self.decision else {
+            return None;
+        };
+        match allowance.aws_roles.as_deref()? {
+            [] => Some("aws_roles none".to_owned()),
+            globs => Some(format!("aws_roles {}", sources(globs))),
+        }
     }
 }
 

@@ -328,6 +328,7 @@ scopes = ["https://www.googleapis.com/auth/devstorage.*"]
                 scope,
                 service_account: sa,
                 audience: None,
+                aws_role: None,
             },
         )
         .outcome
@@ -373,6 +374,7 @@ scopes = ["https://www.googleapis.com/auth/devstorage.*"]
                 scope: storage,
                 service_account: Some("a@b"),
                 audience: None,
+                aws_role: None,
             }
         )
         .outcome,
@@ -386,6 +388,7 @@ scopes = ["https://www.googleapis.com/auth/devstorage.*"]
                 scope: storage,
                 service_account: Some("a@b"),
                 audience: None,
+                aws_role: None,
             }
         )
         .outcome,
@@ -811,6 +814,7 @@ fn the_engine_refuses_with_failures_and_counts_into_its_own_metrics() {
                 scope: Some(scope),
                 service_account: None,
                 audience: None,
+                aws_role: None,
             },
         )
         .unwrap_err();

@@ -40,6 +40,7 @@ struct RawRule {
     token_lifetime: Option<Spanned<i64>>,
     audiences: Option<Spanned<OneOrMany>>,
     audience: Option<audience::RawAudiences>,
+    aws_roles: Option<Spanned<OneOrMany>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -228,6 +229,7 @@ fn compile_rule(raw: RawRule, line: usize) -> Result<Rule, Located> {
                     "token_lifetime",
                     raw.token_lifetime.as_ref().map(|s| s.span().start),
                 ),
+                ("aws_roles", raw.aws_roles.as_ref().map(|s| s.span().start)),
             ];
             if let Some((field, Some(at))) = allow_only.iter().find(|(_, at)| at.is_some()) {
                 return Err((
@@ -263,8 +265,7 @@ fn compile_rule(raw: RawRule, line: usize) -> Result<Rule, Located> {
                 &name,
                 raw.client_id,
                 raw.claims,
-                raw.service_accounts,
-                raw.scopes,
+                [raw.service_accounts, raw.scopes, raw.aws_roles],
                 raw.token_lifetime,
             )?;
             allowance.audiences = audience::compile(&name, raw.audiences, raw.audience)?;
@@ -291,8 +292,7 @@ fn compile_allowance(
     rule: &str,
     client_id: Option<Spanned<String>>,
     claims: Option<BTreeMap<String, Spanned<toml::Value>>>,
-    service_accounts: Option<Spanned<OneOrMany>>,
-    scopes: Option<Spanned<OneOrMany>>,
+    [service_accounts, scopes, aws_roles]: [Option<Spanned<OneOrMany>>; 3],
     lifetime: Option<Spanned<i64>>,
 ) -> Result<Allowance, Located> {
     let template = |s: &Spanned<String>| {
@@ -351,6 +351,7 @@ fn compile_allowance(
         scopes: patterns(scopes)?,
         lifetime,
         audiences: AudienceRules::default(),
+        aws_roles: patterns(aws_roles)?,
     })
 }
 

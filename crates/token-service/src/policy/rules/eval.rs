@@ -301,6 +301,16 @@ impl Allowance {
         {
             return refuse("scope", s, allowed, "This client may not obtain the scope");
         }
+        if let (Some(allowed), Some(role)) = (&self.aws_roles, requested.aws_role)
+            && first_match(allowed, role).is_none()
+        {
+            return refuse(
+                "AWS role",
+                role,
+                allowed,
+                "This client may not obtain credentials for the AWS role",
+            );
+        }
         let audience = match requested.audience {
             None => None,
             Some(audience) => match self.audiences.grant(rule, client, audience) {
