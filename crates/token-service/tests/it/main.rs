@@ -15,6 +15,7 @@ mod support;
 
 mod api;
 mod audience;
+mod aws;
 mod cli;
 mod custom_flow;
 mod deploy;
