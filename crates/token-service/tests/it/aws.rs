@@ -405,3 +405,108 @@ async fn the_one_log_line_shows_the_role_and_never_the_credentials() {
     }
     assert!(!all.contains(body["id_token"].as_str().unwrap()));
 }
+
+#[test]
+fn policy_check_and_explain_show_the_aws_roles() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "[[rule]]\nname = \"fleet\"\ndecision = \"allow\"\naudiences = [\"sts.amazonaws.com\"]\naws_roles = [\"arn:aws:iam::123456789012:role/fleet/*\"]\n";
+    let policy = common::temp_file(&dir, "policy.toml", text);
+    let run = |args: &[&str]| {
+        std::process::Command::new(common::BIN)
+            .args(args)
+            .env_clear()
+            .env("DATA_DIR", dir.path().join("data"))
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    let check = run(&["policy", "check", policy.to_str().unwrap()]);
+    assert!(check.status.success(), "{check:?}");
+    let stdout = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        stdout.contains("             aws_roles 'arn:aws:iam::123456789012:role/fleet/*'\n"),
+        "{stdout}"
+    );
+    let issued = run(&["pki", "client", "--name", "device", "--spiffe-id", SPIFFE]);
+    assert!(issued.status.success(), "{issued:?}");
+    let cert = dir.path().join("data/pki/device.pem");
+    let explain = |role: &str| {
+        run(&[
+            "policy",
+            "explain",
+            "--policy",
+            policy.to_str().unwrap(),
+            "--cert",
+            cert.to_str().unwrap(),
+            "--aws-role-arn",
+            role,
+        ])
+    };
+    let allowed = explain(ROLE);
+    let stdout = String::from_utf8_lossy(&allowed.stdout);
+    assert!(allowed.status.success(), "{allowed:?}");
+    for line in [
+        "  audience             sts.amazonaws.com: allowed by the rule",
+        &format!("  aws role             {ROLE}: allowed"),
+    ] {
+        assert!(stdout.contains(line), "{stdout}");
+    }
+    let denied = explain(UNKNOWN_ROLE);
+    let stdout = String::from_utf8_lossy(&denied.stdout);
+    assert_eq!(denied.status.code(), Some(1), "{denied:?}");
+    assert!(
+        stdout.contains(&format!(
+            "rule 'fleet': AWS role '{UNKNOWN_ROLE}' matches none of"
+        )),
+        "{stdout}"
+    );
+}
+
+/// The README's AWS request, as written: its form parameters (the `-d` arguments of the curl
+/// line) get credentials from the emulator for a role of that ARN.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_aws_request_gets_credentials() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let section = readme.split("\n## AWS\n").nth(1).unwrap();
+    let line = section
+        .lines()
+        .find(|l| l.starts_with("curl ") && l.contains("aws_role_arn="))
+        .unwrap();
+    let params: Vec<&str> = line
+        .split(" -d ")
+        .skip(1)
+        .map(|p| p.split_whitespace().next().unwrap())
+        .collect();
+    let role = params
+        .iter()
+        .find_map(|p| p.strip_prefix("aws_role_arn="))
+        .unwrap();
+    let front: TcpListener = common::listener();
+    let issuer = format!("http://127.0.0.1:{}", common::port_of(&front));
+    let mut account = AwsRole::new(role, issuer.clone());
+    account.max_session_duration_secs = 3600;
+    let emulator = Emulator::start(
+        EmulatorConfig {
+            aws: AwsConfig {
+                oidc_providers: vec![AwsOidcProvider::new(issuer, &[AWS])],
+                roles: vec![account],
+                ..AwsConfig::default()
+            },
+            allow_loopback_issuers: true,
+            ..EmulatorConfig::default()
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let endpoint = emulator.base_url();
+    let server = Server::start_on(front, &[LISTED, ("AWS_STS_ENDPOINT", &endpoint)]);
+    let (status, body, _) = ask(&server, &params.join("&")).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body["aws_credentials"]["session_token"].is_string(),
+        "{body}"
+    );
+    assert_eq!(emulator.aws_sessions()[0].role_arn, role);
+}
