@@ -3,6 +3,8 @@
 //! may impersonate or sign as whom, and the token lifetimes the emulated APIs
 //! hand out. Also holds the resource-name helpers shared by STS and IAM.
 
+use crate::cloud_config::{AwsConfig, EntraConfig};
+
 /// The emulated project and its IAM policy.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -34,6 +36,20 @@ pub struct Config {
     pub max_impersonation_lifetime_secs: u64,
     /// Clock skew tolerated when checking `exp` / `iat` of incoming JWTs.
     pub clock_skew_secs: i64,
+    /// The emulated AWS account (STS `AssumeRoleWithWebIdentity`).
+    pub aws: AwsConfig,
+    /// The emulated Microsoft Entra tenants (v2 token endpoint).
+    pub entra: EntraConfig,
+    /// Local-use allowance for AWS providers, Entra issuers and their `jwks_uri`: accept
+    /// `http://` and a port on a loopback host (`http://127.0.0.1:PORT`). The clouds never
+    /// do; off by default so that the emulator refuses what they refuse.
+    pub allow_loopback_issuers: bool,
+    /// Serve HTTPS with a certificate from a CA the emulator generates (see
+    /// `Emulator::ca_pem`) instead of plain HTTP.
+    pub https: bool,
+    /// Extra CA certificates (PEM) the emulator trusts when it fetches an issuer's discovery
+    /// document and JWKS over HTTPS, besides the public roots.
+    pub issuer_ca_pems: Vec<String>,
 }
 
 impl Default for Config {
@@ -50,6 +66,11 @@ impl Default for Config {
             metadata_token_lifetime_secs: 3599,
             max_impersonation_lifetime_secs: 3600,
             clock_skew_secs: 60,
+            aws: AwsConfig::default(),
+            entra: EntraConfig::default(),
+            allow_loopback_issuers: false,
+            https: false,
+            issuer_ca_pems: Vec::new(),
         }
     }
 }
@@ -84,6 +105,8 @@ impl Config {
         if self.clock_skew_secs < 0 {
             anyhow::bail!("clock_skew_secs must not be negative");
         }
+        self.aws.validate(self.allow_loopback_issuers)?;
+        self.entra.validate()?;
         for p in &self.providers {
             if p.pool_id.is_empty() || p.provider_id.is_empty() || p.project_number.is_empty() {
                 anyhow::bail!("provider {p:?} needs a project number, pool id and provider id");

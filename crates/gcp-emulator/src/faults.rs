@@ -18,7 +18,7 @@ use crate::errors::GoogleError;
 use crate::state::AppState;
 
 /// Names accepted by `calls`, `inject` and the admin API.
-pub const ENDPOINTS: [&str; 8] = [
+pub const ENDPOINTS: [&str; 12] = [
     "metadata.email",
     "metadata.token",
     "metadata.project",
@@ -27,6 +27,10 @@ pub const ENDPOINTS: [&str; 8] = [
     "jwks",
     "sts.token",
     "oauth.token",
+    "aws.sts",
+    "entra.token",
+    "entra.discovery",
+    "entra.keys",
 ];
 
 /// A fault to apply to the next `times` calls of one endpoint.

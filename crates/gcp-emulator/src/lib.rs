@@ -5,14 +5,21 @@
 //! endpoint. Requests are checked against Google's documented request shapes
 //! and answered in each API's own error format, so a client that sends the
 //! wrong field or skips a header fails here as it would against Google.
+//! On the same port it emulates AWS STS `AssumeRoleWithWebIdentity` and the
+//! Microsoft Entra v2 token endpoint, each verifying the web-identity token
+//! as that cloud does (discovery and JWKS from the issuer, `kid`, algorithms,
+//! audiences, subjects, time claims); optionally over HTTPS with its own CA.
 //!
 //! [`Emulator::start`] runs it in-process on a tokio runtime; the
 //! `gcp-emulator` binary runs it standalone. Call counts and injected faults
 //! are available through the [`Emulator`] handle and over HTTP under
 //! `/emulator/`.
 
+mod aws_sts;
 mod cli;
+mod cloud_config;
 mod config;
+mod entra;
 mod errors;
 mod faults;
 mod iam;
@@ -22,6 +29,8 @@ mod metadata;
 mod oauth;
 mod state;
 mod sts;
+mod tls;
+mod webid;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -30,8 +39,15 @@ use axum::response::IntoResponse;
 use serde_json::json;
 
 pub use cli::Cli;
+pub use cloud_config::{
+    AwsConfig, AwsOidcProvider, AwsRole, CloudConfigError, ENTRA_DEFAULT_AUDIENCE, EntraApp,
+    EntraConfig, EntraTenant, FederatedCredential, MAX_FEDERATED_CREDENTIALS, TrustClaim,
+    TrustCondition, TrustOperator,
+};
 pub use config::{Config, Provider};
 pub use faults::{ENDPOINTS, Fault};
+pub use state::AwsSession;
+pub use webid::IssuerFormError;
 
 use errors::GoogleError;
 use keys::SigningKey;
@@ -51,6 +67,7 @@ pub(crate) const AUTHORIZED_USER_SCOPES: [&str; 3] = [
 pub struct Emulator {
     state: AppState,
     addr: SocketAddr,
+    ca_pem: Option<String>,
     shutdown: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
@@ -69,38 +86,65 @@ impl Emulator {
         config.validate()?;
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
+        let tls = if config.https {
+            Some(tls::generate(addr.ip())?)
+        } else {
+            None
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let base_url = format!(
-            "http://{}",
+            "{scheme}://{}",
             SocketAddr::new(client_ip(addr.ip()), addr.port())
         );
 
         let accounts = generate_accounts(config.all_service_accounts()).await?;
-        let state: AppState = Arc::new(Shared::new(config, base_url, accounts)?);
+        let entra_key = Arc::new(tokio::task::spawn_blocking(SigningKey::generate).await??);
+        let state: AppState = Arc::new(Shared::new(config, base_url, accounts, entra_key)?);
         let app = router(state.clone());
 
         let (tx, mut rx) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move {
-            let stop = async move {
-                if rx.wait_for(|stop| *stop).await.is_err() {
-                    // Every handle is gone: keep serving for the runtime's lifetime.
-                    std::future::pending::<()>().await;
-                }
-            };
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(stop)
-                .await
-            {
-                tracing::error!(error = %e, "gcp-emulator server stopped");
+        let stop = async move {
+            if rx.wait_for(|stop| *stop).await.is_err() {
+                // Every handle is gone: keep serving for the runtime's lifetime.
+                std::future::pending::<()>().await;
             }
-        });
+        };
+        let ca_pem = tls.as_ref().map(|t| t.ca_pem.clone());
+        match tls {
+            Some(tls) => {
+                tokio::spawn(tls::serve(listener, tls.acceptor, app, stop));
+            }
+            None => {
+                tokio::spawn(async move {
+                    if let Err(e) = axum::serve(listener, app)
+                        .with_graceful_shutdown(stop)
+                        .await
+                    {
+                        tracing::error!(error = %e, "gcp-emulator server stopped");
+                    }
+                });
+            }
+        }
         Ok(Emulator {
             state,
             addr,
+            ca_pem,
             shutdown: Arc::new(tx),
         })
     }
 
-    /// `http://127.0.0.1:PORT` (an unspecified bind address is reported as loopback).
+    /// With `Config::https`: the PEM of the CA that signed the server certificate.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca_pem.as_deref()
+    }
+
+    /// Every AWS session `AssumeRoleWithWebIdentity` handed out, oldest first.
+    pub fn aws_sessions(&self) -> Vec<AwsSession> {
+        self.state.aws_sessions()
+    }
+
+    /// `http://127.0.0.1:PORT` (`https://…` with `Config::https`; an unspecified bind
+    /// address is reported as loopback).
     pub fn base_url(&self) -> String {
         self.state.base_url.clone()
     }
@@ -233,6 +277,8 @@ fn router(state: AppState) -> axum::Router {
         .merge(jwks::router())
         .merge(sts::router())
         .merge(oauth::router())
+        .merge(aws_sts::router())
+        .merge(entra::router())
         .merge(faults::admin_router())
         .fallback(|uri: axum::http::Uri| async move {
             GoogleError::not_found(format!(

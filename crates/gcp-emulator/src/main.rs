@@ -17,6 +17,11 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     let emulator = Emulator::start(cli.config(), cli.addr()).await?;
+    if let (Some(path), Some(pem)) = (&cli.https_ca_out, emulator.ca_pem()) {
+        std::fs::write(path, pem).map_err(|e| {
+            anyhow::anyhow!("cannot write the CA certificate to {}: {e}", path.display())
+        })?;
+    }
     let mut stdout = std::io::stdout();
     writeln!(stdout, "gcp-emulator listening on {}", emulator.base_url())?;
     stdout.flush()?;

@@ -25,7 +25,6 @@ pub(crate) fn with_flavor(mut resp: Response) -> Response {
 
 pub(crate) fn router() -> axum::Router<AppState> {
     axum::Router::new()
-        .route("/", get(root))
         .route("/computeMetadata/", get(root))
         .route("/computeMetadata/v1", get(v1_root))
         .route("/computeMetadata/v1/", get(v1_root))
@@ -43,8 +42,9 @@ fn text(body: impl Into<String>) -> Response {
     )
 }
 
-/// Client libraries probe `GET /` (with the flavor header) to detect GCE.
-async fn root(headers: HeaderMap) -> Response {
+/// Client libraries probe `GET /` (with the flavor header) to detect GCE (routed by
+/// `aws_sts`, which serves `GET /?Action=…`).
+pub(crate) async fn root(headers: HeaderMap) -> Response {
     match check_request(&headers) {
         Ok(()) => text("computeMetadata/\n"),
         Err(e) => e.into_response(),

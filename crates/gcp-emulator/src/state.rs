@@ -49,11 +49,28 @@ pub(crate) struct OAuthClient {
     pub(crate) principal: String,
 }
 
+/// Temporary credentials STS handed out for `AssumeRoleWithWebIdentity`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsSession {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub session_token: String,
+    /// Unix seconds.
+    pub expiration: i64,
+    pub role_arn: String,
+    pub session_name: String,
+    /// The web-identity token's `sub`.
+    pub subject: String,
+    /// The `aud` that matched the provider's client-ID list.
+    pub audience: String,
+}
+
 #[derive(Debug, Default)]
 struct World {
     accounts: Vec<Account>,
     tokens: HashMap<String, TokenRecord>,
     clients: Vec<OAuthClient>,
+    aws_sessions: Vec<AwsSession>,
 }
 
 pub(crate) struct Shared {
@@ -61,6 +78,8 @@ pub(crate) struct Shared {
     pub(crate) base_url: String,
     pub(crate) faults: FaultBook,
     pub(crate) http: reqwest::Client,
+    /// Signs the Entra access tokens (one key for every tenant).
+    pub(crate) entra_key: Arc<SigningKey>,
     world: Mutex<World>,
 }
 
@@ -71,16 +90,23 @@ impl Shared {
         config: Config,
         base_url: String,
         accounts: Vec<Account>,
+        entra_key: Arc<SigningKey>,
     ) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
-            .connect_timeout(Duration::from_secs(5))
-            .build()?;
+            .connect_timeout(Duration::from_secs(5));
+        for pem in &config.issuer_ca_pems {
+            for cert in reqwest::Certificate::from_pem_bundle(pem.as_bytes())? {
+                http = http.add_root_certificate(cert);
+            }
+        }
+        let http = http.build()?;
         Ok(Shared {
             config,
             base_url,
             faults: FaultBook::default(),
             http,
+            entra_key,
             world: Mutex::new(World {
                 accounts,
                 ..World::default()
@@ -167,5 +193,14 @@ impl Shared {
             .iter()
             .find(|c| c.client_id == client_id)
             .cloned()
+    }
+
+    pub(crate) fn record_aws_session(&self, session: AwsSession) {
+        self.world().aws_sessions.push(session);
+    }
+
+    /// Every `AssumeRoleWithWebIdentity` session handed out, oldest first.
+    pub(crate) fn aws_sessions(&self) -> Vec<AwsSession> {
+        self.world().aws_sessions.clone()
     }
 }

@@ -9,5 +9,8 @@
 mod support;
 
 mod api;
+mod aws;
 mod cli;
+mod entra;
+mod https;
 mod sts;
