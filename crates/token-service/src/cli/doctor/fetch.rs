@@ -84,7 +84,11 @@ fn chain(e: &dyn std::error::Error) -> String {
 
 /// `Date` as Unix seconds.
 fn date(response: &reqwest::Response) -> Option<i64> {
-    let value = response.headers().get(http::header::DATE)?.to_str().ok()?;
+    parse_date(response.headers().get(http::header::DATE)?.to_str().ok()?)
+}
+
+/// An HTTP date (`Thu, 03 Dec 2026 17:58:27 GMT`) as Unix seconds.
+pub fn parse_date(value: &str) -> Option<i64> {
     let parsed =
         time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc2822).ok()?;
     Some(parsed.unix_timestamp())
