@@ -17,6 +17,7 @@ mod api;
 mod cli;
 mod custom_flow;
 mod deploy;
+mod doctor;
 mod forwarded;
 mod google;
 mod google_auth_interop;
