@@ -48,7 +48,8 @@ pub enum Command {
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
     /// Check the issuer's discovery document, JWK Set and a sample token against the rules of
-    /// Google Cloud, AWS and Microsoft Entra; exit status 1 when a rule fails.
+    /// Google Cloud, AWS and Microsoft Entra; exit status 1 when a rule fails, 2 when the
+    /// check cannot run.
     Doctor(doctor::DoctorArgs),
 }
 

@@ -289,6 +289,11 @@ fn an_unreachable_jwks_uri_fails() {
 
 /// Serves `body` as JSON to every request on a port of its own, until the test ends.
 fn serve_json(body: Value) -> String {
+    serve_json_with(body, "")
+}
+
+/// Like [`serve_json`], with `headers` (each line ending in CRLF) added to the response.
+fn serve_json_with(body: Value, headers: &'static str) -> String {
     let listener = listener();
     let url = format!("http://127.0.0.1:{}/jwks.json", port_of(&listener));
     std::thread::spawn(move || {
@@ -299,12 +304,36 @@ fn serve_json(body: Value) -> String {
             let body = body.to_string();
             let _ = write!(
                 stream,
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{headers}connection: close\r\n\r\n{body}",
                 body.len()
             );
         }
     });
     url
+}
+
+/// An issuer whose server's clock is years off and whose discovery document lacks
+/// `response_types_supported`.
+#[test]
+fn a_server_clock_off_and_discovery_without_response_types_fail() {
+    let url = serve_json_with(
+        json!({"issuer": "https://elsewhere.example"}),
+        "date: Thu, 01 Jan 2015 00:00:00 GMT\r\n",
+    );
+    let issuer = url.trim_end_matches("/jwks.json");
+    let dir = tempfile::tempdir().unwrap();
+    let rows = findings(&doctor(dir.path(), &[], &["--json", "--issuer", issuer]));
+    let skew = row(&rows, "clock-skew-server", "all");
+    assert_eq!(skew["status"], "fail", "{rows:#?}");
+    assert!(skew["fix"].as_str().unwrap().contains("NTP"), "{skew}");
+    assert_eq!(
+        row(&rows, "discovery-response-types", "aws")["status"],
+        "fail"
+    );
+    assert_eq!(
+        row(&rows, "discovery-issuer-matches", "all")["status"],
+        "fail"
+    );
 }
 
 /// A published key without `kid` or `use: "sig"`, and too many of them for AWS.
@@ -405,6 +434,72 @@ async fn sample_tokens_with_long_lifetime_no_kid_no_sub_no_iat_fail() {
     assert_eq!(row(&rows, "token-sub", "all")["status"], "fail");
     assert_eq!(row(&rows, "token-iat", "all")["status"], "fail");
     assert_eq!(row(&rows, "token-signature", "all")["status"], "pass");
+}
+
+/// `--token FILE`: a token signed by another key under the service's kid, an expired one and
+/// one issued in the future each fail their rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sample_tokens_with_a_wrong_signature_expired_or_from_the_future_fail() {
+    let server = Server::start(&[]);
+    let kid = kid_of(&server).await;
+    let impostor = Server::start(&[]);
+    let iat = now();
+    let run = |file: PathBuf| {
+        let issuer = server.base.clone();
+        let dir = server.dir.path().to_owned();
+        tokio::task::spawn_blocking(move || {
+            findings(&doctor(
+                &dir,
+                &[("TOKEN_ISSUER", &issuer)],
+                &["--json", "--token", file.to_str().unwrap()],
+            ))
+        })
+    };
+    let claims = json!({"iss": server.base, "sub": "d", "aud": "a", "iat": iat, "exp": iat + 300});
+    let rows = run(sample_token(&impostor, Some(&kid), &claims))
+        .await
+        .unwrap();
+    assert_eq!(
+        row(&rows, "token-kid", "all")["status"],
+        "pass",
+        "{rows:#?}"
+    );
+    assert_eq!(row(&rows, "token-signature", "all")["status"], "fail");
+    let claims =
+        json!({"iss": server.base, "sub": "d", "aud": "a", "iat": iat - 600, "exp": iat - 300});
+    let rows = run(sample_token(&server, Some(&kid), &claims))
+        .await
+        .unwrap();
+    assert_eq!(row(&rows, "token-not-expired", "all")["status"], "fail");
+    assert_eq!(row(&rows, "clock-skew-token", "all")["status"], "pass");
+    let claims =
+        json!({"iss": server.base, "sub": "d", "aud": "a", "iat": iat + 600, "exp": iat + 900});
+    let rows = run(sample_token(&server, Some(&kid), &claims))
+        .await
+        .unwrap();
+    assert_eq!(row(&rows, "clock-skew-token", "all")["status"], "fail");
+}
+
+/// An issuer with a query (AWS) or longer than 600 characters (Entra), as given to `--issuer`.
+#[test]
+fn an_issuer_with_a_query_or_too_long_fails() {
+    let server = Server::start(&[]);
+    let query = format!("{}?tenant=a", server.base);
+    let rows = findings(&doctor(
+        server.dir.path(),
+        &[],
+        &["--json", "--issuer", &query],
+    ));
+    assert_eq!(row(&rows, "issuer-no-query", "aws")["status"], "fail");
+    assert_eq!(row(&rows, "issuer-length", "entra")["status"], "pass");
+    let long = format!("{}/{}", server.base, "t".repeat(600));
+    let rows = findings(&doctor(
+        server.dir.path(),
+        &[],
+        &["--json", "--issuer", &long],
+    ));
+    assert_eq!(row(&rows, "issuer-length", "entra")["status"], "fail");
+    assert_eq!(row(&rows, "discovery-reachable", "all")["status"], "fail");
 }
 
 /// Exit status 2, one line saying what to do, when the doctor cannot run.
