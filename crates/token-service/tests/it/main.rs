@@ -18,6 +18,7 @@ mod audience;
 mod cli;
 mod custom_flow;
 mod deploy;
+mod doctor;
 mod forwarded;
 mod google;
 mod google_auth_interop;
