@@ -129,6 +129,7 @@ impl App {
         let query = Query {
             scope: Some(scope.clone()),
             service_account: Some(metadata.email.clone()),
+            audience: None,
         };
         let slot = Slot::new(Kind::AccessToken, query, self.broker.clone());
         tokio::spawn(keep(slot.clone(), Vec::new()));
