@@ -36,6 +36,17 @@ pub const SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
 /// Audiences the broker serves besides its default (`TOKEN_AUDIENCES`): AWS's and Entra's.
 pub const AWS_AUDIENCE: &str = "sts.amazonaws.com";
 pub const ENTRA_AUDIENCE: &str = "api://AzureADTokenExchange";
+/// Further audiences the broker lists, for the bound on the audiences `serve` keeps.
+pub const LISTED_AUDIENCES: [&str; 8] = [
+    "https://listed-1.example.com",
+    "https://listed-2.example.com",
+    "https://listed-3.example.com",
+    "https://listed-4.example.com",
+    "https://listed-5.example.com",
+    "https://listed-6.example.com",
+    "https://listed-7.example.com",
+    "https://listed-8.example.com",
+];
 /// An audience the broker does not list.
 pub const UNLISTED_AUDIENCE: &str = "https://other.example.com";
 /// The SPIFFE ID of the device certificate [`Fixture::device`].
@@ -253,7 +264,10 @@ fn start_broker(dir: &Path, issuer: &str, emulator: &str, lifetimes: Lifetimes) 
         .env("IAM_CREDENTIALS_ENDPOINT", emulator)
         .env(
             "TOKEN_AUDIENCES",
-            format!("{AWS_AUDIENCE},{ENTRA_AUDIENCE}"),
+            format!(
+                "{AWS_AUDIENCE},{ENTRA_AUDIENCE},{}",
+                LISTED_AUDIENCES.join(",")
+            ),
         )
         .env("RATE_LIMIT_PER_CLIENT", "0")
         .env("RATE_LIMIT_AUTH_FAILURES", "0");
