@@ -262,10 +262,12 @@ impl Slot {
                 "the broker's {} expires in {left} s, but token-client serve hands out only {}s with more than {floor} s left (Google's libraries refresh earlier); raise the broker's {}",
                 self.short_what(),
                 self.short_what(),
-                match self.kind {
-                    Kind::IdToken =>
+                match (self.kind, &self.query.audience) {
+                    (Kind::IdToken, Some(_)) =>
+                        "ID-token lifetime for this audience (TOKEN_AUDIENCE_VALIDITY, in minutes, or the policy's token_lifetime for it)",
+                    (Kind::IdToken, None) =>
                         "ID-token lifetime (TOKEN_VALIDITY, in minutes, or the policy's token_lifetime)",
-                    Kind::AccessToken =>
+                    (Kind::AccessToken, _) =>
                         "impersonated-token lifetime (ACCESS_TOKEN_LIFETIME, in seconds; an hour by default)",
                 },
             )));
