@@ -39,12 +39,41 @@ pub struct Query {
     pub scope: Option<String>,
     /// With `scope`: the broker impersonates this service account and returns its token.
     pub service_account: Option<String>,
+    /// The ID token's audience (`aud`), sent as the form parameter `audience`; unset: the
+    /// broker's default audience. The broker must allow it (`TOKEN_AUDIENCES` and the
+    /// policy), else it refuses with 403 `access_denied`. Never sent with a `scope`: the
+    /// access token comes from Google's STS, which accepts only the default audience (the
+    /// broker answers the pair with 400), so a query with both asks for the scope alone.
+    pub audience: Option<String>,
 }
 
 impl Query {
     /// The ID token only.
     pub fn id_token() -> Self {
         Self::default()
+    }
+
+    /// The ID token only, for `audience`.
+    pub fn id_token_for(audience: &str) -> Self {
+        Self {
+            audience: Some(audience.to_owned()),
+            ..Self::default()
+        }
+    }
+
+    /// The form parameters of this query.
+    fn form(&self) -> Vec<(&'static str, &str)> {
+        let mut form = vec![("grant_type", "client_credentials")];
+        if let Some(scope) = &self.scope {
+            form.push(("scope", scope));
+        }
+        if let Some(account) = &self.service_account {
+            form.push(("service_account", account));
+        }
+        if let (Some(audience), None) = (&self.audience, &self.scope) {
+            form.push(("audience", audience));
+        }
+        form
     }
 }
 
@@ -204,14 +233,7 @@ impl Broker {
     pub async fn fetch(&self, query: &Query) -> Result<Tokens, BrokerError> {
         let client = self.client().await?;
         let url = self.settings.token_url.clone();
-        let mut form = vec![("grant_type", "client_credentials")];
-        if let Some(scope) = &query.scope {
-            form.push(("scope", scope));
-        }
-        if let Some(account) = &query.service_account {
-            form.push(("service_account", account));
-        }
-        let sent = client.post(url).form(&form).send().await;
+        let sent = client.post(url).form(&query.form()).send().await;
         let response = sent.map_err(|e| self.send_error(&e))?;
         let status = response.status().as_u16();
         let body = response.bytes().await.map_err(|e| self.send_error(&e))?;
@@ -414,6 +436,30 @@ mod tests {
         let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r#"{"exp":1700}"#);
         assert_eq!(jwt_exp(&format!("e30.{payload}.sig")), Some(1700));
         assert_eq!(jwt_exp("not-a-jwt"), None);
+    }
+
+    #[test]
+    fn the_audience_is_a_form_parameter_but_never_with_a_scope() {
+        let audience = Query::id_token_for("sts.amazonaws.com");
+        assert_eq!(
+            audience.form(),
+            [
+                ("grant_type", "client_credentials"),
+                ("audience", "sts.amazonaws.com")
+            ]
+        );
+        assert_eq!(
+            Query::id_token().form(),
+            [("grant_type", "client_credentials")]
+        );
+        let both = Query {
+            scope: Some("s".into()),
+            ..audience
+        };
+        assert_eq!(
+            both.form(),
+            [("grant_type", "client_credentials"), ("scope", "s")]
+        );
     }
 
     #[test]

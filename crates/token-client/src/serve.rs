@@ -8,10 +8,12 @@
 //! - `GET /status`: the state of every token it keeps (never a token).
 //!
 //! and it keeps every `--token-file` fresh with the ID token (written atomically, mode 0600)
-//! for file-sourced configurations. Tokens are refreshed ahead of expiry by keepers (see
+//! for file-sourced configurations, and every `--audience-token-file` with an ID token for
+//! its audience (AWS's and Entra's SDKs read such files; see [`audiences`]). Tokens are refreshed ahead of expiry by keepers (see
 //! [`slot`]); while the broker cannot be reached the last good token is served until it
 //! expires, then callers get a 503 that says why, never an empty or expired token.
 
+pub mod audiences;
 pub mod http;
 pub mod metadata;
 pub mod slot;
@@ -27,7 +29,8 @@ use clap::Args;
 use crate::broker::{Broker, Query, unix_now};
 use crate::files::write_atomic;
 use crate::settings::{BrokerArgs, DEFAULT_SERVE_ADDRESS, SettingsError, absolute};
-use slot::{Kind, Slot};
+use audiences::{AudienceError, Audiences};
+use slot::{Current, Kind, Slot};
 
 /// Scopes of the metadata server's access token when none is set.
 pub const DEFAULT_SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
@@ -53,6 +56,17 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub token_files: Vec<PathBuf>,
+    /// AUDIENCE=FILE: a file to keep fresh with an ID token for AUDIENCE (atomic writes, mode
+    /// 0600), e.g. sts.amazonaws.com=/run/token-client/aws.jwt for AWS_WEB_IDENTITY_TOKEN_FILE;
+    /// the broker must list the audience in TOKEN_AUDIENCES. Repeat the flag for several (the
+    /// variable takes a comma-separated list).
+    #[arg(
+        long = "audience-token-file",
+        env = "TOKEN_CLIENT_AUDIENCE_TOKEN_FILE",
+        value_name = "AUDIENCE=FILE",
+        value_delimiter = ','
+    )]
+    pub audience_token_files: Vec<String>,
     /// Serve no metadata server (only /token, /status and token files); without it a service
     /// account is required.
     #[arg(long, env = "TOKEN_CLIENT_NO_METADATA")]
@@ -75,6 +89,10 @@ pub enum ServeError {
         "The metadata server needs a service account (its email is what …/default/email returns, and the broker impersonates it): pass --service-account EMAIL or set TOKEN_CLIENT_SERVICE_ACCOUNT, or pass --no-metadata to serve only /token and token files"
     )]
     NoServiceAccount,
+    #[error(
+        "--audience-token-file '{0}' is not AUDIENCE=FILE: give the audience, '=' and the file, e.g. sts.amazonaws.com=/run/token-client/aws.jwt"
+    )]
+    AudienceTokenFile(String),
     #[error("--listen '{0}' is not an IP address and port such as 127.0.0.1:8954")]
     Listen(String),
     #[error(
@@ -101,6 +119,8 @@ pub struct App {
     pub id: Arc<Slot>,
     pub metadata: Option<MetadataSettings>,
     pub token_files: Vec<PathBuf>,
+    /// ID tokens for other audiences (metadata `identity?audience=…`, audience token files).
+    pub audiences: Audiences,
     access: Mutex<HashMap<String, Arc<Slot>>>,
     pub started_at: u64,
 }
@@ -129,11 +149,25 @@ impl App {
         let query = Query {
             scope: Some(scope.clone()),
             service_account: Some(metadata.email.clone()),
+            audience: None,
         };
         let slot = Slot::new(Kind::AccessToken, query, self.broker.clone());
         tokio::spawn(keep(slot.clone(), Vec::new()));
         slots.insert(scope, slot.clone());
         Some(slot)
+    }
+
+    /// A usable ID token for `audience`: the default slot's when it is the broker's default
+    /// audience, else the audience's own slot (see [`audiences`]).
+    pub async fn identity(&self, audience: &str) -> Result<Current, AudienceError> {
+        if self.id.known_audiences().is_empty() {
+            // The default audience is known after the first token (at startup, or now).
+            let _ = self.id.get().await;
+        }
+        if self.id.known_audiences().iter().any(|a| a == audience) {
+            return Ok(self.id.get().await?);
+        }
+        self.audiences.get(audience).await
     }
 
     /// Every access-token slot, for `/status`.
@@ -169,15 +203,20 @@ pub async fn run(args: &BrokerArgs, serve: &ServeArgs) -> ExitCode {
     let local = listener.local_addr().unwrap_or(address);
     let app = Arc::new(app);
     eprintln!(
-        "token-client serve: listening on http://{local} (metadata server {}; GET /token; GET /status; {} token file(s)); broker {}",
+        "token-client serve: listening on http://{local} (metadata server {}; GET /token; GET /status; {} token file(s){}); broker {}",
         match &app.metadata {
             Some(m) => format!("for {}", m.email),
             None => "off".into(),
         },
         app.token_files.len(),
+        match app.audiences.files().len() {
+            0 => String::new(),
+            n => format!(", {n} audience token file(s)"),
+        },
         app.broker.settings().broker,
     );
     tokio::spawn(keep(app.id.clone(), app.token_files.clone()));
+    app.audiences.start();
     if app.metadata.is_some() {
         let _ = app.access(&[]);
     }
@@ -221,8 +260,14 @@ fn prepare(args: &BrokerArgs, serve: &ServeArgs) -> Result<(App, SocketAddr), Se
         .iter()
         .map(|p| absolute(p, "--token-file"))
         .collect::<Result<Vec<_>, _>>()?;
+    let audience_files = serve
+        .audience_token_files
+        .iter()
+        .map(|item| audience_file(item))
+        .collect::<Result<Vec<_>, _>>()?;
     let broker = Arc::new(Broker::new(settings));
     let app = App {
+        audiences: Audiences::new(broker.clone(), &audience_files),
         id: Slot::new(Kind::IdToken, Query::id_token(), broker.clone()),
         broker,
         metadata,
@@ -231,6 +276,18 @@ fn prepare(args: &BrokerArgs, serve: &ServeArgs) -> Result<(App, SocketAddr), Se
         started_at: unix_now(),
     };
     Ok((app, address))
+}
+
+/// AUDIENCE=FILE (split at the first `=`), the file made absolute.
+fn audience_file(item: &str) -> Result<(String, PathBuf), ServeError> {
+    let bad = || ServeError::AudienceTokenFile(item.to_owned());
+    let (audience, file) = item.split_once('=').ok_or_else(bad)?;
+    let (audience, file) = (audience.trim(), file.trim());
+    if audience.is_empty() || file.is_empty() {
+        return Err(bad());
+    }
+    let file = absolute(std::path::Path::new(file), "--audience-token-file")?;
+    Ok((audience.to_owned(), file))
 }
 
 /// PROJECT of NAME@PROJECT.iam.gserviceaccount.com.
@@ -352,6 +409,17 @@ mod tests {
     }
 
     #[test]
+    fn audience_token_files_are_audience_equals_file() {
+        let (audience, file) = audience_file("api://AzureADTokenExchange=/run/t=1.jwt").unwrap();
+        assert_eq!(audience, "api://AzureADTokenExchange");
+        assert_eq!(file, PathBuf::from("/run/t=1.jwt"));
+        for bad in ["sts.amazonaws.com", "=/run/a.jwt", "sts.amazonaws.com="] {
+            let e = audience_file(bad).unwrap_err().to_string();
+            assert!(e.contains("is not AUDIENCE=FILE"), "{e}");
+        }
+    }
+
+    #[test]
     fn serve_help_lists_every_setting() {
         use clap::CommandFactory as _;
         let mut cli = crate::settings::Cli::command();
@@ -364,6 +432,7 @@ mod tests {
             "TOKEN_CLIENT_LISTEN",
             "TOKEN_CLIENT_ALLOW_NON_LOOPBACK",
             "TOKEN_CLIENT_TOKEN_FILE",
+            "TOKEN_CLIENT_AUDIENCE_TOKEN_FILE",
             "TOKEN_CLIENT_NO_METADATA",
             "TOKEN_CLIENT_PROJECT_ID",
             "TOKEN_CLIENT_NUMERIC_PROJECT_ID",

@@ -21,15 +21,15 @@ pub const DEFAULT_IAM_CREDENTIALS_ENDPOINT: &str = "https://iamcredentials.googl
 /// `token-client help SUBCOMMAND`).
 const SUBCOMMAND_SETTINGS: &str = "\
 Settings of the subcommands (flags too; `token-client help SUBCOMMAND`):
-  token          TOKEN_CLIENT_OUTPUT
+  token          TOKEN_CLIENT_OUTPUT, TOKEN_CLIENT_TOKEN_AUDIENCE
   executable     GOOGLE_EXTERNAL_ACCOUNT_OUTPUT_FILE (set by Google's libraries)
   google-config  TOKEN_CLIENT_SOURCE, TOKEN_CLIENT_CONFIG_FILE, TOKEN_CLIENT_AUDIENCE,
                  TOKEN_CLIENT_STS_URL, TOKEN_CLIENT_IAM_CREDENTIALS_ENDPOINT,
                  TOKEN_CLIENT_EXECUTABLE_TIMEOUT_MILLIS, TOKEN_CLIENT_EXECUTABLE_OUTPUT_FILE,
                  TOKEN_CLIENT_TOKEN_FILE, TOKEN_CLIENT_LISTEN (both shared with serve)
   serve          TOKEN_CLIENT_LISTEN, TOKEN_CLIENT_ALLOW_NON_LOOPBACK, TOKEN_CLIENT_TOKEN_FILE,
-                 TOKEN_CLIENT_NO_METADATA, TOKEN_CLIENT_PROJECT_ID,
-                 TOKEN_CLIENT_NUMERIC_PROJECT_ID";
+                 TOKEN_CLIENT_AUDIENCE_TOKEN_FILE, TOKEN_CLIENT_NO_METADATA,
+                 TOKEN_CLIENT_PROJECT_ID, TOKEN_CLIENT_NUMERIC_PROJECT_ID";
 
 /// Device-side client of Token Service: authenticates with the device's certificate (mTLS)
 /// and hands the broker's tokens to Google's client libraries.
@@ -103,6 +103,22 @@ pub struct TokenArgs {
     /// What to print.
     #[arg(long, env = "TOKEN_CLIENT_OUTPUT", value_enum, default_value_t = Output::IdToken)]
     pub output: Output,
+    /// The ID token's audience (`aud`), e.g. sts.amazonaws.com or api://AzureADTokenExchange;
+    /// the broker must list it in TOKEN_AUDIENCES (and its policy allow it). Unset: the
+    /// broker's default audience. Not with a scope. (Not TOKEN_CLIENT_AUDIENCE: that is
+    /// google-config's pool provider.)
+    #[arg(long, env = "TOKEN_CLIENT_TOKEN_AUDIENCE", value_name = "AUDIENCE")]
+    pub audience: Option<String>,
+}
+
+impl TokenArgs {
+    /// The audience, when one is set and not blank.
+    pub fn audience(&self) -> Option<&str> {
+        self.audience
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

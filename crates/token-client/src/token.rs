@@ -20,7 +20,17 @@ pub async fn run(args: &BrokerArgs, token: &TokenArgs) -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    let query = query(args);
+    let audience = token.audience();
+    if audience.is_some() && args.scope().is_some() {
+        eprintln!(
+            "--audience asks for an ID token for another audience, but a scope is set too: the access token needs the broker's default audience (the broker refuses the pair); drop --scope or unset TOKEN_CLIENT_SCOPE, or drop --audience"
+        );
+        return ExitCode::from(2);
+    }
+    let query = Query {
+        audience: audience.map(str::to_owned),
+        ..query(args)
+    };
     match Broker::new(settings).fetch(&query).await {
         Ok(tokens) => {
             println!("{}", render(&tokens, token.output));
@@ -39,6 +49,7 @@ pub fn query(args: &BrokerArgs) -> Query {
             .as_ref()
             .and(args.service_account().map(str::to_owned)),
         scope,
+        audience: None,
     }
 }
 

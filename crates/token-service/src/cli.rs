@@ -1,4 +1,4 @@
-//! Command line: `serve`, `demo`, `check-config`, `pki` and `policy`, with the built-in flows
+//! Command line: `serve`, `demo`, `check-config`, `pki`, `policy` and `doctor`, with the built-in flows
 //! ([`main`]) or an embedder's ([`main_with`]). Settings come from the environment and an
 //! optional `--config` TOML file; `--help` lists every setting of the flows' registry too.
 
@@ -13,6 +13,7 @@ use crate::error::StartupError;
 use crate::flows::FlowRegistry;
 use crate::pki::DevPki;
 
+mod doctor;
 mod policy;
 
 /// Token Service: verified client certificate in, signed OIDC ID token out.
@@ -46,6 +47,10 @@ pub enum Command {
     /// Client policy offline: validate a policy file, or explain its decision for a certificate.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// Check the issuer's discovery document, JWK Set and a sample token against the rules of
+    /// Google Cloud, AWS and Microsoft Entra; exit status 1 when a rule fails, 2 when the
+    /// check cannot run.
+    Doctor(doctor::DoctorArgs),
 }
 
 fn settings_help(table: &[Setting]) -> String {
@@ -107,6 +112,12 @@ pub fn main_with(registry: FlowRegistry) -> ExitCode {
     if let Command::Policy(command) = &cli.command {
         return match settings(&cli, &table) {
             Ok(values) => policy::run(command, &values, &registry),
+            Err(code) => code,
+        };
+    }
+    if let Command::Doctor(args) = &cli.command {
+        return match settings(&cli, &table) {
+            Ok(values) => doctor::run(args, &values),
             Err(code) => code,
         };
     }

@@ -128,7 +128,9 @@ fn status(app: &App) -> Answer {
             "numeric_project_id": m.numeric_project_id,
         })),
         "token_files": app.token_files,
+        "audience_token_files": app.audiences.files().iter().map(|(a, f)| json!({"audience": a, "file": f})).collect::<Vec<_>>(),
         "id_token": app.id.status(),
+        "audience_id_tokens": app.audiences.status(),
         "access_tokens": access,
     });
     json_answer(StatusCode::OK, &body)

@@ -8,6 +8,7 @@ use hyper::header::HeaderValue;
 use hyper::{Request, StatusCode};
 use serde_json::{Value, json};
 
+use super::audiences::AudienceError;
 use super::http::{Answer, json_answer, not_found, text, unavailable};
 use super::{App, MetadataSettings};
 use crate::broker::unix_now;
@@ -126,7 +127,10 @@ async fn token(app: &App, query: &Query) -> Answer {
     }
 }
 
-/// `…/identity?audience=A[&format=…]`: the broker's ID token when A is its audience.
+/// `…/identity?audience=A[&format=…]`: the broker's ID token for A (any audience the broker
+/// allows this device, see [`super::audiences`]). `format` and `licenses` are accepted and
+/// ignored (the token has no instance claims). A broker refusal of A answers 403 with the
+/// broker's code and message; more audiences than serve keeps, 429.
 async fn identity(app: &App, query: &Query) -> Answer {
     let Some(audience) = query.get("audience").filter(|a| !a.is_empty()) else {
         return text(
@@ -134,28 +138,11 @@ async fn identity(app: &App, query: &Query) -> Answer {
             "non-empty audience parameter required\n",
         );
     };
-    let current = match app.id.get().await {
-        Ok(current) => current,
-        Err(e) => return unavailable(&e),
-    };
-    let ours = match &current.claims["aud"] {
-        Value::String(aud) => vec![aud.clone()],
-        Value::Array(auds) => auds
-            .iter()
-            .filter_map(|a| a.as_str().map(str::to_owned))
-            .collect(),
-        _ => Vec::new(),
-    };
-    if ours.iter().any(|a| a == audience) {
-        return text(StatusCode::OK, &current.token);
+    match app.identity(audience).await {
+        Ok(current) => text(StatusCode::OK, &current.token),
+        Err(AudienceError::Unavailable(e)) => unavailable(&e),
+        Err(e @ AudienceError::TooMany) => text(StatusCode::TOO_MANY_REQUESTS, &format!("{e}\n")),
     }
-    text(
-        StatusCode::BAD_REQUEST,
-        &format!(
-            "token-client serve gives ID tokens for the broker's audience only ({}); '{audience}' was asked for, and the broker cannot issue other audiences yet\n",
-            ours.join(", ")
-        ),
-    )
 }
 
 fn optional(value: Option<&str>) -> Answer {

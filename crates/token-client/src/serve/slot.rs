@@ -105,10 +105,13 @@ impl Slot {
         }
     }
 
-    /// Words for messages: "ID token" or "access token (scope …)".
+    /// Words for messages: "ID token", "ID token for audience …" or "access token (scope …)".
     pub fn what(&self) -> String {
         match self.kind {
-            Kind::IdToken => "ID token".into(),
+            Kind::IdToken => match &self.query.audience {
+                Some(audience) => format!("ID token for audience {audience}"),
+                None => "ID token".into(),
+            },
             Kind::AccessToken => format!(
                 "access token (scope {})",
                 self.query.scope.as_deref().unwrap_or("")
@@ -131,6 +134,22 @@ impl Slot {
             .token
             .clone()
             .filter(|t| t.expires_at > now.saturating_add(floor))
+    }
+
+    /// The `aud` of the last token (usable or not; none before the first refresh).
+    pub fn known_audiences(&self) -> Vec<String> {
+        let state = self.state();
+        let Some(token) = &state.token else {
+            return Vec::new();
+        };
+        match &token.claims["aud"] {
+            serde_json::Value::String(aud) => vec![aud.clone()],
+            serde_json::Value::Array(auds) => auds
+                .iter()
+                .filter_map(|a| a.as_str().map(str::to_owned))
+                .collect(),
+            _ => Vec::new(),
+        }
     }
 
     /// A usable token: the current one, or else one refresh (shared with every concurrent
@@ -243,10 +262,12 @@ impl Slot {
                 "the broker's {} expires in {left} s, but token-client serve hands out only {}s with more than {floor} s left (Google's libraries refresh earlier); raise the broker's {}",
                 self.short_what(),
                 self.short_what(),
-                match self.kind {
-                    Kind::IdToken =>
+                match (self.kind, &self.query.audience) {
+                    (Kind::IdToken, Some(_)) =>
+                        "ID-token lifetime for this audience (TOKEN_AUDIENCE_VALIDITY, in minutes, or the policy's token_lifetime for it)",
+                    (Kind::IdToken, None) =>
                         "ID-token lifetime (TOKEN_VALIDITY, in minutes, or the policy's token_lifetime)",
-                    Kind::AccessToken =>
+                    (Kind::AccessToken, _) =>
                         "impersonated-token lifetime (ACCESS_TOKEN_LIFETIME, in seconds; an hour by default)",
                 },
             )));
@@ -327,6 +348,7 @@ impl Slot {
             "kind": match self.kind { Kind::IdToken => "id_token", Kind::AccessToken => "access_token" },
             "scope": self.query.scope,
             "service_account": self.query.service_account,
+            "audience": self.query.audience,
             "serving": expires_at.is_some_and(|e| e > now.saturating_add(self.floor())),
             "expires_at": expires_at,
             "expires_in": expires_at.map(|e| e.saturating_sub(now)),

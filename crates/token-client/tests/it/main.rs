@@ -18,6 +18,7 @@ mod google_libraries;
 mod layout;
 mod readme;
 mod serve;
+mod serve_audiences;
 mod serve_libraries;
 mod serve_resilience;
 mod token;

@@ -68,7 +68,12 @@ fn readme_lists_every_broker_setting() {
         assert!(section.contains(&format!("`{env}`")), "README lacks {env}");
         assert!(section.contains(&format!("`--{}`", arg.get_long().unwrap())));
     }
-    for shared in ["TOKEN_CLIENT_LISTEN", "TOKEN_CLIENT_TOKEN_FILE"] {
+    for shared in [
+        "TOKEN_CLIENT_LISTEN",
+        "TOKEN_CLIENT_TOKEN_FILE",
+        "TOKEN_CLIENT_TOKEN_AUDIENCE",
+        "TOKEN_CLIENT_AUDIENCE_TOKEN_FILE",
+    ] {
         assert!(
             section.contains(&format!("`{shared}`")),
             "README lacks {shared}"
@@ -283,7 +288,40 @@ async fn readme_device_walkthrough_runs_as_written() {
         "{}",
         agent.logs()
     );
+    check_audience_token_files(&w, section, &exports).await;
     drop((demo, emulator, relay));
+}
+
+/// The "Other audiences" block: a second `serve` keeps token files for AWS's and Entra's
+/// audiences (the demo lists them in TOKEN_AUDIENCES); the test waits for the files its
+/// exports name, prints their tokens and stops that `serve`.
+async fn check_audience_token_files(w: &Walkthrough, section: &str, exports: &str) {
+    let block = block(section, "--audience-token-file");
+    let block = substitute(&w.ports(&block), &[("127.0.0.1:8955", "127.0.0.1:0")]);
+    let check = r#"serve=$!
+for _ in $(seq 100); do
+  [ -s "$AWS_WEB_IDENTITY_TOKEN_FILE" ] && [ -s "$AZURE_FEDERATED_TOKEN_FILE" ] && break
+  sleep 0.1
+done
+cat "$AWS_WEB_IDENTITY_TOKEN_FILE"; echo; cat "$AZURE_FEDERATED_TOKEN_FILE"; echo
+kill "$serve"
+"#;
+    let script = format!("{exports}{block}{check}");
+    let output = run(w.bash(&script)).await;
+    let lines = assert_ok(&output, &script);
+    assert_eq!(lines.len(), 2, "{lines:?}\n{}", stderr(&output));
+    let aws = crate::serve::claims(&lines[0]);
+    let entra = crate::serve::claims(&lines[1]);
+    assert_eq!(aws["aud"], "sts.amazonaws.com", "{aws}");
+    assert_eq!(entra["aud"], "api://AzureADTokenExchange", "{entra}");
+    let lifetime = |c: &Value| c["exp"].as_u64().unwrap() - c["iat"].as_u64().unwrap();
+    assert_eq!(lifetime(&entra), 900, "TOKEN_AUDIENCE_VALIDITY: {entra}");
+    for file in ["aws.jwt", "entra.jwt"] {
+        assert_eq!(
+            mode(&w.home().join(".cache/token-client").join(file)),
+            0o600
+        );
+    }
 }
 
 /// The curl's metadata token, google-auth's tokens through the metadata server, the token

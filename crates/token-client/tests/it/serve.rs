@@ -120,15 +120,16 @@ async fn check_tokens(base: &str) -> (String, String) {
     assert_eq!(id.header("content-type"), "application/text");
     assert_eq!(claims(&id.body)["aud"], audience);
     assert_eq!(claims(&id.body)["sub"], DEVICE);
+    // An audience the broker does not allow: its refusal (serve_audiences.rs has the rest).
     let other = get(
         base,
-        &format!("{account}/identity?audience=https://example.com"),
+        &format!("{account}/identity?audience={UNLISTED_AUDIENCE}"),
         &[FLAVOR],
     )
     .await;
-    assert_eq!(other.status, 400);
+    assert_eq!(other.status, 403);
     assert!(
-        other.body.contains("broker's audience only"),
+        other.body.contains("access_denied") && other.body.contains("parameter 'audience'"),
         "{}",
         other.body
     );

@@ -78,6 +78,56 @@ async fn token_names_the_refusal_and_missing_settings() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_audience_asks_the_broker_for_that_audience() {
+    let f = Fixture::start().await;
+    let env = f.client_env();
+    let aws = run_client(&["token", "--audience", AWS_AUDIENCE], &env).await;
+    assert!(aws.status.success(), "{}", stderr(&aws));
+    let aws = claims(stdout(&aws).trim());
+    assert_eq!(
+        (&aws["aud"], &aws["sub"]),
+        (&AWS_AUDIENCE.into(), &DEVICE.into())
+    );
+    let mut entra = env.clone();
+    entra.push(("TOKEN_CLIENT_TOKEN_AUDIENCE".into(), ENTRA_AUDIENCE.into()));
+    let json = run_client(&["token", "--output", "json"], &entra).await;
+    assert!(json.status.success(), "{}", stderr(&json));
+    let body: Value = serde_json::from_str(&stdout(&json)).unwrap();
+    assert_eq!(
+        claims(body["id_token"].as_str().unwrap())["aud"],
+        ENTRA_AUDIENCE
+    );
+    // google-config's TOKEN_CLIENT_AUDIENCE (the pool provider) does not change `token`.
+    let mut pool = env.clone();
+    pool.push(("TOKEN_CLIENT_AUDIENCE".into(), POOL_AUDIENCE.into()));
+    let default = run_client(&["token"], &pool).await;
+    assert!(default.status.success(), "{}", stderr(&default));
+    assert_eq!(
+        claims(stdout(&default).trim())["aud"],
+        format!("https:{POOL_AUDIENCE}")
+    );
+
+    let refused = run_client(&["token", "--audience", UNLISTED_AUDIENCE], &env).await;
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+    let message = stderr(&refused);
+    assert!(
+        message.contains("403 access_denied")
+            && message.contains("parameter 'audience'")
+            && message.contains(UNLISTED_AUDIENCE),
+        "{message}"
+    );
+    assert!(stdout(&refused).is_empty());
+    let with_scope = ["token", "--audience", AWS_AUDIENCE, "--scope", SCOPE];
+    let with_scope = run_client(&with_scope, &env).await;
+    assert_eq!(with_scope.status.code(), Some(2));
+    assert!(
+        stderr(&with_scope).contains("TOKEN_CLIENT_SCOPE"),
+        "{}",
+        stderr(&with_scope)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotated_certificate_is_used_without_restart() {
     let f = Fixture::start().await;
     // The Kubernetes layout: the files are symlinks into a folder that is swapped.

@@ -19,6 +19,7 @@ mod aws;
 mod cli;
 mod custom_flow;
 mod deploy;
+mod doctor;
 mod forwarded;
 mod google;
 mod google_auth_interop;

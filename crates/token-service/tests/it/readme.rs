@@ -266,3 +266,51 @@ fn readme_install_line_names_the_service_package() {
     // The README's other commands run the binary under that name.
     assert!(readme.contains("token-service serve"));
 }
+
+/// The rows of a `doctor` table that failed, as (rule, cloud).
+fn failed_rows(table: &str) -> std::collections::BTreeSet<(String, String)> {
+    table
+        .lines()
+        .filter_map(|line| {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            (words.get(2) == Some(&"FAIL")).then(|| (words[0].to_owned(), words[1].to_owned()))
+        })
+        .collect()
+}
+
+/// "Checking federation: doctor" runs as written against `demo` (only the port and
+/// `cargo run --release --` replaced): it exits 1, and the rows that fail are the ones the
+/// README shows, word for word but the port.
+#[test]
+fn readme_doctor_against_the_demo_fails_the_rules_it_shows() {
+    let readme = readme();
+    let command = block(&readme, "-- doctor");
+    let shown = block(&readme, "issuer-public-host        aws");
+    let shown = shown.trim_start_matches("text").trim();
+    let server = Server::spawn(&["demo"], Vec::new(), tempfile::tempdir().unwrap());
+    let port = server.port.to_string();
+    let script = substitute(&command, "127.0.0.1:8443", &format!("127.0.0.1:{port}"));
+    let script = substitute(&script, "cargo run --release --", BIN);
+    let out = Command::new("bash")
+        .args(["-c", &script])
+        .env_clear()
+        .current_dir(server.dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!failed_rows(shown).is_empty(), "{shown}");
+    assert_eq!(failed_rows(&stdout), failed_rows(shown), "{stdout}");
+    let as_shown = stdout.replace(&format!("port {port}"), "port 8443");
+    for line in shown.lines() {
+        assert!(
+            as_shown.lines().any(|l| l == line),
+            "{line:?} not in:\n{stdout}"
+        );
+    }
+}

@@ -33,6 +33,22 @@ pub const POOL_AUDIENCE: &str = "//iam.googleapis.com/projects/123456789012/loca
 /// An account the pool's principals may impersonate.
 pub const TARGET_SA: &str = "storage-reader@demo-project.iam.gserviceaccount.com";
 pub const SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
+/// Audiences the broker serves besides its default (`TOKEN_AUDIENCES`): AWS's and Entra's.
+pub const AWS_AUDIENCE: &str = "sts.amazonaws.com";
+pub const ENTRA_AUDIENCE: &str = "api://AzureADTokenExchange";
+/// Further audiences the broker lists, for the bound on the audiences `serve` keeps.
+pub const LISTED_AUDIENCES: [&str; 8] = [
+    "https://listed-1.example.com",
+    "https://listed-2.example.com",
+    "https://listed-3.example.com",
+    "https://listed-4.example.com",
+    "https://listed-5.example.com",
+    "https://listed-6.example.com",
+    "https://listed-7.example.com",
+    "https://listed-8.example.com",
+];
+/// An audience the broker does not list.
+pub const UNLISTED_AUDIENCE: &str = "https://other.example.com";
 /// The SPIFFE ID of the device certificate [`Fixture::device`].
 pub const DEVICE: &str = "spiffe://example.org/ns/prod/sa/device-1";
 /// The broker's refusal of a certificate from another CA.
@@ -246,6 +262,13 @@ fn start_broker(dir: &Path, issuer: &str, emulator: &str, lifetimes: Lifetimes) 
         .env("WORKLOAD_IDENTITY_PROVIDER_ID", PROVIDER)
         .env("STS_ENDPOINT", emulator)
         .env("IAM_CREDENTIALS_ENDPOINT", emulator)
+        .env(
+            "TOKEN_AUDIENCES",
+            format!(
+                "{AWS_AUDIENCE},{ENTRA_AUDIENCE},{}",
+                LISTED_AUDIENCES.join(",")
+            ),
+        )
         .env("RATE_LIMIT_PER_CLIENT", "0")
         .env("RATE_LIMIT_AUTH_FAILURES", "0");
     if let Some(minutes) = lifetimes.token_validity_minutes {
