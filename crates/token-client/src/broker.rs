@@ -45,6 +45,10 @@ pub struct Query {
     /// access token comes from Google's STS, which accepts only the default audience (the
     /// broker answers the pair with 400), so a query with both asks for the scope alone.
     pub audience: Option<String>,
+    /// An AWS role: the broker exchanges an ID token for its credentials
+    /// (`aws_role_arn` and the optional session name and duration); sent alone, without a
+    /// scope or an audience (the broker refuses those pairs).
+    pub aws: Option<crate::aws::AwsRole>,
 }
 
 impl Query {
@@ -62,16 +66,26 @@ impl Query {
     }
 
     /// The form parameters of this query.
-    fn form(&self) -> Vec<(&'static str, &str)> {
-        let mut form = vec![("grant_type", "client_credentials")];
+    fn form(&self) -> Vec<(&'static str, String)> {
+        let mut form = vec![("grant_type", "client_credentials".to_owned())];
+        if let Some(aws) = &self.aws {
+            form.push(("aws_role_arn", aws.role_arn.clone()));
+            if let Some(name) = &aws.session_name {
+                form.push(("aws_role_session_name", name.clone()));
+            }
+            if let Some(seconds) = aws.duration_seconds {
+                form.push(("aws_duration_seconds", seconds.to_string()));
+            }
+            return form;
+        }
         if let Some(scope) = &self.scope {
-            form.push(("scope", scope));
+            form.push(("scope", scope.clone()));
         }
         if let Some(account) = &self.service_account {
-            form.push(("service_account", account));
+            form.push(("service_account", account.clone()));
         }
         if let (Some(audience), None) = (&self.audience, &self.scope) {
-            form.push(("audience", audience));
+            form.push(("audience", audience.clone()));
         }
         form
     }
@@ -85,6 +99,8 @@ pub struct Tokens {
     pub id_token_expires_at: u64,
     /// Present when the query had a scope.
     pub access_token: Option<AccessToken>,
+    /// Present when the query had an AWS role.
+    pub aws_credentials: Option<crate::aws::AwsCredentials>,
 }
 
 /// A Google access token.
@@ -103,6 +119,7 @@ impl std::fmt::Debug for Tokens {
             .field("id_token", &"<redacted>")
             .field("id_token_expires_at", &self.id_token_expires_at)
             .field("access_token", &self.access_token)
+            .field("aws_credentials", &self.aws_credentials)
             .finish()
     }
 }
@@ -347,10 +364,25 @@ impl Broker {
             }
             (None, false) => None,
         };
+        let aws_credentials = match (answer.aws_credentials, query.aws.is_some()) {
+            (Some(c), _) if c.expires_at().is_none() => {
+                return Err(self.invalid(
+                    200,
+                    "the aws_credentials expiration is not an RFC 3339 UTC time",
+                ));
+            }
+            (None, true) => {
+                return Err(
+                    self.invalid(200, "an AWS role was asked for but no aws_credentials came")
+                );
+            }
+            (credentials, _) => credentials,
+        };
         Ok(Tokens {
             id_token: answer.id_token,
             id_token_expires_at,
             access_token,
+            aws_credentials,
         })
     }
 
@@ -372,6 +404,7 @@ struct Answer {
     access_token: Option<String>,
     expires_in: Option<u64>,
     scope: Option<String>,
+    aws_credentials: Option<crate::aws::AwsCredentials>,
 }
 
 #[derive(Deserialize)]
@@ -438,18 +471,44 @@ mod tests {
         assert_eq!(jwt_exp("not-a-jwt"), None);
     }
 
+    fn strs<'a>(form: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+        form.iter().map(|(k, v)| (*k, v.as_str())).collect()
+    }
+
+    #[test]
+    fn an_aws_role_is_sent_alone() {
+        let query = Query {
+            aws: Some(crate::aws::AwsRole {
+                role_arn: "arn:aws:iam::123456789012:role/r".into(),
+                session_name: Some("s1".into()),
+                duration_seconds: Some(900),
+            }),
+            audience: Some("ignored".into()),
+            ..Query::default()
+        };
+        assert_eq!(
+            strs(&query.form()),
+            [
+                ("grant_type", "client_credentials"),
+                ("aws_role_arn", "arn:aws:iam::123456789012:role/r"),
+                ("aws_role_session_name", "s1"),
+                ("aws_duration_seconds", "900"),
+            ]
+        );
+    }
+
     #[test]
     fn the_audience_is_a_form_parameter_but_never_with_a_scope() {
         let audience = Query::id_token_for("sts.amazonaws.com");
         assert_eq!(
-            audience.form(),
+            strs(&audience.form()),
             [
                 ("grant_type", "client_credentials"),
                 ("audience", "sts.amazonaws.com")
             ]
         );
         assert_eq!(
-            Query::id_token().form(),
+            strs(&Query::id_token().form()),
             [("grant_type", "client_credentials")]
         );
         let both = Query {
@@ -457,7 +516,7 @@ mod tests {
             ..audience
         };
         assert_eq!(
-            both.form(),
+            strs(&both.form()),
             [("grant_type", "client_credentials"), ("scope", "s")]
         );
     }
@@ -490,6 +549,7 @@ mod tests {
                 expires_at: 2,
                 scope: "s".into(),
             }),
+            aws_credentials: None,
         };
         let shown = format!("{tokens:?}");
         assert!(!shown.contains("secret"), "{shown}");

@@ -5,8 +5,10 @@
 //! - [`settings`]: the command line; every setting is a flag and an environment variable.
 //! - [`broker`]: [`broker::Broker`], the `/token` client that follows certificate rotation.
 //! - [`files`]: atomic writes of token and cache files.
-//! - [`executable`], [`google_config`], [`token`]: the subcommands.
+//! - [`executable`], [`google_config`], [`token`], [`aws`] (`credential-process`): the
+//!   subcommands.
 
+pub mod aws;
 pub mod broker;
 pub mod executable;
 pub mod files;
@@ -26,5 +28,6 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Executable(args) => executable::run(&cli.broker, &args).await,
         Command::GoogleConfig(args) => google_config::run(&cli.broker, &args),
         Command::Serve(args) => serve::run(&cli.broker, &args).await,
+        Command::CredentialProcess(args) => aws::run(&cli.broker, &args).await,
     }
 }

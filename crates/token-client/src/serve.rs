@@ -5,7 +5,9 @@
 //!   unmodified applications get the broker's access token of the service account with
 //!   `GCE_METADATA_HOST` and `GCE_METADATA_IP` pointed at it;
 //! - `GET /token`: `{"id_token": …}` for URL-sourced credential configurations;
-//! - `GET /status`: the state of every token it keeps (never a token).
+//! - `GET /status`: the state of every token it keeps (never a token);
+//! - `GET /aws/credentials` with `--aws-role-arn`: the AWS container credential provider's
+//!   endpoint (see [`aws`]);
 //!
 //! and it keeps every `--token-file` fresh with the ID token (written atomically, mode 0600)
 //! for file-sourced configurations, and every `--audience-token-file` with an ID token for
@@ -14,6 +16,7 @@
 //! expires, then callers get a 503 that says why, never an empty or expired token.
 
 pub mod audiences;
+pub mod aws;
 pub mod http;
 pub mod metadata;
 pub mod slot;
@@ -78,6 +81,19 @@ pub struct ServeArgs {
     /// Project number the metadata server reports; unset: 404 on numeric-project-id.
     #[arg(long, env = "TOKEN_CLIENT_NUMERIC_PROJECT_ID", value_name = "NUMBER")]
     pub numeric_project_id: Option<String>,
+    /// The AWS role of GET /aws/credentials (the AWS container credential provider's
+    /// endpoint, for AWS_CONTAINER_CREDENTIALS_FULL_URI).
+    #[command(flatten)]
+    pub aws: crate::aws::AwsRoleArgs,
+    /// With --aws-role-arn: the file of the token GET /aws/credentials requires in its
+    /// Authorization header (AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE); serve writes a random
+    /// one into it (mode 0600) when it does not exist.
+    #[arg(
+        long,
+        env = "TOKEN_CLIENT_AWS_AUTHORIZATION_TOKEN_FILE",
+        value_name = "FILE"
+    )]
+    pub aws_authorization_token_file: Option<PathBuf>,
 }
 
 /// Why `serve` did not start.
@@ -93,6 +109,8 @@ pub enum ServeError {
         "--audience-token-file '{0}' is not AUDIENCE=FILE: give the audience, '=' and the file, e.g. sts.amazonaws.com=/run/token-client/aws.jwt"
     )]
     AudienceTokenFile(String),
+    #[error(transparent)]
+    Aws(#[from] aws::AwsEndpointError),
     #[error("--listen '{0}' is not an IP address and port such as 127.0.0.1:8954")]
     Listen(String),
     #[error(
@@ -121,6 +139,8 @@ pub struct App {
     pub token_files: Vec<PathBuf>,
     /// ID tokens for other audiences (metadata `identity?audience=…`, audience token files).
     pub audiences: Audiences,
+    /// `GET /aws/credentials`, with `--aws-role-arn`.
+    pub aws: Option<aws::AwsEndpoint>,
     access: Mutex<HashMap<String, Arc<Slot>>>,
     pub started_at: u64,
 }
@@ -150,6 +170,7 @@ impl App {
             scope: Some(scope.clone()),
             service_account: Some(metadata.email.clone()),
             audience: None,
+            aws: None,
         };
         let slot = Slot::new(Kind::AccessToken, query, self.broker.clone());
         tokio::spawn(keep(slot.clone(), Vec::new()));
@@ -217,6 +238,19 @@ pub async fn run(args: &BrokerArgs, serve: &ServeArgs) -> ExitCode {
     );
     tokio::spawn(keep(app.id.clone(), app.token_files.clone()));
     app.audiences.start();
+    if let Some(aws) = &app.aws {
+        eprintln!(
+            "token-client serve: AWS credentials of {} at http://{local}{} (authorization token file {})",
+            aws.slot
+                .query
+                .aws
+                .as_ref()
+                .map_or("", |a| a.role_arn.as_str()),
+            aws::PATH,
+            aws.file.display(),
+        );
+        tokio::spawn(keep(aws.slot.clone(), Vec::new()));
+    }
     if app.metadata.is_some() {
         let _ = app.access(&[]);
     }
@@ -266,7 +300,19 @@ fn prepare(args: &BrokerArgs, serve: &ServeArgs) -> Result<(App, SocketAddr), Se
         .map(|item| audience_file(item))
         .collect::<Result<Vec<_>, _>>()?;
     let broker = Arc::new(Broker::new(settings));
+    let aws = match serve.aws.role() {
+        Some(role) => {
+            let file = serve
+                .aws_authorization_token_file
+                .as_deref()
+                .ok_or(aws::AwsEndpointError::NoTokenFile)?;
+            let file = absolute(file, "--aws-authorization-token-file")?;
+            Some(aws::AwsEndpoint::new(broker.clone(), role, &file)?)
+        }
+        None => None,
+    };
     let app = App {
+        aws,
         audiences: Audiences::new(broker.clone(), &audience_files),
         id: Slot::new(Kind::IdToken, Query::id_token(), broker.clone()),
         broker,
@@ -437,6 +483,10 @@ mod tests {
             "TOKEN_CLIENT_PROJECT_ID",
             "TOKEN_CLIENT_NUMERIC_PROJECT_ID",
             "TOKEN_CLIENT_SERVICE_ACCOUNT",
+            "TOKEN_CLIENT_AWS_ROLE_ARN",
+            "TOKEN_CLIENT_AWS_ROLE_SESSION_NAME",
+            "TOKEN_CLIENT_AWS_DURATION_SECONDS",
+            "TOKEN_CLIENT_AWS_AUTHORIZATION_TOKEN_FILE",
         ] {
             assert!(
                 help.contains(env),

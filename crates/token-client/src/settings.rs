@@ -29,7 +29,11 @@ Settings of the subcommands (flags too; `token-client help SUBCOMMAND`):
                  TOKEN_CLIENT_TOKEN_FILE, TOKEN_CLIENT_LISTEN (both shared with serve)
   serve          TOKEN_CLIENT_LISTEN, TOKEN_CLIENT_ALLOW_NON_LOOPBACK, TOKEN_CLIENT_TOKEN_FILE,
                  TOKEN_CLIENT_AUDIENCE_TOKEN_FILE, TOKEN_CLIENT_NO_METADATA,
-                 TOKEN_CLIENT_PROJECT_ID, TOKEN_CLIENT_NUMERIC_PROJECT_ID";
+                 TOKEN_CLIENT_PROJECT_ID, TOKEN_CLIENT_NUMERIC_PROJECT_ID,
+                 TOKEN_CLIENT_AWS_AUTHORIZATION_TOKEN_FILE (and the AWS role's three)
+  credential-process
+                 TOKEN_CLIENT_AWS_ROLE_ARN, TOKEN_CLIENT_AWS_ROLE_SESSION_NAME,
+                 TOKEN_CLIENT_AWS_DURATION_SECONDS (both shared with serve)";
 
 /// Device-side client of Token Service: authenticates with the device's certificate (mTLS)
 /// and hands the broker's tokens to Google's client libraries.
@@ -96,6 +100,10 @@ pub enum Command {
     GoogleConfig(GoogleConfigArgs),
     /// The device's agent: metadata server, /token (URL source) and token files, kept fresh.
     Serve(crate::serve::ServeArgs),
+    /// The command of an AWS config file's `credential_process`: prints the AWS credentials
+    /// of --aws-role-arn (the broker's AssumeRoleWithWebIdentity) as credential_process JSON;
+    /// on failure exit non-zero with one line on stderr.
+    CredentialProcess(crate::aws::CredentialProcessArgs),
 }
 
 #[derive(Debug, Args)]

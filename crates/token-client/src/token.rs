@@ -50,6 +50,7 @@ pub fn query(args: &BrokerArgs) -> Query {
             .and(args.service_account().map(str::to_owned)),
         scope,
         audience: None,
+        aws: None,
     }
 }
 

@@ -1,5 +1,5 @@
 //! The HTTP side of `serve`: one HTTP/1.1 listener (hyper), the host check, `/`, `/token`,
-//! `/status`, and the metadata paths ([`super::metadata`]).
+//! `/status`, `/aws/credentials` ([`super::aws`]) and the metadata paths ([`super::metadata`]).
 //!
 //! Every response carries `Metadata-Flavor: Google` (Node's gcp-metadata throws without it)
 //! and says what it is: `application/json` for JSON, `application/text` for text, as GCE.
@@ -70,6 +70,7 @@ async fn route(app: &App, request: &Request<Incoming>) -> Answer {
         "/" => text(StatusCode::OK, "computeMetadata/\n"),
         "/token" => url_source(app).await,
         "/status" => status(app),
+        super::aws::PATH => super::aws::answer(app, request).await,
         _ if path == "/computeMetadata" || path.starts_with("/computeMetadata/") => {
             super::metadata::answer(app, request).await
         }
@@ -132,6 +133,11 @@ fn status(app: &App) -> Answer {
         "id_token": app.id.status(),
         "audience_id_tokens": app.audiences.status(),
         "access_tokens": access,
+        "aws_credentials": app.aws.as_ref().map(|a| json!({
+            "role_arn": a.slot.query.aws.as_ref().map(|r| r.role_arn.clone()),
+            "authorization_token_file": a.file,
+            "state": a.slot.status(),
+        })),
     });
     json_answer(StatusCode::OK, &body)
 }

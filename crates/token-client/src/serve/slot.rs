@@ -21,11 +21,17 @@ pub const ACCESS_TOKEN_FLOOR: u64 = 300;
 /// Longest pause between two failed refreshes.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
-/// What a slot holds: the ID token alone, or an access token for a scope.
+/// Seconds AWS credentials must still have to be handed out (botocore refreshes
+/// credentials with less than 15 minutes left, and must with less than 10).
+pub const AWS_CREDENTIALS_FLOOR: u64 = 300;
+
+/// What a slot holds: the ID token alone, an access token for a scope, or an AWS role's
+/// credentials.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     IdToken,
     AccessToken,
+    AwsCredentials,
 }
 
 /// A token that can be handed out now, with its expiry (unix seconds).
@@ -35,6 +41,8 @@ pub struct Current {
     pub expires_at: u64,
     /// The ID token's claims (for its `aud`); `Null` for access tokens.
     pub claims: serde_json::Value,
+    /// The credentials, for [`Kind::AwsCredentials`] (`token` is then their key ID).
+    pub aws: Option<crate::aws::AwsCredentials>,
 }
 
 /// Why a slot has no usable token.
@@ -102,6 +110,7 @@ impl Slot {
         match self.kind {
             Kind::IdToken => ID_TOKEN_FLOOR,
             Kind::AccessToken => ACCESS_TOKEN_FLOOR,
+            Kind::AwsCredentials => AWS_CREDENTIALS_FLOOR,
         }
     }
 
@@ -116,6 +125,10 @@ impl Slot {
                 "access token (scope {})",
                 self.query.scope.as_deref().unwrap_or("")
             ),
+            Kind::AwsCredentials => format!(
+                "AWS credentials of role {}",
+                self.query.aws.as_ref().map_or("", |a| a.role_arn.as_str())
+            ),
         }
     }
 
@@ -123,6 +136,7 @@ impl Slot {
         match self.kind {
             Kind::IdToken => "ID token",
             Kind::AccessToken => "access token",
+            Kind::AwsCredentials => "AWS credentials",
         }
     }
 
@@ -254,6 +268,14 @@ impl Slot {
                 Some(a) => (a.token.clone(), a.expires_at, serde_json::Value::Null),
                 None => return Err(plain("the broker's answer holds no access token".into())),
             },
+            Kind::AwsCredentials => match &tokens.aws_credentials {
+                Some(c) => (
+                    c.access_key_id.clone(),
+                    c.expires_at().unwrap_or(0),
+                    serde_json::Value::Null,
+                ),
+                None => return Err(plain("the broker's answer holds no AWS credentials".into())),
+            },
         };
         let left = expires_at.saturating_sub(now);
         let floor = self.floor();
@@ -269,6 +291,8 @@ impl Slot {
                         "ID-token lifetime (TOKEN_VALIDITY, in minutes, or the policy's token_lifetime)",
                     (Kind::AccessToken, _) =>
                         "impersonated-token lifetime (ACCESS_TOKEN_LIFETIME, in seconds; an hour by default)",
+                    (Kind::AwsCredentials, _) =>
+                        "credentials' duration (--aws-duration-seconds, within the role's maximum session duration)",
                 },
             )));
         }
@@ -276,6 +300,10 @@ impl Slot {
             token,
             expires_at,
             claims,
+            aws: tokens
+                .aws_credentials
+                .clone()
+                .filter(|_| self.kind == Kind::AwsCredentials),
         })
     }
 
@@ -345,7 +373,7 @@ impl Slot {
         let state = self.state();
         let expires_at = state.token.as_ref().map(|t| t.expires_at);
         serde_json::json!({
-            "kind": match self.kind { Kind::IdToken => "id_token", Kind::AccessToken => "access_token" },
+            "kind": match self.kind { Kind::IdToken => "id_token", Kind::AccessToken => "access_token", Kind::AwsCredentials => "aws_credentials" },
             "scope": self.query.scope,
             "service_account": self.query.service_account,
             "audience": self.query.audience,
