@@ -11,6 +11,8 @@
 
 mod support;
 
+mod aws;
+mod aws_sdk;
 mod dependencies;
 mod executable;
 mod google_config;

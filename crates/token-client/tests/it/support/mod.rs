@@ -11,7 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use gcp_emulator::{Config as EmulatorConfig, Emulator, Provider};
+use gcp_emulator::{
+    AwsConfig, AwsOidcProvider, AwsRole, Config as EmulatorConfig, Emulator, Provider, TrustClaim,
+    TrustCondition, TrustOperator,
+};
 
 pub mod http;
 pub mod libraries;
@@ -36,6 +39,8 @@ pub const SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
 /// Audiences the broker serves besides its default (`TOKEN_AUDIENCES`): AWS's and Entra's.
 pub const AWS_AUDIENCE: &str = "sts.amazonaws.com";
 pub const ENTRA_AUDIENCE: &str = "api://AzureADTokenExchange";
+/// The AWS role the emulated account lets [`DEVICE`] assume (`sub` and `aud` conditions).
+pub const AWS_ROLE: &str = "arn:aws:iam::123456789012:role/devices";
 /// Further audiences the broker lists, for the bound on the audiences `serve` keeps.
 pub const LISTED_AUDIENCES: [&str; 8] = [
     "https://listed-1.example.com",
@@ -227,8 +232,25 @@ pub fn stderr(output: &Output) -> String {
 }
 
 /// The pool trusts the broker (issuer `issuer`); its principals may impersonate [`TARGET_SA`].
+/// The AWS account trusts it as an IAM OIDC provider for [`AWS_AUDIENCE`] (the emulator's
+/// loopback allowance), and [`AWS_ROLE`] trusts [`DEVICE`].
 fn emulator_config(issuer: &str) -> EmulatorConfig {
+    let mut role = AwsRole::new(AWS_ROLE, issuer);
+    role.conditions = vec![
+        TrustCondition::new(TrustClaim::Sub, TrustOperator::StringEquals, &[DEVICE]),
+        TrustCondition::new(
+            TrustClaim::Aud,
+            TrustOperator::StringEquals,
+            &[AWS_AUDIENCE],
+        ),
+    ];
     EmulatorConfig {
+        aws: AwsConfig {
+            oidc_providers: vec![AwsOidcProvider::new(issuer, &[AWS_AUDIENCE])],
+            roles: vec![role],
+            ..AwsConfig::default()
+        },
+        allow_loopback_issuers: true,
         project_number: PROJECT_NUMBER.into(),
         extra_service_accounts: vec![TARGET_SA.into()],
         providers: vec![Provider::new(PROJECT_NUMBER, POOL, PROVIDER, issuer)],
@@ -262,6 +284,7 @@ fn start_broker(dir: &Path, issuer: &str, emulator: &str, lifetimes: Lifetimes) 
         .env("WORKLOAD_IDENTITY_PROVIDER_ID", PROVIDER)
         .env("STS_ENDPOINT", emulator)
         .env("IAM_CREDENTIALS_ENDPOINT", emulator)
+        .env("AWS_STS_ENDPOINT", emulator)
         .env(
             "TOKEN_AUDIENCES",
             format!(
