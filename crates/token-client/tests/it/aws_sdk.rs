@@ -26,13 +26,23 @@ print(json.dumps({"method": credentials.method, "access_key": frozen.access_key,
                   "secret_key": frozen.secret_key, "token": frozen.token}))
 "#;
 
-/// Runs [`SCRIPT`] with only `env` (and PATH, and an empty HOME), no other AWS settings.
+/// Runs [`SCRIPT`] with only `env` (and PATH, and HOME in the fixture's folder), no other
+/// AWS settings.
 async fn boto3(f: &Fixture, env: &[(String, String)]) -> Value {
+    boto3_after(f, env, "").await
+}
+
+/// [`boto3`] after the shell lines `exports` (as the README writes them).
+async fn boto3_after(f: &Fixture, env: &[(String, String)], exports: &str) -> Value {
     let home = f.path("home");
     std::fs::create_dir_all(&home).unwrap();
-    let mut command = python();
+    let interpreter = python().get_program().to_owned();
+    let mut command = std::process::Command::new("bash");
     command
-        .args(["-c", SCRIPT])
+        .arg("-c")
+        .arg(format!("{exports}\nexec \"$0\" -c \"$1\""))
+        .arg(interpreter)
+        .arg(SCRIPT)
         .env_clear()
         .env("PATH", env_setting("PATH").unwrap_or_default())
         .env("HOME", &home)
@@ -145,4 +155,70 @@ async fn boto3_gets_credentials_from_serves_container_endpoint() {
     )
     .await;
     assert_emulator_keys(&f, &got, "container-role");
+}
+
+/// The README's block of kind `kind` (`sh`, `ini`) in its AWS credentials paragraph that
+/// contains `marker`.
+fn readme_block(kind: &str, marker: &str) -> String {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let start = readme
+        .find("**AWS credentials from token-client.**")
+        .expect("README has no AWS credentials paragraph");
+    let rest = &readme[start..];
+    let rest = &rest[..rest.find("\n## ").unwrap_or(rest.len())];
+    rest.split("```")
+        .skip(1)
+        .step_by(2)
+        .filter_map(|b| b.strip_prefix(kind)?.strip_prefix('\n'))
+        .find(|b| b.contains(marker))
+        .unwrap_or_else(|| panic!("no {kind} block with {marker:?}"))
+        .to_owned()
+}
+
+/// The README's two AWS commands as written (the binary's path, the port and HOME replaced):
+/// boto3 with its `credential_process` profile, and with `serve`'s container endpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readme_aws_commands_run_as_written() {
+    let f = Fixture::start().await;
+    let home = f.path("home");
+    std::fs::create_dir_all(home.join(".aws")).unwrap();
+    std::fs::create_dir_all(home.join(".cache/token-client")).unwrap();
+    let profile = readme_block("ini", "credential_process");
+    assert!(profile.contains(AWS_ROLE), "{profile}");
+    let profile = profile.replace(
+        "= token-client credential-process",
+        &format!("= {CLIENT} credential-process"),
+    );
+    std::fs::write(home.join(".aws/config"), profile).unwrap();
+    let mut vars = f.client_env();
+    vars.push(("AWS_PROFILE".into(), "device".into()));
+    let got = boto3(&f, &vars).await;
+    assert_eq!(got["method"], "custom-process", "{got}");
+    assert_emulator_keys(&f, &got, "custom-process");
+
+    let block = readme_block("sh", "--aws-authorization-token-file");
+    let (serve_line, exports) = block.split_once(" &\n").unwrap();
+    assert!(
+        serve_line.contains("--listen 127.0.0.1:8955"),
+        "{serve_line}"
+    );
+    let serve_line = serve_line
+        .replace("token-client serve", &format!("exec {CLIENT} serve"))
+        .replace("127.0.0.1:8955", "127.0.0.1:0");
+    let mut command = std::process::Command::new("bash");
+    command
+        .arg("-c")
+        .arg(serve_line)
+        .env_clear()
+        .env("HOME", &home)
+        .envs(f.client_env());
+    let serve = Process::start(command, "listening on ");
+    let exports = exports.replace("http://127.0.0.1:8955", &serve.url);
+    std::fs::remove_file(home.join(".aws/config")).unwrap();
+    let got = boto3_after(&f, &[], &exports).await;
+    assert_eq!(got["method"], "container-role", "{got}");
+    let sessions = f.emulator.aws_sessions();
+    assert_eq!(sessions.len(), 2);
+    assert_eq!(got["access_key"], sessions[1].access_key_id.as_str());
+    assert_eq!(got["token"], sessions[1].session_token.as_str());
 }

@@ -73,6 +73,10 @@ fn readme_lists_every_broker_setting() {
         "TOKEN_CLIENT_TOKEN_FILE",
         "TOKEN_CLIENT_TOKEN_AUDIENCE",
         "TOKEN_CLIENT_AUDIENCE_TOKEN_FILE",
+        "TOKEN_CLIENT_AWS_ROLE_ARN",
+        "TOKEN_CLIENT_AWS_ROLE_SESSION_NAME",
+        "TOKEN_CLIENT_AWS_DURATION_SECONDS",
+        "TOKEN_CLIENT_AWS_AUTHORIZATION_TOKEN_FILE",
     ] {
         assert!(
             section.contains(&format!("`{shared}`")),
