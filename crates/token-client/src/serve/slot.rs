@@ -132,6 +132,14 @@ impl Slot {
         }
     }
 
+    fn short_what_expires(&self) -> &'static str {
+        match self.kind {
+            Kind::IdToken => "ID token expires in",
+            Kind::AccessToken => "access token expires in",
+            Kind::AwsCredentials => "AWS credentials expire in",
+        }
+    }
+
     fn short_what(&self) -> &'static str {
         match self.kind {
             Kind::IdToken => "ID token",
@@ -281,9 +289,17 @@ impl Slot {
         let floor = self.floor();
         if left <= floor.saturating_add(30) {
             return Err(plain(format!(
-                "the broker's {} expires in {left} s, but token-client serve hands out only {}s with more than {floor} s left (Google's libraries refresh earlier); raise the broker's {}",
-                self.short_what(),
-                self.short_what(),
+                "the broker's {} {left} s, but token-client serve hands out only {} with more than {floor} s left ({} refresh earlier); raise the broker's {}",
+                self.short_what_expires(),
+                match self.kind {
+                    Kind::AwsCredentials => "AWS credentials",
+                    Kind::IdToken => "ID tokens",
+                    Kind::AccessToken => "access tokens",
+                },
+                match self.kind {
+                    Kind::AwsCredentials => "AWS's SDKs",
+                    _ => "Google's libraries",
+                },
                 match (self.kind, &self.query.audience) {
                     (Kind::IdToken, Some(_)) =>
                         "ID-token lifetime for this audience (TOKEN_AUDIENCE_VALIDITY, in minutes, or the policy's token_lifetime for it)",
@@ -438,6 +454,66 @@ fn jitter(max: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn aws_tokens(expires_in: u64) -> Tokens {
+        let at = unix_now() + expires_in;
+        let days = at / 86_400;
+        // Civil date of `days` (Howard Hinnant's algorithm), for an RFC 3339 expiration.
+        let z = i64::try_from(days).unwrap() + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        let secs = at % 86_400;
+        let expiration = format!(
+            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+            secs / 3600,
+            secs / 60 % 60,
+            secs % 60
+        );
+        Tokens {
+            id_token: String::new(),
+            id_token_expires_at: 0,
+            access_token: None,
+            aws_credentials: Some(crate::aws::AwsCredentials {
+                access_key_id: "ASIAX".into(),
+                secret_access_key: "s".into(),
+                session_token: "t".into(),
+                expiration,
+            }),
+        }
+    }
+
+    #[test]
+    fn aws_credentials_are_kept_only_with_more_than_their_floor_left() {
+        let broker = Arc::new(Broker::new(crate::settings::BrokerSettings {
+            token_url: "https://broker.test/token".parse().unwrap(),
+            broker: "https://broker.test".into(),
+            cert: "/nonexistent/cert.pem".into(),
+            key: "/nonexistent/key.pem".into(),
+            ca: None,
+            timeout: Duration::from_secs(1),
+        }));
+        let slot = Slot::new(Kind::AwsCredentials, Query::default(), broker);
+        let current = slot
+            .current(&aws_tokens(3600))
+            .map_err(|e| e.message)
+            .unwrap();
+        assert_eq!(current.token, "ASIAX");
+        assert!(current.expires_at.abs_diff(unix_now() + 3600) <= 1);
+        assert_eq!(current.aws.unwrap().session_token, "t");
+        let short = slot.current(&aws_tokens(AWS_CREDENTIALS_FLOOR + 20));
+        let message = short.err().map(|e| e.message).unwrap_or_default();
+        assert!(
+            message.contains("AWS credentials expire in") && message.contains("AWS's SDKs"),
+            "{message}"
+        );
+        assert!(slot.usable().is_none());
+    }
 
     #[test]
     fn backoff_doubles_to_a_minute_with_jitter() {
