@@ -25,7 +25,8 @@ fn main() -> ExitCode {
 }
 
 /// clap's message; for `executable` (run by a Google library, which reads only stdout and
-/// exit code 0 reliably) the executable failure JSON on stdout instead.
+/// exit code 0 reliably) the executable failure JSON on stdout instead, and for
+/// `credential-process` its first line alone.
 fn usage_error(e: &clap::Error) -> ExitCode {
     let help = matches!(
         e.kind(),
@@ -34,15 +35,23 @@ fn usage_error(e: &clap::Error) -> ExitCode {
             | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
     );
     let executable = std::env::args_os().skip(1).any(|a| a == "executable");
+    let rendered = e.render().to_string();
+    let first_line = rendered
+        .lines()
+        .next()
+        .unwrap_or("")
+        .trim_start_matches("error: ");
     if executable && !help {
-        let message = e.render().to_string();
-        let message = message
-            .lines()
-            .next()
-            .unwrap_or("")
-            .trim_start_matches("error: ");
-        token_client::executable::print_failure("invalid_arguments", message);
+        token_client::executable::print_failure("invalid_arguments", first_line);
         return ExitCode::SUCCESS;
+    }
+    // An AWS SDK shows a credential_process's stderr: one line.
+    let credential_process = std::env::args_os()
+        .skip(1)
+        .any(|a| a == "credential-process");
+    if credential_process && !help {
+        eprintln!("token-client credential-process: {first_line}");
+        return ExitCode::from(2);
     }
     let _ = e.print();
     ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2))

@@ -30,10 +30,10 @@ Settings of the subcommands (flags too; `token-client help SUBCOMMAND`):
   serve          TOKEN_CLIENT_LISTEN, TOKEN_CLIENT_ALLOW_NON_LOOPBACK, TOKEN_CLIENT_TOKEN_FILE,
                  TOKEN_CLIENT_AUDIENCE_TOKEN_FILE, TOKEN_CLIENT_NO_METADATA,
                  TOKEN_CLIENT_PROJECT_ID, TOKEN_CLIENT_NUMERIC_PROJECT_ID,
-                 TOKEN_CLIENT_AWS_AUTHORIZATION_TOKEN_FILE (and the AWS role's three)
+                 TOKEN_CLIENT_AWS_AUTHORIZATION_TOKEN_FILE (and credential-process's three)
   credential-process
                  TOKEN_CLIENT_AWS_ROLE_ARN, TOKEN_CLIENT_AWS_ROLE_SESSION_NAME,
-                 TOKEN_CLIENT_AWS_DURATION_SECONDS (both shared with serve)";
+                 TOKEN_CLIENT_AWS_DURATION_SECONDS (all three shared with serve)";
 
 /// Device-side client of Token Service: authenticates with the device's certificate (mTLS)
 /// and hands the broker's tokens to Google's client libraries.

@@ -85,6 +85,22 @@ async fn credential_process_failures_are_one_line_on_stderr() {
         "token-client credential-process: --aws-role-arn is not set: pass --aws-role-arn arn:aws:iam::123456789012:role/NAME or set TOKEN_CLIENT_AWS_ROLE_ARN\n"
     );
 
+    let invalid = run_client(
+        &[
+            "credential-process",
+            "--aws-role-arn",
+            AWS_ROLE,
+            "--aws-duration-seconds",
+            "60",
+        ],
+        &f.client_env(),
+    )
+    .await;
+    assert_eq!(invalid.status.code(), Some(2));
+    let line = stderr(&invalid);
+    assert_eq!(line.lines().count(), 1, "{line}");
+    assert!(line.contains("--aws-duration-seconds"), "{line}");
+
     f.relay.stop();
     let mut env = f.client_env();
     env.push(("TOKEN_CLIENT_AWS_ROLE_ARN".into(), AWS_ROLE.into()));
