@@ -129,6 +129,10 @@ struct Line<'a> {
     access_token: bool,
     /// The AWS role the request named.
     aws_role_arn: Option<&'a str>,
+    /// The Entra app (`azure_client_id`) the request named.
+    azure_client_id: Option<&'a str>,
+    /// The Entra tenant (`azure_tenant_id`) the request named.
+    azure_tenant_id: Option<&'a str>,
     /// The policy's decision behind issued tokens (a refusal carries it in its labels).
     decision: Option<&'a PolicyDecision>,
     labels: &'a [(String, String)],
@@ -153,6 +157,8 @@ impl<'a> Line<'a> {
                 jti: Some(&issued.jti),
                 access_token: issued.access_token.is_some(),
                 aws_role_arn: exchange.aws_role_arn.as_deref(),
+                azure_client_id: exchange.azure.as_ref().map(|(c, _)| c.as_str()),
+                azure_tenant_id: exchange.azure.as_ref().map(|(_, t)| t.as_str()),
                 decision: issued.decision.as_ref(),
                 labels: &[],
             },
@@ -170,6 +176,8 @@ impl<'a> Line<'a> {
                 jti: None,
                 access_token: false,
                 aws_role_arn: exchange.aws_role_arn.as_deref(),
+                azure_client_id: exchange.azure.as_ref().map(|(c, _)| c.as_str()),
+                azure_tenant_id: exchange.azure.as_ref().map(|(_, t)| t.as_str()),
                 decision: None,
                 labels: failure.labels(),
             },
@@ -188,6 +196,8 @@ impl<'a> Line<'a> {
             jti: None,
             access_token: false,
             aws_role_arn: None,
+            azure_client_id: None,
+            azure_tenant_id: None,
             decision: None,
             labels: &[],
         }
@@ -249,6 +259,8 @@ fn log_line(line: &Line<'_>) {
             jti = line.jti.unwrap_or(""),
             access_token = line.access_token,
             aws_role_arn = line.aws_role_arn,
+            azure_client_id = line.azure_client_id,
+            azure_tenant_id = line.azure_tenant_id,
             policy_decision = decision.map(|d| d.decision),
             policy_rule = decision.map(|d| d.rule.as_str()),
             policy_matched = decision.map(|d| d.matched.as_str()),
@@ -265,9 +277,9 @@ fn log_line(line: &Line<'_>) {
         .collect();
     let labels = Value::Object(labels);
     if flow.is_empty() {
-        tracing::warn!(event = line.event, outcome = line.outcome, audience = line.audience, aws_role_arn = line.aws_role_arn, reason, labels = %labels, "token request rejected: {reason}");
+        tracing::warn!(event = line.event, outcome = line.outcome, audience = line.audience, aws_role_arn = line.aws_role_arn, azure_client_id = line.azure_client_id, azure_tenant_id = line.azure_tenant_id, reason, labels = %labels, "token request rejected: {reason}");
     } else {
-        tracing::warn!(event = line.event, outcome = line.outcome, flow, client_id, audience = line.audience, aws_role_arn = line.aws_role_arn, reason, labels = %labels, "{flow} refused the request: {reason}");
+        tracing::warn!(event = line.event, outcome = line.outcome, flow, client_id, audience = line.audience, aws_role_arn = line.aws_role_arn, azure_client_id = line.azure_client_id, azure_tenant_id = line.azure_tenant_id, reason, labels = %labels, "{flow} refused the request: {reason}");
     }
 }
 
