@@ -390,3 +390,134 @@ async fn the_one_log_line_shows_the_app_and_tenant_and_never_a_token() {
         );
     }
 }
+
+#[test]
+fn policy_check_and_explain_show_the_azure_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[[rule]]\nname = \"fleet\"\ndecision = \"allow\"\naudiences = [\"api://AzureADTokenExchange\"]\nazure_clients = [\"{APP}\"]\n"
+    );
+    let policy = common::temp_file(&dir, "policy.toml", &text);
+    let run = |args: &[&str]| {
+        std::process::Command::new(common::BIN)
+            .args(args)
+            .env_clear()
+            .env("DATA_DIR", dir.path().join("data"))
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    let check = run(&["policy", "check", policy.to_str().unwrap()]);
+    assert!(check.status.success(), "{check:?}");
+    let stdout = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        stdout.contains(&format!("             azure_clients '{APP}'\n")),
+        "{stdout}"
+    );
+    let issued = run(&["pki", "client", "--name", "device", "--spiffe-id", SPIFFE]);
+    assert!(issued.status.success(), "{issued:?}");
+    let cert = dir.path().join("data/pki/device.pem");
+    let explain = |app: &str| {
+        run(&[
+            "policy",
+            "explain",
+            "--policy",
+            policy.to_str().unwrap(),
+            "--cert",
+            cert.to_str().unwrap(),
+            "--azure-client-id",
+            app,
+        ])
+    };
+    let allowed = explain(APP);
+    let stdout = String::from_utf8_lossy(&allowed.stdout);
+    assert!(allowed.status.success(), "{allowed:?}");
+    for line in [
+        "  audience             api://AzureADTokenExchange: allowed by the rule",
+        &format!("  azure client         {APP}: allowed"),
+    ] {
+        assert!(stdout.contains(line), "{stdout}");
+    }
+    let denied = explain(UNKNOWN_APP);
+    let stdout = String::from_utf8_lossy(&denied.stdout);
+    assert_eq!(denied.status.code(), Some(1), "{denied:?}");
+    assert!(
+        stdout.contains(&format!(
+            "rule 'fleet': Entra app '{UNKNOWN_APP}' matches none of"
+        )),
+        "{stdout}"
+    );
+}
+
+/// The README's Entra request, as written: its form parameters (the `-d` arguments of the
+/// curl line) get an access token from the emulator for an app and tenant of those IDs, whose
+/// federated credential is the README's (issuer set to the test service's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_entra_request_gets_an_access_token() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let section = readme.split("\n## Microsoft Entra\n").nth(1).unwrap();
+    let section = section.split("\n## ").next().unwrap();
+    let line = section
+        .lines()
+        .find(|l| l.starts_with("curl ") && l.contains("azure_client_id="))
+        .unwrap();
+    let params: Vec<&str> = line
+        .split(" -d ")
+        .skip(1)
+        .map(|p| p.split_whitespace().next().unwrap())
+        .collect();
+    let param = |name: &str| {
+        params
+            .iter()
+            .find_map(|p| p.strip_prefix(&format!("{name}=")))
+            .unwrap()
+    };
+    let fic: Value = {
+        let json = section.split("```json\n").nth(1).unwrap();
+        serde_json::from_str(json.split("```").next().unwrap()).unwrap()
+    };
+    assert_eq!(fic["audiences"][0], ENTRA);
+    let front: TcpListener = common::listener();
+    let issuer = format!("http://127.0.0.1:{}", common::port_of(&front));
+    let credential = FederatedCredential::new(
+        fic["name"].as_str().unwrap(),
+        issuer,
+        fic["subject"].as_str().unwrap(),
+    );
+    let emulator = Emulator::start(
+        EmulatorConfig {
+            entra: EntraConfig {
+                tenants: vec![EntraTenant {
+                    tenant_id: param("azure_tenant_id").into(),
+                    apps: vec![EntraApp {
+                        client_id: param("azure_client_id").into(),
+                        federated_credentials: vec![credential],
+                    }],
+                }],
+            },
+            allow_loopback_issuers: true,
+            ..EmulatorConfig::default()
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let key = common::temp_file(&dir, "rsa.pem", &common::rsa_key_pem());
+    let host = emulator.base_url();
+    let server = Server::start_on(
+        front,
+        &[
+            LISTED,
+            ("AZURE_AUTHORITY_HOST", &host),
+            ("SIGNING_KEY_FILE", key.to_str().unwrap()),
+        ],
+    );
+    let (status, body, _) = ask(&server, &params.join("&")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["token_type"], "Bearer");
+    let access = claims(body["access_token"].as_str().unwrap());
+    assert_eq!(access["appid"], param("azure_client_id"));
+    assert_eq!(body["scope"], param("scope"));
+}
