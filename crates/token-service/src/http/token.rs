@@ -97,7 +97,8 @@ async fn parse(
 }
 
 /// A format that fits the request: `aws_credential_process` answers with AWS credentials only
-/// (it needs `aws_role_arn`), `external_credential` with an ID token only (it refuses it).
+/// (it needs `aws_role_arn`), `external_credential` with an ID token only (it refuses it and
+/// `azure_client_id`).
 fn check_format(
     format: Format,
     params: &std::collections::BTreeMap<String, String>,
@@ -112,6 +113,15 @@ fn check_format(
         (Format::ExternalCredential, true) => Err(HttpError::bad_request(
             "The format 'external_credential' answers with an ID token only: use format 'aws_credential_process' (or none) with 'aws_role_arn'",
         )),
+        (Format::ExternalCredential, false)
+            if params
+                .get(crate::azure::params::CLIENT_ID)
+                .is_some_and(|a| !a.trim().is_empty()) =>
+        {
+            Err(HttpError::bad_request(
+                "The format 'external_credential' answers with an ID token only: leave 'format' out with 'azure_client_id' to get Entra's access token",
+            ))
+        }
         _ => Ok(()),
     }
 }

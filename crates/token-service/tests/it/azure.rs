@@ -330,6 +330,18 @@ async fn bad_parameters_are_400_naming_them_without_calling_entra() {
             &[named],
         );
     }
+    // In its own error shape: executable-sourced credentials hold an ID token only.
+    let (status, body, _) = ask(&s.server, &form(APP, "&format=external_credential")).await;
+    assert_eq!(
+        (status, &body["code"]),
+        (400, &Value::from("invalid_request"))
+    );
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("'azure_client_id'")
+    );
     assert_eq!(s.emulator.calls("entra.token"), 0);
 }
 
