@@ -88,6 +88,7 @@ workload_class = "batch"
                     service_account: Some("batch-1@p.iam.gserviceaccount.com"),
                     audience: None,
                     aws_role: None,
+                    azure_client: None,
                 },
             )
         })

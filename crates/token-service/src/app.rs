@@ -101,7 +101,11 @@ pub(crate) fn build_with_metrics(
     let aws = crate::aws::AwsExchange::new(config.aws.clone(), upstream.clone());
     let grant = ClientCredentials::new(flows, policy, issuer, access)
         .with_limits(limits.clone())
-        .with_aws(aws);
+        .with_aws(aws)
+        .with_azure(crate::azure::AzureExchange::new(
+            config.azure.clone(),
+            upstream.clone(),
+        ));
     let (state, draining) = build_state(
         config,
         grant,

@@ -38,19 +38,20 @@ pub const K_SERVICE: Setting = Setting::text(
 /// Every setting of the service with the flows of `registry`, in help order: the modules'
 /// tables, the flows' after the issuer's. A name declared twice is listed once.
 pub fn table(registry: &FlowRegistry) -> Vec<Setting> {
-    use crate::{aws, google, issuer, limits, policy, server, signer, telemetry, tls, x509};
+    use crate::{aws, azure, google, issuer, limits, policy, server, signer, telemetry, tls, x509};
     let flows: Vec<Setting> = registry
         .specs()
         .iter()
         .flat_map(|s| s.settings.iter().copied())
         .collect();
-    let groups: [&[Setting]; 17] = [
+    let groups: [&[Setting]; 18] = [
         server::settings::LISTEN,
         &[crate::flows::AUTH_FLOWS],
         issuer::settings::TOKENS,
         signer::settings::CHOICE,
         google::settings::SETTINGS,
         aws::settings::SETTINGS,
+        azure::settings::SETTINGS,
         signer::settings::LOCAL,
         issuer::settings::PUBLICATION,
         &flows,
@@ -139,6 +140,8 @@ pub struct Config {
     pub google: GoogleConfig,
     /// AWS STS and the audience of the tokens presented to it.
     pub aws: crate::aws::AwsConfig,
+    /// Microsoft Entra and the audience of the tokens presented to it.
+    pub azure: crate::azure::AzureConfig,
     /// Log format.
     pub log_format: LogFormat,
     /// Log filter.
@@ -195,6 +198,7 @@ pub fn load(values: Values, registry: &FlowRegistry) -> Result<Config, Vec<Start
     let signer = SignerConfig::read(&mut r, on_cloud_run);
     let google = GoogleConfig::read(&mut r);
     let aws = crate::aws::AwsConfig::read(&mut r);
+    let azure = crate::azure::AzureConfig::read(&mut r);
     let logs = crate::telemetry::LogSettings::read(&mut r);
     let mut limits = crate::limits::LimitSettings::read(&mut r);
     let server = crate::server::ServerSettings::read(&mut r, limits.max_concurrent_requests);
@@ -223,6 +227,7 @@ pub fn load(values: Values, registry: &FlowRegistry) -> Result<Config, Vec<Start
         signer,
         google,
         aws,
+        azure,
         log_format: logs.format,
         log_level: logs.level,
         trace_project: logs.trace_project,

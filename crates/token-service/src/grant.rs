@@ -3,8 +3,9 @@
 //! per-client limit and the client policy, issue the ID token (for the audience the request
 //! names, when `TOKEN_AUDIENCES` and the policy allow it), then (when asked and configured)
 //! obtain an access token, or exchange the ID token for `AWS_AUDIENCE` for the credentials of
-//! the AWS role the request names. The grant owns the grant types; flows only
-//! authenticate.
+//! the AWS role the request names, or present the ID token for `AZURE_AUDIENCE` to Microsoft
+//! Entra for an access token of the app the request names. The grant owns the grant types;
+//! flows only authenticate.
 //!
 //! Uses `flows`, `policy`, `issuer`, `access` and `limits`; knows nothing of HTTP and logs
 //! nothing: it returns an [`Exchange`] (which flow, which client, the tokens or the
@@ -15,6 +16,7 @@ use std::sync::Arc;
 
 use crate::access::AccessTokenBackend;
 use crate::aws::{AssumeRole, AwsExchange, AwsRequest};
+use crate::azure::{AzureExchange, AzureRequest, EntraCall};
 use crate::clock::Deadline;
 use crate::error::{Failure, Kind};
 use crate::flows::{Authentication, EnabledFlow};
@@ -41,6 +43,9 @@ pub struct Exchange {
     pub audience: Option<String>,
     /// The AWS role the request named (the parameter `aws_role_arn`), for the log line.
     pub aws_role_arn: Option<String>,
+    /// The Entra app and tenant the request named (`azure_client_id`, `azure_tenant_id`), for
+    /// the log line.
+    pub azure: Option<(String, String)>,
     /// The tokens, or why there are none.
     pub result: Result<IssuedTokens, Failure>,
 }
@@ -53,6 +58,7 @@ pub struct ClientCredentials {
     access: Option<Arc<dyn AccessTokenBackend>>,
     limits: Option<Arc<Limits>>,
     aws: Option<AwsExchange>,
+    azure: Option<AzureExchange>,
 }
 
 /// What a request asks for beyond an ID token for the default audience: what the policy
@@ -61,6 +67,7 @@ pub struct ClientCredentials {
 struct Asked<'r> {
     requested: Requested<'r>,
     aws: Option<AwsRequest<'r>>,
+    azure: Option<AzureRequest<'r>>,
 }
 
 /// What the enabled flows made of a request.
@@ -92,6 +99,7 @@ impl ClientCredentials {
             access,
             limits: None,
             aws: None,
+            azure: None,
         }
     }
 
@@ -99,6 +107,13 @@ impl ClientCredentials {
     #[must_use]
     pub fn with_aws(mut self, aws: AwsExchange) -> Self {
         self.aws = Some(aws);
+        self
+    }
+
+    /// Serves requests that name an Entra app (`azure_client_id`) through `azure`.
+    #[must_use]
+    pub fn with_azure(mut self, azure: AzureExchange) -> Self {
+        self.azure = Some(azure);
         self
     }
 
@@ -150,16 +165,14 @@ impl ClientCredentials {
             }
         };
         let audience = named_audience(request).map(|a| truncate(a, 200));
-        let aws_role_arn = request
-            .params
-            .get(crate::aws::params::ROLE_ARN)
-            .filter(|a| !a.trim().is_empty())
-            .map(|a| truncate(a, 200));
+        let aws_role_arn = named_param(request, crate::aws::params::ROLE_ARN);
+        let azure = named_azure(request);
         let refused = |failure: Failure| Exchange {
             flow: None,
             client_id: None,
             audience: audience.clone(),
             aws_role_arn: aws_role_arn.clone(),
+            azure: azure.clone(),
             result: Err(failure),
         };
         if let (Some(limits), Some(caller)) = (limits, caller)
@@ -188,6 +201,7 @@ impl ClientCredentials {
                     client_id: None,
                     audience,
                     aws_role_arn,
+                    azure,
                     result: Err(requested.err().unwrap_or(failure)),
                 };
             }
@@ -198,6 +212,7 @@ impl ClientCredentials {
             client_id: None,
             audience,
             aws_role_arn,
+            azure,
             result: Err(Failure::server("The token request was not answered")),
         };
         let asked = match requested {
@@ -227,7 +242,16 @@ impl ClientCredentials {
     /// which accepts only the default audience (the workload identity pool's); an audience
     /// that is neither the default nor one of `TOKEN_AUDIENCES` is refused (403).
     fn requested<'r>(&'r self, request: &'r TokenRequest) -> Result<Asked<'r>, Failure> {
+        let azure = crate::azure::params::azure_request(&request.params, request.scope.as_deref())?;
         let aws = crate::aws::params::aws_request(&request.params)?;
+        if let Some(azure) = azure {
+            if aws.is_some() {
+                return Err(Failure::invalid_request(
+                    "The parameters 'azure_client_id' and 'aws_role_arn' cannot be combined: Entra and AWS credentials are separate requests; remove one of them",
+                ));
+            }
+            return self.requested_azure(request, azure);
+        }
         if let Some(aws) = aws {
             return self.requested_aws(request, aws);
         }
@@ -262,8 +286,10 @@ impl ClientCredentials {
                 service_account,
                 audience,
                 aws_role: None,
+                azure_client: None,
             },
             aws: None,
+            azure: None,
         })
     }
 
@@ -301,8 +327,54 @@ impl ClientCredentials {
                 service_account: None,
                 audience,
                 aws_role: Some(aws.role_arn),
+                azure_client: None,
             },
             aws: Some(aws),
+            azure: None,
+        })
+    }
+
+    /// A request that names an Entra app: no `service_account` (400), no audience but
+    /// `AZURE_AUDIENCE` (400), which must be allowed like any requested audience (the
+    /// default, or one of `TOKEN_AUDIENCES`; else 403). Its `scope` is Entra's.
+    fn requested_azure<'r>(
+        &'r self,
+        request: &'r TokenRequest,
+        azure: AzureRequest<'r>,
+    ) -> Result<Asked<'r>, Failure> {
+        let Some(exchange) = &self.azure else {
+            return Err(Failure::invalid_request(
+                "Microsoft Entra access tokens are not configured on this service: remove 'azure_client_id' and 'azure_tenant_id' to get an ID token",
+            ));
+        };
+        if request
+            .service_account
+            .as_deref()
+            .is_some_and(|v| !v.trim().is_empty())
+        {
+            return Err(Failure::invalid_request(
+                "The parameter 'azure_client_id' cannot be combined with 'service_account': Entra and Google access tokens are separate requests; remove one of them",
+            ));
+        }
+        if let Some(named) = named_audience(request)
+            && named != exchange.audience()
+        {
+            return Err(Failure::invalid_request(format!(
+                "The parameters 'azure_client_id' and 'audience' cannot be combined: the token presented to Entra is for AZURE_AUDIENCE ('{}'); remove 'audience'",
+                truncate(exchange.audience(), 200)
+            )));
+        }
+        let audience = self.issuer.requested_audience(exchange.audience())?;
+        Ok(Asked {
+            requested: Requested {
+                scope: None,
+                service_account: None,
+                audience,
+                aws_role: None,
+                azure_client: Some(azure.client_id),
+            },
+            aws: None,
+            azure: Some(azure),
         })
     }
 
@@ -405,6 +477,16 @@ impl ClientCredentials {
             }
             _ => None,
         };
+        let entra_token = match (&self.azure, asked.azure) {
+            (Some(exchange), Some(azure)) => {
+                let call = EntraCall {
+                    asked: azure,
+                    assertion: &id_token.token,
+                };
+                Some(exchange.access_token(call, deadline).await?)
+            }
+            _ => None,
+        };
         let access_token = match (&self.access, requested.scope) {
             (Some(backend), Some(scope)) => Some(
                 backend
@@ -417,7 +499,7 @@ impl ClientCredentials {
                     )
                     .await?,
             ),
-            _ => None,
+            _ => entra_token,
         };
         Ok(IssuedTokens {
             id_token: id_token.token,
@@ -434,6 +516,23 @@ impl ClientCredentials {
 /// The parameter `audience`, when the request gives one (blank counts as none, as for `scope`).
 fn named_audience(request: &TokenRequest) -> Option<&str> {
     request.audience.as_deref().filter(|a| !a.trim().is_empty())
+}
+
+/// The parameter `name`, when given and not blank, shortened for the log line.
+fn named_param(request: &TokenRequest, name: &str) -> Option<String> {
+    request
+        .params
+        .get(name)
+        .filter(|v| !v.trim().is_empty())
+        .map(|v| truncate(v, 200))
+}
+
+/// The Entra app and tenant the request names, for the log line.
+fn named_azure(request: &TokenRequest) -> Option<(String, String)> {
+    let client = named_param(request, crate::azure::params::CLIENT_ID);
+    let tenant = named_param(request, crate::azure::params::TENANT_ID);
+    (client.is_some() || tenant.is_some())
+        .then(|| (client.unwrap_or_default(), tenant.unwrap_or_default()))
 }
 
 /// Refuses a caller whose failed-authentication bucket is empty (429), before any flow works

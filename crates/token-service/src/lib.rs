@@ -12,6 +12,7 @@
 //!        -> issuer: claims -> signer -> compact JWT            issuer.rs, signer.rs, signer/*.rs
 //!        -> access: optional access token                      access.rs
 //!        -> aws: optional AWS role credentials (STS)           aws.rs
+//!        -> azure: optional Microsoft Entra access token       azure.rs
 //!   -> http: OAuth JSON or executable-sourced credential JSON  http/error.rs, http/token.rs
 //! ```
 //!
@@ -39,6 +40,7 @@
 pub(crate) mod access;
 pub mod app;
 pub(crate) mod aws;
+pub(crate) mod azure;
 pub mod cli;
 pub mod clock;
 pub mod config;

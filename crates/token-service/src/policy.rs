@@ -51,6 +51,9 @@ pub struct Requested<'a> {
     pub audience: Option<&'a str>,
     /// AWS role asked for with the parameter `aws_role_arn` (its format checked).
     pub aws_role: Option<&'a str>,
+    /// Entra app (client ID) asked for with the parameter `azure_client_id` (its format
+    /// checked).
+    pub azure_client: Option<&'a str>,
 }
 
 /// A client policy.

@@ -50,6 +50,11 @@ pub enum PolicyCommand {
         /// says otherwise).
         #[arg(long, value_name = "ARN")]
         aws_role_arn: Option<String>,
+        /// Entra app (client ID) the client would ask for with the parameter
+        /// `azure_client_id` (checked against the rule's `azure_clients`; the audience is then
+        /// AZURE_AUDIENCE unless --audience says otherwise).
+        #[arg(long, value_name = "GUID")]
+        azure_client_id: Option<String>,
         /// Flow that would authenticate the client.
         #[arg(long, default_value = "mtls-client-credentials")]
         flow: String,
@@ -72,6 +77,7 @@ pub fn run(command: &PolicyCommand, values: &Values, registry: &FlowRegistry) ->
             scope,
             audience,
             aws_role_arn,
+            azure_client_id,
             flow,
             ca,
         } => {
@@ -91,6 +97,7 @@ pub fn run(command: &PolicyCommand, values: &Values, registry: &FlowRegistry) ->
             let mut reader = Reader::new(values);
             let attribute = crate::x509::settings::read_client_id(&mut reader);
             let aws = crate::aws::AwsConfig::read(&mut reader);
+            let azure = crate::azure::AzureConfig::read(&mut reader);
             let (errors, _, _) = reader.finish();
             if let Some(e) = errors.first() {
                 eprintln!("error: {e}");
@@ -103,8 +110,10 @@ pub fn run(command: &PolicyCommand, values: &Values, registry: &FlowRegistry) ->
             let aws_role = aws_role_arn.as_deref().filter(|a| !a.trim().is_empty());
             // A request naming a role asks for a token for AWS_AUDIENCE; the default audience
             // (TOKEN_AUDIENCE) needs no policy check.
+            let azure_client = azure_client_id.as_deref().filter(|a| !a.trim().is_empty());
             let aws_audience = aws_role
                 .map(|_| aws.audience.as_str())
+                .or(azure_client.map(|_| azure.audience.as_str()))
                 .filter(|a| setting("TOKEN_AUDIENCE").as_deref() != Some(a));
             let audience = audience
                 .as_deref()
@@ -122,6 +131,7 @@ pub fn run(command: &PolicyCommand, values: &Values, registry: &FlowRegistry) ->
                     service_account: service_account.as_deref(),
                     audience,
                     aws_role,
+                    azure_client,
                 },
             })
         }
@@ -146,6 +156,9 @@ fn check(file: &Path, registry: &FlowRegistry) -> ExitCode {
                 }
                 if let Some(roles) = rule.aws_roles() {
                     println!("             {roles}");
+                }
+                if let Some(apps) = rule.azure_clients() {
+                    println!("             {apps}");
                 }
             }
             if policy.rules().is_empty() {
@@ -415,6 +428,9 @@ fn write_decision(out: &mut String, verdict: &Verdict, requested: Requested<'_>)
             }
             if let Some(role) = requested.aws_role {
                 let _ = writeln!(out, "  aws role             {role}: allowed");
+            }
+            if let Some(app) = requested.azure_client {
+                let _ = writeln!(out, "  azure client         {app}: allowed");
             }
             true
         }

@@ -97,7 +97,8 @@ async fn parse(
 }
 
 /// A format that fits the request: `aws_credential_process` answers with AWS credentials only
-/// (it needs `aws_role_arn`), `external_credential` with an ID token only (it refuses it).
+/// (it needs `aws_role_arn`), `external_credential` with an ID token only (it refuses it and
+/// `azure_client_id`).
 fn check_format(
     format: Format,
     params: &std::collections::BTreeMap<String, String>,
@@ -112,6 +113,15 @@ fn check_format(
         (Format::ExternalCredential, true) => Err(HttpError::bad_request(
             "The format 'external_credential' answers with an ID token only: use format 'aws_credential_process' (or none) with 'aws_role_arn'",
         )),
+        (Format::ExternalCredential, false)
+            if params
+                .get(crate::azure::params::CLIENT_ID)
+                .is_some_and(|a| !a.trim().is_empty()) =>
+        {
+            Err(HttpError::bad_request(
+                "The format 'external_credential' answers with an ID token only: leave 'format' out with 'azure_client_id' to get Entra's access token",
+            ))
+        }
         _ => Ok(()),
     }
 }
@@ -129,6 +139,10 @@ struct Line<'a> {
     access_token: bool,
     /// The AWS role the request named.
     aws_role_arn: Option<&'a str>,
+    /// The Entra app (`azure_client_id`) the request named.
+    azure_client_id: Option<&'a str>,
+    /// The Entra tenant (`azure_tenant_id`) the request named.
+    azure_tenant_id: Option<&'a str>,
     /// The policy's decision behind issued tokens (a refusal carries it in its labels).
     decision: Option<&'a PolicyDecision>,
     labels: &'a [(String, String)],
@@ -153,6 +167,8 @@ impl<'a> Line<'a> {
                 jti: Some(&issued.jti),
                 access_token: issued.access_token.is_some(),
                 aws_role_arn: exchange.aws_role_arn.as_deref(),
+                azure_client_id: exchange.azure.as_ref().map(|(c, _)| c.as_str()),
+                azure_tenant_id: exchange.azure.as_ref().map(|(_, t)| t.as_str()),
                 decision: issued.decision.as_ref(),
                 labels: &[],
             },
@@ -170,6 +186,8 @@ impl<'a> Line<'a> {
                 jti: None,
                 access_token: false,
                 aws_role_arn: exchange.aws_role_arn.as_deref(),
+                azure_client_id: exchange.azure.as_ref().map(|(c, _)| c.as_str()),
+                azure_tenant_id: exchange.azure.as_ref().map(|(_, t)| t.as_str()),
                 decision: None,
                 labels: failure.labels(),
             },
@@ -188,6 +206,8 @@ impl<'a> Line<'a> {
             jti: None,
             access_token: false,
             aws_role_arn: None,
+            azure_client_id: None,
+            azure_tenant_id: None,
             decision: None,
             labels: &[],
         }
@@ -249,6 +269,8 @@ fn log_line(line: &Line<'_>) {
             jti = line.jti.unwrap_or(""),
             access_token = line.access_token,
             aws_role_arn = line.aws_role_arn,
+            azure_client_id = line.azure_client_id,
+            azure_tenant_id = line.azure_tenant_id,
             policy_decision = decision.map(|d| d.decision),
             policy_rule = decision.map(|d| d.rule.as_str()),
             policy_matched = decision.map(|d| d.matched.as_str()),
@@ -265,9 +287,9 @@ fn log_line(line: &Line<'_>) {
         .collect();
     let labels = Value::Object(labels);
     if flow.is_empty() {
-        tracing::warn!(event = line.event, outcome = line.outcome, audience = line.audience, aws_role_arn = line.aws_role_arn, reason, labels = %labels, "token request rejected: {reason}");
+        tracing::warn!(event = line.event, outcome = line.outcome, audience = line.audience, aws_role_arn = line.aws_role_arn, azure_client_id = line.azure_client_id, azure_tenant_id = line.azure_tenant_id, reason, labels = %labels, "token request rejected: {reason}");
     } else {
-        tracing::warn!(event = line.event, outcome = line.outcome, flow, client_id, audience = line.audience, aws_role_arn = line.aws_role_arn, reason, labels = %labels, "{flow} refused the request: {reason}");
+        tracing::warn!(event = line.event, outcome = line.outcome, flow, client_id, audience = line.audience, aws_role_arn = line.aws_role_arn, azure_client_id = line.azure_client_id, azure_tenant_id = line.azure_tenant_id, reason, labels = %labels, "{flow} refused the request: {reason}");
     }
 }
 

@@ -174,6 +174,9 @@ struct Allowance {
     /// `aws_roles`: globs over the AWS role ARNs a client may name with `aws_role_arn`;
     /// `None` (absent) allows any, `[]` none.
     aws_roles: Option<Vec<Pattern>>,
+    /// `azure_clients`: globs over the Entra app client IDs a client may name with
+    /// `azure_client_id`; `None` (absent) allows any, `[]` none.
+    azure_clients: Option<Vec<Pattern>>,
 }
 
 /// What an allow rule says about the audiences a client may name with the parameter
@@ -196,6 +199,10 @@ struct AudienceRule {
 }
 
 #[derive(Debug, Clone)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one per rule, built once when the policy loads"
+)]
 enum Decision {
     Deny(String),
     Allow(Allowance),
@@ -256,6 +263,18 @@ impl Rule {
         match allowance.aws_roles.as_deref()? {
             [] => Some("aws_roles none".to_owned()),
             globs => Some(format!("aws_roles {}", sources(globs))),
+        }
+    }
+
+    /// What the rule says about Entra apps, for `policy check`; `None` when it says nothing
+    /// (any app).
+    pub fn azure_clients(&self) -> Option<String> {
+        let Decision::Allow(allowance) = &self.decision else {
+            return None;
+        };
+        match allowance.azure_clients.as_deref()? {
+            [] => Some("azure_clients none".to_owned()),
+            globs => Some(format!("azure_clients {}", sources(globs))),
         }
     }
 }

@@ -329,6 +329,7 @@ scopes = ["https://www.googleapis.com/auth/devstorage.*"]
                 service_account: sa,
                 audience: None,
                 aws_role: None,
+                azure_client: None,
             },
         )
         .outcome
@@ -375,6 +376,7 @@ scopes = ["https://www.googleapis.com/auth/devstorage.*"]
                 service_account: Some("a@b"),
                 audience: None,
                 aws_role: None,
+                azure_client: None,
             }
         )
         .outcome,
@@ -389,6 +391,7 @@ scopes = ["https://www.googleapis.com/auth/devstorage.*"]
                 service_account: Some("a@b"),
                 audience: None,
                 aws_role: None,
+                azure_client: None,
             }
         )
         .outcome,
@@ -815,6 +818,7 @@ fn the_engine_refuses_with_failures_and_counts_into_its_own_metrics() {
                 service_account: None,
                 audience: None,
                 aws_role: None,
+                azure_client: None,
             },
         )
         .unwrap_err();
@@ -862,3 +866,4 @@ fn the_engine_refuses_with_failures_and_counts_into_its_own_metrics() {
 
 mod audience;
 mod aws;
+mod azure;

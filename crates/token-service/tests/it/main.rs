@@ -16,6 +16,7 @@ mod support;
 mod api;
 mod audience;
 mod aws;
+mod azure;
 mod cli;
 mod custom_flow;
 mod deploy;

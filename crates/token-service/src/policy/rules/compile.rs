@@ -41,6 +41,7 @@ struct RawRule {
     audiences: Option<Spanned<OneOrMany>>,
     audience: Option<audience::RawAudiences>,
     aws_roles: Option<Spanned<OneOrMany>>,
+    azure_clients: Option<Spanned<OneOrMany>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -218,18 +219,17 @@ fn compile_rule(raw: RawRule, line: usize) -> Result<Rule, Located> {
     let decision_span = raw.decision.span().start;
     let decision = match raw.decision.get_ref().as_str() {
         "deny" => {
+            let at = |s: &Option<Spanned<OneOrMany>>| s.as_ref().map(|s| s.span().start);
             let allow_only = [
                 ("client_id", raw.client_id.as_ref().map(|s| s.span().start)),
-                (
-                    "service_accounts",
-                    raw.service_accounts.as_ref().map(|s| s.span().start),
-                ),
-                ("scopes", raw.scopes.as_ref().map(|s| s.span().start)),
+                ("service_accounts", at(&raw.service_accounts)),
+                ("scopes", at(&raw.scopes)),
                 (
                     "token_lifetime",
                     raw.token_lifetime.as_ref().map(|s| s.span().start),
                 ),
-                ("aws_roles", raw.aws_roles.as_ref().map(|s| s.span().start)),
+                ("aws_roles", at(&raw.aws_roles)),
+                ("azure_clients", at(&raw.azure_clients)),
             ];
             if let Some((field, Some(at))) = allow_only.iter().find(|(_, at)| at.is_some()) {
                 return Err((
@@ -265,7 +265,12 @@ fn compile_rule(raw: RawRule, line: usize) -> Result<Rule, Located> {
                 &name,
                 raw.client_id,
                 raw.claims,
-                [raw.service_accounts, raw.scopes, raw.aws_roles],
+                [
+                    raw.service_accounts,
+                    raw.scopes,
+                    raw.aws_roles,
+                    raw.azure_clients,
+                ],
                 raw.token_lifetime,
             )?;
             allowance.audiences = audience::compile(&name, raw.audiences, raw.audience)?;
@@ -292,7 +297,7 @@ fn compile_allowance(
     rule: &str,
     client_id: Option<Spanned<String>>,
     claims: Option<BTreeMap<String, Spanned<toml::Value>>>,
-    [service_accounts, scopes, aws_roles]: [Option<Spanned<OneOrMany>>; 3],
+    [service_accounts, scopes, aws_roles, azure_clients]: [Option<Spanned<OneOrMany>>; 4],
     lifetime: Option<Spanned<i64>>,
 ) -> Result<Allowance, Located> {
     let template = |s: &Spanned<String>| {
@@ -352,6 +357,7 @@ fn compile_allowance(
         lifetime,
         audiences: AudienceRules::default(),
         aws_roles: patterns(aws_roles)?,
+        azure_clients: patterns(azure_clients)?,
     })
 }
 

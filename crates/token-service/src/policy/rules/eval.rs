@@ -274,15 +274,7 @@ impl Allowance {
             };
         }
         let refuse = |what: &str, value: &str, allowed: &[Pattern], message: &str| {
-            let listed = if allowed.is_empty() {
-                "(none allowed)".to_owned()
-            } else {
-                sources(allowed)
-            };
-            Outcome::DenyAccess {
-                log: format!("rule '{rule}': {what} '{value}' matches none of {listed}"),
-                message: format!("{message} '{}'", crate::model::truncate(value, 200)),
-            }
+            refused(rule, what, value, allowed, message)
         };
         if let (Some(allowed), Some(sa)) = (&self.service_accounts, requested.service_account)
             && first_match(allowed, sa).is_none()
@@ -301,15 +293,8 @@ impl Allowance {
         {
             return refuse("scope", s, allowed, "This client may not obtain the scope");
         }
-        if let (Some(allowed), Some(role)) = (&self.aws_roles, requested.aws_role)
-            && first_match(allowed, role).is_none()
-        {
-            return refuse(
-                "AWS role",
-                role,
-                allowed,
-                "This client may not obtain credentials for the AWS role",
-            );
+        if let Some(outcome) = self.refused_cloud(rule, requested) {
+            return outcome;
         }
         let audience = match requested.audience {
             None => None,
@@ -327,6 +312,48 @@ impl Allowance {
             decision: None,
             audience,
         }))
+    }
+}
+
+impl Allowance {
+    /// The refusal of an AWS role or Entra app the rule's `aws_roles` / `azure_clients` globs
+    /// do not match, if any.
+    fn refused_cloud(&self, rule: &str, requested: Requested<'_>) -> Option<Outcome> {
+        let named = [
+            (
+                &self.aws_roles,
+                requested.aws_role,
+                "AWS role",
+                "This client may not obtain credentials for the AWS role",
+            ),
+            (
+                &self.azure_clients,
+                requested.azure_client,
+                "Entra app",
+                "This client may not obtain access tokens for the Entra app",
+            ),
+        ];
+        named
+            .into_iter()
+            .find_map(|(allowed, value, what, message)| match (allowed, value) {
+                (Some(allowed), Some(value)) if first_match(allowed, value).is_none() => {
+                    Some(refused(rule, what, value, allowed, message))
+                }
+                _ => None,
+            })
+    }
+}
+
+/// The refusal (`access_denied`) of `value`, which none of the rule's `allowed` globs match.
+fn refused(rule: &str, what: &str, value: &str, allowed: &[Pattern], message: &str) -> Outcome {
+    let listed = if allowed.is_empty() {
+        "(none allowed)".to_owned()
+    } else {
+        sources(allowed)
+    };
+    Outcome::DenyAccess {
+        log: format!("rule '{rule}': {what} '{value}' matches none of {listed}"),
+        message: format!("{message} '{}'", crate::model::truncate(value, 200)),
     }
 }
 
