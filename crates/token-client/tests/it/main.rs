@@ -13,6 +13,7 @@ mod support;
 
 mod aws;
 mod aws_sdk;
+mod azure_sdk;
 mod dependencies;
 mod executable;
 mod google_config;

@@ -127,7 +127,8 @@ pub struct Fixture {
     pub broker: Process,
     /// What token-client talks to: a TCP relay to the broker (cut it with [`Relay::stop`]).
     pub relay: Relay,
-    _front: Relay,
+    /// The plain-HTTP discovery front: the broker's issuer.
+    front: Relay,
 }
 
 impl Fixture {
@@ -137,6 +138,15 @@ impl Fixture {
     }
 
     pub async fn with(lifetimes: Lifetimes) -> Fixture {
+        Fixture::build(lifetimes, &pki::ec_key_pem()).await
+    }
+
+    /// The broker signing with an RSA key (RS256), as Microsoft Entra requires.
+    pub async fn with_rsa_signing_key() -> Fixture {
+        Fixture::build(Lifetimes::default(), &pki::rsa_key_pem()).await
+    }
+
+    async fn build(lifetimes: Lifetimes, signing_key_pem: &str) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let root = Ca::root("Test Root CA");
         let server = root.issue_server();
@@ -151,7 +161,7 @@ impl Fixture {
         let key = file("device.key", &device.key_pem);
         file("server.pem", &server.pem);
         file("server.key", &server.key_pem);
-        file("signing.pem", &pki::ec_key_pem());
+        file("signing.pem", signing_key_pem);
         let front = Relay::bind().await;
         let issuer = format!("http://{}", front.address);
         let emulator = Emulator::start(emulator_config(&issuer), "127.0.0.1:0".parse().unwrap())
@@ -171,13 +181,18 @@ impl Fixture {
             emulator,
             broker,
             relay,
-            _front: front,
+            front,
         }
     }
 
     /// The broker's base URL as token-client sees it (through the relay).
     pub fn broker_url(&self) -> String {
         format!("https://{}", self.relay.address)
+    }
+
+    /// The broker's issuer (`TOKEN_ISSUER`): `http://` its discovery front.
+    pub fn issuer(&self) -> String {
+        format!("http://{}", self.front.address)
     }
 
     /// The broker settings as environment variables for `token-client`.

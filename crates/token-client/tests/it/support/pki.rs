@@ -87,6 +87,13 @@ impl Ca {
     }
 }
 
+/// A PKCS#8 RSA-2048 key, PEM: the broker's signing key where RS256 is required.
+pub fn rsa_key_pem() -> String {
+    KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256)
+        .unwrap()
+        .serialize_pem()
+}
+
 /// A PKCS#8 EC P-256 key, PEM: the broker's signing key.
 pub fn ec_key_pem() -> String {
     KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
