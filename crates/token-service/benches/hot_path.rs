@@ -87,6 +87,8 @@ fn issuer(signer: Arc<dyn Signer>) -> IdTokenIssuer {
             audience: "//iam.googleapis.com/projects/123456789012/locations/global/workloadIdentityPools/devices/providers/ts".into(),
             validity_seconds: 300,
             jwks_uri: None,
+            min_lifetime_seconds: 60,
+            certificate_bound: false,
         },
         signer,
         Clock::system(),

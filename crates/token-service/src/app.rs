@@ -232,6 +232,8 @@ fn build_issuer(config: &Config, signer: Arc<dyn Signer>, metrics: &Metrics) -> 
             audience: config.audience.clone(),
             validity_seconds: config.validity_seconds,
             jwks_uri: config.jwks_uri.clone(),
+            min_lifetime_seconds: config.min_lifetime_seconds,
+            certificate_bound: config.certificate_bound,
         },
         signer,
         Clock::system(),

@@ -134,6 +134,10 @@ pub struct Config {
     pub audiences: crate::issuer::AudienceSettings,
     /// `JWKS_URI`.
     pub jwks_uri: Option<String>,
+    /// `TOKEN_MIN_LIFETIME`, in seconds.
+    pub min_lifetime_seconds: i64,
+    /// `TOKEN_CERTIFICATE_BOUND`.
+    pub certificate_bound: bool,
     /// Signer.
     pub signer: SignerConfig,
     /// Google APIs.
@@ -224,6 +228,8 @@ pub fn load(values: Values, registry: &FlowRegistry) -> Result<Config, Vec<Start
         validity_seconds: tokens.validity_seconds,
         audiences: tokens.audiences,
         jwks_uri: tokens.jwks_uri,
+        min_lifetime_seconds: tokens.min_lifetime_seconds,
+        certificate_bound: tokens.certificate_bound,
         signer,
         google,
         aws,

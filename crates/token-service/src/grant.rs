@@ -467,10 +467,15 @@ impl ClientCredentials {
         let aws_credentials = match (&self.aws, asked.aws) {
             (Some(exchange), Some(aws)) => {
                 let derived = crate::aws::params::session_name_for(&client.client_id);
+                let duration_seconds = crate::aws::params::duration_within_certificate(
+                    aws.duration_seconds,
+                    client,
+                    id_token.issued_at,
+                )?;
                 let call = AssumeRole {
                     role_arn: aws.role_arn,
                     session_name: aws.session_name.unwrap_or(&derived),
-                    duration_seconds: aws.duration_seconds,
+                    duration_seconds,
                     web_identity_token: &id_token.token,
                 };
                 Some(exchange.assume_role(call, deadline).await?)

@@ -29,6 +29,12 @@ pub struct IssuerSettings {
     pub validity_seconds: i64,
     /// Published `jwks_uri` when it overrides what the signer says (`JWKS_URI`).
     pub jwks_uri: Option<String>,
+    /// The shortest token issued for a client whose certificate's notAfter caps it
+    /// (`TOKEN_MIN_LIFETIME`, seconds): a certificate that expires sooner is refused.
+    pub min_lifetime_seconds: i64,
+    /// Whether ID tokens carry `cnf: {"x5t#S256": …}` (RFC 8705) when the flow knows the
+    /// certificate's SHA-256 fingerprint (`TOKEN_CERTIFICATE_BOUND`).
+    pub certificate_bound: bool,
 }
 
 /// A signed ID token and the facts worth logging about it.
@@ -36,6 +42,8 @@ pub struct IssuerSettings {
 pub struct IdToken {
     /// Compact JWT. Never logged.
     pub token: String,
+    /// `iat`, seconds since the epoch.
+    pub issued_at: i64,
     /// `exp`, seconds since the epoch.
     pub expires_at: i64,
     /// `jti`.
@@ -122,6 +130,27 @@ impl IdTokenIssuer {
             .unwrap_or(self.settings.validity_seconds)
     }
 
+    /// [`Self::lifetime`] capped by the client certificate's notAfter where the flow knows it,
+    /// so no ID token outlives the certificate it was issued for (never negative).
+    pub fn capped_lifetime(&self, client: &Client, now: i64) -> i64 {
+        let lifetime = self.lifetime(client);
+        match client.facts.not_after {
+            Some(not_after) => lifetime.min(not_after.saturating_sub(now).max(0)),
+            None => lifetime,
+        }
+    }
+
+    /// Refuses a client whose certificate expires within `TOKEN_MIN_LIFETIME` of `now`: its
+    /// token would live too short to be of use (401, like an expired certificate).
+    pub fn check_certificate_lifetime(&self, client: &Client, now: i64) -> Result<(), Failure> {
+        certificate_lasts(
+            client,
+            now,
+            self.settings.min_lifetime_seconds,
+            "TOKEN_MIN_LIFETIME",
+        )
+    }
+
     /// Builds the claims of an ID token for `client`, issued by `iss` at `now`.
     pub fn claims(&self, iss: &str, client: &Client, now: i64, jti: &str) -> Map<String, Value> {
         let facts = &client.facts;
@@ -140,7 +169,7 @@ impl IdTokenIssuer {
                 .unwrap_or(&client.client_id),
             "aud": self.audience(client),
             "iat": now,
-            "exp": now + self.lifetime(client),
+            "exp": now + self.capped_lifetime(client, now),
             "jti": jti,
             "amr": [client.flow],
             "client_id": client.client_id,
@@ -155,7 +184,31 @@ impl IdTokenIssuer {
         if let Value::Object(fixed) = fixed {
             claims.extend(fixed);
         }
+        if self.settings.certificate_bound
+            && let Some(thumbprint) = facts.sha256_fingerprint.as_deref().and_then(x5t_s256)
+        {
+            claims.insert("cnf".into(), json!({ "x5t#S256": thumbprint }));
+        }
         claims
+    }
+
+    /// With `TOKEN_CERTIFICATE_BOUND`, a client whose certificate fingerprint is missing or is
+    /// not a SHA-256 digest gets no token: an unbound token where a bound one is expected would
+    /// fail open.
+    fn check_binding(&self, client: &Client) -> Result<(), Failure> {
+        if !self.settings.certificate_bound {
+            return Ok(());
+        }
+        match client.facts.sha256_fingerprint.as_deref() {
+            Some(fingerprint) if x5t_s256(fingerprint).is_some() => Ok(()),
+            Some(fingerprint) => Err(Failure::unauthorized(format!(
+                "The client certificate's fingerprint '{}' is not a base64 SHA-256 digest, so the token cannot be bound to the certificate (TOKEN_CERTIFICATE_BOUND=true); check the fingerprint header the proxy sends",
+                truncate(fingerprint, 64)
+            ))),
+            None => Err(Failure::unauthorized(
+                "This flow does not know the client certificate's fingerprint, so the token cannot be bound to the certificate (TOKEN_CERTIFICATE_BOUND=true); use a flow that sees the certificate or its SHA-256 fingerprint",
+            )),
+        }
     }
 
     /// Issues and signs an ID token; a signer that calls upstream gives up at `deadline`.
@@ -166,12 +219,15 @@ impl IdTokenIssuer {
         deadline: Deadline,
     ) -> Result<IdToken, Failure> {
         let now = self.clock.now();
+        self.check_certificate_lifetime(client, now)?;
+        self.check_binding(client)?;
         let jti = uuid::Uuid::new_v4().to_string();
         let claims = self.claims(iss, client, now, &jti);
         let token = self.signer.sign(&claims, deadline).await?;
         Ok(IdToken {
             token,
-            expires_at: now + self.lifetime(client),
+            issued_at: now,
+            expires_at: now + self.capped_lifetime(client, now),
             jti,
             audience: self.audience(client).to_owned(),
         })
@@ -195,6 +251,52 @@ impl IdTokenIssuer {
             Publication::Uri(_) => None,
         }
     }
+}
+
+/// Refuses `client` when its certificate's notAfter (where the flow knows it) is less than
+/// `min_seconds` after `now`; `setting` names the minimum in the sentence.
+pub fn certificate_lasts(
+    client: &Client,
+    now: i64,
+    min_seconds: i64,
+    setting: &str,
+) -> Result<(), Failure> {
+    let Some(not_after) = client.facts.not_after else {
+        return Ok(());
+    };
+    let left = not_after.saturating_sub(now);
+    if left >= min_seconds {
+        return Ok(());
+    }
+    let at = time::OffsetDateTime::from_unix_timestamp(not_after)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| not_after.to_string());
+    Err(Failure::unauthorized(format!(
+        "The client certificate expires at {at}, in {} s, sooner than {setting} ({min_seconds} s): no token may outlive the certificate, so renew it first",
+        left.max(0)
+    )))
+}
+
+/// RFC 8705's `x5t#S256` (base64url without padding) of a certificate whose SHA-256
+/// fingerprint is `fingerprint` in base64 (standard or URL-safe, padded or not); `None` when it
+/// is not 32 bytes.
+pub fn x5t_s256(fingerprint: &str) -> Option<String> {
+    use base64::Engine as _;
+    use base64::alphabet::{STANDARD, URL_SAFE};
+    use base64::engine::DecodePaddingMode;
+    use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, URL_SAFE_NO_PAD};
+    let lenient =
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+    let digest = GeneralPurpose::new(&STANDARD, lenient)
+        .decode(fingerprint)
+        .or_else(|_| GeneralPurpose::new(&URL_SAFE, lenient).decode(fingerprint))
+        .ok()
+        .filter(|d| d.len() == 32)?;
+    Some(URL_SAFE_NO_PAD.encode(digest))
 }
 
 /// What discovery needs to know about the enabled flows.
@@ -249,8 +351,28 @@ pub fn discovery_document(
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": [issuer.signer().algorithm()],
         "token_endpoint_auth_methods_supported": flows.auth_methods,
-        "claims_supported": ["iss", "sub", "aud", "iat", "exp", "jti", "amr", "client_id", "client"],
+        "claims_supported": claims_supported(issuer.settings.certificate_bound),
+        "tls_client_certificate_bound_access_tokens": issuer.settings.certificate_bound,
     }))
+}
+
+/// The claims discovery lists: `cnf` when tokens are bound to certificates.
+fn claims_supported(certificate_bound: bool) -> Vec<&'static str> {
+    let mut claims = vec![
+        "iss",
+        "sub",
+        "aud",
+        "iat",
+        "exp",
+        "jti",
+        "amr",
+        "client_id",
+        "client",
+    ];
+    if certificate_bound {
+        claims.push("cnf");
+    }
+    claims
 }
 
 #[cfg(test)]

@@ -33,7 +33,10 @@ pub struct GoogleAccessSettings {
     pub cache: bool,
 }
 
-type Key = (String, String, String);
+/// Client ID, scope, service account, and the client certificate's notAfter: a token
+/// fetched for one certificate is never handed to another certificate of the same client, whose
+/// notAfter may come sooner.
+type Key = (String, String, String, Option<i64>);
 
 /// What a cached token must have left to be handed out: Google's client libraries treat a token
 /// with less than about four minutes left as expired and would fetch it again at once.
@@ -87,6 +90,7 @@ impl Exchange {
         id_token: &str,
         scope: &str,
         service_account: Option<&str>,
+        lifetime: i64,
         deadline: Deadline,
     ) -> Result<AccessToken, Failure> {
         let federated = self
@@ -101,10 +105,6 @@ impl Exchange {
             });
         };
         let scopes: Vec<&str> = scope.split_whitespace().collect();
-        // `ACCESS_TOKEN_LIFETIME`, not the policy's ID-token lifetime: Google's libraries
-        // refresh a token with less than about four minutes left, so short impersonated tokens
-        // would be fetched again on almost every call.
-        let lifetime = self.settings.lifetime_seconds;
         let (token, expiry) = self
             .iam
             .generate_access_token(
@@ -138,6 +138,22 @@ fn is_email(value: &str) -> bool {
                 .all(|b| b.is_ascii_alphanumeric() || b"._-+".contains(&b))
     };
     value.len() <= 254 && ok(local) && ok(domain) && domain.contains('.')
+}
+
+impl GoogleAccess {
+    /// The impersonated token's lifetime: `ACCESS_TOKEN_LIFETIME` (not the policy's ID-token
+    /// lifetime: Google's libraries refresh a token with less than about four minutes left, so
+    /// short impersonated tokens would be fetched again on almost every call), capped by the
+    /// client certificate's notAfter where the flow knows it, so the token does not outlive the
+    /// certificate. The federated token of a request without a service account lives as long
+    /// as Google's STS decides (one hour).
+    fn lifetime_for(&self, client: &Client) -> i64 {
+        let lifetime = self.exchange.settings.lifetime_seconds;
+        match client.facts.not_after {
+            Some(not_after) => lifetime.min(not_after.saturating_sub(Clock::system().now()).max(1)),
+            None => lifetime,
+        }
+    }
 }
 
 /// What the cache has for a key: a token to reuse, or the exchange to wait for.
@@ -221,6 +237,7 @@ struct Request<'a> {
     id_token: &'a str,
     scope: &'a str,
     service_account: Option<&'a str>,
+    lifetime: i64,
     deadline: Deadline,
 }
 
@@ -229,9 +246,10 @@ impl Request<'_> {
     fn start(self, exchange: Arc<Exchange>) -> Pending {
         let (id_token, scope) = (self.id_token.to_owned(), self.scope.to_owned());
         let (account, deadline) = (self.service_account.map(str::to_owned), self.deadline);
+        let lifetime = self.lifetime;
         async move {
             exchange
-                .fetch(&id_token, &scope, account.as_deref(), deadline)
+                .fetch(&id_token, &scope, account.as_deref(), lifetime, deadline)
                 .await
         }
         .boxed()
@@ -261,21 +279,24 @@ impl AccessTokenBackend for GoogleAccess {
         scopes.sort_unstable();
         scopes.dedup();
         let scope = scopes.join(" ");
+        let lifetime = self.lifetime_for(client);
         if !self.exchange.settings.cache {
             return self
                 .exchange
-                .fetch(id_token, &scope, service_account, deadline)
+                .fetch(id_token, &scope, service_account, lifetime, deadline)
                 .await;
         }
         let key = (
             client.client_id.clone(),
             scope.clone(),
             service_account.unwrap_or("").to_owned(),
+            client.facts.not_after,
         );
         let request = Request {
             id_token,
             scope: &scope,
             service_account,
+            lifetime,
             deadline,
         };
         let started = Stopwatch::start();

@@ -68,6 +68,35 @@ pub fn aws_request(params: &BTreeMap<String, String>) -> Result<Option<AwsReques
     }))
 }
 
+/// AWS's session length when a request gives no `DurationSeconds`.
+pub const DEFAULT_DURATION: u32 = 3600;
+
+/// The `DurationSeconds` to ask for, so the session does not outlive the client certificate:
+/// the client's choice (or AWS's default) while the certificate lasts longer, else the
+/// certificate's remaining seconds; a certificate that expires within AWS's shortest session
+/// (900 s) is refused.
+pub fn duration_within_certificate(
+    asked: Option<u32>,
+    client: &crate::model::Client,
+    now: i64,
+) -> Result<Option<u32>, Failure> {
+    let Some(not_after) = client.facts.not_after else {
+        return Ok(asked);
+    };
+    let left = not_after.saturating_sub(now);
+    if i64::from(asked.unwrap_or(DEFAULT_DURATION)) <= left {
+        return Ok(asked);
+    }
+    let shortest = *DURATION_BOUNDS.start();
+    crate::issuer::certificate_lasts(
+        client,
+        now,
+        i64::from(shortest),
+        "AWS's shortest session (DurationSeconds 900)",
+    )?;
+    Ok(Some(u32::try_from(left).unwrap_or(shortest)))
+}
+
 fn duration(raw: &str) -> Result<u32, Failure> {
     raw.trim()
         .parse::<u32>()
@@ -256,6 +285,49 @@ mod tests {
         refused(
             &[("aws_role_arn", "arn:aws:iam::1:role/x")],
             "'aws_role_arn'",
+        );
+    }
+
+    #[test]
+    fn the_duration_ends_with_the_certificate_and_no_session_is_shorter_than_awss() {
+        let mut client = crate::model::Client {
+            flow: "mtls".into(),
+            client_id: "device".into(),
+            facts: crate::model::CertificateFacts::default(),
+            extra_claims: serde_json::Map::new(),
+            lifetime_seconds: None,
+            decision: None,
+            audience: None,
+        };
+        let now = 1_000_000;
+        assert_eq!(
+            duration_within_certificate(None, &client, now).unwrap(),
+            None
+        );
+        client.facts.not_after = Some(now + 7200);
+        assert_eq!(
+            duration_within_certificate(None, &client, now).unwrap(),
+            None
+        );
+        assert_eq!(
+            duration_within_certificate(Some(1800), &client, now).unwrap(),
+            Some(1800)
+        );
+        assert_eq!(
+            duration_within_certificate(Some(10_800), &client, now).unwrap(),
+            Some(7200)
+        );
+        client.facts.not_after = Some(now + 1000);
+        assert_eq!(
+            duration_within_certificate(None, &client, now).unwrap(),
+            Some(1000)
+        );
+        client.facts.not_after = Some(now + 899);
+        let refused = duration_within_certificate(None, &client, now).unwrap_err();
+        assert!(
+            refused.message().contains("in 899 s"),
+            "{}",
+            refused.message()
         );
     }
 }

@@ -150,6 +150,8 @@ fn issuer() -> IdTokenIssuer {
             audience: "https://api.example.com".into(),
             validity_seconds: 600,
             jwks_uri: None,
+            min_lifetime_seconds: 60,
+            certificate_bound: false,
         },
         Arc::new(signer),
         Clock::fixed(NOW),

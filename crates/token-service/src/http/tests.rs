@@ -47,6 +47,8 @@ fn state_with_checks(
             audience: "https://api.example.com".into(),
             validity_seconds: 600,
             jwks_uri: None,
+            min_lifetime_seconds: 60,
+            certificate_bound: false,
         },
         Arc::new(signer),
         Clock::fixed(1_800_000_000),

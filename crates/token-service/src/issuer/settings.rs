@@ -76,6 +76,19 @@ pub const AUDIENCE_VALIDITY: Setting = Setting::list(
     "ID token lifetime per audience of TOKEN_AUDIENCES, AUDIENCE=MINUTES (1 to 60), comma-separated",
 )
 .noted("TOKEN_VALIDITY");
+/// `TOKEN_MIN_LIFETIME`.
+pub const MIN_LIFETIME: Setting = Setting::seconds(
+    "TOKEN_MIN_LIFETIME",
+    60,
+    1..=3600,
+    "No token outlives the client certificate (ID token exp, impersonated access token and AWS session capped by its notAfter); a certificate expiring within this many seconds is refused (1 to 3600)",
+);
+/// `TOKEN_CERTIFICATE_BOUND`.
+pub const CERTIFICATE_BOUND: Setting = Setting::flag(
+    "TOKEN_CERTIFICATE_BOUND",
+    false,
+    "on: ID tokens carry cnf.x5t#S256, the client certificate's SHA-256 thumbprint (RFC 8705), and discovery says tls_client_certificate_bound_access_tokens",
+);
 /// `JWKS_URI`.
 pub const JWKS_URI: Setting = Setting::url("JWKS_URI", None, "jwks_uri published in discovery")
     .noted("issuer + /.well-known/jwks.json");
@@ -93,6 +106,8 @@ pub const TOKENS: &[Setting] = &[
     VALIDITY,
     AUDIENCES,
     AUDIENCE_VALIDITY,
+    MIN_LIFETIME,
+    CERTIFICATE_BOUND,
 ];
 /// The published key location.
 pub const PUBLICATION: &[Setting] = &[JWKS_URI];
@@ -133,6 +148,10 @@ pub struct TokenSettings {
     pub audiences: AudienceSettings,
     /// `JWKS_URI`.
     pub jwks_uri: Option<String>,
+    /// `TOKEN_MIN_LIFETIME`, in seconds.
+    pub min_lifetime_seconds: i64,
+    /// `TOKEN_CERTIFICATE_BOUND`.
+    pub certificate_bound: bool,
 }
 
 /// The audiences a client may ask for besides the default one, and their lifetimes.
@@ -169,6 +188,9 @@ impl TokenSettings {
             validity_seconds: i64::try_from(validity.as_secs()).unwrap_or(i64::MAX),
             audiences,
             jwks_uri: r.url(&JWKS_URI),
+            min_lifetime_seconds: i64::try_from(r.seconds(&MIN_LIFETIME).as_secs())
+                .unwrap_or(i64::MAX),
+            certificate_bound: r.flag(&CERTIFICATE_BOUND),
         }
     }
 }

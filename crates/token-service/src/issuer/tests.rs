@@ -31,6 +31,8 @@ fn issuer(validity_seconds: i64) -> IdTokenIssuer {
             audience: "https://audience.example.com".into(),
             validity_seconds,
             jwks_uri: None,
+            min_lifetime_seconds: 60,
+            certificate_bound: false,
         },
         ec_signer(),
         Clock::fixed(NOW),
@@ -183,6 +185,8 @@ fn discovery_without_keys_is_unavailable_with_the_signers_reason() {
                 audience: "https://audience.example.com".into(),
                 validity_seconds: 600,
                 jwks_uri: None,
+                min_lifetime_seconds: 60,
+                certificate_bound: false,
             },
             Arc::new(signer),
             Clock::fixed(NOW),
@@ -306,4 +310,47 @@ async fn the_most_specific_lifetime_wins() {
     let issued = service.issue(ISS, &client, deadline()).await.unwrap();
     assert_eq!(part(&issued.token, 1)["exp"], NOW + 900);
     assert_eq!(issued.expires_at, NOW + 900);
+}
+
+#[tokio::test]
+async fn the_certificates_not_after_caps_exp_and_a_nearly_expired_one_is_refused() {
+    let issuer = issuer(600);
+    let mut client = client_with_hostile_claims();
+    client.facts.not_after = Some(NOW + 200);
+    let issued = issuer.issue(ISS, &client, deadline()).await.unwrap();
+    assert_eq!(part(&issued.token, 1)["exp"], NOW + 200);
+    assert_eq!(issued.expires_at, NOW + 200);
+    assert_eq!(issued.issued_at, NOW);
+
+    // TOKEN_MIN_LIFETIME is 60 s here: 59 s left is refused, 60 s is issued.
+    client.facts.not_after = Some(NOW + 59);
+    let refused = issuer.issue(ISS, &client, deadline()).await.unwrap_err();
+    assert_eq!(refused.kind(), crate::error::Kind::UnauthorizedClient);
+    assert!(
+        refused
+            .message()
+            .contains("in 59 s, sooner than TOKEN_MIN_LIFETIME (60 s)")
+    );
+    client.facts.not_after = Some(NOW + 60);
+    let issued = issuer.issue(ISS, &client, deadline()).await.unwrap();
+    assert_eq!(issued.expires_at, NOW + 60);
+}
+
+#[test]
+fn x5t_s256_re_encodes_a_base64_sha256_digest_and_refuses_anything_else() {
+    let digest = [0xfb_u8; 32];
+    let expected = URL_SAFE_NO_PAD.encode(digest);
+    for form in [
+        STANDARD.encode(digest),
+        base64::engine::general_purpose::STANDARD_NO_PAD.encode(digest),
+        URL_SAFE_NO_PAD.encode(digest),
+    ] {
+        assert_eq!(
+            x5t_s256(&form).as_deref(),
+            Some(expected.as_str()),
+            "{form}"
+        );
+    }
+    assert_eq!(x5t_s256(&STANDARD.encode([1_u8; 20])), None);
+    assert_eq!(x5t_s256("not base64!"), None);
 }

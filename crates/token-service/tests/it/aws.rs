@@ -510,3 +510,45 @@ async fn the_readme_aws_request_gets_credentials() {
     );
     assert_eq!(emulator.aws_sessions()[0].role_arn, role);
 }
+
+/// [`ask`] for a certificate that the load balancer says expires `seconds` from now.
+async fn ask_expiring(server: &Server, body: &str, seconds: i64) -> (u16, Value, Option<String>) {
+    let at = (time::OffsetDateTime::now_utc() + time::Duration::seconds(seconds))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let response = common::token(server, body, &[("X-Client-Cert-Valid-Not-After", &at)]).await;
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap(), None)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_ends_with_the_certificate_and_one_expiring_too_soon_for_aws_is_refused() {
+    let s = setup(&[]).await;
+    // AWS's default hour, and an asked 1800 s, both capped at the certificate's 1500 s.
+    for more in ["", "&aws_duration_seconds=1800"] {
+        let (status, body, _) = ask_expiring(&s.server, &form(ROLE, more), 1500).await;
+        assert_eq!(status, 200, "{body}");
+        let session = s.emulator.aws_sessions().pop().unwrap();
+        let left = session.expiration - now();
+        assert!((1400..=1500).contains(&left), "{left}");
+    }
+    // Asked for less than the certificate has left: as asked.
+    let (status, body, _) =
+        ask_expiring(&s.server, &form(ROLE, "&aws_duration_seconds=900"), 1500).await;
+    assert_eq!(status, 200, "{body}");
+    let session = s.emulator.aws_sessions().pop().unwrap();
+    assert!((session.expiration - now() - 900).abs() < 60);
+
+    let before = s.emulator.aws_sessions().len();
+    let got = ask_expiring(&s.server, &form(ROLE, ""), 600).await;
+    assert_error(
+        &got,
+        403,
+        "unauthorized_client",
+        &[
+            "sooner than AWS's shortest session (DurationSeconds 900)",
+            "renew it",
+        ],
+    );
+    assert_eq!(s.emulator.aws_sessions().len(), before, "STS was called");
+}

@@ -667,3 +667,48 @@ where
     }
     out
 }
+
+/// The load balancer's not-after header for a certificate that expires `seconds` from now.
+fn not_after_in(seconds: i64) -> String {
+    (time::OffsetDateTime::now_utc() + time::Duration::seconds(seconds))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_impersonated_token_ends_with_the_certificate_and_is_not_shared_with_a_later_one() {
+    let s = setup(&[], |_| {}).await;
+    let long = not_after_in(86_400);
+    let ask = |not_after: String| {
+        let server = &s.server;
+        async move {
+            body(
+                token(
+                    server,
+                    &form(Some(SCOPE), Some(TARGET_SA)),
+                    &[("X-Client-Cert-Valid-Not-After", &not_after)],
+                )
+                .await,
+            )
+            .await
+        }
+    };
+    let (status, first, _) = ask(long.clone()).await;
+    assert_eq!(status, 200, "{first}");
+    let expires_in = first["expires_in"].as_i64().unwrap();
+    assert!(expires_in > 3500, "{first}");
+
+    // The same client with a certificate that expires in 20 minutes: not the cached
+    // hour-long token, but one that ends with this certificate.
+    let (status, second, _) = ask(not_after_in(1200)).await;
+    assert_eq!(status, 200, "{second}");
+    assert_ne!(second["access_token"], first["access_token"]);
+    let expires_in = second["expires_in"].as_i64().unwrap();
+    assert!((1100..=1200).contains(&expires_in), "{second}");
+    assert_eq!(s.emulator.calls("iam.generateAccessToken"), 2);
+
+    // The first certificate still gets its cached token.
+    let (_, third, _) = ask(long).await;
+    assert_eq!(third["access_token"], first["access_token"]);
+    assert_eq!(s.emulator.calls("iam.generateAccessToken"), 2);
+}

@@ -17,6 +17,7 @@ mod api;
 mod audience;
 mod aws;
 mod azure;
+mod cert_lifetime;
 mod cli;
 mod custom_flow;
 mod deploy;
