@@ -272,13 +272,30 @@ impl VerifiedChains {
             })?;
         let clock = *clock;
         let chain = normalised.chain;
+        let ocsp = trust.ocsp().cloned();
+        let asks = ocsp.is_some();
         let outcome = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            authenticate_chain(&material, &clock, attribute, &chain)
-                .map(|client| (client, material.verdict_valid_until(&chain)))
+            authenticate_chain(&material, &clock, attribute, &chain).map(|client| {
+                let until = material.verdict_valid_until(&chain);
+                // What OCSP asks about, found while the material is at hand.
+                let subject = asks.then(|| super::ocsp::Subject::of(&material, &chain));
+                (client, until, subject)
+            })
         })
         .await
         .map_err(|_| Failure::unauthorized("The client certificate could not be verified"))?;
+        // An accepted verdict holds no longer than the OCSP answer behind it.
+        let outcome = match (outcome, ocsp) {
+            (Ok((mut client, until, Some(subject))), Some(ocsp)) => {
+                match ocsp.check(subject, &mut client.facts, clock).await {
+                    Ok(answered) => Ok((client, until.min(answered))),
+                    Err(refusal) => Err(rejected(&client.facts, refusal)),
+                }
+            }
+            (Ok((client, until, _)), _) => Ok((client, until)),
+            (Err(refusal), _) => Err(refusal),
+        };
         match outcome {
             Ok((client, valid_until)) => {
                 if let Ok(mut accepted) = self.accepted.lock() {
@@ -293,6 +310,10 @@ impl VerifiedChains {
                     );
                 }
                 Ok(client)
+            }
+            // "Try again later" is not remembered: the OCSP check keeps its own brief answer.
+            Err(refusal) if matches!(refusal.kind(), crate::error::Kind::Unavailable { .. }) => {
+                Err(refusal)
             }
             Err(refusal) => {
                 if let Ok(mut refused) = self.refused.lock() {
