@@ -114,7 +114,7 @@ pub(super) fn digest(algorithm: ObjectIdentifier, data: &[u8]) -> Option<Vec<u8>
 }
 
 /// The first OCSP responder URL (http or https) of the certificate's AIA extension.
-fn responder_of(cert: &X509Certificate<'_>) -> Option<String> {
+pub(super) fn responder_of(cert: &X509Certificate<'_>) -> Option<String> {
     cert.extensions().iter().find_map(|e| {
         let ParsedExtension::AuthorityInfoAccess(aia) = e.parsed_extension() else {
             return None;
