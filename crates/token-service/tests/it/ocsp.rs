@@ -128,11 +128,13 @@ fn responder_cert(ca: &Ca, name: &str) -> (String, String) {
 /// Who answers at the responder.
 #[derive(Clone)]
 enum Answers {
-    /// `openssl ocsp` signs with this certificate and key (PEM files), after a pause.
+    /// `openssl ocsp` signs with this certificate and key (PEM files), after a pause, and
+    /// the HTTP answer says `Cache-Control: max-age` if given.
     Signed {
         cert: PathBuf,
         key: PathBuf,
         pause: Duration,
+        max_age: Option<u32>,
     },
     /// The request is read, and never answered.
     Never,
@@ -144,7 +146,7 @@ struct Responder {
     url: String,
     requests: Arc<AtomicUsize>,
     /// Keeps the CA database and the requests and answers.
-    _dir: Arc<tempfile::TempDir>,
+    dir: Arc<tempfile::TempDir>,
 }
 
 /// The CA database: the serials `good` valid, `revoked` revoked (keyCompromise).
@@ -193,7 +195,7 @@ impl Responder {
         Responder {
             url,
             requests,
-            _dir: dir,
+            dir,
         }
     }
 
@@ -203,6 +205,7 @@ impl Responder {
             cert: dir.join("ca.pem"),
             key: dir.join("ca.key"),
             pause: Duration::ZERO,
+            max_age: None,
         })
     }
 
@@ -215,6 +218,7 @@ impl Responder {
                 cert: dir.join("signer.pem"),
                 key: dir.join("signer.key"),
                 pause: Duration::ZERO,
+                max_age: None,
             }
         })
     }
@@ -263,13 +267,18 @@ fn serve(mut stream: std::net::TcpStream, count: &AtomicUsize, dir: &Path, answe
             .contains("content-type: application/ocsp-request"),
         "{head}"
     );
-    let (cert, key, pause) = match answers {
+    let (cert, key, pause, max_age) = match answers {
         Answers::Never => {
             // Holds the connection open, unanswered, longer than any timeout of the tests.
             std::thread::sleep(Duration::from_secs(60));
             return;
         }
-        Answers::Signed { cert, key, pause } => (cert, key, *pause),
+        Answers::Signed {
+            cert,
+            key,
+            pause,
+            max_age,
+        } => (cert, key, *pause, max_age),
     };
     std::thread::sleep(pause);
     let (req, resp) = (
@@ -300,8 +309,11 @@ fn serve(mut stream: std::net::TcpStream, count: &AtomicUsize, dir: &Path, answe
         String::from_utf8_lossy(&out.stderr)
     );
     let body = std::fs::read(&resp).unwrap();
+    let cache_control = max_age
+        .map(|s| format!("Cache-Control: max-age={s}\r\n"))
+        .unwrap_or_default();
     let head = format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: application/ocsp-response\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Type: application/ocsp-response\r\nContent-Length: {}\r\n{cache_control}Connection: close\r\n\r\n",
         body.len()
     );
     let _ = stream.write_all(head.as_bytes());
@@ -496,6 +508,31 @@ async fn the_responder_setting_overrides_the_aia_and_no_responder_is_no_answer()
     assert_issued(status, &body);
 }
 
+/// An accepted certificate is not trusted longer than its OCSP answer: once the answer's HTTP
+/// `max-age` (shorter than its nextUpdate) has passed, the next request asks again, and a
+/// revocation published meanwhile refuses it.
+#[tokio::test]
+async fn a_kept_acceptance_ends_with_its_ocsp_answer() {
+    let s = setup();
+    let responder = Responder::start(&s.ca, &index(&[GOOD], &[]), |dir| Answers::Signed {
+        cert: dir.join("ca.pem"),
+        key: dir.join("ca.key"),
+        pause: Duration::ZERO,
+        max_age: Some(1),
+    });
+    let good = client(&s.ca, "good", GOOD, Some(&responder.url));
+    let service = s.service(&[("TLS_CLIENT_OCSP", "required")]);
+    let (status, body) = s.token(&service, &good).await;
+    assert_issued(status, &body);
+    assert_eq!(responder.requests(), 1);
+    // The CA revokes the certificate; the kept answer and acceptance expire.
+    std::fs::write(responder.dir.path().join("index.txt"), index(&[], &[GOOD])).unwrap();
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let (status, body) = s.token(&service, &good).await;
+    assert_denied(status, &body, &["(serial 10:01)", "revoked (OCSP)"]);
+    assert_eq!(responder.requests(), 2);
+}
+
 /// `off` (the default) asks no responder: even a revoked certificate's token is issued.
 #[tokio::test]
 async fn off_makes_no_call() {
@@ -519,6 +556,7 @@ async fn one_exchange_per_certificate_is_in_flight() {
         cert: dir.join("ca.pem"),
         key: dir.join("ca.key"),
         pause: Duration::from_millis(500),
+        max_age: None,
     });
     let good = client(&s.ca, "good", GOOD, Some(&responder.url));
     let service = s.service(&[("TLS_CLIENT_OCSP", "required")]);
