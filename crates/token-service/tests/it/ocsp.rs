@@ -192,11 +192,7 @@ impl Responder {
                 std::thread::spawn(move || serve(stream, &count, files.path(), &answers));
             }
         });
-        Responder {
-            url,
-            requests,
-            dir,
-        }
+        Responder { url, requests, dir }
     }
 
     /// A responder whose answers `openssl ocsp` signs with the CA's own key.
