@@ -684,3 +684,45 @@ fn check_config_and_help_show_the_ocsp_settings() {
         assert!(help.contains(name), "{name} not in --help");
     }
 }
+
+/// The forwarded-cert flow verifies the certificate a proxy forwards, so OCSP applies there
+/// too: a revoked certificate is refused, a good one gets its token.
+#[tokio::test]
+async fn the_forwarded_cert_flow_checks_ocsp_too() {
+    use base64::Engine as _;
+    let s = setup();
+    let responder = Responder::signed_by_ca(&s.ca, &index(&[GOOD], &[REVOKED]));
+    let good = client(&s.ca, "good", GOOD, Some(&responder.url));
+    let revoked = client(&s.ca, "revoked", REVOKED, Some(&responder.url));
+    let files = tempfile::tempdir().unwrap();
+    let ca_file = support::temp_file(&files, "client-ca.pem", &s.ca.pem);
+    let server = support::Server::start(&[
+        ("AUTH_FLOWS", "forwarded-cert-client-credentials"),
+        ("TLS_CLIENT_CA_FILE", ca_file.to_str().unwrap()),
+        ("TRUSTED_PROXIES", "127.0.0.1/32"),
+        ("TLS_CLIENT_OCSP", "required"),
+    ]);
+    let post = |leaf: &Leaf| {
+        let header = format!(
+            ":{}:",
+            base64::engine::general_purpose::STANDARD.encode(&leaf.der)
+        );
+        support::client()
+            .post(server.url("/token"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("Client-Cert", header)
+            .body(GRANT)
+            .send()
+    };
+    let answer = post(&good).await.unwrap();
+    let status = answer.status().as_u16();
+    assert_issued(status, &answer.json().await.unwrap());
+    let answer = post(&revoked).await.unwrap();
+    let status = answer.status().as_u16();
+    assert_denied(
+        status,
+        &answer.json().await.unwrap(),
+        &["(serial 10:02)", "revoked (OCSP)"],
+    );
+    assert_eq!(responder.requests(), 2);
+}
