@@ -1,6 +1,7 @@
 //! Chain verification for every flow that sees the whole client certificate (TLS ended here,
 //! or a proxy forwarded it): normalise the chain, verify it against the trust material in
-//! force, derive the client, and remember the verdict so a client on a keep-alive connection
+//! force, derive the client, check it with OCSP when `TLS_CLIENT_OCSP` asks (`ocsp.rs`), and
+//! remember the verdict so a client on a keep-alive connection
 //! (or a proxy forwarding the same certificate) is not re-verified on every request.
 //! Verification runs on the blocking pool, bounded per trust material (so per application), so
 //! the async workers keep answering whatever chains arrive. Uses `model`, `clock`, `error` and the rest of `x509`;
@@ -180,8 +181,9 @@ impl<V> Bounded<V> {
 /// reordering a chain finds the same entry. A verdict only counts for the version of the trust
 /// material it was reached with (a reloaded CA bundle or CRL is a new version, so revocation
 /// bites at once); entries hold that version number, not the material, so superseded material
-/// is freed at once. An accepted chain counts within the certificate's validity period, a
-/// refused one for [`REFUSED_TTL`]. Both maps are bounded and forget their oldest entry when
+/// is freed at once. An accepted chain counts within the certificate's validity period (and,
+/// with `TLS_CLIENT_OCSP`, its OCSP answer's), a refused one for [`REFUSED_TTL`] (but a 503 of
+/// `TLS_CLIENT_OCSP=required` is not remembered here). Both maps are bounded and forget their oldest entry when
 /// full; only chains that verify enter the first, so no client can evict another's entry there
 /// without certificates of its own.
 ///

@@ -18,6 +18,9 @@ use super::request::{SHA1, Subject, digest};
 pub const SKEW: i64 = 120;
 /// How old a response without nextUpdate may be (its thisUpdate).
 pub const MAX_AGE_WITHOUT_NEXT_UPDATE: i64 = 24 * 3600;
+/// Certificates of a response that the responder ID names, tried as its signer at most (each
+/// costs a signature check).
+const MAX_CANDIDATES: usize = 4;
 
 /// What a verified response says about the certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,15 +180,16 @@ fn signer(basic: &BasicOcspResponse, subject: &Subject, now: i64) -> Result<Vec<
         .map(|(_, k)| k)
         .map_err(|_| Problem::Malformed("the issuing CA's key cannot be read".into()))?;
     let mut refused = None;
-    for cert in basic.certs.iter().flatten() {
-        let Ok(der) = cert.to_der() else { continue };
+    let named = basic.certs.iter().flatten().filter_map(|cert| {
+        let der = cert.to_der().ok()?;
+        let (_, parsed) = X509Certificate::from_der(&der).ok()?;
+        let key = &parsed.public_key().subject_public_key.data;
+        names(id, parsed.subject().as_raw(), key).then_some(der)
+    });
+    for der in named.take(MAX_CANDIDATES) {
         let Ok((_, cert)) = X509Certificate::from_der(&der) else {
             continue;
         };
-        let key = &cert.public_key().subject_public_key.data;
-        if !names(id, cert.subject().as_raw(), key) {
-            continue;
-        }
         match delegated(&cert, subject, &issuer_spki, now) {
             Ok(()) => return Ok(cert.public_key().raw.to_vec()),
             Err(why) => refused = Some(why),
