@@ -8,6 +8,9 @@
 //! all (it accepts and reads the request, and never answers: an unreachable responder that
 //! needs no port of anyone else's). The CA database is an `index.txt` with a good and a
 //! revoked certificate; the certificates carry an AIA OCSP URL pointing at the responder.
+//! (`openssl ocsp -port 0` does report its port, as `ACCEPT [::]:PORT`, but it binds every
+//! interface rather than loopback, and a server-mode responder could neither be counted nor
+//! told to stay silent.)
 //! The service runs with the mtls flow over real TLS.
 
 use std::io::{Read as _, Write as _};
