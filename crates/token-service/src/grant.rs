@@ -197,7 +197,9 @@ impl ClientCredentials {
                 return refused(failure);
             }
             Selected::Refused(flow, failure) => {
-                if requested.is_ok() {
+                // "Try again later" (an OCSP responder out of reach) is nothing the client did.
+                let unavailable = matches!(failure.kind(), Kind::Unavailable { .. });
+                if requested.is_ok() && !unavailable {
                     charge();
                 }
                 return Exchange {

@@ -407,15 +407,21 @@ async fn good_is_accepted_once_asked_and_revoked_is_refused_in_both_modes() {
 
 /// A responder that accepts the request and never answers: `when-available` accepts (and
 /// keeps that briefly: the next request does not wait again), `required` answers 503 with
-/// `Retry-After`, since the client can do nothing about it.
+/// `Retry-After`, since the client can do nothing about it (so it is no failed
+/// authentication of the client either: no 429 from `RATE_LIMIT_AUTH_FAILURES`).
 #[tokio::test]
 async fn an_unreachable_responder_is_accepted_when_available_and_503_when_required() {
     let s = setup();
     for mode in ["when-available", "required"] {
         let responder = Responder::start(&s.ca, &index(&[GOOD], &[]), |_| Answers::Never);
         let good = client(&s.ca, "good", GOOD, Some(&responder.url));
-        let service = s.service(&[("TLS_CLIENT_OCSP", mode), ("TLS_CLIENT_OCSP_TIMEOUT", "1")]);
-        for _ in 0..2 {
+        let service = s.service(&[
+            ("TLS_CLIENT_OCSP", mode),
+            ("TLS_CLIENT_OCSP_TIMEOUT", "1"),
+            ("RATE_LIMIT_AUTH_FAILURES", "1"),
+            ("RATE_LIMIT_AUTH_FAILURES_BURST", "1"),
+        ]);
+        for _ in 0..3 {
             let (status, retry_after, body) = s.token_answer(&service, &good).await;
             if mode == "when-available" {
                 assert_issued(status, &body);
