@@ -198,19 +198,12 @@ impl ClientCredentials {
             }
             Selected::Refused(flow, failure) => {
                 // "Try again later" (an OCSP responder out of reach) is nothing the client did.
-                let unavailable = matches!(failure.kind(), Kind::Unavailable { .. });
-                if requested.is_ok() && !unavailable {
+                if requested.is_ok() && !matches!(failure.kind(), Kind::Unavailable { .. }) {
                     charge();
                 }
-                return Exchange {
-                    flow: Some(flow.name.clone()),
-                    client_id: None,
-                    audience,
-                    aws_role_arn,
-                    azure,
-                    ocsp: None,
-                    result: Err(requested.err().unwrap_or(failure)),
-                };
+                let mut exchange = refused(requested.err().unwrap_or(failure));
+                exchange.flow = Some(flow.name.clone());
+                return exchange;
             }
             Selected::Client(flow, client) => (flow, client),
         };
