@@ -628,3 +628,77 @@ fn decisions_follow_the_mode() {
         );
     }
 }
+
+/// Serves each of `answers` (raw HTTP) to one connection in turn, on a port-0 listener it
+/// keeps; returns the URL and how many requests arrived.
+async fn http_server(answers: Vec<Vec<u8>>) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/ocsp", listener.local_addr().unwrap());
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = count.clone();
+    tokio::spawn(async move {
+        for answer in answers {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = stream.read(&mut buf).await.unwrap();
+                request.extend_from_slice(&buf[..n]);
+            }
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _ = stream.write_all(&answer).await;
+            let _ = stream.shutdown().await;
+        }
+    });
+    (url, count)
+}
+
+#[tokio::test]
+async fn the_exchange_refuses_redirects_and_large_answers_and_reads_max_age() {
+    let big = vec![0x30u8; fetch::MAX_RESPONSE + 1];
+    let chunked = {
+        let mut body = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        for _ in 0..17 {
+            body.extend_from_slice(b"1000\r\n");
+            body.extend_from_slice(&[0x30; 0x1000]);
+            body.extend_from_slice(b"\r\n");
+        }
+        body.extend_from_slice(b"0\r\n\r\n");
+        body
+    };
+    let (elsewhere, elsewhere_count) = http_server(vec![]).await;
+    let answers = vec![
+        format!("HTTP/1.1 302 Found\r\nLocation: {elsewhere}\r\nContent-Length: 0\r\n\r\n")
+            .into_bytes(),
+        [
+            format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", big.len()).into_bytes(),
+            big,
+        ]
+        .concat(),
+        chunked,
+        b"HTTP/1.1 200 OK\r\nCache-Control: public, max-age=120\r\nContent-Length: 2\r\n\r\n\x30\x00"
+            .to_vec(),
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n".to_vec(),
+    ];
+    let (url, count) = http_server(answers).await;
+    let http = fetch::client(Duration::from_secs(5)).unwrap();
+    let post = || fetch::post(&http, &url, vec![0x30, 0x00], Duration::from_secs(5));
+    assert_eq!(post().await.unwrap_err(), Problem::Http(302));
+    let Err(Problem::Malformed(why)) = post().await else {
+        panic!("a declared large answer was read");
+    };
+    assert!(why.contains("exceeds 65536 bytes"), "{why}");
+    let Err(Problem::Malformed(why)) = post().await else {
+        panic!("a chunked large answer was read");
+    };
+    assert!(why.contains("exceeds"), "{why}");
+    let fetched = post().await.unwrap();
+    assert_eq!(
+        (fetched.body, fetched.max_age),
+        (vec![0x30, 0x00], Some(120))
+    );
+    assert_eq!(post().await.unwrap_err(), Problem::Http(503));
+    assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 5);
+    assert_eq!(elsewhere_count.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
