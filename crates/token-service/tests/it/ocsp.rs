@@ -735,3 +735,26 @@ async fn the_forwarded_cert_flow_checks_ocsp_too() {
     );
     assert_eq!(responder.requests(), 2);
 }
+
+/// A certificate the responder does not know (not in its `index.txt`: status unknown) is no
+/// answer: accepted with `when-available`, refused with `required`.
+#[tokio::test]
+async fn status_unknown_is_no_answer() {
+    let s = setup();
+    let responder = Responder::signed_by_ca(&s.ca, &index(&[GOOD], &[]));
+    let stranger = client(&s.ca, "stranger", &[0x10, 0x05], Some(&responder.url));
+    let service = s.service(&[("TLS_CLIENT_OCSP", "when-available")]);
+    let (status, body) = s.token(&service, &stranger).await;
+    assert_issued(status, &body);
+    let service = s.service(&[("TLS_CLIENT_OCSP", "required")]);
+    let (status, body) = s.token(&service, &stranger).await;
+    assert_denied(
+        status,
+        &body,
+        &[
+            "(serial 10:05)",
+            "does not know the certificate (status unknown)",
+        ],
+    );
+    assert_eq!(responder.requests(), 2);
+}
