@@ -167,7 +167,10 @@ fn build_trust(
     let Some(settings) = &config.trust else {
         return Ok(None);
     };
-    let trust = Trust::load(settings.clone(), metrics.clone()).map_err(|e| vec![e.into()])?;
+    let ocsp = crate::x509::ocsp::Ocsp::new(&config.ocsp, metrics.clone()).map_err(|e| vec![e])?;
+    let trust = Trust::load(settings.clone(), metrics.clone())
+        .map_err(|e| vec![e.into()])?
+        .with_ocsp(ocsp);
     tracing::info!(
         event = "client_ca_loaded",
         "client trust material: {}",

@@ -44,7 +44,7 @@ pub fn table(registry: &FlowRegistry) -> Vec<Setting> {
         .iter()
         .flat_map(|s| s.settings.iter().copied())
         .collect();
-    let groups: [&[Setting]; 18] = [
+    let groups: [&[Setting]; 19] = [
         server::settings::LISTEN,
         &[crate::flows::AUTH_FLOWS],
         issuer::settings::TOKENS,
@@ -59,6 +59,7 @@ pub fn table(registry: &FlowRegistry) -> Vec<Setting> {
         &[K_SERVICE],
         tls::settings::LISTENER,
         x509::settings::TRUST,
+        x509::ocsp::settings::SETTINGS,
         tls::settings::RELOAD,
         x509::settings::CLIENT_ID,
         server::settings::ADMIN,
@@ -156,6 +157,8 @@ pub struct Config {
     pub tls: Option<crate::tls::TlsSettings>,
     /// Client trust material, when `TLS_CLIENT_CA_FILE` is set.
     pub trust: Option<crate::x509::TrustSettings>,
+    /// The OCSP check of verified client certificates.
+    pub ocsp: crate::x509::ocsp::OcspSettings,
     /// Client policy, when `POLICY_FILE` is set.
     pub policy: Option<PolicySettings>,
     /// Connection limits and shutdown timing.
@@ -186,6 +189,7 @@ pub fn load(values: Values, registry: &FlowRegistry) -> Result<Config, Vec<Start
     let tls = crate::tls::TlsSettings::read(&mut r);
     let reload = r.seconds(&crate::tls::settings::RELOAD_INTERVAL);
     let trust = crate::x509::TrustSettings::read(&mut r, reload);
+    let ocsp = crate::x509::ocsp::OcspSettings::read(&mut r, trust.is_some());
     crate::x509::settings::read_client_id(&mut r);
     let forwarded = forwarded_cert::ForwardedSettings::read(&mut r);
     let flow_settings = read_flow_settings(
@@ -222,6 +226,7 @@ pub fn load(values: Values, registry: &FlowRegistry) -> Result<Config, Vec<Start
         flow_settings,
         tls,
         trust,
+        ocsp,
         issuer: tokens.issuer,
         audience: tokens.audience,
         pool: tokens.pool,

@@ -46,6 +46,9 @@ pub struct Exchange {
     /// The Entra app and tenant the request named (`azure_client_id`, `azure_tenant_id`), for
     /// the log line.
     pub azure: Option<(String, String)>,
+    /// The OCSP outcome that let the client's certificate in (`TLS_CLIENT_OCSP`), for the log
+    /// line; a refusal by OCSP carries its own label.
+    pub ocsp: Option<String>,
     /// The tokens, or why there are none.
     pub result: Result<IssuedTokens, Failure>,
 }
@@ -173,6 +176,7 @@ impl ClientCredentials {
             audience: audience.clone(),
             aws_role_arn: aws_role_arn.clone(),
             azure: azure.clone(),
+            ocsp: None,
             result: Err(failure),
         };
         if let (Some(limits), Some(caller)) = (limits, caller)
@@ -193,17 +197,13 @@ impl ClientCredentials {
                 return refused(failure);
             }
             Selected::Refused(flow, failure) => {
-                if requested.is_ok() {
+                // "Try again later" (an OCSP responder out of reach) is nothing the client did.
+                if requested.is_ok() && !matches!(failure.kind(), Kind::Unavailable { .. }) {
                     charge();
                 }
-                return Exchange {
-                    flow: Some(flow.name.clone()),
-                    client_id: None,
-                    audience,
-                    aws_role_arn,
-                    azure,
-                    result: Err(requested.err().unwrap_or(failure)),
-                };
+                let mut exchange = refused(requested.err().unwrap_or(failure));
+                exchange.flow = Some(flow.name.clone());
+                return exchange;
             }
             Selected::Client(flow, client) => (flow, client),
         };
@@ -213,6 +213,7 @@ impl ClientCredentials {
             audience,
             aws_role_arn,
             azure,
+            ocsp: authenticated.facts.ocsp.clone(),
             result: Err(Failure::server("The token request was not answered")),
         };
         let asked = match requested {

@@ -88,6 +88,7 @@ pub struct Metrics {
     requests_rejected: Family<ResultLabel, Counter>,
     client_crls_expired: Gauge,
     connections_timed_out: Family<ResultLabel, Counter>,
+    client_ocsp_checks: Family<ResultLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -116,6 +117,7 @@ impl Metrics {
             requests_rejected: Family::default(),
             client_crls_expired: Gauge::default(),
             connections_timed_out: Family::default(),
+            client_ocsp_checks: Family::default(),
             registry: Registry::default(),
         };
         m.register_requests(&mut registry);
@@ -170,6 +172,11 @@ impl Metrics {
             "policy_decisions",
             "Client policy decisions",
             m.policy_decisions.clone(),
+        );
+        registry.register(
+            "client_ocsp_checks",
+            "OCSP decisions on verified client certificates: good, revoked, unavailable_accepted (TLS_CLIENT_OCSP=when-available) or unavailable_refused (required)",
+            m.client_ocsp_checks.clone(),
         );
     }
 
@@ -257,6 +264,14 @@ impl Metrics {
         let result = if ok { "ok" } else { "error" };
         self.reloads
             .get_or_create(&Reload { material, result })
+            .inc();
+    }
+
+    /// Counts an OCSP decision on a verified client certificate (`good`, `revoked`,
+    /// `unavailable_accepted`, `unavailable_refused`).
+    pub fn client_ocsp(&self, result: &'static str) {
+        self.client_ocsp_checks
+            .get_or_create(&ResultLabel { result })
             .inc();
     }
 

@@ -68,6 +68,9 @@ pub struct CertificateFacts {
     pub issuer_ca_sha256: Option<String>,
     /// The fingerprint of that CA certificate's re-signed twin (see `sha256_fingerprint_twin`).
     pub issuer_ca_sha256_twin: Option<String>,
+    /// The OCSP outcome that let the certificate in (`good`, `unavailable: ...`), when
+    /// `TLS_CLIENT_OCSP` asked: for the request's log line, never a claim.
+    pub ocsp: Option<String>,
 }
 
 /// A client that a flow has authenticated.

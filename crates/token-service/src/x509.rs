@@ -33,6 +33,7 @@ pub mod chain;
 mod error;
 mod facts;
 mod issuer;
+pub mod ocsp;
 pub mod revocation;
 pub mod spiffe;
 pub mod twin;
@@ -237,6 +238,8 @@ pub struct Trust {
     /// Chain verifications allowed to run at once for this material's users (see
     /// [`VerifiedChains`]): owned here, so two applications in one process bound theirs apart.
     verifications: Arc<tokio::sync::Semaphore>,
+    /// The OCSP check after each verified chain (`TLS_CLIENT_OCSP`), see [`ocsp`].
+    ocsp: Option<Arc<ocsp::Ocsp>>,
 }
 
 impl std::fmt::Debug for Trust {
@@ -266,6 +269,7 @@ impl Trust {
             versions: AtomicU64::new(1),
             metrics,
             verifications: Arc::new(tokio::sync::Semaphore::new(verify::concurrency())),
+            ocsp: None,
         })
     }
 

@@ -145,6 +145,8 @@ struct Line<'a> {
     azure_tenant_id: Option<&'a str>,
     /// The policy's decision behind issued tokens (a refusal carries it in its labels).
     decision: Option<&'a PolicyDecision>,
+    /// The OCSP outcome that let the certificate in (`TLS_CLIENT_OCSP`).
+    ocsp: Option<&'a str>,
     labels: &'a [(String, String)],
 }
 
@@ -170,6 +172,7 @@ impl<'a> Line<'a> {
                 azure_client_id: exchange.azure.as_ref().map(|(c, _)| c.as_str()),
                 azure_tenant_id: exchange.azure.as_ref().map(|(_, t)| t.as_str()),
                 decision: issued.decision.as_ref(),
+                ocsp: exchange.ocsp.as_deref(),
                 labels: &[],
             },
             Err(failure) => Self {
@@ -189,6 +192,7 @@ impl<'a> Line<'a> {
                 azure_client_id: exchange.azure.as_ref().map(|(c, _)| c.as_str()),
                 azure_tenant_id: exchange.azure.as_ref().map(|(_, t)| t.as_str()),
                 decision: None,
+                ocsp: exchange.ocsp.as_deref(),
                 labels: failure.labels(),
             },
         }
@@ -209,6 +213,7 @@ impl<'a> Line<'a> {
             azure_client_id: None,
             azure_tenant_id: None,
             decision: None,
+            ocsp: None,
             labels: &[],
         }
     }
@@ -274,6 +279,7 @@ fn log_line(line: &Line<'_>) {
             policy_decision = decision.map(|d| d.decision),
             policy_rule = decision.map(|d| d.rule.as_str()),
             policy_matched = decision.map(|d| d.matched.as_str()),
+            ocsp = line.ocsp,
             "issued a token to client '{client_id}' through {flow}"
         );
         return;
@@ -289,7 +295,7 @@ fn log_line(line: &Line<'_>) {
     if flow.is_empty() {
         tracing::warn!(event = line.event, outcome = line.outcome, audience = line.audience, aws_role_arn = line.aws_role_arn, azure_client_id = line.azure_client_id, azure_tenant_id = line.azure_tenant_id, reason, labels = %labels, "token request rejected: {reason}");
     } else {
-        tracing::warn!(event = line.event, outcome = line.outcome, flow, client_id, audience = line.audience, aws_role_arn = line.aws_role_arn, azure_client_id = line.azure_client_id, azure_tenant_id = line.azure_tenant_id, reason, labels = %labels, "{flow} refused the request: {reason}");
+        tracing::warn!(event = line.event, outcome = line.outcome, flow, client_id, audience = line.audience, aws_role_arn = line.aws_role_arn, azure_client_id = line.azure_client_id, azure_tenant_id = line.azure_tenant_id, ocsp = line.ocsp, reason, labels = %labels, "{flow} refused the request: {reason}");
     }
 }
 

@@ -29,6 +29,17 @@ impl CaCert {
         }
     }
 
+    /// Its subject name (DER): what OCSP's issuerNameHash hashes.
+    pub(super) fn subject(&self) -> &[u8] {
+        &self.subject
+    }
+
+    /// Its SubjectPublicKeyInfo (DER): the key of OCSP's issuerKeyHash and of the responses it
+    /// signs (or of the responder certificates it issues).
+    pub(super) fn spki(&self) -> &[u8] {
+        &self.spki
+    }
+
     /// Whether `other` is this certificate, in either signature encoding.
     fn same_certificate(&self, other: &CaCert) -> bool {
         other.sha256 == self.sha256 || self.twin.as_ref() == Some(&other.sha256)

@@ -1,6 +1,7 @@
 //! Chain verification for every flow that sees the whole client certificate (TLS ended here,
 //! or a proxy forwarded it): normalise the chain, verify it against the trust material in
-//! force, derive the client, and remember the verdict so a client on a keep-alive connection
+//! force, derive the client, check it with OCSP when `TLS_CLIENT_OCSP` asks (`ocsp.rs`), and
+//! remember the verdict so a client on a keep-alive connection
 //! (or a proxy forwarding the same certificate) is not re-verified on every request.
 //! Verification runs on the blocking pool, bounded per trust material (so per application), so
 //! the async workers keep answering whatever chains arrive. Uses `model`, `clock`, `error` and the rest of `x509`;
@@ -180,8 +181,9 @@ impl<V> Bounded<V> {
 /// reordering a chain finds the same entry. A verdict only counts for the version of the trust
 /// material it was reached with (a reloaded CA bundle or CRL is a new version, so revocation
 /// bites at once); entries hold that version number, not the material, so superseded material
-/// is freed at once. An accepted chain counts within the certificate's validity period, a
-/// refused one for [`REFUSED_TTL`]. Both maps are bounded and forget their oldest entry when
+/// is freed at once. An accepted chain counts within the certificate's validity period (and,
+/// with `TLS_CLIENT_OCSP`, its OCSP answer's), a refused one for [`REFUSED_TTL`] (but a 503 of
+/// `TLS_CLIENT_OCSP=required` is not remembered here). Both maps are bounded and forget their oldest entry when
 /// full; only chains that verify enter the first, so no client can evict another's entry there
 /// without certificates of its own.
 ///
@@ -272,13 +274,30 @@ impl VerifiedChains {
             })?;
         let clock = *clock;
         let chain = normalised.chain;
+        let ocsp = trust.ocsp().cloned();
+        let asks = ocsp.is_some();
         let outcome = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            authenticate_chain(&material, &clock, attribute, &chain)
-                .map(|client| (client, material.verdict_valid_until(&chain)))
+            authenticate_chain(&material, &clock, attribute, &chain).map(|client| {
+                let until = material.verdict_valid_until(&chain);
+                // What OCSP asks about, found while the material is at hand.
+                let subject = asks.then(|| super::ocsp::Subject::of(&material, &chain));
+                (client, until, subject)
+            })
         })
         .await
         .map_err(|_| Failure::unauthorized("The client certificate could not be verified"))?;
+        // An accepted verdict holds no longer than the OCSP answer behind it.
+        let outcome = match (outcome, ocsp) {
+            (Ok((mut client, until, Some(subject))), Some(ocsp)) => {
+                match ocsp.check(subject, &mut client.facts, clock).await {
+                    Ok(answered) => Ok((client, until.min(answered))),
+                    Err(refusal) => Err(rejected(&client.facts, refusal)),
+                }
+            }
+            (Ok((client, until, _)), _) => Ok((client, until)),
+            (Err(refusal), _) => Err(refusal),
+        };
         match outcome {
             Ok((client, valid_until)) => {
                 if let Ok(mut accepted) = self.accepted.lock() {
@@ -293,6 +312,10 @@ impl VerifiedChains {
                     );
                 }
                 Ok(client)
+            }
+            // "Try again later" is not remembered: the OCSP check keeps its own brief answer.
+            Err(refusal) if matches!(refusal.kind(), crate::error::Kind::Unavailable { .. }) => {
+                Err(refusal)
             }
             Err(refusal) => {
                 if let Ok(mut refused) = self.refused.lock() {

@@ -26,6 +26,7 @@ mod forwarded;
 mod google;
 mod google_auth_interop;
 mod layout;
+mod ocsp;
 mod policy;
 mod policy_examples;
 mod production;
