@@ -196,6 +196,9 @@ pub struct VerifiedChains {
     refused: std::sync::Mutex<Bounded<Refused>>,
 }
 
+/// What verifying a chain came to: the client and until when that holds, or the refusal.
+type Verdict = Result<(AuthenticatedClient, i64), Failure>;
+
 /// A refused chain: trust version, when, and the refusal (with the certificate's facts).
 type Refused = (u64, crate::clock::Instant, Failure);
 
@@ -259,26 +262,18 @@ impl VerifiedChains {
         if let Some(refusal) = self.refused(&key, material.version) {
             return Err(refusal);
         }
-        let version = material.version;
-        // The permit moves into the task: it is held until the work ends, even when the
-        // request stops waiting for it (deadline).
-        let permit = trust
-            .verifications()
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| {
-                Failure::unauthorized("The client certificate could not be verified now")
-            })?;
-        let clock = *clock;
-        let chain = normalised.chain;
-        let outcome = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            authenticate_chain(&material, &clock, attribute, &chain)
-                .map(|client| (client, material.verdict_valid_until(&chain)))
-        })
-        .await
-        .map_err(|_| Failure::unauthorized("The client certificate could not be verified"))?;
+        let (mut version, mut outcome, points) =
+            Self::verify_now(trust, material, clock, attribute, normalised.chain.clone()).await?;
+        if !points.is_empty() {
+            // Distribution points of a chain whose issuers are trusted: fetched once, then the
+            // chain is judged again against the material that holds their CRLs.
+            trust.fetch_points(points).await;
+            let material = trust.current();
+            if material.version != version {
+                (version, outcome, _) =
+                    Self::verify_now(trust, material, clock, attribute, normalised.chain).await?;
+            }
+        }
         match outcome {
             Ok((client, valid_until)) => {
                 if let Ok(mut accepted) = self.accepted.lock() {
@@ -301,6 +296,38 @@ impl VerifiedChains {
                 Err(refusal)
             }
         }
+    }
+
+    /// [`authenticate_chain`] on a blocking thread under a permit, with the version of the
+    /// material used and the CRL distribution points of the chain still to fetch.
+    async fn verify_now(
+        trust: &Arc<Trust>,
+        material: Arc<TrustMaterial>,
+        clock: &Clock,
+        attribute: ClientIdAttribute,
+        chain: Vec<Vec<u8>>,
+    ) -> Result<(u64, Verdict, Vec<super::crl_fetch::cdp::Point>), Failure> {
+        let version = material.version;
+        // The permit moves into the task: it is held until the work ends, even when the
+        // request stops waiting for it (deadline).
+        let permit = trust
+            .verifications()
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| {
+                Failure::unauthorized("The client certificate could not be verified now")
+            })?;
+        let (clock, trust) = (*clock, trust.clone());
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let outcome = authenticate_chain(&material, &clock, attribute, &chain)
+                .map(|client| (client, material.verdict_valid_until(&chain)));
+            let points = trust.crl_points(&material, &chain);
+            (version, outcome, points)
+        })
+        .await
+        .map_err(|_| Failure::unauthorized("The client certificate could not be verified"))
     }
 
     fn accepted(
