@@ -142,18 +142,26 @@ impl TrustMaterial {
             .iter()
             .map(|c| CertificateDer::from(c.as_slice()))
             .collect();
-        self.verifier
+        let verified = self
+            .verifier
             .verify_client_cert(&leaf_der, &intermediates, now)
-            .map(|_| ())
-            .map_err(|e| match e {
-                rustls::Error::InvalidCertificate(CertificateError::Revoked) => {
-                    self.describe_revoked(chain)
-                }
-                rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => self
-                    .revoked_issuer(chain)
-                    .unwrap_or_else(|| describe(&e, self.policy)),
-                e => describe(&e, self.policy),
-            })
+            .map(|_| ());
+        // Without any CRL the verifier checks no revocation at all; with CRLs from URLs that
+        // have not come in yet, TLS_CLIENT_CRL_REQUIRED=true still means "refuse".
+        if verified.is_ok() && self.policy.required && self.crls.is_empty() {
+            let unknown =
+                rustls::Error::InvalidCertificate(CertificateError::UnknownRevocationStatus);
+            return Err(describe(&unknown, self.policy));
+        }
+        verified.map_err(|e| match e {
+            rustls::Error::InvalidCertificate(CertificateError::Revoked) => {
+                self.describe_revoked(chain)
+            }
+            rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => self
+                .revoked_issuer(chain)
+                .unwrap_or_else(|| describe(&e, self.policy)),
+            e => describe(&e, self.policy),
+        })
     }
 
     /// Logs (once per CRL and material) and counts the CRLs past their nextUpdate at `now`.

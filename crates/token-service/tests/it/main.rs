@@ -18,6 +18,7 @@ mod audience;
 mod aws;
 mod azure;
 mod cli;
+mod crl_fetch;
 mod custom_flow;
 mod deploy;
 mod doctor;
