@@ -727,3 +727,88 @@ async fn of_two_crls_of_one_ca_in_the_file_the_newer_wins_wherever_it_stands() {
     let (status, body) = token_with(&pki, &service, &leaf).await;
     assert_refused(status, &body, REVOKED);
 }
+
+/// `check-config` (the binary: its output is the subject) shows the settings with their
+/// defaults, the sources and each cached CRL, and fetches nothing.
+#[tokio::test]
+async fn check_config_reports_the_revocation_sources_and_fetches_nothing() {
+    let (pki, ca, server) = (Pki::new(), TestCa::root("Report CA"), CrlServer::start());
+    let leaf = ca.leaf("leaf", None, &[]);
+    server.serve("/ca.crl", ca.day_crl(&[&leaf], 7));
+    let url = server.url("/ca.crl");
+    let cache = tempfile::tempdir().unwrap();
+    let cache_dir = cache.path().join("crls").display().to_string();
+    let service = start(
+        &pki,
+        &ca,
+        None,
+        &[
+            ("TLS_CLIENT_CRL_URLS", &url),
+            ("TLS_CLIENT_CRL_CACHE_DIR", &cache_dir),
+        ],
+    );
+    until_status(&pki, &service, &leaf, 403).await;
+    let hits = server.total_hits();
+    let path = |name: &str| service.files.path().join(name).display().to_string();
+    let output = std::process::Command::new(crate::support::BIN)
+        .arg("check-config")
+        .env_clear()
+        .env("TOKEN_ISSUER", "https://token-service.test")
+        .env("TOKEN_AUDIENCE", crate::support::AUDIENCE)
+        .env("DATA_DIR", cache.path().join("data"))
+        .env("AUTH_FLOWS", "mtls-client-credentials")
+        .env("TLS_CERT_FILE", path("server.pem"))
+        .env("TLS_KEY_FILE", path("server.key"))
+        .env("TLS_CLIENT_CA_FILE", path("client-ca.pem"))
+        .env("TLS_CLIENT_CRL_URLS", &url)
+        .env("TLS_CLIENT_CRL_FOLLOW_CDP", "true")
+        .env("TLS_CLIENT_CRL_CACHE_DIR", &cache_dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for (name, value) in [
+        ("TLS_CLIENT_CRL_URLS", url.as_str()),
+        ("TLS_CLIENT_CRL_FOLLOW_CDP", "true"),
+        ("TLS_CLIENT_CRL_CACHE_DIR", cache_dir.as_str()),
+        ("TLS_CLIENT_CRL_MAX_BYTES", "8388608"),
+        ("TLS_CLIENT_CRL_MAX_URLS", "16"),
+        ("TLS_CLIENT_CRL_FETCH_TIMEOUT", "5"),
+    ] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with(name) && l.contains(value)),
+            "no {name} {value}:\n{stdout}"
+        );
+    }
+    for expected in [
+        "revocation: CRL file: none".to_owned(),
+        format!("revocation: CRL URLs: {url}"),
+        "revocation: follow CRL distribution points: on".to_owned(),
+        format!(
+            "revocation: CRL cache folder: '{cache_dir}'; limits: 16 URLs, 8388608 bytes per CRL, 5 s per fetch"
+        ),
+        format!("revocation: URL {url} (TLS_CLIENT_CRL_URLS): in force"),
+    ] {
+        assert!(
+            stdout.lines().any(|l| l == expected),
+            "no line {expected:?}:\n{stdout}"
+        );
+    }
+    let crl_line = stdout
+        .lines()
+        .find(|l| l.starts_with("revocation: CRL of '") && l.contains(&format!("from {url}:")))
+        .unwrap_or_else(|| panic!("no line of the cached CRL:\n{stdout}"));
+    assert!(crl_line.contains("Report CA"), "{crl_line}");
+    assert!(
+        crl_line.contains("thisUpdate 20") && crl_line.contains("nextUpdate 20"),
+        "{crl_line}"
+    );
+    assert!(crl_line.ends_with("CRL number 7"), "{crl_line}");
+    assert_eq!(server.total_hits(), hits, "check-config fetched a CRL");
+}
