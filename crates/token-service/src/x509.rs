@@ -1,6 +1,7 @@
 //! Client-certificate verification and facts, shared by every flow that sees the certificate
 //! itself (TLS terminated here, or forwarded whole by a proxy): the chain is verified against
-//! the client CA bundle and CRLs (`TLS_CLIENT_CA_FILE`, `TLS_CLIENT_CRL_FILE`), its validity and
+//! the client CA bundle and CRLs (`TLS_CLIENT_CA_FILE`, `TLS_CLIENT_CRL_FILE`, and CRLs fetched
+//! from `TLS_CLIENT_CRL_URLS` and distribution points, see `crl_fetch.rs`), its validity and
 //! the clientAuth extended key usage, on every request and against the trust material current at
 //! that moment, so a newly loaded CRL bites at once even on resumed TLS sessions.
 //!

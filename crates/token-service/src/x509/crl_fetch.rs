@@ -194,7 +194,8 @@ impl CrlFetcher {
                     let entry = entries
                         .entry(c.url.clone())
                         .or_insert_with(|| Entry::new(c.origin, c.issuers.clone(), now));
-                    entry.due = schedule::refresh_at(now, info.next_update).min(entry.due.max(now));
+                    // Fetched again at once all the same: the copy may be old.
+                    entry.due = now;
                     entry.crl = Some(c.der);
                     entry.attempted = true;
                     tracing::info!(event = "client_crl_cached", url = %c.url, issuer = %info.issuer, "read the CRL of '{}' from {} out of TLS_CLIENT_CRL_CACHE_DIR", info.issuer, c.url);

@@ -33,6 +33,8 @@ enum Reply {
     Body(Vec<u8>),
     Slow(Duration, Vec<u8>),
     Redirect(String),
+    /// In chunks of 1 KiB without Content-Length.
+    Chunked(Vec<u8>),
 }
 
 #[derive(Default)]
@@ -62,6 +64,11 @@ async fn answer(State(served): State<Arc<Served>>, uri: Uri) -> Response {
             body.into_response()
         }
         Some(Reply::Redirect(to)) => (StatusCode::FOUND, [(header::LOCATION, to)]).into_response(),
+        Some(Reply::Chunked(body)) => {
+            let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+                body.chunks(1024).map(|c| Ok(c.to_vec())).collect();
+            axum::body::Body::from_stream(futures_util::stream::iter(chunks)).into_response()
+        }
         None => StatusCode::NOT_FOUND.into_response(),
     }
 }
@@ -616,6 +623,25 @@ async fn a_crl_larger_than_the_cap_is_refused() {
     id_token(status, &body);
     assert_eq!(server.hits("/big.crl"), 1);
     let uncapped = start(&pki, &ca, None, &[follow]);
+    let (status, body) = token_with(&pki, &uncapped, &leaf).await;
+    assert_refused(status, &body, REVOKED);
+    // The same without Content-Length: the body is dropped once over the cap.
+    let url = server.url("/chunked.crl");
+    let leaf = ca.leaf("chunked", Some(&url), &[]);
+    let mut serials: Vec<Vec<u8>> = (0..200u32)
+        .map(|n| (0x7100_0000 + n).to_be_bytes().to_vec())
+        .collect();
+    serials.push(leaf.spec.serial.clone());
+    let big = ca.crl_of(
+        &serials,
+        2, // newer than the CRL of /big.crl, which the uncapped service holds
+        time::Duration::minutes(1),
+        time::Duration::days(1),
+    );
+    server.set("/chunked.crl", Reply::Chunked(big));
+    let (status, body) = token_with(&pki, &capped, &leaf).await;
+    id_token(status, &body);
+    assert_eq!(server.hits("/chunked.crl"), 1);
     let (status, body) = token_with(&pki, &uncapped, &leaf).await;
     assert_refused(status, &body, REVOKED);
 }

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::CrlFetcher;
 use super::cdp::Point;
-use super::{CrlFetcher, Origin};
 use crate::tasks::Background;
 use crate::x509::{Trust, TrustMaterial};
 
@@ -145,10 +145,7 @@ impl Trust {
                     (Some(_), None) => "in force".to_owned(),
                     (None, None) => "not fetched yet".to_owned(),
                 };
-                let origin = match e.origin {
-                    Origin::Configured => "TLS_CLIENT_CRL_URLS",
-                    Origin::Cdp => "distribution point",
-                };
+                let origin = e.origin.name();
                 lines.push(format!("revocation: URL {url} ({origin}): {state}"));
             }
         }
