@@ -838,3 +838,133 @@ async fn check_config_reports_the_revocation_sources_and_fetches_nothing() {
     assert!(crl_line.ends_with("CRL number 7"), "{crl_line}");
     assert_eq!(server.total_hits(), hits, "check-config fetched a CRL");
 }
+
+/// A leaf's point names its CA's CRL, here an intermediate outside the bundle that the client
+/// sends: the CRL must carry that intermediate's signature, and a restart with the CRL server
+/// down has it from the cache (its issuer path checked again against the bundle).
+#[tokio::test]
+async fn a_leafs_point_names_the_crl_of_the_intermediate_that_issued_it() {
+    let (pki, root, server) = (
+        Pki::new(),
+        TestCa::root("Leaf CDP Root"),
+        CrlServer::start(),
+    );
+    let intermediate = root.intermediate("Leaf CDP Intermediate", None);
+    let url = server.url("/intermediate.crl");
+    let revoked = intermediate.leaf("revoked", Some(&url), &[&intermediate]);
+    let good = intermediate.leaf("good", Some(&url), &[&intermediate]);
+    // Signed by the root, not by the intermediate: refused, so the leaf passes.
+    let wrong_signer = TestCa::root("Leaf CDP Intermediate");
+    server.serve("/intermediate.crl", wrong_signer.day_crl(&[&revoked], 1));
+    let cache = tempfile::tempdir().unwrap();
+    let cache_dir = cache.path().join("crls").display().to_string();
+    let settings = [
+        ("TLS_CLIENT_CRL_FOLLOW_CDP", "true"),
+        ("TLS_CLIENT_CRL_CACHE_DIR", cache_dir.as_str()),
+    ];
+    let service = start(&pki, &root, None, &settings);
+    let (status, body) = token_with(&pki, &service, &revoked).await;
+    id_token(status, &body);
+    drop(service);
+    server.serve("/intermediate.crl", intermediate.day_crl(&[&revoked], 2));
+    let service = start(&pki, &root, None, &settings);
+    let (status, body) = token_with(&pki, &service, &revoked).await;
+    assert_refused(status, &body, REVOKED);
+    let (status, body) = token_with(&pki, &service, &good).await;
+    id_token(status, &body);
+    drop(service);
+    drop(server);
+    let service = start(&pki, &root, None, &settings);
+    let (status, body) = token_with(&pki, &service, &revoked).await;
+    assert_refused(status, &body, REVOKED);
+}
+
+/// The binary's log (the process is the subject): one line per fetch and per failure, with
+/// the URL and the reason, and the failures counted in /metrics.
+#[tokio::test]
+async fn fetches_and_failures_are_logged_and_counted() {
+    let (pki, ca, server) = (Pki::new(), TestCa::root("Log CA"), CrlServer::start());
+    let leaf = ca.leaf("leaf", None, &[]);
+    server.serve("/ca.crl", ca.day_crl(&[&leaf], 1));
+    let (good, missing) = (server.url("/ca.crl"), server.url("/missing.crl"));
+    let urls = format!("{good},{missing}");
+    let service = TlsService::start_process(
+        &pki,
+        &ca.pem,
+        None,
+        &[
+            ("TLS_CLIENT_CRL_URLS", &urls),
+            ("TLS_CLIENT_CRL_CACHE_DIR", "crls"),
+        ],
+    );
+    let fetched = service.wait_for_event("client_crl_fetched", 0).await;
+    assert_eq!(fetched["url"], good.as_str(), "{fetched}");
+    assert_eq!(fetched["crl_number"], "1", "{fetched}");
+    let failed = service.wait_for_event("client_crl_fetch_failed", 0).await;
+    assert_eq!(failed["url"], missing.as_str(), "{failed}");
+    assert_eq!(failed["reason"], "answered HTTP 404", "{failed}");
+    until_status(&pki, &service, &leaf, 403).await;
+    let metrics = https_client(&pki.root.pem, None)
+        .get(service.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for result in ["ok", "error"] {
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with("token_service_reloads_total")
+                    && l.contains("material=\"client_crl_url\"")
+                    && l.contains(&format!("result=\"{result}\""))),
+            "{metrics}"
+        );
+    }
+    // No line per request.
+    let lines = service.server.logs();
+    let fetch_lines = lines
+        .lines()
+        .filter(|l| l.contains("client_crl_fetched"))
+        .count();
+    assert_eq!(fetch_lines, 1, "{lines}");
+}
+
+/// Startup refuses URLs it would never fetch, naming the setting.
+#[test]
+fn urls_other_than_http_and_more_urls_than_the_limit_stop_startup() {
+    let (pki, ca) = (Pki::new(), TestCa::root("Startup CA"));
+    let (status, printed) = TlsService::start_expecting_failure(
+        &pki,
+        &ca.pem,
+        None,
+        &[(
+            "TLS_CLIENT_CRL_URLS",
+            "ldap://ldap.example.com/cn=CA?certificateRevocationList",
+        )],
+    );
+    assert_eq!(status.code(), Some(2), "{printed}");
+    assert!(
+        printed.contains("TLS_CLIENT_CRL_URLS: 'ldap://ldap.example.com/cn=CA?certificateRevocationList' is not valid: only http and https are fetched"),
+        "{printed}"
+    );
+    let (status, printed) = TlsService::start_expecting_failure(
+        &pki,
+        &ca.pem,
+        None,
+        &[
+            (
+                "TLS_CLIENT_CRL_URLS",
+                "http://a.example/1.crl,http://a.example/2.crl",
+            ),
+            ("TLS_CLIENT_CRL_MAX_URLS", "1"),
+        ],
+    );
+    assert_eq!(status.code(), Some(2), "{printed}");
+    assert!(
+        printed
+            .contains("TLS_CLIENT_CRL_MAX_URLS: 1 is fewer than the 2 URLs of TLS_CLIENT_CRL_URLS"),
+        "{printed}"
+    );
+}
