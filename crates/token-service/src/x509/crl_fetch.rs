@@ -456,3 +456,6 @@ pub fn check(
         }
     })
 }
+
+#[cfg(test)]
+mod tests;
