@@ -391,7 +391,8 @@ impl Trust {
 
     /// Notes CRLs that expire between reloads: every `TLS_RELOAD_INTERVAL`, logs each newly
     /// expired one once (`client_crl_expired`) and counts them, as a load or reload does. Token
-    /// requests never do it (they only verify). Nothing to do without `TLS_CLIENT_CRL_FILE`.
+    /// requests never do it (they only verify). Nothing to do without `TLS_CLIENT_CRL_FILE` or
+    /// fetched CRLs.
     pub fn watch_expiry(self: &Arc<Self>, background: &crate::tasks::Background, clock: Clock) {
         if self.settings.crl_file.is_none() && !self.settings.fetch.enabled() {
             return;
