@@ -57,6 +57,9 @@ pub struct RevocationPolicy {
     /// `TLS_CLIENT_CRL_REQUIRED`: every CA that issued a certificate of the chain must have a
     /// CRL; without one the certificate is refused.
     pub required: bool,
+    /// Whether CRLs also come from URLs or distribution points (`TLS_CLIENT_CRL_URLS`,
+    /// `TLS_CLIENT_CRL_FOLLOW_CDP`), for the sentences that name where CRLs come from.
+    pub fetched: bool,
 }
 
 impl RevocationPolicy {

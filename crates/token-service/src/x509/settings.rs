@@ -67,6 +67,10 @@ impl TrustSettings {
         let crl_file = r.path(&CRL_FILE);
         let data_dir = r.path(&crate::signer::settings::DATA_DIR);
         let fetch = FetchSettings::read(r, data_dir);
+        let revocation = RevocationPolicy {
+            fetched: fetch.enabled(),
+            ..revocation
+        };
         if revocation.required && crl_file.is_none() && !fetch.enabled() {
             r.fail(
                 CRL_REQUIRED.name,

@@ -99,6 +99,9 @@ pub(super) fn describe(e: &rustls::Error, policy: RevocationPolicy) -> Refusal {
             }
             CertificateError::BadSignature => "has an invalid signature".to_owned(),
             CertificateError::BadEncoding => "cannot be parsed".to_owned(),
+            CertificateError::UnknownRevocationStatus if policy.required && policy.fetched => {
+                "has an unknown revocation status: no CRL of a CA of its chain is in force (from TLS_CLIENT_CRL_FILE, TLS_CLIENT_CRL_URLS or a distribution point), which TLS_CLIENT_CRL_REQUIRED=true requires".to_owned()
+            }
             CertificateError::UnknownRevocationStatus if policy.required => {
                 "has an unknown revocation status: TLS_CLIENT_CRL_FILE holds no CRL of a CA of its chain, which TLS_CLIENT_CRL_REQUIRED=true requires".to_owned()
             }

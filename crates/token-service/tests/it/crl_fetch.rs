@@ -331,7 +331,7 @@ fn pem_crl(der: &[u8]) -> String {
     crate::support::pem("X509 CRL", der)
 }
 
-const UNKNOWN_STATUS: &str = "The client certificate has an unknown revocation status: TLS_CLIENT_CRL_FILE holds no CRL of a CA of its chain, which TLS_CLIENT_CRL_REQUIRED=true requires";
+const UNKNOWN_STATUS: &str = "The client certificate has an unknown revocation status: no CRL of a CA of its chain is in force (from TLS_CLIENT_CRL_FILE, TLS_CLIENT_CRL_URLS or a distribution point), which TLS_CLIENT_CRL_REQUIRED=true requires";
 
 /// The status and body of a token request with `leaf`.
 async fn token_with(pki: &Pki, service: &TlsService, leaf: &Leaf) -> (u16, serde_json::Value) {
