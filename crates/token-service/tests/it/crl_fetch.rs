@@ -968,3 +968,46 @@ fn urls_other_than_http_and_more_urls_than_the_limit_stop_startup() {
         "{printed}"
     );
 }
+
+/// The README's `check-config` command for fetched CRLs runs as written (the binary on PATH,
+/// in an empty folder).
+#[test]
+fn the_readmes_revocation_command_runs_as_written() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let section = &readme[readme.find("### CRLs").unwrap()..];
+    let block = section
+        .split("```")
+        .skip(1)
+        .step_by(2)
+        .map(|b| b.trim_start_matches("sh").trim().to_owned())
+        .find(|b| b.contains("TLS_CLIENT_CRL_URLS="))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let bin_dir = std::path::Path::new(crate::support::BIN).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let output = std::process::Command::new("sh")
+        .args(["-e", "-c", &block])
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for line in [
+        "revocation: CRL URLs: http://crl.example.com/root.crl, http://crl.example.com/issuing.crl",
+        "revocation: follow CRL distribution points: on",
+        "configuration is valid",
+    ] {
+        assert!(stdout.lines().any(|l| l == line), "no {line:?}:\n{stdout}");
+    }
+}
