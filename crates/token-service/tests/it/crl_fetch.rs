@@ -480,14 +480,14 @@ async fn the_distribution_point_of_an_untrusted_certificate_is_never_fetched() {
 async fn the_refresher_replaces_a_crl_before_its_next_update() {
     let (pki, ca, server) = (Pki::new(), TestCa::root("Refresh CA"), CrlServer::start());
     let leaf = ca.leaf("leaf", None, &[]);
-    let first_next_update = now() + time::Duration::seconds(14);
+    let first_next_update = now() + time::Duration::seconds(20);
     server.serve(
         "/ca.crl",
         ca.crl(
             &[],
             1,
             time::Duration::seconds(1),
-            time::Duration::seconds(14),
+            time::Duration::seconds(20),
         ),
     );
     let url = server.url("/ca.crl");
