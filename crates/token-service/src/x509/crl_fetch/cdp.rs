@@ -62,6 +62,7 @@ pub fn unknown_points(
         .enumerate()
         .filter_map(|(i, der)| X509Certificate::from_der(der).ok().map(|(_, c)| (i, c)))
         .collect();
+    let mut anchors: Option<Vec<(&Vec<u8>, X509Certificate<'_>)>> = None;
     let mut points: Vec<Point> = Vec::new();
     for (i, cert) in &parsed {
         let wanted: Vec<String> = urls(cert, max)
@@ -71,7 +72,14 @@ pub fn unknown_points(
         if wanted.is_empty() {
             continue;
         }
-        let Some(issuers) = issuer_path(*i, cert, &parsed, chain, bundle, super::MAX_DEPTH) else {
+        // The bundle is parsed once, and only for a chain that names unknown points.
+        let anchors = anchors.get_or_insert_with(|| {
+            bundle
+                .iter()
+                .filter_map(|der| X509Certificate::from_der(der).ok().map(|(_, c)| (der, c)))
+                .collect()
+        });
+        let Some(issuers) = issuer_path(*i, cert, &parsed, chain, anchors, super::MAX_DEPTH) else {
             continue;
         };
         for url in wanted {
@@ -94,15 +102,12 @@ fn issuer_path(
     cert: &X509Certificate<'_>,
     parsed: &[(usize, X509Certificate<'_>)],
     chain: &[Vec<u8>],
-    bundle: &[Vec<u8>],
+    anchors: &[(&Vec<u8>, X509Certificate<'_>)],
     depth: usize,
 ) -> Option<Vec<Vec<u8>>> {
-    for der in bundle {
-        let Ok((_, anchor)) = X509Certificate::from_der(der) else {
-            continue;
-        };
-        if signed_by(cert, &anchor) {
-            return Some(vec![der.clone()]);
+    for (der, anchor) in anchors {
+        if signed_by(cert, anchor) {
+            return Some(vec![(*der).clone()]);
         }
     }
     if depth == 0 {
@@ -113,7 +118,7 @@ fn issuer_path(
             continue;
         }
         let der = chain.get(*j)?;
-        if let Some(mut rest) = issuer_path(*j, parent, parsed, chain, bundle, depth - 1) {
+        if let Some(mut rest) = issuer_path(*j, parent, parsed, chain, anchors, depth - 1) {
             rest.insert(0, der.clone());
             return Some(rest);
         }
