@@ -290,25 +290,41 @@ impl CrlFetcher {
         else {
             return false;
         };
-        let downloaded = self.downloader.get(url).await.map_err(|e| e.to_string());
-        let checked = downloaded.and_then(|body| {
-            let der = decode(&body)?;
-            let info = check(origin, &issuers, &der, bundle)?;
-            if let Some(current) = &current
-                && let Ok(old) = info_of(current)
-                && old.newer_than(&info)
-            {
-                return Err(format!(
-                    "the CRL served is older than the one in force (CRL number {}, thisUpdate {}); keeping the one in force",
-                    info.number.as_ref().map_or_else(|| "none".to_owned(), ToString::to_string),
-                    info.this_update
-                ));
+        let checked = match self.downloader.get(url).await {
+            // Parsing and checking a CRL of thousands of entries is work for a blocking thread.
+            Ok(body) => {
+                let (issuers, current, bundle) =
+                    (issuers.clone(), current.clone(), bundle.to_vec());
+                tokio::task::spawn_blocking(move || {
+                    checked_download(origin, &issuers, &body, &bundle, current.as_deref())
+                })
+                .await
+                .unwrap_or_else(|_| Err("the check of the download did not finish".to_owned()))
             }
-            Ok((der, info))
-        });
+            Err(e) => Err(e.to_string()),
+        };
         let now = self.clock.now();
         match checked {
-            Ok((der, info)) => self.taken(url, origin, issuers, der, &info, now, current.as_ref()),
+            Ok((der, info)) => {
+                let Some(cached) =
+                    self.taken(url, origin, issuers, der, &info, now, current.as_ref())
+                else {
+                    return false;
+                };
+                // fsync of up to TLS_CLIENT_CRL_MAX_BYTES: off the async workers too.
+                let dir = self.settings.cache_dir.clone();
+                let stored = tokio::task::spawn_blocking(move || cache::store(&dir, &cached))
+                    .await
+                    .unwrap_or_else(|_| Err("the write did not finish".to_owned()));
+                if let Err(e) = stored {
+                    tracing::warn!(
+                        event = "client_crl_cache_failed",
+                        url,
+                        "cannot keep the CRL of {url} on disk: {e}; a restart while its server is down will not have it"
+                    );
+                }
+                true
+            }
             Err(why) => {
                 self.failed(url, &why, now);
                 false
@@ -316,7 +332,8 @@ impl CrlFetcher {
         }
     }
 
-    /// Records a CRL that passed the checks; true when it differs from the one in force.
+    /// Records a CRL that passed the checks; what to write to the cache when it differs from
+    /// the one in force.
     #[expect(
         clippy::too_many_arguments,
         reason = "the parts of one fetched CRL, named"
@@ -330,7 +347,7 @@ impl CrlFetcher {
         info: &CrlInfo,
         now: i64,
         current: Option<&Vec<u8>>,
-    ) -> bool {
+    ) -> Option<cache::Cached> {
         let changed = current != Some(&der);
         let stale = info.expired(now);
         if let Some(e) = self.entries().get_mut(url) {
@@ -350,22 +367,12 @@ impl CrlFetcher {
             .as_ref()
             .map_or_else(|| "none".to_owned(), ToString::to_string);
         tracing::info!(event = "client_crl_fetched", url, issuer = %info.issuer, crl_number = %number, next_update = info.next_update.unwrap_or_default(), changed, "fetched the CRL of '{}' from {url} (CRL number {number})", info.issuer);
-        if changed {
-            let cached = cache::Cached {
-                url: url.to_owned(),
-                origin,
-                der,
-                issuers,
-            };
-            if let Err(e) = cache::store(&self.settings.cache_dir, &cached) {
-                tracing::warn!(
-                    event = "client_crl_cache_failed",
-                    url,
-                    "cannot keep the CRL of {url} on disk: {e}; a restart while its server is down will not have it"
-                );
-            }
-        }
-        changed
+        changed.then(|| cache::Cached {
+            url: url.to_owned(),
+            origin,
+            der,
+            issuers,
+        })
     }
 
     /// Records a failed fetch: retried later with backoff; the CRL in force (if any) stays.
@@ -386,6 +393,32 @@ impl CrlFetcher {
         };
         tracing::warn!(event = "client_crl_fetch_failed", url, reason = %why, "cannot fetch the CRL at {url}: {why}; {effect}; retrying with backoff");
     }
+}
+
+/// A downloaded `body` as the CRL to take in, with its facts: a CRL that passes [`check`] and is
+/// not older than `current`, the CRL in force from that URL.
+fn checked_download(
+    origin: Origin,
+    issuers: &[Vec<u8>],
+    body: &[u8],
+    bundle: &[Vec<u8>],
+    current: Option<&[u8]>,
+) -> Result<(Vec<u8>, CrlInfo), String> {
+    let der = decode(body)?;
+    let info = check(origin, issuers, &der, bundle)?;
+    if let Some(current) = current
+        && let Ok(old) = info_of(current)
+        && old.newer_than(&info)
+    {
+        return Err(format!(
+            "the CRL served is older than the one in force (CRL number {}, thisUpdate {}); keeping the one in force",
+            info.number
+                .as_ref()
+                .map_or_else(|| "none".to_owned(), ToString::to_string),
+            info.this_update
+        ));
+    }
+    Ok((der, info))
 }
 
 /// One CRL from a download: PEM (the first CRL) or DER.
