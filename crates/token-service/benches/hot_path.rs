@@ -324,6 +324,7 @@ fn bench_mtls(g: &mut Group<'_>, client: &ClientPki) {
                 crl_file: None,
                 reload_interval: std::time::Duration::from_secs(5),
                 revocation: Default::default(),
+                fetch: Default::default(),
             },
             std::sync::Arc::new(token_service::testing::metrics::Metrics::new()),
         )

@@ -98,6 +98,7 @@ impl Handshake {
                     crl_file: None,
                     reload_interval: Duration::from_secs(3600),
                     revocation: Default::default(),
+                    fetch: Default::default(),
                 },
                 std::sync::Arc::new(token_service::testing::metrics::Metrics::new()),
             )

@@ -95,7 +95,13 @@ pub(crate) fn build_with_metrics(
     }
     if let Some(trust) = &trust {
         trust.watch_expiry(&background, crate::clock::Clock::system());
+        // CRLs from TLS_CLIENT_CRL_URLS and distribution points, refreshed before nextUpdate.
+        trust.watch_crl_urls(&background);
     }
+    let revocation = trust
+        .as_ref()
+        .map(|t| t.revocation_report())
+        .unwrap_or_default();
     let access = build_access(config, &upstream, &metrics);
     let limits = build_limits(config, &background, &metrics);
     let aws = crate::aws::AwsExchange::new(config.aws.clone(), upstream.clone());
@@ -123,6 +129,7 @@ pub(crate) fn build_with_metrics(
         draining,
         server: config.server.clone(),
         warnings,
+        revocation,
         background,
         metrics,
     })
@@ -140,6 +147,8 @@ pub struct App {
     pub router: Router,
     /// Warnings found while loading the files (logged by `build`, printed by `check-config`).
     pub warnings: Vec<String>,
+    /// The revocation sources and the CRLs in force at build, one line each (`check-config`).
+    pub revocation: Vec<String>,
     /// The TLS server configuration, when `TLS_CERT_FILE` is set.
     pub(crate) tls: Option<Arc<TlsServer>>,
     /// The admin listener's address and routes, when `ADMIN_PORT` is set.

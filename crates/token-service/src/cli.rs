@@ -191,6 +191,9 @@ fn check_config(config: &Config, registry: &FlowRegistry) -> ExitCode {
             for w in &app.warnings {
                 eprintln!("warning: {w}");
             }
+            for line in &app.revocation {
+                println!("{line}");
+            }
             println!("configuration is valid");
             ExitCode::SUCCESS
         }

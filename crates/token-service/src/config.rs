@@ -44,7 +44,7 @@ pub fn table(registry: &FlowRegistry) -> Vec<Setting> {
         .iter()
         .flat_map(|s| s.settings.iter().copied())
         .collect();
-    let groups: [&[Setting]; 19] = [
+    let groups: [&[Setting]; 20] = [
         server::settings::LISTEN,
         &[crate::flows::AUTH_FLOWS],
         issuer::settings::TOKENS,
@@ -59,6 +59,7 @@ pub fn table(registry: &FlowRegistry) -> Vec<Setting> {
         &[K_SERVICE],
         tls::settings::LISTENER,
         x509::settings::TRUST,
+        x509::crl_fetch::settings::FETCH,
         x509::ocsp::settings::SETTINGS,
         tls::settings::RELOAD,
         x509::settings::CLIENT_ID,

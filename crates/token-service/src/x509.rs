@@ -1,6 +1,7 @@
 //! Client-certificate verification and facts, shared by every flow that sees the certificate
 //! itself (TLS terminated here, or forwarded whole by a proxy): the chain is verified against
-//! the client CA bundle and CRLs (`TLS_CLIENT_CA_FILE`, `TLS_CLIENT_CRL_FILE`), its validity and
+//! the client CA bundle and CRLs (`TLS_CLIENT_CA_FILE`, `TLS_CLIENT_CRL_FILE`, and CRLs fetched
+//! from `TLS_CLIENT_CRL_URLS` and distribution points, see `crl_fetch.rs`), its validity and
 //! the clientAuth extended key usage, on every request and against the trust material current at
 //! that moment, so a newly loaded CRL bites at once even on resumed TLS sessions.
 //!
@@ -19,17 +20,18 @@ use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::ClientCertVerifier;
-use rustls::{CertificateError, DistinguishedName, RootCertStore};
-use rustls_pki_types::pem::PemObject;
+use rustls::{CertificateError, DistinguishedName};
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
 use x509_parser::prelude::{FromDer, X509Certificate};
 use x509_parser::revocation_list::CertificateRevocationList;
 
 use crate::clock::Clock;
 use crate::metrics::Metrics;
-use crate::model::CertificateFacts;
 
+mod bundle;
 pub mod chain;
+mod client_id;
+pub mod crl_fetch;
 mod error;
 mod facts;
 mod issuer;
@@ -40,6 +42,8 @@ pub mod twin;
 mod verify;
 
 pub use chain::{ChainError, MAX_INTERMEDIATES, Normalised, normalise};
+pub use client_id::ClientIdAttribute;
+use crl_fetch::CrlFetcher;
 pub use error::{BundleError, Refusal, TrustError};
 pub use facts::{facts, fingerprint, twin_fingerprint};
 use issuer::{CaCert, unique};
@@ -73,6 +77,9 @@ pub struct TrustMaterial {
     /// Earliest nextUpdate of the CRLs, so the per-request expiry check is one comparison.
     first_expiry: Option<i64>,
     policy: RevocationPolicy,
+    /// The CA certificates of the bundle (DER), which fetched CRLs and the issuers of
+    /// distribution points are checked against.
+    bundle: Vec<Vec<u8>>,
 }
 
 impl TrustMaterial {
@@ -137,18 +144,26 @@ impl TrustMaterial {
             .iter()
             .map(|c| CertificateDer::from(c.as_slice()))
             .collect();
-        self.verifier
+        let verified = self
+            .verifier
             .verify_client_cert(&leaf_der, &intermediates, now)
-            .map(|_| ())
-            .map_err(|e| match e {
-                rustls::Error::InvalidCertificate(CertificateError::Revoked) => {
-                    self.describe_revoked(chain)
-                }
-                rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => self
-                    .revoked_issuer(chain)
-                    .unwrap_or_else(|| describe(&e, self.policy)),
-                e => describe(&e, self.policy),
-            })
+            .map(|_| ());
+        // Without any CRL the verifier checks no revocation at all; with CRLs from URLs that
+        // have not come in yet, TLS_CLIENT_CRL_REQUIRED=true still means "refuse".
+        if verified.is_ok() && self.policy.required && self.crls.is_empty() {
+            let unknown =
+                rustls::Error::InvalidCertificate(CertificateError::UnknownRevocationStatus);
+            return Err(describe(&unknown, self.policy));
+        }
+        verified.map_err(|e| match e {
+            rustls::Error::InvalidCertificate(CertificateError::Revoked) => {
+                self.describe_revoked(chain)
+            }
+            rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => self
+                .revoked_issuer(chain)
+                .unwrap_or_else(|| describe(&e, self.policy)),
+            e => describe(&e, self.policy),
+        })
     }
 
     /// Logs (once per CRL and material) and counts the CRLs past their nextUpdate at `now`.
@@ -240,6 +255,11 @@ pub struct Trust {
     verifications: Arc<tokio::sync::Semaphore>,
     /// The OCSP check after each verified chain (`TLS_CLIENT_OCSP`), see [`ocsp`].
     ocsp: Option<Arc<ocsp::Ocsp>>,
+    /// CRLs from URLs, when `TLS_CLIENT_CRL_URLS` or `TLS_CLIENT_CRL_FOLLOW_CDP` ask for them.
+    fetcher: Option<Arc<CrlFetcher>>,
+    /// Held while a new version is built and stored, so a file reload and a fetched CRL never
+    /// store an older build over a newer one.
+    rebuilding: std::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Trust {
@@ -258,7 +278,22 @@ impl Trust {
     /// Reloads and expired CRLs are counted in `metrics`.
     pub fn load(settings: TrustSettings, metrics: Arc<Metrics>) -> Result<Self, TrustError> {
         let provider = provider();
-        let material = Self::build(&settings, &provider, 1, &metrics)?;
+        let fetcher = if settings.fetch.enabled() {
+            let (_, bundle) = bundle::read_bundle(&settings)?;
+            let bundle: Vec<Vec<u8>> = bundle.iter().map(|c| c.to_vec()).collect();
+            let fetcher = CrlFetcher::new(
+                settings.fetch.clone(),
+                &bundle,
+                Clock::system(),
+                metrics.clone(),
+            )
+            .map_err(TrustError::Fetcher)?;
+            Some(Arc::new(fetcher))
+        } else {
+            None
+        };
+        let fetched = fetcher.as_ref().map(|f| f.snapshot()).unwrap_or_default();
+        let material = Self::build(&settings, &provider, 1, &metrics, &fetched)?;
         let now = Clock::system().now();
         material.publish(now);
         material.note_expired(now);
@@ -270,6 +305,8 @@ impl Trust {
             metrics,
             verifications: Arc::new(tokio::sync::Semaphore::new(verify::concurrency())),
             ocsp: None,
+            fetcher,
+            rebuilding: std::sync::Mutex::new(()),
         })
     }
 
@@ -280,8 +317,23 @@ impl Trust {
 
     /// Re-reads the files; on success swaps the new material in, else keeps the old one.
     pub fn reload(&self) -> Result<String, TrustError> {
+        let _building = self
+            .rebuilding
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let version = self.versions.fetch_add(1, Ordering::Relaxed) + 1;
-        let material = Self::build(&self.settings, &self.provider, version, &self.metrics)?;
+        let fetched = self
+            .fetcher
+            .as_ref()
+            .map(|f| f.snapshot())
+            .unwrap_or_default();
+        let material = Self::build(
+            &self.settings,
+            &self.provider,
+            version,
+            &self.metrics,
+            &fetched,
+        )?;
         let summary = material.summary.clone();
         let now = Clock::system().now();
         material.publish(now);
@@ -343,9 +395,10 @@ impl Trust {
 
     /// Notes CRLs that expire between reloads: every `TLS_RELOAD_INTERVAL`, logs each newly
     /// expired one once (`client_crl_expired`) and counts them, as a load or reload does. Token
-    /// requests never do it (they only verify). Nothing to do without `TLS_CLIENT_CRL_FILE`.
+    /// requests never do it (they only verify). Nothing to do without `TLS_CLIENT_CRL_FILE` or
+    /// fetched CRLs.
     pub fn watch_expiry(self: &Arc<Self>, background: &crate::tasks::Background, clock: Clock) {
-        if self.settings.crl_file.is_none() {
+        if self.settings.crl_file.is_none() && !self.settings.fetch.enabled() {
             return;
         }
         let (trust, interval) = (self.clone(), self.settings.reload_interval);
@@ -372,24 +425,26 @@ impl Trust {
         provider: &Arc<CryptoProvider>,
         version: u64,
         metrics: &Arc<Metrics>,
+        fetched: &[crl_fetch::Fetched],
     ) -> Result<TrustMaterial, TrustError> {
         let setting = error::CA_SETTING;
-        let (cas, bundle) = read_bundle(settings)?;
+        let (cas, bundle) = bundle::read_bundle(settings)?;
         let (mut crls, mut crl_info, mut revoked) = (Vec::new(), Vec::new(), Vec::new());
-        let loaded = match &settings.crl_file {
-            Some(path) => {
-                let loaded = revocation::load(path, &bundle)?;
-                for warning in &loaded.warnings {
-                    tracing::warn!(event = "client_crl_unchecked", "{warning}");
-                }
-                // The verifier never checks a trust anchor against a CRL, and every CA of the
-                // bundle is an anchor: a bundle CA its issuer's CRL lists is left out instead.
-                revoked = revocation::revoked_bundle_cas(&bundle, &loaded);
-                Some(loaded)
-            }
+        let file = match &settings.crl_file {
+            Some(path) => Some(revocation::load(path, &bundle)?),
             None => None,
         };
-        let (roots, revoked_cas) = anchors(settings, &bundle, &revoked)?;
+        // The file's CRLs and the fetched ones, the newer of one CA's winning.
+        let loaded = crl_fetch::merge::newest(file, fetched, &bundle);
+        if let Some(loaded) = &loaded {
+            for warning in &loaded.warnings {
+                tracing::warn!(event = "client_crl_unchecked", "{warning}");
+            }
+            // The verifier never checks a trust anchor against a CRL, and every CA of the
+            // bundle is an anchor: a bundle CA its issuer's CRL lists is left out instead.
+            revoked = revocation::revoked_bundle_cas(&bundle, loaded);
+        }
+        let (roots, revoked_cas) = bundle::anchors(settings, &bundle, &revoked)?;
         let ca_subjects = roots.subjects();
         let ca_count = roots.len();
         let mut builder =
@@ -433,6 +488,7 @@ impl Trust {
             metrics: metrics.clone(),
             first_expiry,
             policy: settings.revocation,
+            bundle: bundle.iter().map(|c| c.to_vec()).collect(),
         };
         Ok(material)
     }
@@ -470,120 +526,6 @@ impl Trust {
         self.provider
             .signature_verification_algorithms
             .supported_schemes()
-    }
-}
-
-/// The CA bundle: its certificates (DER) and what names each as an issuer; refuses a
-/// certificate that may not sign certificates.
-fn read_bundle(
-    settings: &TrustSettings,
-) -> Result<(Vec<CaCert>, Vec<CertificateDer<'static>>), BundleError> {
-    let path = || settings.ca_file.clone();
-    let pem = std::fs::read(&settings.ca_file).map_err(|error| BundleError::Read {
-        path: path(),
-        error,
-    })?;
-    let mut cas = Vec::new();
-    let mut bundle = Vec::new();
-    for (i, cert) in CertificateDer::pem_slice_iter(&pem).enumerate() {
-        let n = i + 1;
-        let cert = cert.map_err(|error| BundleError::Pem {
-            path: path(),
-            n,
-            error,
-        })?;
-        if let Ok((_, parsed)) = X509Certificate::from_der(&cert) {
-            chain::may_sign_certificates(&parsed).map_err(|why| BundleError::MayNotSign {
-                path: path(),
-                n,
-                subject: parsed.subject().to_string(),
-                why,
-            })?;
-            cas.push(CaCert::of(&parsed, &cert));
-        }
-        bundle.push(cert);
-    }
-    Ok((cas, bundle))
-}
-
-/// The trust anchors: every CA of the bundle but those its issuer's CRL revokes (kept apart,
-/// with their subject, to name them when a chain would have used one).
-fn anchors(
-    settings: &TrustSettings,
-    bundle: &[CertificateDer<'static>],
-    revoked: &[revocation::RevokedCa],
-) -> Result<(RootCertStore, Vec<(CaCert, String)>), BundleError> {
-    let path = || settings.ca_file.clone();
-    let mut roots = RootCertStore::empty();
-    let mut revoked_cas = Vec::new();
-    for (i, cert) in bundle.iter().enumerate() {
-        if let Some(r) = revoked.iter().find(|r| r.index == i) {
-            if let Ok((_, parsed)) = X509Certificate::from_der(cert) {
-                revoked_cas.push((CaCert::of(&parsed, cert), r.subject.clone()));
-            }
-            continue;
-        }
-        roots
-            .add(cert.clone())
-            .map_err(|error| BundleError::NotUsable {
-                path: path(),
-                n: i + 1,
-                error,
-            })?;
-    }
-    if bundle.is_empty() {
-        return Err(BundleError::Empty { path: path() });
-    }
-    if roots.is_empty() {
-        return Err(BundleError::AllRevoked { path: path() });
-    }
-    Ok((roots, revoked_cas))
-}
-
-/// Client ID attribute of certificate-verifying flows (`MTLS_CLIENT_ID_ATTRIBUTE`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ClientIdAttribute {
-    /// The SPIFFE ID.
-    #[default]
-    Spiffe,
-    /// The first DNS SAN.
-    DnsSan,
-    /// The first URI SAN (other than the SPIFFE ID).
-    UriSan,
-    /// The SHA-256 fingerprint.
-    Sha256,
-}
-
-impl ClientIdAttribute {
-    /// Parses the setting's value.
-    pub fn parse(value: &str) -> Option<Self> {
-        match value.trim().to_ascii_lowercase().as_str() {
-            "spiffe" => Some(Self::Spiffe),
-            "dns_san" => Some(Self::DnsSan),
-            "uri_san" => Some(Self::UriSan),
-            "sha256" => Some(Self::Sha256),
-            _ => None,
-        }
-    }
-
-    /// The setting's value.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Spiffe => "spiffe",
-            Self::DnsSan => "dns_san",
-            Self::UriSan => "uri_san",
-            Self::Sha256 => "sha256",
-        }
-    }
-
-    /// The client ID from the facts, if the certificate has the attribute.
-    pub fn client_id(self, facts: &CertificateFacts) -> Option<String> {
-        match self {
-            Self::Spiffe => facts.spiffe_id.clone(),
-            Self::DnsSan => facts.dns_sans.first().cloned(),
-            Self::UriSan => facts.uri_sans.first().cloned(),
-            Self::Sha256 => facts.sha256_fingerprint.clone(),
-        }
     }
 }
 

@@ -332,6 +332,7 @@ fn verification(
             crl_file: None,
             reload_interval: std::time::Duration::from_secs(5),
             revocation: Default::default(),
+            fetch: Default::default(),
         },
         std::sync::Arc::new(crate::metrics::Metrics::new()),
     )

@@ -89,6 +89,9 @@ pub enum TrustError {
     /// The two together did not make a verifier.
     #[error("TLS_CLIENT_CRL_FILE / TLS_CLIENT_CA_FILE: cannot build the verifier: {0}")]
     Verifier(rustls::server::VerifierBuilderError),
+    /// The HTTP client of CRL downloads cannot be built.
+    #[error("TLS_CLIENT_CRL_URLS: cannot build the HTTP client of CRL downloads: {0}")]
+    Fetcher(String),
 }
 
 impl From<TrustError> for StartupError {
@@ -99,6 +102,10 @@ impl From<TrustError> for StartupError {
             TrustError::Bundle(e) => StartupError::setting(CA_SETTING, e.to_string()),
             TrustError::Crl(e) => StartupError::setting(super::revocation::SETTING, e.to_string()),
             e @ TrustError::Verifier(_) => StartupError::other(e.to_string()),
+            TrustError::Fetcher(e) => StartupError::setting(
+                "TLS_CLIENT_CRL_URLS",
+                format!("cannot build the HTTP client of CRL downloads: {e}"),
+            ),
         }
     }
 }

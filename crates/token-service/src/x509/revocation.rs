@@ -15,6 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use rustls::server::ClientCertVerifierBuilder;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer};
+use x509_parser::num_bigint::BigUint;
+use x509_parser::oid_registry;
 use x509_parser::prelude::{FromDer, X509Certificate};
 use x509_parser::revocation_list::CertificateRevocationList;
 
@@ -55,6 +57,9 @@ pub struct RevocationPolicy {
     /// `TLS_CLIENT_CRL_REQUIRED`: every CA that issued a certificate of the chain must have a
     /// CRL; without one the certificate is refused.
     pub required: bool,
+    /// Whether CRLs also come from URLs or distribution points (`TLS_CLIENT_CRL_URLS`,
+    /// `TLS_CLIENT_CRL_FOLLOW_CDP`), for the sentences that name where CRLs come from.
+    pub fetched: bool,
 }
 
 impl RevocationPolicy {
@@ -72,17 +77,58 @@ impl RevocationPolicy {
     }
 }
 
-/// What is remembered of one loaded CRL, for expiry warnings.
+/// What is remembered of one loaded CRL: for expiry warnings, for picking the newer of two CRLs
+/// of one CA, and for `check-config`.
 #[derive(Debug)]
 pub struct CrlInfo {
     /// Its issuer's distinguished name.
     pub issuer: String,
+    /// Where it came from: `TLS_CLIENT_CRL_FILE 'PATH'` or its URL.
+    pub source: String,
+    /// thisUpdate, seconds since the epoch.
+    pub this_update: i64,
     /// nextUpdate, seconds since the epoch (none: never expires).
     pub next_update: Option<i64>,
+    /// The CRL number extension, when present.
+    pub number: Option<BigUint>,
+    /// What makes two CRLs rivals: the issuer's name (DER) and the issuingDistributionPoint
+    /// extension (DER, empty without one), so the partitions of a partitioned CRL are kept
+    /// side by side and only a newer CRL of the same scope replaces an older one.
+    pub scope: Vec<u8>,
     warned: AtomicBool,
 }
 
 impl CrlInfo {
+    /// The facts of `crl`, which came from `source`.
+    pub fn of(crl: &CertificateRevocationList<'_>, source: String) -> Self {
+        let mut scope = crl.issuer().as_raw().to_vec();
+        if let Some(idp) = crl
+            .extensions()
+            .iter()
+            .find(|e| e.oid == oid_registry::OID_X509_EXT_ISSUER_DISTRIBUTION_POINT)
+        {
+            scope.extend_from_slice(idp.value);
+        }
+        Self {
+            issuer: crl.issuer().to_string(),
+            source,
+            this_update: crl.last_update().timestamp(),
+            next_update: crl.next_update().map(|t| t.timestamp()),
+            number: crl.crl_number().cloned(),
+            scope,
+            warned: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether this CRL is newer than `other` (of the same scope): the higher CRL number when
+    /// both have one and they differ, else the later thisUpdate.
+    pub fn newer_than(&self, other: &CrlInfo) -> bool {
+        match (&self.number, &other.number) {
+            (Some(a), Some(b)) if a != b => a > b,
+            _ => self.this_update > other.this_update,
+        }
+    }
+
     /// Whether it is past its nextUpdate at `now`.
     pub fn expired(&self, now: i64) -> bool {
         self.next_update.is_some_and(|t| now > t)
@@ -97,8 +143,9 @@ impl CrlInfo {
             }
         };
         format!(
-            "the CRL of '{}' in TLS_CLIENT_CRL_FILE expired at {} (nextUpdate, seconds since the epoch); {effect}; load a fresh CRL",
+            "the CRL of '{}' from {} expired at {} (nextUpdate, seconds since the epoch); {effect}; load a fresh CRL",
             self.issuer,
+            self.source,
             self.next_update.unwrap_or_default()
         )
     }
@@ -370,33 +417,26 @@ pub fn load(path: &Path, bundle: &[CertificateDer<'_>]) -> Result<LoadedCrls, Cr
             ));
             signers.push(None);
         } else {
-            let Some((index, signer)) = issuers
-                .iter()
-                .find(|(_, ca)| crl.verify_signature(ca.public_key()).is_ok())
-                .map(|(i, ca)| (*i, ca))
-            else {
-                return Err(CrlError::BadSignature {
-                    path: path.to_owned(),
-                    n,
-                    issuer,
-                });
+            let index = match bundle_signer(&crl, &issuers) {
+                Ok(index) => index,
+                Err(SignerProblem::BadSignature) => {
+                    return Err(CrlError::BadSignature {
+                        path: path.to_owned(),
+                        n,
+                        issuer,
+                    });
+                }
+                Err(SignerProblem::NoCrlSign) => {
+                    return Err(CrlError::NoCrlSign {
+                        path: path.to_owned(),
+                        n,
+                        issuer,
+                    });
+                }
             };
-            if let Ok(Some(ku)) = signer.key_usage()
-                && !ku.value.crl_sign()
-            {
-                return Err(CrlError::NoCrlSign {
-                    path: path.to_owned(),
-                    n,
-                    issuer,
-                });
-            }
             signers.push(Some(index));
         }
-        info.push(CrlInfo {
-            issuer,
-            next_update: crl.next_update().map(|t| t.timestamp()),
-            warned: AtomicBool::new(false),
-        });
+        info.push(CrlInfo::of(&crl, format!("{SETTING} '{}'", path.display())));
     }
     Ok(LoadedCrls {
         crls,
@@ -404,4 +444,38 @@ pub fn load(path: &Path, bundle: &[CertificateDer<'_>]) -> Result<LoadedCrls, Cr
         warnings,
         signers,
     })
+}
+
+/// Why a CA of the bundle refuses a CRL that names it as issuer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignerProblem {
+    /// No CA of that name has the key that signed it.
+    BadSignature,
+    /// The CA whose key signed it has a keyUsage extension without cRLSign.
+    NoCrlSign,
+}
+
+/// The index in the bundle of the CA among `issuers` (the bundle CAs named as the CRL's issuer,
+/// with their index) whose key verifies `crl`, which must also allow cRLSign.
+pub fn bundle_signer(
+    crl: &CertificateRevocationList<'_>,
+    issuers: &[&(usize, X509Certificate<'_>)],
+) -> Result<usize, SignerProblem> {
+    let Some((index, signer)) = issuers
+        .iter()
+        .find(|(_, ca)| crl.verify_signature(ca.public_key()).is_ok())
+        .map(|(i, ca)| (*i, ca))
+    else {
+        return Err(SignerProblem::BadSignature);
+    };
+    may_sign_crls(signer)?;
+    Ok(index)
+}
+
+/// Whether `ca`'s keyUsage extension, if present, allows signing CRLs.
+pub fn may_sign_crls(ca: &X509Certificate<'_>) -> Result<(), SignerProblem> {
+    match ca.key_usage() {
+        Ok(Some(ku)) if !ku.value.crl_sign() => Err(SignerProblem::NoCrlSign),
+        _ => Ok(()),
+    }
 }

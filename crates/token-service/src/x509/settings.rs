@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::crl_fetch::FetchSettings;
 use super::{ClientIdAttribute, ExpiredCrl, RevocationPolicy};
 use crate::config::reader::{Reader, Setting};
 
@@ -29,7 +30,7 @@ pub const CRL_REQUIRED: Setting = Setting::choice(
     "TLS_CLIENT_CRL_REQUIRED",
     Some("false"),
     &["true", "false"],
-    "true: every CA of a client chain must have a CRL in TLS_CLIENT_CRL_FILE, else its certificates are refused",
+    "true: every CA of a client chain must have a CRL in force (from TLS_CLIENT_CRL_FILE, TLS_CLIENT_CRL_URLS or a followed distribution point), else its certificates are refused",
 );
 /// `MTLS_CLIENT_ID_ATTRIBUTE`.
 pub const CLIENT_ID_ATTRIBUTE: Setting = Setting::choice(
@@ -55,6 +56,8 @@ pub struct TrustSettings {
     pub reload_interval: Duration,
     /// `TLS_CLIENT_CRL_EXPIRED` and `TLS_CLIENT_CRL_REQUIRED`.
     pub revocation: RevocationPolicy,
+    /// CRLs from URLs and distribution points (`TLS_CLIENT_CRL_URLS`, ...).
+    pub fetch: FetchSettings,
 }
 
 impl TrustSettings {
@@ -62,16 +65,28 @@ impl TrustSettings {
     pub fn read(r: &mut Reader<'_>, reload_interval: Duration) -> Option<Self> {
         let revocation = read_revocation(r);
         let crl_file = r.path(&CRL_FILE);
-        if revocation.required && crl_file.is_none() {
+        let data_dir = r.path(&crate::signer::settings::DATA_DIR);
+        let fetch = FetchSettings::read(r, data_dir);
+        let revocation = RevocationPolicy {
+            fetched: fetch.enabled(),
+            ..revocation
+        };
+        if revocation.required && crl_file.is_none() && !fetch.enabled() {
             r.fail(
                 CRL_REQUIRED.name,
-                "true needs TLS_CLIENT_CRL_FILE with a CRL of every client CA; set the file, or TLS_CLIENT_CRL_REQUIRED=false",
+                "true needs CRLs of every client CA: set TLS_CLIENT_CRL_FILE, TLS_CLIENT_CRL_URLS or TLS_CLIENT_CRL_FOLLOW_CDP=true, or TLS_CLIENT_CRL_REQUIRED=false",
             );
         }
         let Some(ca_file) = r.path(&CA_FILE) else {
             if crl_file.is_some() {
                 r.fail(
                     CRL_FILE.name,
+                    "needs TLS_CLIENT_CA_FILE, the CAs whose CRLs these are",
+                );
+            }
+            if !fetch.urls.is_empty() {
+                r.fail(
+                    super::crl_fetch::settings::CRL_URLS.name,
                     "needs TLS_CLIENT_CA_FILE, the CAs whose CRLs these are",
                 );
             }
@@ -82,6 +97,7 @@ impl TrustSettings {
             crl_file,
             reload_interval,
             revocation,
+            fetch,
         })
     }
 }

@@ -65,6 +65,7 @@ fn verify_notes_no_expired_crl_and_readiness_does() {
         crl_file: Some(crl_file),
         reload_interval: std::time::Duration::from_millis(10),
         revocation: RevocationPolicy::default(),
+        fetch: Default::default(),
     };
     let trust = Trust::load(settings, metrics.clone()).unwrap();
     let gauge = |n: u32| format!("token_service_client_crls_expired {n}");
@@ -98,6 +99,7 @@ fn settings_of(ca_file: std::path::PathBuf, crl_file: Option<std::path::PathBuf>
         crl_file,
         reload_interval: std::time::Duration::from_secs(5),
         revocation: RevocationPolicy::default(),
+        fetch: Default::default(),
     }
 }
 

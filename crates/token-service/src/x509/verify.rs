@@ -100,6 +100,9 @@ pub(super) fn describe(e: &rustls::Error, policy: RevocationPolicy) -> Refusal {
             }
             CertificateError::BadSignature => "has an invalid signature".to_owned(),
             CertificateError::BadEncoding => "cannot be parsed".to_owned(),
+            CertificateError::UnknownRevocationStatus if policy.required && policy.fetched => {
+                "has an unknown revocation status: no CRL of a CA of its chain is in force (from TLS_CLIENT_CRL_FILE, TLS_CLIENT_CRL_URLS or a distribution point), which TLS_CLIENT_CRL_REQUIRED=true requires".to_owned()
+            }
             CertificateError::UnknownRevocationStatus if policy.required => {
                 "has an unknown revocation status: TLS_CLIENT_CRL_FILE holds no CRL of a CA of its chain, which TLS_CLIENT_CRL_REQUIRED=true requires".to_owned()
             }
@@ -198,6 +201,17 @@ pub struct VerifiedChains {
     refused: std::sync::Mutex<Bounded<Refused>>,
 }
 
+/// What verifying a chain came to before OCSP: the client, until when that holds and, when
+/// OCSP is on, what it is to ask about; or the refusal.
+type Checked = Result<
+    (
+        AuthenticatedClient,
+        i64,
+        Option<Result<super::ocsp::Subject, super::ocsp::Problem>>,
+    ),
+    Failure,
+>;
+
 /// A refused chain: trust version, when, and the refusal (with the certificate's facts).
 type Refused = (u64, crate::clock::Instant, Failure);
 
@@ -261,36 +275,22 @@ impl VerifiedChains {
         if let Some(refusal) = self.refused(&key, material.version) {
             return Err(refusal);
         }
-        let version = material.version;
-        // The permit moves into the task: it is held until the work ends, even when the
-        // request stops waiting for it (deadline).
-        let permit = trust
-            .verifications()
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| {
-                Failure::unauthorized("The client certificate could not be verified now")
-            })?;
-        let clock = *clock;
-        let chain = normalised.chain;
-        let ocsp = trust.ocsp().cloned();
-        let asks = ocsp.is_some();
-        let outcome = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            authenticate_chain(&material, &clock, attribute, &chain).map(|client| {
-                let until = material.verdict_valid_until(&chain);
-                // What OCSP asks about, found while the material is at hand.
-                let subject = asks.then(|| super::ocsp::Subject::of(&material, &chain));
-                (client, until, subject)
-            })
-        })
-        .await
-        .map_err(|_| Failure::unauthorized("The client certificate could not be verified"))?;
+        let (mut version, mut outcome, points) =
+            Self::verify_now(trust, material, clock, attribute, normalised.chain.clone()).await?;
+        if !points.is_empty() {
+            // Distribution points of a chain whose issuers are trusted: fetched once, then the
+            // chain is judged again against the material that holds their CRLs.
+            trust.fetch_points(points).await;
+            let material = trust.current();
+            if material.version != version {
+                (version, outcome, _) =
+                    Self::verify_now(trust, material, clock, attribute, normalised.chain).await?;
+            }
+        }
         // An accepted verdict holds no longer than the OCSP answer behind it.
-        let outcome = match (outcome, ocsp) {
+        let outcome = match (outcome, trust.ocsp().cloned()) {
             (Ok((mut client, until, Some(subject))), Some(ocsp)) => {
-                match ocsp.check(subject, &mut client.facts, clock).await {
+                match ocsp.check(subject, &mut client.facts, *clock).await {
                     Ok(answered) => Ok((client, until.min(answered))),
                     Err(refusal) => Err(rejected(&client.facts, refusal)),
                 }
@@ -324,6 +324,43 @@ impl VerifiedChains {
                 Err(refusal)
             }
         }
+    }
+
+    /// [`authenticate_chain`] on a blocking thread under a permit, with the version of the
+    /// material used and the CRL distribution points of the chain still to fetch.
+    async fn verify_now(
+        trust: &Arc<Trust>,
+        material: Arc<TrustMaterial>,
+        clock: &Clock,
+        attribute: ClientIdAttribute,
+        chain: Vec<Vec<u8>>,
+    ) -> Result<(u64, Checked, Vec<super::crl_fetch::cdp::Point>), Failure> {
+        let version = material.version;
+        let asks = trust.ocsp().is_some();
+        // The permit moves into the task: it is held until the work ends, even when the
+        // request stops waiting for it (deadline).
+        let permit = trust
+            .verifications()
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| {
+                Failure::unauthorized("The client certificate could not be verified now")
+            })?;
+        let (clock, trust) = (*clock, trust.clone());
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let outcome = authenticate_chain(&material, &clock, attribute, &chain).map(|client| {
+                let until = material.verdict_valid_until(&chain);
+                // What OCSP asks about, found while the material is at hand.
+                let subject = asks.then(|| super::ocsp::Subject::of(&material, &chain));
+                (client, until, subject)
+            });
+            let points = trust.crl_points(&material, &chain);
+            (version, outcome, points)
+        })
+        .await
+        .map_err(|_| Failure::unauthorized("The client certificate could not be verified"))
     }
 
     fn accepted(

@@ -132,16 +132,20 @@ fn mounted_file(pod: &Value, container: &Value, path: &str) -> Option<(String, S
     })?;
     let dir = text(&mount["mountPath"]).trim_end_matches('/');
     let key = path[dir.len() + 1..].to_owned();
-    assert_eq!(
-        mount["readOnly"].as_bool(),
-        Some(true),
-        "the volume mount {dir} must be readOnly"
-    );
     let volume_name = text(&mount["name"]);
     let volume = seq(&pod["volumes"])
         .iter()
         .find(|v| text(&v["name"]) == volume_name)
         .unwrap_or_else(|| panic!("volume {volume_name} (mounted at {dir}) is not defined"));
+    if volume["secret"].is_null() && !volume["emptyDir"].is_null() {
+        // A writable scratch folder (the CRL cache), not a file the service reads.
+        return None;
+    }
+    assert_eq!(
+        mount["readOnly"].as_bool(),
+        Some(true),
+        "the volume mount {dir} must be readOnly"
+    );
     let secret = &volume["secret"];
     let secret_name = secret["secretName"]
         .as_str()
@@ -249,6 +253,43 @@ fn check_container(pod: &Value, container: &Value) {
     assert!(
         !limits["cpu"].is_null() && !limits["memory"].is_null(),
         "resource limits for cpu and memory"
+    );
+    check_crl_cache(pod, container, &env);
+}
+
+/// `TLS_CLIENT_CRL_CACHE_DIR` lies in a writable emptyDir volume (the root file system is
+/// read-only), bounded in size, mounted without readOnly.
+fn check_crl_cache(pod: &Value, container: &Value, env: &[(String, Option<String>)]) {
+    let dir = literal(env, "TLS_CLIENT_CRL_CACHE_DIR")
+        .expect("TLS_CLIENT_CRL_CACHE_DIR is set to the writable volume");
+    let mount = seq(&container["volumeMounts"])
+        .iter()
+        .find(|m| {
+            let at = text(&m["mountPath"]).trim_end_matches('/');
+            dir == at
+                || dir
+                    .strip_prefix(at)
+                    .is_some_and(|rest| rest.starts_with('/'))
+        })
+        .unwrap_or_else(|| panic!("TLS_CLIENT_CRL_CACHE_DIR={dir} is not inside a mounted volume"));
+    assert_ne!(
+        mount["readOnly"].as_bool(),
+        Some(true),
+        "the CRL cache volume must be writable"
+    );
+    let name = text(&mount["name"]);
+    let volume = seq(&pod["volumes"])
+        .iter()
+        .find(|v| text(&v["name"]) == name)
+        .unwrap_or_else(|| panic!("volume {name} is not defined"));
+    let empty_dir = &volume["emptyDir"];
+    assert!(
+        !empty_dir.is_null(),
+        "the CRL cache volume {name} is an emptyDir"
+    );
+    assert!(
+        empty_dir["sizeLimit"].as_str().is_some(),
+        "the CRL cache volume {name} has a sizeLimit"
     );
 }
 
@@ -524,7 +565,13 @@ fn kubernetes_manifest_is_a_hardened_deployment_with_a_service() {
     // The header tells how to create every Secret the manifest references.
     let text = read(KUBERNETES);
     for volume in seq(&pod["volumes"]) {
-        let secret = volume["secret"]["secretName"].as_str().unwrap();
+        let Some(secret) = volume["secret"]["secretName"].as_str() else {
+            assert!(
+                !volume["emptyDir"].is_null(),
+                "a volume is a Secret or an emptyDir"
+            );
+            continue;
+        };
         assert!(
             text.lines()
                 .any(|l| l.contains("kubectl create secret") && l.contains(secret)),

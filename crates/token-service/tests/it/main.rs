@@ -19,6 +19,7 @@ mod aws;
 mod azure;
 mod cert_lifetime;
 mod cli;
+mod crl_fetch;
 mod custom_flow;
 mod deploy;
 mod doctor;

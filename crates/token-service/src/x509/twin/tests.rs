@@ -39,6 +39,7 @@ fn signed(ca_alg: &'static SignatureAlgorithm) -> Signed {
             crl_file: None,
             reload_interval: Duration::from_secs(60),
             revocation: Default::default(),
+            fetch: Default::default(),
         },
         std::sync::Arc::new(crate::metrics::Metrics::new()),
     )

@@ -66,6 +66,7 @@ fn trust_of(root: &TestCa, dir: &std::path::Path) -> Arc<Trust> {
                 crl_file: None,
                 reload_interval: Duration::from_secs(5),
                 revocation: Default::default(),
+                fetch: Default::default(),
             },
             Arc::new(crate::metrics::Metrics::new()),
         )
@@ -136,6 +137,7 @@ async fn padded_or_reordered_chains_share_one_verdict_and_evict_nobody() {
                 crl_file: None,
                 reload_interval: Duration::from_secs(5),
                 revocation: Default::default(),
+                fetch: Default::default(),
             },
             Arc::new(crate::metrics::Metrics::new()),
         )
@@ -310,6 +312,7 @@ async fn a_ca_presented_as_the_leaf_is_refused_with_a_sentence() {
                 crl_file: None,
                 reload_interval: Duration::from_secs(5),
                 revocation: Default::default(),
+                fetch: Default::default(),
             },
             Arc::new(crate::metrics::Metrics::new()),
         )
