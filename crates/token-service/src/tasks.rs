@@ -1,5 +1,6 @@
 //! Background work that outlives a request: file watchers, cache housekeeping, the IAM signer's
-//! identity check, the RSA signer's signing threads, the expired-CRL watcher. The composition root owns one [`Background`]; everything that starts work in
+//! identity check, the RSA signer's signing threads, the expired-CRL watcher, the refresher of
+//! fetched CRLs. The composition root owns one [`Background`]; everything that starts work in
 //! the background does it through it, so shutdown stops all of it and waits for it (no task or
 //! thread is left running after `serve` returns, and tests that start the service in-process
 //! leave nothing behind).
