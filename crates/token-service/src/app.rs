@@ -215,17 +215,18 @@ fn build_trace_project(config: &Config) -> Arc<OnceLock<String>> {
 
 /// The ID token issuer over `signer`, whose key is published in `metrics`.
 fn build_issuer(config: &Config, signer: Arc<dyn Signer>, metrics: &Metrics) -> IdTokenIssuer {
+    let kid = signer.key_id();
     metrics.signing_key(
-        signer.key_id().unwrap_or("google-managed"),
+        kid.as_deref().unwrap_or("google-managed"),
         signer.algorithm(),
     );
     tracing::info!(
         event = "signer_ready",
         algorithm = signer.algorithm(),
-        kid = signer.key_id().unwrap_or(""),
+        kid = kid.as_deref().unwrap_or(""),
         "signing ID tokens with {} key {}",
         signer.algorithm(),
-        signer.key_id().unwrap_or("managed by Google")
+        kid.as_deref().unwrap_or("managed by Google")
     );
     IdTokenIssuer::new(
         IssuerSettings {
@@ -237,6 +238,31 @@ fn build_issuer(config: &Config, signer: Arc<dyn Signer>, metrics: &Metrics) -> 
         Clock::system(),
     )
     .with_audiences(config.audiences.clone())
+    .with_jwks_max_age(config.jwks_max_age)
+}
+
+/// The rules of the key states under this configuration: `JWKS_MAX_AGE`, and the longest
+/// lifetime a token can have (`TOKEN_VALIDITY`, `TOKEN_AUDIENCE_VALIDITY`, and with a policy
+/// file the bound its rules share).
+pub(crate) fn key_rules(config: &Config) -> crate::signer::local::states::Rules {
+    let mut longest = config.validity_seconds;
+    longest = longest.max(
+        config
+            .audiences
+            .lifetimes
+            .values()
+            .copied()
+            .max()
+            .unwrap_or(0),
+    );
+    if config.policy.is_some() {
+        let bound = crate::issuer::settings::VALIDITY_MINUTES.1;
+        longest = longest.max(i64::try_from(bound * 60).unwrap_or(i64::MAX));
+    }
+    crate::signer::local::states::Rules {
+        jwks_max_age: i64::try_from(config.jwks_max_age).unwrap_or(i64::MAX),
+        longest_lifetime: longest,
+    }
 }
 
 /// The Google access-token backend, when a workload identity pool is configured.
@@ -355,10 +381,12 @@ fn build_signer(
             key_file: Some(path),
             ..
         } => {
-            let (mut signer, found) = LocalSigner::from_key_file(path).map_err(startup)?;
+            let (mut signer, found) = LocalSigner::from_key_file(path, key_rules(config))?;
             signer.start(background);
             warnings.extend(found);
-            Ok(Arc::new(signer))
+            let signer = Arc::new(signer);
+            signer.watch(path.clone(), config.key_reload_interval, background);
+            Ok(signer)
         }
         SignerConfig::Local {
             key_file: None,
@@ -446,13 +474,13 @@ pub fn async_workers(config: &Config) -> Option<usize> {
         SignerConfig::Local {
             key_file: Some(path),
             ..
-        } => std::fs::read(path).is_ok_and(|pem| crate::signer::local::first_key_is_rsa(&pem)),
+        } => std::fs::read(path).is_ok_and(|pem| crate::signer::local::any_key_is_rsa(&pem)),
         // The development key: generated as RSA-2048 unless DATA_DIR holds another one.
         SignerConfig::Local {
             key_file: None,
             data_dir,
         } => std::fs::read(data_dir.join(crate::signer::local::GENERATED_KEY_FILE))
-            .map_or(true, |pem| crate::signer::local::first_key_is_rsa(&pem)),
+            .map_or(true, |pem| crate::signer::local::any_key_is_rsa(&pem)),
     };
     let cores = std::thread::available_parallelism().map_or(2, usize::from);
     workers_for(

@@ -134,6 +134,10 @@ pub struct Config {
     pub audiences: crate::issuer::AudienceSettings,
     /// `JWKS_URI`.
     pub jwks_uri: Option<String>,
+    /// `JWKS_MAX_AGE`, in seconds.
+    pub jwks_max_age: u64,
+    /// `TLS_RELOAD_INTERVAL`: also how often `SIGNING_KEY_FILE` is checked for changes.
+    pub key_reload_interval: std::time::Duration,
     /// Signer.
     pub signer: SignerConfig,
     /// Google APIs.
@@ -224,6 +228,8 @@ pub fn load(values: Values, registry: &FlowRegistry) -> Result<Config, Vec<Start
         validity_seconds: tokens.validity_seconds,
         audiences: tokens.audiences,
         jwks_uri: tokens.jwks_uri,
+        jwks_max_age: tokens.jwks_max_age,
+        key_reload_interval: reload,
         signer,
         google,
         aws,

@@ -76,6 +76,15 @@ pub const AUDIENCE_VALIDITY: Setting = Setting::list(
     "ID token lifetime per audience of TOKEN_AUDIENCES, AUDIENCE=MINUTES (1 to 60), comma-separated",
 )
 .noted("TOKEN_VALIDITY");
+/// The default of `JWKS_MAX_AGE`, in seconds.
+pub const DEFAULT_JWKS_MAX_AGE: u64 = 300;
+/// `JWKS_MAX_AGE`.
+pub const JWKS_MAX_AGE: Setting = Setting::seconds(
+    "JWKS_MAX_AGE",
+    DEFAULT_JWKS_MAX_AGE,
+    0..=86_400,
+    "Seconds verifiers may cache discovery and the JWK Set (Cache-Control max-age), 0 to 86400; a key is published this long before it signs",
+);
 /// `JWKS_URI`.
 pub const JWKS_URI: Setting = Setting::url("JWKS_URI", None, "jwks_uri published in discovery")
     .noted("issuer + /.well-known/jwks.json");
@@ -95,7 +104,7 @@ pub const TOKENS: &[Setting] = &[
     AUDIENCE_VALIDITY,
 ];
 /// The published key location.
-pub const PUBLICATION: &[Setting] = &[JWKS_URI];
+pub const PUBLICATION: &[Setting] = &[JWKS_URI, JWKS_MAX_AGE];
 
 /// A workload identity pool provider.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,6 +142,8 @@ pub struct TokenSettings {
     pub audiences: AudienceSettings,
     /// `JWKS_URI`.
     pub jwks_uri: Option<String>,
+    /// `JWKS_MAX_AGE`, in seconds.
+    pub jwks_max_age: u64,
 }
 
 /// The audiences a client may ask for besides the default one, and their lifetimes.
@@ -169,6 +180,7 @@ impl TokenSettings {
             validity_seconds: i64::try_from(validity.as_secs()).unwrap_or(i64::MAX),
             audiences,
             jwks_uri: r.url(&JWKS_URI),
+            jwks_max_age: r.seconds(&JWKS_MAX_AGE).as_secs(),
         }
     }
 }
