@@ -80,6 +80,8 @@ pub(crate) struct Shared {
     pub(crate) http: reqwest::Client,
     /// Signs the Entra access tokens (one key for every tenant).
     pub(crate) entra_key: Arc<SigningKey>,
+    /// The STS's cache of issuers' discovery documents and JWK Sets.
+    pub(crate) oidc_cache: crate::sts::cache::OidcCache,
     world: Mutex<World>,
 }
 
@@ -107,6 +109,7 @@ impl Shared {
             faults: FaultBook::default(),
             http,
             entra_key,
+            oidc_cache: crate::sts::cache::OidcCache::default(),
             world: Mutex::new(World {
                 accounts,
                 ..World::default()
