@@ -245,23 +245,14 @@ fn build_issuer(config: &Config, signer: Arc<dyn Signer>, metrics: &Metrics) -> 
 /// lifetime a token can have (`TOKEN_VALIDITY`, `TOKEN_AUDIENCE_VALIDITY`, and with a policy
 /// file the bound its rules share).
 pub(crate) fn key_rules(config: &Config) -> crate::signer::local::states::Rules {
-    let mut longest = config.validity_seconds;
-    longest = longest.max(
-        config
-            .audiences
-            .lifetimes
-            .values()
-            .copied()
-            .max()
-            .unwrap_or(0),
-    );
-    if config.policy.is_some() {
-        let bound = crate::issuer::settings::VALIDITY_MINUTES.1;
-        longest = longest.max(i64::try_from(bound * 60).unwrap_or(i64::MAX));
-    }
-    crate::signer::local::states::Rules {
+    use crate::signer::local::states;
+    states::Rules {
         jwks_max_age: i64::try_from(config.jwks_max_age).unwrap_or(i64::MAX),
-        longest_lifetime: longest,
+        longest_lifetime: states::longest_lifetime(
+            config.validity_seconds,
+            config.audiences.lifetimes.values().copied(),
+            config.policy.is_some(),
+        ),
     }
 }
 

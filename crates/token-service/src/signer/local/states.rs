@@ -13,7 +13,9 @@
 //!   `retired-at` + the longest token lifetime + `JWKS_MAX_AGE` has passed.
 //!
 //! A file without metadata lines keeps its old meaning: the first key signs, all are
-//! published. Uses only `keyfile`.
+//! published. In a file with some, a key without one is published; when no key is marked
+//! active, the first such key signs (so `keys generate` can append a next key to a plain
+//! file). Uses only `keyfile` (and the lifetime bound of the issuer's settings).
 
 use super::keyfile::{Meta, State, format_time};
 
@@ -70,6 +72,23 @@ impl Schedule {
     }
 }
 
+/// The longest lifetime a token can have: `TOKEN_VALIDITY`, the lifetimes of
+/// `TOKEN_AUDIENCE_VALIDITY`, and with a policy file the bound its rules share.
+pub fn longest_lifetime(
+    validity: i64,
+    audience_lifetimes: impl IntoIterator<Item = i64>,
+    policy: bool,
+) -> i64 {
+    let policy_bound = if policy {
+        i64::try_from(crate::issuer::settings::VALIDITY_MINUTES.1 * 60).unwrap_or(i64::MAX)
+    } else {
+        0
+    };
+    audience_lifetimes
+        .into_iter()
+        .fold(validity.max(policy_bound), i64::max)
+}
+
 /// When a retired key may be dropped: `retired-at` + the longest token lifetime +
 /// `JWKS_MAX_AGE`.
 pub fn drop_after(meta: &Meta, rules: &Rules) -> Option<i64> {
@@ -94,15 +113,9 @@ pub fn schedule(keys: &[Entry<'_>], now: i64, rules: &Rules) -> Result<Schedule,
     let mut problems = Vec::new();
     let mut metas = Vec::new();
     for (i, key) in keys.iter().enumerate() {
-        match &key.meta {
-            Some(meta) => {
-                field_rules(&name(keys, i), meta, &mut problems);
-                metas.push((i, *meta));
-            }
-            None => problems.push(format!(
-                "{} has no '# token-service:' line while other keys have one: give every key a line, or none (then the first key signs and all are published)",
-                name(keys, i)
-            )),
+        if let Some(meta) = &key.meta {
+            field_rules(&name(keys, i), meta, &mut problems);
+            metas.push((i, *meta));
         }
     }
     let actives: Vec<usize> = metas
@@ -112,13 +125,26 @@ pub fn schedule(keys: &[Entry<'_>], now: i64, rules: &Rules) -> Result<Schedule,
         .collect();
     let active = match actives.as_slice() {
         [one] => *one,
-        [] => {
-            problems.push(
-                "no key has state=active: mark the key that signs (`token-service keys activate`)"
-                    .into(),
-            );
-            return Err(problems);
-        }
+        // A key without a line (a plain file to which `keys generate` appended a next key):
+        // the first such key signs, as it did.
+        [] => match keys.iter().position(|k| k.meta.is_none()) {
+            Some(first) if problems.is_empty() => {
+                return Ok(Schedule {
+                    active: first,
+                    signs_from: None,
+                    handover: None,
+                    legacy: false,
+                });
+            }
+            Some(_) => return Err(problems),
+            None => {
+                problems.push(
+                    "no key has state=active: mark the key that signs (`token-service keys activate`)"
+                        .into(),
+                );
+                return Err(problems);
+            }
+        },
         several => {
             let names: Vec<String> = several.iter().map(|i| name(keys, *i)).collect();
             problems.push(format!(
