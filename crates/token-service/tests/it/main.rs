@@ -29,4 +29,5 @@ mod policy;
 mod policy_examples;
 mod production;
 mod readme;
+mod rotation;
 mod tls;

@@ -1,0 +1,348 @@
+//! Key rotation across replicas and caches: three replicas behind a real HAProxy (Debian's
+//! package, round robin), the emulator's STS validating the tokens through that address (the
+//! issuer is the HAProxy URL) and caching discovery and the JWK Set as its responses allow,
+//! continuous load (token requests through HAProxy, each token exchanged at the STS) while the
+//! keys rotate:
+//! - the two-phase rotation of the README (`keys generate` as next, rolled out, `keys check
+//!   --replica` until every replica publishes it, `keys activate`, rolled out) with
+//!   `JWKS_MAX_AGE=2`: no exchange fails;
+//! - the timing-only rotation (each replica in turn gets a plain file whose first key is the new
+//!   one) with the old JWK Set in the STS's cache: exchanges fail until the cache expires.
+//!
+//! BENCHMARKS.md records the counts ("Key rotation under load").
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use gcp_emulator::{Config as EmulatorConfig, Emulator, Provider};
+use serde_json::Value;
+
+use crate::forwarded::ProxyProcess;
+use crate::support::{self as common, BIN, Server};
+
+/// Concurrent loops of token request + exchange.
+const LOOPS: usize = 4;
+const STS_AUDIENCE: &str =
+    "//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/v";
+
+/// Three replicas with a key file each, HAProxy in front, the emulator's STS trusting the
+/// HAProxy URL as the issuer.
+struct Fleet {
+    replicas: Vec<Server>,
+    files: Vec<PathBuf>,
+    issuer: String,
+    emulator: Emulator,
+    haproxy: ProxyProcess,
+    dir: tempfile::TempDir,
+}
+
+impl Fleet {
+    /// Starts the fleet with `key_file` copied to each replica and `JWKS_MAX_AGE=max_age`.
+    async fn start(key_file: &str, max_age: u64) -> Fleet {
+        let dir = tempfile::tempdir().unwrap();
+        let front = common::listener();
+        let issuer = format!("http://127.0.0.1:{}", common::port_of(&front));
+        let max_age = max_age.to_string();
+        let (mut replicas, mut files) = (Vec::new(), Vec::new());
+        for i in 0..3 {
+            let file = dir.path().join(format!("replica-{i}.pem"));
+            replace(&file, key_file);
+            let path = file.display().to_string();
+            replicas.push(Server::start(&[
+                ("TOKEN_ISSUER", &issuer),
+                ("SIGNING_KEY_FILE", &path),
+                ("JWKS_MAX_AGE", &max_age),
+                ("TLS_RELOAD_INTERVAL", "1"),
+                ("RATE_LIMIT_PER_CLIENT", "0"),
+            ]));
+            files.push(file);
+        }
+        let servers: String = replicas
+            .iter()
+            .enumerate()
+            .map(|(i, r)| format!("  server r{i} 127.0.0.1:{}\n", r.port))
+            .collect();
+        let config = format!(
+            "global\n  maxconn 512\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\nfrontend issuer\n  bind fd@0\n  default_backend replicas\nbackend replicas\n  balance roundrobin\n  http-response set-header X-Replica %s\n{servers}"
+        );
+        let cfg = dir.path().join("haproxy.cfg");
+        std::fs::write(&cfg, config).unwrap();
+        let haproxy = ProxyProcess::spawn(
+            "haproxy",
+            &["-f", &cfg.display().to_string(), "-db"],
+            &[],
+            vec![dir.path().join("haproxy.out")],
+            front,
+        );
+        let emulator = Emulator::start(
+            EmulatorConfig {
+                providers: vec![Provider::new("1", "p", "v", issuer.clone())],
+                ..EmulatorConfig::default()
+            },
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .await
+        .unwrap();
+        Fleet {
+            replicas,
+            files,
+            issuer,
+            emulator,
+            haproxy,
+            dir,
+        }
+    }
+
+    /// Gives replica `i` the key file `text` (written whole, then renamed over its file).
+    fn deploy(&self, i: usize, text: &str) {
+        replace(&self.files[i], text);
+    }
+
+    fn replica_urls(&self) -> Vec<String> {
+        self.replicas.iter().map(|r| r.base.clone()).collect()
+    }
+}
+
+/// Writes `text` to a temporary file next to `path`, then renames it over `path`.
+fn replace(path: &Path, text: &str) {
+    let temporary = path.with_extension("tmp");
+    std::fs::write(&temporary, text).unwrap();
+    std::fs::rename(&temporary, path).unwrap();
+}
+
+/// Runs `token-service keys ARGS` with `env`; its standard output, or the failure.
+fn keys(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let output = std::process::Command::new(BIN)
+        .arg("keys")
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    (output.status.success(), format!("{stdout}{stderr}"))
+}
+
+/// What the load saw: exchanges that worked, those that failed (with a sample of why), and
+/// the `kid`s of the tokens issued.
+#[derive(Default)]
+struct Tally {
+    ok: AtomicUsize,
+    failed: AtomicUsize,
+    reasons: std::sync::Mutex<Vec<String>>,
+    kids: std::sync::Mutex<std::collections::BTreeMap<String, usize>>,
+    /// Token answers per replica (HAProxy's `X-Replica`).
+    replicas: std::sync::Mutex<std::collections::BTreeMap<String, usize>>,
+}
+
+/// One token request through HAProxy and its exchange at the STS.
+async fn exchange_once(http: &reqwest::Client, issuer: &str, sts: &str, tally: &Tally) {
+    let mut request = http
+        .post(format!("{issuer}/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("grant_type=client_credentials");
+    for (k, v) in common::lb_headers(common::SPIFFE) {
+        request = request.header(k, v);
+    }
+    let fail = |why: String| {
+        tally.failed.fetch_add(1, Ordering::Relaxed);
+        let mut reasons = tally.reasons.lock().unwrap();
+        if reasons.len() < 5 {
+            reasons.push(why);
+        }
+    };
+    let body: Value = match request.send().await {
+        Ok(r) if r.status() == 200 => {
+            let replica = r
+                .headers()
+                .get("x-replica")
+                .map_or_else(String::new, |v| v.to_str().unwrap().to_owned());
+            *tally.replicas.lock().unwrap().entry(replica).or_default() += 1;
+            r.json().await.unwrap()
+        }
+        Ok(r) => return fail(format!("/token answered {}", r.status())),
+        Err(e) => return fail(format!("/token: {e}")),
+    };
+    let token = body["id_token"].as_str().unwrap().to_owned();
+    let kid = jsonwebtoken::decode_header(&token).unwrap().kid.unwrap();
+    *tally.kids.lock().unwrap().entry(kid).or_default() += 1;
+    let form = [
+        (
+            "grant_type",
+            "urn:ietf:params:oauth:grant-type:token-exchange",
+        ),
+        ("audience", STS_AUDIENCE),
+        ("scope", "https://www.googleapis.com/auth/cloud-platform"),
+        (
+            "requested_token_type",
+            "urn:ietf:params:oauth:token-type:access_token",
+        ),
+        ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
+        ("subject_token", &token),
+    ];
+    match http
+        .post(format!("{sts}/v1/token"))
+        .form(&form)
+        .send()
+        .await
+    {
+        Ok(r) if r.status() == 200 => {
+            tally.ok.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(r) => {
+            let status = r.status();
+            fail(format!(
+                "STS answered {status}: {}",
+                r.text().await.unwrap_or_default()
+            ));
+        }
+        Err(e) => fail(format!("STS: {e}")),
+    }
+}
+
+/// Runs [`LOOPS`] exchange loops until `stop` is set.
+fn load(fleet: &Fleet, stop: &Arc<AtomicBool>) -> (Arc<Tally>, Vec<tokio::task::JoinHandle<()>>) {
+    let tally = Arc::new(Tally::default());
+    let tasks = (0..LOOPS)
+        .map(|_| {
+            let (tally, stop) = (tally.clone(), stop.clone());
+            let (issuer, sts) = (fleet.issuer.clone(), fleet.emulator.base_url());
+            tokio::spawn(async move {
+                let http = common::client();
+                while !stop.load(Ordering::Relaxed) {
+                    exchange_once(&http, &issuer, &sts, &tally).await;
+                    // A steady load, not a flood: the machine is shared.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+        })
+        .collect();
+    (tally, tasks)
+}
+
+/// Stops the load and returns what it saw.
+async fn finish(stop: &AtomicBool, tasks: Vec<tokio::task::JoinHandle<()>>) {
+    stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
+
+fn report(what: &str, tally: &Tally) -> String {
+    format!(
+        "{what}: {} exchanges ok, {} failed; tokens per kid {:?}, per replica {:?}; first failures {:?}",
+        tally.ok.load(Ordering::Relaxed),
+        tally.failed.load(Ordering::Relaxed),
+        tally.kids.lock().unwrap(),
+        tally.replicas.lock().unwrap(),
+        tally.reasons.lock().unwrap()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_phase_rotation_under_load_fails_no_exchange() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = dir.path().join("keys.pem");
+    let master_path = master.display().to_string();
+    let env = [
+        ("SIGNING_KEY_FILE", master_path.as_str()),
+        ("JWKS_MAX_AGE", "2"),
+    ];
+    let (ok, first) = keys(&["generate", "--ec", "--active"], &env);
+    assert!(ok, "{first}");
+    std::fs::write(&master, &first).unwrap();
+    let fleet = Fleet::start(&first, 2).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tally, tasks) = load(&fleet, &stop);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // Phase 1: the new key is published as next on every replica, one after the other.
+    let (ok, next) = keys(&["generate", "--ec"], &env);
+    assert!(ok, "{next}");
+    let text = format!("{first}{next}");
+    std::fs::write(&master, &text).unwrap();
+    for i in 0..3 {
+        fleet.deploy(i, &text);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let mut check = vec!["check".to_owned()];
+    for url in fleet.replica_urls() {
+        check.extend(["--replica".to_owned(), url]);
+    }
+    let check: Vec<&str> = check.iter().map(String::as_str).collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (ok, out) = keys(&check, &env);
+        if ok {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "replicas never published the next key: {out}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // Phase 2: the next key signs from a time every replica reads alike.
+    let (ok, out) = keys(&["activate", "--in", "3", "--write"], &env);
+    assert!(ok, "{out}");
+    let activated = std::fs::read_to_string(&master).unwrap();
+    for i in 0..3 {
+        fleet.deploy(i, &activated);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Past signs-from, and long enough for every cache to have turned over.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    finish(&stop, tasks).await;
+
+    let summary = report("two-phase rotation, JWKS_MAX_AGE=2", &tally);
+    eprintln!("{summary}");
+    assert_eq!(tally.failed.load(Ordering::Relaxed), 0, "{summary}");
+    let kids = tally.kids.lock().unwrap();
+    assert_eq!(kids.len(), 2, "both keys signed during the run: {summary}");
+    assert!(tally.ok.load(Ordering::Relaxed) > 20, "{summary}");
+    drop(kids);
+    let served = tally.replicas.lock().unwrap();
+    assert_eq!(
+        served.keys().cloned().collect::<Vec<_>>(),
+        ["r0", "r1", "r2"],
+        "HAProxy spread the load over the three replicas: {summary}"
+    );
+    drop(served);
+    assert!(
+        !fleet.haproxy.log().contains("ALERT"),
+        "{}",
+        fleet.haproxy.log()
+    );
+    drop(fleet.dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timing_only_rotation_fails_exchanges_while_the_sts_caches_the_old_set() {
+    let (old, new) = (common::ec_key_pem(), common::ec_key_pem());
+    // JWKS_MAX_AGE=30: the STS keeps the set it fetched at the start for the whole run.
+    let fleet = Fleet::start(&old, 30).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tally, tasks) = load(&fleet, &stop);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // Today's procedure without waiting: each replica in turn gets the new key first (it
+    // signs) and the old one after it (published).
+    let text = format!("{new}{old}");
+    for i in 0..3 {
+        fleet.deploy(i, &text);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    finish(&stop, tasks).await;
+
+    let summary = report("timing-only rotation, JWKS_MAX_AGE=30", &tally);
+    eprintln!("{summary}");
+    assert!(tally.failed.load(Ordering::Relaxed) > 0, "{summary}");
+    let reasons = tally.reasons.lock().unwrap().join("\n");
+    assert!(reasons.contains("was not found in the JWKS"), "{reasons}");
+    drop(fleet.dir);
+}
