@@ -203,6 +203,9 @@ fn check_config(config: &Config, registry: &FlowRegistry) -> ExitCode {
             for w in &app.warnings {
                 eprintln!("warning: {w}");
             }
+            for line in keys::describe(config) {
+                println!("{line}");
+            }
             println!("configuration is valid");
             ExitCode::SUCCESS
         }

@@ -117,6 +117,51 @@ fn settings(values: &Values) -> Result<Settings, Vec<String>> {
     })
 }
 
+/// What `check-config` prints about `SIGNING_KEY_FILE`: which key signs, which are published
+/// and in which state, and when a pending activation takes effect.
+pub fn describe(config: &crate::config::Config) -> Vec<String> {
+    let crate::config::SignerConfig::Local {
+        key_file: Some(path),
+        ..
+    } = &config.signer
+    else {
+        return Vec::new();
+    };
+    let rules = crate::app::key_rules(config);
+    let now = Clock::system().now();
+    let Ok(set) = std::fs::read(path)
+        .map_err(|e| vec![e.to_string()])
+        .and_then(|pem| KeySet::parse(&pem, now, &rules))
+    else {
+        return Vec::new();
+    };
+    let mut lines = vec![format!("signing keys: {}", set.summary(now))];
+    for info in set.infos() {
+        let meta = info.meta;
+        let mut line = format!(
+            "signing key {} ({}): {}",
+            info.kid,
+            info.alg,
+            meta.map_or("published (no metadata line)", |m| m.state.name())
+        );
+        for (name, t) in [
+            ("published-at", meta.and_then(|m| m.published_at)),
+            ("signs-from", meta.and_then(|m| m.signs_from)),
+            ("retired-at", meta.and_then(|m| m.retired_at)),
+            (
+                "may be dropped after",
+                meta.and_then(|m| states::drop_after(&m, &rules)),
+            ),
+        ] {
+            if let Some(t) = t {
+                line.push_str(&format!(", {name} {}", format_time(t)));
+            }
+        }
+        lines.push(line);
+    }
+    lines
+}
+
 /// Why a command cannot run (exit status 2).
 fn cannot(problem: &str) -> ExitCode {
     eprintln!("error: {problem}");

@@ -346,3 +346,96 @@ async fn timing_only_rotation_fails_exchanges_while_the_sts_caches_the_old_set()
     assert!(reasons.contains("was not found in the JWKS"), "{reasons}");
     drop(fleet.dir);
 }
+
+/// Runs the binary with `args` and exactly `env`: exit code, stdout, stderr.
+fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let output = std::process::Command::new(BIN)
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_config_shows_the_key_states_and_refuses_a_file_that_breaks_a_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("keys.pem");
+    let path = file.display().to_string();
+    let env = [
+        ("SIGNING_KEY_FILE", path.as_str()),
+        ("TOKEN_AUDIENCE", "aud"),
+        ("TOKEN_ISSUER", "https://issuer.example"),
+        ("DATA_DIR", "/nonexistent"),
+    ];
+    let (ok, active) = keys(&["generate", "--ec", "--active"], &env);
+    assert!(ok, "{active}");
+    let (ok, next) = keys(&["generate", "--ec"], &env);
+    assert!(ok, "{next}");
+    std::fs::write(&file, format!("{active}{next}")).unwrap();
+    let (code, out, err) = run(&["check-config"], &env);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("signing keys: ES256 key "), "{out}");
+    assert!(out.contains("): active, published-at "), "{out}");
+    assert!(out.contains("): next, published-at "), "{out}");
+    assert!(out.contains("JWKS_MAX_AGE"), "{out}");
+
+    // Two active keys: refused at startup, naming the setting, one line per problem.
+    std::fs::write(
+        &file,
+        format!("{active}{}", next.replace("state=next", "state=active")),
+    )
+    .unwrap();
+    let (code, out, err) = run(&["check-config"], &env);
+    assert_eq!(code, 2, "{out}{err}");
+    let line = err
+        .lines()
+        .find(|l| l.contains("exactly one key signs"))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(
+        line.starts_with(&format!("error: SIGNING_KEY_FILE: '{path}': ")),
+        "{line}"
+    );
+
+    // keys check: exit 1, one line per broken rule.
+    let (code, out, _) = run(&["keys", "check"], &env);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.contains("exactly one key signs"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_and_jwks_may_be_cached_for_jwks_max_age_and_keys_check_asks_the_replicas() {
+    let server = Server::start(&[("JWKS_MAX_AGE", "7")]);
+    for path in [
+        "/.well-known/openid-configuration",
+        "/.well-known/jwks.json",
+    ] {
+        let response = common::client().get(server.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response.headers()["cache-control"],
+            "public, max-age=7",
+            "{path}"
+        );
+    }
+    // The replica publishes the harness's key; a file with another key is not published there.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("keys.pem");
+    let path = file.display().to_string();
+    std::fs::write(&file, common::ec_key_pem()).unwrap();
+    let base = server.base.clone();
+    let (code, out, err) = tokio::task::spawn_blocking(move || {
+        run(&["keys", "check", "--file", &path, "--replica", &base], &[])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("does not publish key"), "{out}");
+    assert!(out.contains("which the file lacks"), "{out}");
+}

@@ -314,3 +314,6 @@ pub fn reload_problems(
     }
     problems
 }
+
+#[cfg(test)]
+mod tests;
