@@ -54,7 +54,7 @@ fn header_kid(jwt: &str) -> String {
 }
 
 fn one_problem(result: Result<LocalSigner, Vec<String>>, expected: &str) {
-    let problems = result.err().expect("the file is refused");
+    let problems = result.expect_err("the file is refused");
     assert!(
         problems.iter().any(|p| p.contains(expected)),
         "{problems:?} should name {expected:?}"
