@@ -439,3 +439,127 @@ async fn discovery_and_jwks_may_be_cached_for_jwks_max_age_and_keys_check_asks_t
     assert!(out.contains("does not publish key"), "{out}");
     assert!(out.contains("which the file lacks"), "{out}");
 }
+
+/// The README's code block that contains `marker`.
+fn readme_block(marker: &str) -> String {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    readme
+        .split("```")
+        .skip(1)
+        .step_by(2)
+        .map(|b| b.trim_start_matches("sh").trim().to_owned())
+        .find(|b| b.contains(marker))
+        .unwrap_or_else(|| panic!("README has no code block with {marker:?}"))
+}
+
+/// Runs `script` with bash in `dir`, `token-service` on the PATH, and `env`; fails on the first
+/// failing command.
+fn bash(script: &str, dir: &Path, env: &[(&str, &str)]) -> String {
+    let bin_dir = Path::new(BIN).parent().unwrap().display().to_string();
+    let path = format!("{bin_dir}:{}", std::env::var("PATH").unwrap_or_default());
+    let output = std::process::Command::new("timeout")
+        .args(["60", "bash", "-c", &format!("set -euo pipefail\n{script}")])
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", path)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{script}\n---\n{text}");
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readme_rotation_commands_run_as_written_against_a_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("keys.pem");
+    let path = file.display().to_string();
+    let env = [("SIGNING_KEY_FILE", path.as_str()), ("JWKS_MAX_AGE", "1")];
+    let start = readme_block("keys generate --active");
+    let cwd = dir.path().to_owned();
+    let out = tokio::task::spawn_blocking({
+        let (cwd, env) = (cwd.clone(), env.map(|(k, v)| (k.to_owned(), v.to_owned())));
+        move || {
+            let env: Vec<(&str, &str)> =
+                env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            bash(&start, &cwd, &env)
+        }
+    })
+    .await
+    .unwrap();
+    assert!(out.contains("as active"), "{out}");
+    let replica = Server::start(&[
+        ("SIGNING_KEY_FILE", &path),
+        ("JWKS_MAX_AGE", "1"),
+        ("TLS_RELOAD_INTERVAL", "1"),
+    ]);
+    let first = replica.key_id_published().await;
+    assert_eq!(first.len(), 1);
+
+    let rotation = readme_block("keys activate --write");
+    let rotation = rotation
+        .replace(
+            "--replica https://replica-1:8443 --replica https://replica-2:8443",
+            &format!("--replica {}", replica.base),
+        )
+        .replace("sleep 5", "sleep 1");
+    assert!(
+        rotation.contains(&format!("--replica {}", replica.base)),
+        "{rotation}"
+    );
+    let out = tokio::task::spawn_blocking({
+        let env = env.map(|(k, v)| (k.to_owned(), v.to_owned()));
+        move || {
+            let env: Vec<(&str, &str)> =
+                env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            bash(&rotation, &cwd, &env)
+        }
+    })
+    .await
+    .unwrap();
+    assert!(out.contains("the keys keep every rule"), "{out}");
+    assert!(
+        out.contains("retired*"),
+        "the old key signs until signs-from: {out}"
+    );
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        text.contains("state=retired") && text.contains("signs-from="),
+        "{text}"
+    );
+    // The replica reloaded the file: it publishes both keys.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while replica.key_id_published().await.len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replica never published the new key"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+impl Server {
+    /// The `kid`s of this server's JWK Set.
+    async fn key_id_published(&self) -> Vec<String> {
+        let set: Value = common::client()
+            .get(self.url("/.well-known/jwks.json"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        set["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap().to_owned())
+            .collect()
+    }
+}
