@@ -10,6 +10,8 @@ use crate::signer::local::set::KeyInfo;
 
 /// How long one replica may take to answer.
 const TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest JWK Set read from a replica.
+const MAX_BODY: usize = 1 << 20;
 
 /// The JWK Set URL of a replica's base URL.
 pub fn jwks_url(replica: &str) -> String {
@@ -91,10 +93,22 @@ async fn kids(http: &reqwest::Client, url: &str) -> Result<Vec<String>, String> 
     if !status.is_success() {
         return Err(format!("GET {url} answered {status}"));
     }
-    let set: Value = response
-        .json()
+    let mut response = response;
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
         .await
-        .map_err(|e| format!("GET {url} did not answer JSON: {e}"))?;
+        .map_err(|e| format!("GET {url}: {e}"))?
+    {
+        body.extend_from_slice(&chunk);
+        if body.len() > MAX_BODY {
+            return Err(format!(
+                "GET {url} answered more than {MAX_BODY} bytes; a JWK Set is a few KiB"
+            ));
+        }
+    }
+    let set: Value =
+        serde_json::from_slice(&body).map_err(|e| format!("GET {url} did not answer JSON: {e}"))?;
     let keys = set
         .get("keys")
         .and_then(Value::as_array)
