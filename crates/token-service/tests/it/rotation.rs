@@ -563,3 +563,53 @@ impl Server {
             .collect()
     }
 }
+
+/// The real process reloads its key file: a broken version is logged and the keys in force
+/// stay; a good one is logged and published, with no restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_process_reloads_its_key_file_and_keeps_its_keys_when_a_version_is_broken() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("keys.pem");
+    let path = file.display().to_string();
+    let env = [("SIGNING_KEY_FILE", path.as_str())];
+    let (ok, first) = keys(&["generate", "--ec", "--active"], &env);
+    assert!(ok, "{first}");
+    std::fs::write(&file, &first).unwrap();
+    let server =
+        Server::start_process(&[("SIGNING_KEY_FILE", &path), ("TLS_RELOAD_INTERVAL", "1")]);
+    let before = server.key_id_published().await;
+    let event = |name: &str| {
+        let name = name.to_owned();
+        move |server: &Server| {
+            server
+                .json_logs()
+                .iter()
+                .filter(|l| l["logging.googleapis.com/labels"]["event"] == name.as_str())
+                .count()
+        }
+    };
+    let wait_for = |count: &dyn Fn(&Server) -> usize| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while count(&server) == 0 {
+            assert!(std::time::Instant::now() < deadline, "{}", server.logs());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    // A second active key: refused, logged, the old set stays.
+    let (_, other) = keys(&["generate", "--ec", "--active"], &env);
+    replace(&file, &format!("{first}{other}"));
+    wait_for(&event("signing_keys_reload_failed"));
+    assert!(
+        server.logs().contains("exactly one key signs"),
+        "{}",
+        server.logs()
+    );
+    assert_eq!(server.key_id_published().await, before);
+    // A next key: reloaded, published.
+    let (_, next) = keys(&["generate", "--ec"], &env);
+    replace(&file, &format!("{first}{next}"));
+    wait_for(&event("signing_keys_reloaded"));
+    let after = server.key_id_published().await;
+    assert_eq!(after.len(), 2);
+    assert_eq!(after[0], before[0]);
+}
