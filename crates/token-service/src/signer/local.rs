@@ -198,37 +198,62 @@ impl LocalSigner {
     }
 
     /// Watches `path` every `interval` (a thread of `background`) and reloads the keys when
-    /// the file changes; a file that is unsafe, unreadable or breaks a rule is logged and the
-    /// keys in force stay.
+    /// the file changes. A version that is unsafe, unreadable or breaks a rule is logged once
+    /// and the keys in force stay; it is tried again every `interval` until it loads, since
+    /// some rules are about time (a retired key dropped early loads once it may go).
     pub fn watch(self: &Arc<Self>, path: PathBuf, interval: Duration, background: &Background) {
         let signer = Arc::downgrade(self);
-        let watched = path.clone();
-        crate::watch::spawn(
-            background,
-            interval,
-            move || vec![watched.clone()],
-            move || {
+        let spawned = background.spawn_thread("signing-keys-watch", move |stop| {
+            let files = [path.clone()];
+            let mut seen = crate::watch::stamps(&files);
+            let mut refused: Option<Vec<String>> = None;
+            while !stop.sleep(interval) {
+                let now = crate::watch::stamps(&files);
+                if now == seen && refused.is_none() {
+                    continue;
+                }
+                seen = now;
                 let Some(signer) = signer.upgrade() else {
                     return;
                 };
-                let shown = path.display();
-                let outcome = files::check_key_file(&path)
-                    .map_err(|e| vec![e.problem])
-                    .and_then(|_| fs::read(&path).map_err(|e| vec![format!("cannot read it: {e}")]))
-                    .and_then(|pem| signer.reload(&pem));
-                match outcome {
-                    Ok(summary) => tracing::info!(
-                        event = "signing_keys_reloaded",
-                        "SIGNING_KEY_FILE '{shown}' reloaded: {summary}"
-                    ),
-                    Err(problems) => tracing::error!(
+                refused = signer.reload_file(&path, refused.take());
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::error!(
+                event = "watch_failed",
+                "cannot start the thread that watches SIGNING_KEY_FILE: {e}; a changed file is not reloaded until a restart"
+            );
+        }
+    }
+
+    /// One reload attempt of `path`; the problems when refused, logged unless they are those
+    /// of the previous attempt (`refused`).
+    fn reload_file(&self, path: &Path, refused: Option<Vec<String>>) -> Option<Vec<String>> {
+        let shown = path.display();
+        let outcome = files::check_key_file(path)
+            .map_err(|e| vec![e.problem])
+            .and_then(|_| fs::read(path).map_err(|e| vec![format!("cannot read it: {e}")]))
+            .and_then(|pem| self.reload(&pem));
+        match outcome {
+            Ok(summary) => {
+                tracing::info!(
+                    event = "signing_keys_reloaded",
+                    "SIGNING_KEY_FILE '{shown}' reloaded: {summary}"
+                );
+                None
+            }
+            Err(problems) => {
+                if refused.as_ref() != Some(&problems) {
+                    tracing::error!(
                         event = "signing_keys_reload_failed",
-                        "SIGNING_KEY_FILE '{shown}' not reloaded, the keys in force stay: {}",
+                        "SIGNING_KEY_FILE '{shown}' not reloaded, the keys in force stay (tried again every TLS_RELOAD_INTERVAL): {}",
                         joined(&problems)
-                    ),
+                    );
                 }
-            },
-        );
+                Some(problems)
+            }
+        }
     }
 }
 

@@ -598,12 +598,16 @@ async fn the_process_reloads_its_key_file_and_keeps_its_keys_when_a_version_is_b
     // A second active key: refused, logged, the old set stays.
     let (_, other) = keys(&["generate", "--ec", "--active"], &env);
     replace(&file, &format!("{first}{other}"));
-    wait_for(&event("signing_keys_reload_failed"));
+    let failed = event("signing_keys_reload_failed");
+    wait_for(&failed);
     assert!(
         server.logs().contains("exactly one key signs"),
         "{}",
         server.logs()
     );
+    // Tried again every interval, logged once.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(failed(&server), 1, "{}", server.logs());
     assert_eq!(server.key_id_published().await, before);
     // A next key: reloaded, published.
     let (_, next) = keys(&["generate", "--ec"], &env);
