@@ -341,7 +341,7 @@ async fn verify_token<'s>(
         ));
     };
     let key = fetch_key(
-        &state.http,
+        (&state.http, &state.aws_oidc_cache),
         &iss,
         &kid,
         state.config.allow_loopback_issuers,

@@ -398,7 +398,7 @@ async fn verify_assertion(
         ));
     };
     let key = fetch_key(
-        &state.http,
+        (&state.http, &state.entra_oidc_cache),
         &iss,
         &kid,
         state.config.allow_loopback_issuers,

@@ -80,6 +80,12 @@ pub(crate) struct Shared {
     pub(crate) http: reqwest::Client,
     /// Signs the Entra access tokens (one key for every tenant).
     pub(crate) entra_key: Arc<SigningKey>,
+    /// The STS's cache of issuers' discovery documents and JWK Sets.
+    pub(crate) oidc_cache: crate::sts::cache::OidcCache,
+    /// AWS STS's own cache of them.
+    pub(crate) aws_oidc_cache: crate::sts::cache::OidcCache,
+    /// Entra's own cache of them.
+    pub(crate) entra_oidc_cache: crate::sts::cache::OidcCache,
     world: Mutex<World>,
 }
 
@@ -107,6 +113,9 @@ impl Shared {
             faults: FaultBook::default(),
             http,
             entra_key,
+            oidc_cache: crate::sts::cache::OidcCache::default(),
+            aws_oidc_cache: crate::sts::cache::OidcCache::default(),
+            entra_oidc_cache: crate::sts::cache::OidcCache::default(),
             world: Mutex::new(World {
                 accounts,
                 ..World::default()

@@ -1,8 +1,11 @@
 //! Google's Security Token Service token exchange (`POST /v1/token`,
 //! RFC 8693): request parsing (form or JSON, snake_case or camelCase), the
 //! ordered checks Google applies to a workload identity federation request,
-//! live OIDC discovery and JWKS retrieval, subject-token signature and claim
-//! validation, and issuing the federated access token.
+//! OIDC discovery and JWKS retrieval through an HTTP cache (`sts/cache.rs`),
+//! subject-token signature and claim validation, and issuing the federated
+//! access token.
+
+pub(crate) mod cache;
 
 use std::collections::{HashMap, HashSet};
 
@@ -237,19 +240,7 @@ async fn exchange(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<
 }
 
 async fn fetch_json(state: &AppState, url: &str) -> Result<Value, String> {
-    let resp = state
-        .http
-        .get(url)
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    let status = resp.status();
-    if !status.is_success() {
-        return Err(format!("HTTP {status}"));
-    }
-    resp.json::<Value>()
-        .await
-        .map_err(|e| format!("response is not JSON: {e}"))
+    state.oidc_cache.get(&state.http, url).await
 }
 
 /// Header and issuer checks, discovery, JWKS lookup and signature verification.

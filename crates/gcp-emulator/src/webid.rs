@@ -215,21 +215,12 @@ impl KeyError {
     }
 }
 
-async fn fetch_json(http: &reqwest::Client, url: &str) -> Result<Value, String> {
-    let resp = http.get(url).send().await.map_err(|e| e.to_string())?;
-    let status = resp.status();
-    if !status.is_success() {
-        return Err(format!("HTTP {status}"));
-    }
-    resp.json::<Value>()
-        .await
-        .map_err(|e| format!("the response is not JSON: {e}"))
-}
-
-/// The public key `kid` of issuer `iss`, via discovery and `jwks_uri`. With `require_sig_use`
+/// The public key `kid` of issuer `iss`, via discovery and `jwks_uri`, each through the
+/// cloud's HTTP cache (`sts/cache.rs`: kept for the responses' `max-age`; AWS is reported to
+/// honour the JWK Set's caching headers, Entra documents nothing). With `require_sig_use`
 /// (Entra) a key whose `use` is present and not `"sig"` is refused.
 pub(crate) async fn fetch_key(
-    http: &reqwest::Client,
+    (http, cache): (&reqwest::Client, &crate::sts::cache::OidcCache),
     iss: &str,
     kid: &str,
     allow_loopback: bool,
@@ -245,7 +236,8 @@ pub(crate) async fn fetch_key(
         "{}/.well-known/openid-configuration",
         iss.trim_end_matches('/')
     );
-    let discovery = fetch_json(http, &url)
+    let discovery = cache
+        .get(http, &url)
         .await
         .map_err(|problem| KeyError::Discovery {
             url: url.clone(),
@@ -268,7 +260,8 @@ pub(crate) async fn fetch_key(
     if let Err(problem) = check_jwks_uri(&url, allow_loopback) {
         return Err(KeyError::JwksUriForm { url, problem });
     }
-    let jwks = fetch_json(http, &url)
+    let jwks = cache
+        .get(http, &url)
         .await
         .map_err(|problem| KeyError::Jwks {
             url: url.clone(),

@@ -17,9 +17,7 @@ use crate::config::{Config, SignerConfig};
 use crate::error::StartupError;
 use crate::flows::FlowRegistry;
 use crate::google::Upstream;
-use crate::google::credentials::{Credentials, TokenSource};
 use crate::google::iam_credentials::IamCredentialsClient;
-use crate::google::metadata::MetadataClient;
 use crate::google::sts::StsClient;
 use crate::grant::ClientCredentials;
 use crate::http::{AppState, StateParts, admin_router, router};
@@ -30,8 +28,6 @@ use crate::policy::engine::RulesPolicy;
 use crate::policy::{CertificateFactsPolicy, ClientPolicy};
 use crate::server::ServerSettings;
 use crate::signer::Signer;
-use crate::signer::iam::IamSigner;
-use crate::signer::local::LocalSigner;
 use crate::tasks::Background;
 use crate::tls::TlsServer;
 use crate::x509::Trust;
@@ -227,17 +223,18 @@ fn build_trace_project(config: &Config) -> Arc<OnceLock<String>> {
 
 /// The ID token issuer over `signer`, whose key is published in `metrics`.
 fn build_issuer(config: &Config, signer: Arc<dyn Signer>, metrics: &Metrics) -> IdTokenIssuer {
+    let kid = signer.key_id();
     metrics.signing_key(
-        signer.key_id().unwrap_or("google-managed"),
+        kid.as_deref().unwrap_or("google-managed"),
         signer.algorithm(),
     );
     tracing::info!(
         event = "signer_ready",
         algorithm = signer.algorithm(),
-        kid = signer.key_id().unwrap_or(""),
+        kid = kid.as_deref().unwrap_or(""),
         "signing ID tokens with {} key {}",
         signer.algorithm(),
-        signer.key_id().unwrap_or("managed by Google")
+        kid.as_deref().unwrap_or("managed by Google")
     );
     IdTokenIssuer::new(
         IssuerSettings {
@@ -251,6 +248,7 @@ fn build_issuer(config: &Config, signer: Arc<dyn Signer>, metrics: &Metrics) -> 
         Clock::system(),
     )
     .with_audiences(config.audiences.clone())
+    .with_jwks_max_age(config.jwks_max_age)
 }
 
 /// The Google access-token backend, when a workload identity pool is configured.
@@ -355,100 +353,6 @@ fn build_router(state: Arc<AppState>) -> Router {
     router(state)
 }
 
-/// The signer of ID tokens: a local key (from `SIGNING_KEY_FILE`, or the development key in
-/// `DATA_DIR`) or Google's IAM `signJwt`.
-fn build_signer(
-    config: &Config,
-    upstream: &Upstream,
-    trace_project: &Arc<OnceLock<String>>,
-    background: &Background,
-    warnings: &mut Vec<String>,
-) -> Result<Arc<dyn Signer>, Vec<StartupError>> {
-    match &config.signer {
-        SignerConfig::Local {
-            key_file: Some(path),
-            ..
-        } => {
-            let (mut signer, found) = LocalSigner::from_key_file(path).map_err(startup)?;
-            signer.start(background);
-            warnings.extend(found);
-            Ok(Arc::new(signer))
-        }
-        SignerConfig::Local {
-            key_file: None,
-            data_dir,
-        } => development_signer(data_dir, background),
-        SignerConfig::Iam { service_account } => iam_signer(
-            config,
-            service_account.as_deref(),
-            upstream,
-            trace_project,
-            background,
-        ),
-    }
-}
-
-/// The development key in `data_dir`, generated on first start; its signing threads run in
-/// `background`.
-fn development_signer(
-    data_dir: &std::path::Path,
-    background: &Background,
-) -> Result<Arc<dyn Signer>, Vec<StartupError>> {
-    let (mut signer, path, generated) = LocalSigner::load_or_generate(data_dir).map_err(startup)?;
-    signer.start(background);
-    let verb = if generated {
-        "generated"
-    } else {
-        "reusing the generated"
-    };
-    tracing::warn!(
-        event = "development_key",
-        path = %path.display(),
-        "{verb} signing key {}: fine for development and a single instance; set SIGNING_KEY_FILE for production",
-        path.display()
-    );
-    Ok(Arc::new(signer))
-}
-
-/// Signing with IAM `signJwt` as `service_account` (or the credentials' own account). The
-/// identity check, and the trace project's lookup on the metadata server, run in `background`.
-fn iam_signer(
-    config: &Config,
-    service_account: Option<&str>,
-    upstream: &Upstream,
-    trace_project: &Arc<OnceLock<String>>,
-    background: &Background,
-) -> Result<Arc<dyn Signer>, Vec<StartupError>> {
-    let endpoints = &config.google.endpoints;
-    let (credentials, metadata) = match &config.google.application_credentials {
-        Some(path) => (Credentials::from_adc_file(path).map_err(startup)?, None),
-        None => {
-            let metadata = MetadataClient::new(endpoints.metadata.clone(), upstream.clone());
-            (Credentials::Metadata(metadata.clone()), Some(metadata))
-        }
-    };
-    let email = service_account
-        .map(str::to_owned)
-        .or_else(|| credentials.email().map(str::to_owned));
-    if email.is_none() && metadata.is_none() {
-        return Err(vec![StartupError::setting(
-            "SERVICE_ACCOUNT",
-            "required when GOOGLE_APPLICATION_CREDENTIALS holds user credentials; name the service account to sign as",
-        )]);
-    }
-    tracing::info!(event = "google_credentials", credentials = ?credentials, "Google credentials: {credentials:?}");
-    let tokens = Arc::new(TokenSource::new(credentials, upstream.clone()));
-    let iam = IamCredentialsClient::new(endpoints.iam_credentials.clone(), upstream.clone());
-    let signer = Arc::new(IamSigner::new(email, tokens, iam, upstream.clone()));
-    signer.start(metadata.clone(), background);
-    if trace_project.get().is_none()
-        && let Some(metadata) = metadata
-    {
-        metadata.publish_project(trace_project.clone(), background);
-    }
-    Ok(signer)
-}
-
 /// How many async worker threads to run; `None` keeps tokio's default (one per core, or
 /// `TOKIO_WORKER_THREADS` when set, which always wins). A local RSA key has its own signing
 /// threads, one per core, which take ~80 % of the CPU a token costs; as many async workers again
@@ -460,13 +364,13 @@ pub fn async_workers(config: &Config) -> Option<usize> {
         SignerConfig::Local {
             key_file: Some(path),
             ..
-        } => std::fs::read(path).is_ok_and(|pem| crate::signer::local::first_key_is_rsa(&pem)),
+        } => std::fs::read(path).is_ok_and(|pem| crate::signer::local::any_key_is_rsa(&pem)),
         // The development key: generated as RSA-2048 unless DATA_DIR holds another one.
         SignerConfig::Local {
             key_file: None,
             data_dir,
         } => std::fs::read(data_dir.join(crate::signer::local::GENERATED_KEY_FILE))
-            .map_or(true, |pem| crate::signer::local::first_key_is_rsa(&pem)),
+            .map_or(true, |pem| crate::signer::local::any_key_is_rsa(&pem)),
     };
     let cores = std::thread::available_parallelism().map_or(2, usize::from);
     workers_for(
@@ -585,6 +489,10 @@ async fn shutdown_signal() {
         () = term => {},
     }
 }
+
+mod signers;
+use signers::build_signer;
+pub(crate) use signers::key_rules;
 
 #[cfg(test)]
 mod tests;

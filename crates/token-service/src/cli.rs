@@ -1,4 +1,4 @@
-//! Command line: `serve`, `demo`, `check-config`, `pki`, `policy` and `doctor`, with the built-in flows
+//! Command line: `serve`, `demo`, `check-config`, `pki`, `policy`, `doctor` and `keys`, with the built-in flows
 //! ([`main`]) or an embedder's ([`main_with`]). Settings come from the environment and an
 //! optional `--config` TOML file; `--help` lists every setting of the flows' registry too.
 
@@ -14,6 +14,7 @@ use crate::flows::FlowRegistry;
 use crate::pki::DevPki;
 
 mod doctor;
+mod keys;
 mod policy;
 
 /// Token Service: verified client certificate in, signed OIDC ID token out.
@@ -51,6 +52,11 @@ pub enum Command {
     /// Google Cloud, AWS and Microsoft Entra; exit status 1 when a rule fails, 2 when the
     /// check cannot run.
     Doctor(doctor::DoctorArgs),
+    /// The local signing keys of SIGNING_KEY_FILE: generate a key, show which signs and which
+    /// are published, check the rules of the key states, activate a next key, prune retired
+    /// ones (README "Rotating a local signing key").
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
 }
 
 fn settings_help(table: &[Setting]) -> String {
@@ -112,6 +118,12 @@ pub fn main_with(registry: FlowRegistry) -> ExitCode {
     if let Command::Policy(command) = &cli.command {
         return match settings(&cli, &table) {
             Ok(values) => policy::run(command, &values, &registry),
+            Err(code) => code,
+        };
+    }
+    if let Command::Keys(command) = &cli.command {
+        return match settings(&cli, &table) {
+            Ok(values) => keys::run(command, &values),
             Err(code) => code,
         };
     }
@@ -192,6 +204,9 @@ fn check_config(config: &Config, registry: &FlowRegistry) -> ExitCode {
                 eprintln!("warning: {w}");
             }
             for line in &app.revocation {
+                println!("{line}");
+            }
+            for line in keys::describe(config) {
                 println!("{line}");
             }
             println!("configuration is valid");

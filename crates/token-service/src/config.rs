@@ -140,6 +140,10 @@ pub struct Config {
     pub min_lifetime_seconds: i64,
     /// `TOKEN_CERTIFICATE_BOUND`.
     pub certificate_bound: bool,
+    /// `JWKS_MAX_AGE`, in seconds.
+    pub jwks_max_age: u64,
+    /// `TLS_RELOAD_INTERVAL`: also how often `SIGNING_KEY_FILE` is checked for changes.
+    pub key_reload_interval: std::time::Duration,
     /// Signer.
     pub signer: SignerConfig,
     /// Google APIs.
@@ -236,6 +240,8 @@ pub fn load(values: Values, registry: &FlowRegistry) -> Result<Config, Vec<Start
         jwks_uri: tokens.jwks_uri,
         min_lifetime_seconds: tokens.min_lifetime_seconds,
         certificate_bound: tokens.certificate_bound,
+        jwks_max_age: tokens.jwks_max_age,
+        key_reload_interval: reload,
         signer,
         google,
         aws,

@@ -63,8 +63,6 @@ pub struct AppState {
     metrics_here: bool,
     readiness_checks: Vec<ReadinessCheck>,
     readiness_details: Vec<ReadinessDetail>,
-    /// The JWK Set, serialized on first use.
-    jwks_body: OnceLock<bytes::Bytes>,
     summary: FlowSummary,
 }
 
@@ -105,7 +103,6 @@ impl AppState {
             metrics_here: parts.metrics_here,
             readiness_checks: parts.readiness_checks,
             readiness_details: parts.readiness_details,
-            jwks_body: OnceLock::new(),
             summary,
         }
     }

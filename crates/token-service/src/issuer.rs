@@ -58,6 +58,7 @@ pub struct IdTokenIssuer {
     audiences: AudienceSettings,
     signer: Arc<dyn Signer>,
     clock: Clock,
+    jwks_max_age: u64,
 }
 
 impl IdTokenIssuer {
@@ -68,7 +69,20 @@ impl IdTokenIssuer {
             audiences: AudienceSettings::default(),
             signer,
             clock,
+            jwks_max_age: settings::DEFAULT_JWKS_MAX_AGE,
         }
+    }
+
+    /// Lets verifiers cache discovery and the JWK Set for `seconds` (`JWKS_MAX_AGE`).
+    #[must_use]
+    pub fn with_jwks_max_age(mut self, seconds: u64) -> Self {
+        self.jwks_max_age = seconds;
+        self
+    }
+
+    /// How long verifiers may cache discovery and the JWK Set, in seconds (`JWKS_MAX_AGE`).
+    pub fn jwks_max_age(&self) -> u64 {
+        self.jwks_max_age
     }
 
     /// Lets clients ask for the audiences of `audiences` (`TOKEN_AUDIENCES`), with their
@@ -239,13 +253,13 @@ impl IdTokenIssuer {
             return Some(uri.clone());
         }
         match self.signer.publication()? {
-            Publication::Uri(uri) => Some(uri.clone()),
+            Publication::Uri(uri) => Some(uri),
             Publication::Jwks(_) => Some(format!("{iss}{JWKS_PATH}")),
         }
     }
 
     /// The JWK Set this service serves, when the signer's keys are local.
-    pub fn jwks(&self) -> Option<&Value> {
+    pub fn jwks(&self) -> Option<Arc<Value>> {
         match self.signer.publication()? {
             Publication::Jwks(set) => Some(set),
             Publication::Uri(_) => None,

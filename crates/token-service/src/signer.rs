@@ -19,8 +19,9 @@ use crate::readiness::NotReady;
 /// Where verifiers find the public keys.
 #[derive(Debug, Clone)]
 pub enum Publication {
-    /// This service serves the JWK Set itself (`{"keys": [...]}`).
-    Jwks(Value),
+    /// This service serves the JWK Set itself (`{"keys": [...]}`); shared, as the key file's
+    /// version in force holds it.
+    Jwks(std::sync::Arc<Value>),
     /// The keys are published elsewhere, at this URI.
     Uri(String),
 }
@@ -30,11 +31,11 @@ pub enum Publication {
 pub trait Signer: Send + Sync {
     /// JWS algorithm of the signing key (`RS256`, `ES256`).
     fn algorithm(&self) -> &str;
-    /// Key ID of the signing key, when known up front.
-    fn key_id(&self) -> Option<&str>;
+    /// Key ID of the key that signs now, when known up front.
+    fn key_id(&self) -> Option<String>;
     /// How verifiers find the public keys; `None` while that is not known yet (the signer is
     /// not ready, see [`Signer::readiness`]).
-    fn publication(&self) -> Option<&Publication>;
+    fn publication(&self) -> Option<Publication>;
     /// Whether the signer can sign now, and if not, why (`/readyz` and discovery show the
     /// reason).
     fn readiness(&self) -> Result<(), NotReady> {

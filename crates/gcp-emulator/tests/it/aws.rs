@@ -679,6 +679,8 @@ fn sign_with(alg: &str, kid: &str, claims: &Value) -> (String, Value) {
 #[tokio::test]
 async fn every_algorithm_aws_accepts_verifies() {
     let (issuer, emu) = setup().await;
+    // The set changes for each algorithm: not to be cached.
+    issuer.set_cache_control("no-store");
     for alg in ["RS384", "RS512", "ES384", "ES512"] {
         let kid = format!("{alg}-key");
         let (token, jwk) = sign_with(alg, &kid, &claims(&issuer, "device-1"));
@@ -692,4 +694,18 @@ async fn every_algorithm_aws_accepts_verifies() {
             assert_aws_error(&got, 400, "InvalidIdentityToken", "signature");
         }
     }
+}
+
+/// AWS keeps the issuer's discovery document and JWK Set for their `max-age` (its own cache,
+/// by the STS's rules): two exchanges, one fetch each.
+#[tokio::test]
+async fn the_issuers_keys_are_kept_for_their_max_age() {
+    let (issuer, emu) = setup().await;
+    issuer.set_cache_control("public, max-age=60");
+    let token = issuer.sign(&claims(&issuer, "device-1"));
+    for _ in 0..2 {
+        let (status, body) = post(&emu, &params(&token)).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(issuer.fetches(), (1, 1));
 }

@@ -14,3 +14,4 @@ mod cli;
 mod entra;
 mod https;
 mod sts;
+mod sts_cache;

@@ -245,7 +245,14 @@ async fn subject_token_shape_and_issuer_checks() {
         "Invalid JWT signature",
     );
 
+    // The discovery document fetched above is cached (no Cache-Control: the default): a
+    // fresh emulator sees the changed one.
     issuer.set_discovery_issuer(&format!("{}/", issuer.url));
+    let emu = start(Config {
+        providers: vec![issuer.provider()],
+        ..Config::default()
+    })
+    .await;
     let r = sts_post(&emu, &sts_form(&issuer.sign(&issuer.claims("x")))).await;
     assert_oauth_error(
         &r,
@@ -255,8 +262,9 @@ async fn subject_token_shape_and_issuer_checks() {
 }
 
 #[tokio::test]
-async fn keys_are_fetched_fresh_on_every_exchange() {
+async fn keys_are_fetched_fresh_on_every_exchange_when_the_issuer_forbids_caching() {
     let (issuer, emu) = setup().await;
+    issuer.set_cache_control("no-store");
     let token = issuer.sign(&issuer.claims("dave"));
     assert_eq!(sts_post(&emu, &sts_form(&token)).await.0, 200);
     issuer.set_jwks(vec![rogue_key().jwk("rogue-1")]);

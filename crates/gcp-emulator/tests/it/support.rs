@@ -158,6 +158,10 @@ struct IssuerState {
     url: String,
     discovery_issuer: Option<String>,
     jwks: Vec<Value>,
+    /// The `Cache-Control` of both responses, when set.
+    cache_control: Option<String>,
+    /// How often discovery and the JWK Set were fetched.
+    fetches: (usize, usize),
 }
 
 /// A tiny OIDC issuer: `/.well-known/openid-configuration` and `/jwks`.
@@ -175,6 +179,8 @@ impl Issuer {
             url: url.clone(),
             discovery_issuer: None,
             jwks: vec![issuer_key().jwk(ISSUER_KID)],
+            cache_control: None,
+            fetches: (0, 0),
         }));
         let app = axum::Router::new()
             .route("/.well-known/openid-configuration", get(discovery))
@@ -192,6 +198,16 @@ impl Issuer {
     /// Replace the published JWKS.
     pub fn set_jwks(&self, keys: Vec<Value>) {
         self.state.lock().unwrap().jwks = keys;
+    }
+
+    /// Send `Cache-Control: value` with discovery and the JWK Set.
+    pub fn set_cache_control(&self, value: &str) {
+        self.state.lock().unwrap().cache_control = Some(value.to_owned());
+    }
+
+    /// How often discovery and the JWK Set were fetched.
+    pub fn fetches(&self) -> (usize, usize) {
+        self.state.lock().unwrap().fetches
     }
 
     /// A valid token for subject `sub`, audience the provider's default.
@@ -215,20 +231,38 @@ impl Issuer {
     }
 }
 
-async fn discovery(State(state): State<Arc<Mutex<IssuerState>>>) -> axum::Json<Value> {
-    let s = state.lock().unwrap();
+/// `body` as JSON with the issuer's `Cache-Control`, when set.
+fn cached(s: &IssuerState, body: Value) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let mut response = axum::Json(body).into_response();
+    if let Some(value) = &s.cache_control {
+        response.headers_mut().insert(
+            axum::http::header::CACHE_CONTROL,
+            axum::http::HeaderValue::from_str(value).unwrap(),
+        );
+    }
+    response
+}
+
+async fn discovery(State(state): State<Arc<Mutex<IssuerState>>>) -> axum::response::Response {
+    let mut s = state.lock().unwrap();
+    s.fetches.0 += 1;
     let issuer = s.discovery_issuer.clone().unwrap_or_else(|| s.url.clone());
-    axum::Json(json!({
+    let body = json!({
         "issuer": issuer,
         "jwks_uri": format!("{}/jwks", s.url),
         "response_types_supported": ["id_token"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["RS256", "ES256"],
-    }))
+    });
+    cached(&s, body)
 }
 
-async fn jwks(State(state): State<Arc<Mutex<IssuerState>>>) -> axum::Json<Value> {
-    axum::Json(json!({"keys": state.lock().unwrap().jwks.clone()}))
+async fn jwks(State(state): State<Arc<Mutex<IssuerState>>>) -> axum::response::Response {
+    let mut s = state.lock().unwrap();
+    s.fetches.1 += 1;
+    let body = json!({"keys": s.jwks.clone()});
+    cached(&s, body)
 }
 
 pub fn provider_resource() -> String {

@@ -15,6 +15,7 @@ use crate::config::source::Values;
 mod fetch;
 mod issuer;
 mod jwt;
+mod rotation;
 mod rules;
 mod token;
 

@@ -13,9 +13,14 @@ use super::{AppState, IssuerSource, request_issuer};
 use crate::error::{Failure, Kind};
 use crate::issuer::discovery_document;
 
-/// Verifiers may cache discovery and keys for five minutes: short enough that a key added to
-/// the set is seen well before it starts signing (see the rotation notes in the README).
-const CACHE: HeaderValue = HeaderValue::from_static("public, max-age=300");
+/// How long verifiers may cache discovery and keys: `JWKS_MAX_AGE`, which a key's rotation
+/// waits out between publishing a key and signing with it (README "Rotating a local signing
+/// key").
+fn cache_control(state: &AppState) -> HeaderValue {
+    let max_age = state.grant.issuer().jwks_max_age();
+    HeaderValue::from_str(&format!("public, max-age={max_age}"))
+        .unwrap_or(HeaderValue::from_static("no-cache"))
+}
 
 /// `GET /.well-known/openid-configuration` (and the alias `openid-metadata`).
 pub async fn discovery(
@@ -34,7 +39,9 @@ pub async fn discovery(
         }
     };
     let mut response = Json(doc).into_response();
-    response.headers_mut().insert(header::CACHE_CONTROL, CACHE);
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, cache_control(&state));
     if matches!(state.issuer, IssuerSource::FromHost) {
         response
             .headers_mut()
@@ -43,21 +50,19 @@ pub async fn discovery(
     response
 }
 
-/// The JWK Set, when the signer's keys are local.
+/// The JWK Set, when the signer's keys are local: the version of the key file in force.
 pub async fn jwks(State(state): State<Arc<AppState>>) -> Response {
     match state.grant.issuer().jwks() {
         Some(set) => {
-            // The local keys never change while the process runs: serialize them once.
-            let body = state
-                .jwks_body
-                .get_or_init(|| bytes::Bytes::from(set.to_string()))
-                .clone();
-            let mut response = body.into_response();
+            // A few keys: serializing them costs microseconds, and the set changes on reload.
+            let mut response = set.to_string().into_response();
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             );
-            response.headers_mut().insert(header::CACHE_CONTROL, CACHE);
+            response
+                .headers_mut()
+                .insert(header::CACHE_CONTROL, cache_control(&state));
             response
         }
         None => HttpError::from(Failure::new(

@@ -89,6 +89,15 @@ pub const CERTIFICATE_BOUND: Setting = Setting::flag(
     false,
     "on: ID tokens carry cnf.x5t#S256, the client certificate's SHA-256 thumbprint (RFC 8705), and discovery says tls_client_certificate_bound_access_tokens",
 );
+/// The default of `JWKS_MAX_AGE`, in seconds.
+pub const DEFAULT_JWKS_MAX_AGE: u64 = 300;
+/// `JWKS_MAX_AGE`.
+pub const JWKS_MAX_AGE: Setting = Setting::seconds(
+    "JWKS_MAX_AGE",
+    DEFAULT_JWKS_MAX_AGE,
+    0..=86_400,
+    "Seconds verifiers may cache discovery and the JWK Set (Cache-Control max-age), 0 to 86400; a key is published this long before it signs",
+);
 /// `JWKS_URI`.
 pub const JWKS_URI: Setting = Setting::url("JWKS_URI", None, "jwks_uri published in discovery")
     .noted("issuer + /.well-known/jwks.json");
@@ -110,7 +119,7 @@ pub const TOKENS: &[Setting] = &[
     CERTIFICATE_BOUND,
 ];
 /// The published key location.
-pub const PUBLICATION: &[Setting] = &[JWKS_URI];
+pub const PUBLICATION: &[Setting] = &[JWKS_URI, JWKS_MAX_AGE];
 
 /// A workload identity pool provider.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,6 +161,8 @@ pub struct TokenSettings {
     pub min_lifetime_seconds: i64,
     /// `TOKEN_CERTIFICATE_BOUND`.
     pub certificate_bound: bool,
+    /// `JWKS_MAX_AGE`, in seconds.
+    pub jwks_max_age: u64,
 }
 
 /// The audiences a client may ask for besides the default one, and their lifetimes.
@@ -191,6 +202,7 @@ impl TokenSettings {
             min_lifetime_seconds: i64::try_from(r.seconds(&MIN_LIFETIME).as_secs())
                 .unwrap_or(i64::MAX),
             certificate_bound: r.flag(&CERTIFICATE_BOUND),
+            jwks_max_age: r.seconds(&JWKS_MAX_AGE).as_secs(),
         }
     }
 }

@@ -161,10 +161,10 @@ impl Signer for Keyless {
     fn algorithm(&self) -> &str {
         "RS256"
     }
-    fn key_id(&self) -> Option<&str> {
+    fn key_id(&self) -> Option<String> {
         None
     }
-    fn publication(&self) -> Option<&Publication> {
+    fn publication(&self) -> Option<Publication> {
         None
     }
     fn readiness(&self) -> Result<(), NotReady> {

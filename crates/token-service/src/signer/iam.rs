@@ -122,12 +122,12 @@ impl Signer for IamSigner {
         "RS256"
     }
 
-    fn key_id(&self) -> Option<&str> {
+    fn key_id(&self) -> Option<String> {
         None
     }
 
-    fn publication(&self) -> Option<&Publication> {
-        self.publication.get()
+    fn publication(&self) -> Option<Publication> {
+        self.publication.get().cloned()
     }
 
     fn readiness(&self) -> Result<(), NotReady> {

@@ -1,7 +1,9 @@
 //! Signing with local private keys: a PEM file of PKCS#8 keys (RSA ≥ 2048 bits → RS256, EC
-//! P-256 → ES256), or a development key generated on first start. The first key signs; all are
-//! published, so rotation is "add the new key, let caches see it, move it first, drop the old
-//! one a token lifetime later".
+//! P-256 → ES256), or a development key generated on first start. A plain file keeps its old
+//! meaning, the first key signs and all are published; with metadata lines (`keyfile.rs`) each
+//! key is `next`, `active` or `retired` (`states.rs`), so that a new key is published on every
+//! replica before any replica signs with it, and every replica switches in the same second.
+//! The file is watched and reloaded whole (`set.rs`).
 //!
 //! Keys are parsed once into aws-lc-rs key pairs: re-parsing per token (as a generic JWT
 //! library does) costs more than the signature itself.
@@ -9,26 +11,34 @@
 use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::rsa::{KeySize, PublicKeyComponents};
-use aws_lc_rs::signature::{
-    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _, RSA_PKCS1_SHA256, RsaKeyPair,
-};
+use aws_lc_rs::signature::{EcdsaKeyPair, RSA_PKCS1_SHA256, RsaKeyPair};
 use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rustls_pki_types::pem::SectionKind;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use super::{Publication, Signer};
-use crate::clock::Deadline;
+use crate::clock::{Clock, Deadline};
 use crate::error::{Failure, StartupError};
 use crate::tasks::Background;
+
+mod jwk;
+pub mod keyfile;
+mod rsa;
+pub mod set;
+pub mod states;
+
+use jwk::generate_pem;
+pub(crate) use jwk::generate_pem as generate_key_pem;
+use rsa::{RsaPool, signing_failed};
+use set::KeySet;
+use states::Rules;
 
 /// The setting whose folder holds the generated development key.
 const DATA_DIR: &str = "DATA_DIR";
@@ -41,176 +51,97 @@ enum KeyPair {
     Ec(EcdsaKeyPair),
 }
 
-/// What the RSA signing threads are sent.
-enum RsaJob {
-    /// Sign this input and send the signature (`None` if signing failed) back.
-    Sign(Vec<u8>, tokio::sync::oneshot::Sender<Option<Vec<u8>>>),
-    /// Shutdown has begun: the thread that takes this ends.
-    Quit,
-}
-
-/// Threads that make RSA signatures (about 0.25 ms each for RSA-2048), one per core, so the
-/// async workers never block on them and no worker hands its core over per signature (as
-/// `block_in_place` would). They belong to the service's [`Background`]: at shutdown one more
-/// thread of it sends each a [`RsaJob::Quit`] (behind the signatures already queued), so
-/// `Background::shutdown` joins them.
-struct RsaPool {
-    /// One queue for all threads: a signature goes to whichever thread is free first, so a
-    /// thread that the scheduler set aside does not hold up the jobs queued behind it.
-    jobs: mpsc::Sender<RsaJob>,
-}
-
-impl RsaPool {
-    /// Starts the threads under `background`; `None` when the OS gives none.
-    fn start(pair: &Arc<RsaKeyPair>, background: &Background) -> Option<Self> {
-        let threads = std::thread::available_parallelism().map_or(2, usize::from);
-        let (jobs, queue) = mpsc::channel::<RsaJob>();
-        // The stopper first: a signing thread that nothing tells to end would hold up shutdown.
-        let quit = jobs.clone();
-        background
-            .spawn_thread("rsa-signer-stop", move |stop| {
-                while !stop.sleep(Duration::from_secs(3600)) {}
-                for _ in 0..threads {
-                    let _ = quit.send(RsaJob::Quit);
-                }
-            })
-            .ok()?;
-        let queue = Arc::new(Mutex::new(queue));
-        let mut started = 0;
-        for i in 0..threads {
-            let (queue, pair) = (queue.clone(), pair.clone());
-            let spawned = background.spawn_thread(&format!("rsa-signer-{i}"), move |_stop| {
-                sign_jobs(&queue, &pair);
-            });
-            started += usize::from(spawned.is_ok());
-        }
-        (started > 0).then_some(Self { jobs })
-    }
-
-    async fn sign(&self, message: Vec<u8>) -> Result<Vec<u8>, Failure> {
-        let (reply, signature) = tokio::sync::oneshot::channel();
-        self.jobs
-            .send(RsaJob::Sign(message, reply))
-            .map_err(|_| signing_failed("the RSA signing threads stopped"))?;
-        signature
-            .await
-            .ok()
-            .flatten()
-            .ok_or_else(|| signing_failed("RSA signing failed"))
-    }
-}
-
-/// The loop of one RSA signing thread: signs what the queue holds until it takes a
-/// [`RsaJob::Quit`] (or every sender is gone).
-fn sign_jobs(queue: &Mutex<mpsc::Receiver<RsaJob>>, pair: &RsaKeyPair) {
-    let rng = SystemRandom::new();
-    loop {
-        // The thread holding the lock waits for the next job; the others wait for the lock.
-        let job = queue.lock().unwrap_or_else(PoisonError::into_inner).recv();
-        let Ok(RsaJob::Sign(message, reply)) = job else {
-            return;
-        };
-        // A panic fails this one signature, never the thread: the pool must outlive anything
-        // a single job does.
-        let signed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let mut sig = vec![0; pair.public_modulus_len()];
-            pair.sign(&RSA_PKCS1_SHA256, &rng, &message, &mut sig)
-                .ok()
-                .map(|()| sig)
-        }))
-        .ok()
-        .flatten();
-        let _ = reply.send(signed);
-    }
-}
-
-/// A local signature that could not be made: a fault of this service, never of the client.
-fn signing_failed(detail: &str) -> Failure {
-    Failure::server("The token could not be signed; this is a fault of the service, retry later")
-        .with_detail(detail)
-}
-
 struct SigningKey {
     pair: KeyPair,
     alg: &'static str,
     kid: String,
     /// base64url of the JOSE header, computed once.
     header_b64: String,
+    /// The key's metadata line, when the file has them.
+    meta: Option<keyfile::Meta>,
 }
 
-/// Signs with the first of a list of local keys and publishes all of them.
+/// Signs with the local key the key file's states name for the moment ([`states`]) and
+/// publishes all of them. The compiled file is swapped whole when it changes
+/// ([`LocalSigner::watch`]), so rotation needs no restart.
 pub struct LocalSigner {
-    signing: SigningKey,
-    publication: Publication,
+    current: ArcSwap<KeySet>,
+    rules: Rules,
+    clock: Clock,
     rng: SystemRandom,
     rsa: Option<RsaPool>,
 }
 
 impl std::fmt::Debug for LocalSigner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "LocalSigner {{ alg: {}, kid: {} }}",
-            self.signing.alg, self.signing.kid
-        )
+        let set = self.current.load();
+        let key = set.signer_at(self.clock.now());
+        write!(f, "LocalSigner {{ alg: {}, kid: {} }}", key.alg, key.kid)
     }
 }
 
+/// Problems of a key file as one phrase.
+fn joined(problems: &[String]) -> String {
+    problems.join("; ")
+}
+
 impl LocalSigner {
-    /// Loads every PKCS#8 private key of a PEM document. `origin` names the source in errors
-    /// (`origin: problem`).
-    pub fn from_pem(pem: &[u8], origin: &str) -> Result<Self, StartupError> {
-        Self::parse(pem).map_err(|problem| StartupError::other(format!("{origin}: {problem}")))
-    }
-
-    /// The signer of a PEM document, or what is wrong with the document (a plain message: the
-    /// caller adds which setting and file it came from).
-    fn parse(pem: &[u8]) -> Result<Self, BadKey> {
-        let mut reader = pem;
-        let mut keys = Vec::new();
-        let mut block = 0;
-        loop {
-            let section = rustls_pki_types::pem::from_buf(&mut reader)
-                .map_err(|e| BadKey(format!("not a readable PEM file ({e})")))?;
-            let Some((kind, der)) = section else { break };
-            block += 1;
-            match kind {
-                SectionKind::PrivateKey => {
-                    keys.push(parse_pkcs8(&der).map_err(|e| BadKey(format!("key {block}: {e}")))?);
-                }
-                SectionKind::RsaPrivateKey | SectionKind::EcPrivateKey => {
-                    return Err(BadKey(format!(
-                        "PEM block {block} is a PKCS#1/SEC1 key; convert it to PKCS#8 with `openssl pkcs8 -topk8 -nocrypt -in OLD -out NEW`"
-                    )));
-                }
-                _ => {}
-            }
+    fn new(set: KeySet, rules: Rules, clock: Clock) -> Self {
+        Self {
+            current: ArcSwap::from_pointee(set),
+            rules,
+            clock,
+            rng: SystemRandom::new(),
+            rsa: None,
         }
-        Self::from_keys(keys).ok_or_else(|| {
-            BadKey(
-                "no 'PRIVATE KEY' (PKCS#8) block found; expected RSA ≥ 2048 bits or EC P-256 keys"
-                    .to_owned(),
-            )
-        })
     }
 
-    /// Reads a key file, without checking who may read or change it; a problem names
+    /// Loads every PKCS#8 private key of a PEM document, with the default rules and the
+    /// system clock. `origin` names the source in errors (`origin: problem`).
+    pub fn from_pem(pem: &[u8], origin: &str) -> Result<Self, StartupError> {
+        Self::from_pem_with(pem, Rules::default(), Clock::system())
+            .map_err(|problems| StartupError::other(format!("{origin}: {}", joined(&problems))))
+    }
+
+    /// [`LocalSigner::from_pem`] with `rules` and `clock`; every problem found.
+    pub fn from_pem_with(pem: &[u8], rules: Rules, clock: Clock) -> Result<Self, Vec<String>> {
+        let set = KeySet::parse(pem, clock.now(), &rules)?;
+        Ok(Self::new(set, rules, clock))
+    }
+
+    /// Reads a key file, without checking who may read or change it; each problem names
     /// `setting` and the file.
-    pub fn from_file(path: &Path, setting: &str) -> Result<Self, StartupError> {
+    pub fn from_file(
+        path: &Path,
+        setting: &'static str,
+        rules: Rules,
+    ) -> Result<Self, Vec<StartupError>> {
         let shown = path.display();
-        let pem = fs::read(path)
-            .map_err(|e| StartupError::setting(setting, format!("cannot read '{shown}': {e}")))?;
-        Self::parse(&pem)
-            .map_err(|problem| StartupError::setting(setting, format!("'{shown}': {problem}")))
+        let pem = fs::read(path).map_err(|e| {
+            vec![StartupError::setting(
+                setting,
+                format!("cannot read '{shown}': {e}"),
+            )]
+        })?;
+        Self::from_pem_with(&pem, rules, Clock::system()).map_err(|problems| {
+            problems
+                .iter()
+                .map(|p| StartupError::setting(setting, format!("'{shown}': {p}")))
+                .collect()
+        })
     }
 
     /// Reads the operator's key file (`SIGNING_KEY_FILE`), refusing one that other users can
     /// change: writable by group or others, in a folder they can write (without the sticky
-    /// bit), or owned by a user other than this one or root. Returns a warning when every user
-    /// may read it (Kubernetes' default secret mode 0644).
-    pub fn from_key_file(path: &Path) -> Result<(Self, Vec<String>), StartupError> {
-        let warnings = files::check_key_file(path)?;
-        Ok((Self::from_file(path, "SIGNING_KEY_FILE")?, warnings))
+    /// bit), or owned by a user other than this one or root; and one that breaks a rule of the
+    /// key states (one error each). Returns a warning when every user may read it
+    /// (Kubernetes' default secret mode 0644).
+    pub fn from_key_file(
+        path: &Path,
+        rules: Rules,
+    ) -> Result<(Self, Vec<String>), Vec<StartupError>> {
+        let warnings = files::check_key_file(path).map_err(|e| vec![e])?;
+        Ok((Self::from_file(path, "SIGNING_KEY_FILE", rules)?, warnings))
     }
 
     /// Loads the development key from `data_dir`, generating an RSA-2048 key there (mode 0600,
@@ -222,41 +153,106 @@ impl LocalSigner {
         files::check_data_dir(data_dir)?;
         if path.exists() {
             files::check_generated_key(&path)?;
-            let signer = Self::from_file(&path, DATA_DIR).map_err(|mut e| {
-                e.problem = format!(
+            let signer = Self::from_file(&path, DATA_DIR, Rules::default()).map_err(|e| {
+                let problems: Vec<String> = e.into_iter().map(|e| e.problem).collect();
+                StartupError::setting(DATA_DIR, format!(
                     "{}; if you did not put it there it is left from an interrupted first start: delete '{}' and a new key is generated at the next start (tokens signed by the old one stop verifying), or set SIGNING_KEY_FILE",
-                    e.problem,
+                    joined(&problems),
                     path.display()
-                );
-                e
+                ))
             })?;
             return Ok((signer, path, false));
         }
         let generated = |problem: &str| StartupError::setting(DATA_DIR, problem);
-        let pem = generate_rsa_pem().map_err(generated)?;
+        let pem = generate_pem(false).map_err(generated)?;
         write_atomic(&path, pem.as_bytes(), DATA_DIR)?;
-        let signer = Self::parse(pem.as_bytes())
-            .map_err(|problem| generated(&format!("the generated key: {problem}")))?;
+        let signer = Self::from_pem_with(pem.as_bytes(), Rules::default(), Clock::system())
+            .map_err(|problems| generated(&format!("the generated key: {}", joined(&problems))))?;
         Ok((signer, path, true))
     }
 
-    fn from_keys(keys: Vec<SigningKey>) -> Option<Self> {
-        let jwks: Vec<Value> = keys.iter().map(public_jwk).collect::<Vec<_>>();
-        let signing = keys.into_iter().next()?;
-        Some(Self {
-            signing,
-            publication: Publication::Jwks(json!({ "keys": jwks })),
-            rng: SystemRandom::new(),
-            rsa: None,
-        })
+    /// Starts the threads that make RSA signatures, one per core, under `background`, so
+    /// shutdown ends them; a file of EC keys needs none. Until then, when the OS gives no
+    /// thread, or when a reload brings the first RSA key, RSA signatures are made inline
+    /// (slower under load, still correct).
+    pub fn start(&mut self, background: &Background) {
+        if self.rsa.is_none() && self.current.load().has_rsa() {
+            self.rsa = RsaPool::start(background);
+        }
     }
 
-    /// Starts the threads that make RSA signatures, one per core, under `background`, so
-    /// shutdown ends them; an EC key needs none. Until then, or when the OS gives no thread,
-    /// RSA signatures are made inline (slower under load, still correct).
-    pub fn start(&mut self, background: &Background) {
-        if let (KeyPair::Rsa(pair), None) = (&self.signing.pair, &self.rsa) {
-            self.rsa = RsaPool::start(pair, background);
+    /// The compiled key file in force.
+    pub fn keys(&self) -> Arc<KeySet> {
+        self.current.load_full()
+    }
+
+    /// Replaces the keys with those of `pem` when it compiles and keeps the reload rules
+    /// (see [`states::reload_problems`]); otherwise keeps the keys in force and returns every
+    /// problem. Returns the new keys' summary.
+    pub fn reload(&self, pem: &[u8]) -> Result<String, Vec<String>> {
+        let now = self.clock.now();
+        let next = self.current.load().reloaded(pem, now, &self.rules)?;
+        let summary = next.summary(now);
+        self.current.store(Arc::new(next));
+        Ok(summary)
+    }
+
+    /// Watches `path` every `interval` (a thread of `background`) and reloads the keys when
+    /// the file changes. A version that is unsafe, unreadable or breaks a rule is logged once
+    /// and the keys in force stay; it is tried again every `interval` until it loads, since
+    /// some rules are about time (a retired key dropped early loads once it may go).
+    pub fn watch(self: &Arc<Self>, path: PathBuf, interval: Duration, background: &Background) {
+        let signer = Arc::downgrade(self);
+        let spawned = background.spawn_thread("signing-keys-watch", move |stop| {
+            let files = [path.clone()];
+            let mut seen = crate::watch::stamps(&files);
+            let mut refused: Option<Vec<String>> = None;
+            while !stop.sleep(interval) {
+                let now = crate::watch::stamps(&files);
+                if now == seen && refused.is_none() {
+                    continue;
+                }
+                seen = now;
+                let Some(signer) = signer.upgrade() else {
+                    return;
+                };
+                refused = signer.reload_file(&path, refused.take());
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::error!(
+                event = "watch_failed",
+                "cannot start the thread that watches SIGNING_KEY_FILE: {e}; a changed file is not reloaded until a restart"
+            );
+        }
+    }
+
+    /// One reload attempt of `path`; the problems when refused, logged unless they are those
+    /// of the previous attempt (`refused`).
+    fn reload_file(&self, path: &Path, refused: Option<Vec<String>>) -> Option<Vec<String>> {
+        let shown = path.display();
+        let outcome = files::check_key_file(path)
+            .map_err(|e| vec![e.problem])
+            .and_then(|_| fs::read(path).map_err(|e| vec![format!("cannot read it: {e}")]))
+            .and_then(|pem| self.reload(&pem));
+        match outcome {
+            Ok(summary) => {
+                tracing::info!(
+                    event = "signing_keys_reloaded",
+                    "SIGNING_KEY_FILE '{shown}' reloaded: {summary}"
+                );
+                None
+            }
+            Err(problems) => {
+                if refused.as_ref() != Some(&problems) {
+                    tracing::error!(
+                        event = "signing_keys_reload_failed",
+                        "SIGNING_KEY_FILE '{shown}' not reloaded, the keys in force stay (tried again every TLS_RELOAD_INTERVAL): {}",
+                        joined(&problems)
+                    );
+                }
+                Some(problems)
+            }
         }
     }
 }
@@ -264,15 +260,15 @@ impl LocalSigner {
 #[async_trait]
 impl Signer for LocalSigner {
     fn algorithm(&self) -> &str {
-        self.signing.alg
+        self.current.load().signer_at(self.clock.now()).alg
     }
 
-    fn key_id(&self) -> Option<&str> {
-        Some(&self.signing.kid)
+    fn key_id(&self) -> Option<String> {
+        Some(self.current.load().signer_at(self.clock.now()).kid.clone())
     }
 
-    fn publication(&self) -> Option<&Publication> {
-        Some(&self.publication)
+    fn publication(&self) -> Option<Publication> {
+        Some(self.current.load().publication.clone())
     }
 
     /// Local keys need no upstream: the deadline does not apply.
@@ -283,14 +279,15 @@ impl Signer for LocalSigner {
     ) -> Result<String, Failure> {
         let payload = serde_json::to_vec(claims)
             .map_err(|e| signing_failed(&format!("encoding the claims failed: {e}")))?;
-        let key = &self.signing;
+        let set = self.current.load_full();
+        let key = set.signer_at(self.clock.now());
         let mut jwt = String::with_capacity(key.header_b64.len() + payload.len() * 4 / 3 + 400);
         jwt.push_str(&key.header_b64);
         jwt.push('.');
         URL_SAFE_NO_PAD.encode_string(&payload, &mut jwt);
         let signature = match &key.pair {
             KeyPair::Rsa(pair) => match &self.rsa {
-                Some(pool) => pool.sign(jwt.as_bytes().to_vec()).await?,
+                Some(pool) => pool.sign(pair.clone(), jwt.as_bytes().to_vec()).await?,
                 None => {
                     let mut sig = vec![0; pair.public_modulus_len()];
                     pair.sign(&RSA_PKCS1_SHA256, &self.rng, jwt.as_bytes(), &mut sig)
@@ -310,136 +307,15 @@ impl Signer for LocalSigner {
     }
 }
 
-/// Whether the first PKCS#8 key of a PEM document (the one that signs) is an RSA key.
-pub fn first_key_is_rsa(pem: &[u8]) -> bool {
+/// Whether a PEM document holds an RSA key (then the signer starts its RSA threads).
+pub fn any_key_is_rsa(pem: &[u8]) -> bool {
     let mut reader = pem;
     while let Ok(Some((kind, der))) = rustls_pki_types::pem::from_buf(&mut reader) {
-        if kind == SectionKind::PrivateKey {
-            return RsaKeyPair::from_pkcs8(&der).is_ok();
+        if kind == SectionKind::PrivateKey && RsaKeyPair::from_pkcs8(&der).is_ok() {
+            return true;
         }
     }
     false
-}
-
-/// What is wrong with a PEM key document, as a phrase; the caller names the setting, file and
-/// block.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-struct BadKey(String);
-
-/// The signing key of one PKCS#8 block, or what is wrong with it (a plain message: the caller
-/// names the setting, file and block).
-fn parse_pkcs8(der: &[u8]) -> Result<SigningKey, BadKey> {
-    let pair = match RsaKeyPair::from_pkcs8(der) {
-        Ok(rsa) if rsa.public_modulus_len() * 8 >= 2048 => KeyPair::Rsa(Arc::new(rsa)),
-        Ok(rsa) => {
-            return Err(BadKey(format!(
-                "RSA key of {} bits is too short; at least 2048 bits are required",
-                rsa.public_modulus_len() * 8
-            )));
-        }
-        Err(_) => match EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der) {
-            Ok(ec) => KeyPair::Ec(ec),
-            Err(_) => {
-                return Err(BadKey(
-                    "neither an RSA (≥ 2048 bits) nor an EC P-256 private key".into(),
-                ));
-            }
-        },
-    };
-    let alg = match pair {
-        KeyPair::Rsa(_) => "RS256",
-        KeyPair::Ec(_) => "ES256",
-    };
-    let kid = thumbprint(&pair);
-    let header = json!({ "alg": alg, "kid": kid, "typ": "JWT" }).to_string();
-    Ok(SigningKey {
-        pair,
-        alg,
-        kid,
-        header_b64: URL_SAFE_NO_PAD.encode(header),
-    })
-}
-
-/// The public members of a key, in the lexical order RFC 7638 needs for thumbprints.
-fn members(pair: &KeyPair) -> Vec<(&'static str, String)> {
-    match pair {
-        KeyPair::Rsa(rsa) => {
-            let c = PublicKeyComponents::<Vec<u8>>::from(rsa.public_key());
-            vec![
-                ("e", URL_SAFE_NO_PAD.encode(strip_zeros(&c.e))),
-                ("kty", "RSA".into()),
-                ("n", URL_SAFE_NO_PAD.encode(strip_zeros(&c.n))),
-            ]
-        }
-        KeyPair::Ec(ec) => {
-            // Uncompressed point: 0x04 || x (32 bytes) || y (32 bytes).
-            let point = ec.public_key().as_ref();
-            let (x, y) = point
-                .get(1..)
-                .unwrap_or_default()
-                .split_at(point.len().saturating_sub(1) / 2);
-            vec![
-                ("crv", "P-256".into()),
-                ("kty", "EC".into()),
-                ("x", URL_SAFE_NO_PAD.encode(x)),
-                ("y", URL_SAFE_NO_PAD.encode(y)),
-            ]
-        }
-    }
-}
-
-/// RFC 7638 JWK thumbprint (SHA-256, base64url), used as `kid`.
-fn thumbprint(pair: &KeyPair) -> String {
-    thumbprint_of(members(pair))
-}
-
-fn thumbprint_of(members: Vec<(&'static str, String)>) -> String {
-    let mut canonical = Map::new();
-    for (k, v) in members {
-        canonical.insert(k.to_owned(), Value::String(v));
-    }
-    // serde_json's Map is ordered by key, which is exactly the canonical order.
-    let text = Value::Object(canonical).to_string();
-    URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(
-        &aws_lc_rs::digest::SHA256,
-        text.as_bytes(),
-    ))
-}
-
-fn public_jwk(key: &SigningKey) -> Value {
-    let mut jwk = Map::new();
-    for (k, v) in members(&key.pair) {
-        jwk.insert(k.to_owned(), Value::String(v));
-    }
-    jwk.insert("kid".into(), Value::String(key.kid.clone()));
-    jwk.insert("alg".into(), Value::String(key.alg.into()));
-    jwk.insert("use".into(), Value::String("sig".into()));
-    Value::Object(jwk)
-}
-
-fn strip_zeros(bytes: &[u8]) -> &[u8] {
-    let start = bytes
-        .iter()
-        .position(|b| *b != 0)
-        .unwrap_or(bytes.len().saturating_sub(1));
-    &bytes[start..]
-}
-
-/// A new RSA-2048 key as PKCS#8 PEM; on failure, what failed.
-fn generate_rsa_pem() -> Result<String, &'static str> {
-    let pair = RsaKeyPair::generate(KeySize::Rsa2048).map_err(|_| "RSA key generation failed")?;
-    let der = pair
-        .as_der()
-        .map_err(|_| "encoding the generated key failed")?;
-    let b64 = STANDARD.encode(der.as_ref());
-    let mut pem = String::from("-----BEGIN PRIVATE KEY-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        pem.push_str(&String::from_utf8_lossy(line));
-        pem.push('\n');
-    }
-    pem.push_str("-----END PRIVATE KEY-----\n");
-    Ok(pem)
 }
 
 /// Writes `contents` to `path` (mode 0600) so that a crash or a full disk never leaves a

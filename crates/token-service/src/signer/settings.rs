@@ -24,7 +24,7 @@ pub const SERVICE_ACCOUNT: Setting = Setting::text(
 pub const SIGNING_KEY_FILE: Setting = Setting::path(
     "SIGNING_KEY_FILE",
     None,
-    "PEM file of PKCS#8 keys (RSA >= 2048 bits, EC P-256); the first signs, all are published. Refused when group/others can write it or its folder, or another user (not root) owns it; world-readable warns",
+    "PEM file of PKCS#8 keys (RSA >= 2048 bits, EC P-256), all published; the first signs, or the one a '# token-service: state=active' line marks (see `token-service keys`). Reloaded when it changes. Refused when group/others can write it or its folder, or another user (not root) owns it; world-readable warns",
 )
 .noted("generated into DATA_DIR");
 /// `DATA_DIR`.

@@ -1103,7 +1103,7 @@ fn substitute(text: &str, from: &str, to: &str) -> String {
 
 /// The proxy's executable: on PATH or in the sbin folders Debian installs it to. The recipes are
 /// tested against the real proxy, so a missing one fails the test (`.ci/run` installs both).
-fn proxy_binary(name: &str) -> std::path::PathBuf {
+pub(crate) fn proxy_binary(name: &str) -> std::path::PathBuf {
     let path = std::env::var("PATH").unwrap_or_default();
     path.split(':')
         .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"])
@@ -1119,7 +1119,7 @@ fn proxy_binary(name: &str) -> std::path::PathBuf {
 
 /// A proxy process started by a test; stopped with SIGTERM (nginx's master then stops its
 /// workers), killed if it lingers.
-struct ProxyProcess {
+pub(crate) struct ProxyProcess {
     name: &'static str,
     child: std::process::Child,
     /// Its standard output and error, then any log file it writes itself.
@@ -1129,7 +1129,7 @@ struct ProxyProcess {
 impl ProxyProcess {
     /// Starts `name` with `socket`, a listener bound to port 0, as its standard input (HAProxy's
     /// `bind fd@0`; nginx's inherited sockets, `NGINX=0;`) and waits until it answers there.
-    fn spawn(
+    pub(crate) fn spawn(
         name: &'static str,
         args: &[&str],
         env: &[(&str, &str)],
@@ -1184,7 +1184,7 @@ impl ProxyProcess {
         process
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.logs
             .iter()
             .map(|path| std::fs::read_to_string(path).unwrap_or_default())

@@ -32,4 +32,5 @@ mod policy;
 mod policy_examples;
 mod production;
 mod readme;
+mod rotation;
 mod tls;

@@ -94,22 +94,27 @@ pub fn parse_date(value: &str) -> Option<i64> {
     Some(parsed.unix_timestamp())
 }
 
-/// GETs `url` as JSON; the server's `Date` too.
-async fn get_json(http: &reqwest::Client, url: &str) -> (Fetched, Option<i64>) {
+/// GETs `url` as JSON; the server's `Date` and `Cache-Control` too.
+async fn get_json(http: &reqwest::Client, url: &str) -> (Fetched, Option<i64>, Option<String>) {
     let response = match http.get(url).send().await {
         Ok(r) => r,
-        Err(e) => return (Err(format!("GET {url}: {}", chain(&e))), None),
+        Err(e) => return (Err(format!("GET {url}: {}", chain(&e))), None, None),
     };
     let date = date(&response);
+    let cache_control = response
+        .headers()
+        .get(http::header::CACHE_CONTROL)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let status = response.status();
     if status != reqwest::StatusCode::OK {
-        return (Err(format!("GET {url} answered {status}")), date);
+        return (Err(format!("GET {url} answered {status}")), date, None);
     }
     let body = match response.json::<Value>().await {
         Ok(v) => Ok(v),
         Err(e) => Err(format!("GET {url} did not answer JSON: {}", chain(&e))),
     };
-    (body, date)
+    (body, date, cache_control)
 }
 
 /// The discovery document's URL for `issuer`: the path without a trailing `/`, then
@@ -149,15 +154,18 @@ async fn request_token(http: &reqwest::Client, url: &str) -> Result<String, Stri
 /// Fetches everything the rules look at.
 pub async fn observe(issuer: &str, access: &Access<'_>) -> Result<Observed, DoctorError> {
     let http = client(access)?;
-    let (discovery, server_date) = get_json(&http, &discovery_url(issuer)).await;
+    let (discovery, server_date, _) = get_json(&http, &discovery_url(issuer)).await;
     let jwks_uri = discovery
         .as_ref()
         .ok()
         .and_then(|d| d.get("jwks_uri"))
         .and_then(Value::as_str);
-    let jwks = match jwks_uri {
-        Some(uri) => Some(get_json(&http, uri).await.0),
-        None => None,
+    let (jwks, jwks_cache_control) = match jwks_uri {
+        Some(uri) => {
+            let (set, _, cache_control) = get_json(&http, uri).await;
+            (Some(set), cache_control)
+        }
+        None => (None, None),
     };
     let token = if let Some(file) = access.token_file {
         let text = read("token file", file)?;
@@ -184,6 +192,7 @@ pub async fn observe(issuer: &str, access: &Access<'_>) -> Result<Observed, Doct
         discovery,
         server_date,
         jwks,
+        jwks_cache_control,
         token,
     })
 }

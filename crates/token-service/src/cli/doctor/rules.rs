@@ -175,6 +175,8 @@ pub struct Observed {
     pub server_date: Option<i64>,
     /// The JWK Set at the discovery's `jwks_uri`, when there was one to fetch.
     pub jwks: Option<Fetched>,
+    /// The JWK Set response's `Cache-Control`, when it had one.
+    pub jwks_cache_control: Option<String>,
     /// The sample token (compact JWT), when one was asked for.
     pub token: Option<(TokenOrigin, Result<String, String>)>,
 }
@@ -186,6 +188,11 @@ pub fn evaluate(observed: &Observed, now: i64) -> Vec<Finding> {
     discovery(&mut report, observed);
     server_clock(&mut report, observed.server_date, now);
     let keys = jwks(&mut report, observed);
+    if keys.is_some() {
+        super::rotation::check(&mut report, observed.jwks_cache_control.as_deref());
+    } else {
+        report.skip("jwks-cache-max-age", Cloud::All, NO_JWKS);
+    }
     super::token::check(&mut report, observed, keys.as_deref(), now);
     report.0
 }

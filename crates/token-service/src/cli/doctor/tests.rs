@@ -107,6 +107,7 @@ fn observed(signer: &Signer) -> Observed {
         })),
         server_date: Some(NOW),
         jwks: Some(Ok(json!({"keys": [signer.jwk()]}))),
+        jwks_cache_control: Some("public, max-age=300".into()),
         token: Some((
             TokenOrigin::Requested,
             Ok(signer.sign(&signer.header(), &claims())),
@@ -477,4 +478,28 @@ fn the_table_shows_status_and_fix_and_the_selection_keeps_common_rules() {
     );
     assert!(google.iter().any(|f| f.cloud == Cloud::All));
     assert!(!google.iter().any(|f| f.rule == "issuer-no-port"));
+}
+
+/// The JWK Set's cache lifetime bounds every rotation: absent, zero or huge warns.
+#[test]
+fn the_jwks_cache_max_age_is_what_a_rotation_waits_for() {
+    let signer = Signer::new();
+    let mut o = observed(&signer);
+    assert_eq!(status(&o, "jwks-cache-max-age", Cloud::All), Status::Pass);
+    for (header, expected) in [
+        (None, Status::Warn),
+        (Some("no-store"), Status::Warn),
+        (Some("public, max-age=0"), Status::Warn),
+        (Some("max-age=604800"), Status::Warn),
+        (Some("public, max-age=2"), Status::Pass),
+    ] {
+        o.jwks_cache_control = header.map(str::to_owned);
+        assert_eq!(
+            status(&o, "jwks-cache-max-age", Cloud::All),
+            expected,
+            "{header:?}"
+        );
+    }
+    o.jwks = None;
+    assert_eq!(status(&o, "jwks-cache-max-age", Cloud::All), Status::Skip);
 }

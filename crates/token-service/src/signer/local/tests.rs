@@ -7,6 +7,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde_json::{Map, Value, json};
 
+use super::jwk::thumbprint_of;
 use super::*;
 
 fn pem(label: &str, der: &[u8]) -> String {
@@ -94,14 +95,13 @@ fn every_key_is_published_and_the_first_signs() {
 }
 
 #[test]
-fn the_first_private_key_decides_whether_rsa_signs() {
+fn any_rsa_key_starts_the_rsa_threads() {
     let (rsa, ec) = (rsa_pem(), ec_pem());
     let certificate = pem("CERTIFICATE", b"not a key");
-    assert!(first_key_is_rsa(
-        format!("{certificate}{rsa}{ec}").as_bytes()
-    ));
-    assert!(!first_key_is_rsa(format!("{ec}{rsa}").as_bytes()));
-    assert!(!first_key_is_rsa(b"no PEM here"));
+    assert!(any_key_is_rsa(format!("{certificate}{rsa}{ec}").as_bytes()));
+    assert!(any_key_is_rsa(format!("{ec}{rsa}").as_bytes()));
+    assert!(!any_key_is_rsa(format!("{ec}{certificate}").as_bytes()));
+    assert!(!any_key_is_rsa(b"no PEM here"));
 }
 
 #[tokio::test]
@@ -303,7 +303,7 @@ fn signing_key_file_writable_by_others_is_refused_and_world_readable_warns() {
     std::fs::write(&path, ec_pem()).unwrap();
     for loose in [0o666, 0o620, 0o602] {
         chmod(&path, loose);
-        let e = LocalSigner::from_key_file(&path).unwrap_err().to_string();
+        let e = LocalSigner::from_key_file(&path, Rules::default()).unwrap_err()[0].to_string();
         assert!(
             e.starts_with("SIGNING_KEY_FILE: '")
                 && e.contains("can be written by other users")
@@ -322,7 +322,7 @@ fn signing_key_file_writable_by_others_is_refused_and_world_readable_warns() {
         (0o444, 1),
     ] {
         chmod(&path, fine);
-        let (_, found) = LocalSigner::from_key_file(&path).unwrap();
+        let (_, found) = LocalSigner::from_key_file(&path, Rules::default()).unwrap();
         assert_eq!(found.len(), warnings, "{fine:o}: {found:?}");
     }
     // A folder others can write (without the sticky bit), also behind a symlink, as
@@ -332,16 +332,14 @@ fn signing_key_file_writable_by_others_is_refused_and_world_readable_warns() {
     let link = dir.path().join("link.pem");
     std::os::unix::fs::symlink(&path, &link).unwrap();
     for presented in [&path, &link] {
-        let e = LocalSigner::from_key_file(presented)
-            .unwrap_err()
-            .to_string();
+        let e = LocalSigner::from_key_file(presented, Rules::default()).unwrap_err()[0].to_string();
         assert!(
             e.contains("the folder") && e.contains(&format!("chmod go-w {}", keys.display())),
             "{e}"
         );
     }
     chmod(&keys, 0o1777);
-    assert!(LocalSigner::from_key_file(&link).is_ok());
+    assert!(LocalSigner::from_key_file(&link, Rules::default()).is_ok());
 }
 
 #[test]
@@ -374,7 +372,7 @@ fn key_files_and_data_dir_of_another_user_are_refused() {
     let key = dir.path().join("key.pem");
     std::fs::write(&key, ec_pem()).unwrap();
     std::os::unix::fs::chown(&key, other, None).unwrap();
-    let e = LocalSigner::from_key_file(&key).unwrap_err().to_string();
+    let e = LocalSigner::from_key_file(&key, Rules::default()).unwrap_err()[0].to_string();
     assert!(
         e.contains("neither the user Token Service runs as (0) nor root"),
         "{e}"
