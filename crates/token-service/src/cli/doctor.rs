@@ -2,7 +2,9 @@
 //! Entra demand of a federated issuer. It fetches the discovery document and the JWK Set
 //! from the issuer (`TOKEN_ISSUER` of the settings, or `--issuer`) as the clouds do, gets a
 //! sample token (from `/token` over mutual TLS with `--cert`/`--key`, or from `--token`),
-//! and prints one row per rule and cloud ([`rules`] lists the limits and their sources).
+//! and prints one row per rule and cloud ([`rules`] lists the limits and their sources); the
+//! service's own settings add where client revocation comes from and whether the signing keys
+//! keep the rotation rules ([`local`]).
 //! Exit status: 0 when no rule fails, 1 when one does, 2 when the doctor cannot run.
 
 use std::path::PathBuf;
@@ -15,6 +17,7 @@ use crate::config::source::Values;
 mod fetch;
 mod issuer;
 mod jwt;
+mod local;
 mod rotation;
 mod rules;
 mod token;
@@ -154,8 +157,9 @@ fn diagnose(args: &DoctorArgs, values: &Values, clock: Clock) -> Result<Vec<Find
         .build()
         .map_err(DoctorError::Runtime)?
         .block_on(fetch::observe(&issuer, &access))?;
-    let findings = rules::evaluate(&observed, clock.now());
-    Ok(select(findings, &args.cloud))
+    let mut report = rules::Report(rules::evaluate(&observed, clock.now()));
+    local::check(&mut report, values, clock.now());
+    Ok(select(report.0, &args.cloud))
 }
 
 /// The findings about `clouds` (and those about all clouds); every finding when empty.

@@ -85,13 +85,15 @@ pub struct FileArgs {
 
 /// What the commands read from the settings.
 #[derive(Debug)]
-struct Settings {
-    file: Option<PathBuf>,
-    rules: Rules,
+pub(super) struct Settings {
+    /// `SIGNING_KEY_FILE`.
+    pub(super) file: Option<PathBuf>,
+    /// The rules the key states follow.
+    pub(super) rules: Rules,
 }
 
 /// `SIGNING_KEY_FILE` and the rules, or the settings' problems.
-fn settings(values: &Values) -> Result<Settings, Vec<String>> {
+pub(super) fn settings(values: &Values) -> Result<Settings, Vec<String>> {
     let mut r = Reader::new(values);
     let file = r.path(&crate::signer::settings::SIGNING_KEY_FILE);
     let max_age = r.seconds(&crate::issuer::settings::JWKS_MAX_AGE).as_secs();

@@ -503,3 +503,84 @@ fn the_jwks_cache_max_age_is_what_a_rotation_waits_for() {
     o.jwks = None;
     assert_eq!(status(&o, "jwks-cache-max-age", Cloud::All), Status::Skip);
 }
+
+/// The findings of [`super::local::check`] for these settings, at the real time.
+fn local_findings(settings: &[(&str, &str)]) -> Vec<Finding> {
+    use crate::config::source::{Origin, Values};
+    let values: Values = settings
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), ((*v).to_owned(), Origin::Env)))
+        .collect();
+    let mut report = super::rules::Report::default();
+    super::local::check(&mut report, &values, crate::clock::Clock::system().now());
+    report.0
+}
+
+fn finding<'f>(findings: &'f [Finding], rule: &str) -> &'f Finding {
+    findings.iter().find(|f| f.rule == rule).unwrap()
+}
+
+#[test]
+fn client_revocation_names_its_sources_and_warns_without_any() {
+    let none = local_findings(&[("TLS_CLIENT_CA_FILE", "/etc/ca.pem")]);
+    let row = finding(&none, "client-revocation");
+    assert_eq!(row.status, Status::Warn, "{row:?}");
+    assert!(row.detail.contains("no revocation source"), "{row:?}");
+    assert!(row.fix.contains("TLS_CLIENT_CRL_URLS"), "{row:?}");
+
+    let some = local_findings(&[
+        ("TLS_CLIENT_CA_FILE", "/etc/ca.pem"),
+        (
+            "TLS_CLIENT_CRL_URLS",
+            "http://crl.example/a.crl,http://crl.example/b.crl",
+        ),
+        ("TLS_CLIENT_CRL_FOLLOW_CDP", "true"),
+        ("TLS_CLIENT_OCSP", "required"),
+        ("TLS_CLIENT_CRL_REQUIRED", "true"),
+    ]);
+    let row = finding(&some, "client-revocation");
+    assert_eq!(row.status, Status::Pass, "{row:?}");
+    for part in [
+        "2 CRL URL(s)",
+        "CRL distribution points",
+        "OCSP (required)",
+        "TLS_CLIENT_CRL_REQUIRED=true",
+    ] {
+        assert!(row.detail.contains(part), "{row:?} lacks {part}");
+    }
+
+    let behind_lb = local_findings(&[]);
+    assert_eq!(
+        finding(&behind_lb, "client-revocation").status,
+        Status::Skip
+    );
+}
+
+#[test]
+fn signing_keys_pass_when_the_file_keeps_the_rules_and_fail_naming_what_breaks() {
+    let dir = tempfile::tempdir().unwrap();
+    let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+        .unwrap();
+    let block = format!(
+        "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+        base64::engine::general_purpose::STANDARD.encode(doc.as_ref())
+    );
+    let plain = dir.path().join("plain.pem");
+    std::fs::write(&plain, &block).unwrap();
+    let path = plain.display().to_string();
+    let found = local_findings(&[("SIGNING_KEY_FILE", &path)]);
+    assert_eq!(finding(&found, "signing-keys").status, Status::Pass);
+
+    // Two keys that both claim to sign break the rule of one active key.
+    let twice = dir.path().join("twice.pem");
+    let line = "# token-service: state=active\n";
+    std::fs::write(&twice, format!("{line}{block}{line}{block}")).unwrap();
+    let path = twice.display().to_string();
+    let found = local_findings(&[("SIGNING_KEY_FILE", &path)]);
+    let row = finding(&found, "signing-keys");
+    assert_eq!(row.status, Status::Fail, "{row:?}");
+    assert!(row.fix.contains("token-service keys check"), "{row:?}");
+
+    let none = local_findings(&[]);
+    assert_eq!(finding(&none, "signing-keys").status, Status::Skip);
+}
