@@ -20,6 +20,8 @@ use crate::signer::local::states::{self, Rules};
 mod replicas;
 mod show;
 
+pub(super) use show::judge;
+
 /// `keys` subcommands.
 #[derive(Debug, clap::Subcommand)]
 pub enum KeysCommand {

@@ -6,8 +6,6 @@
 use super::rules::{Cloud, Report, Status};
 use crate::config::reader::Reader;
 use crate::config::source::Values;
-use crate::signer::local::set::KeySet;
-use crate::signer::local::states::{self, Entry};
 use crate::x509::crl_fetch::settings as fetch;
 use crate::x509::ocsp::settings as ocsp;
 use crate::x509::settings as trust;
@@ -100,30 +98,14 @@ fn signing_keys(report: &mut Report, values: &Values, now: i64) {
     let shown = path.display();
     let problems = match std::fs::read(&path) {
         Err(e) => vec![format!("cannot read '{shown}': {e}")],
-        Ok(pem) => match KeySet::parse(&pem, now, &settings.rules) {
+        Ok(pem) => match super::super::keys::judge(&pem, now, &settings.rules) {
             Err(found) => found,
-            Ok(set) => {
-                let infos = set.infos();
-                let entries: Vec<Entry<'_>> = infos
-                    .iter()
-                    .map(|i| Entry {
-                        kid: &i.kid,
-                        meta: i.meta,
-                    })
-                    .collect();
-                let problems = states::check(&entries, now, &settings.rules);
-                if problems.is_empty() {
-                    report.add(
-                        RULE,
-                        Cloud::All,
-                        Status::Pass,
-                        format!("'{shown}': {}", set.summary(now)),
-                        "",
-                    );
-                    return;
-                }
-                problems
+            Ok((set, broken)) if broken.is_empty() => {
+                let summary = format!("'{shown}': {}", set.summary(now));
+                report.add(RULE, Cloud::All, Status::Pass, summary, "");
+                return;
             }
+            Ok((_, broken)) => broken,
         },
     };
     report.add(

@@ -7,6 +7,26 @@ use crate::signer::local::keyfile::format_time;
 use crate::signer::local::set::KeySet;
 use crate::signer::local::states::{self, Entry};
 
+/// The key set of `pem` and the rules of the key states it breaks (none when it keeps them
+/// all), or why it is no key set.
+pub(in crate::cli) fn judge(
+    pem: &[u8],
+    now: i64,
+    rules: &states::Rules,
+) -> Result<(KeySet, Vec<String>), Vec<String>> {
+    let set = KeySet::parse(pem, now, rules)?;
+    let infos = set.infos();
+    let entries: Vec<Entry<'_>> = infos
+        .iter()
+        .map(|i| Entry {
+            kid: &i.kid,
+            meta: i.meta,
+        })
+        .collect();
+    let broken = states::check(&entries, now, rules);
+    Ok((set, broken))
+}
+
 /// A time, or `-`.
 fn time(t: Option<i64>) -> String {
     t.map_or_else(|| "-".into(), format_time)
@@ -92,22 +112,10 @@ pub fn check(args: &FileArgs, settings: &Settings, now: i64) -> ExitCode {
         Ok(pem) => pem,
         Err(e) => return cannot(&format!("cannot read '{shown}': {e}")),
     };
-    match KeySet::parse(&pem, now, &settings.rules) {
-        Ok(set) => {
-            let infos = set.infos();
-            let entries: Vec<Entry<'_>> = infos
-                .iter()
-                .map(|i| Entry {
-                    kid: &i.kid,
-                    meta: i.meta,
-                })
-                .collect();
-            problems.extend(
-                states::check(&entries, now, &settings.rules)
-                    .into_iter()
-                    .map(|p| format!("'{shown}': {p}")),
-            );
-            problems.extend(replicas::missing(args, &infos));
+    match judge(&pem, now, &settings.rules) {
+        Ok((set, broken)) => {
+            problems.extend(broken.into_iter().map(|p| format!("'{shown}': {p}")));
+            problems.extend(replicas::missing(args, &set.infos()));
             if problems.is_empty() {
                 println!("'{shown}': the keys keep every rule: {}", set.summary(now));
             }
