@@ -276,3 +276,55 @@ fn plain_files_reload_as_before() {
     signer.reload(format!("{b}{a}").as_bytes()).unwrap();
     assert_eq!(signer.key_id().unwrap(), kids(&signer)[0]);
 }
+
+/// A reload that schedules a key this replica has not published yet to sign sooner than
+/// `JWKS_MAX_AGE` from now: its `published-at` says the file had it, not that this replica's
+/// JWK Set did, and caches that fetched this replica's set may miss it at `signs-from`.
+#[test]
+fn a_reload_may_not_schedule_a_key_to_sign_before_this_replica_published_it_for_the_max_age() {
+    let (a, b) = (key(), key());
+    let first = format!("{}{a}", line("state=active"));
+    let signer = signer(&first, T).unwrap();
+    let kid = signer.key_id().unwrap();
+    let from = T + 10;
+    let soon = format!(
+        "{}{a}{}{b}",
+        line(&format!("state=retired retired-at={}", at(from))),
+        line(&format!(
+            "state=active published-at={} signs-from={}",
+            at(T - 1000),
+            at(from)
+        ))
+    );
+    let problems = signer.reload(soon.as_bytes()).unwrap_err();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("has not published it for JWKS_MAX_AGE")),
+        "{problems:?}"
+    );
+    assert_eq!(signer.key_id().unwrap(), kid);
+    assert_eq!(kids(&signer).len(), 1);
+    // Published here first, the same activation JWKS_MAX_AGE later is taken.
+    let next = format!(
+        "{first}{}{b}",
+        line(&format!("state=next published-at={}", at(T)))
+    );
+    signer.reload(next.as_bytes()).unwrap();
+    let later = T + RULES.jwks_max_age;
+    let scheduled = format!(
+        "{}{a}{}{b}",
+        line(&format!("state=retired retired-at={}", at(later))),
+        line(&format!(
+            "state=active published-at={} signs-from={}",
+            at(T),
+            at(later)
+        ))
+    );
+    signer.reload(scheduled.as_bytes()).unwrap();
+    assert_eq!(
+        signer.key_id().unwrap(),
+        kid,
+        "the old key signs until then"
+    );
+}
