@@ -264,8 +264,13 @@ pub fn check(keys: &[Entry<'_>], now: i64, rules: &Rules) -> Vec<String> {
 /// still be presented, and a key may start signing (at once, or at a `signs-from` the new
 /// file sets) only when this replica has published it for `JWKS_MAX_AGE` by then. A file without metadata keeps its old meaning and is
 /// not held to the second rule.
+///
+/// `signed` holds, per old key, the last time this replica signed with it, if it did: a key
+/// stays until then + the longest token lifetime + `JWKS_MAX_AGE` too, whatever its
+/// `retired-at` says.
 pub fn reload_problems(
     old: (&[Entry<'_>], &Schedule, &[i64]),
+    signed: &[Option<i64>],
     new: (&[Entry<'_>], &Schedule),
     now: i64,
     rules: &Rules,
@@ -287,10 +292,17 @@ pub fn reload_problems(
             .meta
             .as_ref()
             .and_then(|m| drop_after(m, rules))
+            .max(
+                signed
+                    .get(i)
+                    .copied()
+                    .flatten()
+                    .map(|t| t + rules.longest_lifetime + rules.jwks_max_age),
+            )
             .filter(|until| now < *until)
         {
             problems.push(format!(
-                "the new file drops key {} before {}: tokens it signed may be presented until its retired-at + the longest token lifetime ({} s) + JWKS_MAX_AGE ({} s); keep it until then (`token-service keys prune` drops keys when they may go)",
+                "the new file drops key {} before {}: tokens it signed may be presented until its retired-at (or the last time this replica signed with it) + the longest token lifetime ({} s) + JWKS_MAX_AGE ({} s); keep it until then (`token-service keys prune` drops keys when they may go)",
                 key.kid,
                 format_time(until),
                 rules.longest_lifetime,

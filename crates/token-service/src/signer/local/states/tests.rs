@@ -328,3 +328,42 @@ fn a_reload_may_not_schedule_a_key_to_sign_before_this_replica_published_it_for_
         "the old key signs until then"
     );
 }
+
+/// A key this replica signed with may not leave the file while tokens it signed here can be
+/// presented, whatever `retired-at` the file writes for it: retired "long ago" in one version,
+/// dropped in the next, it would take its tokens' key away.
+#[test]
+fn a_key_that_signed_here_stays_until_its_tokens_expire_whatever_its_retired_at_says() {
+    use super::super::set::KeySet;
+    let (a, b) = (key(), key());
+    let start = format!(
+        "{}{a}{}{b}",
+        line("state=active"),
+        line(&format!("state=next published-at={}", at(T - 1000)))
+    );
+    let set = KeySet::parse(start.as_bytes(), T, &RULES).unwrap();
+    let switched = T + RULES.jwks_max_age + 100;
+    let active_b = line(&format!(
+        "state=active published-at={} signs-from={}",
+        at(T - 1000),
+        at(T - 700)
+    ));
+    let rewound = format!(
+        "{}{a}{active_b}{b}",
+        line(&format!("state=retired retired-at={}", at(T - 50_000)))
+    );
+    let set = set.reloaded(rewound.as_bytes(), switched, &RULES).unwrap();
+    let only_b = format!("{active_b}{b}");
+    let problems = set
+        .reloaded(only_b.as_bytes(), switched + 1, &RULES)
+        .err()
+        .expect("key A signed here until the switch");
+    let until = switched + RULES.longest_lifetime + RULES.jwks_max_age;
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains(&format!("before {}", at(until)))),
+        "{problems:?}"
+    );
+    set.reloaded(only_b.as_bytes(), until, &RULES).unwrap();
+}
