@@ -395,8 +395,10 @@ impl CrlFetcher {
     }
 }
 
-/// A downloaded `body` as the CRL to take in, with its facts: a CRL that passes [`check`] and is
-/// not older than `current`, the CRL in force from that URL.
+/// A downloaded `body` as the CRL to take in, with its facts: a CRL that passes [`check`], of
+/// the same scope (issuer, issuingDistributionPoint) as `current`, the CRL in force from that
+/// URL, and not older than it. Another scope would be another CA's CRL taking the place of this
+/// URL's (a configured URL accepts any CA of the bundle), so its own CA's would be gone.
 fn checked_download(
     origin: Origin,
     issuers: &[Vec<u8>],
@@ -406,8 +408,16 @@ fn checked_download(
 ) -> Result<(Vec<u8>, CrlInfo), String> {
     let der = decode(body)?;
     let info = check(origin, issuers, &der, bundle)?;
-    if let Some(current) = current
-        && let Ok(old) = info_of(current)
+    let old = current.and_then(|current| info_of(current).ok());
+    if let Some(old) = &old
+        && old.scope != info.scope
+    {
+        return Err(format!(
+            "the CRL served is of '{}' (or of another distribution point), but the CRL in force from this URL is of '{}'; keeping the one in force (if this URL now serves another CA's CRL, delete its file in TLS_CLIENT_CRL_CACHE_DIR and restart)",
+            info.issuer, old.issuer
+        ));
+    }
+    if let Some(old) = &old
         && old.newer_than(&info)
     {
         return Err(format!(

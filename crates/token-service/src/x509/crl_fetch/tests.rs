@@ -153,3 +153,22 @@ fn only_http_and_https_distribution_points_are_taken() {
     );
     assert_eq!(cdp::urls(&parsed, 1), ["http://crl.example/root.crl"]);
 }
+
+/// Over plain http anyone on the path can answer a configured URL with the CRL of another CA
+/// of the bundle (validly signed, with a higher CRL number): taking it would drop the CRL of
+/// the URL's own CA from the material, so its revoked certificates would pass.
+#[test]
+fn a_configured_url_keeps_serving_the_crl_of_its_own_ca() {
+    let (one, one_issuer) = ca("CA one", true);
+    let (two, two_issuer) = ca("CA two", true);
+    let bundle = vec![one, two];
+    let in_force = crl(&one_issuer, 5, "2026-01-01T00:00:00Z");
+    let other = crl(&two_issuer, 900, "2026-06-01T00:00:00Z");
+    let e =
+        checked_download(Origin::Configured, &[], &other, &bundle, Some(&in_force)).unwrap_err();
+    assert!(e.contains("CA one"), "{e}");
+    // Its own CA's newer CRL is taken; the first download of a URL may be any bundle CA's.
+    let newer = crl(&one_issuer, 6, "2026-02-01T00:00:00Z");
+    assert!(checked_download(Origin::Configured, &[], &newer, &bundle, Some(&in_force)).is_ok());
+    assert!(checked_download(Origin::Configured, &[], &other, &bundle, None).is_ok());
+}
