@@ -189,7 +189,9 @@ impl CrlFetcher {
             if !wanted {
                 continue;
             }
-            match check(c.origin, &c.issuers, &c.der, bundle) {
+            let checked = check(c.origin, &c.issuers, &c.der, bundle)
+                .and_then(|info| usable_by_verifier(&c.der, bundle).map(|()| info));
+            match checked {
                 Ok(info) => {
                     let entry = entries
                         .entry(c.url.clone())
@@ -408,6 +410,7 @@ fn checked_download(
 ) -> Result<(Vec<u8>, CrlInfo), String> {
     let der = decode(body)?;
     let info = check(origin, issuers, &der, bundle)?;
+    usable_by_verifier(&der, bundle)?;
     let old = current.and_then(|current| info_of(current).ok());
     if let Some(old) = &old
         && old.scope != info.scope
@@ -429,6 +432,30 @@ fn checked_download(
         ));
     }
     Ok((der, info))
+}
+
+/// Refuses a CRL that the chain verifier (rustls-webpki) cannot use although x509-parser reads
+/// it (a v1 CRL, no nextUpdate, a delta CRL, an unknown reason code...): taken in, it would make
+/// every rebuild of the trust material fail, freezing the material in force (file and bundle
+/// reloads, every other fetched CRL) and, read back from the cache, stopping a restart.
+fn usable_by_verifier(der: &[u8], bundle: &[Vec<u8>]) -> Result<(), String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(
+        bundle
+            .iter()
+            .map(|ca| rustls_pki_types::CertificateDer::from(ca.clone())),
+    );
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let built = rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
+        .with_crls([CertificateRevocationListDer::from(der.to_vec())])
+        .build();
+    match built {
+        Err(rustls::server::VerifierBuilderError::InvalidCrl(e)) => Err(format!(
+            "the chain verifier cannot use this CRL ({e:?}); keeping the CRL in force"
+        )),
+        // No usable root is the bundle's matter, not this CRL's.
+        _ => Ok(()),
+    }
 }
 
 /// One CRL from a download: PEM (the first CRL) or DER.
