@@ -49,8 +49,8 @@ pub enum KeysCommand {
         /// write `--kid=KID`.
         #[arg(long, value_name = "KID")]
         kid: Option<String>,
-        /// Seconds from now until the key signs (default and minimum: JWKS_MAX_AGE + 60, and
-        /// never before its published-at + JWKS_MAX_AGE).
+        /// Seconds from now until the key signs (default: JWKS_MAX_AGE + 60; minimum:
+        /// JWKS_MAX_AGE, and never before its published-at + JWKS_MAX_AGE).
         #[arg(long = "in", value_name = "SECONDS")]
         delay: Option<u64>,
         /// Rewrite SIGNING_KEY_FILE in place (atomically, mode 0600) instead of printing.
@@ -291,9 +291,13 @@ fn activated(
     if set.schedule().signs_from.is_some_and(|from| now < from) {
         return Err("an activation is pending (the active key's signs-from is in the future): wait until it signs".into());
     }
-    let minimum = u64::try_from(rules.jwks_max_age).unwrap_or(0) + 60;
-    let from = (now + i64::try_from(delay.unwrap_or(minimum)).unwrap_or(i64::MAX))
-        .max(published + rules.jwks_max_age);
+    // Replicas that publish the key now may each have begun just before: caches that fetched
+    // their JWK Set earlier know it JWKS_MAX_AGE from now at the earliest.
+    let default = u64::try_from(rules.jwks_max_age).unwrap_or(0) + 60;
+    let asked = i64::try_from(delay.unwrap_or(default)).unwrap_or(i64::MAX);
+    let from = now
+        .saturating_add(asked.max(rules.jwks_max_age))
+        .max(published.saturating_add(rules.jwks_max_age));
     let signer = set.schedule().signer_at(now);
     Ok((target, signer, from))
 }
@@ -389,4 +393,55 @@ fn prune(write: bool, args: &FileArgs, settings: &Settings, now: i64) -> ExitCod
         eprintln!("{what}");
     }
     emit(&keyfile::render(&kept), write, &path, &what)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_800_000_000;
+    const RULES: Rules = Rules {
+        jwks_max_age: 300,
+        longest_lifetime: 600,
+    };
+
+    /// An active key and a next key published long ago.
+    fn set() -> KeySet {
+        let key = || crate::signer::local::generate_key_pem(true).unwrap();
+        let next = Meta {
+            state: State::Next,
+            published_at: Some(NOW - 10_000),
+            signs_from: None,
+            retired_at: None,
+        };
+        let pem = format!(
+            "{}\n{}{}\n{}",
+            keyfile::MARKER.to_owned() + " state=active",
+            key(),
+            keyfile::meta_line(&next),
+            key()
+        );
+        KeySet::parse(pem.as_bytes(), NOW, &RULES).unwrap()
+    }
+
+    /// Replicas checked now may each have begun publishing the next key just before: it
+    /// signs no sooner than JWKS_MAX_AGE from now, whatever `--in` asks, and a huge `--in`
+    /// neither wraps around nor panics.
+    #[test]
+    fn an_activation_is_never_sooner_than_jwks_max_age_from_now() {
+        let set = set();
+        let infos = set.infos();
+        for delay in [0, 1, 299] {
+            let (target, signer, from) =
+                activated(&infos, &set, None, Some(delay), &RULES, NOW).unwrap();
+            assert_eq!((target, signer), (1, 0));
+            assert_eq!(from, NOW + RULES.jwks_max_age, "--in {delay}");
+        }
+        let (_, _, from) = activated(&infos, &set, None, None, &RULES, NOW).unwrap();
+        assert_eq!(from, NOW + RULES.jwks_max_age + 60);
+        for delay in [u64::MAX, i64::MAX as u64] {
+            let (_, _, from) = activated(&infos, &set, None, Some(delay), &RULES, NOW).unwrap();
+            assert!(from > NOW + RULES.jwks_max_age, "--in {delay}: {from}");
+        }
+    }
 }

@@ -189,7 +189,9 @@ impl CrlFetcher {
             if !wanted {
                 continue;
             }
-            match check(c.origin, &c.issuers, &c.der, bundle) {
+            let checked = check(c.origin, &c.issuers, &c.der, bundle)
+                .and_then(|info| usable_by_verifier(&c.der, bundle).map(|()| info));
+            match checked {
                 Ok(info) => {
                     let entry = entries
                         .entry(c.url.clone())
@@ -395,8 +397,10 @@ impl CrlFetcher {
     }
 }
 
-/// A downloaded `body` as the CRL to take in, with its facts: a CRL that passes [`check`] and is
-/// not older than `current`, the CRL in force from that URL.
+/// A downloaded `body` as the CRL to take in, with its facts: a CRL that passes [`check`], of
+/// the same scope (issuer, issuingDistributionPoint) as `current`, the CRL in force from that
+/// URL, and not older than it. Another scope would be another CA's CRL taking the place of this
+/// URL's (a configured URL accepts any CA of the bundle), so its own CA's would be gone.
 fn checked_download(
     origin: Origin,
     issuers: &[Vec<u8>],
@@ -406,8 +410,17 @@ fn checked_download(
 ) -> Result<(Vec<u8>, CrlInfo), String> {
     let der = decode(body)?;
     let info = check(origin, issuers, &der, bundle)?;
-    if let Some(current) = current
-        && let Ok(old) = info_of(current)
+    usable_by_verifier(&der, bundle)?;
+    let old = current.and_then(|current| info_of(current).ok());
+    if let Some(old) = &old
+        && old.scope != info.scope
+    {
+        return Err(format!(
+            "the CRL served is of '{}' (or of another distribution point), but the CRL in force from this URL is of '{}'; keeping the one in force (if this URL now serves another CA's CRL, delete its file in TLS_CLIENT_CRL_CACHE_DIR and restart)",
+            info.issuer, old.issuer
+        ));
+    }
+    if let Some(old) = &old
         && old.newer_than(&info)
     {
         return Err(format!(
@@ -419,6 +432,30 @@ fn checked_download(
         ));
     }
     Ok((der, info))
+}
+
+/// Refuses a CRL that the chain verifier (rustls-webpki) cannot use although x509-parser reads
+/// it (a v1 CRL, no nextUpdate, a delta CRL, an unknown reason code...): taken in, it would make
+/// every rebuild of the trust material fail, freezing the material in force (file and bundle
+/// reloads, every other fetched CRL) and, read back from the cache, stopping a restart.
+fn usable_by_verifier(der: &[u8], bundle: &[Vec<u8>]) -> Result<(), String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(
+        bundle
+            .iter()
+            .map(|ca| rustls_pki_types::CertificateDer::from(ca.clone())),
+    );
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let built = rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
+        .with_crls([CertificateRevocationListDer::from(der.to_vec())])
+        .build();
+    match built {
+        Err(rustls::server::VerifierBuilderError::InvalidCrl(e)) => Err(format!(
+            "the chain verifier cannot use this CRL ({e:?}); keeping the CRL in force"
+        )),
+        // No usable root is the bundle's matter, not this CRL's.
+        _ => Ok(()),
+    }
 }
 
 /// One CRL from a download: PEM (the first CRL) or DER.

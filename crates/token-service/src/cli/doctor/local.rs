@@ -77,7 +77,7 @@ fn revocation(report: &mut Report, values: &Values) {
 /// Whether `SIGNING_KEY_FILE`'s keys keep the rules of the key states.
 fn signing_keys(report: &mut Report, values: &Values, now: i64) {
     const RULE: &str = "signing-keys";
-    let fix = "run `token-service keys check` and follow its lines; rotate with `token-service keys generate --next`, `keys activate`, `keys prune` (README: Rotating a local signing key)";
+    let fix = "run `token-service keys check` and follow its lines; rotate with `token-service keys generate` (appended to the file as a next key), `keys activate`, `keys prune` (README: Rotating a local signing key)";
     let settings = match super::super::keys::settings(values) {
         Ok(settings) => settings,
         Err(problems) => {

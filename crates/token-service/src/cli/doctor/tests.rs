@@ -580,6 +580,17 @@ fn signing_keys_pass_when_the_file_keeps_the_rules_and_fail_naming_what_breaks()
     let row = finding(&found, "signing-keys");
     assert_eq!(row.status, Status::Fail, "{row:?}");
     assert!(row.fix.contains("token-service keys check"), "{row:?}");
+    // The commands the fix names run as written.
+    for command in row.fix.split('`').skip(1).step_by(2) {
+        let words = command.split_whitespace();
+        let words: Vec<&str> = if command.starts_with("token-service") {
+            words.collect()
+        } else {
+            std::iter::once("token-service").chain(words).collect()
+        };
+        <crate::cli::Cli as clap::Parser>::try_parse_from(&words)
+            .unwrap_or_else(|e| panic!("`{command}` of {row:?}: {e}"));
+    }
 
     let none = local_findings(&[]);
     assert_eq!(finding(&none, "signing-keys").status, Status::Skip);

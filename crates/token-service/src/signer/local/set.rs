@@ -21,6 +21,9 @@ pub struct KeySet {
     pub(super) publication: Publication,
     /// When this process first published each key (Unix seconds).
     pub(super) seen: Vec<i64>,
+    /// The last time this process signed with each key under an earlier version of the file,
+    /// if it did (Unix seconds).
+    pub(super) signed: Vec<Option<i64>>,
 }
 
 /// One key as `keys show` lists it.
@@ -78,6 +81,7 @@ impl KeySet {
         let jwks: Vec<Value> = keys.iter().map(public_jwk).collect();
         Ok(Self {
             seen: vec![now; keys.len()],
+            signed: vec![None; keys.len()],
             keys,
             schedule,
             publication: Publication::Jwks(Arc::new(json!({ "keys": jwks }))),
@@ -89,8 +93,10 @@ impl KeySet {
     pub fn reloaded(&self, pem: &[u8], now: i64, rules: &Rules) -> Result<Self, Vec<String>> {
         let mut next = Self::parse(pem, now, rules)?;
         let old = entries(&self.keys);
+        let signed = self.signed_until(now);
         let problems = states::reload_problems(
             (&old, &self.schedule, &self.seen),
+            &signed,
             (&entries(&next.keys), &next.schedule),
             now,
             rules,
@@ -101,9 +107,29 @@ impl KeySet {
         for (i, key) in next.keys.iter().enumerate() {
             if let Some(j) = self.keys.iter().position(|k| k.kid == key.kid) {
                 next.seen[i] = self.seen[j];
+                next.signed[i] = signed[j];
             }
         }
         Ok(next)
+    }
+
+    /// Per key, the last time this process signed with it up to `now`, if it did: the key
+    /// that signs now, the key that signed until the active key's `signs-from` once that has
+    /// passed, and what earlier versions recorded.
+    fn signed_until(&self, now: i64) -> Vec<Option<i64>> {
+        let mut signed = self.signed.clone();
+        let mut mark = |i: usize, t: i64| {
+            if let Some(slot) = signed.get_mut(i) {
+                *slot = (*slot).max(Some(t));
+            }
+        };
+        mark(self.schedule.signer_at(now), now);
+        if let (Some(from), Some(handover)) = (self.schedule.signs_from, self.schedule.handover)
+            && from <= now
+        {
+            mark(handover, from);
+        }
+        signed
     }
 
     /// The key that signs at `now`.

@@ -261,11 +261,16 @@ pub fn check(keys: &[Entry<'_>], now: i64, rules: &Rules) -> Vec<String> {
 
 /// The rules of a reload from `old` (with the times this replica first published each of its
 /// keys, `seen`) to `new` at `now`: a key may leave the file only when no token it signed can
-/// still be presented, and a key may start signing at once only when this replica has
-/// published it for `JWKS_MAX_AGE`. A file without metadata keeps its old meaning and is
+/// still be presented, and a key may start signing (at once, or at a `signs-from` the new
+/// file sets) only when this replica has published it for `JWKS_MAX_AGE` by then. A file without metadata keeps its old meaning and is
 /// not held to the second rule.
+///
+/// `signed` holds, per old key, the last time this replica signed with it, if it did: a key
+/// stays until then + the longest token lifetime + `JWKS_MAX_AGE` too, whatever its
+/// `retired-at` says.
 pub fn reload_problems(
     old: (&[Entry<'_>], &Schedule, &[i64]),
+    signed: &[Option<i64>],
     new: (&[Entry<'_>], &Schedule),
     now: i64,
     rules: &Rules,
@@ -287,10 +292,17 @@ pub fn reload_problems(
             .meta
             .as_ref()
             .and_then(|m| drop_after(m, rules))
+            .max(
+                signed
+                    .get(i)
+                    .copied()
+                    .flatten()
+                    .map(|t| t + rules.longest_lifetime + rules.jwks_max_age),
+            )
             .filter(|until| now < *until)
         {
             problems.push(format!(
-                "the new file drops key {} before {}: tokens it signed may be presented until its retired-at + the longest token lifetime ({} s) + JWKS_MAX_AGE ({} s); keep it until then (`token-service keys prune` drops keys when they may go)",
+                "the new file drops key {} before {}: tokens it signed may be presented until its retired-at (or the last time this replica signed with it) + the longest token lifetime ({} s) + JWKS_MAX_AGE ({} s); keep it until then (`token-service keys prune` drops keys when they may go)",
                 key.kid,
                 format_time(until),
                 rules.longest_lifetime,
@@ -300,19 +312,56 @@ pub fn reload_problems(
     }
     let signer = new_schedule.signer_at(now);
     let kid = new_keys[signer].kid;
-    if !new_schedule.legacy && kid != old_keys[old_signer].kid {
-        let published = old_keys
+    let published = |kid: &str| {
+        old_keys
             .iter()
             .position(|k| k.kid == kid)
-            .and_then(|i| seen.get(i).copied());
-        if published.is_none_or(|at| now < at + rules.jwks_max_age) {
+            .and_then(|i| seen.get(i).copied())
+    };
+    if !new_schedule.legacy && kid != old_keys[old_signer].kid {
+        if published(kid).is_none_or(|at| now < at + rules.jwks_max_age) {
             problems.push(format!(
                 "the new file makes key {kid} sign at once, but this replica has not published it for JWKS_MAX_AGE ({} s): caches may not know it; add it as next first, then activate it with a signs-from in the future",
                 rules.jwks_max_age
             ));
         }
+    } else if let Some(problem) = scheduled_switch(old, new, now, rules, published) {
+        problems.push(problem);
     }
     problems
+}
+
+/// A switch the new file schedules for later (an active key whose `signs-from` is in the
+/// future, new or moved): by then this replica must have published that key for
+/// `JWKS_MAX_AGE`, counted from when it first published it here (now, for a key new to it),
+/// not from the file's `published-at`. An activation already in force is not judged again.
+fn scheduled_switch(
+    old: (&[Entry<'_>], &Schedule, &[i64]),
+    new: (&[Entry<'_>], &Schedule),
+    now: i64,
+    rules: &Rules,
+    published: impl Fn(&str) -> Option<i64>,
+) -> Option<String> {
+    let ((old_keys, old_schedule, _), (new_keys, new_schedule)) = (old, new);
+    let from = new_schedule.signs_from.filter(|from| *from > now)?;
+    let kid = new_keys.get(new_schedule.active)?.kid;
+    let unchanged = old_keys
+        .get(old_schedule.active)
+        .is_some_and(|k| k.kid == kid)
+        && old_schedule.signs_from == Some(from);
+    if new_schedule.legacy || unchanged {
+        return None;
+    }
+    let since = published(kid).unwrap_or(now);
+    (from < since + rules.jwks_max_age).then(|| {
+        format!(
+            "the new file makes key {kid} sign from {}, but this replica has not published it for JWKS_MAX_AGE ({} s) by then (it publishes it since {}): caches may not know it; give it a signs-from of {} or later",
+            format_time(from),
+            rules.jwks_max_age,
+            format_time(since),
+            format_time(since + rules.jwks_max_age)
+        )
+    })
 }
 
 #[cfg(test)]

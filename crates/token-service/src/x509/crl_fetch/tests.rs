@@ -153,3 +153,120 @@ fn only_http_and_https_distribution_points_are_taken() {
     );
     assert_eq!(cdp::urls(&parsed, 1), ["http://crl.example/root.crl"]);
 }
+
+/// Over plain http anyone on the path can answer a configured URL with the CRL of another CA
+/// of the bundle (validly signed, with a higher CRL number): taking it would drop the CRL of
+/// the URL's own CA from the material, so its revoked certificates would pass.
+#[test]
+fn a_configured_url_keeps_serving_the_crl_of_its_own_ca() {
+    let (one, one_issuer) = ca("CA one", true);
+    let (two, two_issuer) = ca("CA two", true);
+    let bundle = vec![one, two];
+    let in_force = crl(&one_issuer, 5, "2026-01-01T00:00:00Z");
+    let other = crl(&two_issuer, 900, "2026-06-01T00:00:00Z");
+    let e =
+        checked_download(Origin::Configured, &[], &other, &bundle, Some(&in_force)).unwrap_err();
+    assert!(e.contains("CA one"), "{e}");
+    // Its own CA's newer CRL is taken; the first download of a URL may be any bundle CA's.
+    let newer = crl(&one_issuer, 6, "2026-02-01T00:00:00Z");
+    assert!(checked_download(Origin::Configured, &[], &newer, &bundle, Some(&in_force)).is_ok());
+    assert!(checked_download(Origin::Configured, &[], &other, &bundle, None).is_ok());
+}
+
+fn der_tlv(tag: u8, body: &[u8]) -> Vec<u8> {
+    let n = body.len();
+    let mut out = vec![tag];
+    if n < 128 {
+        out.push(u8::try_from(n).unwrap());
+    } else {
+        let bytes: Vec<u8> = n
+            .to_be_bytes()
+            .into_iter()
+            .skip_while(|b| *b == 0)
+            .collect();
+        out.push(0x80 | u8::try_from(bytes.len()).unwrap());
+        out.extend(bytes);
+    }
+    out.extend_from_slice(body);
+    out
+}
+
+/// The length of the TLV header at the start of `input`, and of its content.
+fn tlv_lengths(input: &[u8]) -> (usize, usize) {
+    let first = usize::from(input[1]);
+    if first < 128 {
+        return (2, first);
+    }
+    let count = first & 0x7f;
+    let len = input[2..2 + count]
+        .iter()
+        .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+    (2 + count, len)
+}
+
+/// The first TLV of `input` and what follows it.
+fn split_tlv(input: &[u8]) -> (&[u8], &[u8]) {
+    let (header, len) = tlv_lengths(input);
+    input.split_at(header + len)
+}
+
+/// A CRL that its CA signed and x509-parser reads, but that the chain verifier refuses
+/// (rustls-webpki knows no reason code 7): taken in, it would make every rebuild of the trust
+/// material fail, so file and bundle reloads and every other fetched CRL would stop applying,
+/// and a restart would find it in the cache. It is refused like a bad download.
+#[test]
+fn a_crl_the_chain_verifier_cannot_use_is_refused() {
+    let key = KeyPair::generate().unwrap();
+    let signer = KeyPair::from_pem(&key.serialize_pem()).unwrap();
+    let mut params = CertificateParams::default();
+    params.distinguished_name.push(DnType::CommonName, "Root");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let root = params.self_signed(&key).unwrap().der().to_vec();
+    let issuer = Issuer::new(params, key);
+    let der = CertificateRevocationListParams {
+        this_update: at("2026-01-01T00:00:00Z"),
+        next_update: at("2099-01-01T00:00:00Z"),
+        crl_number: SerialNumber::from(1u64),
+        issuing_distribution_point: None,
+        revoked_certs: vec![rcgen::RevokedCertParams {
+            serial_number: SerialNumber::from(7u64),
+            revocation_time: at("2026-01-01T00:00:00Z"),
+            reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+            invalidity_date: None,
+        }],
+        key_identifier_method: KeyIdMethod::Sha256,
+    }
+    .signed_by(&issuer)
+    .unwrap()
+    .der()
+    .to_vec();
+    let bundle = vec![root.clone()];
+    assert!(checked_download(Origin::Configured, &[], &der, &bundle, None).is_ok());
+    // The same CRL with reason code 7 (unused in RFC 5280), signed again by its CA.
+    let body = &der[tlv_lengths(&der).0..];
+    let (tbs, rest) = split_tlv(body);
+    let (algorithm, _) = split_tlv(rest);
+    let reason = [0x55, 0x1d, 0x15, 0x04, 0x03, 0x0a, 0x01, 0x01];
+    let at_reason = tbs.windows(reason.len()).position(|w| w == reason).unwrap();
+    let mut tbs = tbs.to_vec();
+    tbs[at_reason + reason.len() - 1] = 7;
+    let signature = rcgen::SigningKey::sign(&signer, &tbs).unwrap();
+    let mut bits = vec![0u8];
+    bits.extend(signature);
+    let patched = der_tlv(
+        0x30,
+        &[tbs, algorithm.to_vec(), der_tlv(0x03, &bits)].concat(),
+    );
+    // The premise: x509-parser and the signature check take it, the verifier does not.
+    assert!(check(Origin::Configured, &[], &patched, &bundle).is_ok());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(root.into()).unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let built = rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
+        .with_crls(vec![CertificateRevocationListDer::from(patched.clone())])
+        .build();
+    assert!(built.is_err(), "the verifier refuses it");
+    let e = checked_download(Origin::Configured, &[], &patched, &bundle, None).unwrap_err();
+    assert!(e.contains("chain verifier"), "{e}");
+}

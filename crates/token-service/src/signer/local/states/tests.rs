@@ -276,3 +276,94 @@ fn plain_files_reload_as_before() {
     signer.reload(format!("{b}{a}").as_bytes()).unwrap();
     assert_eq!(signer.key_id().unwrap(), kids(&signer)[0]);
 }
+
+/// A reload that schedules a key this replica has not published yet to sign sooner than
+/// `JWKS_MAX_AGE` from now: its `published-at` says the file had it, not that this replica's
+/// JWK Set did, and caches that fetched this replica's set may miss it at `signs-from`.
+#[test]
+fn a_reload_may_not_schedule_a_key_to_sign_before_this_replica_published_it_for_the_max_age() {
+    let (a, b) = (key(), key());
+    let first = format!("{}{a}", line("state=active"));
+    let signer = signer(&first, T).unwrap();
+    let kid = signer.key_id().unwrap();
+    let from = T + 10;
+    let soon = format!(
+        "{}{a}{}{b}",
+        line(&format!("state=retired retired-at={}", at(from))),
+        line(&format!(
+            "state=active published-at={} signs-from={}",
+            at(T - 1000),
+            at(from)
+        ))
+    );
+    let problems = signer.reload(soon.as_bytes()).unwrap_err();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("has not published it for JWKS_MAX_AGE")),
+        "{problems:?}"
+    );
+    assert_eq!(signer.key_id().unwrap(), kid);
+    assert_eq!(kids(&signer).len(), 1);
+    // Published here first, the same activation JWKS_MAX_AGE later is taken.
+    let next = format!(
+        "{first}{}{b}",
+        line(&format!("state=next published-at={}", at(T)))
+    );
+    signer.reload(next.as_bytes()).unwrap();
+    let later = T + RULES.jwks_max_age;
+    let scheduled = format!(
+        "{}{a}{}{b}",
+        line(&format!("state=retired retired-at={}", at(later))),
+        line(&format!(
+            "state=active published-at={} signs-from={}",
+            at(T),
+            at(later)
+        ))
+    );
+    signer.reload(scheduled.as_bytes()).unwrap();
+    assert_eq!(
+        signer.key_id().unwrap(),
+        kid,
+        "the old key signs until then"
+    );
+}
+
+/// A key this replica signed with may not leave the file while tokens it signed here can be
+/// presented, whatever `retired-at` the file writes for it: retired "long ago" in one version,
+/// dropped in the next, it would take its tokens' key away.
+#[test]
+fn a_key_that_signed_here_stays_until_its_tokens_expire_whatever_its_retired_at_says() {
+    use super::super::set::KeySet;
+    let (a, b) = (key(), key());
+    let start = format!(
+        "{}{a}{}{b}",
+        line("state=active"),
+        line(&format!("state=next published-at={}", at(T - 1000)))
+    );
+    let set = KeySet::parse(start.as_bytes(), T, &RULES).unwrap();
+    let switched = T + RULES.jwks_max_age + 100;
+    let active_b = line(&format!(
+        "state=active published-at={} signs-from={}",
+        at(T - 1000),
+        at(T - 700)
+    ));
+    let rewound = format!(
+        "{}{a}{active_b}{b}",
+        line(&format!("state=retired retired-at={}", at(T - 50_000)))
+    );
+    let set = set.reloaded(rewound.as_bytes(), switched, &RULES).unwrap();
+    let only_b = format!("{active_b}{b}");
+    let problems = set
+        .reloaded(only_b.as_bytes(), switched + 1, &RULES)
+        .err()
+        .expect("key A signed here until the switch");
+    let until = switched + RULES.longest_lifetime + RULES.jwks_max_age;
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains(&format!("before {}", at(until)))),
+        "{problems:?}"
+    );
+    set.reloaded(only_b.as_bytes(), until, &RULES).unwrap();
+}
