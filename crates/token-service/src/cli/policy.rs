@@ -389,13 +389,22 @@ fn write_trace(out: &mut String, trace: &[RuleTrace]) {
                     matched.join("; ")
                 );
             }
-            Err(why) => {
-                let _ = writeln!(
-                    out,
-                    "  rule '{}' (line {}): no match: {why}",
-                    t.name, t.line
-                );
-            }
+            Err(why) => match &t.skipped_by {
+                None => {
+                    let _ = writeln!(
+                        out,
+                        "  rule '{}' (line {}): no match: {why}",
+                        t.name, t.line
+                    );
+                }
+                Some(index) => {
+                    let _ = writeln!(
+                        out,
+                        "  rule '{}' (line {}): skipped by {index}: {why}",
+                        t.name, t.line
+                    );
+                }
+            },
         }
     }
 }
