@@ -390,3 +390,5 @@ mod compile;
 mod eval;
 mod index;
 mod pattern;
+mod shadow;
+pub use shadow::Shadowed;

@@ -28,6 +28,7 @@ mod google_auth_interop;
 mod layout;
 mod policy;
 mod policy_examples;
+mod policy_scale;
 mod production;
 mod readme;
 mod tls;

@@ -44,7 +44,7 @@ pub(super) struct Index {
 }
 
 /// An index, as `policy explain` names it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(super) enum Field {
     Flow,
     TrustDomain,

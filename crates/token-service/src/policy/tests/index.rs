@@ -271,11 +271,17 @@ fn certificate(rng: &mut Rng) -> AuthenticatedClient {
 #[test]
 fn the_index_decides_as_the_plain_scan_over_ten_thousand_generated_pairs() {
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
-    let (mut pairs, mut matched) = (0, 0);
+    let (mut pairs, mut matched, mut shadowed) = (0, 0, 0);
     for p in 0..1_000 {
         let text = policy_text(&mut rng, p);
         let policy = Policy::parse(Path::new("policy.toml"), &text)
             .unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let unreachable: Vec<&str> = policy
+            .shadowed()
+            .iter()
+            .map(|s| policy.rules()[s.rule].name.as_str())
+            .collect();
+        shadowed += unreachable.len();
         for _ in 0..10 {
             let client = certificate(&mut rng);
             let service_account = rng.chance(30).then_some("b-1@p.iam.gserviceaccount.com");
@@ -297,11 +303,17 @@ fn the_index_decides_as_the_plain_scan_over_ten_thousand_generated_pairs() {
                     .iter()
                     .all(|t| t.skipped_by.is_none() || t.result.is_err())
             );
+            // What `policy check` calls unreachable never decides.
+            assert!(!unreachable.contains(&scanned.rule.as_str()), "{text}");
             pairs += 1;
             matched += usize::from(scanned.rule != super::NO_RULE);
         }
     }
     assert!(pairs >= 10_000);
+    assert!(
+        shadowed > 10,
+        "the generated policies have unreachable rules: {shadowed}"
+    );
     // The generated certificates hit rules and miss them, both often.
     assert!(
         matched > pairs / 5 && matched < pairs * 4 / 5,
@@ -351,5 +363,47 @@ fn explain_names_the_index_that_skipped_each_rule() {
     assert_eq!(
         trace.iter().filter(|t| t.skipped_by.is_some()).count(),
         1_000
+    );
+}
+
+#[test]
+fn rules_an_earlier_rule_with_the_same_exact_keys_always_beats_are_reported() {
+    let rule = |name: &str, conditions: &str| {
+        format!("[[rule]]\nname = \"{name}\"\ndecision = \"allow\"\n[rule.match]\n{conditions}\n")
+    };
+    let id = "spiffe_id = \"spiffe://fleet.example.org/device/1\"";
+    let text = [
+        rule("first", id),
+        // The same ID again, with a further condition: matches only clients `first` takes.
+        rule("again", &format!("{id}\nflow = \"mtls-client-credentials\"")),
+        // Narrower than a list of fingerprints in both forms.
+        rule("fps", &format!("sha256_fingerprint = [\"{}\", \"{}\"]", fingerprint(1, false), fingerprint(2, true))),
+        rule("fp", &format!("sha256_fingerprint = \"{}\"", fingerprint(2, false))),
+        // A glob proves nothing, nor does a different key, nor a broader list.
+        rule("glob", "spiffe_id = \"spiffe://fleet.example.org/device/*\""),
+        rule("other", "spiffe_id = \"spiffe://fleet.example.org/device/2\""),
+        rule("broader", "spiffe_id = [\"spiffe://fleet.example.org/device/2\", \"spiffe://fleet.example.org/device/3\"]"),
+        rule("dns", "dns_san = \"Host.example.org\""),
+        rule("dns-again", "dns_san = [\"host.EXAMPLE.org\"]\nspiffe_trust_domain = \"x.org\""),
+        rule("catch-all", ""),
+        rule("after-all", "flow = \"mtls-client-credentials\""),
+    ]
+    .concat();
+    let policy = Policy::parse(Path::new("policy.toml"), &text).unwrap();
+    let names = |i: usize| policy.rules()[i].name.clone();
+    let found: Vec<(String, String)> = policy
+        .shadowed()
+        .into_iter()
+        .map(|s| (names(s.rule), names(s.by)))
+        .collect();
+    let pair = |a: &str, b: &str| (a.to_owned(), b.to_owned());
+    assert_eq!(
+        found,
+        [
+            pair("again", "first"),
+            pair("fp", "fps"),
+            pair("dns-again", "dns"),
+            pair("after-all", "catch-all"),
+        ]
     );
 }
