@@ -34,7 +34,7 @@ struct RawRule {
     decision: Spanned<String>,
     reason: Option<Spanned<String>>,
     #[serde(rename = "match", default)]
-    conditions: Option<RawMatch>,
+    conditions: Option<Box<RawMatch>>,
     client_id: Option<Spanned<String>>,
     claims: Option<BTreeMap<String, Spanned<toml::Value>>>,
     service_accounts: Option<Spanned<OneOrMany>>,
@@ -228,7 +228,7 @@ fn compile_rule(raw: RawRule, line: usize) -> Result<Rule, Located> {
     if name.is_empty() {
         return Err((raw.name.span().start, "rule name is empty".into()));
     }
-    let conditions = compile_match(raw.conditions.unwrap_or_default())?;
+    let conditions = compile_match(*raw.conditions.unwrap_or_default())?;
     let decision_span = raw.decision.span().start;
     let decision = match raw.decision.get_ref().as_str() {
         "deny" => {
