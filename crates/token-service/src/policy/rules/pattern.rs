@@ -1,11 +1,12 @@
 //! The globs of a policy file. Most globs a fleet writes are literal (one SPIFFE ID, one DNS
-//! name) or use only `*` and `?`: those are matched here, byte by byte, with exactly the meaning
-//! `globset` gives them (`?` is one byte, `*` any run of bytes, neither crossing `/` in a path
-//! or DNS glob), and cost no regular expression; every other glob (`**`, classes, alternates,
-//! escapes) is compiled by `globset` when the policy loads. A compiled regular expression costs
-//! several kilobytes and tens of microseconds, which a policy of 100,000 rules cannot pay per
-//! rule. The literal part of a glob (its prefix before the first wildcard, its suffix after the
-//! last) is what the rule index files it under (`rules/index.rs`).
+//! name) or use only `*`, `?` and (in paths, URIs and DNS names) `**`: those are matched here,
+//! byte by byte, with exactly the meaning `globset` gives them (`?` is one byte, `*` any run of
+//! bytes, neither crossing `/` in a path or DNS glob; `**` any number of segments), and cost no
+//! regular expression; the others (classes, alternates, escapes, `**` in a plain glob) are
+//! compiled by `globset` when the policy loads. A compiled regular expression costs kilobytes
+//! and tens of microseconds, which a policy of 100,000 rules cannot pay per rule. The literal
+//! part of a glob (its prefix before the first wildcard, its suffix after the last) is what the
+//! rule index files it under (`rules/index.rs`).
 
 use std::borrow::Cow;
 
@@ -25,7 +26,7 @@ pub(super) struct Pattern {
 enum Form {
     /// No wildcard: the (matchable form of the) value must be this text.
     Literal(String),
-    /// Only `*` and `?` wildcards; `segments`: they stay within one `/` segment.
+    /// Only `*` and `?` wildcards, and with `segments` (they stay within one `/` segment) `**`.
     Wild { glob: String, segments: bool },
     /// Anything else, compiled by `globset`.
     Glob(Box<GlobMatcher>),
@@ -65,7 +66,7 @@ impl Pattern {
         };
         let form = if !text.contains(SPECIAL) {
             Form::Literal(text)
-        } else if !text.contains("**") && !text.contains(&SPECIAL[2..]) {
+        } else if !text.contains(&SPECIAL[2..]) && (segments || !text.contains("**")) {
             Form::Wild {
                 glob: text,
                 segments,
@@ -155,21 +156,63 @@ pub(super) fn dns_matchable(name: &str) -> bool {
     !name.is_empty() && !name.contains('*') && !name.split('.').any(str::is_empty)
 }
 
-/// A glob of literal bytes, `*` and `?` against `value`; with `segments`, neither wildcard
-/// matches `/`, so the glob's and the value's `/`-separated segments pair up one to one.
+/// A glob of literal bytes, `*` and `?` (and, with `segments`, `**`) against `value`. With
+/// `segments`, neither `*` nor `?` matches `/`, so the glob's `/`-separated segments pair up
+/// with the value's, except a segment `**`, which stands for any number of the value's
+/// segments, as `globset` reads it: `**/a` matches `a`, `/a` and `x/y/a`; `a/**/b` matches
+/// `a/b`; a trailing `a/**` needs at least one segment after `a/` (so `a/` but not `a`); a
+/// glob of only `**` matches everything.
 fn wild_match(glob: &[u8], value: &[u8], segments: bool) -> bool {
     if !segments {
         return wild_segment(glob, value);
     }
-    let mut globs = glob.split(|b| *b == b'/');
-    let mut values = value.split(|b| *b == b'/');
-    loop {
-        match (globs.next(), values.next()) {
-            (None, None) => return true,
-            (Some(g), Some(v)) if wild_segment(g, v) => {}
-            _ => return false,
+    let mut tokens: Vec<Option<&[u8]>> = Vec::new();
+    let parts: Vec<&[u8]> = glob.split(|b| *b == b'/').collect();
+    // Only `**` segments, perhaps with a trailing `/` (`**/`, `**/**/`): `globset` keeps one
+    // recursive prefix and nothing after it, which matches everything.
+    let last = parts.len() - 1;
+    if parts
+        .iter()
+        .enumerate()
+        .all(|(i, p)| *p == b"**" || (i == last && i > 0 && p.is_empty()))
+    {
+        return true;
+    }
+    for (i, part) in parts.iter().enumerate() {
+        if *part == b"**" {
+            if i > 0 && i == parts.len() - 1 {
+                // `a/**` is `a/` and then anything: one segment at least.
+                tokens.push(Some(b"*"));
+            }
+            if tokens.last() != Some(&None) {
+                tokens.push(None);
+            }
+        } else {
+            tokens.push(Some(part));
         }
     }
+    let values: Vec<&[u8]> = value.split(|b| *b == b'/').collect();
+    // The greedy match over segments, returning to the last `**` (`None`) on a mismatch:
+    // O(segments × segments) at worst.
+    let (mut t, mut v) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while v < values.len() {
+        match tokens.get(t) {
+            Some(None) => {
+                star = Some((t, v));
+                t += 1;
+            }
+            Some(Some(g)) if wild_segment(g, values[v]) => (t, v) = (t + 1, v + 1),
+            _ => match star {
+                Some((st, sv)) => {
+                    star = Some((st, sv + 1));
+                    (t, v) = (st + 1, sv + 1);
+                }
+                None => return false,
+            },
+        }
+    }
+    tokens[t..].iter().all(Option::is_none)
 }
 
 /// `*` (any bytes) and `?` (one byte) against `value`: the greedy match that returns to the
@@ -256,8 +299,14 @@ mod tests {
 
     #[test]
     fn globs_beyond_stars_go_to_globset_and_keep_their_literal_parts() {
+        let class = Pattern::new("spiffe://td/[ab]/x", GlobKind::Path).unwrap();
+        assert!(matches!(class.form, Form::Glob(_)));
+        assert!(class.matches("spiffe://td/a/x") && !class.matches("spiffe://td/c/x"));
+        assert_eq!(class.literal_prefix(), "spiffe://td/");
+        let plain = Pattern::new("a**b", GlobKind::Plain).unwrap();
+        assert!(matches!(plain.form, Form::Glob(_)));
         let p = Pattern::new("spiffe://td/**/x", GlobKind::Path).unwrap();
-        assert!(matches!(p.form, Form::Glob(_)));
+        assert!(matches!(p.form, Form::Wild { .. }));
         assert!(p.matches("spiffe://td/x") && p.matches("spiffe://td/a/b/x"));
         assert_eq!(
             (p.literal_prefix(), p.literal_suffix()),
