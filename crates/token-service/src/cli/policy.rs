@@ -164,6 +164,7 @@ fn check(file: &Path, registry: &FlowRegistry) -> ExitCode {
             if policy.rules().is_empty() {
                 println!("  no rules: every client would be denied");
             }
+            print_shadowed(&policy);
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -171,6 +172,20 @@ fn check(file: &Path, registry: &FlowRegistry) -> ExitCode {
             eprintln!("error: {}", e.problem);
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The rules that can never match, one line each (a tested contract); the file stays valid.
+fn print_shadowed(policy: &Policy) {
+    let rules = policy.rules();
+    for shadow in policy.shadowed() {
+        let (Some(rule), Some(by)) = (rules.get(shadow.rule), rules.get(shadow.by)) else {
+            continue;
+        };
+        println!(
+            "  unreachable: rule '{}' (line {}) can never match: rule '{}' (line {}) matches every client it would, and decides first",
+            rule.name, rule.line, by.name, by.line
+        );
     }
 }
 
@@ -390,13 +405,22 @@ fn write_trace(out: &mut String, trace: &[RuleTrace]) {
                     matched.join("; ")
                 );
             }
-            Err(why) => {
-                let _ = writeln!(
-                    out,
-                    "  rule '{}' (line {}): no match: {why}",
-                    t.name, t.line
-                );
-            }
+            Err(why) => match &t.skipped_by {
+                None => {
+                    let _ = writeln!(
+                        out,
+                        "  rule '{}' (line {}): no match: {why}",
+                        t.name, t.line
+                    );
+                }
+                Some(index) => {
+                    let _ = writeln!(
+                        out,
+                        "  rule '{}' (line {}): skipped by {index}: {why}",
+                        t.name, t.line
+                    );
+                }
+            },
         }
     }
 }

@@ -7,8 +7,8 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use globset::{GlobBuilder, GlobMatcher};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde_json::{Map, Value};
@@ -19,6 +19,7 @@ use super::deny_list::{DenyList, Kind, parse_fingerprint, parse_serial};
 use super::template::{Fact, Template, attribute, spiffe_parts};
 use crate::error::StartupError;
 use crate::model::{AuthenticatedClient, Client};
+use pattern::{GlobKind, Pattern};
 
 /// Bounds of `token_lifetime`, in seconds: those of `TOKEN_VALIDITY` (1 to 60 minutes).
 pub const LIFETIME_BOUNDS: std::ops::RangeInclusive<i64> = {
@@ -44,22 +45,6 @@ pub const RESERVED_CLAIMS: &[&str] = &[
 // ---------------------------------------------------------------------------------------------
 // The compiled policy.
 
-/// A glob and the text it was written as.
-#[derive(Debug, Clone)]
-struct Pattern {
-    source: String,
-    matcher: GlobMatcher,
-    dns: bool,
-}
-
-/// A glob that does not compile: the glob as written and why.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("bad glob '{glob}': {reason}")]
-struct BadGlob {
-    glob: String,
-    reason: globset::ErrorKind,
-}
-
 /// What is wrong with a claim value: its template, or a number JSON cannot hold.
 #[derive(Debug, Clone, thiserror::Error)]
 enum ClaimError {
@@ -69,62 +54,9 @@ enum ClaimError {
     NotJson(f64),
 }
 
-/// How a glob treats separators.
-#[derive(Debug, Clone, Copy)]
-enum GlobKind {
-    /// `*` matches anything.
-    Plain,
-    /// `*` stays within one `/` segment, `**` crosses them (paths, URIs).
-    Path,
-    /// `*` stays within one DNS label, `**` crosses them; case-insensitive.
-    Dns,
-}
-
-impl Pattern {
-    /// The glob, or what is wrong with it (which becomes part of the policy file's
-    /// `FILE:LINE: problem` line).
-    fn new(source: &str, kind: GlobKind) -> Result<Self, BadGlob> {
-        let (text, separator, dns) = match kind {
-            GlobKind::Plain => (source.to_owned(), false, false),
-            GlobKind::Path => (source.to_owned(), true, false),
-            GlobKind::Dns => (source.to_ascii_lowercase().replace('.', "/"), true, true),
-        };
-        let matcher = GlobBuilder::new(&text)
-            .literal_separator(separator)
-            .build()
-            .map_err(|e| BadGlob {
-                glob: source.to_owned(),
-                reason: e.kind().clone(),
-            })?
-            .compile_matcher();
-        Ok(Self {
-            source: source.to_owned(),
-            matcher,
-            dns,
-        })
-    }
-
-    fn matches(&self, value: &str) -> bool {
-        if self.dns {
-            dns_matchable(value)
-                && self
-                    .matcher
-                    .is_match(value.to_ascii_lowercase().replace('.', "/"))
-        } else {
-            self.matcher.is_match(value)
-        }
-    }
-}
-
 /// How a match on a re-signed twin is phrased after "FACT 'PRESENTED' is listed".
 fn twin_phrase(twin: &str) -> String {
     format!("as '{twin}', the same certificate with its other ECDSA signature encoding")
-}
-
-/// Whether a DNS name can match a DNS glob: no empty label (`.example.org`, `a..b`, a trailing
-/// dot) and no `*`, so a glob never admits a wildcard SAN or an empty label as if it were a host.
-fn dns_matchable(name: &str) -> bool {
-    !name.is_empty() && !name.contains('*') && !name.split('.').any(str::is_empty)
 }
 
 fn first_match<'p>(patterns: &'p [Pattern], value: &str) -> Option<&'p Pattern> {
@@ -283,7 +215,9 @@ impl Rule {
 #[derive(Debug, Clone)]
 pub struct Policy {
     path: PathBuf,
-    rules: Vec<Rule>,
+    /// Shared with the versions [`Policy::with_reloaded_deny_lists`] makes.
+    rules: Arc<[Rule]>,
+    index: Arc<index::Index>,
     deny_lists: Vec<DenyList>,
 }
 
@@ -324,6 +258,9 @@ pub struct RuleTrace {
     pub line: usize,
     /// `Ok(matches)` when every condition held, else `Err(the first that failed)`.
     pub result: Result<Vec<String>, Unmatched>,
+    /// The index that skipped the rule (`the spiffe_id index`), when it was not evaluated
+    /// in the decision; `result` is then what evaluating it would have found.
+    pub skipped_by: Option<String>,
 }
 
 /// Why a rule's condition did not hold, as the phrase `policy explain` prints after
@@ -369,6 +306,17 @@ pub const NO_RULE: &str = "(no rule matched)";
 const POLICY_FILE: &str = "POLICY_FILE";
 
 impl Policy {
+    /// The policy of `rules` (in order) and `deny_lists`, with the rules indexed.
+    fn new(path: &Path, rules: Vec<Rule>, deny_lists: Vec<DenyList>) -> Self {
+        let index = Arc::new(index::Index::build(&rules));
+        Self {
+            path: path.to_owned(),
+            rules: rules.into(),
+            index,
+            deny_lists,
+        }
+    }
+
     /// Reads and compiles a policy file (and its deny lists, relative to the file's folder); a
     /// problem names `POLICY_FILE`, the file and the line.
     pub fn load(path: &Path) -> Result<Self, StartupError> {
@@ -440,3 +388,7 @@ impl Policy {
 
 mod compile;
 mod eval;
+mod index;
+mod pattern;
+mod shadow;
+pub use shadow::Shadowed;

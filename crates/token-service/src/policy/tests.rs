@@ -867,3 +867,4 @@ fn the_engine_refuses_with_failures_and_counts_into_its_own_metrics() {
 mod audience;
 mod aws;
 mod azure;
+mod index;

@@ -30,6 +30,7 @@ mod layout;
 mod ocsp;
 mod policy;
 mod policy_examples;
+mod policy_scale;
 mod production;
 mod readme;
 mod rotation;

@@ -7,28 +7,81 @@ use crate::model::AudienceGrant;
 use crate::policy::template::MissingFact;
 
 impl Policy {
-    /// Decides a request.
+    /// Decides a request: deny lists, then the rules the index leaves, in order.
     pub fn decide(&self, client: &AuthenticatedClient, requested: Requested<'_>) -> Verdict {
-        self.evaluate(client, requested, None)
+        if let Some(verdict) = self.deny_listed(client) {
+            return verdict;
+        }
+        for position in self.index.candidates(client) {
+            if let Some(rule) = self.rules.get(position)
+                && let Ok(matched) = rule.check(client)
+            {
+                return rule.verdict(matched, client, requested);
+            }
+        }
+        no_rule()
     }
 
-    /// Decides a request and reports how every rule up to the deciding one fared.
+    /// Decides a request by trying every rule in order, without the index: the meaning the
+    /// index must keep (the equivalence test and the benchmarks compare the two).
+    #[doc(hidden)]
+    pub fn decide_by_scan(
+        &self,
+        client: &AuthenticatedClient,
+        requested: Requested<'_>,
+    ) -> Verdict {
+        if let Some(verdict) = self.deny_listed(client) {
+            return verdict;
+        }
+        for rule in self.rules.iter() {
+            if let Ok(matched) = rule.check(client) {
+                return rule.verdict(matched, client, requested);
+            }
+        }
+        no_rule()
+    }
+
+    /// Decides a request and reports how every rule up to the deciding one fared: the rules
+    /// the index left were evaluated; the others were skipped, and their trace names the index
+    /// and the condition that failed (checked here, so the explanation stays exact).
     pub fn explain(
         &self,
         client: &AuthenticatedClient,
         requested: Requested<'_>,
     ) -> (Vec<RuleTrace>, Verdict) {
         let mut trace = Vec::new();
-        let verdict = self.evaluate(client, requested, Some(&mut trace));
-        (trace, verdict)
+        if let Some(verdict) = self.deny_listed(client) {
+            return (trace, verdict);
+        }
+        let candidates: HashSet<usize> = self.index.candidates(client).collect();
+        for (position, rule) in self.rules.iter().enumerate() {
+            let considered = candidates.contains(&position);
+            let result = rule.check(client);
+            let skipped_by = match (considered, &result) {
+                (true, _) => None,
+                // The index only skips rules that cannot match; should one match all the
+                // same, it is reported as evaluated, and decides as the scan would.
+                (false, Ok(_)) => None,
+                (false, Err(_)) => Some(self.index.filed(position).map_or_else(
+                    || "the index".to_owned(),
+                    |f| format!("the {} index", f.name()),
+                )),
+            };
+            trace.push(RuleTrace {
+                name: rule.name.clone(),
+                line: rule.line,
+                result: result.clone(),
+                skipped_by,
+            });
+            if let Ok(matched) = result {
+                return (trace, rule.verdict(matched, client, requested));
+            }
+        }
+        (trace, no_rule())
     }
 
-    fn evaluate(
-        &self,
-        client: &AuthenticatedClient,
-        requested: Requested<'_>,
-        mut trace: Option<&mut Vec<RuleTrace>>,
-    ) -> Verdict {
+    /// The verdict of the deny list that lists the certificate, if one does.
+    fn deny_listed(&self, client: &AuthenticatedClient) -> Option<Verdict> {
         let facts = &client.facts;
         for list in &self.deny_lists {
             // A fingerprint list holds a certificate in either of its signature encodings.
@@ -48,54 +101,49 @@ impl Policy {
             } else {
                 continue;
             };
-            return Verdict {
+            return Some(Verdict {
                 rule: format!("deny_lists.{}", list.kind().key()),
                 matched: vec![format!("{fact} '{value}' is listed{how}")],
                 outcome: Outcome::DenyClient(format!(
                     "{fact} '{value}' is on the deny list {}{how}",
                     list.path().display()
                 )),
-            };
+            });
         }
-        for rule in &self.rules {
-            let mut matched = Vec::with_capacity(rule.conditions.len());
-            let mut failed = None;
-            for condition in &rule.conditions {
-                match condition.check(client) {
-                    Ok(m) => matched.push(m),
-                    Err(e) => {
-                        failed = Some(e);
-                        break;
-                    }
-                }
-            }
-            if let Some(trace) = trace.as_deref_mut() {
-                trace.push(RuleTrace {
-                    name: rule.name.clone(),
-                    line: rule.line,
-                    result: match &failed {
-                        Some(e) => Err(e.clone()),
-                        None => Ok(matched.clone()),
-                    },
-                });
-            }
-            if failed.is_some() {
-                continue;
-            }
-            let outcome = match &rule.decision {
-                Decision::Deny(reason) => Outcome::DenyClient(reason.clone()),
-                Decision::Allow(allowance) => allowance.apply(&rule.name, client, requested),
-            };
-            return Verdict {
-                rule: rule.name.clone(),
-                matched,
-                outcome,
-            };
-        }
+        None
+    }
+}
+
+/// The verdict when no rule matches.
+fn no_rule() -> Verdict {
+    Verdict {
+        rule: NO_RULE.to_owned(),
+        matched: Vec::new(),
+        outcome: Outcome::DenyClient("no rule of the policy matches this client".into()),
+    }
+}
+
+impl Rule {
+    /// What matched when every condition holds, else the first that failed.
+    fn check(&self, client: &AuthenticatedClient) -> Result<Vec<String>, Unmatched> {
+        self.conditions.iter().map(|c| c.check(client)).collect()
+    }
+
+    /// The verdict of this rule, which matched on `matched`.
+    fn verdict(
+        &self,
+        matched: Vec<String>,
+        client: &AuthenticatedClient,
+        requested: Requested<'_>,
+    ) -> Verdict {
+        let outcome = match &self.decision {
+            Decision::Deny(reason) => Outcome::DenyClient(reason.clone()),
+            Decision::Allow(allowance) => allowance.apply(&self.name, client, requested),
+        };
         Verdict {
-            rule: NO_RULE.to_owned(),
-            matched: Vec::new(),
-            outcome: Outcome::DenyClient("no rule of the policy matches this client".into()),
+            rule: self.name.clone(),
+            matched,
+            outcome,
         }
     }
 }
