@@ -449,6 +449,12 @@ fn bad_policy_files_are_refused_with_line_and_reason() {
             &["claim 'sub'", "reserved"],
         ),
         (
+            // A policy cannot make an unbound token look bound to a certificate (RFC 8705).
+            "[[rule]]\nname = \"a\"\ndecision = \"allow\"\n[rule.claims]\ncnf = { \"x5t#S256\" = \"forged\" }\n",
+            5,
+            &["claim 'cnf'", "reserved"],
+        ),
+        (
             "[[rule]]\nname = \"a\"\ndecision = \"maybe\"\n",
             3,
             &["'maybe'", "allow", "deny"],
