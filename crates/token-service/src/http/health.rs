@@ -23,8 +23,14 @@ pub async fn healthz() -> Response {
     Json(json!({ "status": "ok" })).into_response()
 }
 
-/// `/metrics`: Prometheus text format.
+/// `/metrics`: Prometheus text format. The signing key is read at each scrape: it changes on a
+/// key file's reload and at a scheduled `signs-from`.
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let signer = state.grant.issuer().signer();
+    state.metrics.signing_key(
+        signer.key_id().as_deref().unwrap_or("google-managed"),
+        signer.algorithm(),
+    );
     (
         [(
             http::header::CONTENT_TYPE,

@@ -617,3 +617,58 @@ async fn the_process_reloads_its_key_file_and_keeps_its_keys_when_a_version_is_b
     assert_eq!(after.len(), 2);
     assert_eq!(after[0], before[0]);
 }
+
+/// The `kid` of the key `token_service_signing_key_info` names.
+async fn metric_kid(server: &Server) -> String {
+    let text = common::client()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("token_service_signing_key_info{"))
+        .unwrap_or_else(|| panic!("{text}"));
+    let at = line.find("kid=\"").unwrap() + 5;
+    line[at..].split('"').next().unwrap().to_owned()
+}
+
+/// The `kid` in the header of a freshly issued token.
+async fn token_kid(server: &Server) -> String {
+    let response = common::token(server, "grant_type=client_credentials", &[]).await;
+    let body: Value = response.json().await.unwrap();
+    let header = jsonwebtoken::decode_header(body["id_token"].as_str().unwrap()).unwrap();
+    header.kid.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_signing_key_metric_follows_a_scheduled_switch() {
+    let rfc3339 = |unix: i64| {
+        time::OffsetDateTime::from_unix_timestamp(unix)
+            .unwrap()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let switch = rfc3339(now + 3);
+    let text = format!(
+        "# token-service: state=retired retired-at={switch}\n{}# token-service: state=active published-at={} signs-from={switch}\n{}",
+        common::ec_key_pem(),
+        rfc3339(now - 60),
+        common::ec_key_pem()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("keys.pem");
+    std::fs::write(&file, text).unwrap();
+    let path = file.display().to_string();
+    let server = Server::start(&[("SIGNING_KEY_FILE", &path), ("JWKS_MAX_AGE", "30")]);
+    let old = token_kid(&server).await;
+    assert_eq!(metric_kid(&server).await, old);
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let new = token_kid(&server).await;
+    assert_ne!(new, old, "the scheduled key did not start signing");
+    assert_eq!(metric_kid(&server).await, new);
+}
