@@ -165,8 +165,22 @@ impl IdTokenIssuer {
         )
     }
 
-    /// Builds the claims of an ID token for `client`, issued by `iss` at `now`.
+    /// Builds the claims of an ID token for `client`, issued by `iss` at `now` (bound to the
+    /// certificate when [`Self::binding`] has a thumbprint).
     pub fn claims(&self, iss: &str, client: &Client, now: i64, jti: &str) -> Map<String, Value> {
+        let cnf = self.binding(client).ok().flatten();
+        self.claims_with(iss, client, now, jti, cnf)
+    }
+
+    /// [`Self::claims`] with the `x5t#S256` thumbprint already derived.
+    fn claims_with(
+        &self,
+        iss: &str,
+        client: &Client,
+        now: i64,
+        jti: &str,
+        cnf: Option<String>,
+    ) -> Map<String, Value> {
         let facts = &client.facts;
         let first = |v: &[String]| v.first().cloned().unwrap_or_default();
         let mut claims = Map::new();
@@ -198,27 +212,26 @@ impl IdTokenIssuer {
         if let Value::Object(fixed) = fixed {
             claims.extend(fixed);
         }
-        if self.settings.certificate_bound
-            && let Some(thumbprint) = facts.sha256_fingerprint.as_deref().and_then(x5t_s256)
-        {
+        if let Some(thumbprint) = cnf {
             claims.insert("cnf".into(), json!({ "x5t#S256": thumbprint }));
         }
         claims
     }
 
-    /// With `TOKEN_CERTIFICATE_BOUND`, a client whose certificate fingerprint is missing or is
-    /// not a SHA-256 digest gets no token: an unbound token where a bound one is expected would
-    /// fail open.
-    fn check_binding(&self, client: &Client) -> Result<(), Failure> {
+    /// The `x5t#S256` to bind the token to with `TOKEN_CERTIFICATE_BOUND` (`None` without it);
+    /// a client whose certificate fingerprint is missing or is not a SHA-256 digest gets no
+    /// token: an unbound token where a bound one is expected would fail open.
+    fn binding(&self, client: &Client) -> Result<Option<String>, Failure> {
         if !self.settings.certificate_bound {
-            return Ok(());
+            return Ok(None);
         }
         match client.facts.sha256_fingerprint.as_deref() {
-            Some(fingerprint) if x5t_s256(fingerprint).is_some() => Ok(()),
-            Some(fingerprint) => Err(Failure::unauthorized(format!(
+            Some(fingerprint) => x5t_s256(fingerprint).map(Some).ok_or_else(|| {
+                Failure::unauthorized(format!(
                 "The client certificate's fingerprint '{}' is not a base64 SHA-256 digest, so the token cannot be bound to the certificate (TOKEN_CERTIFICATE_BOUND=true); check the fingerprint header the proxy sends",
-                truncate(fingerprint, 64)
-            ))),
+                    truncate(fingerprint, 64)
+                ))
+            }),
             None => Err(Failure::unauthorized(
                 "This flow does not know the client certificate's fingerprint, so the token cannot be bound to the certificate (TOKEN_CERTIFICATE_BOUND=true); use a flow that sees the certificate or its SHA-256 fingerprint",
             )),
@@ -234,9 +247,9 @@ impl IdTokenIssuer {
     ) -> Result<IdToken, Failure> {
         let now = self.clock.now();
         self.check_certificate_lifetime(client, now)?;
-        self.check_binding(client)?;
+        let cnf = self.binding(client)?;
         let jti = uuid::Uuid::new_v4().to_string();
-        let claims = self.claims(iss, client, now, &jti);
+        let claims = self.claims_with(iss, client, now, &jti, cnf);
         let token = self.signer.sign(&claims, deadline).await?;
         Ok(IdToken {
             token,
