@@ -9,8 +9,9 @@
 //! the rules are then evaluated in that order as before, so the first matching rule still
 //! decides. Filing a rule under one condition never changes its meaning: a rule that matches
 //! satisfies that condition, so one of the looked-up keys holds it (the equivalence test in
-//! `tests/it/policy_scale.rs` compares this with the plain scan). The keys are the facts the
-//! conditions compare: the normalised SPIFFE ID, the fingerprint in both signature encodings.
+//! `policy/tests/index.rs` compares this with the plain scan). The keys are the facts the
+//! conditions compare, as they compare them: the SPIFFE ID the flow admitted, the fingerprint in
+//! both signature encodings.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -154,6 +155,13 @@ fn push(list: &mut Postings, rule: u32) {
     }
 }
 
+/// Whether a glob's literal part narrows at all: not empty, and more than a scheme
+/// (`spiffe://*/…` and `https://*` are held by every SPIFFE ID and https URI, so such a glob
+/// ranks below a trust domain, an issuing CA or a flow).
+fn narrows(literal: &str) -> bool {
+    !literal.is_empty() && !literal.ends_with("://")
+}
+
 /// How well a condition narrows: lower is better; `None` for none at all.
 fn rank(condition: &Condition) -> u8 {
     let globs = |patterns: &[Pattern], suffix: bool| {
@@ -161,12 +169,11 @@ fn rank(condition: &Condition) -> u8 {
             1
         } else if patterns.iter().all(|p| {
             p.literal().is_some()
-                || !(if suffix {
+                || narrows(if suffix {
                     p.literal_suffix()
                 } else {
                     p.literal_prefix()
                 })
-                .is_empty()
         }) {
             2
         } else {
@@ -269,7 +276,8 @@ impl Index {
     /// The rules `client` can still match, in rule order.
     pub(super) fn candidates(&self, client: &AuthenticatedClient) -> Candidates<'_> {
         let facts = &client.facts;
-        let mut lists: Vec<&[u32]> = vec![&self.always];
+        let mut lists: Vec<&[u32]> = Vec::with_capacity(8);
+        lists.push(&self.always);
         lists.extend(self.flow.0.get(&client.flow).map(Vec::as_slice));
         let spiffe = if self.trust_domain.0.is_empty() && self.spiffe_path.is_empty() {
             None
@@ -312,6 +320,10 @@ impl Index {
             }
         }
         lists.retain(|l| !l.is_empty());
+        // Many SANs of one certificate can hit the same key: each list once, so the merge
+        // costs what the distinct lists hold, not what a certificate repeats.
+        lists.sort_unstable_by_key(|l| (l.as_ptr().addr(), l.len()));
+        lists.dedup_by(|a, b| std::ptr::eq(*a, *b));
         Candidates { lists }
     }
 }
