@@ -125,6 +125,23 @@ pub enum Refusal {
     /// What webpki found, as a phrase after "The client certificate " (`verify::describe`).
     #[error("The client certificate {0}")]
     Rejected(String),
+    /// Like [`Refusal::Rejected`], for a refusal a CRL could still change: no CRL of a CA of
+    /// the chain in force, or one past its nextUpdate (so fetching a distribution point may
+    /// help; for any other refusal it cannot).
+    #[error("The client certificate {0}")]
+    RevocationUnknown(String),
+}
+
+impl Refusal {
+    /// Whether a CRL not in force yet could change this refusal: one for want of a usable CRL,
+    /// or a revocation (a newer CRL of that CA may supersede the one that lists it). Both are
+    /// reached only on a path of verified signatures to the bundle.
+    pub fn awaits_crl(&self) -> bool {
+        matches!(
+            self,
+            Refusal::RevocationUnknown(_) | Refusal::Revoked | Refusal::IssuerRevoked(_)
+        )
+    }
 }
 
 impl From<Refusal> for Failure {

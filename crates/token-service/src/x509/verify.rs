@@ -22,21 +22,27 @@ use crate::error::Failure;
 use crate::model::{AuthenticatedClient, CertificateFacts};
 
 /// Verifies an already normalised chain (DER, leaf first) against `material` and derives the
-/// client. A refusal carries the certificate's facts as log labels.
+/// client. A refusal carries the certificate's facts as log labels, and says whether a CRL not
+/// in force yet could change it ([`Refusal::awaits_crl`]): only then, or for an accepted chain,
+/// are its distribution points worth looking at.
 pub(crate) fn authenticate_chain(
     material: &TrustMaterial,
     clock: &Clock,
     attribute: ClientIdAttribute,
     chain: &[Vec<u8>],
-) -> Result<AuthenticatedClient, Failure> {
-    let leaf = chain
-        .first()
-        .ok_or_else(|| Failure::unauthorized("No client certificate was presented"))?;
-    let mut facts = facts(leaf)?;
+) -> Result<AuthenticatedClient, (Failure, bool)> {
+    let leaf = chain.first().ok_or_else(|| {
+        (
+            Failure::unauthorized("No client certificate was presented"),
+            false,
+        )
+    })?;
+    let mut facts = facts(leaf).map_err(|e| (Failure::from(e), false))?;
     let now =
         UnixTime::since_unix_epoch(Duration::from_secs(u64::try_from(clock.now()).unwrap_or(0)));
     if let Err(refusal) = material.verify(chain, now) {
-        return Err(rejected(&facts, refusal.into()));
+        let awaits_crl = refusal.awaits_crl();
+        return Err((rejected(&facts, refusal.into()), awaits_crl));
     }
     (facts.issuer_ca_sha256, facts.issuer_ca_sha256_twin) = material.issuer_fingerprint(chain);
     let Some(client_id) = attribute.client_id(&facts) else {
@@ -50,7 +56,7 @@ pub(crate) fn authenticate_chain(
             "The client certificate has {what}, which MTLS_CLIENT_ID_ATTRIBUTE={} requires",
             attribute.name()
         );
-        return Err(rejected(&facts, Failure::unauthorized(reason)));
+        return Err((rejected(&facts, Failure::unauthorized(reason)), false));
     };
     Ok(AuthenticatedClient::new(client_id, facts))
 }
@@ -82,6 +88,14 @@ fn refused_chain(chain: &[Vec<u8>], refusal: Failure) -> Failure {
 
 /// A precise, client-facing reason for a rejected certificate.
 pub(super) fn describe(e: &rustls::Error, policy: RevocationPolicy) -> Refusal {
+    let awaits_crl = matches!(
+        e,
+        rustls::Error::InvalidCertificate(
+            CertificateError::UnknownRevocationStatus
+                | CertificateError::ExpiredRevocationList
+                | CertificateError::ExpiredRevocationListContext { .. }
+        )
+    );
     let what = match e {
         rustls::Error::InvalidCertificate(c) => match c {
             CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
@@ -125,7 +139,11 @@ pub(super) fn describe(e: &rustls::Error, policy: RevocationPolicy) -> Refusal {
         }
         other => format!("was rejected: {other}"),
     };
-    Refusal::Rejected(what)
+    if awaits_crl {
+        Refusal::RevocationUnknown(what)
+    } else {
+        Refusal::Rejected(what)
+    }
 }
 
 /// A map bounded to `max` entries that forgets the oldest insertion when full (never everything
@@ -350,13 +368,19 @@ impl VerifiedChains {
         let (clock, trust) = (*clock, trust.clone());
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            let outcome = authenticate_chain(&material, &clock, attribute, &chain).map(|client| {
+            let judged = authenticate_chain(&material, &clock, attribute, &chain);
+            // A CRL can change only an acceptance or a refusal for want of one: the points of
+            // any other chain (a foreign CA's, a forged one) are never even looked at.
+            let points = match &judged {
+                Ok(_) | Err((_, true)) => trust.crl_points(&material, &chain),
+                Err((_, false)) => Vec::new(),
+            };
+            let outcome = judged.map_err(|(refusal, _)| refusal).map(|client| {
                 let until = material.verdict_valid_until(&chain);
                 // What OCSP asks about, found while the material is at hand.
                 let subject = asks.then(|| super::ocsp::Subject::of(&material, &chain));
                 (client, until, subject)
             });
-            let points = trust.crl_points(&material, &chain);
             (version, outcome, points)
         })
         .await

@@ -476,6 +476,34 @@ async fn the_distribution_point_of_an_untrusted_certificate_is_never_fetched() {
     );
 }
 
+/// A refusal no CRL can change (here: the trusted CA's certificate lacks the DNS SAN the client
+/// ID needs) fetches nothing, though its point is trusted; an accepted chain's point is fetched.
+#[tokio::test]
+async fn only_a_chain_a_crl_could_change_makes_the_service_fetch_its_point() {
+    let (pki, ca, server) = (Pki::new(), TestCa::root("Points CA"), CrlServer::start());
+    let url = server.url("/points.crl");
+    server.serve("/points.crl", ca.day_crl(&[], 1));
+    let leaf = ca.leaf("no-dns", Some(&url), &[]);
+    let service = start(
+        &pki,
+        &ca,
+        None,
+        &[
+            ("TLS_CLIENT_CRL_FOLLOW_CDP", "true"),
+            ("MTLS_CLIENT_ID_ATTRIBUTE", "dns_san"),
+        ],
+    );
+    let (status, body) = token_with(&pki, &service, &leaf).await;
+    assert_eq!(status, 403, "{body}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(server.total_hits(), 0, "a refusal no CRL changes fetched");
+
+    let service = start(&pki, &ca, None, &[("TLS_CLIENT_CRL_FOLLOW_CDP", "true")]);
+    let (status, body) = token_with(&pki, &service, &leaf).await;
+    id_token(status, &body);
+    assert_eq!(server.total_hits(), 1);
+}
+
 #[tokio::test]
 async fn the_refresher_replaces_a_crl_before_its_next_update() {
     let (pki, ca, server) = (Pki::new(), TestCa::root("Refresh CA"), CrlServer::start());

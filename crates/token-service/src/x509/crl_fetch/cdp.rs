@@ -79,7 +79,7 @@ pub fn unknown_points(
                 .filter_map(|der| X509Certificate::from_der(der).ok().map(|(_, c)| (der, c)))
                 .collect()
         });
-        let Some(issuers) = issuer_path(*i, cert, &parsed, chain, anchors, super::MAX_DEPTH) else {
+        let Some(issuers) = issuer_path(*i, cert, &parsed, chain, anchors, &mut vec![*i]) else {
             continue;
         };
         for url in wanted {
@@ -96,29 +96,35 @@ pub fn unknown_points(
 
 /// The certificates from `cert`'s issuer up to a CA of `bundle` (DER), each signature verified:
 /// a bundle CA directly, else a CA certificate of the chain (not `cert` itself) whose own path
-/// leads there, at most `depth` links.
+/// leads there, at most `MAX_DEPTH` links. `path` holds the chain positions on the way here
+/// (`cert`'s first): no position is visited twice on one path, so certificates that name each
+/// other as issuers cost one step each, not a walk of every cycle.
 fn issuer_path(
     index: usize,
     cert: &X509Certificate<'_>,
     parsed: &[(usize, X509Certificate<'_>)],
     chain: &[Vec<u8>],
     anchors: &[(&Vec<u8>, X509Certificate<'_>)],
-    depth: usize,
+    path: &mut Vec<usize>,
 ) -> Option<Vec<Vec<u8>>> {
     for (der, anchor) in anchors {
         if signed_by(cert, anchor) {
             return Some(vec![(*der).clone()]);
         }
     }
-    if depth == 0 {
+    if path.len() > super::MAX_DEPTH {
         return None;
     }
     for (j, parent) in parsed {
-        if *j == index || *j == 0 || !parent.is_ca() || !signed_by(cert, parent) {
+        if *j == index || *j == 0 || path.contains(j) || !parent.is_ca() || !signed_by(cert, parent)
+        {
             continue;
         }
         let der = chain.get(*j)?;
-        if let Some(mut rest) = issuer_path(*j, parent, parsed, chain, anchors, depth - 1) {
+        path.push(*j);
+        let found = issuer_path(*j, parent, parsed, chain, anchors, path);
+        path.pop();
+        if let Some(mut rest) = found {
             rest.insert(0, der.clone());
             return Some(rest);
         }

@@ -332,3 +332,21 @@ async fn a_ca_presented_as_the_leaf_is_refused_with_a_sentence() {
     assert!(!message.contains("CaUsedAsEndEntity"), "{message}");
     assert!(!message.contains("Other("), "{message}");
 }
+
+/// Only a refusal for want of a usable CRL is one a distribution point's CRL could change.
+#[test]
+fn only_refusals_for_want_of_a_crl_await_one() {
+    let policy = RevocationPolicy::default();
+    let awaits =
+        |e: CertificateError| describe(&rustls::Error::InvalidCertificate(e), policy).awaits_crl();
+    assert!(awaits(CertificateError::UnknownRevocationStatus));
+    assert!(awaits(CertificateError::ExpiredRevocationList));
+    for settled in [
+        CertificateError::UnknownIssuer,
+        CertificateError::Expired,
+        CertificateError::BadSignature,
+        CertificateError::InvalidPurpose,
+    ] {
+        assert!(!awaits(settled));
+    }
+}
