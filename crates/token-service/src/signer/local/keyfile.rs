@@ -125,8 +125,20 @@ fn preambles(text: &str) -> Result<Vec<Preamble>, BadFile> {
             inside = !trimmed.starts_with("-----END ");
             continue;
         }
-        if trimmed.starts_with("-----BEGIN ") {
+        if let Some(label) = trimmed.strip_prefix("-----BEGIN ") {
             inside = true;
+            // The PEM reader skips blocks of labels it does not know (`EC PARAMETERS`, ...),
+            // so they have no preamble either; a metadata line cannot describe one.
+            let label = label.strip_suffix("-----").unwrap_or(label);
+            if SectionKind::try_from(label.as_bytes()).is_err() {
+                if let Some((at, _)) = meta {
+                    return Err(BadFile(format!(
+                        "line {at}: the '{MARKER}' line precedes a '{label}' block, which is no key; metadata lines describe keys only"
+                    )));
+                }
+                comments.clear();
+                continue;
+            }
             found.push((meta.take().map(|(_, m)| m), std::mem::take(&mut comments)));
         } else if let Some(rest) = trimmed.strip_prefix(MARKER) {
             if let Some((first, _)) = meta {

@@ -141,6 +141,29 @@ fn pkcs1_key_is_refused_with_conversion_hint() {
     assert!(e.contains("openssl pkcs8 -topk8"), "{e}");
 }
 
+/// `openssl ecparam -genkey` writes an `EC PARAMETERS` block before the key: a block the PEM
+/// reader skips, which the key file skips too (it loaded before key states came in).
+#[test]
+fn blocks_that_are_no_keys_are_skipped_and_sec1_keys_get_the_conversion_hint() {
+    let params = pem("EC PARAMETERS", b"\x06\x08\x2a\x86\x48\xce\x3d\x03\x01\x07");
+    let signer = LocalSigner::from_pem(format!("{params}{}", ec_pem()).as_bytes(), "test");
+    assert!(signer.is_ok(), "{:?}", signer.err().map(|e| e.to_string()));
+    let e = LocalSigner::from_pem(
+        format!("{params}{}", pem("EC PRIVATE KEY", b"\x30\x00")).as_bytes(),
+        "SIGNING_KEY_FILE 'k.pem'",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("openssl pkcs8 -topk8"), "{e}");
+    let e = LocalSigner::from_pem(
+        format!("# token-service: state=active\n{params}{}", ec_pem()).as_bytes(),
+        "test",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("'EC PARAMETERS' block, which is no key"), "{e}");
+}
+
 #[test]
 fn file_without_keys_or_with_garbage_is_refused() {
     let e = LocalSigner::from_pem(b"hello", "SIGNING_KEY_FILE 'k.pem'")
