@@ -246,7 +246,7 @@ fn emit(text: &str, write: bool, path: &Path, what: &str) -> ExitCode {
         print!("{text}");
         return ExitCode::SUCCESS;
     }
-    match crate::signer::local::write_atomic(path, text.as_bytes(), "SIGNING_KEY_FILE") {
+    match crate::signer::local::rewrite_atomic(path, text.as_bytes(), "SIGNING_KEY_FILE") {
         Ok(()) => {
             eprintln!("{what}; wrote {}", path.display());
             ExitCode::SUCCESS

@@ -329,6 +329,27 @@ pub(crate) fn write_atomic(
     contents: &[u8],
     setting: &'static str,
 ) -> Result<(), WriteError> {
+    write_like(path, contents, setting, None)
+}
+
+/// [`write_atomic`] of a new version of the file at `path`, with its owner, group and mode
+/// (never writable by group or others): a key file rewritten by `sudo token-service keys …
+/// --write` stays readable by the service that reads it.
+pub(crate) fn rewrite_atomic(
+    path: &Path,
+    contents: &[u8],
+    setting: &'static str,
+) -> Result<(), WriteError> {
+    write_like(path, contents, setting, fs::metadata(path).ok().as_ref())
+}
+
+/// The new file takes `like`'s owner, group and mode when given (unix), else mode 0600.
+fn write_like(
+    path: &Path,
+    contents: &[u8],
+    setting: &'static str,
+    like: Option<&fs::Metadata>,
+) -> Result<(), WriteError> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -364,6 +385,15 @@ pub(crate) fn write_atomic(
     let written = options
         .open(&temporary)
         .and_then(|mut file| {
+            #[cfg(unix)]
+            if let Some(like) = like {
+                use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+                let mine = file.metadata()?;
+                if (mine.uid(), mine.gid()) != (like.uid(), like.gid()) {
+                    std::os::unix::fs::fchown(&file, Some(like.uid()), Some(like.gid()))?;
+                }
+                file.set_permissions(fs::Permissions::from_mode(like.mode() & 0o644))?;
+            }
             file.write_all(contents)?;
             file.sync_all()
         })

@@ -672,3 +672,28 @@ async fn the_signing_key_metric_follows_a_scheduled_switch() {
     assert_ne!(new, old, "the scheduled key did not start signing");
     assert_eq!(metric_kid(&server).await, new);
 }
+
+#[test]
+fn a_key_file_rewritten_with_write_keeps_its_mode() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("keys.pem");
+    let path = file.display().to_string();
+    let env = [("SIGNING_KEY_FILE", path.as_str()), ("JWKS_MAX_AGE", "0")];
+    let (ok, first) = keys(&["generate", "--ec", "--active"], &env);
+    assert!(ok, "{first}");
+    let (ok, next) = keys(&["generate", "--ec"], &env);
+    assert!(ok, "{next}");
+    std::fs::write(&file, format!("{first}{next}")).unwrap();
+    // Group-readable, as for a service user in the file's group (README).
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let (ok, out) = keys(&["activate", "--in", "5", "--write"], &env);
+    assert!(ok, "{out}");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o640, "the rewrite changed the mode to {mode:o}");
+    assert!(
+        std::fs::read_to_string(&file)
+            .unwrap()
+            .contains("signs-from=")
+    );
+}
