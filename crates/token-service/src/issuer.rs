@@ -376,7 +376,7 @@ pub fn discovery_document(
         "response_types_supported": ["none"],
         "grant_types_supported": flows.grant_types,
         "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": [issuer.signer().algorithm()],
+        "id_token_signing_alg_values_supported": issuer.signer().algorithms(),
         "token_endpoint_auth_methods_supported": flows.auth_methods,
         "claims_supported": claims_supported(issuer.settings.certificate_bound),
         "tls_client_certificate_bound_access_tokens": issuer.settings.certificate_bound,

@@ -31,6 +31,11 @@ pub enum Publication {
 pub trait Signer: Send + Sync {
     /// JWS algorithm of the signing key (`RS256`, `ES256`).
     fn algorithm(&self) -> &str;
+    /// Every algorithm a published key uses, the signing key's first: what discovery lists, so
+    /// a verifier that holds to that list accepts the tokens of a key rotated in or out.
+    fn algorithms(&self) -> Vec<&str> {
+        vec![self.algorithm()]
+    }
     /// Key ID of the key that signs now, when known up front.
     fn key_id(&self) -> Option<String>;
     /// How verifiers find the public keys; `None` while that is not known yet (the signer is

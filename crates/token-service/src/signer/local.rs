@@ -263,6 +263,17 @@ impl Signer for LocalSigner {
         self.current.load().signer_at(self.clock.now()).alg
     }
 
+    fn algorithms(&self) -> Vec<&str> {
+        let set = self.current.load();
+        let mut algorithms = vec![set.signer_at(self.clock.now()).alg];
+        for key in &set.keys {
+            if !algorithms.contains(&key.alg) {
+                algorithms.push(key.alg);
+            }
+        }
+        algorithms
+    }
+
     fn key_id(&self) -> Option<String> {
         Some(self.current.load().signer_at(self.clock.now()).kid.clone())
     }

@@ -98,9 +98,10 @@ async fn rsa_key_file_signs_rs256_and_publishes_every_key() {
             .unwrap(),
     )
     .await;
+    // The signing key's algorithm first, then those of the other published keys.
     assert_eq!(
         discovery["id_token_signing_alg_values_supported"],
-        json!(["RS256"])
+        json!(["RS256", "ES256"])
     );
 }
 

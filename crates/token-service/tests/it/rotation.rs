@@ -697,3 +697,30 @@ fn a_key_file_rewritten_with_write_keeps_its_mode() {
             .contains("signs-from=")
     );
 }
+
+#[tokio::test]
+async fn discovery_lists_the_algorithm_of_every_published_key_the_signing_one_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("keys.pem");
+    let path = file.display().to_string();
+    let env = [("SIGNING_KEY_FILE", path.as_str())];
+    let (ok, active) = keys(&["generate", "--ec", "--active"], &env);
+    assert!(ok, "{active}");
+    let (ok, next) = keys(&["generate"], &env);
+    assert!(ok, "{next}");
+    std::fs::write(&file, format!("{active}{next}")).unwrap();
+    let server = Server::start(&[("SIGNING_KEY_FILE", &path)]);
+    let discovery: Value = common::client()
+        .get(server.url("/.well-known/openid-configuration"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    // A verifier that holds to this list still accepts the RSA key's tokens once it signs.
+    assert_eq!(
+        discovery["id_token_signing_alg_values_supported"],
+        serde_json::json!(["ES256", "RS256"])
+    );
+}
