@@ -153,7 +153,8 @@ impl ClientCredentials {
     /// bucket is empty is refused with 429 before any flow looks at its request, so refusing
     /// it costs no verification; every refusal before the client is identified (a missing or
     /// unsupported grant type, no flow for the request, a flow's refusal, a client the policy
-    /// denies) takes one token from that bucket.
+    /// denies) takes one token from that bucket, except a flow's "try again later" (503: an
+    /// OCSP responder out of reach), which is nothing the client did.
     pub async fn exchange(
         &self,
         request: &TokenRequest,
